@@ -1,0 +1,55 @@
+use super::{color_stderr, EXIT_DIAGNOSTICS, EXIT_ERROR, EXIT_OK};
+use crate::error::{io_reason, read_source, Error};
+use std::path::PathBuf;
+
+/// `runbook fmt`: rewrite in place, or with `--check` list what would change.
+pub fn run(files: &[PathBuf], check: bool) -> Result<u8, Error> {
+    let mut code = EXIT_OK;
+    for path in files {
+        let name = path.display().to_string();
+        let source = match read_source(path) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                code = EXIT_ERROR;
+                continue;
+            }
+        };
+        let parsed = match crate::syntax::parse(&source) {
+            Ok(p) => p,
+            Err(diagnostics) => {
+                eprint!("{}", crate::diagnostic::render(&name, &source, &diagnostics, color_stderr()));
+                code = code.max(EXIT_DIAGNOSTICS);
+                continue;
+            }
+        };
+        let formatted = crate::syntax::format::format(&parsed, &source);
+        if formatted == source {
+            continue;
+        }
+        if check {
+            println!("{name} is not formatted");
+            code = code.max(EXIT_ERROR);
+        } else {
+            write_atomically(path, &formatted)?;
+            println!("formatted {name}");
+        }
+    }
+    Ok(code)
+}
+
+/// Writes through a temporary file and a rename, so a crash never leaves half a runbook.
+fn write_atomically(path: &std::path::Path, text: &str) -> Result<(), Error> {
+    let fail = |e: std::io::Error| Error::Write {
+        path: path.to_path_buf(),
+        why: io_reason(&e),
+    };
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".fmt-tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, text).map_err(fail)?;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let _ = std::fs::set_permissions(&tmp, meta.permissions());
+    }
+    std::fs::rename(&tmp, path).map_err(fail)
+}

@@ -1,0 +1,341 @@
+//! The compile layer: names resolved, properties and expressions type-checked,
+//! a DAG of steps built, every mistake reported at once.
+
+mod graph;
+pub mod names;
+pub mod plan;
+mod props;
+pub mod schema;
+pub mod types;
+pub mod eval;
+
+pub use plan::{Edge, Interrupt, Phase, Plan, Retry, Schedule, Settings, Step, StepId, Type};
+
+use crate::diagnostic::{Code, Diagnostic, Span};
+use crate::syntax::ast::{self, Expr, ExprKind, Item};
+use names::did_you_mean;
+use plan::{LetDef, Overlap, ParamDef};
+use schema::{CheckName, Kind};
+use std::collections::HashMap;
+use std::time::Duration;
+use types::{Scope, Typer};
+
+/// Parses and compiles source text.
+pub fn check(source: &str) -> Result<Plan, Vec<Diagnostic>> {
+    let parsed = crate::syntax::parse(source)?;
+    compile(&parsed.runbook)
+}
+
+/// Compiles a syntax tree into a plan, or every diagnostic found, in source order.
+pub fn compile(runbook: &ast::Runbook) -> Result<Plan, Vec<Diagnostic>> {
+    let mut c = Compiler::default();
+    c.declarations(runbook);
+    let settings = c.settings(runbook);
+    let steps = c.steps(runbook);
+    let graph = graph::build(&steps, &c.edges, &mut c.diagnostics);
+    if c.diagnostics.is_empty() {
+        graph::unreachable(&steps, &graph, &mut c.diagnostics);
+    }
+    if !c.diagnostics.is_empty() {
+        let mut diagnostics = c.diagnostics;
+        diagnostics.sort_by_key(|d| d.offset());
+        diagnostics.dedup();
+        return Err(diagnostics);
+    }
+    Ok(Plan {
+        name: runbook.name.name.clone(),
+        settings,
+        params: c.params,
+        lets: c.lets,
+        steps,
+        graph,
+    })
+}
+
+#[derive(Default)]
+struct Compiler {
+    diagnostics: Vec<Diagnostic>,
+    params: Vec<ParamDef>,
+    lets: Vec<LetDef>,
+    /// Types of parameters and lets by name.
+    values: HashMap<String, Type>,
+    /// Where each value was declared, for duplicate reports.
+    declared: HashMap<String, Span>,
+    steps: HashMap<String, (StepId, &'static Kind)>,
+    /// (from, to, why), collected while checking steps.
+    edges: Vec<(StepId, StepId, Edge)>,
+}
+
+impl Compiler {
+    fn declare(&mut self, name: &ast::Ident) -> bool {
+        if let Some(first) = self.declared.get(&name.name) {
+            self.diagnostics.push(
+                Diagnostic::new(Code::DuplicateName, format!("`{}` is declared twice", name.name))
+                    .label(name.span, "declared again here")
+                    .label(*first, "first declared here")
+                    .help("rename one of them"),
+            );
+            return false;
+        }
+        self.declared.insert(name.name.clone(), name.span);
+        true
+    }
+
+    fn typer<'a>(&'a self, diagnostics: &'a mut Vec<Diagnostic>, check: &'a [(&'static str, CheckName)], steps: bool) -> Typer<'a, 'a> {
+        Typer {
+            scope: Scope {
+                values: &self.values,
+                steps: steps.then_some(&self.steps),
+                check,
+            },
+            diagnostics,
+            step_refs: Vec::new(),
+            in_check: false,
+        }
+    }
+
+    /// Parameters and lets, in order: a `let` sees what is declared before it.
+    fn declarations(&mut self, runbook: &ast::Runbook) {
+        for item in &runbook.items {
+            match item {
+                Item::Param(p) => self.param(p),
+                Item::Let(l) => {
+                    let mut diagnostics = Vec::new();
+                    let ty = self.typer(&mut diagnostics, &[], false).type_of(&l.value);
+                    self.diagnostics.append(&mut diagnostics);
+                    if self.declare(&l.name) {
+                        self.values.insert(l.name.name.clone(), ty);
+                        self.lets.push(LetDef {
+                            name: l.name.name.clone(),
+                            ty,
+                            value: l.value.clone(),
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn param(&mut self, p: &ast::Param) {
+        let Some(ty) = Type::from_name(&p.ty.name) else {
+            let help = did_you_mean(&p.ty.name, schema::TYPES.iter().copied(), || {
+                format!("the types are {}", schema::TYPES.join(", "))
+            });
+            self.diagnostics.push(
+                Diagnostic::new(Code::UnknownType, format!("unknown type `{}`", p.ty.name))
+                    .label(p.ty.span, "not a type")
+                    .help(help),
+            );
+            self.declare(&p.name);
+            self.values.insert(p.name.name.clone(), Type::Dynamic);
+            return;
+        };
+        if let Some(default) = &p.default {
+            self.param_default(&p.name.name, ty, default);
+        }
+        if self.declare(&p.name) {
+            self.values.insert(p.name.name.clone(), ty);
+            self.params.push(ParamDef {
+                name: p.name.name.clone(),
+                ty,
+                default: p.default.clone(),
+                span: p.span,
+            });
+        }
+    }
+
+    fn param_default(&mut self, name: &str, ty: Type, default: &Expr) {
+        let mut diagnostics = Vec::new();
+        let found = self.typer(&mut diagnostics, &[], false).type_of(default);
+        self.diagnostics.append(&mut diagnostics);
+        if ty == Type::Secret {
+            if !matches!(&default.kind, ExprKind::Call { name, .. } if name.name == "env") {
+                self.diagnostics.push(
+                    Diagnostic::new(Code::SecretLiteral, format!("the secret `{name}` has a value written in the runbook"))
+                        .label(default.span, "a secret must not be in the source")
+                        .help("read it from the environment: `= env(\"NAME\")`, or pass it with -p at run time"),
+                );
+            }
+            return;
+        }
+        let fits = match ty {
+            Type::Str | Type::Path => matches!(found, Type::Str | Type::Path),
+            other => found == other,
+        } || found == Type::Dynamic;
+        if !fits {
+            self.diagnostics.push(
+                Diagnostic::new(
+                    Code::TypeMismatch,
+                    format!("the default of `{name}` is {}, but `{name}` is {}", found.describe(), ty.describe()),
+                )
+                .label(default.span, format!("this is {}", found.describe())),
+            );
+        }
+    }
+
+    fn settings(&mut self, runbook: &ast::Runbook) -> Settings {
+        let props: Vec<ast::Property> = runbook
+            .items
+            .iter()
+            .filter_map(|i| match i {
+                Item::Setting(s) => Some(s.clone()),
+                _ => None,
+            })
+            .collect();
+        for p in &props {
+            if p.name.name == "param" || p.name.name == "let" {
+                self.diagnostics.push(
+                    Diagnostic::new(Code::Syntax, format!("malformed `{}`", p.name.name))
+                        .label(p.span, "cannot read this")
+                        .help(if p.name.name == "param" {
+                            "write `param NAME: TYPE` or `param NAME: TYPE = DEFAULT`"
+                        } else {
+                            "write `let NAME = VALUE`"
+                        }),
+                );
+            }
+        }
+        let props: Vec<ast::Property> = props
+            .into_iter()
+            .filter(|p| p.name.name != "param" && p.name.name != "let")
+            .collect();
+        let lookup = |n: &str| schema::SETTINGS.iter().find(|p| p.name == n);
+        let table = props::Table {
+            owner: "a runbook".into(),
+            lookup: &lookup,
+            names: schema::SETTINGS.iter().map(|p| p.name).collect(),
+            groups: &[],
+            unknown_code: Code::UnknownSetting,
+        };
+        let mut diagnostics = Vec::new();
+        let empty = HashMap::new();
+        let mut typer = self.typer(&mut diagnostics, &[], false);
+        props::check(&props, &table, runbook.name.span, &mut typer, &empty);
+        self.diagnostics.append(&mut diagnostics);
+        let mut settings = Settings::default();
+        for p in &props {
+            let first = p.args.first();
+            match p.name.name.as_str() {
+                "about" => settings.about = first.and_then(literal_text),
+                "concurrency" => {
+                    if let Some(n) = self.literal_int(first, p, 1, 10_000) {
+                        settings.concurrency = n as usize;
+                    }
+                }
+                "timeout" => settings.timeout = self.literal_duration(first, p),
+                "schedule" => settings.schedule = self.schedule(p),
+                _ => {}
+            }
+        }
+        settings
+    }
+
+    fn schedule(&mut self, p: &ast::Property) -> Option<Schedule> {
+        let cron_expr = p.args.first()?;
+        let cron = literal_text(cron_expr)?;
+        let fields = cron.split_whitespace().count();
+        if !(5..=6).contains(&fields) {
+            self.diagnostics.push(
+                Diagnostic::new(Code::InvalidValue, format!("`{cron}` is not a cron expression"))
+                    .label(cron_expr.span, format!("{fields} fields"))
+                    .help("write five fields: minute hour day-of-month month day-of-week, e.g. \"0 2 * * *\""),
+            );
+        }
+        let mut schedule = Schedule {
+            cron,
+            timezone: "UTC".into(),
+            window: None,
+            overlap: Overlap::Skip,
+        };
+        let mut i = 1;
+        while i + 1 < p.args.len() {
+            let value = &p.args[i + 1];
+            match p.args[i].as_name().map(|n| n.name.as_str()) {
+                Some("timezone") => {
+                    if let Some(tz) = literal_text(value) {
+                        schedule.timezone = tz;
+                    }
+                }
+                Some("window") => schedule.window = self.literal_duration(Some(value), p),
+                Some("overlap") => {
+                    schedule.overlap = match value.as_name().map(|n| n.name.as_str()) {
+                        Some("queue") => Overlap::Queue,
+                        Some("cancel") => Overlap::Cancel,
+                        _ => Overlap::Skip,
+                    }
+                }
+                _ => {}
+            }
+            i += 2;
+        }
+        Some(schedule)
+    }
+
+    fn literal_int(&mut self, e: Option<&Expr>, p: &ast::Property, min: i64, max: i64) -> Option<i64> {
+        let e = e?;
+        match &e.kind {
+            ExprKind::Int { value: Some(n), .. } if (min..=max).contains(n) => Some(*n),
+            ExprKind::Int { value: Some(_), .. } => {
+                self.diagnostics.push(
+                    Diagnostic::new(Code::InvalidValue, format!("`{}` must be between {min} and {max}", p.name.name))
+                        .label(e.span, "out of range"),
+                );
+                None
+            }
+            ExprKind::Int { .. } => None,
+            _ => {
+                self.not_literal(e, p);
+                None
+            }
+        }
+    }
+
+    fn literal_duration(&mut self, e: Option<&Expr>, p: &ast::Property) -> Option<Duration> {
+        let e = e?;
+        match &e.kind {
+            ExprKind::Duration { millis: Some(0), .. } => {
+                self.diagnostics.push(
+                    Diagnostic::new(Code::InvalidValue, format!("`{}` must be longer than zero", p.name.name))
+                        .label(e.span, "zero"),
+                );
+                None
+            }
+            ExprKind::Duration { millis: Some(ms), .. } => Some(Duration::from_millis(*ms)),
+            ExprKind::Duration { .. } => None,
+            _ => {
+                self.not_literal(e, p);
+                None
+            }
+        }
+    }
+
+    fn not_literal(&mut self, e: &Expr, p: &ast::Property) {
+        if matches!(e.kind, ExprKind::Path(_) | ExprKind::Call { .. }) {
+            self.diagnostics.push(
+                Diagnostic::new(Code::InvalidValue, format!("`{}` must be written as a literal", p.name.name))
+                    .label(e.span, "not a literal")
+                    .help("the engine needs this value before the run starts; write it out, e.g. `10m` or `3`"),
+            );
+        }
+    }
+}
+
+/// The text of a string literal without interpolations.
+fn literal_text(e: &Expr) -> Option<String> {
+    match &e.kind {
+        ExprKind::Str(s) => {
+            let mut out = String::new();
+            for part in &s.parts {
+                match part {
+                    ast::StrPart::Text(t) => out.push_str(t),
+                    ast::StrPart::Interp(_) => return None,
+                }
+            }
+            Some(out)
+        }
+        _ => None,
+    }
+}
+
+mod steps;

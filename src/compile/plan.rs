@@ -1,0 +1,239 @@
+//! The compiled, checked, immutable form of a runbook: what the executor runs.
+
+use super::schema;
+use crate::diagnostic::Span;
+use crate::syntax::ast::Expr;
+use petgraph::graph::{DiGraph, NodeIndex};
+use std::time::Duration;
+
+/// Index of a step in `Plan::steps`; also its node in `Plan::graph`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StepId(pub usize);
+
+impl StepId {
+    pub fn node(self) -> NodeIndex {
+        NodeIndex::new(self.0)
+    }
+}
+
+/// Why one step waits for another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Edge {
+    /// `after`, or a property uses the step's outputs: it must succeed.
+    Succeeded,
+    /// Named in `when`: it must settle (succeed, fail or be skipped).
+    Settled,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Type {
+    Str,
+    Int,
+    Float,
+    Bool,
+    Duration,
+    Percent,
+    Path,
+    Secret,
+    List,
+    /// Known only at run time (a step output, a JSON field).
+    Dynamic,
+}
+
+impl Type {
+    pub fn from_name(name: &str) -> Option<Type> {
+        Some(match name {
+            "string" => Type::Str,
+            "int" => Type::Int,
+            "bool" => Type::Bool,
+            "duration" => Type::Duration,
+            "path" => Type::Path,
+            "secret" => Type::Secret,
+            _ => return None,
+        })
+    }
+
+    pub fn describe(self) -> &'static str {
+        match self {
+            Type::Str => "a string",
+            Type::Int => "an integer",
+            Type::Float => "a number",
+            Type::Bool => "a boolean",
+            Type::Duration => "a duration",
+            Type::Percent => "a percentage",
+            Type::Path => "a path",
+            Type::Secret => "a secret",
+            Type::List => "a list",
+            Type::Dynamic => "a run-time value",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ParamDef {
+    pub name: String,
+    pub ty: Type,
+    pub default: Option<Expr>,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone)]
+pub struct LetDef {
+    pub name: String,
+    pub ty: Type,
+    pub value: Expr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overlap {
+    Skip,
+    Queue,
+    Cancel,
+}
+
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub cron: String,
+    pub timezone: String,
+    pub window: Option<Duration>,
+    pub overlap: Overlap,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub about: Option<String>,
+    pub concurrency: usize,
+    pub timeout: Option<Duration>,
+    pub schedule: Option<Schedule>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            about: None,
+            concurrency: 4,
+            timeout: None,
+            schedule: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// The procedure itself.
+    Main,
+    /// `on failure { ... }`: runs only when the run fails.
+    OnFailure,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interrupt {
+    Rerun,
+    Ask,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Retry {
+    pub attempts: u32,
+    pub every: Duration,
+    pub backoff: f64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Property {
+    pub name: String,
+    pub args: Vec<Expr>,
+    pub span: Span,
+}
+
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub id: StepId,
+    pub name: String,
+    pub kind: &'static schema::Kind,
+    pub phase: Phase,
+    pub when: Option<Expr>,
+    /// The properties as written, checked against the kind's schema.
+    pub properties: Vec<Property>,
+    pub timeout: Option<Duration>,
+    pub retry: Option<Retry>,
+    pub on_interrupt: Interrupt,
+    /// Deploy steps this step undoes (`undo`).
+    pub undoes: Vec<StepId>,
+    pub span: Span,
+    pub name_span: Span,
+}
+
+impl Step {
+    pub fn property(&self, name: &str) -> Option<&Property> {
+        self.properties.iter().find(|p| p.name == name)
+    }
+
+    pub fn needs_approval(&self) -> bool {
+        self.kind.name == "approve"
+    }
+
+    pub fn changes_systems(&self) -> bool {
+        self.kind.changes_systems
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub name: String,
+    pub settings: Settings,
+    pub params: Vec<ParamDef>,
+    pub lets: Vec<LetDef>,
+    pub steps: Vec<Step>,
+    /// Nodes are step ids; an edge `a -> b` means b waits for a.
+    pub graph: DiGraph<StepId, Edge>,
+}
+
+impl Plan {
+    pub fn step(&self, name: &str) -> Option<&Step> {
+        self.steps.iter().find(|s| s.name == name)
+    }
+
+    /// The steps `id` waits for, with why.
+    pub fn dependencies(&self, id: StepId) -> Vec<(StepId, Edge)> {
+        let mut deps: Vec<(StepId, Edge)> = self
+            .graph
+            .edges_directed(id.node(), petgraph::Direction::Incoming)
+            .map(|e| {
+                use petgraph::visit::EdgeRef;
+                (StepId(e.source().index()), *e.weight())
+            })
+            .collect();
+        deps.sort_by_key(|(d, _)| *d);
+        deps
+    }
+
+    /// Steps grouped into stages: every step comes after all steps it waits
+    /// for, and the steps of one stage can run together. `phase` selects the
+    /// procedure or its `on failure` steps.
+    pub fn stages(&self, phase: Phase) -> Vec<Vec<StepId>> {
+        let order = match petgraph::algo::toposort(&self.graph, None) {
+            Ok(order) => order,
+            Err(_) => return Vec::new(),
+        };
+        let mut level = vec![0usize; self.steps.len()];
+        for node in &order {
+            let here = node.index();
+            for dep in self.dependencies(StepId(here)) {
+                if self.steps[dep.0 .0].phase == self.steps[here].phase {
+                    level[here] = level[here].max(level[dep.0 .0] + 1);
+                }
+            }
+        }
+        let mut stages: Vec<Vec<StepId>> = Vec::new();
+        for step in self.steps.iter().filter(|s| s.phase == phase) {
+            let l = level[step.id.0];
+            if stages.len() <= l {
+                stages.resize(l + 1, Vec::new());
+            }
+            stages[l].push(step.id);
+        }
+        stages.retain(|s| !s.is_empty());
+        stages
+    }
+}

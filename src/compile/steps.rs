@@ -1,0 +1,256 @@
+//! Checking steps: kinds, names, `after`, `when`, properties; collecting edges.
+
+use super::names::did_you_mean;
+use super::plan::{Edge, Interrupt, Phase, Property, Retry, Step, StepId};
+use super::props;
+use super::schema::{self, CheckName, Kind};
+use super::Compiler;
+use crate::diagnostic::{Code, Diagnostic};
+use crate::syntax::ast::{self, ExprKind, Item};
+use std::time::Duration;
+
+impl Compiler {
+    pub(super) fn steps(&mut self, runbook: &ast::Runbook) -> Vec<Step> {
+        let mut all: Vec<(&ast::Step, Phase)> = Vec::new();
+        for item in &runbook.items {
+            match item {
+                Item::Step(s) => all.push((s, Phase::Main)),
+                Item::OnFailure(on) => all.extend(on.steps.iter().map(|s| (s, Phase::OnFailure))),
+                _ => {}
+            }
+        }
+        let mut first_span = std::collections::HashMap::new();
+        let mut kinds = Vec::new();
+        for (i, (step, _)) in all.iter().enumerate() {
+            let kind = self.kind(step);
+            kinds.push(kind);
+            if let Some(first) = first_span.get(&step.name.name) {
+                self.diagnostics.push(
+                    Diagnostic::new(Code::DuplicateStep, format!("two steps are named `{}`", step.name.name))
+                        .label(step.name.span, "second step with this name")
+                        .label(*first, "first step with this name")
+                        .help("step names must be unique: status, logs and `retry --from` use them"),
+                );
+                continue;
+            }
+            first_span.insert(step.name.name.clone(), step.name.span);
+            // Unknown kinds still get a name, so references to them resolve.
+            let k = kind.unwrap_or(&schema::KINDS[0]);
+            self.steps.insert(step.name.name.clone(), (StepId(i), k));
+        }
+        let mut steps = Vec::new();
+        for (i, ((step, phase), kind)) in all.iter().zip(kinds).enumerate() {
+            steps.push(self.step(StepId(i), step, *phase, kind));
+        }
+        steps
+    }
+
+    fn kind(&mut self, step: &ast::Step) -> Option<&'static Kind> {
+        let found = schema::kind(&step.kind.name);
+        if found.is_none() {
+            let help = did_you_mean(&step.kind.name, schema::KINDS.iter().map(|k| k.name), || {
+                let names: Vec<&str> = schema::KINDS.iter().map(|k| k.name).collect();
+                format!("the step kinds are {}", names.join(", "))
+            });
+            self.diagnostics.push(
+                Diagnostic::new(Code::UnknownKind, format!("unknown step kind `{}`", step.kind.name))
+                    .label(step.kind.span, "not a step kind")
+                    .help(help),
+            );
+        }
+        found
+    }
+
+    fn step(&mut self, id: StepId, step: &ast::Step, phase: Phase, kind: Option<&'static Kind>) -> Step {
+        for dep in &step.after {
+            match self.steps.get(&dep.name) {
+                Some((from, _)) => self.edges.push((*from, id, Edge::Succeeded)),
+                None => {
+                    let help = did_you_mean(&dep.name, self.steps.keys().map(String::as_str), || {
+                        "`after` names steps of this runbook".into()
+                    });
+                    self.diagnostics.push(
+                        Diagnostic::new(Code::UnknownStep, format!("unknown step `{}`", dep.name))
+                            .label(dep.span, "no step has this name")
+                            .help(help),
+                    );
+                }
+            }
+        }
+        self.condition(id, step, kind);
+        let k = kind.unwrap_or(&schema::KINDS[0]);
+        let mut compiled = Step {
+            id,
+            name: step.name.name.clone(),
+            kind: k,
+            phase,
+            when: step.when.clone(),
+            properties: step
+                .body
+                .iter()
+                .map(|p| Property {
+                    name: p.name.name.clone(),
+                    args: p.args.clone(),
+                    span: p.span,
+                })
+                .collect(),
+            timeout: None,
+            retry: None,
+            on_interrupt: if k.rerun_safe { Interrupt::Rerun } else { Interrupt::Ask },
+            undoes: Vec::new(),
+            span: step.span,
+            name_span: step.name.span,
+        };
+        if let Some(kind) = kind {
+            self.properties(&mut compiled, step, kind);
+        }
+        compiled
+    }
+
+    fn condition(&mut self, id: StepId, step: &ast::Step, kind: Option<&'static Kind>) {
+        let is_rollback = kind.is_some_and(|k| k.name == "rollback-if");
+        let Some(when) = &step.when else {
+            if is_rollback {
+                self.diagnostics.push(
+                    Diagnostic::new(Code::RollbackWithoutWhen, format!("the rollback-if `{}` has no condition", step.name.name))
+                        .label(step.name.span, "needs `when`")
+                        .help(format!("write `rollback-if {} when DEPLOY.failed or CHECK.failed {{ ... }}`", step.name.name)),
+                );
+            }
+            return;
+        };
+        let mut diagnostics = Vec::new();
+        let mut typer = self.typer(&mut diagnostics, &[], true);
+        typer.expect_bool(when, "`when`");
+        let refs = std::mem::take(&mut typer.step_refs);
+        self.diagnostics.append(&mut diagnostics);
+        if is_rollback && refs.is_empty() {
+            self.diagnostics.push(
+                Diagnostic::new(Code::RollbackNamesNoStep, "the condition of a rollback-if names no step")
+                    .label(when.span, "no step here")
+                    .help("say which steps it watches, e.g. `when production.failed or error_rate.failed`"),
+            );
+        }
+        for (from, _) in refs {
+            self.edges.push((from, id, Edge::Settled));
+        }
+    }
+
+    fn properties(&mut self, compiled: &mut Step, step: &ast::Step, kind: &'static Kind) {
+        let lookup = |n: &str| kind.prop(n);
+        let table = props::Table {
+            owner: format!("a `{}` step", kind.name),
+            lookup: &lookup,
+            names: kind.prop_names().collect(),
+            groups: kind.groups,
+            unknown_code: Code::UnknownProperty,
+        };
+        let check = check_names(kind, step);
+        let mut diagnostics = Vec::new();
+        let mut typer = self.typer(&mut diagnostics, &check, true);
+        let step_args = props::check(&step.body, &table, step.name.span, &mut typer, &self.steps);
+        let refs = std::mem::take(&mut typer.step_refs);
+        self.diagnostics.append(&mut diagnostics);
+        for (from, _) in refs {
+            self.edges.push((from, compiled.id, Edge::Succeeded));
+        }
+        for arg in step_args {
+            // An undo must run even when the deploy it undoes failed.
+            self.edges.push((arg.id, compiled.id, Edge::Settled));
+            compiled.undoes.push(arg.id);
+        }
+        for p in &step.body {
+            let first = p.args.first();
+            match p.name.name.as_str() {
+                "timeout" => compiled.timeout = self.literal_duration(first, p),
+                "retry" => compiled.retry = self.retry(p),
+                "on-interrupt" => {
+                    if let Some(word) = first.and_then(|a| a.as_name()) {
+                        compiled.on_interrupt = if word.name == "rerun" { Interrupt::Rerun } else { Interrupt::Ask };
+                    }
+                }
+                "hold" => self.hold(p),
+                "replicas" | "jobs" => {
+                    let min = if p.name.name == "jobs" { 1 } else { 0 };
+                    if matches!(first.map(|a| &a.kind), Some(ExprKind::Int { .. })) {
+                        self.literal_int(first, p, min, 10_000);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn retry(&mut self, p: &ast::Property) -> Option<Retry> {
+        let attempts = self.literal_int(p.args.first(), p, 0, 1000)? as u32;
+        let mut retry = Retry {
+            attempts,
+            every: Duration::from_secs(1),
+            backoff: 1.0,
+        };
+        let mut i = 1;
+        while i + 1 < p.args.len() {
+            let value = &p.args[i + 1];
+            match p.args[i].as_name().map(|n| n.name.as_str()) {
+                Some("every") => retry.every = self.literal_duration(Some(value), p)?,
+                Some("backoff") => {
+                    let factor = match &value.kind {
+                        ExprKind::Int { value: Some(n), .. } => *n as f64,
+                        ExprKind::Float { value, .. } => *value,
+                        _ => 1.0,
+                    };
+                    if !(1.0..=10.0).contains(&factor) {
+                        self.diagnostics.push(
+                            Diagnostic::new(Code::InvalidValue, "`backoff` must be between 1 and 10")
+                                .label(value.span, "out of range")
+                                .help("the wait is multiplied by this factor after each attempt; 2 doubles it"),
+                        );
+                    }
+                    retry.backoff = factor;
+                }
+                _ => {}
+            }
+            i += 2;
+        }
+        Some(retry)
+    }
+
+    fn hold(&mut self, p: &ast::Property) {
+        let (Some(total), Some(every)) = (p.args.first(), p.args.get(2)) else {
+            return;
+        };
+        if let (ExprKind::Duration { millis: Some(t), .. }, ExprKind::Duration { millis: Some(e), .. }) =
+            (&total.kind, &every.kind)
+        {
+            if *e == 0 || e > t {
+                self.diagnostics.push(
+                    Diagnostic::new(Code::InvalidValue, "the sampling interval of `hold` must be between zero and its duration")
+                        .label(every.span, "interval")
+                        .label(total.span, "duration")
+                        .help("for example `hold 10m every 30s`"),
+                );
+            }
+        }
+    }
+}
+
+/// The names an `expect` of this step may use, narrowed to its check.
+fn check_names(kind: &Kind, step: &ast::Step) -> Vec<(&'static str, CheckName)> {
+    let check = step.body.iter().map(|p| p.name.name.as_str()).find(|n| {
+        matches!(*n, "http" | "sql" | "prometheus" | "command" | "rollout" | "certificate")
+    });
+    let allowed: &[&str] = match (kind.name, check) {
+        ("verify", Some("http")) => &["status", "body", "json"],
+        ("verify", Some("sql")) | ("sql", _) => &["value", "rows"],
+        ("verify", Some("prometheus")) => &["value"],
+        ("verify", Some("command")) => &["exit_code", "stdout", "stderr"],
+        ("verify", Some("rollout")) => &["ready"],
+        ("verify", Some("certificate")) => &["days_left"],
+        _ => &[],
+    };
+    kind.check_names
+        .iter()
+        .filter(|(n, _)| allowed.contains(n))
+        .copied()
+        .collect()
+}

@@ -1,0 +1,231 @@
+//! One diagnostic type for every layer: a stable code, a message, labelled spans
+//! into the source and a help line. Rendered with miette for people and as JSON
+//! for editors and scripts.
+
+use serde::Serialize;
+use std::fmt;
+
+/// A byte range in the source text.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
+pub struct Span {
+    pub start: usize,
+    pub end: usize,
+}
+
+impl Span {
+    pub fn new(start: usize, end: usize) -> Self {
+        Span { start, end }
+    }
+
+    pub fn join(self, other: Span) -> Span {
+        Span::new(self.start.min(other.start), self.end.max(other.end))
+    }
+}
+
+/// Stable diagnostic codes. The numbers never change meaning; the book lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum Code {
+    Syntax,
+    UnknownKind,
+    DuplicateStep,
+    UnknownStep,
+    Cycle,
+    UnknownProperty,
+    MissingProperty,
+    DuplicateProperty,
+    TypeMismatch,
+    UndefinedName,
+    UndoNotDeploy,
+    Unreachable,
+    RollbackNamesNoStep,
+    RollbackWithoutWhen,
+    WrongArguments,
+    UnknownSetting,
+    DuplicateName,
+    UnknownType,
+    SecretLiteral,
+    InvalidValue,
+    Conflict,
+    UnknownField,
+    UnknownFunction,
+}
+
+impl Code {
+    pub const ALL: [Code; 23] = [
+        Code::Syntax,
+        Code::UnknownKind,
+        Code::DuplicateStep,
+        Code::UnknownStep,
+        Code::Cycle,
+        Code::UnknownProperty,
+        Code::MissingProperty,
+        Code::DuplicateProperty,
+        Code::TypeMismatch,
+        Code::UndefinedName,
+        Code::UndoNotDeploy,
+        Code::Unreachable,
+        Code::RollbackNamesNoStep,
+        Code::RollbackWithoutWhen,
+        Code::WrongArguments,
+        Code::UnknownSetting,
+        Code::DuplicateName,
+        Code::UnknownType,
+        Code::SecretLiteral,
+        Code::InvalidValue,
+        Code::Conflict,
+        Code::UnknownField,
+        Code::UnknownFunction,
+    ];
+
+    /// The stable identifier shown to users, e.g. `RB004`.
+    pub fn id(self) -> String {
+        let index = Code::ALL.iter().position(|c| *c == self).unwrap_or(0);
+        format!("RB{:03}", index + 1)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Label {
+    pub span: Span,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub code: Code,
+    pub message: String,
+    pub labels: Vec<Label>,
+    pub help: Option<String>,
+}
+
+impl Diagnostic {
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        Diagnostic {
+            code,
+            message: message.into(),
+            labels: Vec::new(),
+            help: None,
+        }
+    }
+
+    pub fn label(mut self, span: Span, text: impl Into<String>) -> Self {
+        self.labels.push(Label {
+            span,
+            text: text.into(),
+        });
+        self
+    }
+
+    pub fn help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+
+    /// Where the diagnostic points first; used to sort a file's diagnostics.
+    pub fn offset(&self) -> usize {
+        self.labels.first().map(|l| l.span.start).unwrap_or(0)
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Diagnostic {}
+
+/// A diagnostic together with the file it points into, ready for miette.
+pub struct Report<'a> {
+    pub diagnostic: &'a Diagnostic,
+    pub source: miette::NamedSource<String>,
+}
+
+impl fmt::Debug for Report<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.diagnostic, f)
+    }
+}
+
+impl fmt::Display for Report<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.diagnostic.message)
+    }
+}
+
+impl std::error::Error for Report<'_> {}
+
+impl miette::Diagnostic for Report<'_> {
+    fn code<'b>(&'b self) -> Option<Box<dyn fmt::Display + 'b>> {
+        Some(Box::new(self.diagnostic.code.id()))
+    }
+
+    fn help<'b>(&'b self) -> Option<Box<dyn fmt::Display + 'b>> {
+        self.diagnostic
+            .help
+            .as_ref()
+            .map(|h| Box::new(h.clone()) as Box<dyn fmt::Display>)
+    }
+
+    fn source_code(&self) -> Option<&dyn miette::SourceCode> {
+        Some(&self.source)
+    }
+
+    fn labels(&self) -> Option<Box<dyn Iterator<Item = miette::LabeledSpan> + '_>> {
+        let len = self.source.inner().len();
+        Some(Box::new(self.diagnostic.labels.iter().map(move |l| {
+            let start = l.span.start.min(len);
+            let end = l.span.end.clamp(start, len);
+            miette::LabeledSpan::new(Some(l.text.clone()), start, end - start)
+        })))
+    }
+}
+
+/// Renders diagnostics as text: no colour, fixed width, so output is stable
+/// for snapshots and logs. `color` adds ANSI styles for terminals.
+pub fn render(file: &str, source: &str, diagnostics: &[Diagnostic], color: bool) -> String {
+    let theme = if color {
+        miette::GraphicalTheme::unicode()
+    } else {
+        miette::GraphicalTheme::unicode_nocolor()
+    };
+    let handler = miette::GraphicalReportHandler::new_themed(theme).with_width(100);
+    let mut out = String::new();
+    for diagnostic in diagnostics {
+        let report = Report {
+            diagnostic,
+            source: miette::NamedSource::new(file, source.to_string()),
+        };
+        if handler.render_report(&mut out, &report).is_err() {
+            out.push_str(&format!("{}: {}\n", diagnostic.code.id(), diagnostic.message));
+        }
+    }
+    out
+}
+
+/// Line and column (both from 1, column in characters) of a byte offset.
+pub fn line_col(source: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(source.len());
+    let before = source.get(..offset).unwrap_or(source);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    (line, column)
+}
+
+/// The JSON form used by `check --format json`.
+pub fn to_json(file: &str, source: &str, diagnostic: &Diagnostic) -> serde_json::Value {
+    let (line, column) = line_col(source, diagnostic.offset());
+    serde_json::json!({
+        "file": file,
+        "code": diagnostic.code.id(),
+        "severity": "error",
+        "message": diagnostic.message,
+        "line": line,
+        "column": column,
+        "labels": diagnostic.labels.iter().map(|l| {
+            let (line, column) = line_col(source, l.span.start);
+            serde_json::json!({"start": l.span.start, "end": l.span.end, "line": line, "column": column, "text": l.text})
+        }).collect::<Vec<_>>(),
+        "help": diagnostic.help,
+    })
+}

@@ -1,0 +1,10 @@
+//! runbook: operational procedures as code that runs, checkpoints itself and resumes.
+//!
+//! Layers, each depending only on those above it in this list:
+//! `diagnostic` → `syntax` → `compile` → `cli`.
+
+pub mod cli;
+pub mod compile;
+pub mod diagnostic;
+pub mod error;
+pub mod syntax;

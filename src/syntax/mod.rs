@@ -1,0 +1,8 @@
+//! The syntax layer: the pest grammar, the syntax tree with spans, and the
+//! formatter. It knows nothing of what a step means.
+
+pub mod ast;
+pub mod format;
+mod parser;
+
+pub use parser::{parse, parse_duration, Comment, Parsed, MAX_NESTING, MAX_SOURCE_BYTES};

@@ -1,0 +1,547 @@
+//! pest pairs to the syntax tree. The grammar lives in `grammar/runbook.pest`.
+
+use super::ast::*;
+use crate::diagnostic::{Code, Diagnostic, Span};
+use pest::iterators::Pair;
+use pest::Parser as _;
+
+#[derive(pest_derive::Parser)]
+#[grammar = "../grammar/runbook.pest"]
+struct Grammar;
+
+/// Runbooks larger than this are refused before parsing: no procedure needs
+/// ten megabytes, and refusing keeps `check` fast and bounded on any input.
+pub const MAX_SOURCE_BYTES: usize = 10 * 1024 * 1024;
+
+/// Brackets, parentheses, braces and interpolations nested deeper than this
+/// are refused, so that the recursive-descent parser cannot exhaust the stack.
+pub const MAX_NESTING: usize = 64;
+
+/// A parsed file: its tree and the comments, which the formatter keeps.
+#[derive(Debug, Clone)]
+pub struct Parsed {
+    pub runbook: Runbook,
+    pub comments: Vec<Comment>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Comment {
+    pub text: String,
+    pub span: Span,
+}
+
+pub fn parse(source: &str) -> Result<Parsed, Vec<Diagnostic>> {
+    if source.len() > MAX_SOURCE_BYTES {
+        return Err(vec![Diagnostic::new(
+            Code::Syntax,
+            format!(
+                "the file is {} bytes; runbooks are limited to {} bytes",
+                source.len(),
+                MAX_SOURCE_BYTES
+            ),
+        )
+        .label(Span::new(0, 0), "file starts here")
+        .help("split the procedure into several runbooks")]);
+    }
+    if let Some(offset) = too_deep(source) {
+        return Err(vec![Diagnostic::new(
+            Code::Syntax,
+            format!("brackets are nested more than {MAX_NESTING} deep"),
+        )
+        .label(Span::new(offset, offset + 1), "too deep here")
+        .help("flatten the expression")]);
+    }
+    let mut pairs = Grammar::parse(Rule::file, source).map_err(|e| vec![syntax_error(e)])?;
+    let file = pairs.next().ok_or_else(|| vec![empty_file()])?;
+    let mut comments = Vec::new();
+    for pair in file.clone().into_inner().flatten() {
+        if pair.as_rule() == Rule::COMMENT {
+            comments.push(Comment {
+                text: pair.as_str().trim_end().to_string(),
+                span: span(&pair),
+            });
+        }
+    }
+    let runbook = children(file)
+        .find(|p| p.as_rule() == Rule::runbook)
+        .ok_or_else(|| vec![empty_file()])?;
+    Ok(Parsed {
+        runbook: build_runbook(runbook),
+        comments,
+    })
+}
+
+fn empty_file() -> Diagnostic {
+    Diagnostic::new(Code::Syntax, "the file has no runbook")
+        .label(Span::new(0, 0), "expected `runbook NAME { ... }`")
+}
+
+/// A cheap scan, aware of strings and comments, for nesting that would make
+/// the parser recurse too deeply. Returns the offset where the limit is passed.
+fn too_deep(source: &str) -> Option<usize> {
+    #[derive(PartialEq)]
+    enum Ctx {
+        Code,
+        Interp,
+        Str,
+        Triple,
+    }
+    let bytes = source.as_bytes();
+    let mut stack = vec![Ctx::Code];
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let rest = &bytes[i..];
+        let in_string = matches!(stack.last(), Some(Ctx::Str | Ctx::Triple));
+        if in_string {
+            if b == b'\\' {
+                i += 1;
+            } else if rest.starts_with(b"${") {
+                stack.push(Ctx::Interp);
+                i += 1;
+            } else if stack.last() == Some(&Ctx::Triple) && rest.starts_with(b"\"\"\"") {
+                stack.pop();
+                i += 2;
+            } else if stack.last() == Some(&Ctx::Str) && (b == b'"' || b == b'\n') {
+                stack.pop();
+            }
+        } else if rest.starts_with(b"\"\"\"") {
+            stack.push(Ctx::Triple);
+            i += 2;
+        } else if b == b'"' {
+            stack.push(Ctx::Str);
+        } else if b == b'#' {
+            while i < bytes.len() && bytes[i] != b'\n' {
+                i += 1;
+            }
+        } else if matches!(b, b'(' | b'[' | b'{') {
+            stack.push(Ctx::Code);
+        } else if matches!(b, b')' | b']' | b'}') && stack.len() > 1 {
+            stack.pop();
+        }
+        if stack.len() > MAX_NESTING {
+            return Some(i.min(bytes.len().saturating_sub(1)));
+        }
+        i += 1;
+    }
+    None
+}
+
+fn syntax_error(error: pest::error::Error<Rule>) -> Diagnostic {
+    let error = error.renamed_rules(|rule| rule_name(*rule).to_string());
+    let (start, end) = match error.location {
+        pest::error::InputLocation::Pos(p) => (p, p),
+        pest::error::InputLocation::Span((s, e)) => (s, e),
+    };
+    let expected = match &error.variant {
+        pest::error::ErrorVariant::ParsingError { positives, .. } => {
+            let mut names: Vec<&str> = positives.iter().map(|r| rule_name(*r)).collect();
+            names.sort_unstable();
+            names.dedup();
+            names.join(", ")
+        }
+        pest::error::ErrorVariant::CustomError { message } => message.clone(),
+    };
+    let message = if expected.is_empty() {
+        "unexpected input".to_string()
+    } else {
+        format!("expected {expected}")
+    };
+    Diagnostic::new(Code::Syntax, format!("syntax error: {message}"))
+        .label(Span::new(start, end.max(start)), "here")
+        .help("each item and property goes on its own line (or separate them with `;`)")
+}
+
+fn rule_name(rule: Rule) -> &'static str {
+    match rule {
+        Rule::EOI => "end of file",
+        Rule::runbook => "`runbook NAME { ... }`",
+        Rule::param => "`param`",
+        Rule::let_binding => "`let`",
+        Rule::on_failure => "`on failure { ... }`",
+        Rule::step | Rule::kind => "a step",
+        Rule::setting | Rule::prop_name | Rule::property => "a property",
+        Rule::after => "`after`",
+        Rule::condition => "`when`",
+        Rule::type_name => "a type",
+        Rule::ident | Rule::path | Rule::field => "a name",
+        Rule::expr | Rule::or_expr | Rule::and_expr | Rule::not_expr | Rule::cmp_expr => {
+            "an expression"
+        }
+        Rule::or_op => "`or`",
+        Rule::and_op => "`and`",
+        Rule::not_op => "`not`",
+        Rule::cmp_op => "a comparison",
+        Rule::list => "a list",
+        Rule::call => "a call",
+        Rule::duration => "a duration",
+        Rule::percent => "a percentage",
+        Rule::number => "a number",
+        Rule::boolean => "`true` or `false`",
+        Rule::string | Rule::plain_string | Rule::triple_string => "a string",
+        Rule::plain_text | Rule::triple_text => "text",
+        Rule::escape => "an escape (\\\" \\\\ \\n \\t \\$)",
+        Rule::interpolation => "`${...}`",
+        _ => "a newline",
+    }
+}
+
+fn span(pair: &Pair<Rule>) -> Span {
+    let s = pair.as_span();
+    Span::new(s.start(), s.end())
+}
+
+/// Inner pairs without the comments pest interleaves with them.
+fn children(pair: Pair<'_, Rule>) -> impl Iterator<Item = Pair<'_, Rule>> {
+    pair.into_inner().filter(|p| p.as_rule() != Rule::COMMENT)
+}
+
+fn ident(pair: Pair<Rule>) -> Ident {
+    Ident {
+        name: pair.as_str().to_string(),
+        span: span(&pair),
+    }
+}
+
+fn build_runbook(pair: Pair<Rule>) -> Runbook {
+    let whole = span(&pair);
+    let mut inner = children(pair);
+    let mut name = None;
+    let mut items = Vec::new();
+    for p in inner.by_ref() {
+        match p.as_rule() {
+            Rule::ident => name = Some(ident(p)),
+            Rule::items => items = children(p).map(build_item).collect(),
+            _ => {}
+        }
+    }
+    Runbook {
+        name: name.unwrap_or(Ident {
+            name: String::new(),
+            span: whole,
+        }),
+        items,
+        span: whole,
+    }
+}
+
+fn build_item(pair: Pair<Rule>) -> Item {
+    match pair.as_rule() {
+        Rule::param => {
+            let s = span(&pair);
+            let mut it = children(pair);
+            let name = it.next().map(ident);
+            let ty = it.next().map(ident);
+            let default = it.next().map(build_expr);
+            Item::Param(Param {
+                name: name.unwrap_or_else(|| missing(s)),
+                ty: ty.unwrap_or_else(|| missing(s)),
+                default,
+                span: s,
+            })
+        }
+        Rule::let_binding => {
+            let s = span(&pair);
+            let mut it = children(pair);
+            let name = it.next().map(ident).unwrap_or_else(|| missing(s));
+            let value = it.next().map(build_expr).unwrap_or(Expr {
+                kind: ExprKind::Bool(false),
+                span: s,
+            });
+            Item::Let(Let {
+                name,
+                value,
+                span: s,
+            })
+        }
+        Rule::on_failure => {
+            let s = span(&pair);
+            let steps = children(pair)
+                .filter(|p| p.as_rule() == Rule::steps)
+                .flat_map(children)
+                .map(build_step)
+                .collect();
+            Item::OnFailure(OnFailure { steps, span: s })
+        }
+        Rule::step => Item::Step(build_step(pair)),
+        _ => Item::Setting(build_property(pair)),
+    }
+}
+
+fn missing(span: Span) -> Ident {
+    Ident {
+        name: String::new(),
+        span,
+    }
+}
+
+fn build_step(pair: Pair<Rule>) -> Step {
+    let s = span(&pair);
+    let mut kind = missing(s);
+    let mut name = missing(s);
+    let mut after = Vec::new();
+    let mut when = None;
+    let mut body = Vec::new();
+    let mut body_span = s;
+    for p in children(pair) {
+        match p.as_rule() {
+            Rule::kind => kind = ident(p),
+            Rule::ident => name = ident(p),
+            Rule::after => after = children(p).map(ident).collect(),
+            Rule::condition => when = children(p).next().map(build_expr),
+            Rule::body => {
+                body_span = span(&p);
+                body = children(p).map(build_property).collect();
+            }
+            _ => {}
+        }
+    }
+    Step {
+        kind,
+        name,
+        after,
+        when,
+        body,
+        body_span,
+        span: s,
+    }
+}
+
+fn build_property(pair: Pair<Rule>) -> Property {
+    let s = span(&pair);
+    let mut it = children(pair);
+    let name = it.next().map(ident).unwrap_or_else(|| missing(s));
+    Property {
+        name,
+        args: it.map(build_expr).collect(),
+        span: s,
+    }
+}
+
+fn build_expr(pair: Pair<Rule>) -> Expr {
+    let s = span(&pair);
+    match pair.as_rule() {
+        Rule::expr => children(pair).next().map(build_expr).unwrap_or(Expr {
+            kind: ExprKind::Bool(false),
+            span: s,
+        }),
+        Rule::or_expr | Rule::and_expr => build_chain(pair),
+        Rule::not_expr => {
+            let parts: Vec<Pair<Rule>> = children(pair).collect();
+            let mut iter = parts.into_iter().rev();
+            let mut expr = match iter.next() {
+                Some(p) => build_expr(p),
+                None => Expr {
+                    kind: ExprKind::Bool(false),
+                    span: s,
+                },
+            };
+            for op in iter {
+                expr = Expr {
+                    span: span(&op).join(expr.span),
+                    kind: ExprKind::Not(Box::new(expr)),
+                };
+            }
+            expr
+        }
+        Rule::cmp_expr => build_chain(pair),
+        Rule::list => Expr {
+            kind: ExprKind::List(children(pair).map(build_expr).collect()),
+            span: s,
+        },
+        Rule::call => {
+            let mut it = children(pair);
+            let name = it.next().map(ident).unwrap_or_else(|| missing(s));
+            Expr {
+                kind: ExprKind::Call {
+                    name,
+                    args: it.map(build_expr).collect(),
+                },
+                span: s,
+            }
+        }
+        Rule::path => Expr {
+            kind: ExprKind::Path(children(pair).map(ident).collect()),
+            span: s,
+        },
+        Rule::duration => Expr {
+            kind: ExprKind::Duration {
+                raw: pair.as_str().to_string(),
+                millis: parse_duration(pair.as_str()),
+            },
+            span: s,
+        },
+        Rule::percent => Expr {
+            kind: ExprKind::Percent {
+                raw: pair.as_str().to_string(),
+                value: pair.as_str().trim_end_matches('%').parse().unwrap_or(f64::NAN),
+            },
+            span: s,
+        },
+        Rule::number => {
+            let raw = pair.as_str().to_string();
+            let kind = if raw.contains('.') {
+                ExprKind::Float {
+                    value: raw.parse().unwrap_or(f64::NAN),
+                    raw,
+                }
+            } else {
+                ExprKind::Int {
+                    value: raw.parse().ok(),
+                    raw,
+                }
+            };
+            Expr { kind, span: s }
+        }
+        Rule::boolean => Expr {
+            kind: ExprKind::Bool(pair.as_str() == "true"),
+            span: s,
+        },
+        Rule::string => Expr {
+            kind: ExprKind::Str(build_string(pair)),
+            span: s,
+        },
+        _ => Expr {
+            kind: ExprKind::Bool(false),
+            span: s,
+        },
+    }
+}
+
+/// `a op b op c` folded to the left.
+fn build_chain(pair: Pair<Rule>) -> Expr {
+    let mut it = children(pair);
+    let Some(first) = it.next() else {
+        return Expr {
+            kind: ExprKind::Bool(false),
+            span: Span::default(),
+        };
+    };
+    let mut expr = build_expr(first);
+    while let (Some(op), Some(rhs)) = (it.next(), it.next()) {
+        let op = match op.as_str() {
+            "or" => BinaryOp::Or,
+            "and" => BinaryOp::And,
+            "==" => BinaryOp::Eq,
+            "!=" => BinaryOp::Ne,
+            "<" => BinaryOp::Lt,
+            "<=" => BinaryOp::Le,
+            ">" => BinaryOp::Gt,
+            ">=" => BinaryOp::Ge,
+            _ => BinaryOp::Contains,
+        };
+        let rhs = build_expr(rhs);
+        expr = Expr {
+            span: expr.span.join(rhs.span),
+            kind: ExprKind::Binary {
+                op,
+                lhs: Box::new(expr),
+                rhs: Box::new(rhs),
+            },
+        };
+    }
+    expr
+}
+
+fn build_string(pair: Pair<Rule>) -> StrLit {
+    let raw = pair.as_str().to_string();
+    let mut parts: Vec<StrPart> = Vec::new();
+    let inner = pair.into_inner().next();
+    for p in inner.into_iter().flat_map(|p| p.into_inner()) {
+        match p.as_rule() {
+            Rule::plain_text | Rule::triple_text => push_text(&mut parts, p.as_str()),
+            Rule::escape => push_text(
+                &mut parts,
+                match p.as_str() {
+                    "\\n" => "\n",
+                    "\\t" => "\t",
+                    "\\\"" => "\"",
+                    "\\$" => "$",
+                    _ => "\\",
+                },
+            ),
+            Rule::interpolation => {
+                if let Some(e) = children(p).next() {
+                    parts.push(StrPart::Interp(build_expr(e)));
+                }
+            }
+            _ => {}
+        }
+    }
+    StrLit { raw, parts }
+}
+
+fn push_text(parts: &mut Vec<StrPart>, text: &str) {
+    if let Some(StrPart::Text(last)) = parts.last_mut() {
+        last.push_str(text);
+    } else {
+        parts.push(StrPart::Text(text.to_string()));
+    }
+}
+
+/// `1h30m` to milliseconds; `None` on overflow.
+pub fn parse_duration(text: &str) -> Option<u64> {
+    let mut total: u64 = 0;
+    let mut digits = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+            continue;
+        }
+        let unit: u64 = match c {
+            'm' if chars.peek() == Some(&'s') => {
+                chars.next();
+                1
+            }
+            's' => 1_000,
+            'm' => 60_000,
+            'h' => 3_600_000,
+            'd' => 86_400_000,
+            _ => return None,
+        };
+        let n: u64 = digits.parse().ok()?;
+        total = total.checked_add(n.checked_mul(unit)?)?;
+        digits.clear();
+    }
+    Some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_add_their_parts() {
+        assert_eq!(parse_duration("1h30m"), Some(5_400_000));
+        assert_eq!(parse_duration("500ms"), Some(500));
+        assert_eq!(parse_duration("99999999999999999999d"), None);
+    }
+
+    #[test]
+    fn a_step_keeps_its_parts() {
+        let src = "runbook r {\n  deploy prod after a, b when a.failed {\n    image \"x:${tag}\"\n  }\n}\n";
+        let parsed = parse(src).expect("parses");
+        let Item::Step(step) = &parsed.runbook.items[0] else {
+            panic!("expected a step")
+        };
+        assert_eq!(step.kind.name, "deploy");
+        assert_eq!(step.after.len(), 2);
+        assert!(step.when.is_some());
+        assert_eq!(step.body[0].name.name, "image");
+    }
+
+    #[test]
+    fn comments_are_collected() {
+        let src = "# top\nrunbook r { # here\n  about \"x\" # trailing\n}\n";
+        let parsed = parse(src).expect("parses");
+        assert_eq!(parsed.comments.len(), 3);
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_overflowed() {
+        let src = format!("runbook r {{ let x = {}1{} }}", "(".repeat(10_000), ")".repeat(10_000));
+        let err = parse(&src).unwrap_err();
+        assert!(err[0].message.contains("nested"));
+    }
+}

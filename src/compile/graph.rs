@@ -62,7 +62,7 @@ fn cycles(steps: &[Step], graph: &DiGraph<StepId, Edge>, diagnostics: &mut Vec<D
         let names: Vec<&str> = path.iter().map(|n| steps[n.index()].name.as_str()).collect();
         let mut shown = names.clone();
         shown.push(names[0]);
-        let mut d = Diagnostic::new(Code::Cycle, format!("dependency cycle: {}", shown.join(" → ")));
+        let mut d = Diagnostic::new(Code::Cycle, format!("dependency cycle: {} (each waits for the next)", shown.join(" → ")));
         for (i, n) in path.iter().enumerate() {
             let waits_for = names[(i + 1) % names.len()];
             d = d.label(steps[n.index()].name_span, format!("waits for `{waits_for}`"));

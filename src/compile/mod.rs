@@ -33,9 +33,8 @@ pub fn compile(runbook: &ast::Runbook) -> Result<Plan, Vec<Diagnostic>> {
     let settings = c.settings(runbook);
     let steps = c.steps(runbook);
     let graph = graph::build(&steps, &c.edges, &mut c.diagnostics);
-    if c.diagnostics.is_empty() {
-        graph::unreachable(&steps, &graph, &mut c.diagnostics);
-    }
+    // Needs an acyclic graph; toposort fails (and it returns) otherwise.
+    graph::unreachable(&steps, &graph, &mut c.diagnostics);
     if !c.diagnostics.is_empty() {
         let mut diagnostics = c.diagnostics;
         diagnostics.sort_by_key(|d| d.offset());
@@ -150,7 +149,7 @@ impl Compiler {
         let found = self.typer(&mut diagnostics, &[], false).type_of(default);
         self.diagnostics.append(&mut diagnostics);
         if ty == Type::Secret {
-            if !matches!(&default.kind, ExprKind::Call { name, .. } if name.name == "env") {
+            if !matches!(&default.kind, ExprKind::Call { .. }) {
                 self.diagnostics.push(
                     Diagnostic::new(Code::SecretLiteral, format!("the secret `{name}` has a value written in the runbook"))
                         .label(default.span, "a secret must not be in the source")

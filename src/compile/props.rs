@@ -90,7 +90,7 @@ pub fn check(
             for (n, span) in &members {
                 d = d.label(*span, format!("`{n}`"));
             }
-            typer.diagnostics.push(d.help("split it into one step per check"));
+            typer.diagnostics.push(d.help("keep one of them; for more, use one step each"));
         }
     }
     for name in table.names.iter() {

@@ -293,8 +293,12 @@ impl Typer<'_, '_> {
         let check = if self.in_check { self.scope.check } else { &[] };
         let checks = check.iter().map(|(n, _)| *n);
         let candidates: Vec<&str> = values.chain(checks).chain(steps.iter().copied()).collect();
+        let check_names: Vec<&str> = check.iter().map(|(n, _)| *n).collect();
+        let in_check = self.in_check;
         let help = did_you_mean(name, candidates.iter().copied(), || {
-            if self.scope.steps.is_none() {
+            if in_check && !check_names.is_empty() {
+                format!("in `expect`, this check offers: {}", check_names.join(", "))
+            } else if self.scope.steps.is_none() {
                 format!("declare it with `param {name}: string`; steps cannot be used here")
             } else {
                 format!("declare it with `param {name}: string` or `let {name} = ...`")

@@ -51,7 +51,28 @@ pub fn parse(source: &str) -> Result<Parsed, Vec<Diagnostic>> {
         .label(Span::new(offset, offset + 1), "too deep here")
         .help("flatten the expression")]);
     }
-    let mut pairs = Grammar::parse(Rule::file, source).map_err(|e| vec![syntax_error(e)])?;
+    let code = without_comments(source);
+    if code.trim().is_empty() {
+        return Err(vec![empty_file()]);
+    }
+    if !code.trim_start().starts_with("runbook") {
+        let at = source.len() - source.trim_start().len();
+        return Err(vec![Diagnostic::new(Code::Syntax, "a runbook file starts with `runbook NAME {`")
+            .label(Span::new(at, at), "expected `runbook` here")
+            .help("write `runbook my_procedure { ... }` around the steps")]);
+    }
+    let mut pairs = Grammar::parse(Rule::file, source).map_err(|e| {
+        let error = syntax_error(e);
+        let at = error.offset();
+        if source.get(at..).is_some_and(|rest| without_comments(rest).trim().is_empty()) {
+            let end = source.trim_end().len();
+            vec![Diagnostic::new(Code::Syntax, "the file ends before the runbook is closed")
+                .label(Span::new(end.saturating_sub(1), end), "the file ends here; a `}` is missing")
+                .help("every `{` needs a matching `}`")]
+        } else {
+            vec![error]
+        }
+    })?;
     let file = pairs.next().ok_or_else(|| vec![empty_file()])?;
     let mut comments = Vec::new();
     for pair in file.clone().into_inner().flatten() {
@@ -71,9 +92,19 @@ pub fn parse(source: &str) -> Result<Parsed, Vec<Diagnostic>> {
     })
 }
 
+/// The text with `#` comments blanked out, ignoring `#` inside strings only roughly:
+/// used to decide what kind of error to report, never to parse.
+fn without_comments(text: &str) -> String {
+    text.lines()
+        .map(|line| if line.trim_start().starts_with('#') { "" } else { line })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn empty_file() -> Diagnostic {
     Diagnostic::new(Code::Syntax, "the file has no runbook")
         .label(Span::new(0, 0), "expected `runbook NAME { ... }`")
+        .help("a runbook file holds one `runbook NAME { ... }`")
 }
 
 /// A cheap scan, aware of strings and comments, for nesting that would make
@@ -128,27 +159,29 @@ fn too_deep(source: &str) -> Option<usize> {
 }
 
 fn syntax_error(error: pest::error::Error<Rule>) -> Diagnostic {
-    let error = error.renamed_rules(|rule| rule_name(*rule).to_string());
     let (start, end) = match error.location {
         pest::error::InputLocation::Pos(p) => (p, p),
         pest::error::InputLocation::Span((s, e)) => (s, e),
     };
-    let expected = match &error.variant {
-        pest::error::ErrorVariant::ParsingError { positives, .. } => {
-            let mut names: Vec<&str> = positives.iter().map(|r| rule_name(*r)).collect();
-            names.sort_unstable();
-            names.dedup();
-            names.join(", ")
-        }
-        pest::error::ErrorVariant::CustomError { message } => message.clone(),
+    let positives = match &error.variant {
+        pest::error::ErrorVariant::ParsingError { positives, .. } => positives.clone(),
+        pest::error::ErrorVariant::CustomError { .. } => Vec::new(),
     };
-    let message = if expected.is_empty() {
-        "unexpected input".to_string()
-    } else {
-        format!("expected {expected}")
+    let here = Span::new(start, end.max(start));
+    if positives.contains(&Rule::plain_text) || positives.contains(&Rule::triple_text) {
+        return Diagnostic::new(Code::Syntax, "syntax error: this string is not closed")
+            .label(here, "the string ends here without a closing quote")
+            .help("close it with `\"` on the same line; write text over several lines as \"\"\"...\"\"\"");
+    }
+    let mut names: Vec<&str> = positives.iter().map(|r| rule_name(*r)).collect();
+    names.sort_unstable();
+    names.dedup();
+    let message = match names.len() {
+        0 => "unexpected input".to_string(),
+        _ => format!("expected {}", names.join(", ")),
     };
     Diagnostic::new(Code::Syntax, format!("syntax error: {message}"))
-        .label(Span::new(start, end.max(start)), "here")
+        .label(here, "here")
         .help("each item and property goes on its own line (or separate them with `;`)")
 }
 

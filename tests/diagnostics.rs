@@ -1,0 +1,141 @@
+//! Every diagnostic, rendered as a person sees it (no colour, fixed width).
+
+use runbook::diagnostic::{render, Code};
+
+/// (snapshot name, the code it must produce, source)
+const CASES: &[(&str, Code, &str)] = &[
+    ("syntax", Code::Syntax, "runbook r {\n  deploy d {\n    image \"x\n  }\n}\n"),
+    ("unknown_kind", Code::UnknownKind, "runbook r {\n  deplyo d {}\n}\n"),
+    (
+        "duplicate_step",
+        Code::DuplicateStep,
+        "runbook r {\n  wait pause { duration 1s }\n  wait pause { duration 2s }\n}\n",
+    ),
+    (
+        "unknown_step_after",
+        Code::UnknownStep,
+        "runbook r {\n  wait staging { duration 1s }\n  wait check after stagin { duration 1s }\n}\n",
+    ),
+    (
+        "unknown_step_expression",
+        Code::UnknownStep,
+        "runbook r {\n  wait staging { duration 1s }\n  wait check when stagng.failed { duration 1s }\n}\n",
+    ),
+    (
+        "cycle",
+        Code::Cycle,
+        "runbook r {\n  wait a after c { duration 1s }\n  wait b after a { duration 1s }\n  wait c after b { duration 1s }\n}\n",
+    ),
+    (
+        "unknown_property",
+        Code::UnknownProperty,
+        "runbook r {\n  deploy d {\n    deployment \"api\"\n    imag \"api:1\"\n    image \"api:1\"\n  }\n}\n",
+    ),
+    ("missing_property", Code::MissingProperty, "runbook r {\n  deploy d {\n    deployment \"api\"\n  }\n}\n"),
+    (
+        "duplicate_property",
+        Code::DuplicateProperty,
+        "runbook r {\n  wait w {\n    duration 1s\n    duration 2s\n  }\n}\n",
+    ),
+    ("type_mismatch", Code::TypeMismatch, "runbook r {\n  wait w {\n    duration 1s\n    timeout \"ten\"\n  }\n}\n"),
+    (
+        "undefined_name",
+        Code::UndefinedName,
+        "runbook r {\n  param service: string\n  deploy d {\n    deployment servce\n    image \"api:1\"\n  }\n}\n",
+    ),
+    (
+        "undo_not_deploy",
+        Code::UndoNotDeploy,
+        "runbook r {\n  wait w { duration 1s }\n  rollback-if back when w.failed {\n    undo w\n  }\n}\n",
+    ),
+    (
+        "unreachable",
+        Code::Unreachable,
+        "runbook r {\n  wait w { duration 1s }\n  wait never after w when w.failed { duration 1s }\n}\n",
+    ),
+    (
+        "rollback_names_no_step",
+        Code::RollbackNamesNoStep,
+        "runbook r {\n  param go: bool = true\n  deploy d {\n    deployment \"api\"\n    image \"api:2\"\n  }\n  rollback-if back when go {\n    undo d\n  }\n}\n",
+    ),
+    (
+        "rollback_without_when",
+        Code::RollbackWithoutWhen,
+        "runbook r {\n  deploy d {\n    deployment \"api\"\n    image \"api:2\"\n  }\n  rollback-if back {\n    undo d\n  }\n}\n",
+    ),
+    (
+        "wrong_arguments",
+        Code::WrongArguments,
+        "runbook r {\n  run dns { command \"./switch-dns.sh\" args [\"dr\"] }\n}\n",
+    ),
+    ("unknown_setting", Code::UnknownSetting, "runbook r {\n  concurency 2\n}\n"),
+    (
+        "duplicate_name",
+        Code::DuplicateName,
+        "runbook r {\n  param tag: string\n  let tag = \"latest\"\n}\n",
+    ),
+    ("unknown_type", Code::UnknownType, "runbook r {\n  param replicas: integer\n}\n"),
+    (
+        "secret_literal",
+        Code::SecretLiteral,
+        "runbook r {\n  param db: secret = \"postgres://neo:hunter2@db/neo\"\n}\n",
+    ),
+    ("invalid_value", Code::InvalidValue, "runbook r {\n  concurrency 0\n}\n"),
+    (
+        "conflict",
+        Code::Conflict,
+        "runbook r {\n  verify v {\n    http get \"http://localhost/health\"\n    command \"true\"\n  }\n}\n",
+    ),
+    (
+        "unknown_field",
+        Code::UnknownField,
+        "runbook r {\n  wait w { duration 1s }\n  wait x when w.faild { duration 1s }\n}\n",
+    ),
+    ("unknown_function", Code::UnknownFunction, "runbook r {\n  param db: secret = envv(\"DB\")\n}\n"),
+];
+
+fn diagnose(source: &str) -> Vec<runbook::diagnostic::Diagnostic> {
+    match runbook::compile::check(source) {
+        Ok(_) => Vec::new(),
+        Err(d) => d,
+    }
+}
+
+#[test]
+fn every_diagnostic_renders_as_its_snapshot() {
+    for (name, code, source) in CASES {
+        let diagnostics = diagnose(source);
+        assert!(
+            diagnostics.iter().any(|d| d.code == *code),
+            "{name}: expected {} in {diagnostics:#?}",
+            code.id()
+        );
+        let text = render(&format!("{name}.runbook"), source, &diagnostics, false);
+        insta::assert_snapshot!(*name, text);
+    }
+}
+
+#[test]
+fn every_code_has_a_case() {
+    for code in Code::ALL {
+        assert!(
+            CASES.iter().any(|(_, c, _)| *c == code),
+            "{} has no snapshot case",
+            code.id()
+        );
+    }
+}
+
+#[test]
+fn one_check_reports_every_mistake() {
+    let source = "runbook r {\n  param t: strin\n  deplyo a {}\n  wait b after nope { duration 1s }\n  wait c { duration \"x\" }\n}\n";
+    let codes: Vec<String> = diagnose(source).iter().map(|d| d.code.id()).collect();
+    assert_eq!(codes, ["RB018", "RB002", "RB004", "RB009"]);
+}
+
+#[test]
+fn diagnostics_never_show_a_secret_value() {
+    let source = "runbook r {\n  param db: secret = env(\"DB\")\n  run r {\n    command \"psql\"\n    args [db]\n  }\n}\n";
+    let d = diagnose(source);
+    assert!(d.iter().any(|d| d.message.contains("secret cannot be a command argument")));
+}

@@ -17,6 +17,10 @@ impl Span {
         Span { start, end }
     }
 
+    pub fn with_end(self, end: usize) -> Span {
+        Span::new(self.start, end.max(self.start))
+    }
+
     pub fn join(self, other: Span) -> Span {
         Span::new(self.start.min(other.start), self.end.max(other.end))
     }

@@ -33,9 +33,12 @@ pub fn check(
 ) -> Vec<StepArg> {
     let mut seen: HashMap<&str, Span> = HashMap::new();
     let mut found = Vec::new();
+    // Names that unknown properties were probably meant to be: not also "missing".
+    let mut meant: Vec<&str> = Vec::new();
     for p in props {
         let name = p.name.name.as_str();
         let Some(spec) = (table.lookup)(name) else {
+            meant.extend(super::names::closest(name, table.names.iter().copied()));
             let help = did_you_mean(name, table.names.iter().copied(), || {
                 format!("{} takes: {}", table.owner, table.names.join(", "))
             });
@@ -97,7 +100,7 @@ pub fn check(
         let Some(spec) = (table.lookup)(name) else {
             continue;
         };
-        if spec.required && !seen.contains_key(spec.name) {
+        if spec.required && !seen.contains_key(spec.name) && !meant.contains(&spec.name) {
             typer.diagnostics.push(
                 Diagnostic::new(
                     Code::MissingProperty,

@@ -154,6 +154,7 @@ impl Compiler {
         for (from, _) in refs {
             self.edges.push((from, compiled.id, Edge::Succeeded));
         }
+        self.expectation_required(step, kind);
         for arg in step_args {
             // An undo must run even when the deploy it undoes failed.
             self.edges.push((arg.id, compiled.id, Edge::Settled));
@@ -178,6 +179,21 @@ impl Compiler {
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// A query's answer means nothing without a rule for it: sql and
+    /// prometheus checks must say what they expect.
+    fn expectation_required(&mut self, step: &ast::Step, kind: &Kind) {
+        if kind.name != "verify" || step.body.iter().any(|p| p.name.name == "expect") {
+            return;
+        }
+        if let Some(check) = step.body.iter().find(|p| matches!(p.name.name.as_str(), "sql" | "prometheus")) {
+            self.diagnostics.push(
+                Diagnostic::new(Code::MissingProperty, format!("a `{}` check needs `expect`", check.name.name))
+                    .label(check.name.span, "what result passes?")
+                    .help("add for example `expect value > 0` or `expect value < 1%`"),
+            );
         }
     }
 

@@ -19,7 +19,7 @@ pub fn format(parsed: &Parsed, source: &str) -> String {
     let rb = &parsed.runbook;
     f.leading(rb.span.start, 0);
     f.line(0, &format!("runbook {} {{", rb.name.name));
-    f.trailing(rb.name.span.end);
+    f.trailing(after_brace(source, rb.name.span.end));
     f.block_start = true;
     for item in &rb.items {
         f.item(item, 1);
@@ -29,6 +29,15 @@ pub fn format(parsed: &Parsed, source: &str) -> String {
     f.trailing(rb.span.end);
     f.leading(source.len(), 0);
     f.out
+}
+
+/// The position just after the first `{` at or after `pos`.
+fn after_brace(source: &str, pos: usize) -> usize {
+    source
+        .get(pos..)
+        .and_then(|rest| rest.find('{'))
+        .map(|i| pos + i + 1)
+        .unwrap_or(pos)
 }
 
 struct Formatter<'a> {
@@ -87,7 +96,7 @@ impl Formatter<'_> {
             return;
         };
         let between = self.source.get(pos..c.span.start).unwrap_or("\n");
-        if c.span.start >= pos && !between.contains('\n') {
+        if c.span.start >= pos && between.trim_matches([' ', '\t', ';']).is_empty() {
             if self.out.ends_with('\n') {
                 self.out.pop();
             }
@@ -148,12 +157,8 @@ impl Formatter<'_> {
             return;
         }
         self.line(depth, &format!("{header} {{"));
-        let brace = self
-            .source
-            .get(..step.body_span.start)
-            .and_then(|s| s.rfind('{'))
-            .unwrap_or(step.body_span.start);
-        self.trailing(brace);
+        let header_end = step.when.as_ref().map(|w| w.span.end).or(step.after.last().map(|a| a.span.end));
+        self.trailing(after_brace(self.source, header_end.unwrap_or(step.name.span.end)));
         self.block_start = true;
         for prop in &step.body {
             self.leading(prop.span.end, depth + 1);
@@ -233,7 +238,8 @@ pub fn expr(e: &Expr) -> String {
             let parts: Vec<&str> = parts.iter().map(|p| p.name.as_str()).collect();
             parts.join(".")
         }
-        ExprKind::Not(inner) => format!("not {}", wrapped(inner, 3)),
+        // `not a == b` means `not (a == b)`; the parentheses say so to the reader.
+        ExprKind::Not(inner) => format!("not {}", wrapped(inner, 5)),
         ExprKind::Binary { op, lhs, rhs } => {
             let own = precedence(e);
             let (left, right) = if op.is_comparison() {

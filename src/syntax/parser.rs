@@ -206,7 +206,7 @@ fn rule_name(rule: Rule) -> &'static str {
         Rule::not_op => "`not`",
         Rule::cmp_op => "a comparison",
         Rule::list => "a list",
-        Rule::call => "a call",
+        Rule::call | Rule::call_args => "a call",
         Rule::duration => "a duration",
         Rule::percent => "a percentage",
         Rule::number => "a number",
@@ -266,11 +266,13 @@ fn build_item(pair: Pair<Rule>) -> Item {
             let name = it.next().map(ident);
             let ty = it.next().map(ident);
             let default = it.next().map(build_expr);
+            let ty = ty.unwrap_or_else(|| missing(s));
+            let end = default.as_ref().map(|d| d.span).unwrap_or(ty.span);
             Item::Param(Param {
                 name: name.unwrap_or_else(|| missing(s)),
-                ty: ty.unwrap_or_else(|| missing(s)),
+                ty,
                 default,
-                span: s,
+                span: s.with_end(end.end),
             })
         }
         Rule::let_binding => {
@@ -281,11 +283,8 @@ fn build_item(pair: Pair<Rule>) -> Item {
                 kind: ExprKind::Bool(false),
                 span: s,
             });
-            Item::Let(Let {
-                name,
-                value,
-                span: s,
-            })
+            let span = s.with_end(value.span.end);
+            Item::Let(Let { name, value, span })
         }
         Rule::on_failure => {
             let s = span(&pair);
@@ -344,10 +343,13 @@ fn build_property(pair: Pair<Rule>) -> Property {
     let s = span(&pair);
     let mut it = children(pair);
     let name = it.next().map(ident).unwrap_or_else(|| missing(s));
+    let args: Vec<Expr> = it.map(build_expr).collect();
+    // pest's span runs over trailing blanks and comments; end at the last token.
+    let end = args.last().map(|a| a.span.end).unwrap_or(name.span.end);
     Property {
         name,
-        args: it.map(build_expr).collect(),
-        span: s,
+        args,
+        span: s.with_end(end),
     }
 }
 
@@ -385,18 +387,20 @@ fn build_expr(pair: Pair<Rule>) -> Expr {
         Rule::call => {
             let mut it = children(pair);
             let name = it.next().map(ident).unwrap_or_else(|| missing(s));
+            let args = it.flat_map(children).map(build_expr).collect();
             Expr {
-                kind: ExprKind::Call {
-                    name,
-                    args: it.map(build_expr).collect(),
-                },
+                kind: ExprKind::Call { name, args },
                 span: s,
             }
         }
-        Rule::path => Expr {
-            kind: ExprKind::Path(children(pair).map(ident).collect()),
-            span: s,
-        },
+        Rule::path => {
+            let parts: Vec<Ident> = children(pair).map(ident).collect();
+            let end = parts.last().map(|p| p.span.end).unwrap_or(s.end);
+            Expr {
+                kind: ExprKind::Path(parts),
+                span: s.with_end(end),
+            }
+        }
         Rule::duration => Expr {
             kind: ExprKind::Duration {
                 raw: pair.as_str().to_string(),

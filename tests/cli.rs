@@ -1,0 +1,156 @@
+//! The commands, driven through the real binary.
+
+mod common;
+
+use common::{runbook, scratch, stderr, stdout};
+
+const DEPLOY: &str = "workflows/rolling_deploy.runbook";
+
+#[test]
+fn check_is_clean_on_the_workflows() {
+    let out = runbook(&["check", DEPLOY, "workflows/disaster_recovery.runbook"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "2 files checked, no problems\n");
+}
+
+#[test]
+fn check_exits_2_with_every_diagnostic() {
+    let dir = scratch("check-diagnostics");
+    let file = dir.join("bad.runbook");
+    std::fs::write(&file, "runbook bad {\n  deplyo a {}\n  wait b after nope { duration 1s }\n}\n").unwrap();
+    let out = runbook(&["check", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("RB002") && err.contains("RB004"), "{err}");
+    assert!(err.contains("bad.runbook: 2 errors"), "{err}");
+}
+
+#[test]
+fn check_json_lists_diagnostics_with_positions() {
+    let dir = scratch("check-json");
+    let file = dir.join("bad.runbook");
+    std::fs::write(&file, "runbook bad {\n  wait w { duraton 1s }\n}\n").unwrap();
+    let out = runbook(&["check", "--format", "json", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
+    let first = &json[0];
+    assert_eq!(first["code"], "RB006");
+    assert_eq!(first["line"], 2);
+    assert_eq!(first["column"], 12);
+    assert_eq!(first["help"], "did you mean `duration`?");
+}
+
+#[test]
+fn unreadable_inputs_get_one_plain_sentence_and_exit_1() {
+    let dir = scratch("bad-inputs");
+    let non_utf8 = dir.join("latin1.runbook");
+    std::fs::write(&non_utf8, b"runbook r { about \"caf\xe9\" }\n").unwrap();
+    let huge = dir.join("huge.runbook");
+    let mut big = String::from("runbook huge {\n");
+    while big.len() < 50 * 1024 * 1024 {
+        big.push_str("  # padding padding padding padding padding padding padding padding\n");
+    }
+    std::fs::write(&huge, big).unwrap();
+    let cases = [
+        (dir.join("missing.runbook"), "no such file"),
+        (dir.clone(), "it is a directory"),
+        (non_utf8, "it is not UTF-8 text (invalid byte at offset 22)"),
+        (huge, "a runbook is limited to 10 MB"),
+    ];
+    for (path, expected) in cases {
+        let out = runbook(&["check", path.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1), "{}", path.display());
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "one sentence: {err}");
+        assert!(err.contains(expected), "{err}");
+    }
+}
+
+#[test]
+fn empty_and_garbage_files_get_diagnostics() {
+    let dir = scratch("garbage");
+    for (name, text) in [("empty", ""), ("comment", "# nothing\n"), ("junk", "{{{ ]]] \"")] {
+        let file = dir.join(format!("{name}.runbook"));
+        std::fs::write(&file, text).unwrap();
+        let out = runbook(&["check", file.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{name}: {}", stderr(&out));
+        assert!(stderr(&out).contains("RB001"), "{name}");
+    }
+}
+
+#[test]
+fn fmt_rewrites_and_check_reports() {
+    let dir = scratch("fmt");
+    let file = dir.join("messy.runbook");
+    std::fs::write(&file, "runbook messy {   # keep me\nwait w {duration 1s; timeout 5s}\n}").unwrap();
+    let path = file.to_str().unwrap();
+    let out = runbook(&["fmt", "--check", path]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stdout(&out), format!("{path} is not formatted\n"));
+    let out = runbook(&["fmt", path]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        "runbook messy {  # keep me\n  wait w {\n    duration 1s\n    timeout 5s\n  }\n}\n"
+    );
+    let out = runbook(&["fmt", "--check", path]);
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn graph_text_shows_stages_of_parallel_steps() {
+    let dir = scratch("graph");
+    let file = dir.join("fan.runbook");
+    std::fs::write(
+        &file,
+        "runbook fan {\n  wait a { duration 1s }\n  wait b after a { duration 1s }\n  wait c after a { duration 1s }\n  wait d after b, c { duration 1s }\n}\n",
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    let out = runbook(&["graph", path, "--format", "text"]);
+    assert_eq!(
+        stdout(&out),
+        "fan: 4 steps in 3 stages\nstage 1:\n  wait a\nstage 2:\n  wait b  (after a)\n  wait c  (after a)\nstage 3:\n  wait d  (after b, c)\n"
+    );
+    let dot = stdout(&runbook(&["graph", path, "--format", "dot"]));
+    assert!(dot.starts_with("digraph \"fan\" {") && dot.contains("\"a\" -> \"b\";"), "{dot}");
+    let mermaid = stdout(&runbook(&["graph", path, "--format", "mermaid"]));
+    assert!(mermaid.starts_with("flowchart TD\n") && mermaid.contains("s_b --> s_d"), "{mermaid}");
+}
+
+#[test]
+fn plan_resolves_parameters_and_masks_secrets() {
+    let dir = scratch("plan");
+    let file = dir.join("p.runbook");
+    std::fs::write(
+        &file,
+        "runbook p {\n  param service: string\n  param db: secret = env(\"RB_TEST_PLAN_DB\")\n  deploy d {\n    deployment service\n    image \"reg/${service}:1\"\n  }\n  sql q after d {\n    database db\n    query \"SELECT 1\"\n  }\n  rollback-if back when q.failed {\n    undo d\n  }\n}\n",
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .args(["plan", path, "-p", "service=api"])
+        .env("RB_TEST_PLAN_DB", "postgres://neo:hunter2@db/neo")
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(text.contains("image \"reg/api:1\""), "{text}");
+    assert!(text.contains("db      = ***  (secret, from $RB_TEST_PLAN_DB)"), "{text}");
+    assert!(text.contains("database ***"), "{text}");
+    assert!(!text.contains("hunter2"), "a secret leaked: {text}");
+    assert!(text.contains("back undoes d when q.failed"), "{text}");
+
+    let out = runbook(&["plan", path]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("the parameter `service` has no default; pass it with -p service=VALUE"));
+}
+
+#[test]
+fn every_command_has_help_with_an_example() {
+    for cmd in ["check", "fmt", "graph", "plan"] {
+        let out = runbook(&[cmd, "--help"]);
+        assert_eq!(out.status.code(), Some(0));
+        assert!(stdout(&out).contains("Example:"), "{cmd} --help has no example");
+    }
+}

@@ -3,7 +3,9 @@
 use super::ast::*;
 use crate::diagnostic::{Code, Diagnostic, Span};
 use pest::iterators::Pair;
+use pest::pratt_parser::{Assoc, Op, PrattParser};
 use pest::Parser as _;
+use std::sync::OnceLock;
 
 #[derive(pest_derive::Parser)]
 #[grammar = "../grammar/runbook.pest"]
@@ -43,7 +45,8 @@ pub fn parse(source: &str) -> Result<Parsed, Vec<Diagnostic>> {
         .label(Span::new(0, 0), "file starts here")
         .help("split the procedure into several runbooks")]);
     }
-    if let Some(offset) = too_deep(source) {
+    let scan = scan(source);
+    if let Some(offset) = scan.too_deep {
         return Err(vec![Diagnostic::new(
             Code::Syntax,
             format!("brackets are nested more than {MAX_NESTING} deep"),
@@ -74,21 +77,12 @@ pub fn parse(source: &str) -> Result<Parsed, Vec<Diagnostic>> {
         }
     })?;
     let file = pairs.next().ok_or_else(|| vec![empty_file()])?;
-    let mut comments = Vec::new();
-    for pair in file.clone().into_inner().flatten() {
-        if pair.as_rule() == Rule::COMMENT {
-            comments.push(Comment {
-                text: pair.as_str().trim_end().to_string(),
-                span: span(&pair),
-            });
-        }
-    }
     let runbook = children(file)
         .find(|p| p.as_rule() == Rule::runbook)
         .ok_or_else(|| vec![empty_file()])?;
     Ok(Parsed {
         runbook: build_runbook(runbook),
-        comments,
+        comments: scan.comments,
     })
 }
 
@@ -107,55 +101,73 @@ fn empty_file() -> Diagnostic {
         .help("a runbook file holds one `runbook NAME { ... }`")
 }
 
-/// A cheap scan, aware of strings and comments, for nesting that would make
-/// the parser recurse too deeply. Returns the offset where the limit is passed.
-fn too_deep(source: &str) -> Option<usize> {
+/// What a lexical pass finds: the comments (pest skips them) and where
+/// nesting first gets too deep for the recursive-descent parser.
+struct Scan {
+    comments: Vec<Comment>,
+    too_deep: Option<usize>,
+}
+
+/// One pass over the text that tracks strings, interpolations and brackets
+/// exactly as the grammar does, so a `#` inside a string is not a comment.
+fn scan(source: &str) -> Scan {
     #[derive(PartialEq)]
     enum Ctx {
         Code,
-        Interp,
         Str,
         Triple,
     }
     let bytes = source.as_bytes();
     let mut stack = vec![Ctx::Code];
+    let mut found = Scan {
+        comments: Vec::new(),
+        too_deep: None,
+    };
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
         let rest = &bytes[i..];
-        let in_string = matches!(stack.last(), Some(Ctx::Str | Ctx::Triple));
-        if in_string {
-            if b == b'\\' {
-                i += 1;
-            } else if rest.starts_with(b"${") {
-                stack.push(Ctx::Interp);
-                i += 1;
-            } else if stack.last() == Some(&Ctx::Triple) && rest.starts_with(b"\"\"\"") {
-                stack.pop();
-                i += 2;
-            } else if stack.last() == Some(&Ctx::Str) && (b == b'"' || b == b'\n') {
-                stack.pop();
+        match stack.last() {
+            Some(Ctx::Str | Ctx::Triple) => {
+                if b == b'\\' {
+                    i += 1;
+                } else if rest.starts_with(b"${") {
+                    stack.push(Ctx::Code);
+                    i += 1;
+                } else if stack.last() == Some(&Ctx::Triple) && rest.starts_with(b"\"\"\"") {
+                    stack.pop();
+                    i += 2;
+                } else if stack.last() == Some(&Ctx::Str) && (b == b'"' || b == b'\n') {
+                    stack.pop();
+                }
             }
-        } else if rest.starts_with(b"\"\"\"") {
-            stack.push(Ctx::Triple);
-            i += 2;
-        } else if b == b'"' {
-            stack.push(Ctx::Str);
-        } else if b == b'#' {
-            while i < bytes.len() && bytes[i] != b'\n' {
-                i += 1;
+            _ => {
+                if rest.starts_with(b"\"\"\"") {
+                    stack.push(Ctx::Triple);
+                    i += 2;
+                } else if b == b'"' {
+                    stack.push(Ctx::Str);
+                } else if b == b'#' {
+                    let end = source[i..].find(['\n', '\r']).map(|n| i + n).unwrap_or(source.len());
+                    found.comments.push(Comment {
+                        text: source[i..end].trim_end().to_string(),
+                        span: Span::new(i, end),
+                    });
+                    i = end;
+                    continue;
+                } else if matches!(b, b'(' | b'[' | b'{') {
+                    stack.push(Ctx::Code);
+                } else if matches!(b, b')' | b']' | b'}') && stack.len() > 1 {
+                    stack.pop();
+                }
             }
-        } else if matches!(b, b'(' | b'[' | b'{') {
-            stack.push(Ctx::Code);
-        } else if matches!(b, b')' | b']' | b'}') && stack.len() > 1 {
-            stack.pop();
         }
-        if stack.len() > MAX_NESTING {
-            return Some(i.min(bytes.len().saturating_sub(1)));
+        if stack.len() > MAX_NESTING && found.too_deep.is_none() {
+            found.too_deep = Some(i.min(bytes.len().saturating_sub(1)));
         }
         i += 1;
     }
-    None
+    found
 }
 
 fn syntax_error(error: pest::error::Error<Rule>) -> Diagnostic {
@@ -197,16 +209,15 @@ fn rule_name(rule: Rule) -> &'static str {
         Rule::after => "`after`",
         Rule::condition => "`when`",
         Rule::type_name => "a type",
-        Rule::ident | Rule::path | Rule::field => "a name",
-        Rule::expr | Rule::or_expr | Rule::and_expr | Rule::not_expr | Rule::cmp_expr => {
-            "an expression"
-        }
+        Rule::ident | Rule::field => "a name",
+        Rule::expr => "an expression",
         Rule::or_op => "`or`",
         Rule::and_op => "`and`",
         Rule::not_op => "`not`",
         Rule::cmp_op => "a comparison",
         Rule::list => "a list",
-        Rule::call | Rule::call_args => "a call",
+        Rule::reference => "a name",
+        Rule::call_args => "arguments",
         Rule::duration => "a duration",
         Rule::percent => "a percentage",
         Rule::number => "a number",
@@ -356,49 +367,26 @@ fn build_property(pair: Pair<Rule>) -> Property {
 fn build_expr(pair: Pair<Rule>) -> Expr {
     let s = span(&pair);
     match pair.as_rule() {
-        Rule::expr => children(pair).next().map(build_expr).unwrap_or(Expr {
-            kind: ExprKind::Bool(false),
-            span: s,
-        }),
-        Rule::or_expr | Rule::and_expr => build_chain(pair),
-        Rule::not_expr => {
-            let parts: Vec<Pair<Rule>> = children(pair).collect();
-            let mut iter = parts.into_iter().rev();
-            let mut expr = match iter.next() {
-                Some(p) => build_expr(p),
-                None => Expr {
-                    kind: ExprKind::Bool(false),
-                    span: s,
-                },
-            };
-            for op in iter {
-                expr = Expr {
-                    span: span(&op).join(expr.span),
-                    kind: ExprKind::Not(Box::new(expr)),
-                };
-            }
-            expr
-        }
-        Rule::cmp_expr => build_chain(pair),
+        Rule::expr => build_operators(pair),
         Rule::list => Expr {
             kind: ExprKind::List(children(pair).map(build_expr).collect()),
             span: s,
         },
-        Rule::call => {
-            let mut it = children(pair);
+        Rule::reference => {
+            let mut it = children(pair).peekable();
             let name = it.next().map(ident).unwrap_or_else(|| missing(s));
-            let args = it.flat_map(children).map(build_expr).collect();
-            Expr {
-                kind: ExprKind::Call { name, args },
-                span: s,
+            if it.peek().is_some_and(|p| p.as_rule() == Rule::call_args) {
+                let args = it.flat_map(children).map(build_expr).collect();
+                return Expr {
+                    kind: ExprKind::Call { name, args },
+                    span: s,
+                };
             }
-        }
-        Rule::path => {
-            let parts: Vec<Ident> = children(pair).map(ident).collect();
-            let end = parts.last().map(|p| p.span.end).unwrap_or(s.end);
+            let mut parts = vec![name];
+            parts.extend(it.map(ident));
             Expr {
                 kind: ExprKind::Path(parts),
-                span: s.with_end(end),
+                span: s,
             }
         }
         Rule::duration => Expr {
@@ -445,39 +433,48 @@ fn build_expr(pair: Pair<Rule>) -> Expr {
     }
 }
 
-/// `a op b op c` folded to the left.
-fn build_chain(pair: Pair<Rule>) -> Expr {
-    let mut it = children(pair);
-    let Some(first) = it.next() else {
-        return Expr {
-            kind: ExprKind::Bool(false),
-            span: Span::default(),
-        };
-    };
-    let mut expr = build_expr(first);
-    while let (Some(op), Some(rhs)) = (it.next(), it.next()) {
-        let op = match op.as_str() {
-            "or" => BinaryOp::Or,
-            "and" => BinaryOp::And,
-            "==" => BinaryOp::Eq,
-            "!=" => BinaryOp::Ne,
-            "<" => BinaryOp::Lt,
-            "<=" => BinaryOp::Le,
-            ">" => BinaryOp::Gt,
-            ">=" => BinaryOp::Ge,
-            _ => BinaryOp::Contains,
-        };
-        let rhs = build_expr(rhs);
-        expr = Expr {
-            span: expr.span.join(rhs.span),
-            kind: ExprKind::Binary {
-                op,
-                lhs: Box::new(expr),
-                rhs: Box::new(rhs),
-            },
-        };
-    }
-    expr
+fn pratt() -> &'static PrattParser<Rule> {
+    static PRATT: OnceLock<PrattParser<Rule>> = OnceLock::new();
+    PRATT.get_or_init(|| {
+        // Loosest first.
+        PrattParser::new()
+            .op(Op::infix(Rule::or_op, Assoc::Left))
+            .op(Op::infix(Rule::and_op, Assoc::Left))
+            .op(Op::prefix(Rule::not_op))
+            .op(Op::infix(Rule::cmp_op, Assoc::Left))
+    })
+}
+
+/// Builds the tree of a flat `expr` by operator precedence.
+fn build_operators(pair: Pair<Rule>) -> Expr {
+    pratt()
+        .map_primary(build_expr)
+        .map_prefix(|op, operand| Expr {
+            span: span(&op).join(operand.span),
+            kind: ExprKind::Not(Box::new(operand)),
+        })
+        .map_infix(|lhs, op, rhs| {
+            let op = match op.as_str() {
+                "or" => BinaryOp::Or,
+                "and" => BinaryOp::And,
+                "==" => BinaryOp::Eq,
+                "!=" => BinaryOp::Ne,
+                "<" => BinaryOp::Lt,
+                "<=" => BinaryOp::Le,
+                ">" => BinaryOp::Gt,
+                ">=" => BinaryOp::Ge,
+                _ => BinaryOp::Contains,
+            };
+            Expr {
+                span: lhs.span.join(rhs.span),
+                kind: ExprKind::Binary {
+                    op,
+                    lhs: Box::new(lhs),
+                    rhs: Box::new(rhs),
+                },
+            }
+        })
+        .parse(children(pair))
 }
 
 fn build_string(pair: Pair<Rule>) -> StrLit {

@@ -35,8 +35,14 @@ fn peak_rss_kib() -> Option<u64> {
 }
 
 fn main() {
-    let steps = std::env::var("BENCH_STEPS").ok().and_then(|s| s.parse().ok()).unwrap_or(10_000);
-    let runs = std::env::var("BENCH_RUNS").ok().and_then(|s| s.parse().ok()).unwrap_or(15);
+    let steps = std::env::var("BENCH_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10_000);
+    let runs = std::env::var("BENCH_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(15);
     let source = generate(steps);
     if std::env::var_os("BENCH_PHASES").is_some() {
         phases(&source);
@@ -53,7 +59,10 @@ fn main() {
         }
     }
     times.sort();
-    let kib = |k: Option<u64>| k.map(|k| format!("{:.1} MiB", k as f64 / 1024.0)).unwrap_or("unknown".into());
+    let kib = |k: Option<u64>| {
+        k.map(|k| format!("{:.1} MiB", k as f64 / 1024.0))
+            .unwrap_or("unknown".into())
+    };
     println!(
         "check of a generated {steps}-step runbook ({} KiB): median {:.1} ms, best {:.1} ms over {runs} runs; peak RSS {} (before: {})",
         source.len() / 1024,
@@ -71,5 +80,9 @@ fn phases(source: &str) {
     let parse = t.elapsed();
     let t = Instant::now();
     let _ = runbook::compile::compile(&parsed.runbook);
-    println!("parse {:.1} ms, compile {:.1} ms", parse.as_secs_f64() * 1e3, t.elapsed().as_secs_f64() * 1e3);
+    println!(
+        "parse {:.1} ms, compile {:.1} ms",
+        parse.as_secs_f64() * 1e3,
+        t.elapsed().as_secs_f64() * 1e3
+    );
 }

@@ -4,6 +4,7 @@
 
 use serde::Serialize;
 use std::fmt;
+use std::sync::Arc;
 
 /// A byte range in the source text.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
@@ -142,7 +143,7 @@ impl std::error::Error for Diagnostic {}
 /// A diagnostic together with the file it points into, ready for miette.
 pub struct Report<'a> {
     pub diagnostic: &'a Diagnostic,
-    pub source: miette::NamedSource<String>,
+    pub source: miette::NamedSource<Arc<str>>,
 }
 
 impl fmt::Debug for Report<'_> {
@@ -185,6 +186,10 @@ impl miette::Diagnostic for Report<'_> {
     }
 }
 
+/// At most this many diagnostics of one file are rendered as text; the rest
+/// are counted. (JSON output has them all.)
+pub const MAX_RENDERED: usize = 100;
+
 /// Renders diagnostics as text: no colour, fixed width, so output is stable
 /// for snapshots and logs. `color` adds ANSI styles for terminals.
 pub fn render(file: &str, source: &str, diagnostics: &[Diagnostic], color: bool) -> String {
@@ -194,31 +199,62 @@ pub fn render(file: &str, source: &str, diagnostics: &[Diagnostic], color: bool)
         miette::GraphicalTheme::unicode_nocolor()
     };
     let handler = miette::GraphicalReportHandler::new_themed(theme).with_width(100);
+    // One shared copy of the text, however many diagnostics point into it.
+    let shared: Arc<str> = Arc::from(source);
     let mut out = String::new();
-    for diagnostic in diagnostics {
+    for diagnostic in diagnostics.iter().take(MAX_RENDERED) {
         let report = Report {
             diagnostic,
-            source: miette::NamedSource::new(file, source.to_string()),
+            source: miette::NamedSource::new(file, Arc::clone(&shared)),
         };
         if handler.render_report(&mut out, &report).is_err() {
-            out.push_str(&format!("{}: {}\n", diagnostic.code.id(), diagnostic.message));
+            out.push_str(&format!(
+                "{}: {}\n",
+                diagnostic.code.id(),
+                diagnostic.message
+            ));
         }
+    }
+    if diagnostics.len() > MAX_RENDERED {
+        out.push_str(&format!(
+            "{file}: {} more diagnostics not shown; fix these first, or use --format json for all of them\n",
+            diagnostics.len() - MAX_RENDERED
+        ));
     }
     out
 }
 
-/// Line and column (both from 1, column in characters) of a byte offset.
-pub fn line_col(source: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(source.len());
-    let before = source.get(..offset).unwrap_or(source);
-    let line = before.matches('\n').count() + 1;
-    let column = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
-    (line, column)
+/// Finds line and column (both from 1, column in characters) of byte offsets
+/// without rescanning the text for each one.
+pub struct LineIndex<'a> {
+    source: &'a str,
+    starts: Vec<usize>,
+}
+
+impl<'a> LineIndex<'a> {
+    pub fn new(source: &'a str) -> Self {
+        let mut starts = vec![0];
+        starts.extend(source.match_indices('\n').map(|(i, _)| i + 1));
+        LineIndex { source, starts }
+    }
+
+    pub fn line_col(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.source.len());
+        let line = self.starts.partition_point(|s| *s <= offset);
+        let start = self.starts[line - 1];
+        let column = self
+            .source
+            .get(start..offset)
+            .map(|t| t.chars().count())
+            .unwrap_or(0)
+            + 1;
+        (line, column)
+    }
 }
 
 /// The JSON form used by `check --format json`.
-pub fn to_json(file: &str, source: &str, diagnostic: &Diagnostic) -> serde_json::Value {
-    let (line, column) = line_col(source, diagnostic.offset());
+pub fn to_json(file: &str, lines: &LineIndex, diagnostic: &Diagnostic) -> serde_json::Value {
+    let (line, column) = lines.line_col(diagnostic.offset());
     serde_json::json!({
         "file": file,
         "code": diagnostic.code.id(),
@@ -227,9 +263,23 @@ pub fn to_json(file: &str, source: &str, diagnostic: &Diagnostic) -> serde_json:
         "line": line,
         "column": column,
         "labels": diagnostic.labels.iter().map(|l| {
-            let (line, column) = line_col(source, l.span.start);
+            let (line, column) = lines.line_col(l.span.start);
             serde_json::json!({"start": l.span.start, "end": l.span.end, "line": line, "column": column, "text": l.text})
         }).collect::<Vec<_>>(),
         "help": diagnostic.help,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_index_counts_characters_not_bytes() {
+        let lines = LineIndex::new("ab\ncafé x\n");
+        assert_eq!(lines.line_col(0), (1, 1));
+        assert_eq!(lines.line_col(3), (2, 1));
+        assert_eq!(lines.line_col(9), (2, 6));
+        assert_eq!(lines.line_col(100), (3, 1));
+    }
 }

@@ -21,7 +21,9 @@ pub fn read_source(path: &Path) -> Result<String, Error> {
     };
     let meta = std::fs::metadata(path).map_err(|e| fail(io_reason(&e)))?;
     if meta.is_dir() {
-        return Err(fail("it is a directory; pass the .runbook files in it".into()));
+        return Err(fail(
+            "it is a directory; pass the .runbook files in it".into(),
+        ));
     }
     let limit = crate::syntax::MAX_SOURCE_BYTES as u64;
     if meta.len() > limit {

@@ -17,7 +17,11 @@ fn check_is_clean_on_the_workflows() {
 fn check_exits_2_with_every_diagnostic() {
     let dir = scratch("check-diagnostics");
     let file = dir.join("bad.runbook");
-    std::fs::write(&file, "runbook bad {\n  deplyo a {}\n  wait b after nope { duration 1s }\n}\n").unwrap();
+    std::fs::write(
+        &file,
+        "runbook bad {\n  deplyo a {}\n  wait b after nope { duration 1s }\n}\n",
+    )
+    .unwrap();
     let out = runbook(&["check", file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
@@ -55,7 +59,7 @@ fn unreadable_inputs_get_one_plain_sentence_and_exit_1() {
         (dir.join("missing.runbook"), "no such file"),
         (dir.clone(), "it is a directory"),
         (non_utf8, "it is not UTF-8 text (invalid byte at offset 22)"),
-        (huge, "a runbook is limited to 10 MB"),
+        (huge, "a runbook is limited to 2 MB"),
     ];
     for (path, expected) in cases {
         let out = runbook(&["check", path.to_str().unwrap()]);
@@ -69,7 +73,11 @@ fn unreadable_inputs_get_one_plain_sentence_and_exit_1() {
 #[test]
 fn empty_and_garbage_files_get_diagnostics() {
     let dir = scratch("garbage");
-    for (name, text) in [("empty", ""), ("comment", "# nothing\n"), ("junk", "{{{ ]]] \"")] {
+    for (name, text) in [
+        ("empty", ""),
+        ("comment", "# nothing\n"),
+        ("junk", "{{{ ]]] \""),
+    ] {
         let file = dir.join(format!("{name}.runbook"));
         std::fs::write(&file, text).unwrap();
         let out = runbook(&["check", file.to_str().unwrap()]);
@@ -82,7 +90,11 @@ fn empty_and_garbage_files_get_diagnostics() {
 fn fmt_rewrites_and_check_reports() {
     let dir = scratch("fmt");
     let file = dir.join("messy.runbook");
-    std::fs::write(&file, "runbook messy {   # keep me\nwait w {duration 1s; timeout 5s}\n}").unwrap();
+    std::fs::write(
+        &file,
+        "runbook messy {   # keep me\nwait w {duration 1s; timeout 5s}\n}",
+    )
+    .unwrap();
     let path = file.to_str().unwrap();
     let out = runbook(&["fmt", "--check", path]);
     assert_eq!(out.status.code(), Some(1));
@@ -113,9 +125,15 @@ fn graph_text_shows_stages_of_parallel_steps() {
         "fan: 4 steps in 3 stages\nstage 1:\n  wait a\nstage 2:\n  wait b  (after a)\n  wait c  (after a)\nstage 3:\n  wait d  (after b, c)\n"
     );
     let dot = stdout(&runbook(&["graph", path, "--format", "dot"]));
-    assert!(dot.starts_with("digraph \"fan\" {") && dot.contains("\"a\" -> \"b\";"), "{dot}");
+    assert!(
+        dot.starts_with("digraph \"fan\" {") && dot.contains("\"a\" -> \"b\";"),
+        "{dot}"
+    );
     let mermaid = stdout(&runbook(&["graph", path, "--format", "mermaid"]));
-    assert!(mermaid.starts_with("flowchart TD\n") && mermaid.contains("s_b --> s_d"), "{mermaid}");
+    assert!(
+        mermaid.starts_with("flowchart TD\n") && mermaid.contains("s_b --> s_d"),
+        "{mermaid}"
+    );
 }
 
 #[test]
@@ -136,14 +154,18 @@ fn plan_resolves_parameters_and_masks_secrets() {
     let text = stdout(&out);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(text.contains("image \"reg/api:1\""), "{text}");
-    assert!(text.contains("db      = ***  (secret, from $RB_TEST_PLAN_DB)"), "{text}");
+    assert!(
+        text.contains("db      = ***  (secret, from $RB_TEST_PLAN_DB)"),
+        "{text}"
+    );
     assert!(text.contains("database ***"), "{text}");
     assert!(!text.contains("hunter2"), "a secret leaked: {text}");
     assert!(text.contains("back undoes d when q.failed"), "{text}");
 
     let out = runbook(&["plan", path]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("the parameter `service` has no default; pass it with -p service=VALUE"));
+    assert!(stderr(&out)
+        .contains("the parameter `service` has no default; pass it with -p service=VALUE"));
 }
 
 #[test]
@@ -151,6 +173,32 @@ fn every_command_has_help_with_an_example() {
     for cmd in ["check", "fmt", "graph", "plan"] {
         let out = runbook(&[cmd, "--help"]);
         assert_eq!(out.status.code(), Some(0));
-        assert!(stdout(&out).contains("Example:"), "{cmd} --help has no example");
+        assert!(
+            stdout(&out).contains("Example:"),
+            "{cmd} --help has no example"
+        );
     }
+}
+
+#[test]
+fn a_file_with_a_flood_of_mistakes_shows_the_first_hundred() {
+    let dir = scratch("flood");
+    let file = dir.join("flood.runbook");
+    std::fs::write(
+        &file,
+        format!("runbook flood {{\n{}}}\n", "  about a\n".repeat(20_000)),
+    )
+    .unwrap();
+    let out = runbook(&["check", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert_eq!(err.matches(" × ").count(), 100, "rendered");
+    assert!(
+        err.contains("39899 more diagnostics not shown"),
+        "{}",
+        &err[err.len() - 300..]
+    );
+    let json = runbook(&["check", "--format", "json", file.to_str().unwrap()]);
+    let all: serde_json::Value = serde_json::from_str(&stdout(&json)).expect("json");
+    assert_eq!(all.as_array().map(Vec::len), Some(39_999));
 }

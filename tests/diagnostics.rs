@@ -137,5 +137,7 @@ fn one_check_reports_every_mistake() {
 fn diagnostics_never_show_a_secret_value() {
     let source = "runbook r {\n  param db: secret = env(\"DB\")\n  run r {\n    command \"psql\"\n    args [db]\n  }\n}\n";
     let d = diagnose(source);
-    assert!(d.iter().any(|d| d.message.contains("secret cannot be a command argument")));
+    assert!(d
+        .iter()
+        .any(|d| d.message.contains("secret cannot be a command argument")));
 }

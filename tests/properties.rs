@@ -27,8 +27,11 @@ fn strip_spans(v: &mut serde_json::Value) {
 
 fn name() -> impl Strategy<Value = String> {
     "[a-z][a-z0-9_]{0,6}".prop_filter("not a keyword", |s| {
-        !["and", "or", "not", "true", "false", "after", "when", "contains", "runbook", "param", "let", "on"]
-            .contains(&s.as_str())
+        ![
+            "and", "or", "not", "true", "false", "after", "when", "contains", "runbook", "param",
+            "let", "on",
+        ]
+        .contains(&s.as_str())
     })
 }
 
@@ -40,7 +43,8 @@ fn atom() -> impl Strategy<Value = String> {
         "[0-9]{1,2}(\\.[0-9])?%".prop_map(|s| s),
         "[a-z ]{0,8}".prop_map(|s| format!("\"{s}\"")),
         (name(), name()).prop_map(|(a, b)| format!("\"x ${{{a}}} y\\\"{b}\"")),
-        (name(), prop_oneof![Just("failed"), Just("succeeded")]).prop_map(|(a, f)| format!("{a}.{f}")),
+        (name(), prop_oneof![Just("failed"), Just("succeeded")])
+            .prop_map(|(a, f)| format!("{a}.{f}")),
         name().prop_map(|a| format!("env(\"{a}\")")),
         Just("true".to_string()),
         Just("\"\"\"multi\nline ${x}\"\"\"".to_string()),
@@ -50,7 +54,17 @@ fn atom() -> impl Strategy<Value = String> {
 fn expr() -> impl Strategy<Value = String> {
     atom().prop_recursive(3, 12, 3, |inner| {
         prop_oneof![
-            (inner.clone(), prop_oneof![Just("and"), Just("or"), Just("=="), Just("<"), Just("contains")], inner.clone())
+            (
+                inner.clone(),
+                prop_oneof![
+                    Just("and"),
+                    Just("or"),
+                    Just("=="),
+                    Just("<"),
+                    Just("contains")
+                ],
+                inner.clone()
+            )
                 .prop_map(|(a, op, b)| format!("({a}) {op} ({b})")),
             inner.clone().prop_map(|a| format!("not ({a})")),
             inner.clone().prop_map(|a| format!("({a})")),
@@ -92,7 +106,11 @@ fn item() -> impl Strategy<Value = String> {
             ending()
         )
             .prop_map(|(kind, n, after, when, body, end)| {
-                let after = if after.is_empty() { String::new() } else { format!(" after {}", after.join(", ")) };
+                let after = if after.is_empty() {
+                    String::new()
+                } else {
+                    format!(" after {}", after.join(", "))
+                };
                 let when = when.map(|w| format!(" when {w}")).unwrap_or_default();
                 format!("{kind} {n}{after}{when} {{\n{}}}{end}", body.concat())
             }),
@@ -100,7 +118,8 @@ fn item() -> impl Strategy<Value = String> {
 }
 
 fn runbook_source() -> impl Strategy<Value = String> {
-    (name(), prop::collection::vec(item(), 0..8)).prop_map(|(n, items)| format!("# head\nrunbook {n} {{\n{}}}\n", items.concat()))
+    (name(), prop::collection::vec(item(), 0..8))
+        .prop_map(|(n, items)| format!("# head\nrunbook {n} {{\n{}}}\n", items.concat()))
 }
 
 proptest! {

@@ -9,7 +9,11 @@ use runbook::syntax::{format::format, parse};
 #[test]
 fn every_workflow_checks_clean_and_is_formatted() {
     let files = files_with_extension(&root().join("workflows"), "runbook");
-    assert!(files.len() >= 13, "expected the 13 procedures, found {}", files.len());
+    assert!(
+        files.len() >= 13,
+        "expected the 13 procedures, found {}",
+        files.len()
+    );
     for path in files {
         let source = std::fs::read_to_string(&path).expect("readable");
         let name = path.display().to_string();
@@ -17,9 +21,19 @@ fn every_workflow_checks_clean_and_is_formatted() {
             panic!("{}", runbook::diagnostic::render(&name, &source, &d, false));
         }
         let parsed = parse(&source).expect("parses");
-        assert_eq!(format(&parsed, &source), source, "{name} is not formatted: run `runbook fmt {name}`");
-        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
-        assert_eq!(parsed.runbook.name.name, stem, "{name}: the runbook name should match the file name");
+        assert_eq!(
+            format(&parsed, &source),
+            source,
+            "{name} is not formatted: run `runbook fmt {name}`"
+        );
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default();
+        assert_eq!(
+            parsed.runbook.name.name, stem,
+            "{name}: the runbook name should match the file name"
+        );
     }
 }
 
@@ -56,7 +70,10 @@ fn every_runbook_block_in_the_book_checks_clean() {
             }
         }
     }
-    assert!(count >= 10, "the book should have runbook examples; found {count}");
+    assert!(
+        count >= 10,
+        "the book should have runbook examples; found {count}"
+    );
 }
 
 #[test]

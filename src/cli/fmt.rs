@@ -18,7 +18,10 @@ pub fn run(files: &[PathBuf], check: bool) -> Result<u8, Error> {
         let parsed = match crate::syntax::parse(&source) {
             Ok(p) => p,
             Err(diagnostics) => {
-                eprint!("{}", crate::diagnostic::render(&name, &source, &diagnostics, color_stderr()));
+                eprint!(
+                    "{}",
+                    crate::diagnostic::render(&name, &source, &diagnostics, color_stderr())
+                );
                 code = code.max(EXIT_DIAGNOSTICS);
                 continue;
             }

@@ -59,20 +59,38 @@ fn write_stages(out: &mut String, plan: &Plan, stages: &[Vec<StepId>], indent: &
         for id in stage {
             let step = &plan.steps[id.0];
             let deps = waits_for(plan, *id);
-            let deps = if deps.is_empty() { String::new() } else { format!("  ({deps})") };
+            let deps = if deps.is_empty() {
+                String::new()
+            } else {
+                format!("  ({deps})")
+            };
             let _ = writeln!(out, "{indent}  {} {}{deps}", step.kind.name, step.name);
         }
     }
 }
 
 fn dot(plan: &Plan) -> String {
-    let mut out = format!("digraph \"{}\" {{\n  rankdir=TB;\n  node [shape=box, fontname=\"monospace\"];\n", plan.name);
+    let mut out = format!(
+        "digraph \"{}\" {{\n  rankdir=TB;\n  node [shape=box, fontname=\"monospace\"];\n",
+        plan.name
+    );
     for step in &plan.steps {
-        let style = if step.phase == Phase::OnFailure { ", style=dashed" } else { "" };
-        let _ = writeln!(out, "  \"{}\" [label=\"{} {}\"{style}];", step.name, step.kind.name, step.name);
+        let style = if step.phase == Phase::OnFailure {
+            ", style=dashed"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            out,
+            "  \"{}\" [label=\"{} {}\"{style}];",
+            step.name, step.kind.name, step.name
+        );
     }
     for edge in plan.graph.raw_edges() {
-        let (from, to) = (&plan.steps[edge.source().index()].name, &plan.steps[edge.target().index()].name);
+        let (from, to) = (
+            &plan.steps[edge.source().index()].name,
+            &plan.steps[edge.target().index()].name,
+        );
         let attrs = match edge.weight {
             Edge::Succeeded => "",
             Edge::Settled => " [style=dashed, label=\"settled\"]",
@@ -87,10 +105,17 @@ fn mermaid(plan: &Plan) -> String {
     // Ids get a prefix: Mermaid reserves words such as `end`.
     let mut out = String::from("flowchart TD\n");
     for step in &plan.steps {
-        let _ = writeln!(out, "  s_{}[\"{} {}\"]", step.name, step.kind.name, step.name);
+        let _ = writeln!(
+            out,
+            "  s_{}[\"{} {}\"]",
+            step.name, step.kind.name, step.name
+        );
     }
     for edge in plan.graph.raw_edges() {
-        let (from, to) = (&plan.steps[edge.source().index()].name, &plan.steps[edge.target().index()].name);
+        let (from, to) = (
+            &plan.steps[edge.source().index()].name,
+            &plan.steps[edge.target().index()].name,
+        );
         let arrow = match edge.weight {
             Edge::Succeeded => "-->",
             Edge::Settled => "-. settled .->",

@@ -25,7 +25,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Check runbooks and report every mistake at once.
-    #[command(after_help = "Exit status: 0 when clean, 2 when a file has diagnostics, 1 when a file cannot be read.\n\nExample:\n  runbook check workflows/*.runbook\n  runbook check --format json deploy.runbook")]
+    #[command(
+        after_help = "Exit status: 0 when clean, 2 when a file has diagnostics, 1 when a file cannot be read.\n\nExample:\n  runbook check workflows/*.runbook\n  runbook check --format json deploy.runbook"
+    )]
     Check {
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -33,7 +35,9 @@ enum Command {
         format: CheckFormat,
     },
     /// Rewrite runbooks in the canonical layout (comments are kept).
-    #[command(after_help = "Example:\n  runbook fmt workflows/*.runbook\n  runbook fmt --check workflows/*.runbook   # exit 1 if a file would change")]
+    #[command(
+        after_help = "Example:\n  runbook fmt workflows/*.runbook\n  runbook fmt --check workflows/*.runbook   # exit 1 if a file would change"
+    )]
     Fmt {
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -42,14 +46,18 @@ enum Command {
         check: bool,
     },
     /// Show the DAG of steps.
-    #[command(after_help = "The text form lists stages: the steps of one stage can run together.\n\nExample:\n  runbook graph workflows/disaster_recovery.runbook --format text\n  runbook graph deploy.runbook --format dot | dot -Tsvg > deploy.svg")]
+    #[command(
+        after_help = "The text form lists stages: the steps of one stage can run together.\n\nExample:\n  runbook graph workflows/disaster_recovery.runbook --format text\n  runbook graph deploy.runbook --format dot | dot -Tsvg > deploy.svg"
+    )]
     Graph {
         file: PathBuf,
         #[arg(long, value_enum, default_value_t = GraphFormat::Text)]
         format: GraphFormat,
     },
     /// Show what a run would do with these parameters, without running anything.
-    #[command(after_help = "Example:\n  runbook plan workflows/rolling_deploy.runbook -p service=api -p tag=v1.4.2")]
+    #[command(
+        after_help = "Example:\n  runbook plan workflows/rolling_deploy.runbook -p service=api -p tag=v1.4.2"
+    )]
     Plan {
         file: PathBuf,
         /// A parameter, NAME=VALUE (repeatable).
@@ -100,7 +108,10 @@ fn load(path: &std::path::Path) -> Result<Option<crate::compile::Plan>, Error> {
         Ok(plan) => Ok(Some(plan)),
         Err(diagnostics) => {
             let name = path.display().to_string();
-            eprint!("{}", crate::diagnostic::render(&name, &source, &diagnostics, color_stderr()));
+            eprint!(
+                "{}",
+                crate::diagnostic::render(&name, &source, &diagnostics, color_stderr())
+            );
             Ok(None)
         }
     }
@@ -110,4 +121,3 @@ fn color_stderr() -> bool {
     use std::io::IsTerminal;
     std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal()
 }
-

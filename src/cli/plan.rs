@@ -20,8 +20,12 @@ pub fn run(path: &Path, params: &[String]) -> Result<u8, Error> {
         return Ok(EXIT_DIAGNOSTICS);
     };
     let env = |name: &str| std::env::var(name).ok();
-    let bindings = bind(&plan, &given, &env).map_err(|errors| Error::Usage(errors.join("\n       ")))?;
+    let bindings =
+        bind(&plan, &given, &env).map_err(|errors| Error::Usage(errors.join("\n       ")))?;
     print!("{}", render(&plan, &bindings, &env));
+    for (name, var) in &bindings.unset_secrets {
+        eprintln!("warning: the secret `{name}` comes from ${var}, which is not set; a run needs it (set it, or pass -p {name}=...)");
+    }
     Ok(EXIT_OK)
 }
 
@@ -48,7 +52,11 @@ pub fn render(plan: &Plan, b: &Bindings, env: &dyn Fn(&str) -> Option<String>) -
         out.push_str("\nparameters:\n");
         let width = plan.params.iter().map(|p| p.name.len()).max().unwrap_or(0);
         for p in &plan.params {
-            let value = b.values.get(&p.name).map(|v| v.to_string()).unwrap_or_default();
+            let value = b
+                .values
+                .get(&p.name)
+                .map(|v| v.to_string())
+                .unwrap_or_default();
             let source = match b.values.get(&p.name) {
                 Some(Value::Secret(from)) => format!("  (secret, {from})"),
                 _ if b.given.contains(&p.name) => String::new(),
@@ -64,7 +72,11 @@ pub fn render(plan: &Plan, b: &Bindings, env: &dyn Fn(&str) -> Option<String>) -
         }
         let _ = writeln!(out, "\n{title}:");
         for (i, stage) in stages.iter().enumerate() {
-            let together = if stage.len() > 1 { "  (these can run together)" } else { "" };
+            let together = if stage.len() > 1 {
+                "  (these can run together)"
+            } else {
+                ""
+            };
             let _ = writeln!(out, "  stage {}{together}", i + 1);
             for id in stage {
                 write_step(&mut out, plan, &plan.steps[id.0], b, env);
@@ -75,7 +87,13 @@ pub fn render(plan: &Plan, b: &Bindings, env: &dyn Fn(&str) -> Option<String>) -
     out
 }
 
-fn write_step(out: &mut String, plan: &Plan, step: &Step, b: &Bindings, env: &dyn Fn(&str) -> Option<String>) {
+fn write_step(
+    out: &mut String,
+    plan: &Plan,
+    step: &Step,
+    b: &Bindings,
+    env: &dyn Fn(&str) -> Option<String>,
+) {
     let mut tags = Vec::new();
     if step.changes_systems() {
         tags.push("changes systems");
@@ -86,7 +104,11 @@ fn write_step(out: &mut String, plan: &Plan, step: &Step, b: &Bindings, env: &dy
     if step.on_interrupt == Interrupt::Ask {
         tags.push("asks before re-running after a crash");
     }
-    let tags = if tags.is_empty() { String::new() } else { format!("  [{}]", tags.join(", ")) };
+    let tags = if tags.is_empty() {
+        String::new()
+    } else {
+        format!("  [{}]", tags.join(", "))
+    };
     let _ = writeln!(out, "    {} {}{tags}", step.kind.name, step.name);
     let deps = super::graph::waits_for(plan, step.id);
     if !deps.is_empty() {
@@ -107,7 +129,12 @@ fn write_step(out: &mut String, plan: &Plan, step: &Step, b: &Bindings, env: &dy
 
 /// One argument as the run would see it: parameters resolved, words and
 /// conditions as written, secrets masked.
-fn shown(prop: &str, arg: &crate::syntax::ast::Expr, b: &Bindings, env: &dyn Fn(&str) -> Option<String>) -> String {
+fn shown(
+    prop: &str,
+    arg: &crate::syntax::ast::Expr,
+    b: &Bindings,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> String {
     if prop == "expect" {
         return format::expr(arg);
     }
@@ -120,11 +147,19 @@ fn shown(prop: &str, arg: &crate::syntax::ast::Expr, b: &Bindings, env: &dyn Fn(
 }
 
 fn write_summary(out: &mut String, plan: &Plan) {
-    let names = |ids: &mut dyn Iterator<Item = &Step>| -> Vec<String> { ids.map(|s| s.name.clone()).collect() };
+    let names = |ids: &mut dyn Iterator<Item = &Step>| -> Vec<String> {
+        ids.map(|s| s.name.clone()).collect()
+    };
     let changing = names(&mut plan.steps.iter().filter(|s| s.changes_systems()));
     let approvals = names(&mut plan.steps.iter().filter(|s| s.needs_approval()));
     out.push_str("\nsummary:\n");
-    let list = |v: &[String]| if v.is_empty() { "none".to_string() } else { v.join(", ") };
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.join(", ")
+        }
+    };
     let _ = writeln!(out, "  change systems: {}", list(&changing));
     let _ = writeln!(out, "  need approval:  {}", list(&approvals));
     let undo: Vec<String> = plan
@@ -132,7 +167,11 @@ fn write_summary(out: &mut String, plan: &Plan) {
         .iter()
         .flat_map(|s| {
             s.undoes.iter().map(move |d: &StepId| {
-                let cond = s.when.as_ref().map(|w| format!(" when {}", format::expr(w))).unwrap_or_default();
+                let cond = s
+                    .when
+                    .as_ref()
+                    .map(|w| format!(" when {}", format::expr(w)))
+                    .unwrap_or_default();
                 format!("{} undoes {}{cond}", s.name, plan.steps[d.0].name)
             })
         })

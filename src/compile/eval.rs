@@ -51,7 +51,13 @@ pub fn format_duration(ms: u64) -> String {
     }
     let mut out = String::new();
     let mut rest = ms;
-    for (unit, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000), ("ms", 1)] {
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+        ("ms", 1),
+    ] {
         if rest >= size {
             out.push_str(&format!("{}{unit}", rest / size));
             rest %= size;
@@ -66,13 +72,20 @@ pub struct Bindings {
     pub values: HashMap<String, Value>,
     /// Names given on the command line (the rest came from defaults).
     pub given: Vec<String>,
+    /// Secrets whose environment variable is not set: a plan can still be
+    /// shown, but a run cannot start.
+    pub unset_secrets: Vec<(String, String)>,
 }
 
 /// Why the parameters cannot be resolved: one plain sentence each.
 pub type ParamErrors = Vec<String>;
 
 /// Resolves parameters from `name=value` pairs, defaults and the environment.
-pub fn bind(plan: &Plan, given: &[(String, String)], env: &dyn Fn(&str) -> Option<String>) -> Result<Bindings, ParamErrors> {
+pub fn bind(
+    plan: &Plan,
+    given: &[(String, String)],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Bindings, ParamErrors> {
     let mut errors = Vec::new();
     let mut bindings = Bindings::default();
     for (name, _) in given {
@@ -91,7 +104,7 @@ pub fn bind(plan: &Plan, given: &[(String, String)], env: &dyn Fn(&str) -> Optio
                 parse_value(param.ty, text).map_err(|why| format!("-p {}: {why}", param.name))
             }
             None => match &param.default {
-                Some(default) => default_value(param.ty, default, &bindings, env),
+                Some(default) => default_value(&param.name, param.ty, default, &mut bindings, env),
                 None => Err(format!(
                     "the parameter `{}` has no default; pass it with -p {}=VALUE",
                     param.name, param.name
@@ -116,18 +129,27 @@ pub fn bind(plan: &Plan, given: &[(String, String)], env: &dyn Fn(&str) -> Optio
     }
 }
 
-fn default_value(ty: Type, default: &Expr, b: &Bindings, env: &dyn Fn(&str) -> Option<String>) -> Result<Value, String> {
+fn default_value(
+    name: &str,
+    ty: Type,
+    default: &Expr,
+    b: &mut Bindings,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Value, String> {
     if ty != Type::Secret {
         return Ok(eval(default, b, env));
     }
     // A secret's default is `env("NAME")`: report where it comes from, not what it is.
     if let ExprKind::Call { args, .. } = &default.kind {
         if let Some(Value::Str(var)) = args.first().map(|a| eval(a, b, env)) {
-            return match env(&var) {
-                Some(_) => Ok(Value::Secret(format!("from ${var}"))),
-                None if args.len() > 1 => Ok(Value::Secret("default".into())),
-                None => Err(format!("the secret comes from the environment variable {var}, which is not set; set it or pass -p")),
-            };
+            return Ok(match env(&var) {
+                Some(_) => Value::Secret(format!("from ${var}")),
+                None if args.len() > 1 => Value::Secret("default".into()),
+                None => {
+                    b.unset_secrets.push((name.to_string(), var.clone()));
+                    Value::Secret(format!("from ${var}, which is NOT SET"))
+                }
+            });
         }
     }
     Ok(Value::Secret("default".into()))
@@ -136,7 +158,10 @@ fn default_value(ty: Type, default: &Expr, b: &Bindings, env: &dyn Fn(&str) -> O
 /// Reads a command-line value as a parameter of type `ty`.
 pub fn parse_value(ty: Type, text: &str) -> Result<Value, String> {
     match ty {
-        Type::Int => text.parse().map(Value::Int).map_err(|_| format!("`{text}` is not an integer")),
+        Type::Int => text
+            .parse()
+            .map(Value::Int)
+            .map_err(|_| format!("`{text}` is not an integer")),
         Type::Bool => match text {
             "true" => Ok(Value::Bool(true)),
             "false" => Ok(Value::Bool(false)),
@@ -180,17 +205,24 @@ pub fn eval(e: &Expr, b: &Bindings, env: &dyn Fn(&str) -> Option<String>) -> Val
             let name = args.first().map(|a| eval(a, b, env));
             let fallback = args.get(1).map(|a| eval(a, b, env));
             match name {
-                Some(Value::Str(var)) => env(&var).map(Value::Str).or(fallback).unwrap_or(Value::Str(String::new())),
+                Some(Value::Str(var)) => env(&var)
+                    .map(Value::Str)
+                    .or(fallback)
+                    .unwrap_or(Value::Str(String::new())),
                 _ => later(),
             }
         }
-        ExprKind::Path(parts) if parts.len() == 1 => b.values.get(&parts[0].name).cloned().unwrap_or_else(later),
+        ExprKind::Path(parts) if parts.len() == 1 => {
+            b.values.get(&parts[0].name).cloned().unwrap_or_else(later)
+        }
         ExprKind::Path(_) => later(),
         ExprKind::Not(inner) => match eval(inner, b, env) {
             Value::Bool(v) => Value::Bool(!v),
             _ => later(),
         },
-        ExprKind::Binary { op, lhs, rhs } => binary(*op, eval(lhs, b, env), eval(rhs, b, env)).unwrap_or_else(later),
+        ExprKind::Binary { op, lhs, rhs } => {
+            binary(*op, eval(lhs, b, env), eval(rhs, b, env)).unwrap_or_else(later)
+        }
     }
 }
 
@@ -225,7 +257,10 @@ fn binary(op: BinaryOp, l: Value, r: Value) -> Option<Value> {
             let same = match (number(&l), number(&r)) {
                 (Some(a), Some(b)) => a == b,
                 _ => match (&l, &r) {
-                    (Value::Later(_), _) | (_, Value::Later(_)) | (Value::Secret(_), _) | (_, Value::Secret(_)) => return None,
+                    (Value::Later(_), _)
+                    | (_, Value::Later(_))
+                    | (Value::Secret(_), _)
+                    | (_, Value::Secret(_)) => return None,
                     _ => l == r,
                 },
             };
@@ -264,8 +299,14 @@ mod tests {
     fn missing_and_unknown_parameters_are_plain_sentences() {
         let p = plan("runbook r {\n  param service: string\n}\n");
         let errors = bind(&p, &[("servce".into(), "x".into())], &|_| None).unwrap_err();
-        assert_eq!(errors[0], "`r` has no parameter `servce` (did you mean `service`?)");
-        assert_eq!(errors[1], "the parameter `service` has no default; pass it with -p service=VALUE");
+        assert_eq!(
+            errors[0],
+            "`r` has no parameter `servce` (did you mean `service`?)"
+        );
+        assert_eq!(
+            errors[1],
+            "the parameter `service` has no default; pass it with -p service=VALUE"
+        );
     }
 
     #[test]

@@ -7,7 +7,11 @@ use petgraph::graph::DiGraph;
 use petgraph::visit::EdgeRef;
 use std::collections::{HashMap, HashSet};
 
-pub fn build(steps: &[Step], edges: &[(StepId, StepId, Edge)], diagnostics: &mut Vec<Diagnostic>) -> DiGraph<StepId, Edge> {
+pub fn build(
+    steps: &[Step],
+    edges: &[(StepId, StepId, Edge)],
+    diagnostics: &mut Vec<Diagnostic>,
+) -> DiGraph<StepId, Edge> {
     let mut graph = DiGraph::with_capacity(steps.len(), edges.len());
     for step in steps {
         graph.add_node(step.id);
@@ -59,21 +63,39 @@ fn cycles(steps: &[Step], graph: &DiGraph<StepId, Edge>, diagnostics: &mut Vec<D
                 _ => break,
             }
         }
-        let names: Vec<&str> = path.iter().map(|n| steps[n.index()].name.as_str()).collect();
+        let names: Vec<&str> = path
+            .iter()
+            .map(|n| steps[n.index()].name.as_str())
+            .collect();
         let mut shown = names.clone();
         shown.push(names[0]);
-        let mut d = Diagnostic::new(Code::Cycle, format!("dependency cycle: {} (each waits for the next)", shown.join(" → ")));
+        let mut d = Diagnostic::new(
+            Code::Cycle,
+            format!(
+                "dependency cycle: {} (each waits for the next)",
+                shown.join(" → ")
+            ),
+        );
         for (i, n) in path.iter().enumerate() {
             let waits_for = names[(i + 1) % names.len()];
-            d = d.label(steps[n.index()].name_span, format!("waits for `{waits_for}`"));
+            d = d.label(
+                steps[n.index()].name_span,
+                format!("waits for `{waits_for}`"),
+            );
         }
-        diagnostics.push(d.help("every step in the cycle waits for another; remove one of these dependencies"));
+        diagnostics.push(
+            d.help("every step in the cycle waits for another; remove one of these dependencies"),
+        );
     }
 }
 
 /// Steps that can never run: a condition that is always false, `after X`
 /// with a condition that needs X to fail, or waiting for a step that never runs.
-pub fn unreachable(steps: &[Step], graph: &DiGraph<StepId, Edge>, diagnostics: &mut Vec<Diagnostic>) {
+pub fn unreachable(
+    steps: &[Step],
+    graph: &DiGraph<StepId, Edge>,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
     let Ok(order) = petgraph::algo::toposort(graph, None) else {
         return;
     };
@@ -86,16 +108,26 @@ pub fn unreachable(steps: &[Step], graph: &DiGraph<StepId, Edge>, diagnostics: &
             .map(|e| StepId(e.source().index()))
             .collect();
         let reason = if let Some(dep) = required.iter().find(|d| never.contains(d)) {
-            Some(format!("it waits for `{}`, which never runs", steps[dep.0].name))
+            Some(format!(
+                "it waits for `{}`, which never runs",
+                steps[dep.0].name
+            ))
         } else if let Some(dep) = required
             .iter()
             .find(|d| step.phase == Phase::Main && steps[d.0].phase == Phase::OnFailure)
         {
-            Some(format!("`{}` runs only after the procedure has failed", steps[dep.0].name))
+            Some(format!(
+                "`{}` runs only after the procedure has failed",
+                steps[dep.0].name
+            ))
         } else if step.when.as_ref().is_some_and(always_false) {
             Some("its condition is always false".to_string())
         } else {
-            let needs_failure = step.when.as_ref().map(requires_not_succeeded).unwrap_or_default();
+            let needs_failure = step
+                .when
+                .as_ref()
+                .map(requires_not_succeeded)
+                .unwrap_or_default();
             required
                 .iter()
                 .find(|d| needs_failure.contains(&steps[d.0].name))
@@ -119,8 +151,16 @@ fn always_false(e: &Expr) -> bool {
     match &e.kind {
         ExprKind::Bool(b) => !b,
         ExprKind::Not(inner) => matches!(inner.kind, ExprKind::Bool(true)),
-        ExprKind::Binary { op: BinaryOp::And, lhs, rhs } => always_false(lhs) || always_false(rhs),
-        ExprKind::Binary { op: BinaryOp::Or, lhs, rhs } => always_false(lhs) && always_false(rhs),
+        ExprKind::Binary {
+            op: BinaryOp::And,
+            lhs,
+            rhs,
+        } => always_false(lhs) || always_false(rhs),
+        ExprKind::Binary {
+            op: BinaryOp::Or,
+            lhs,
+            rhs,
+        } => always_false(lhs) && always_false(rhs),
         _ => false,
     }
 }
@@ -128,16 +168,24 @@ fn always_false(e: &Expr) -> bool {
 /// Steps that must have failed or been skipped for `e` to hold (top-level `and` only).
 fn requires_not_succeeded(e: &Expr) -> Vec<String> {
     match &e.kind {
-        ExprKind::Binary { op: BinaryOp::And, lhs, rhs } => {
+        ExprKind::Binary {
+            op: BinaryOp::And,
+            lhs,
+            rhs,
+        } => {
             let mut names = requires_not_succeeded(lhs);
             names.extend(requires_not_succeeded(rhs));
             names
         }
-        ExprKind::Path(parts) if parts.len() == 2 && matches!(parts[1].name.as_str(), "failed" | "skipped") => {
+        ExprKind::Path(parts)
+            if parts.len() == 2 && matches!(parts[1].name.as_str(), "failed" | "skipped") =>
+        {
             vec![parts[0].name.clone()]
         }
         ExprKind::Not(inner) => match &inner.kind {
-            ExprKind::Path(parts) if parts.len() == 2 && parts[1].name == "succeeded" => vec![parts[0].name.clone()],
+            ExprKind::Path(parts) if parts.len() == 2 && parts[1].name == "succeeded" => {
+                vec![parts[0].name.clone()]
+            }
             _ => Vec::new(),
         },
         _ => Vec::new(),

@@ -1,13 +1,13 @@
 //! The compile layer: names resolved, properties and expressions type-checked,
 //! a DAG of steps built, every mistake reported at once.
 
+pub mod eval;
 mod graph;
 pub mod names;
 pub mod plan;
 mod props;
 pub mod schema;
 pub mod types;
-pub mod eval;
 
 pub use plan::{Edge, Interrupt, Phase, Plan, Retry, Schedule, Settings, Step, StepId, Type};
 
@@ -69,10 +69,13 @@ impl Compiler {
     fn declare(&mut self, name: &ast::Ident) -> bool {
         if let Some(first) = self.declared.get(&name.name) {
             self.diagnostics.push(
-                Diagnostic::new(Code::DuplicateName, format!("`{}` is declared twice", name.name))
-                    .label(name.span, "declared again here")
-                    .label(*first, "first declared here")
-                    .help("rename one of them"),
+                Diagnostic::new(
+                    Code::DuplicateName,
+                    format!("`{}` is declared twice", name.name),
+                )
+                .label(name.span, "declared again here")
+                .label(*first, "first declared here")
+                .help("rename one of them"),
             );
             return false;
         }
@@ -80,7 +83,12 @@ impl Compiler {
         true
     }
 
-    fn typer<'a>(&'a self, diagnostics: &'a mut Vec<Diagnostic>, check: &'a [(&'static str, CheckName)], steps: bool) -> Typer<'a, 'a> {
+    fn typer<'a>(
+        &'a self,
+        diagnostics: &'a mut Vec<Diagnostic>,
+        check: &'a [(&'static str, CheckName)],
+        steps: bool,
+    ) -> Typer<'a, 'a> {
         Typer {
             scope: Scope {
                 values: &self.values,
@@ -166,7 +174,11 @@ impl Compiler {
             self.diagnostics.push(
                 Diagnostic::new(
                     Code::TypeMismatch,
-                    format!("the default of `{name}` is {}, but `{name}` is {}", found.describe(), ty.describe()),
+                    format!(
+                        "the default of `{name}` is {}, but `{name}` is {}",
+                        found.describe(),
+                        ty.describe()
+                    ),
                 )
                 .label(default.span, format!("this is {}", found.describe())),
             );
@@ -271,14 +283,23 @@ impl Compiler {
         Some(schedule)
     }
 
-    fn literal_int(&mut self, e: Option<&Expr>, p: &ast::Property, min: i64, max: i64) -> Option<i64> {
+    fn literal_int(
+        &mut self,
+        e: Option<&Expr>,
+        p: &ast::Property,
+        min: i64,
+        max: i64,
+    ) -> Option<i64> {
         let e = e?;
         match &e.kind {
             ExprKind::Int { value: Some(n), .. } if (min..=max).contains(n) => Some(*n),
             ExprKind::Int { value: Some(_), .. } => {
                 self.diagnostics.push(
-                    Diagnostic::new(Code::InvalidValue, format!("`{}` must be between {min} and {max}", p.name.name))
-                        .label(e.span, "out of range"),
+                    Diagnostic::new(
+                        Code::InvalidValue,
+                        format!("`{}` must be between {min} and {max}", p.name.name),
+                    )
+                    .label(e.span, "out of range"),
                 );
                 None
             }
@@ -293,14 +314,21 @@ impl Compiler {
     fn literal_duration(&mut self, e: Option<&Expr>, p: &ast::Property) -> Option<Duration> {
         let e = e?;
         match &e.kind {
-            ExprKind::Duration { millis: Some(0), .. } => {
+            ExprKind::Duration {
+                millis: Some(0), ..
+            } => {
                 self.diagnostics.push(
-                    Diagnostic::new(Code::InvalidValue, format!("`{}` must be longer than zero", p.name.name))
-                        .label(e.span, "zero"),
+                    Diagnostic::new(
+                        Code::InvalidValue,
+                        format!("`{}` must be longer than zero", p.name.name),
+                    )
+                    .label(e.span, "zero"),
                 );
                 None
             }
-            ExprKind::Duration { millis: Some(ms), .. } => Some(Duration::from_millis(*ms)),
+            ExprKind::Duration {
+                millis: Some(ms), ..
+            } => Some(Duration::from_millis(*ms)),
             ExprKind::Duration { .. } => None,
             _ => {
                 self.not_literal(e, p);

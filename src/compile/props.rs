@@ -76,8 +76,11 @@ pub fn check(
             .collect();
         if members.is_empty() && group.required {
             typer.diagnostics.push(
-                Diagnostic::new(Code::MissingProperty, format!("{} needs {}", table.owner, group.what))
-                    .label(owner_span, "missing here"),
+                Diagnostic::new(
+                    Code::MissingProperty,
+                    format!("{} needs {}", table.owner, group.what),
+                )
+                .label(owner_span, "missing here"),
             );
         }
         let distinct: Vec<&str> = {
@@ -93,7 +96,9 @@ pub fn check(
             for (n, span) in &members {
                 d = d.label(*span, format!("`{n}`"));
             }
-            typer.diagnostics.push(d.help("keep one of them; for more, use one step each"));
+            typer
+                .diagnostics
+                .push(d.help("keep one of them; for more, use one step each"));
         }
     }
     for name in table.names.iter() {
@@ -137,9 +142,12 @@ fn check_shape(
 ) {
     let shape: &Shape = &spec.shape;
     let wrong = |at: Span, what: &str| {
-        Diagnostic::new(Code::WrongArguments, format!("wrong arguments for `{}`: {what}", spec.name))
-            .label(at, what.to_string())
-            .help(format!("write `{}`", shape.usage))
+        Diagnostic::new(
+            Code::WrongArguments,
+            format!("wrong arguments for `{}`: {what}", spec.name),
+        )
+        .label(at, what.to_string())
+        .help(format!("write `{}`", shape.usage))
     };
     if p.args.len() < shape.args.len() {
         let at = p.args.last().map(|a| a.span).unwrap_or(p.name.span);
@@ -167,12 +175,16 @@ fn check_shape(
             return;
         };
         if used.contains(name) {
-            typer.diagnostics.push(wrong(word.span, "option given twice"));
+            typer
+                .diagnostics
+                .push(wrong(word.span, "option given twice"));
         }
         used.push(name);
         for arg in args.iter() {
             let Some(expr) = rest.next() else {
-                typer.diagnostics.push(wrong(word.span, &format!("`{name}` needs a value")));
+                typer
+                    .diagnostics
+                    .push(wrong(word.span, &format!("`{name}` needs a value")));
                 return;
             };
             check_arg(spec.name, *arg, expr, typer, steps, found);
@@ -190,7 +202,9 @@ fn check_arg(
 ) {
     match arg {
         Arg::Word(words) => {
-            let ok = expr.as_name().is_some_and(|n| words.contains(&n.name.as_str()));
+            let ok = expr
+                .as_name()
+                .is_some_and(|n| words.contains(&n.name.as_str()));
             if !ok {
                 let written = expr.as_name().map(|n| n.name.as_str()).unwrap_or("");
                 typer.diagnostics.push(
@@ -208,8 +222,11 @@ fn check_arg(
         Arg::Step(kind) => {
             let Some(name) = expr.as_name() else {
                 typer.diagnostics.push(
-                    Diagnostic::new(Code::WrongArguments, format!("`{prop}` expects the name of a step"))
-                        .label(expr.span, "not a step name"),
+                    Diagnostic::new(
+                        Code::WrongArguments,
+                        format!("`{prop}` expects the name of a step"),
+                    )
+                    .label(expr.span, "not a step name"),
                 );
                 return;
             };
@@ -229,10 +246,15 @@ fn check_arg(
                     typer.diagnostics.push(
                         Diagnostic::new(
                             Code::UndoNotDeploy,
-                            format!("`{}` is a `{}` step; only a `{k}` step can be undone", name.name, step_kind.name),
+                            format!(
+                                "`{}` is a `{}` step; only a `{k}` step can be undone",
+                                name.name, step_kind.name
+                            ),
                         )
                         .label(name.span, format!("a `{}` step", step_kind.name))
-                        .help("undo a deploy step; to revert other changes, add a step that does it"),
+                        .help(
+                            "undo a deploy step; to revert other changes, add a step that does it",
+                        ),
                     );
                     return;
                 }
@@ -249,7 +271,11 @@ fn check_arg(
             if !accepts(value, ty) {
                 let mut d = Diagnostic::new(
                     Code::TypeMismatch,
-                    format!("`{prop}` expects {}, found {}", describe(value), ty.describe()),
+                    format!(
+                        "`{prop}` expects {}, found {}",
+                        describe(value),
+                        ty.describe()
+                    ),
                 )
                 .label(expr.span, format!("this is {}", ty.describe()));
                 if ty == Type::Secret {

@@ -95,7 +95,10 @@ const fn prop(name: &'static str, shape: Shape) -> Prop {
 }
 
 const fn required(p: Prop) -> Prop {
-    Prop { required: true, ..p }
+    Prop {
+        required: true,
+        ..p
+    }
 }
 
 const fn repeatable(p: Prop) -> Prop {
@@ -178,12 +181,27 @@ pub const KINDS: &[Kind] = &[
                     ),
                 ),
             ),
-            grouped("check", prop("sql", shape(&[Arg::SecretText, Arg::Text], "sql CONNECTION QUERY"))),
+            grouped(
+                "check",
+                prop(
+                    "sql",
+                    shape(&[Arg::SecretText, Arg::Text], "sql CONNECTION QUERY"),
+                ),
+            ),
             grouped("check", prop("prometheus", shape(TEXT, "prometheus QUERY"))),
             grouped("check", prop("command", shape(TEXT, "command PROGRAM"))),
             grouped("check", prop("rollout", shape(TEXT, "rollout DEPLOYMENT"))),
-            grouped("check", prop("certificate", shape(TEXT, "certificate HOST:PORT|FILE"))),
-            needs(&["http"], repeatable(prop("header", shape(&[Arg::Text, Arg::SecretText], "header NAME VALUE")))),
+            grouped(
+                "check",
+                prop("certificate", shape(TEXT, "certificate HOST:PORT|FILE")),
+            ),
+            needs(
+                &["http"],
+                repeatable(prop(
+                    "header",
+                    shape(&[Arg::Text, Arg::SecretText], "header NAME VALUE"),
+                )),
+            ),
             needs(&["http"], prop("body", shape(TEXT, "body TEXT"))),
             needs(&["sql"], prop("params", shape(LIST, "params [VALUE, ...]"))),
             needs(&["prometheus"], prop("server", shape(SECRET, "server URL"))),
@@ -208,7 +226,14 @@ pub const KINDS: &[Kind] = &[
             many: false,
             what: "one check: http, sql, prometheus, command, rollout or certificate",
         }],
-        outputs: &["value", "status", "body", "exit_code", "stdout", "days_left"],
+        outputs: &[
+            "value",
+            "status",
+            "body",
+            "exit_code",
+            "stdout",
+            "days_left",
+        ],
         check_names: &[
             ("status", CheckName::Int),
             ("body", CheckName::Text),
@@ -227,11 +252,26 @@ pub const KINDS: &[Kind] = &[
         changes_systems: true,
         rerun_safe: false,
         props: &[
-            repeatable(grouped("action", prop("undo", shape(&[Arg::Step(Some("deploy"))], "undo DEPLOY_STEP")))),
-            repeatable(grouped("action", prop("restart", shape(TEXT, "restart DEPLOYMENT")))),
             repeatable(grouped(
                 "action",
-                prop("scale", shape(&[Arg::Text, Arg::Word(&["to"]), Arg::Int], "scale DEPLOYMENT to REPLICAS")),
+                prop(
+                    "undo",
+                    shape(&[Arg::Step(Some("deploy"))], "undo DEPLOY_STEP"),
+                ),
+            )),
+            repeatable(grouped(
+                "action",
+                prop("restart", shape(TEXT, "restart DEPLOYMENT")),
+            )),
+            repeatable(grouped(
+                "action",
+                prop(
+                    "scale",
+                    shape(
+                        &[Arg::Text, Arg::Word(&["to"]), Arg::Int],
+                        "scale DEPLOYMENT to REPLICAS",
+                    ),
+                ),
             )),
             KUBE_TARGET[0],
             KUBE_TARGET[1],
@@ -250,7 +290,10 @@ pub const KINDS: &[Kind] = &[
         changes_systems: true,
         rerun_safe: false,
         props: &[
-            grouped("target", prop("postgres", shape(SECRET, "postgres CONNECTION"))),
+            grouped(
+                "target",
+                prop("postgres", shape(SECRET, "postgres CONNECTION")),
+            ),
             grouped("target", prop("redis", shape(SECRET, "redis URL"))),
             grouped("target", prop("files", shape(TEXT, "files DIRECTORY"))),
             required(prop("from", shape(TEXT, "from PATH"))),
@@ -273,7 +316,10 @@ pub const KINDS: &[Kind] = &[
             required(prop("postgres", shape(SECRET, "postgres CONNECTION"))),
             required(prop("to", shape(TEXT, "to DIRECTORY"))),
             prop("keep", shape(DURATION, "keep DURATION")),
-            prop("format", shape(&[Arg::Word(&["custom", "plain"])], "format custom|plain")),
+            prop(
+                "format",
+                shape(&[Arg::Word(&["custom", "plain"])], "format custom|plain"),
+            ),
         ],
         groups: &[],
         outputs: &["file"],
@@ -287,7 +333,10 @@ pub const KINDS: &[Kind] = &[
             grouped("program", prop("command", shape(TEXT, "command PROGRAM"))),
             grouped("program", prop("shell", shape(TEXT, "shell SCRIPT"))),
             needs(&["command"], prop("args", shape(LIST, "args [ARG, ...]"))),
-            repeatable(prop("env", shape(&[Arg::Text, Arg::SecretText], "env NAME VALUE"))),
+            repeatable(prop(
+                "env",
+                shape(&[Arg::Text, Arg::SecretText], "env NAME VALUE"),
+            )),
             prop("cwd", shape(TEXT, "cwd DIRECTORY")),
         ],
         groups: &[Group {
@@ -344,7 +393,10 @@ pub const KINDS: &[Kind] = &[
         name: "undo",
         changes_systems: true,
         rerun_safe: false,
-        props: &[required(prop("deploy", shape(&[Arg::Step(Some("deploy"))], "deploy DEPLOY_STEP")))],
+        props: &[required(prop(
+            "deploy",
+            shape(&[Arg::Step(Some("deploy"))], "deploy DEPLOY_STEP"),
+        ))],
         groups: &[],
         outputs: &[],
         check_names: &[],
@@ -353,7 +405,10 @@ pub const KINDS: &[Kind] = &[
         name: "wait",
         changes_systems: false,
         rerun_safe: true,
-        props: &[required(prop("duration", shape(DURATION, "duration DURATION")))],
+        props: &[required(prop(
+            "duration",
+            shape(DURATION, "duration DURATION"),
+        ))],
         groups: &[],
         outputs: &[],
         check_names: &[],
@@ -376,11 +431,17 @@ pub const KINDS: &[Kind] = &[
         rerun_safe: false,
         props: &[
             grouped("channel", prop("webhook", shape(SECRET, "webhook URL"))),
-            grouped("channel", prop("pagerduty", shape(SECRET, "pagerduty ROUTING_KEY"))),
+            grouped(
+                "channel",
+                prop("pagerduty", shape(SECRET, "pagerduty ROUTING_KEY")),
+            ),
             required(prop("message", shape(TEXT, "message TEXT"))),
             prop(
                 "severity",
-                shape(&[Arg::Word(&["info", "warning", "error", "critical"])], "severity info|warning|error|critical"),
+                shape(
+                    &[Arg::Word(&["info", "warning", "error", "critical"])],
+                    "severity info|warning|error|critical",
+                ),
             ),
         ],
         groups: &[Group {
@@ -408,7 +469,8 @@ pub const SETTINGS: &[Prop] = &[
                 ("window", DURATION),
                 ("overlap", &[Arg::Word(&["skip", "queue", "cancel"])]),
             ],
-            usage: "schedule \"CRON\" [timezone ZONE] [window DURATION] [overlap skip|queue|cancel]",
+            usage:
+                "schedule \"CRON\" [timezone ZONE] [window DURATION] [overlap skip|queue|cancel]",
         },
     ),
 ];

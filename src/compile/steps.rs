@@ -26,10 +26,13 @@ impl Compiler {
             kinds.push(kind);
             if let Some(first) = first_span.get(&step.name.name) {
                 self.diagnostics.push(
-                    Diagnostic::new(Code::DuplicateStep, format!("two steps are named `{}`", step.name.name))
-                        .label(step.name.span, "second step with this name")
-                        .label(*first, "first step with this name")
-                        .help("step names must be unique: status, logs and `retry --from` use them"),
+                    Diagnostic::new(
+                        Code::DuplicateStep,
+                        format!("two steps are named `{}`", step.name.name),
+                    )
+                    .label(step.name.span, "second step with this name")
+                    .label(*first, "first step with this name")
+                    .help("step names must be unique: status, logs and `retry --from` use them"),
                 );
                 continue;
             }
@@ -48,27 +51,41 @@ impl Compiler {
     fn kind(&mut self, step: &ast::Step) -> Option<&'static Kind> {
         let found = schema::kind(&step.kind.name);
         if found.is_none() {
-            let help = did_you_mean(&step.kind.name, schema::KINDS.iter().map(|k| k.name), || {
-                let names: Vec<&str> = schema::KINDS.iter().map(|k| k.name).collect();
-                format!("the step kinds are {}", names.join(", "))
-            });
+            let help = did_you_mean(
+                &step.kind.name,
+                schema::KINDS.iter().map(|k| k.name),
+                || {
+                    let names: Vec<&str> = schema::KINDS.iter().map(|k| k.name).collect();
+                    format!("the step kinds are {}", names.join(", "))
+                },
+            );
             self.diagnostics.push(
-                Diagnostic::new(Code::UnknownKind, format!("unknown step kind `{}`", step.kind.name))
-                    .label(step.kind.span, "not a step kind")
-                    .help(help),
+                Diagnostic::new(
+                    Code::UnknownKind,
+                    format!("unknown step kind `{}`", step.kind.name),
+                )
+                .label(step.kind.span, "not a step kind")
+                .help(help),
             );
         }
         found
     }
 
-    fn step(&mut self, id: StepId, step: &ast::Step, phase: Phase, kind: Option<&'static Kind>) -> Step {
+    fn step(
+        &mut self,
+        id: StepId,
+        step: &ast::Step,
+        phase: Phase,
+        kind: Option<&'static Kind>,
+    ) -> Step {
         for dep in &step.after {
             match self.steps.get(&dep.name) {
                 Some((from, _)) => self.edges.push((*from, id, Edge::Succeeded)),
                 None => {
-                    let help = did_you_mean(&dep.name, self.steps.keys().map(String::as_str), || {
-                        "`after` names steps of this runbook".into()
-                    });
+                    let help =
+                        did_you_mean(&dep.name, self.steps.keys().map(String::as_str), || {
+                            "`after` names steps of this runbook".into()
+                        });
                     self.diagnostics.push(
                         Diagnostic::new(Code::UnknownStep, format!("unknown step `{}`", dep.name))
                             .label(dep.span, "no step has this name")
@@ -96,7 +113,11 @@ impl Compiler {
                 .collect(),
             timeout: None,
             retry: None,
-            on_interrupt: if k.rerun_safe { Interrupt::Rerun } else { Interrupt::Ask },
+            on_interrupt: if k.rerun_safe {
+                Interrupt::Rerun
+            } else {
+                Interrupt::Ask
+            },
             undoes: Vec::new(),
             span: step.span,
             name_span: step.name.span,
@@ -112,9 +133,15 @@ impl Compiler {
         let Some(when) = &step.when else {
             if is_rollback {
                 self.diagnostics.push(
-                    Diagnostic::new(Code::RollbackWithoutWhen, format!("the rollback-if `{}` has no condition", step.name.name))
-                        .label(step.name.span, "needs `when`")
-                        .help(format!("write `rollback-if {} when DEPLOY.failed or CHECK.failed {{ ... }}`", step.name.name)),
+                    Diagnostic::new(
+                        Code::RollbackWithoutWhen,
+                        format!("the rollback-if `{}` has no condition", step.name.name),
+                    )
+                    .label(step.name.span, "needs `when`")
+                    .help(format!(
+                        "write `rollback-if {} when DEPLOY.failed or CHECK.failed {{ ... }}`",
+                        step.name.name
+                    )),
                 );
             }
             return;
@@ -167,7 +194,11 @@ impl Compiler {
                 "retry" => compiled.retry = self.retry(p),
                 "on-interrupt" => {
                     if let Some(word) = first.and_then(|a| a.as_name()) {
-                        compiled.on_interrupt = if word.name == "rerun" { Interrupt::Rerun } else { Interrupt::Ask };
+                        compiled.on_interrupt = if word.name == "rerun" {
+                            Interrupt::Rerun
+                        } else {
+                            Interrupt::Ask
+                        };
                     }
                 }
                 "hold" => self.hold(p),
@@ -188,11 +219,18 @@ impl Compiler {
         if kind.name != "verify" || step.body.iter().any(|p| p.name.name == "expect") {
             return;
         }
-        if let Some(check) = step.body.iter().find(|p| matches!(p.name.name.as_str(), "sql" | "prometheus")) {
+        if let Some(check) = step
+            .body
+            .iter()
+            .find(|p| matches!(p.name.name.as_str(), "sql" | "prometheus"))
+        {
             self.diagnostics.push(
-                Diagnostic::new(Code::MissingProperty, format!("a `{}` check needs `expect`", check.name.name))
-                    .label(check.name.span, "what result passes?")
-                    .help("add for example `expect value > 0` or `expect value < 1%`"),
+                Diagnostic::new(
+                    Code::MissingProperty,
+                    format!("a `{}` check needs `expect`", check.name.name),
+                )
+                .label(check.name.span, "what result passes?")
+                .help("add for example `expect value > 0` or `expect value < 1%`"),
             );
         }
     }
@@ -235,15 +273,24 @@ impl Compiler {
         let (Some(total), Some(every)) = (p.args.first(), p.args.get(2)) else {
             return;
         };
-        if let (ExprKind::Duration { millis: Some(t), .. }, ExprKind::Duration { millis: Some(e), .. }) =
-            (&total.kind, &every.kind)
+        if let (
+            ExprKind::Duration {
+                millis: Some(t), ..
+            },
+            ExprKind::Duration {
+                millis: Some(e), ..
+            },
+        ) = (&total.kind, &every.kind)
         {
             if *e == 0 || e > t {
                 self.diagnostics.push(
-                    Diagnostic::new(Code::InvalidValue, "the sampling interval of `hold` must be between zero and its duration")
-                        .label(every.span, "interval")
-                        .label(total.span, "duration")
-                        .help("for example `hold 10m every 30s`"),
+                    Diagnostic::new(
+                        Code::InvalidValue,
+                        "the sampling interval of `hold` must be between zero and its duration",
+                    )
+                    .label(every.span, "interval")
+                    .label(total.span, "duration")
+                    .help("for example `hold 10m every 30s`"),
                 );
             }
         }
@@ -253,7 +300,10 @@ impl Compiler {
 /// The names an `expect` of this step may use, narrowed to its check.
 fn check_names(kind: &Kind, step: &ast::Step) -> Vec<(&'static str, CheckName)> {
     let check = step.body.iter().map(|p| p.name.name.as_str()).find(|n| {
-        matches!(*n, "http" | "sql" | "prometheus" | "command" | "rollout" | "certificate")
+        matches!(
+            *n,
+            "http" | "sql" | "prometheus" | "command" | "rollout" | "certificate"
+        )
     });
     let allowed: &[&str] = match (kind.name, check) {
         ("verify", Some("http")) => &["status", "body", "json"],

@@ -171,9 +171,12 @@ impl Typer<'_, '_> {
         }
         if args.is_empty() || args.len() > 2 {
             return self.error(
-                Diagnostic::new(Code::WrongArguments, "`env` takes a variable name and an optional default")
-                    .label(e.span, format!("{} arguments here", args.len()))
-                    .help("write `env(\"NAME\")` or `env(\"NAME\", \"default\")`"),
+                Diagnostic::new(
+                    Code::WrongArguments,
+                    "`env` takes a variable name and an optional default",
+                )
+                .label(e.span, format!("{} arguments here", args.len()))
+                .help("write `env(\"NAME\")` or `env(\"NAME\", \"default\")`"),
             );
         }
         for arg in args {
@@ -210,8 +213,11 @@ impl Typer<'_, '_> {
         if let Some(ty) = self.scope.values.get(name).copied() {
             if parts.len() > 1 {
                 return self.error(
-                    Diagnostic::new(Code::UnknownField, format!("`{name}` is a value and has no fields"))
-                        .label(parts[1].span, "no such field"),
+                    Diagnostic::new(
+                        Code::UnknownField,
+                        format!("`{name}` is a value and has no fields"),
+                    )
+                    .label(parts[1].span, "no such field"),
                 );
             }
             return ty;
@@ -255,9 +261,11 @@ impl Typer<'_, '_> {
                             format!("a `{}` step has no output `{}`", kind.name, at.name),
                         )
                         .label(at.span, "unknown output")
-                        .help(did_you_mean(&output.name, kind.outputs.iter().copied(), || {
-                            outputs_help(kind)
-                        })),
+                        .help(did_you_mean(
+                            &output.name,
+                            kind.outputs.iter().copied(),
+                            || outputs_help(kind),
+                        )),
                     );
                 }
                 Type::Dynamic
@@ -316,6 +324,10 @@ fn outputs_help(kind: &Kind) -> String {
     if kind.outputs.is_empty() {
         format!("a `{}` step has no outputs", kind.name)
     } else {
-        format!("a `{}` step has outputs: {}", kind.name, kind.outputs.join(", "))
+        format!(
+            "a `{}` step has outputs: {}",
+            kind.name,
+            kind.outputs.join(", ")
+        )
     }
 }

@@ -123,18 +123,37 @@ impl BinaryOp {
 pub enum ExprKind {
     Str(StrLit),
     /// An integer; `None` when the literal does not fit (reported by the compiler).
-    Int { raw: String, value: Option<i64> },
-    Float { raw: String, value: f64 },
+    Int {
+        raw: String,
+        value: Option<i64>,
+    },
+    Float {
+        raw: String,
+        value: f64,
+    },
     /// Milliseconds; `None` on overflow.
-    Duration { raw: String, millis: Option<u64> },
-    Percent { raw: String, value: f64 },
+    Duration {
+        raw: String,
+        millis: Option<u64>,
+    },
+    Percent {
+        raw: String,
+        value: f64,
+    },
     Bool(bool),
     List(Vec<Expr>),
-    Call { name: Ident, args: Vec<Expr> },
+    Call {
+        name: Ident,
+        args: Vec<Expr>,
+    },
     /// `name` or `name.field.field`.
     Path(Vec<Ident>),
     Not(Box<Expr>),
-    Binary { op: BinaryOp, lhs: Box<Expr>, rhs: Box<Expr> },
+    Binary {
+        op: BinaryOp,
+        lhs: Box<Expr>,
+        rhs: Box<Expr>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -157,8 +157,15 @@ impl Formatter<'_> {
             return;
         }
         self.line(depth, &format!("{header} {{"));
-        let header_end = step.when.as_ref().map(|w| w.span.end).or(step.after.last().map(|a| a.span.end));
-        self.trailing(after_brace(self.source, header_end.unwrap_or(step.name.span.end)));
+        let header_end = step
+            .when
+            .as_ref()
+            .map(|w| w.span.end)
+            .or(step.after.last().map(|a| a.span.end));
+        self.trailing(after_brace(
+            self.source,
+            header_end.unwrap_or(step.name.span.end),
+        ));
         self.block_start = true;
         for prop in &step.body {
             self.leading(prop.span.end, depth + 1);
@@ -285,7 +292,13 @@ mod tests {
         let src = "runbook r {\n  deploy d { # on the brace\n    image \"i\"\n    # before the close\n  } # after\n  let l = [1, # inside\n    2]\n}\n# end\n";
         let once = fmt(src);
         assert_eq!(fmt(&once), once);
-        for c in ["# on the brace", "# before the close", "# after", "# inside", "# end"] {
+        for c in [
+            "# on the brace",
+            "# before the close",
+            "# after",
+            "# inside",
+            "# end",
+        ] {
             assert!(once.contains(c), "{c} kept in {once}");
         }
     }

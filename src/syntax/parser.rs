@@ -11,9 +11,10 @@ use std::sync::OnceLock;
 #[grammar = "../grammar/runbook.pest"]
 struct Grammar;
 
-/// Runbooks larger than this are refused before parsing: no procedure needs
-/// ten megabytes, and refusing keeps `check` fast and bounded on any input.
-pub const MAX_SOURCE_BYTES: usize = 10 * 1024 * 1024;
+/// Runbooks larger than this are refused before parsing. A generated
+/// 10,000-step runbook is under 1 MB; the limit bounds the time and memory a
+/// pathological file can cost (about half a gigabyte at worst).
+pub const MAX_SOURCE_BYTES: usize = 2 * 1024 * 1024;
 
 /// Brackets, parentheses, braces and interpolations nested deeper than this
 /// are refused, so that the recursive-descent parser cannot exhaust the stack.
@@ -60,18 +61,29 @@ pub fn parse(source: &str) -> Result<Parsed, Vec<Diagnostic>> {
     }
     if !code.trim_start().starts_with("runbook") {
         let at = source.len() - source.trim_start().len();
-        return Err(vec![Diagnostic::new(Code::Syntax, "a runbook file starts with `runbook NAME {`")
-            .label(Span::new(at, at), "expected `runbook` here")
-            .help("write `runbook my_procedure { ... }` around the steps")]);
+        return Err(vec![Diagnostic::new(
+            Code::Syntax,
+            "a runbook file starts with `runbook NAME {`",
+        )
+        .label(Span::new(at, at), "expected `runbook` here")
+        .help("write `runbook my_procedure { ... }` around the steps")]);
     }
     let mut pairs = Grammar::parse(Rule::file, source).map_err(|e| {
         let error = syntax_error(e);
         let at = error.offset();
-        if source.get(at..).is_some_and(|rest| without_comments(rest).trim().is_empty()) {
+        if source
+            .get(at..)
+            .is_some_and(|rest| without_comments(rest).trim().is_empty())
+        {
             let end = source.trim_end().len();
-            vec![Diagnostic::new(Code::Syntax, "the file ends before the runbook is closed")
-                .label(Span::new(end.saturating_sub(1), end), "the file ends here; a `}` is missing")
-                .help("every `{` needs a matching `}`")]
+            vec![
+                Diagnostic::new(Code::Syntax, "the file ends before the runbook is closed")
+                    .label(
+                        Span::new(end.saturating_sub(1), end),
+                        "the file ends here; a `}` is missing",
+                    )
+                    .help("every `{` needs a matching `}`"),
+            ]
         } else {
             vec![error]
         }
@@ -90,7 +102,13 @@ pub fn parse(source: &str) -> Result<Parsed, Vec<Diagnostic>> {
 /// used to decide what kind of error to report, never to parse.
 fn without_comments(text: &str) -> String {
     text.lines()
-        .map(|line| if line.trim_start().starts_with('#') { "" } else { line })
+        .map(|line| {
+            if line.trim_start().starts_with('#') {
+                ""
+            } else {
+                line
+            }
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -148,7 +166,10 @@ fn scan(source: &str) -> Scan {
                 } else if b == b'"' {
                     stack.push(Ctx::Str);
                 } else if b == b'#' {
-                    let end = source[i..].find(['\n', '\r']).map(|n| i + n).unwrap_or(source.len());
+                    let end = source[i..]
+                        .find(['\n', '\r'])
+                        .map(|n| i + n)
+                        .unwrap_or(source.len());
                     found.comments.push(Comment {
                         text: source[i..end].trim_end().to_string(),
                         span: Span::new(i, end),
@@ -399,7 +420,11 @@ fn build_expr(pair: Pair<Rule>) -> Expr {
         Rule::percent => Expr {
             kind: ExprKind::Percent {
                 raw: pair.as_str().to_string(),
-                value: pair.as_str().trim_end_matches('%').parse().unwrap_or(f64::NAN),
+                value: pair
+                    .as_str()
+                    .trim_end_matches('%')
+                    .parse()
+                    .unwrap_or(f64::NAN),
             },
             span: s,
         },
@@ -574,7 +599,11 @@ mod tests {
 
     #[test]
     fn deep_nesting_is_refused_not_overflowed() {
-        let src = format!("runbook r {{ let x = {}1{} }}", "(".repeat(10_000), ")".repeat(10_000));
+        let src = format!(
+            "runbook r {{ let x = {}1{} }}",
+            "(".repeat(10_000),
+            ")".repeat(10_000)
+        );
         let err = parse(&src).unwrap_err();
         assert!(err[0].message.contains("nested"));
     }

@@ -44,6 +44,10 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(15);
     let source = generate(steps);
+    if let Some(path) = std::env::var_os("BENCH_WRITE") {
+        // For measuring the binary end to end: `runbook check` on this file.
+        std::fs::write(&path, &source).expect("writes the generated runbook");
+    }
     if std::env::var_os("BENCH_PHASES").is_some() {
         phases(&source);
     }
@@ -79,7 +83,7 @@ fn phases(source: &str) {
     let parsed = runbook::syntax::parse(source).expect("parses");
     let parse = t.elapsed();
     let t = Instant::now();
-    let _ = runbook::compile::compile(&parsed.runbook);
+    let _ = runbook::compile::compile(parsed.runbook);
     println!(
         "parse {:.1} ms, compile {:.1} ms",
         parse.as_secs_f64() * 1e3,

@@ -23,15 +23,15 @@ use types::{Scope, Typer};
 /// Parses and compiles source text.
 pub fn check(source: &str) -> Result<Plan, Vec<Diagnostic>> {
     let parsed = crate::syntax::parse(source)?;
-    compile(&parsed.runbook)
+    compile(parsed.runbook)
 }
 
 /// Compiles a syntax tree into a plan, or every diagnostic found, in source order.
-pub fn compile(runbook: &ast::Runbook) -> Result<Plan, Vec<Diagnostic>> {
+pub fn compile(runbook: ast::Runbook) -> Result<Plan, Vec<Diagnostic>> {
     let mut c = Compiler::default();
-    c.declarations(runbook);
-    let settings = c.settings(runbook);
-    let steps = c.steps(runbook);
+    c.declarations(&runbook);
+    let settings = c.settings(&runbook);
+    let mut steps = c.steps(&runbook);
     let graph = graph::build(&steps, &c.edges, &mut c.diagnostics);
     // Needs an acyclic graph; toposort fails (and it returns) otherwise.
     graph::unreachable(&steps, &graph, &mut c.diagnostics);
@@ -41,8 +41,10 @@ pub fn compile(runbook: &ast::Runbook) -> Result<Plan, Vec<Diagnostic>> {
         diagnostics.dedup();
         return Err(diagnostics);
     }
+    let name = runbook.name.name.clone();
+    steps::take_bodies(runbook, &mut steps);
     Ok(Plan {
-        name: runbook.name.name.clone(),
+        name,
         settings,
         params: c.params,
         lets: c.lets,

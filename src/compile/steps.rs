@@ -2,12 +2,38 @@
 
 use super::names::did_you_mean;
 use super::plan::{Edge, Interrupt, Phase, Property, Retry, Step, StepId};
+
 use super::props;
 use super::schema::{self, CheckName, Kind};
 use super::Compiler;
 use crate::diagnostic::{Code, Diagnostic};
 use crate::syntax::ast::{self, ExprKind, Item};
 use std::time::Duration;
+
+/// Moves each step's condition and properties from the syntax tree into the
+/// compiled steps, in the order `Compiler::steps` numbered them.
+pub(super) fn take_bodies(runbook: ast::Runbook, steps: &mut [Step]) {
+    let mut ast_steps = Vec::with_capacity(steps.len());
+    for item in runbook.items {
+        match item {
+            Item::Step(s) => ast_steps.push(s),
+            Item::OnFailure(on) => ast_steps.extend(on.steps),
+            _ => {}
+        }
+    }
+    for (compiled, step) in steps.iter_mut().zip(ast_steps) {
+        compiled.when = step.when;
+        compiled.properties = step
+            .body
+            .into_iter()
+            .map(|p| Property {
+                name: p.name.name,
+                args: p.args,
+                span: p.span,
+            })
+            .collect();
+    }
+}
 
 impl Compiler {
     pub(super) fn steps(&mut self, runbook: &ast::Runbook) -> Vec<Step> {
@@ -101,16 +127,9 @@ impl Compiler {
             name: step.name.name.clone(),
             kind: k,
             phase,
-            when: step.when.clone(),
-            properties: step
-                .body
-                .iter()
-                .map(|p| Property {
-                    name: p.name.name.clone(),
-                    args: p.args.clone(),
-                    span: p.span,
-                })
-                .collect(),
+            // Moved in from the syntax tree once checking is done (`take_bodies`).
+            when: None,
+            properties: Vec::new(),
             timeout: None,
             retry: None,
             on_interrupt: if k.rerun_safe {

@@ -32,6 +32,8 @@ pub fn compile(runbook: ast::Runbook) -> Result<Plan, Vec<Diagnostic>> {
     c.declarations(&runbook);
     let settings = c.settings(&runbook);
     let mut steps = c.steps(&runbook);
+    let name = runbook.name.name.clone();
+    steps::take_bodies(runbook, &mut steps);
     let graph = graph::build(&steps, &c.edges, &mut c.diagnostics);
     // Needs an acyclic graph; toposort fails (and it returns) otherwise.
     graph::unreachable(&steps, &graph, &mut c.diagnostics);
@@ -41,8 +43,6 @@ pub fn compile(runbook: ast::Runbook) -> Result<Plan, Vec<Diagnostic>> {
         diagnostics.dedup();
         return Err(diagnostics);
     }
-    let name = runbook.name.name.clone();
-    steps::take_bodies(runbook, &mut steps);
     Ok(Plan {
         name,
         settings,

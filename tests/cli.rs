@@ -202,3 +202,81 @@ fn a_file_with_a_flood_of_mistakes_shows_the_first_hundred() {
     let all: serde_json::Value = serde_json::from_str(&stdout(&json)).expect("json");
     assert_eq!(all.as_array().map(Vec::len), Some(39_999));
 }
+
+/// Brackets nested `levels` deep, each level joining `ops` operators.
+fn nested_expression(levels: usize, ops: usize, left: bool) -> String {
+    let mut inner = "true".to_string();
+    for _ in 0..levels {
+        let mut parts = vec!["true".to_string(); ops];
+        if left {
+            parts.insert(0, inner);
+        } else {
+            parts.push(inner);
+        }
+        inner = format!("({})", parts.join(" and "));
+    }
+    inner
+}
+
+#[test]
+fn the_deepest_expressions_allowed_do_not_overflow_the_stack() {
+    let dir = scratch("deep");
+    let at_limit = dir.join("at_limit.runbook");
+    std::fs::write(
+        &at_limit,
+        format!(
+            "runbook r {{\n  let x = {}\n  let y = {}true\n  wait w when {} {{ duration 1s }}\n}}\n",
+            nested_expression(30, 32, true),
+            "not ".repeat(32),
+            nested_expression(29, 32, false)
+        ),
+    )
+    .unwrap();
+    let path = at_limit.to_str().unwrap();
+    for args in [
+        vec!["check", path],
+        vec!["fmt", "--check", path],
+        vec!["plan", path],
+        vec!["graph", path],
+    ] {
+        let out = runbook(&args);
+        assert!(
+            matches!(out.status.code(), Some(0 | 1)),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    let over = [
+        (
+            "nesting",
+            format!(
+                "runbook r {{\n  let x = {}\n}}\n",
+                nested_expression(40, 1, true)
+            ),
+            "nested more than 32",
+        ),
+        (
+            "chain",
+            format!(
+                "runbook r {{\n  let x = {}\n}}\n",
+                vec!["true"; 10_000].join(" and ")
+            ),
+            "more than 32 operators",
+        ),
+        (
+            "nots",
+            format!(
+                "runbook r {{\n  let x = {}true\n}}\n",
+                "not ".repeat(10_000)
+            ),
+            "more than 32 operators",
+        ),
+    ];
+    for (name, text, expected) in over {
+        let file = dir.join(format!("{name}.runbook"));
+        std::fs::write(&file, text).unwrap();
+        let out = runbook(&["check", file.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{name}");
+        assert!(stderr(&out).contains(expected), "{name}: {}", stderr(&out));
+    }
+}

@@ -5,4 +5,6 @@ pub mod ast;
 pub mod format;
 mod parser;
 
-pub use parser::{parse, parse_duration, Comment, Parsed, MAX_NESTING, MAX_SOURCE_BYTES};
+pub use parser::{
+    parse, parse_duration, Comment, Parsed, MAX_NESTING, MAX_OPERATORS, MAX_SOURCE_BYTES,
+};

@@ -18,7 +18,34 @@ pub const MAX_SOURCE_BYTES: usize = 2 * 1024 * 1024;
 
 /// Brackets, parentheses, braces and interpolations nested deeper than this
 /// are refused, so that the recursive-descent parser cannot exhaust the stack.
-pub const MAX_NESTING: usize = 64;
+pub const MAX_NESTING: usize = 32;
+
+/// Operators in one expression (between brackets) beyond this are refused:
+/// with the nesting limit this bounds the depth of every expression tree, and
+/// so the recursion of everything that walks one.
+pub const MAX_OPERATORS: usize = 32;
+
+/// The span of the first expression with too many operators, if any.
+fn too_many_operators(file: &Pair<Rule>) -> Option<Span> {
+    file.clone()
+        .into_inner()
+        .flatten()
+        .filter(|p| p.as_rule() == Rule::expr)
+        .find(|p| {
+            let operators = p
+                .clone()
+                .into_inner()
+                .filter(|c| {
+                    matches!(
+                        c.as_rule(),
+                        Rule::or_op | Rule::and_op | Rule::not_op | Rule::cmp_op
+                    )
+                })
+                .count();
+            operators > MAX_OPERATORS
+        })
+        .map(|p| span(&p))
+}
 
 /// A parsed file: its tree and the comments, which the formatter keeps.
 #[derive(Debug, Clone)]
@@ -89,6 +116,14 @@ pub fn parse(source: &str) -> Result<Parsed, Vec<Diagnostic>> {
         }
     })?;
     let file = pairs.next().ok_or_else(|| vec![empty_file()])?;
+    if let Some(at) = too_many_operators(&file) {
+        return Err(vec![Diagnostic::new(
+            Code::Syntax,
+            format!("an expression has more than {MAX_OPERATORS} operators"),
+        )
+        .label(at, "this expression")
+        .help("split it with `let` bindings")]);
+    }
     let runbook = children(file)
         .find(|p| p.as_rule() == Rule::runbook)
         .ok_or_else(|| vec![empty_file()])?;

@@ -206,6 +206,10 @@ pub const KINDS: &[Kind] = &[
             needs(&["sql"], prop("params", shape(LIST, "params [VALUE, ...]"))),
             needs(&["prometheus"], prop("server", shape(SECRET, "server URL"))),
             needs(&["command"], prop("args", shape(LIST, "args [ARG, ...]"))),
+            needs(
+                &["command"],
+                repeatable(prop("env", shape(&[Arg::Text, Arg::SecretText], "env NAME VALUE"))),
+            ),
             needs(&["rollout"], KUBE_TARGET[0]),
             needs(&["rollout"], KUBE_TARGET[1]),
             prop("expect", shape(&[Arg::Condition], "expect CONDITION")),

@@ -28,8 +28,8 @@ pub fn read_source(path: &Path) -> Result<String, Error> {
     let limit = crate::syntax::MAX_SOURCE_BYTES as u64;
     if meta.len() > limit {
         return Err(fail(format!(
-            "it is {} MB; a runbook is limited to {} MB",
-            meta.len() / (1024 * 1024),
+            "it is {:.1} MB; a runbook is limited to {} MB",
+            meta.len() as f64 / (1024.0 * 1024.0),
             limit / (1024 * 1024)
         )));
     }

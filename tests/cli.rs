@@ -280,3 +280,46 @@ fn the_deepest_expressions_allowed_do_not_overflow_the_stack() {
         assert!(stderr(&out).contains(expected), "{name}: {}", stderr(&out));
     }
 }
+
+#[test]
+fn usage_mistakes_exit_1_not_2() {
+    for args in [
+        vec!["check"],
+        vec!["check", "--bogus", "x.runbook"],
+        vec!["frobnicate"],
+    ] {
+        let out = runbook(&args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+    }
+    assert_eq!(runbook(&["--help"]).status.code(), Some(0));
+}
+
+#[test]
+fn fmt_exit_status_does_not_depend_on_file_order() {
+    let dir = scratch("fmt-order");
+    let broken = dir.join("broken.runbook");
+    std::fs::write(&broken, "runbook b {\n  wait w {\n").unwrap();
+    let missing = dir.join("missing.runbook");
+    let (b, m) = (broken.to_str().unwrap(), missing.to_str().unwrap());
+    assert_eq!(runbook(&["fmt", "--check", b, m]).status.code(), Some(1));
+    assert_eq!(runbook(&["fmt", "--check", m, b]).status.code(), Some(1));
+    assert_eq!(runbook(&["fmt", "--check", b]).status.code(), Some(2));
+}
+
+#[test]
+fn plan_warns_about_unset_environment_variables() {
+    let dir = scratch("plan-env");
+    let file = dir.join("e.runbook");
+    std::fs::write(
+        &file,
+        "runbook e {\n  param ns: string = env(\"RB_TEST_UNSET_NS\")\n  restart r {\n    deployment \"api\"\n    namespace ns\n  }\n}\n",
+    )
+    .unwrap();
+    let out = runbook(&["plan", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        stderr(&out).contains("warning: the environment variable RB_TEST_UNSET_NS is not set"),
+        "{}",
+        stderr(&out)
+    );
+}

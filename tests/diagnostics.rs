@@ -141,3 +141,40 @@ fn diagnostics_never_show_a_secret_value() {
         .iter()
         .any(|d| d.message.contains("secret cannot be a command argument")));
 }
+
+/// Mistakes found in review, each with the message it must get.
+#[test]
+fn common_mistakes_get_plain_messages() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("  param b: int = 2\n  wait w {\n    duration 1s\n    retry 3 every 10s backoff b\n  }\n", "RB020", "`backoff` must be written as a literal"),
+        ("  wait w {\n    duration 1s\n    retry 3 every 0s backoff 11\n  }\n", "RB020", "`every` must be longer than zero"),
+        ("  wait w {\n    duration 1s\n    retry 3 every 0s backoff 11\n  }\n", "RB020", "`backoff` must be between 1 and 10"),
+        ("  schedule \"0 2 * * *\" window 0s\n", "RB020", "`window` must be longer than zero"),
+        ("  deploy d {\n    deployment \"api\"\n    image \"api:2\"\n  }\n  rollback-if back when d.failed {\n    scale \"api\" to -5\n  }\n", "RB020", "`scale` must be between 0 and 10000"),
+        ("  on failure {\n    wait a { duration 1s }\n  }\n  on failure {\n    wait b { duration 1s }\n  }\n", "RB008", "`on failure` is given twice"),
+        ("  param service: string = \"api\"\n  restart service {\n    deployment \"api\"\n  }\n", "RB017", "`service` is both a step and a parameter or `let`"),
+        ("  deploy d {\n    deployment \"api\"\n    image \"api:2\"\n  }\n  rollback-if back when d.failed {\n    undo d\n  }\n  undo u {\n    deploy back\n  }\n", "RB011", "`back` is a `rollback-if` step"),
+        ("  approve a {\n    prompt \"ok?\"\n  }\n  undo u {\n    deploy a\n  }\n", "RB011", "`a` is an `approve` step"),
+        ("  param a: int = 1\n  wait w when a < 2 < 3 {\n    duration 1s\n  }\n", "RB009", "comparisons do not chain"),
+        ("  notify n {\n    webhook env (\"X\")\n    message \"m\"\n  }\n", "RB010", "`env` is a function"),
+        ("  wait w { duration 1s }\n  wait x when w.failed.now { duration 1s }\n", "RB022", "`w.failed` is a boolean and has no fields"),
+        ("  verify staging-health {\n    command \"true\"\n  }\n", "RB001", "names cannot contain `-`"),
+        ("  verify when {\n    command \"true\"\n  }\n", "RB001", "`when` is a reserved word"),
+        ("  let x = true and \\\n    false\n", "RB001", "`\\` does not continue a line"),
+        ("  param a: int param b: int\n", "RB001", "expected a new line"),
+    ];
+    for (body, code, expected) in cases {
+        let source = format!("runbook r {{\n{body}}}\n");
+        let found = diagnose(&source);
+        assert!(
+            found
+                .iter()
+                .any(|d| d.code.id() == *code && d.message.contains(expected)),
+            "expected {code} `{expected}` for\n{source}\ngot {:#?}",
+            found
+                .iter()
+                .map(|d| format!("{} {}", d.code.id(), d.message))
+                .collect::<Vec<_>>()
+        );
+    }
+}

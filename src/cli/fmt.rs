@@ -3,15 +3,17 @@ use crate::error::{io_reason, read_source, Error};
 use std::path::PathBuf;
 
 /// `runbook fmt`: rewrite in place, or with `--check` list what would change.
+/// Exit status, whatever the order of the files: 1 if a file cannot be read,
+/// else 2 if one has syntax errors, else 1 if `--check` found one unformatted.
 pub fn run(files: &[PathBuf], check: bool) -> Result<u8, Error> {
-    let mut code = EXIT_OK;
+    let (mut unreadable, mut broken, mut unformatted) = (false, false, false);
     for path in files {
         let name = path.display().to_string();
         let source = match read_source(path) {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("error: {e}");
-                code = EXIT_ERROR;
+                unreadable = true;
                 continue;
             }
         };
@@ -22,7 +24,7 @@ pub fn run(files: &[PathBuf], check: bool) -> Result<u8, Error> {
                     "{}",
                     crate::diagnostic::render(&name, &source, &diagnostics, color_stderr())
                 );
-                code = code.max(EXIT_DIAGNOSTICS);
+                broken = true;
                 continue;
             }
         };
@@ -32,13 +34,21 @@ pub fn run(files: &[PathBuf], check: bool) -> Result<u8, Error> {
         }
         if check {
             println!("{name} is not formatted");
-            code = code.max(EXIT_ERROR);
+            unformatted = true;
         } else {
             write_atomically(path, &formatted)?;
             println!("formatted {name}");
         }
     }
-    Ok(code)
+    Ok(if unreadable {
+        EXIT_ERROR
+    } else if broken {
+        EXIT_DIAGNOSTICS
+    } else if unformatted {
+        EXIT_ERROR
+    } else {
+        EXIT_OK
+    })
 }
 
 /// Writes through a temporary file and a rename, so a crash never leaves half a runbook.

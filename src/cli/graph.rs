@@ -43,7 +43,13 @@ pub fn text(plan: &Plan) -> String {
     let mut out = String::new();
     let main = plan.stages(Phase::Main);
     let count = plan.steps.iter().filter(|s| s.phase == Phase::Main).count();
-    let _ = writeln!(out, "{}: {count} steps in {} stages", plan.name, main.len());
+    let _ = writeln!(
+        out,
+        "{}: {} in {}",
+        plan.name,
+        counted(count, "step"),
+        counted(main.len(), "stage")
+    );
     write_stages(&mut out, plan, &main, "");
     let failure = plan.stages(Phase::OnFailure);
     if !failure.is_empty() {
@@ -51,6 +57,14 @@ pub fn text(plan: &Plan) -> String {
         write_stages(&mut out, plan, &failure, "  ");
     }
     out
+}
+
+fn counted(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
 }
 
 fn write_stages(out: &mut String, plan: &Plan, stages: &[Vec<StepId>], indent: &str) {

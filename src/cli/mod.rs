@@ -85,7 +85,14 @@ pub const EXIT_ERROR: u8 = 1;
 pub const EXIT_DIAGNOSTICS: u8 = 2;
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Usage mistakes exit 1 like other errors; 2 means "the runbook has diagnostics".
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_ERROR } else { EXIT_OK });
+        }
+    };
     let result = match cli.command {
         Command::Check { files, format } => check::run(&files, matches!(format, CheckFormat::Json)),
         Command::Fmt { files, check } => fmt::run(&files, check),

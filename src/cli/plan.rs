@@ -19,10 +19,29 @@ pub fn run(path: &Path, params: &[String]) -> Result<u8, Error> {
     let Some(plan) = load(path)? else {
         return Ok(EXIT_DIAGNOSTICS);
     };
-    let env = |name: &str| std::env::var(name).ok();
+    let unset = std::cell::RefCell::new(std::collections::BTreeSet::new());
+    let env = |name: &str| {
+        let value = std::env::var(name).ok();
+        if value.is_none() {
+            unset.borrow_mut().insert(name.to_string());
+        }
+        value
+    };
     let bindings =
         bind(&plan, &given, &env).map_err(|errors| Error::Usage(errors.join("\n       ")))?;
     print!("{}", render(&plan, &bindings, &env));
+    let secrets: Vec<&str> = bindings
+        .unset_secrets
+        .iter()
+        .map(|(_, var)| var.as_str())
+        .collect();
+    for var in unset
+        .borrow()
+        .iter()
+        .filter(|v| !secrets.contains(&v.as_str()))
+    {
+        eprintln!("warning: the environment variable {var} is not set; `env(\"{var}\")` gives its default, or an empty string");
+    }
     for (name, var) in &bindings.unset_secrets {
         eprintln!("warning: the secret `{name}` comes from ${var}, which is not set; a run needs it (set it, or pass -p {name}=...)");
     }

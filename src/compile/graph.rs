@@ -108,40 +108,49 @@ pub fn unreachable(
             .map(|e| StepId(e.source().index()))
             .collect();
         let reason = if let Some(dep) = required.iter().find(|d| never.contains(d)) {
-            Some(format!(
-                "it waits for `{}`, which never runs",
-                steps[dep.0].name
+            Some((
+                format!("it waits for `{}`, which never runs", steps[dep.0].name),
+                "fix that step first".to_string(),
             ))
         } else if let Some(dep) = required
             .iter()
             .find(|d| step.phase == Phase::Main && steps[d.0].phase == Phase::OnFailure)
         {
-            Some(format!(
-                "`{}` runs only after the procedure has failed",
-                steps[dep.0].name
+            Some((
+                format!(
+                    "`{}` runs only after the procedure has failed",
+                    steps[dep.0].name
+                ),
+                "move this step into `on failure`, or stop waiting for that step".to_string(),
             ))
         } else if step.when.as_ref().is_some_and(always_false) {
-            Some("its condition is always false".to_string())
+            Some((
+                "its condition is always false".to_string(),
+                "remove the step, or fix its `when`".to_string(),
+            ))
         } else {
             let needs_failure = step
                 .when
                 .as_ref()
                 .map(requires_not_succeeded)
                 .unwrap_or_default();
-            required
-                .iter()
-                .find(|d| needs_failure.contains(&steps[d.0].name))
-                .map(|d| {
-                    let name = &steps[d.0].name;
-                    format!("it runs only after `{name}` succeeded, but its condition needs `{name}` to fail or be skipped")
-                })
+            required.iter().find(|d| needs_failure.contains(&steps[d.0].name)).map(|d| {
+                let name = &steps[d.0].name;
+                (
+                    format!("it runs only after `{name}` succeeded, but its condition needs `{name}` to fail or be skipped"),
+                    format!("to react to a failure of `{name}`, name it in `when` only, not in `after`"),
+                )
+            })
         };
-        if let Some(reason) = reason {
+        if let Some((reason, help)) = reason {
             never.insert(step.id);
             diagnostics.push(
-                Diagnostic::new(Code::Unreachable, format!("the step `{}` can never run", step.name))
-                    .label(step.name_span, reason)
-                    .help("to react to a failure, name the step in `when` only (not in `after`); or remove this step"),
+                Diagnostic::new(
+                    Code::Unreachable,
+                    format!("the step `{}` can never run", step.name),
+                )
+                .label(step.name_span, reason)
+                .help(help),
             );
         }
     }

@@ -236,7 +236,7 @@ impl Compiler {
                         settings.concurrency = n as usize;
                     }
                 }
-                "timeout" => settings.timeout = self.literal_duration(first, p),
+                "timeout" => settings.timeout = self.literal_duration(first, "timeout"),
                 "schedule" => settings.schedule = self.schedule(p),
                 _ => {}
             }
@@ -270,7 +270,7 @@ impl Compiler {
                         schedule.timezone = tz;
                     }
                 }
-                Some("window") => schedule.window = self.literal_duration(Some(value), p),
+                Some("window") => schedule.window = self.literal_duration(Some(value), "window"),
                 Some("overlap") => {
                     schedule.overlap = match value.as_name().map(|n| n.name.as_str()) {
                         Some("queue") => Overlap::Queue,
@@ -307,13 +307,14 @@ impl Compiler {
             }
             ExprKind::Int { .. } => None,
             _ => {
-                self.not_literal(e, p);
+                self.not_literal(e, &p.name.name);
                 None
             }
         }
     }
 
-    fn literal_duration(&mut self, e: Option<&Expr>, p: &ast::Property) -> Option<Duration> {
+    /// A duration written out, longer than zero; `what` names it in messages.
+    fn literal_duration(&mut self, e: Option<&Expr>, what: &str) -> Option<Duration> {
         let e = e?;
         match &e.kind {
             ExprKind::Duration {
@@ -322,7 +323,7 @@ impl Compiler {
                 self.diagnostics.push(
                     Diagnostic::new(
                         Code::InvalidValue,
-                        format!("`{}` must be longer than zero", p.name.name),
+                        format!("`{what}` must be longer than zero"),
                     )
                     .label(e.span, "zero"),
                 );
@@ -333,16 +334,16 @@ impl Compiler {
             } => Some(Duration::from_millis(*ms)),
             ExprKind::Duration { .. } => None,
             _ => {
-                self.not_literal(e, p);
+                self.not_literal(e, what);
                 None
             }
         }
     }
 
-    fn not_literal(&mut self, e: &Expr, p: &ast::Property) {
+    fn not_literal(&mut self, e: &Expr, what: &str) {
         if matches!(e.kind, ExprKind::Path(_) | ExprKind::Call { .. }) {
             self.diagnostics.push(
-                Diagnostic::new(Code::InvalidValue, format!("`{}` must be written as a literal", p.name.name))
+                Diagnostic::new(Code::InvalidValue, format!("`{what}` must be written as a literal"))
                     .label(e.span, "not a literal")
                     .help("the engine needs this value before the run starts; write it out, e.g. `10m` or `3`"),
             );

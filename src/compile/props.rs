@@ -91,7 +91,12 @@ pub fn check(
         if !group.many && distinct.len() > 1 {
             let mut d = Diagnostic::new(
                 Code::Conflict,
-                format!("{} takes {}, not several", table.owner, group.what),
+                format!(
+                    "{} takes {}; this one has {}",
+                    table.owner,
+                    group.what,
+                    distinct.len()
+                ),
             );
             for (n, span) in &members {
                 d = d.label(*span, format!("`{n}`"));
@@ -247,11 +252,12 @@ fn check_arg(
                         Diagnostic::new(
                             Code::UndoNotDeploy,
                             format!(
-                                "`{}` is a `{}` step; only a `{k}` step can be undone",
-                                name.name, step_kind.name
+                                "`{}` is {}; only a `{k}` step can be undone",
+                                name.name,
+                                step_kind.a_step()
                             ),
                         )
-                        .label(name.span, format!("a `{}` step", step_kind.name))
+                        .label(name.span, step_kind.a_step())
                         .help(
                             "undo a deploy step; to revert other changes, add a step that does it",
                         ),

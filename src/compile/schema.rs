@@ -208,7 +208,10 @@ pub const KINDS: &[Kind] = &[
             needs(&["command"], prop("args", shape(LIST, "args [ARG, ...]"))),
             needs(
                 &["command"],
-                repeatable(prop("env", shape(&[Arg::Text, Arg::SecretText], "env NAME VALUE"))),
+                repeatable(prop(
+                    "env",
+                    shape(&[Arg::Text, Arg::SecretText], "env NAME VALUE"),
+                )),
             ),
             needs(&["rollout"], KUBE_TARGET[0]),
             needs(&["rollout"], KUBE_TARGET[1]),
@@ -486,6 +489,16 @@ pub fn kind(name: &str) -> Option<&'static Kind> {
 }
 
 impl Kind {
+    /// "a `deploy` step", "an `undo` step": how messages name a step of this kind.
+    pub fn a_step(&self) -> String {
+        let article = if self.name.starts_with(['a', 'e', 'i', 'o', 'u']) {
+            "an"
+        } else {
+            "a"
+        };
+        format!("{article} `{}` step", self.name)
+    }
+
     pub fn prop(&self, name: &str) -> Option<&'static Prop> {
         let props: &'static [Prop] = self.props;
         props.iter().chain(COMMON.iter()).find(|p| p.name == name)

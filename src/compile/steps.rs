@@ -38,10 +38,22 @@ pub(super) fn take_bodies(runbook: ast::Runbook, steps: &mut [Step]) {
 impl Compiler {
     pub(super) fn steps(&mut self, runbook: &ast::Runbook) -> Vec<Step> {
         let mut all: Vec<(&ast::Step, Phase)> = Vec::new();
+        let mut on_failure: Option<crate::diagnostic::Span> = None;
         for item in &runbook.items {
             match item {
                 Item::Step(s) => all.push((s, Phase::Main)),
-                Item::OnFailure(on) => all.extend(on.steps.iter().map(|s| (s, Phase::OnFailure))),
+                Item::OnFailure(on) => {
+                    if let Some(first) = on_failure {
+                        self.diagnostics.push(
+                            Diagnostic::new(Code::DuplicateProperty, "`on failure` is given twice")
+                                .label(on.span.with_end(on.span.start + 2), "given again here")
+                                .label(first.with_end(first.start + 2), "first given here")
+                                .help("put all the failure steps in one `on failure { ... }`"),
+                        );
+                    }
+                    on_failure.get_or_insert(on.span);
+                    all.extend(on.steps.iter().map(|s| (s, Phase::OnFailure)));
+                }
                 _ => {}
             }
         }
@@ -61,6 +73,20 @@ impl Compiler {
                     .help("step names must be unique: status, logs and `retry --from` use them"),
                 );
                 continue;
+            }
+            if let Some(value) = self.declared.get(&step.name.name) {
+                self.diagnostics.push(
+                    Diagnostic::new(
+                        Code::DuplicateName,
+                        format!(
+                            "`{}` is both a step and a parameter or `let`",
+                            step.name.name
+                        ),
+                    )
+                    .label(step.name.span, "the step")
+                    .label(*value, "the value")
+                    .help("rename one of them: expressions could not tell them apart"),
+                );
             }
             first_span.insert(step.name.name.clone(), step.name.span);
             // Unknown kinds still get a name, so references to them resolve.
@@ -185,7 +211,7 @@ impl Compiler {
     fn properties(&mut self, compiled: &mut Step, step: &ast::Step, kind: &'static Kind) {
         let lookup = |n: &str| kind.prop(n);
         let table = props::Table {
-            owner: format!("a `{}` step", kind.name),
+            owner: kind.a_step(),
             lookup: &lookup,
             names: kind.prop_names().collect(),
             groups: kind.groups,
@@ -209,7 +235,7 @@ impl Compiler {
         for p in &step.body {
             let first = p.args.first();
             match p.name.name.as_str() {
-                "timeout" => compiled.timeout = self.literal_duration(first, p),
+                "timeout" => compiled.timeout = self.literal_duration(first, "timeout"),
                 "retry" => compiled.retry = self.retry(p),
                 "on-interrupt" => {
                     if let Some(word) = first.and_then(|a| a.as_name()) {
@@ -221,6 +247,13 @@ impl Compiler {
                     }
                 }
                 "hold" => self.hold(p),
+                "scale" => {
+                    if let Some(replicas) = p.args.get(2) {
+                        if matches!(replicas.kind, ExprKind::Int { .. }) {
+                            self.literal_int(Some(replicas), p, 0, 10_000);
+                        }
+                    }
+                }
                 "replicas" | "jobs" => {
                     let min = if p.name.name == "jobs" { 1 } else { 0 };
                     if matches!(first.map(|a| &a.kind), Some(ExprKind::Int { .. })) {
@@ -255,37 +288,50 @@ impl Compiler {
     }
 
     fn retry(&mut self, p: &ast::Property) -> Option<Retry> {
-        let attempts = self.literal_int(p.args.first(), p, 0, 1000)? as u32;
+        let attempts = self.literal_int(p.args.first(), p, 0, 1000);
         let mut retry = Retry {
-            attempts,
+            attempts: attempts.unwrap_or(0) as u32,
             every: Duration::from_secs(1),
             backoff: 1.0,
         };
-        let mut i = 1;
-        while i + 1 < p.args.len() {
-            let value = &p.args[i + 1];
-            match p.args[i].as_name().map(|n| n.name.as_str()) {
-                Some("every") => retry.every = self.literal_duration(Some(value), p)?,
-                Some("backoff") => {
-                    let factor = match &value.kind {
-                        ExprKind::Int { value: Some(n), .. } => *n as f64,
-                        ExprKind::Float { value, .. } => *value,
-                        _ => 1.0,
-                    };
-                    if !(1.0..=10.0).contains(&factor) {
-                        self.diagnostics.push(
-                            Diagnostic::new(Code::InvalidValue, "`backoff` must be between 1 and 10")
-                                .label(value.span, "out of range")
-                                .help("the wait is multiplied by this factor after each attempt; 2 doubles it"),
-                        );
-                    }
-                    retry.backoff = factor;
-                }
+        let mut complete = attempts.is_some();
+        for pair in p.args.get(1..).unwrap_or_default().chunks(2) {
+            let (Some(word), Some(value)) = (pair[0].as_name(), pair.get(1)) else {
+                continue;
+            };
+            match word.name.as_str() {
+                "every" => match self.literal_duration(Some(value), "every") {
+                    Some(every) => retry.every = every,
+                    None => complete = false,
+                },
+                "backoff" => match self.backoff(value) {
+                    Some(factor) => retry.backoff = factor,
+                    None => complete = false,
+                },
                 _ => {}
             }
-            i += 2;
         }
-        Some(retry)
+        complete.then_some(retry)
+    }
+
+    fn backoff(&mut self, value: &ast::Expr) -> Option<f64> {
+        let factor = match &value.kind {
+            ExprKind::Int { value: Some(n), .. } => *n as f64,
+            ExprKind::Float { value, .. } => *value,
+            _ => {
+                self.not_literal(value, "backoff");
+                return None;
+            }
+        };
+        if !(1.0..=10.0).contains(&factor) {
+            self.diagnostics.push(
+                Diagnostic::new(Code::InvalidValue, "`backoff` must be between 1 and 10")
+                    .label(value.span, "out of range")
+                    .help("the wait is multiplied by this factor after each attempt; 2 doubles it"),
+            );
+            return None;
+        }
+        Some(factor)
     }
 
     fn hold(&mut self, p: &ast::Property) {

@@ -138,6 +138,15 @@ impl Typer<'_, '_> {
                     self.expect_bool(rhs, &format!("each side of `{}`", op.as_str()));
                     return Type::Bool;
                 }
+                if let ExprKind::Binary { op: inner, .. } = &lhs.kind {
+                    if inner.is_comparison() {
+                        return self.error(
+                            Diagnostic::new(Code::TypeMismatch, "comparisons do not chain")
+                                .label(e.span, "two comparisons in a row")
+                                .help("join them with `and`: `a < b and b < c`"),
+                        );
+                    }
+                }
                 let (l, r) = (self.type_of(lhs), self.type_of(rhs));
                 if !comparable(*op, l, r) {
                     self.diagnostics.push(
@@ -245,6 +254,13 @@ impl Typer<'_, '_> {
         };
         match field.name.as_str() {
             "succeeded" | "failed" | "skipped" if fields.len() == 1 => Type::Bool,
+            "succeeded" | "failed" | "skipped" => self.error(
+                Diagnostic::new(
+                    Code::UnknownField,
+                    format!("`{step}.{}` is a boolean and has no fields", field.name),
+                )
+                .label(fields[1].span, "no such field"),
+            ),
             "output" => {
                 let Some(output) = fields.get(1) else {
                     return self.error(
@@ -253,12 +269,24 @@ impl Typer<'_, '_> {
                             .help(outputs_help(kind)),
                     );
                 };
-                if !kind.outputs.contains(&output.name.as_str()) || fields.len() > 2 {
-                    let at = if fields.len() > 2 { &fields[2] } else { output };
+                if kind.outputs.contains(&output.name.as_str()) && fields.len() > 2 {
                     return self.error(
                         Diagnostic::new(
                             Code::UnknownField,
-                            format!("a `{}` step has no output `{}`", kind.name, at.name),
+                            format!(
+                                "`{step}.output.{}` is a value and has no fields",
+                                output.name
+                            ),
+                        )
+                        .label(fields[2].span, "no such field"),
+                    );
+                }
+                if !kind.outputs.contains(&output.name.as_str()) {
+                    let at = output;
+                    return self.error(
+                        Diagnostic::new(
+                            Code::UnknownField,
+                            format!("{} has no output `{}`", kind.a_step(), at.name),
                         )
                         .label(at.span, "unknown output")
                         .help(did_you_mean(
@@ -303,6 +331,15 @@ impl Typer<'_, '_> {
         let candidates: Vec<&str> = values.chain(checks).chain(steps.iter().copied()).collect();
         let check_names: Vec<&str> = check.iter().map(|(n, _)| *n).collect();
         let in_check = self.in_check;
+        if FUNCTIONS.contains(&name) {
+            return self.error(
+                Diagnostic::new(Code::UndefinedName, format!("`{name}` is a function"))
+                    .label(head.span, "a function name without its arguments")
+                    .help(format!(
+                        "write `{name}(\"NAME\")`, with no space before `(`"
+                    )),
+            );
+        }
         let help = did_you_mean(name, candidates.iter().copied(), || {
             if in_check && !check_names.is_empty() {
                 format!("in `expect`, this check offers: {}", check_names.join(", "))
@@ -322,12 +359,8 @@ impl Typer<'_, '_> {
 
 fn outputs_help(kind: &Kind) -> String {
     if kind.outputs.is_empty() {
-        format!("a `{}` step has no outputs", kind.name)
+        format!("{} has no outputs", kind.a_step())
     } else {
-        format!(
-            "a `{}` step has outputs: {}",
-            kind.name,
-            kind.outputs.join(", ")
-        )
+        format!("{} has outputs: {}", kind.a_step(), kind.outputs.join(", "))
     }
 }

@@ -96,7 +96,11 @@ impl Formatter<'_> {
             return;
         };
         let between = self.source.get(pos..c.span.start).unwrap_or("\n");
-        if c.span.start >= pos && between.trim_matches([' ', '\t', ';']).is_empty() {
+        // Only closing brackets (outside an expression's span) and separators may stand between.
+        let same_line = between
+            .chars()
+            .all(|ch| matches!(ch, ' ' | '\t' | ';' | ')' | ']'));
+        if c.span.start >= pos && same_line {
             if self.out.ends_with('\n') {
                 self.out.pop();
             }
@@ -276,6 +280,12 @@ mod tests {
             fmt(src),
             "# head\nrunbook r {\n  about \"x\"  # why\n\n  sql s {\n    database db\n    query \"SELECT 1\"\n  }\n}\n"
         );
+    }
+
+    #[test]
+    fn a_comment_after_closing_parentheses_stays_on_its_line() {
+        let src = "runbook r {\n  let y = not (a == true)  # why\n  let z = [1, 2]  # list\n}\n";
+        assert_eq!(fmt(src), src);
     }
 
     #[test]

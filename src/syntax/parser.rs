@@ -96,7 +96,7 @@ pub fn parse(source: &str) -> Result<Parsed, Vec<Diagnostic>> {
         .help("write `runbook my_procedure { ... }` around the steps")]);
     }
     let mut pairs = Grammar::parse(Rule::file, source).map_err(|e| {
-        let error = syntax_error(e);
+        let error = syntax_error(e, source);
         let at = error.offset();
         if source
             .get(at..)
@@ -171,7 +171,9 @@ fn scan(source: &str) -> Scan {
         Triple,
     }
     let bytes = source.as_bytes();
+    // `depth` counts open brackets and interpolations; strings are not levels.
     let mut stack = vec![Ctx::Code];
+    let mut depth = 0usize;
     let mut found = Scan {
         comments: Vec::new(),
         too_deep: None,
@@ -186,6 +188,7 @@ fn scan(source: &str) -> Scan {
                     i += 1;
                 } else if rest.starts_with(b"${") {
                     stack.push(Ctx::Code);
+                    depth += 1;
                     i += 1;
                 } else if stack.last() == Some(&Ctx::Triple) && rest.starts_with(b"\"\"\"") {
                     stack.pop();
@@ -213,12 +216,14 @@ fn scan(source: &str) -> Scan {
                     continue;
                 } else if matches!(b, b'(' | b'[' | b'{') {
                     stack.push(Ctx::Code);
+                    depth += 1;
                 } else if matches!(b, b')' | b']' | b'}') && stack.len() > 1 {
                     stack.pop();
+                    depth -= 1;
                 }
             }
         }
-        if stack.len() > MAX_NESTING && found.too_deep.is_none() {
+        if depth > MAX_NESTING && found.too_deep.is_none() {
             found.too_deep = Some(i.min(bytes.len().saturating_sub(1)));
         }
         i += 1;
@@ -226,7 +231,12 @@ fn scan(source: &str) -> Scan {
     found
 }
 
-fn syntax_error(error: pest::error::Error<Rule>) -> Diagnostic {
+/// Words the grammar keeps for itself (`keyword` in the grammar).
+const RESERVED: &[&str] = &[
+    "and", "or", "not", "true", "false", "after", "when", "contains",
+];
+
+fn syntax_error(error: pest::error::Error<Rule>, source: &str) -> Diagnostic {
     let (start, end) = match error.location {
         pest::error::InputLocation::Pos(p) => (p, p),
         pest::error::InputLocation::Span((s, e)) => (s, e),
@@ -241,6 +251,9 @@ fn syntax_error(error: pest::error::Error<Rule>) -> Diagnostic {
             .label(here, "the string ends here without a closing quote")
             .help("close it with `\"` on the same line; write text over several lines as \"\"\"...\"\"\"");
     }
+    if let Some(d) = common_mistake(source, start, &positives) {
+        return d;
+    }
     let mut names: Vec<&str> = positives.iter().map(|r| rule_name(*r)).collect();
     names.sort_unstable();
     names.dedup();
@@ -253,9 +266,57 @@ fn syntax_error(error: pest::error::Error<Rule>) -> Diagnostic {
         .help("each item and property goes on its own line (or separate them with `;`)")
 }
 
+/// A plainer message for mistakes people make often, judged from the text at
+/// the error.
+fn common_mistake(source: &str, at: usize, positives: &[Rule]) -> Option<Diagnostic> {
+    let rest = source.get(at..)?;
+    let before = source.get(..at)?;
+    if rest.starts_with('\\') {
+        return Some(
+            Diagnostic::new(Code::Syntax, "syntax error: `\\` does not continue a line")
+                .label(Span::new(at, at + 1), "here")
+                .help(
+                    "a line may break after `and`, `or`, a comparison or `,`, and inside brackets",
+                ),
+        );
+    }
+    if rest.starts_with('-') && before.ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_') {
+        let start = before.len()
+            - before
+                .chars()
+                .rev()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .count();
+        return Some(
+            Diagnostic::new(Code::Syntax, "syntax error: names cannot contain `-`")
+                .label(Span::new(start, at + 1), "a name with a hyphen")
+                .help("use `_` instead, e.g. `staging_health`"),
+        );
+    }
+    let word: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    if RESERVED.contains(&word.as_str()) && positives.contains(&Rule::ident) {
+        return Some(
+            Diagnostic::new(
+                Code::Syntax,
+                format!("syntax error: `{word}` is a reserved word"),
+            )
+            .label(Span::new(at, at + word.len()), "expected a name here")
+            .help(format!(
+                "reserved words cannot be names: {}",
+                RESERVED.join(", ")
+            )),
+        );
+    }
+    None
+}
+
 fn rule_name(rule: Rule) -> &'static str {
     match rule {
         Rule::EOI => "end of file",
+        Rule::sep => "a new line",
         Rule::runbook => "`runbook NAME { ... }`",
         Rule::param => "`param`",
         Rule::let_binding => "`let`",
@@ -291,9 +352,9 @@ fn span(pair: &Pair<Rule>) -> Span {
     Span::new(s.start(), s.end())
 }
 
-/// Inner pairs without the comments pest interleaves with them.
+/// Inner pairs without the separators between items.
 fn children(pair: Pair<'_, Rule>) -> impl Iterator<Item = Pair<'_, Rule>> {
-    pair.into_inner().filter(|p| p.as_rule() != Rule::COMMENT)
+    pair.into_inner().filter(|p| p.as_rule() != Rule::sep)
 }
 
 fn ident(pair: Pair<Rule>) -> Ident {

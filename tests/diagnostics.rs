@@ -127,6 +127,17 @@ fn every_code_has_a_case() {
 }
 
 #[test]
+fn one_check_reports_every_syntax_error() {
+    let source = "runbook r {\n  deploy staging {\n    deployment \"api\"\n    image \"api:1\n  }\n  verify staging-health after staging {\n    http get \"http://api/health\"\n  }\n  wait w { duration 1s } wait x { duration 2s }\n}\n";
+    let diagnostics = diagnose(source);
+    assert_eq!(diagnostics.len(), 3, "{diagnostics:#?}");
+    insta::assert_snapshot!(
+        "several_syntax_errors",
+        render("several.runbook", source, &diagnostics, false)
+    );
+}
+
+#[test]
 fn one_check_reports_every_mistake() {
     let source = "runbook r {\n  param t: strin\n  deplyo a {}\n  wait b after nope { duration 1s }\n  wait c { duration \"x\" }\n}\n";
     let codes: Vec<String> = diagnose(source).iter().map(|d| d.code.id()).collect();

@@ -173,6 +173,9 @@ fn common_mistakes_get_plain_messages() {
         ("  verify when {\n    command \"true\"\n  }\n", "RB001", "`when` is a reserved word"),
         ("  let x = true and \\\n    false\n", "RB001", "`\\` does not continue a line"),
         ("  param a: int param b: int\n", "RB001", "expected a new line"),
+        ("  schedule \"0 0 30 2 *\"\n", "RB020", "`0 0 30 2 *` never fires"),
+        ("  schedule \"0 25 * * *\"\n", "RB020", "`0 25 * * *` is not a cron expression"),
+        ("  schedule \"0 2 * * *\" timezone \"Europe/Amsterdm\"\n", "RB020", "unknown time zone `Europe/Amsterdm`"),
     ];
     for (body, code, expected) in cases {
         let source = format!("runbook r {{\n{body}}}\n");

@@ -6,6 +6,7 @@ mod graph;
 pub mod names;
 pub mod plan;
 mod props;
+pub mod schedule;
 pub mod schema;
 pub mod types;
 
@@ -247,12 +248,11 @@ impl Compiler {
     fn schedule(&mut self, p: &ast::Property) -> Option<Schedule> {
         let cron_expr = p.args.first()?;
         let cron = literal_text(cron_expr)?;
-        let fields = cron.split_whitespace().count();
-        if !(5..=6).contains(&fields) {
+        if let Err(why) = schedule::check_cron(&cron) {
             self.diagnostics.push(
-                Diagnostic::new(Code::InvalidValue, format!("`{cron}` is not a cron expression"))
-                    .label(cron_expr.span, format!("{fields} fields"))
-                    .help("write five fields: minute hour day-of-month month day-of-week, e.g. \"0 2 * * *\""),
+                Diagnostic::new(Code::InvalidValue, format!("`{cron}` {why}"))
+                    .label(cron_expr.span, "this schedule")
+                    .help("write five fields: minute hour day-of-month month day-of-week, e.g. \"0 2 * * *\" for 02:00 every day"),
             );
         }
         let mut schedule = Schedule {
@@ -267,6 +267,16 @@ impl Compiler {
             match p.args[i].as_name().map(|n| n.name.as_str()) {
                 Some("timezone") => {
                     if let Some(tz) = literal_text(value) {
+                        if let Err(help) = schedule::check_timezone(&tz) {
+                            self.diagnostics.push(
+                                Diagnostic::new(
+                                    Code::InvalidValue,
+                                    format!("unknown time zone `{tz}`"),
+                                )
+                                .label(value.span, "not a time zone")
+                                .help(help),
+                            );
+                        }
                         schedule.timezone = tz;
                     }
                 }

@@ -5,24 +5,10 @@ mod common;
 use proptest::prelude::*;
 use runbook::syntax::{format::format, parse};
 
-/// The syntax tree as JSON without positions: equal trees mean equal meaning.
+/// The syntax tree without positions: equal values mean equal meaning.
 fn shape(source: &str) -> serde_json::Value {
     let parsed = parse(source).unwrap_or_else(|d| panic!("does not parse: {d:?}\n{source}"));
-    let mut json = serde_json::to_value(&parsed.runbook).expect("serializes");
-    strip_spans(&mut json);
-    json
-}
-
-fn strip_spans(v: &mut serde_json::Value) {
-    match v {
-        serde_json::Value::Object(map) => {
-            map.remove("span");
-            map.remove("body_span");
-            map.values_mut().for_each(strip_spans);
-        }
-        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_spans),
-        _ => {}
-    }
+    parsed.runbook.meaning()
 }
 
 fn name() -> impl Strategy<Value = String> {

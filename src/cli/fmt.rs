@@ -3,17 +3,17 @@ use crate::error::{io_reason, read_source, Error};
 use std::path::PathBuf;
 
 /// `runbook fmt`: rewrite in place, or with `--check` list what would change.
-/// Exit status, whatever the order of the files: 1 if a file cannot be read,
+/// Exit status, whatever the order of the files: 1 if a file cannot be read (or written),
 /// else 2 if one has syntax errors, else 1 if `--check` found one unformatted.
 pub fn run(files: &[PathBuf], check: bool) -> Result<u8, Error> {
-    let (mut unreadable, mut broken, mut unformatted) = (false, false, false);
+    let (mut failed, mut broken, mut unformatted) = (false, false, false);
     for path in files {
         let name = path.display().to_string();
         let source = match read_source(path) {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("error: {e}");
-                unreadable = true;
+                failed = true;
                 continue;
             }
         };
@@ -32,6 +32,14 @@ pub fn run(files: &[PathBuf], check: bool) -> Result<u8, Error> {
         if formatted == source {
             continue;
         }
+        // A formatter bug must never cost anyone their runbook.
+        let unchanged = crate::syntax::parse(&formatted)
+            .is_ok_and(|again| again.runbook.meaning() == parsed.runbook.meaning());
+        if !unchanged {
+            eprintln!("error: formatting {name} would change what it means; the file was left as it was (this is a bug in runbook fmt: please report it with the file)");
+            failed = true;
+            continue;
+        }
         if check {
             println!("{name} is not formatted");
             unformatted = true;
@@ -40,7 +48,7 @@ pub fn run(files: &[PathBuf], check: bool) -> Result<u8, Error> {
             println!("formatted {name}");
         }
     }
-    Ok(if unreadable {
+    Ok(if failed {
         EXIT_ERROR
     } else if broken {
         EXIT_DIAGNOSTICS

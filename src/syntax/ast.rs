@@ -18,6 +18,27 @@ pub struct Runbook {
     pub span: Span,
 }
 
+impl Runbook {
+    /// The tree without positions: two runbooks with equal values mean the
+    /// same, however they are laid out.
+    pub fn meaning(&self) -> serde_json::Value {
+        fn strip(v: &mut serde_json::Value) {
+            match v {
+                serde_json::Value::Object(map) => {
+                    map.remove("span");
+                    map.remove("body_span");
+                    map.values_mut().for_each(strip);
+                }
+                serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
+                _ => {}
+            }
+        }
+        let mut value = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        strip(&mut value);
+        value
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum Item {
     Param(Param),

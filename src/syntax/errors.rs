@@ -195,7 +195,7 @@ fn common_mistake(source: &str, at: usize, positives: &[Rule]) -> Option<Diagnos
 fn rule_name(rule: Rule) -> &'static str {
     match rule {
         Rule::EOI => "end of file",
-        Rule::sep => "a new line",
+        Rule::new_line => "a new line",
         Rule::runbook => "`runbook NAME { ... }`",
         Rule::param => "`param`",
         Rule::let_binding => "`let`",

@@ -109,9 +109,8 @@ fn span(pair: &Pair<Rule>) -> Span {
     Span::new(s.start(), s.end())
 }
 
-/// Inner pairs without the separators between items.
 fn children(pair: Pair<'_, Rule>) -> impl Iterator<Item = Pair<'_, Rule>> {
-    pair.into_inner().filter(|p| p.as_rule() != Rule::sep)
+    pair.into_inner()
 }
 
 fn ident(pair: Pair<Rule>) -> Ident {

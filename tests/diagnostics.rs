@@ -153,10 +153,8 @@ fn diagnostics_never_show_a_secret_value() {
         .any(|d| d.message.contains("secret cannot be a command argument")));
 }
 
-/// Mistakes found in review, each with the message it must get.
-#[test]
-fn common_mistakes_get_plain_messages() {
-    let cases: &[(&str, &str, &str)] = &[
+/// Mistakes found in review, each with the message it must get: (runbook body, code, message).
+const MISTAKES: &[(&str, &str, &str)] = &[
         ("  param b: int = 2\n  wait w {\n    duration 1s\n    retry 3 every 10s backoff b\n  }\n", "RB020", "`backoff` must be written as a literal"),
         ("  wait w {\n    duration 1s\n    retry 3 every 0s backoff 11\n  }\n", "RB020", "`every` must be longer than zero"),
         ("  wait w {\n    duration 1s\n    retry 3 every 0s backoff 11\n  }\n", "RB020", "`backoff` must be between 1 and 10"),
@@ -173,11 +171,24 @@ fn common_mistakes_get_plain_messages() {
         ("  verify when {\n    command \"true\"\n  }\n", "RB001", "`when` is a reserved word"),
         ("  let x = true and \\\n    false\n", "RB001", "`\\` does not continue a line"),
         ("  param a: int param b: int\n", "RB001", "expected a new line"),
+        ("  let n = 99999999999999999999\n", "RB020", "is too large"),
+        ("  let d = 99999999999999999999d\n", "RB020", "is too long"),
+        ("  let l = [[1]]\n", "RB009", "lists cannot be nested"),
+        ("  let c = 5m < \"x\"\n", "RB009", "cannot compare a duration with a string"),
+        ("  let e = env(5)\n", "RB009", "the arguments of `env` must be strings"),
+        ("  param n: int = \"six\"\n", "RB009", "the default of `n` is a string"),
+        ("  param s: string = \"a\"\n  let t = s.x\n", "RB022", "`s` is a value and has no fields"),
+        ("  verify v {\n    http get \"http://x\"\n    expect status.code == 1\n  }\n", "RB022", "`status` has no fields"),
+        ("  run r {\n    command \"true\"\n  }\n  wait w when r.output.stdout.x == 1 { duration 1s }\n", "RB022", "`r.output.stdout` is a value"),
+        ("  verify v {\n    expect true\n  }\n", "RB007", "needs one check"),
         ("  schedule \"0 0 30 2 *\"\n", "RB020", "`0 0 30 2 *` never fires"),
         ("  schedule \"0 25 * * *\"\n", "RB020", "`0 25 * * *` is not a cron expression"),
         ("  schedule \"0 2 * * *\" timezone \"Europe/Amsterdm\"\n", "RB020", "unknown time zone `Europe/Amsterdm`"),
-    ];
-    for (body, code, expected) in cases {
+];
+
+#[test]
+fn common_mistakes_get_plain_messages() {
+    for (body, code, expected) in MISTAKES {
         let source = format!("runbook r {{\n{body}}}\n");
         let found = diagnose(&source);
         assert!(
@@ -190,5 +201,30 @@ fn common_mistakes_get_plain_messages() {
                 .map(|d| format!("{} {}", d.code.id(), d.message))
                 .collect::<Vec<_>>()
         );
+    }
+}
+
+#[test]
+fn every_diagnostic_has_a_label_and_a_help_line() {
+    let mut sources: Vec<String> = CASES.iter().map(|(_, _, s)| s.to_string()).collect();
+    sources.extend(
+        MISTAKES
+            .iter()
+            .map(|(body, _, _)| format!("runbook r {{\n{body}}}\n")),
+    );
+    for source in sources {
+        for d in diagnose(&source) {
+            assert!(
+                !d.labels.is_empty(),
+                "{} has no label:\n{source}",
+                d.message
+            );
+            assert!(
+                d.help.is_some(),
+                "{} `{}` has no help line:\n{source}",
+                d.code.id(),
+                d.message
+            );
+        }
     }
 }

@@ -183,7 +183,11 @@ impl Compiler {
                         ty.describe()
                     ),
                 )
-                .label(default.span, format!("this is {}", found.describe())),
+                .label(default.span, format!("this is {}", found.describe()))
+                .help(format!(
+                    "write {} here, or change the type of `{name}`",
+                    ty.describe()
+                )),
             );
         }
     }
@@ -311,7 +315,8 @@ impl Compiler {
                         Code::InvalidValue,
                         format!("`{}` must be between {min} and {max}", p.name.name),
                     )
-                    .label(e.span, "out of range"),
+                    .label(e.span, "out of range")
+                    .help(format!("write a number from {min} to {max}")),
                 );
                 None
             }
@@ -335,7 +340,8 @@ impl Compiler {
                         Code::InvalidValue,
                         format!("`{what}` must be longer than zero"),
                     )
-                    .label(e.span, "zero"),
+                    .label(e.span, "zero")
+                    .help(format!("give `{what}` a duration such as `30s` or `10m`")),
                 );
                 None
             }

@@ -80,7 +80,8 @@ pub fn check(
                     Code::MissingProperty,
                     format!("{} needs {}", table.owner, group.what),
                 )
-                .label(owner_span, "missing here"),
+                .label(owner_span, "missing here")
+                .help("add one of them"),
             );
         }
         let distinct: Vec<&str> = {

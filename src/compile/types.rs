@@ -98,7 +98,8 @@ impl Typer<'_, '_> {
                 if value.is_none() {
                     return self.error(
                         Diagnostic::new(Code::InvalidValue, format!("`{raw}` is too large"))
-                            .label(e.span, "does not fit in 64 bits"),
+                            .label(e.span, "does not fit in 64 bits")
+                            .help("use a number below 9223372036854775808"),
                     );
                 }
                 Type::Int
@@ -108,7 +109,8 @@ impl Typer<'_, '_> {
                 if millis.is_none() {
                     return self.error(
                         Diagnostic::new(Code::InvalidValue, format!("`{raw}` is too long"))
-                            .label(e.span, "this duration overflows"),
+                            .label(e.span, "this duration overflows")
+                            .help("durations are counted in milliseconds and must fit in 64 bits"),
                     );
                 }
                 Type::Duration
@@ -120,7 +122,8 @@ impl Typer<'_, '_> {
                     if self.type_of(item) == Type::List {
                         self.error(
                             Diagnostic::new(Code::TypeMismatch, "lists cannot be nested")
-                                .label(item.span, "a list inside a list"),
+                                .label(item.span, "a list inside a list")
+                                .help("write the items into one list"),
                         );
                     }
                 }
@@ -160,7 +163,8 @@ impl Typer<'_, '_> {
                             ),
                         )
                         .label(lhs.span, l.describe())
-                        .label(rhs.span, r.describe()),
+                        .label(rhs.span, r.describe())
+                        .help("compare numbers with numbers, durations with durations, text with text; `contains` looks for text in text or a list"),
                     );
                 }
                 Type::Bool
@@ -193,7 +197,8 @@ impl Typer<'_, '_> {
             if !matches!(t, Type::Str | Type::Dynamic) {
                 self.error(
                     Diagnostic::new(Code::TypeMismatch, "the arguments of `env` must be strings")
-                        .label(arg.span, format!("this is {}", t.describe())),
+                        .label(arg.span, format!("this is {}", t.describe()))
+                        .help("write `env(\"NAME\")` or `env(\"NAME\", \"default\")`"),
                 );
             }
         }
@@ -211,7 +216,8 @@ impl Typer<'_, '_> {
                 CheckName::Dynamic => Type::Dynamic,
                 _ if parts.len() > 1 => self.error(
                     Diagnostic::new(Code::UnknownField, format!("`{name}` has no fields"))
-                        .label(parts[1].span, "no such field"),
+                        .label(parts[1].span, "no such field")
+                        .help("only `json` has fields, e.g. `json.status`"),
                 ),
                 CheckName::Int => Type::Int,
                 CheckName::Number => Type::Dynamic,
@@ -226,7 +232,10 @@ impl Typer<'_, '_> {
                         Code::UnknownField,
                         format!("`{name}` is a value and has no fields"),
                     )
-                    .label(parts[1].span, "no such field"),
+                    .label(parts[1].span, "no such field")
+                    .help(
+                        "parameters and `let` values have no fields; step states do: `STEP.failed`",
+                    ),
                 );
             }
             return ty;
@@ -259,7 +268,8 @@ impl Typer<'_, '_> {
                     Code::UnknownField,
                     format!("`{step}.{}` is a boolean and has no fields", field.name),
                 )
-                .label(fields[1].span, "no such field"),
+                .label(fields[1].span, "no such field")
+                .help(format!("use it as it is: `when {step}.{}`", field.name)),
             ),
             "output" => {
                 let Some(output) = fields.get(1) else {
@@ -278,7 +288,8 @@ impl Typer<'_, '_> {
                                 output.name
                             ),
                         )
-                        .label(fields[2].span, "no such field"),
+                        .label(fields[2].span, "no such field")
+                        .help("outputs are single values; compare or interpolate them as they are"),
                     );
                 }
                 if !kind.outputs.contains(&output.name.as_str()) {

@@ -178,6 +178,21 @@ pub fn parse_value(ty: Type, text: &str) -> Result<Value, String> {
 
 /// Evaluates an expression as far as it can be before the run.
 pub fn eval(e: &Expr, b: &Bindings, env: &dyn Fn(&str) -> Option<String>) -> Value {
+    eval_in(e, b, env, &|_| None)
+}
+
+/// What a step field (`deploy.failed`, `check.output.value`) is, when known.
+pub type StepFields<'a> = dyn Fn(&[crate::syntax::ast::Ident]) -> Option<Value> + 'a;
+
+/// Evaluates an expression; `steps` answers for step fields, so that during
+/// a run conditions see the states and outputs of settled steps.
+pub fn eval_in(
+    e: &Expr,
+    b: &Bindings,
+    env: &dyn Fn(&str) -> Option<String>,
+    steps: &StepFields,
+) -> Value {
+    let eval = |inner: &Expr| eval_in(inner, b, env, steps);
     let later = || Value::Later(format::expr(e));
     match &e.kind {
         ExprKind::Str(s) => {
@@ -185,7 +200,7 @@ pub fn eval(e: &Expr, b: &Bindings, env: &dyn Fn(&str) -> Option<String>) -> Val
             for part in &s.parts {
                 match part {
                     StrPart::Text(t) => out.push_str(t),
-                    StrPart::Interp(inner) => match eval(inner, b, env) {
+                    StrPart::Interp(inner) => match eval(inner) {
                         Value::Str(t) => out.push_str(&t),
                         Value::Secret(from) => return Value::Secret(from),
                         Value::Later(_) => return later(),
@@ -200,10 +215,10 @@ pub fn eval(e: &Expr, b: &Bindings, env: &dyn Fn(&str) -> Option<String>) -> Val
         ExprKind::Duration { millis, .. } => millis.map(Value::Duration).unwrap_or_else(later),
         ExprKind::Percent { value, .. } => Value::Percent(*value),
         ExprKind::Bool(v) => Value::Bool(*v),
-        ExprKind::List(items) => Value::List(items.iter().map(|i| eval(i, b, env)).collect()),
+        ExprKind::List(items) => Value::List(items.iter().map(eval).collect()),
         ExprKind::Call { args, .. } => {
-            let name = args.first().map(|a| eval(a, b, env));
-            let fallback = args.get(1).map(|a| eval(a, b, env));
+            let name = args.first().map(eval);
+            let fallback = args.get(1).map(eval);
             match name {
                 Some(Value::Str(var)) => env(&var)
                     .map(Value::Str)
@@ -215,13 +230,13 @@ pub fn eval(e: &Expr, b: &Bindings, env: &dyn Fn(&str) -> Option<String>) -> Val
         ExprKind::Path(parts) if parts.len() == 1 => {
             b.values.get(&parts[0].name).cloned().unwrap_or_else(later)
         }
-        ExprKind::Path(_) => later(),
-        ExprKind::Not(inner) => match eval(inner, b, env) {
+        ExprKind::Path(parts) => steps(parts).unwrap_or_else(later),
+        ExprKind::Not(inner) => match eval(inner) {
             Value::Bool(v) => Value::Bool(!v),
             _ => later(),
         },
         ExprKind::Binary { op, lhs, rhs } => {
-            binary(*op, eval(lhs, b, env), eval(rhs, b, env)).unwrap_or_else(later)
+            binary(*op, eval(lhs), eval(rhs)).unwrap_or_else(later)
         }
     }
 }

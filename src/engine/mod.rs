@@ -1,0 +1,12 @@
+//! The engine's decisions, pure: given the plan and the journal of events so
+//! far, what happens next. No I/O, no clock, no tokio here; the driver (to
+//! come) performs the decisions and records what happened as events.
+
+mod decide;
+mod state;
+
+pub use decide::{decide, Decision};
+pub use state::{Event, Millis, Outcome, RunState, StepState};
+
+#[cfg(test)]
+mod tests;

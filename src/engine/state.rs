@@ -1,0 +1,186 @@
+//! Events, and the state of a run folded from them.
+
+use crate::compile::{Phase, Plan, StepId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Milliseconds since the Unix epoch, as recorded in events.
+pub type Millis = u64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+    RolledBack,
+    Cancelled,
+}
+
+/// What happened. Events are the journal: the state of a run is nothing but
+/// the fold of its events, so replaying them after a crash gives it back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Event {
+    RunStarted {
+        at: Millis,
+    },
+    StepStarted {
+        step: usize,
+        attempt: u32,
+        at: Millis,
+    },
+    StepSucceeded {
+        step: usize,
+        at: Millis,
+        outputs: BTreeMap<String, String>,
+    },
+    /// One attempt failed; the state decides whether another follows.
+    StepFailed {
+        step: usize,
+        at: Millis,
+        error: String,
+    },
+    StepSkipped {
+        step: usize,
+        reason: String,
+    },
+    CancelRequested {
+        at: Millis,
+    },
+    RunFinished {
+        outcome: Outcome,
+        at: Millis,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepState {
+    Pending,
+    Running {
+        attempt: u32,
+        since: Millis,
+    },
+    /// Failed an attempt; the next one may start at `at`.
+    Retrying {
+        attempt: u32,
+        at: Millis,
+    },
+    Succeeded,
+    Failed {
+        error: String,
+    },
+    Skipped {
+        reason: String,
+    },
+}
+
+impl StepState {
+    pub fn settled(&self) -> bool {
+        matches!(
+            self,
+            StepState::Succeeded | StepState::Failed { .. } | StepState::Skipped { .. }
+        )
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RunState {
+    pub steps: Vec<StepState>,
+    pub outputs: Vec<BTreeMap<String, String>>,
+    /// Attempts started per step, so a retry count survives a restart.
+    pub attempts: Vec<u32>,
+    pub started_at: Option<Millis>,
+    pub cancelled: bool,
+    pub finished: Option<Outcome>,
+}
+
+impl RunState {
+    pub fn new(plan: &Plan) -> Self {
+        let n = plan.steps.len();
+        RunState {
+            steps: vec![StepState::Pending; n],
+            outputs: vec![BTreeMap::new(); n],
+            attempts: vec![0; n],
+            started_at: None,
+            cancelled: false,
+            finished: None,
+        }
+    }
+
+    /// The state after `events`, from the start.
+    pub fn replay<'a>(plan: &Plan, events: impl IntoIterator<Item = &'a Event>) -> Self {
+        let mut state = RunState::new(plan);
+        for event in events {
+            state.apply(plan, event);
+        }
+        state
+    }
+
+    pub fn step(&self, id: StepId) -> &StepState {
+        &self.steps[id.0]
+    }
+
+    /// Folds one event in. Events name steps by index into the plan the run
+    /// started with; an index out of range is ignored, never a panic.
+    pub fn apply(&mut self, plan: &Plan, event: &Event) {
+        match event {
+            Event::RunStarted { at } => self.started_at = Some(*at),
+            Event::StepStarted { step, attempt, at } => {
+                if let Some(s) = self.steps.get_mut(*step) {
+                    *s = StepState::Running {
+                        attempt: *attempt,
+                        since: *at,
+                    };
+                    self.attempts[*step] = self.attempts[*step].max(*attempt);
+                }
+            }
+            Event::StepSucceeded { step, outputs, .. } => {
+                if let Some(s) = self.steps.get_mut(*step) {
+                    *s = StepState::Succeeded;
+                    self.outputs[*step] = outputs.clone();
+                }
+            }
+            Event::StepFailed { step, at, error } => {
+                let Some(compiled) = plan.steps.get(*step) else {
+                    return;
+                };
+                let used = self.attempts[*step].max(1);
+                self.steps[*step] = match compiled.retry {
+                    Some(retry) if used <= retry.attempts && !self.cancelled => {
+                        let wait =
+                            retry.every.as_millis() as f64 * retry.backoff.powi(used as i32 - 1);
+                        StepState::Retrying {
+                            attempt: used + 1,
+                            at: at.saturating_add(wait.min(u64::MAX as f64) as u64),
+                        }
+                    }
+                    _ => StepState::Failed {
+                        error: error.clone(),
+                    },
+                };
+            }
+            Event::StepSkipped { step, reason } => {
+                if let Some(s) = self.steps.get_mut(*step) {
+                    *s = StepState::Skipped {
+                        reason: reason.clone(),
+                    };
+                }
+            }
+            Event::CancelRequested { .. } => self.cancelled = true,
+            Event::RunFinished { outcome, .. } => self.finished = Some(*outcome),
+        }
+    }
+
+    pub fn running(&self) -> usize {
+        self.steps
+            .iter()
+            .filter(|s| matches!(s, StepState::Running { .. }))
+            .count()
+    }
+
+    /// Whether every step of `phase` has settled.
+    pub fn phase_settled(&self, plan: &Plan, phase: Phase) -> bool {
+        plan.steps
+            .iter()
+            .filter(|s| s.phase == phase)
+            .all(|s| self.steps[s.id.0].settled())
+    }
+}

@@ -1,0 +1,389 @@
+//! The engine driven event by event, as examples; and a seeded simulation
+//! that checks the invariants after every event.
+
+use super::*;
+use crate::compile::eval::Bindings;
+use crate::compile::{check, Plan, StepId};
+use std::collections::BTreeMap;
+
+fn plan(body: &str) -> Plan {
+    let source = format!("runbook t {{\n{body}\n}}\n");
+    check(&source).unwrap_or_else(|d| panic!("{d:#?}\n{source}"))
+}
+
+fn id(plan: &Plan, name: &str) -> StepId {
+    plan.step(name)
+        .map(|s| s.id)
+        .unwrap_or_else(|| panic!("no step {name}"))
+}
+
+/// A run under test: its events, and the decisions of the last round.
+struct Run {
+    plan: Plan,
+    events: Vec<Event>,
+    now: Millis,
+}
+
+impl Run {
+    fn new(plan: Plan) -> Self {
+        Run {
+            plan,
+            events: vec![Event::RunStarted { at: 0 }],
+            now: 0,
+        }
+    }
+
+    fn state(&self) -> RunState {
+        RunState::replay(&self.plan, &self.events)
+    }
+
+    /// Decides and records the decisions (starts, skips, the finish); returns them.
+    fn step(&mut self) -> Vec<Decision> {
+        let decisions = decide(
+            &self.plan,
+            &self.state(),
+            &Bindings::default(),
+            &|_| None,
+            self.now,
+        );
+        for d in &decisions {
+            match d {
+                Decision::Start { step, attempt } => self.events.push(Event::StepStarted {
+                    step: step.0,
+                    attempt: *attempt,
+                    at: self.now,
+                }),
+                Decision::Skip { step, reason } => self.events.push(Event::StepSkipped {
+                    step: step.0,
+                    reason: reason.clone(),
+                }),
+                Decision::Finish(outcome) => self.events.push(Event::RunFinished {
+                    outcome: *outcome,
+                    at: self.now,
+                }),
+                Decision::WakeAt(_) => {}
+            }
+        }
+        decisions
+    }
+
+    fn started(&mut self) -> Vec<String> {
+        self.step()
+            .iter()
+            .filter_map(|d| match d {
+                Decision::Start { step, .. } => Some(self.plan.steps[step.0].name.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn succeed(&mut self, name: &str) {
+        let step = id(&self.plan, name).0;
+        self.events.push(Event::StepSucceeded {
+            step,
+            at: self.now,
+            outputs: BTreeMap::new(),
+        });
+    }
+
+    fn fail(&mut self, name: &str) {
+        let step = id(&self.plan, name).0;
+        self.events.push(Event::StepFailed {
+            step,
+            at: self.now,
+            error: "boom".into(),
+        });
+    }
+
+    fn outcome(&self) -> Option<Outcome> {
+        self.state().finished
+    }
+}
+
+#[test]
+fn independent_steps_start_together_up_to_the_concurrency() {
+    let mut run = Run::new(plan(
+        "  concurrency 2\n  wait a { duration 1s }\n  wait b { duration 1s }\n  wait c { duration 1s }\n  wait d after a, b, c { duration 1s }",
+    ));
+    assert_eq!(run.started(), ["a", "b"]);
+    assert_eq!(run.started(), Vec::<String>::new(), "both slots are taken");
+    run.succeed("a");
+    assert_eq!(run.started(), ["c"]);
+    run.succeed("b");
+    run.succeed("c");
+    assert_eq!(run.started(), ["d"]);
+    run.succeed("d");
+    run.step();
+    assert_eq!(run.outcome(), Some(Outcome::Succeeded));
+}
+
+#[test]
+fn a_failure_skips_what_waits_for_it_and_runs_on_failure() {
+    let mut run = Run::new(plan(
+        "  wait a { duration 1s }\n  wait b after a { duration 1s }\n  wait c { duration 1s }\n  on failure {\n    wait page { duration 1s }\n  }",
+    ));
+    assert_eq!(run.started(), ["a", "c"]);
+    run.fail("a");
+    let decisions = run.step();
+    assert_eq!(
+        decisions,
+        [Decision::Skip {
+            step: id(&run.plan, "b"),
+            reason: "`a` did not succeed".into()
+        }],
+        "the other branch goes on"
+    );
+    run.succeed("c");
+    assert_eq!(run.started(), ["page"]);
+    run.succeed("page");
+    run.step();
+    assert_eq!(run.outcome(), Some(Outcome::Failed));
+}
+
+const ROLLING: &str = "  deploy production {\n    deployment \"api\"\n    image \"api:2\"\n  }\n  verify error_rate after production {\n    prometheus \"q\"\n    expect value < 1%\n  }\n  rollback-if revert when production.failed or error_rate.failed {\n    undo production\n  }\n  on failure {\n    wait page { duration 1s }\n  }";
+
+#[test]
+fn a_failed_verification_is_rolled_back() {
+    let mut run = Run::new(plan(ROLLING));
+    assert_eq!(run.started(), ["production"]);
+    run.succeed("production");
+    assert_eq!(run.started(), ["error_rate"]);
+    run.fail("error_rate");
+    assert_eq!(
+        run.started(),
+        ["revert"],
+        "the rollback waits for the check to settle, failed or not"
+    );
+    run.succeed("revert");
+    let decisions = run.step();
+    assert!(decisions.contains(&Decision::Skip {
+        step: id(&run.plan, "page"),
+        reason: "the run did not fail".into()
+    }));
+    assert_eq!(run.outcome(), Some(Outcome::RolledBack));
+}
+
+#[test]
+fn a_healthy_rollout_skips_the_rollback() {
+    let mut run = Run::new(plan(ROLLING));
+    run.started();
+    run.succeed("production");
+    run.started();
+    run.succeed("error_rate");
+    assert_eq!(
+        run.step(),
+        [Decision::Skip {
+            step: id(&run.plan, "revert"),
+            reason: "its condition is false".into()
+        }]
+    );
+    run.step();
+    assert_eq!(run.outcome(), Some(Outcome::Succeeded));
+}
+
+#[test]
+fn a_retry_waits_out_its_backoff() {
+    let mut run = Run::new(plan(
+        "  wait w {\n    duration 1s\n    retry 2 every 10s backoff 2\n  }",
+    ));
+    assert_eq!(run.started(), ["w"]);
+    run.fail("w");
+    assert_eq!(run.step(), [Decision::WakeAt(10_000)]);
+    run.now = 10_000;
+    assert_eq!(
+        run.step(),
+        [Decision::Start {
+            step: StepId(0),
+            attempt: 2
+        }]
+    );
+    run.now = 11_000;
+    run.fail("w");
+    assert_eq!(
+        run.step(),
+        [Decision::WakeAt(31_000)],
+        "the second wait is twice as long"
+    );
+    run.now = 31_000;
+    run.started();
+    run.fail("w");
+    run.step();
+    assert_eq!(
+        run.outcome(),
+        Some(Outcome::Failed),
+        "two retries, then it stays failed"
+    );
+}
+
+#[test]
+fn cancel_starts_nothing_new_and_ends_when_running_steps_report() {
+    let mut run = Run::new(plan(
+        "  wait a { duration 1s }\n  wait b after a { duration 1s }",
+    ));
+    run.started();
+    run.events.push(Event::CancelRequested { at: 0 });
+    assert_eq!(run.step(), []);
+    run.succeed("a");
+    assert_eq!(run.step(), [Decision::Finish(Outcome::Cancelled)]);
+}
+
+#[test]
+fn conditions_see_outputs_of_settled_steps() {
+    let mut run = Run::new(plan(
+        "  run probe {\n    command \"true\"\n  }\n  wait slow when probe.output.stdout == \"slow\" { duration 1s }",
+    ));
+    run.started();
+    let step = id(&run.plan, "probe").0;
+    let outputs = BTreeMap::from([("stdout".to_string(), "slow".to_string())]);
+    run.events.push(Event::StepSucceeded {
+        step,
+        at: 0,
+        outputs,
+    });
+    assert_eq!(run.started(), ["slow"]);
+}
+
+/// A small deterministic generator, so that the simulation needs no crate.
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % below.max(1)
+    }
+}
+
+/// A random runbook of wait steps: each may wait for earlier ones, react to
+/// an earlier one's failure, retry; some steps run on failure.
+fn random_runbook(rng: &mut Lcg) -> String {
+    let n = 2 + rng.next(12) as usize;
+    let mut body = format!("  concurrency {}\n", 1 + rng.next(4));
+    let mut failure = String::new();
+    for i in 0..n {
+        let mut header = format!("wait s{i}");
+        if i > 0 && rng.next(3) > 0 {
+            header.push_str(&format!(" after s{}", rng.next(i as u64)));
+        }
+        if i > 1 && rng.next(4) == 0 {
+            header.push_str(&format!(" when s{}.failed", rng.next(i as u64 - 1)));
+        }
+        let retry = if rng.next(3) == 0 {
+            "\n    retry 2 every 1s"
+        } else {
+            ""
+        };
+        let step = format!("  {header} {{\n    duration 1s{retry}\n  }}\n");
+        if i == n - 1 && rng.next(2) == 0 {
+            failure = step.replace("  ", "    ");
+        } else {
+            body.push_str(&step);
+        }
+    }
+    if !failure.is_empty() && !failure.contains(" after ") && !failure.contains(" when ") {
+        body.push_str(&format!("  on failure {{\n{failure}  }}\n"));
+    }
+    body
+}
+
+#[test]
+fn simulation_keeps_the_invariants_after_every_event() {
+    let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
+    let (mut runs, mut retries) = (0, 0);
+    for seed in 0..400u64 {
+        let mut rng = Lcg(seed);
+        let body = random_runbook(&mut rng);
+        let Ok(plan) = check(&format!("runbook sim {{\n{body}}}\n")) else {
+            continue; // a generated runbook may be unreachable; that is the compiler's business
+        };
+        let mut run = Run::new(plan);
+        let mut succeeded_once = std::collections::HashSet::new();
+        for _round in 0..10_000 {
+            let state = run.state();
+            if state.finished.is_some() {
+                break;
+            }
+            let decisions = run.step();
+            let after = run.state();
+            for d in &decisions {
+                if let Decision::Start { step, .. } = d {
+                    for (dep, _) in run.plan.dependencies(*step) {
+                        assert!(
+                            state.step(dep).settled(),
+                            "seed {seed}: {step:?} started before {dep:?} settled"
+                        );
+                    }
+                    assert!(
+                        !succeeded_once.contains(step),
+                        "seed {seed}: {step:?} ran again after succeeding"
+                    );
+                }
+            }
+            assert!(
+                after.running() <= run.plan.settings.concurrency,
+                "seed {seed}: over the concurrency"
+            );
+            if let Some(Decision::WakeAt(t)) = decisions.last() {
+                run.now = *t;
+                continue;
+            }
+            if decisions.is_empty() {
+                // Complete the longest-running step with a random fate.
+                let running = after
+                    .steps
+                    .iter()
+                    .position(|s| matches!(s, StepState::Running { .. }));
+                let step = running
+                    .unwrap_or_else(|| panic!("seed {seed}: stuck with nothing running\n{body}"));
+                run.now += 1_000;
+                if rng.next(3) == 0 {
+                    run.events.push(Event::StepFailed {
+                        step,
+                        at: run.now,
+                        error: "fate".into(),
+                    });
+                } else {
+                    succeeded_once.insert(StepId(step));
+                    run.events.push(Event::StepSucceeded {
+                        step,
+                        at: run.now,
+                        outputs: BTreeMap::new(),
+                    });
+                }
+            }
+        }
+        let end = run.state();
+        assert!(
+            end.finished.is_some(),
+            "seed {seed}: the run never finished\n{body}"
+        );
+        assert!(
+            end.steps.iter().all(|s| s.settled()),
+            "seed {seed}: a step was left unsettled"
+        );
+        let incremental = run
+            .events
+            .iter()
+            .fold(RunState::new(&run.plan), |mut s, e| {
+                s.apply(&run.plan, e);
+                s
+            });
+        assert_eq!(
+            incremental.steps, end.steps,
+            "seed {seed}: replay and fold disagree"
+        );
+        runs += 1;
+        retries += run
+            .events
+            .iter()
+            .filter(|e| matches!(e, Event::StepStarted { attempt, .. } if *attempt > 1))
+            .count();
+        *outcomes.entry(format!("{:?}", end.finished)).or_default() += 1;
+    }
+    // The generator must keep producing varied runs, or this test proves little.
+    assert!(runs > 300, "only {runs} runs");
+    assert!(retries > 50, "only {retries} retries");
+    assert!(outcomes.len() >= 2, "outcomes: {outcomes:?}");
+}

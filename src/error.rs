@@ -34,6 +34,11 @@ pub fn read_source(path: &Path) -> Result<String, Error> {
         )));
     }
     let bytes = std::fs::read(path).map_err(|e| fail(io_reason(&e)))?;
+    // A byte-order mark is not part of the runbook; editors on Windows add one.
+    let bytes = match bytes.strip_prefix("\u{feff}".as_bytes()) {
+        Some(rest) => rest.to_vec(),
+        None => bytes,
+    };
     String::from_utf8(bytes).map_err(|e| {
         fail(format!(
             "it is not UTF-8 text (invalid byte at offset {})",

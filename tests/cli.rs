@@ -194,13 +194,13 @@ fn a_file_with_a_flood_of_mistakes_shows_the_first_hundred() {
     let err = stderr(&out);
     assert_eq!(err.matches(" × ").count(), 100, "rendered");
     assert!(
-        err.contains("39899 more diagnostics not shown"),
+        err.contains("59899 more diagnostics not shown"),
         "{}",
         &err[err.len() - 300..]
     );
     let json = runbook(&["check", "--format", "json", file.to_str().unwrap()]);
     let all: serde_json::Value = serde_json::from_str(&stdout(&json)).expect("json");
-    assert_eq!(all.as_array().map(Vec::len), Some(39_999));
+    assert_eq!(all.as_array().map(Vec::len), Some(59_999));
 }
 
 /// Brackets nested `levels` deep, each level joining `ops` operators.
@@ -322,4 +322,86 @@ fn plan_warns_about_unset_environment_variables() {
         "{}",
         stderr(&out)
     );
+}
+
+#[test]
+fn plan_never_shows_what_the_environment_holds() {
+    let dir = scratch("plan-env-values");
+    let file = dir.join("e.runbook");
+    std::fs::write(
+        &file,
+        "runbook e {\n  param token: string = env(\"RB_TEST_TOKEN\")\n  verify v {\n    http get \"https://x\"\n    header \"Authorization\" \"Bearer ${env(\"RB_TEST_TOKEN\")}\"\n    expect status == 200\n  }\n}\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .args(["plan", file.to_str().unwrap()])
+        .env("RB_TEST_TOKEN", "s3cr3t-token")
+        .output()
+        .unwrap();
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!text.contains("s3cr3t"), "the environment leaked: {text}");
+    assert!(text.contains("header \"Authorization\" ***"), "{text}");
+}
+
+#[test]
+fn a_byte_order_mark_is_accepted() {
+    let dir = scratch("bom");
+    let file = dir.join("bom.runbook");
+    std::fs::write(
+        &file,
+        b"\xef\xbb\xbfrunbook r {\n  wait w { duration 1s }\n}\n",
+    )
+    .unwrap();
+    let out = runbook(&["check", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+#[test]
+fn strings_that_hide_code_from_a_naive_scan_do_not_overflow_the_stack() {
+    let dir = scratch("scan-bypass");
+    let deep = format!("{}1{}", "(".repeat(100_000), ")".repeat(100_000));
+    let cases = [
+        format!("runbook r {{\n  about \"\"\"1\"\n  let x = {deep}\n}}\n"),
+        format!("runbook r {{\n  let s = \"\\\n  let x = {deep}\n}}\n"),
+        format!("runbook r {{\n  let s = 1 + \"\"\"\n  let x = {deep}\n\"\"\"\n}}\n"),
+    ];
+    for (i, text) in cases.iter().enumerate() {
+        let file = dir.join(format!("case{i}.runbook"));
+        std::fs::write(&file, text).unwrap();
+        let out = runbook(&["check", file.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "case {i}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn fmt_keeps_a_symbolic_link_a_link() {
+    let dir = scratch("fmt-symlink");
+    let real = dir.join("real.runbook");
+    std::fs::write(&real, "runbook r {\nwait w {duration 1s}\n}\n").unwrap();
+    let link = dir.join("link.runbook");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    let out = runbook(&["fmt", link.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(std::fs::symlink_metadata(&link)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert!(std::fs::read_to_string(&real)
+        .unwrap()
+        .contains("  wait w {\n    duration 1s\n  }"));
+}
+
+#[test]
+fn plan_prints_keywords_as_written_even_when_a_parameter_has_their_name() {
+    let dir = scratch("plan-keywords");
+    let file = dir.join("k.runbook");
+    std::fs::write(
+        &file,
+        "runbook k {\n  param get: string = \"oops\"\n  param to: int = 7\n  verify v {\n    http get \"https://x\"\n  }\n  deploy d {\n    deployment \"web\"\n    image \"x\"\n  }\n  rollback-if back when d.failed {\n    scale \"web\" to 3\n  }\n}\n",
+    )
+    .unwrap();
+    let text = stdout(&runbook(&["plan", file.to_str().unwrap()]));
+    assert!(text.contains("http get \"https://x\""), "{text}");
+    assert!(text.contains("scale \"web\" to 3"), "{text}");
 }

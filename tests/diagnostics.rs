@@ -182,6 +182,10 @@ const MISTAKES: &[(&str, &str, &str)] = &[
         ("  run r {\n    command \"true\"\n  }\n  wait w when r.output.stdout.x == 1 { duration 1s }\n", "RB022", "`r.output.stdout` is a value"),
         ("  verify v {\n    expect true\n  }\n", "RB007", "needs one check"),
         ("  schedule \"0 0 30 2 *\"\n", "RB020", "`0 0 30 2 *` never fires"),
+        ("  param hour: string = \"2\"\n  schedule \"0 ${hour} * * *\"\n", "RB020", "`schedule` must be written out"),
+        ("  param db: secret = env(\"DB\", \"postgres://a:hunter2@x/y\")\n", "RB019", "the secret `db` has a value written in the runbook"),
+        ("  wait a after b { duration 1s }\n  wait b after c, d { duration 1s }\n  wait c after b { duration 1s }\n  wait d after a { duration 1s }\n", "RB005", "a → b → d → a"),
+        ("  verify v {\n    http get \"http://x\"\n    sql \"db\" \"SELECT 1\"\n    http get \"http://y\"\n  }\n", "RB021", "this one has 2"),
         ("  schedule \"0 25 * * *\"\n", "RB020", "`0 25 * * *` is not a cron expression"),
         ("  schedule \"0 2 * * *\" timezone \"Europe/Amsterdm\"\n", "RB020", "unknown time zone `Europe/Amsterdm`"),
 ];

@@ -33,10 +33,14 @@ pub fn run(files: &[PathBuf], check: bool) -> Result<u8, Error> {
             continue;
         }
         // A formatter bug must never cost anyone their runbook.
-        let unchanged = crate::syntax::parse(&formatted)
-            .is_ok_and(|again| again.runbook.meaning() == parsed.runbook.meaning());
+        let texts =
+            |c: &[crate::syntax::Comment]| c.iter().map(|c| c.text.clone()).collect::<Vec<_>>();
+        let unchanged = crate::syntax::parse(&formatted).is_ok_and(|again| {
+            again.runbook.meaning() == parsed.runbook.meaning()
+                && texts(&again.comments) == texts(&parsed.comments)
+        });
         if !unchanged {
-            eprintln!("error: formatting {name} would change what it means; the file was left as it was (this is a bug in runbook fmt: please report it with the file)");
+            eprintln!("error: formatting {name} would change what it means or lose a comment; the file was left as it was (this is a bug in runbook fmt: please report it with the file)");
             failed = true;
             continue;
         }
@@ -59,18 +63,23 @@ pub fn run(files: &[PathBuf], check: bool) -> Result<u8, Error> {
     })
 }
 
-/// Writes through a temporary file and a rename, so a crash never leaves half a runbook.
+/// Writes through a temporary file and a rename, so a crash never leaves half
+/// a runbook. A symbolic link is followed, so the link stays a link.
 fn write_atomically(path: &std::path::Path, text: &str) -> Result<(), Error> {
     let fail = |e: std::io::Error| Error::Write {
         path: path.to_path_buf(),
         why: io_reason(&e),
     };
-    let mut tmp = path.as_os_str().to_owned();
+    let target = std::fs::canonicalize(path).map_err(fail)?;
+    let mut tmp = target.as_os_str().to_owned();
     tmp.push(".fmt-tmp");
     let tmp = PathBuf::from(tmp);
     std::fs::write(&tmp, text).map_err(fail)?;
-    if let Ok(meta) = std::fs::metadata(path) {
+    if let Ok(meta) = std::fs::metadata(&target) {
         let _ = std::fs::set_permissions(&tmp, meta.permissions());
     }
-    std::fs::rename(&tmp, path).map_err(fail)
+    std::fs::rename(&tmp, &target).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        fail(e)
+    })
 }

@@ -1,8 +1,8 @@
 use super::{load, EXIT_DIAGNOSTICS, EXIT_OK};
 use crate::compile::eval::{bind, eval, format_duration, Bindings, Value};
+use crate::compile::schema::{Arg, Prop};
 use crate::compile::{Interrupt, Phase, Plan, Step, StepId};
 use crate::error::Error;
-use crate::syntax::ast::ExprKind;
 use crate::syntax::format;
 use std::fmt::Write;
 use std::path::Path;
@@ -80,7 +80,12 @@ pub fn render(plan: &Plan, b: &Bindings, env: &dyn Fn(&str) -> Option<String>) -
                 .map(|v| v.to_string())
                 .unwrap_or_default();
             let source = match b.values.get(&p.name) {
-                Some(Value::Secret(from)) => format!("  (secret, {from})"),
+                Some(Value::Secret(from)) if p.ty == crate::compile::Type::Secret => {
+                    format!("  (secret, {from})")
+                }
+                Some(Value::Secret(from)) => {
+                    format!("  ({from}: read from the environment, not shown)")
+                }
                 _ if b.given.contains(&p.name) => String::new(),
                 _ => "  (default)".into(),
             };
@@ -143,29 +148,47 @@ fn write_step(
         let mut line = p.name.clone();
         for arg in &p.args {
             line.push(' ');
-            line.push_str(&shown(p.name.as_str(), arg, b, env));
+            line.push_str(&shown(step.kind.prop(&p.name), arg, b, env));
         }
         let _ = writeln!(out, "      {line}");
     }
 }
 
-/// One argument as the run would see it: parameters resolved, words and
-/// conditions as written, secrets masked.
+/// One argument as the run would see it: parameters resolved, keywords, step
+/// names and conditions as written, secrets masked.
 fn shown(
-    prop: &str,
+    spec: Option<&Prop>,
     arg: &crate::syntax::ast::Expr,
     b: &Bindings,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> String {
-    if prop == "expect" {
+    if spec.is_some_and(|s| s.name == "expect") {
         return format::expr(arg);
     }
-    if let ExprKind::Path(parts) = &arg.kind {
-        if parts.len() == 1 && !b.values.contains_key(&parts[0].name) {
-            return parts[0].name.clone();
+    if let Some(name) = arg.as_name() {
+        // A keyword of the property (`get`, `every`, `to`) or a step name wins
+        // over a parameter that happens to have the same name.
+        if spec.is_some_and(|s| is_keyword(s, &name.name)) || !b.values.contains_key(&name.name) {
+            return name.name.clone();
         }
     }
     eval(arg, b, env).to_string()
+}
+
+fn is_keyword(spec: &Prop, word: &str) -> bool {
+    let in_args = |args: &[Arg]| {
+        args.iter().any(|a| match a {
+            Arg::Word(words) => words.contains(&word),
+            Arg::Step(_) => true,
+            _ => false,
+        })
+    };
+    in_args(spec.shape.args)
+        || spec
+            .shape
+            .options
+            .iter()
+            .any(|(name, args)| *name == word || in_args(args))
 }
 
 fn write_summary(out: &mut String, plan: &Plan) {

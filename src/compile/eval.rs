@@ -220,10 +220,12 @@ pub fn eval_in(
             let name = args.first().map(eval);
             let fallback = args.get(1).map(eval);
             match name {
-                Some(Value::Str(var)) => env(&var)
-                    .map(Value::Str)
-                    .or(fallback)
-                    .unwrap_or(Value::Str(String::new())),
+                // What the environment holds is often a credential: it is used,
+                // never shown. Only the written fallback is shown as it is.
+                Some(Value::Str(var)) => match env(&var) {
+                    Some(_) => Value::Secret(format!("from ${var}")),
+                    None => fallback.unwrap_or(Value::Str(String::new())),
+                },
                 _ => later(),
             }
         }
@@ -304,8 +306,10 @@ mod tests {
 
     #[test]
     fn interpolates_parameters_and_keeps_secrets_hidden() {
-        let p = plan("runbook r {\n  param service: string\n  param db: secret = env(\"RB_TEST_UNSET_DB\", \"x\")\n  let image = \"svc/${service}:1\"\n  let dsn = \"${db}/x\"\n}\n");
-        let b = bind(&p, &[("service".into(), "api".into())], &|_| None).expect("binds");
+        let p = plan("runbook r {\n  param service: string\n  param db: secret = env(\"RB_TEST_DB\")\n  let image = \"svc/${service}:1\"\n  let dsn = \"${db}/x\"\n}\n");
+        let env =
+            |name: &str| (name == "RB_TEST_DB").then(|| "postgres://u:hunter2@db/x".to_string());
+        let b = bind(&p, &[("service".into(), "api".into())], &env).expect("binds");
         assert_eq!(b.values["image"], Value::Str("svc/api:1".into()));
         assert_eq!(b.values["dsn"].to_string(), "***");
     }

@@ -3,7 +3,7 @@
 use super::plan::{Edge, Phase, Step, StepId};
 use crate::diagnostic::{Code, Diagnostic};
 use crate::syntax::ast::{BinaryOp, Expr, ExprKind};
-use petgraph::graph::DiGraph;
+use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::EdgeRef;
 use std::collections::{HashMap, HashSet};
 
@@ -43,26 +43,7 @@ fn cycles(steps: &[Step], graph: &DiGraph<StepId, Edge>, diagnostics: &mut Vec<D
         }
         let members: HashSet<_> = scc.iter().copied().collect();
         let start = scc.iter().copied().min().unwrap_or(scc[0]);
-        // Walk "waits for" links (edges backwards) inside the component until the start comes round.
-        let mut path = vec![start];
-        let mut seen = HashSet::from([start]);
-        let mut at = start;
-        loop {
-            let next = graph
-                .edges_directed(at, petgraph::Direction::Incoming)
-                .map(|e| e.source())
-                .filter(|n| members.contains(n))
-                .min_by_key(|n| (*n != start, seen.contains(n), n.index()));
-            match next {
-                Some(n) if n == start => break,
-                Some(n) if !seen.contains(&n) => {
-                    seen.insert(n);
-                    path.push(n);
-                    at = n;
-                }
-                _ => break,
-            }
-        }
+        let path = shortest_cycle(graph, &members, start);
         let names: Vec<&str> = path
             .iter()
             .map(|n| steps[n.index()].name.as_str())
@@ -87,6 +68,43 @@ fn cycles(steps: &[Step], graph: &DiGraph<StepId, Edge>, diagnostics: &mut Vec<D
             d.help("every step in the cycle waits for another; remove one of these dependencies"),
         );
     }
+}
+
+/// The shortest real cycle through `start` along "waits for" links (edges
+/// backwards), found breadth-first inside its strongly connected component.
+fn shortest_cycle(
+    graph: &DiGraph<StepId, Edge>,
+    members: &HashSet<NodeIndex>,
+    start: NodeIndex,
+) -> Vec<NodeIndex> {
+    let waits_for = |n: NodeIndex| {
+        let mut next: Vec<NodeIndex> = graph
+            .edges_directed(n, petgraph::Direction::Incoming)
+            .map(|e| e.source())
+            .filter(|m| members.contains(m))
+            .collect();
+        next.sort();
+        next
+    };
+    let mut came_from: HashMap<NodeIndex, NodeIndex> = HashMap::new();
+    let mut queue = std::collections::VecDeque::from([start]);
+    while let Some(at) = queue.pop_front() {
+        for next in waits_for(at) {
+            if next == start {
+                let mut path = vec![at];
+                while let Some(prev) = came_from.get(path.last().unwrap_or(&start)) {
+                    path.push(*prev);
+                }
+                path.reverse();
+                return path;
+            }
+            if !came_from.contains_key(&next) && next != start {
+                came_from.insert(next, at);
+                queue.push_back(next);
+            }
+        }
+    }
+    vec![start]
 }
 
 /// Steps that can never run: a condition that is always false, `after X`
@@ -137,8 +155,8 @@ pub fn unreachable(
             required.iter().find(|d| needs_failure.contains(&steps[d.0].name)).map(|d| {
                 let name = &steps[d.0].name;
                 (
-                    format!("it runs only after `{name}` succeeded, but its condition needs `{name}` to fail or be skipped"),
-                    format!("to react to a failure of `{name}`, name it in `when` only, not in `after`"),
+                    format!("it needs `{name}` to succeed (`after`, or using its outputs), but its condition needs `{name}` to fail or be skipped"),
+                    format!("to react to a failure of `{name}`, name it in `when` only: not in `after`, and do not use its outputs"),
                 )
             })
         };

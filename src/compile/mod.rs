@@ -160,7 +160,11 @@ impl Compiler {
         let found = self.typer(&mut diagnostics, &[], false).type_of(default);
         self.diagnostics.append(&mut diagnostics);
         if ty == Type::Secret {
-            if !matches!(&default.kind, ExprKind::Call { .. }) {
+            let env_only = match &default.kind {
+                ExprKind::Call { name, args } => name.name != "env" || args.len() == 1,
+                _ => false,
+            };
+            if !env_only {
                 self.diagnostics.push(
                     Diagnostic::new(Code::SecretLiteral, format!("the secret `{name}` has a value written in the runbook"))
                         .label(default.span, "a secret must not be in the source")
@@ -235,7 +239,7 @@ impl Compiler {
         for p in &props {
             let first = p.args.first();
             match p.name.name.as_str() {
-                "about" => settings.about = first.and_then(literal_text),
+                "about" => settings.about = first.and_then(|e| self.text_literal(e, "about")),
                 "concurrency" => {
                     if let Some(n) = self.literal_int(first, p, 1, 10_000) {
                         settings.concurrency = n as usize;
@@ -251,7 +255,7 @@ impl Compiler {
 
     fn schedule(&mut self, p: &ast::Property) -> Option<Schedule> {
         let cron_expr = p.args.first()?;
-        let cron = literal_text(cron_expr)?;
+        let cron = self.text_literal(cron_expr, "schedule")?;
         if let Err(why) = schedule::check_cron(&cron) {
             self.diagnostics.push(
                 Diagnostic::new(Code::InvalidValue, format!("`{cron}` {why}"))
@@ -270,7 +274,7 @@ impl Compiler {
             let value = &p.args[i + 1];
             match p.args[i].as_name().map(|n| n.name.as_str()) {
                 Some("timezone") => {
-                    if let Some(tz) = literal_text(value) {
+                    if let Some(tz) = self.text_literal(value, "timezone") {
                         if let Err(help) = schedule::check_timezone(&tz) {
                             self.diagnostics.push(
                                 Diagnostic::new(
@@ -354,6 +358,19 @@ impl Compiler {
                 None
             }
         }
+    }
+
+    /// The text of a string written out in full; anything else is reported.
+    fn text_literal(&mut self, e: &Expr, what: &str) -> Option<String> {
+        let text = literal_text(e);
+        if text.is_none() {
+            self.diagnostics.push(
+                Diagnostic::new(Code::InvalidValue, format!("`{what}` must be written out"))
+                    .label(e.span, "not plain text")
+                    .help("the scheduler and the plan read this before any parameter is known: write the text without `${...}` or names"),
+            );
+        }
+        text
     }
 
     fn not_literal(&mut self, e: &Expr, what: &str) {

@@ -86,6 +86,7 @@ pub fn check(
         }
         let distinct: Vec<&str> = {
             let mut names: Vec<&str> = members.iter().map(|(n, _)| *n).collect();
+            names.sort_unstable();
             names.dedup();
             names
         };

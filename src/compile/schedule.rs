@@ -10,7 +10,7 @@ pub fn check_cron(expression: &str) -> Result<Cron, String> {
     let fields = expression.split_whitespace().count();
     if !(5..=6).contains(&fields) {
         return Err(format!(
-            "is not a cron expression: it has {fields} fields, not 5"
+            "is not a cron expression: it has {fields} fields, not 5 (or 6, seconds first)"
         ));
     }
     let cron = Cron::from_str(expression).map_err(|e| format!("is not a cron expression: {e}"))?;
@@ -60,7 +60,7 @@ mod tests {
             .starts_with("is not a cron expression"));
         assert_eq!(
             check_cron("* *").unwrap_err(),
-            "is not a cron expression: it has 2 fields, not 5"
+            "is not a cron expression: it has 2 fields, not 5 (or 6, seconds first)"
         );
     }
 

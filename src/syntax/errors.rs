@@ -44,6 +44,11 @@ pub(super) fn every_syntax_error(source: &str, first: pest::error::Error<Rule>) 
         if at_end || errors.len() >= MAX_SYNTAX_ERRORS || !set_line_aside(&mut text, at) {
             break;
         }
+        // Setting a line aside can change what is string and what is code: the
+        // changed text must pass the nesting limit before pest sees it.
+        if super::scan::scan(&text).too_deep.is_some() {
+            break;
+        }
         next = Grammar::parse(Rule::file, &text).err();
     }
     errors
@@ -109,7 +114,8 @@ fn describe(text: &str, error: pest::error::Error<Rule>) -> Diagnostic {
     let end = text.trim_end().len();
     Diagnostic::new(Code::Syntax, "the file ends before the runbook is closed")
         .label(
-            Span::new(end.saturating_sub(1), end),
+            // The last character, whole: a span inside a multi-byte one breaks JSON columns.
+            Span::new(text[..end].char_indices().last().map_or(0, |(i, _)| i), end),
             "the file ends here; a `}` is missing",
         )
         .help("every `{` needs a matching `}`")

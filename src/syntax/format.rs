@@ -118,6 +118,7 @@ impl Formatter<'_> {
                 self.leading(on.span.start, depth);
                 self.blank_line_before(on.span.start);
                 self.line(depth, "on failure {");
+                self.trailing(after_brace(self.source, on.span.start));
                 self.block_start = true;
                 for step in &on.steps {
                     self.step(step, depth + 1);
@@ -285,6 +286,25 @@ mod tests {
     #[test]
     fn a_comment_after_closing_parentheses_stays_on_its_line() {
         let src = "runbook r {\n  let y = not (a == true)  # why\n  let z = [1, 2]  # list\n}\n";
+        assert_eq!(fmt(src), src);
+    }
+
+    #[test]
+    fn a_comment_inside_an_interpolation_stays_in_its_string() {
+        let src = "runbook r {\n  let s = \"${a or # why\n    b}\"\n}\n";
+        assert_eq!(fmt(src), src);
+    }
+
+    #[test]
+    fn three_quotes_without_a_closing_three_are_two_strings() {
+        let src = "runbook r {\n  run job {\n    env \"\"\"1\"  # kept\n  }\n  # kept too\n}\n";
+        let once = fmt(src);
+        assert_eq!(once.matches("# kept").count(), 2, "{once}");
+    }
+
+    #[test]
+    fn a_comment_on_the_on_failure_line_stays_there() {
+        let src = "runbook r {\n  on failure {  # page someone\n    wait w {}\n  }\n}\n";
         assert_eq!(fmt(src), src);
     }
 

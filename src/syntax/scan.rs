@@ -40,6 +40,19 @@ pub(super) struct Scan {
     pub too_deep: Option<usize>,
 }
 
+/// Whether a `"""` closes a triple-quoted string somewhere in `rest`.
+fn closes_triple(rest: &[u8]) -> bool {
+    let mut i = 0;
+    while i + 2 < rest.len() {
+        match rest[i] {
+            b'\\' => i += 2,
+            b'"' if rest[i + 1] == b'"' && rest[i + 2] == b'"' => return true,
+            _ => i += 1,
+        }
+    }
+    false
+}
+
 /// One pass over the text that tracks strings, interpolations and brackets
 /// exactly as the grammar does, so a `#` inside a string is not a comment.
 pub(super) fn scan(source: &str) -> Scan {
@@ -63,7 +76,9 @@ pub(super) fn scan(source: &str) -> Scan {
         let rest = &bytes[i..];
         match stack.last() {
             Some(Ctx::Str | Ctx::Triple) => {
-                if b == b'\\' {
+                // Only the grammar's escapes take the next character with them.
+                if b == b'\\' && matches!(bytes.get(i + 1), Some(b'"' | b'\\' | b'n' | b't' | b'$'))
+                {
                     i += 1;
                 } else if rest.starts_with(b"${") {
                     stack.push(Ctx::Code);
@@ -77,7 +92,9 @@ pub(super) fn scan(source: &str) -> Scan {
                 }
             }
             _ => {
-                if rest.starts_with(b"\"\"\"") {
+                // `"""` opens a triple-quoted string only if one closes it; otherwise
+                // the grammar reads `""` and a new string, and so must this.
+                if rest.starts_with(b"\"\"\"") && closes_triple(&bytes[i + 3..]) {
                     stack.push(Ctx::Triple);
                     i += 2;
                 } else if b == b'"' {
@@ -87,10 +104,15 @@ pub(super) fn scan(source: &str) -> Scan {
                         .find(['\n', '\r'])
                         .map(|n| i + n)
                         .unwrap_or(source.len());
-                    found.comments.push(Comment {
-                        text: source[i..end].trim_end().to_string(),
-                        span: Span::new(i, end),
-                    });
+                    // A comment inside `${...}` of a string belongs to the string's
+                    // text, which the formatter prints as written.
+                    let in_string = stack.iter().any(|c| *c != Ctx::Code);
+                    if !in_string {
+                        found.comments.push(Comment {
+                            text: source[i..end].trim_end().to_string(),
+                            span: Span::new(i, end),
+                        });
+                    }
                     i = end;
                     continue;
                 } else if matches!(b, b'(' | b'[' | b'{') {

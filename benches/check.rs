@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 /// A runbook with `steps` steps of mixed kinds; each waits for one or two
 /// earlier steps, so the DAG is wide and deep.
 pub fn generate(steps: usize) -> String {
-    let mut s = String::from("runbook big {\n  about \"generated\"\n  param service: string = \"api\"\n  param db: secret = env(\"DATABASE_URL\", \"postgres://localhost/x\")\n  let image = \"reg/${service}:1\"\n\n");
+    let mut s = String::from("runbook big {\n  about \"generated\"\n  param service: string = \"api\"\n  param db: secret = env(\"DATABASE_URL\")\n  let image = \"reg/${service}:1\"\n\n");
     for i in 0..steps {
         let after = match i {
             0 => String::new(),

@@ -3,7 +3,7 @@ fn main() -> std::process::ExitCode {
     // small, and a large stack is a second line of defence against a stack
     // overflow on input nobody thought of.
     let worker = std::thread::Builder::new()
-        .stack_size(256 * 1024 * 1024)
+        .stack_size(64 * 1024 * 1024)
         .spawn(runbook::cli::main);
     match worker.map(|w| w.join()) {
         Ok(Ok(code)) => code,

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{runbook, scratch, stderr, stdout};
+use common::{runbook, scratch, stderr, stdout, write};
 
 const DEPLOY: &str = "workflows/rolling_deploy.runbook";
 
@@ -16,12 +16,11 @@ fn check_is_clean_on_the_workflows() {
 #[test]
 fn check_exits_2_with_every_diagnostic() {
     let dir = scratch("check-diagnostics");
-    let file = dir.join("bad.runbook");
-    std::fs::write(
-        &file,
+    let file = write(
+        &dir,
+        "bad.runbook",
         "runbook bad {\n  deplyo a {}\n  wait b after nope { duration 1s }\n}\n",
-    )
-    .unwrap();
+    );
     let out = runbook(&["check", file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
@@ -32,8 +31,11 @@ fn check_exits_2_with_every_diagnostic() {
 #[test]
 fn check_json_lists_diagnostics_with_positions() {
     let dir = scratch("check-json");
-    let file = dir.join("bad.runbook");
-    std::fs::write(&file, "runbook bad {\n  wait w { duraton 1s }\n}\n").unwrap();
+    let file = write(
+        &dir,
+        "bad.runbook",
+        "runbook bad {\n  wait w { duraton 1s }\n}\n",
+    );
     let out = runbook(&["check", "--format", "json", file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     let json: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("json");
@@ -47,8 +49,7 @@ fn check_json_lists_diagnostics_with_positions() {
 #[test]
 fn unreadable_inputs_get_one_plain_sentence_and_exit_1() {
     let dir = scratch("bad-inputs");
-    let non_utf8 = dir.join("latin1.runbook");
-    std::fs::write(&non_utf8, b"runbook r { about \"caf\xe9\" }\n").unwrap();
+    let non_utf8 = write(&dir, "latin1.runbook", b"runbook r { about \"caf\xe9\" }\n");
     let huge = dir.join("huge.runbook");
     let mut big = String::from("runbook huge {\n");
     while big.len() < 50 * 1024 * 1024 {
@@ -89,12 +90,11 @@ fn empty_and_garbage_files_get_diagnostics() {
 #[test]
 fn fmt_rewrites_and_check_reports() {
     let dir = scratch("fmt");
-    let file = dir.join("messy.runbook");
-    std::fs::write(
-        &file,
+    let file = write(
+        &dir,
+        "messy.runbook",
         "runbook messy {   # keep me\nwait w {duration 1s; timeout 5s}\n}",
-    )
-    .unwrap();
+    );
     let path = file.to_str().unwrap();
     let out = runbook(&["fmt", "--check", path]);
     assert_eq!(out.status.code(), Some(1));
@@ -112,12 +112,7 @@ fn fmt_rewrites_and_check_reports() {
 #[test]
 fn graph_text_shows_stages_of_parallel_steps() {
     let dir = scratch("graph");
-    let file = dir.join("fan.runbook");
-    std::fs::write(
-        &file,
-        "runbook fan {\n  wait a { duration 1s }\n  wait b after a { duration 1s }\n  wait c after a { duration 1s }\n  wait d after b, c { duration 1s }\n}\n",
-    )
-    .unwrap();
+    let file = write(&dir, "fan.runbook", "runbook fan {\n  wait a { duration 1s }\n  wait b after a { duration 1s }\n  wait c after a { duration 1s }\n  wait d after b, c { duration 1s }\n}\n");
     let path = file.to_str().unwrap();
     let out = runbook(&["graph", path, "--format", "text"]);
     assert_eq!(
@@ -139,12 +134,7 @@ fn graph_text_shows_stages_of_parallel_steps() {
 #[test]
 fn plan_resolves_parameters_and_masks_secrets() {
     let dir = scratch("plan");
-    let file = dir.join("p.runbook");
-    std::fs::write(
-        &file,
-        "runbook p {\n  param service: string\n  param db: secret = env(\"RB_TEST_PLAN_DB\")\n  deploy d {\n    deployment service\n    image \"reg/${service}:1\"\n  }\n  sql q after d {\n    database db\n    query \"SELECT 1\"\n  }\n  rollback-if back when q.failed {\n    undo d\n  }\n}\n",
-    )
-    .unwrap();
+    let file = write(&dir, "p.runbook", "runbook p {\n  param service: string\n  param db: secret = env(\"RB_TEST_PLAN_DB\")\n  deploy d {\n    deployment service\n    image \"reg/${service}:1\"\n  }\n  sql q after d {\n    database db\n    query \"SELECT 1\"\n  }\n  rollback-if back when q.failed {\n    undo d\n  }\n}\n");
     let path = file.to_str().unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_runbook"))
         .args(["plan", path, "-p", "service=api"])
@@ -183,12 +173,11 @@ fn every_command_has_help_with_an_example() {
 #[test]
 fn a_file_with_a_flood_of_mistakes_shows_the_first_hundred() {
     let dir = scratch("flood");
-    let file = dir.join("flood.runbook");
-    std::fs::write(
-        &file,
+    let file = write(
+        &dir,
+        "flood.runbook",
         format!("runbook flood {{\n{}}}\n", "  about a\n".repeat(20_000)),
-    )
-    .unwrap();
+    );
     let out = runbook(&["check", file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
@@ -221,17 +210,12 @@ fn nested_expression(levels: usize, ops: usize, left: bool) -> String {
 #[test]
 fn the_deepest_expressions_allowed_do_not_overflow_the_stack() {
     let dir = scratch("deep");
-    let at_limit = dir.join("at_limit.runbook");
-    std::fs::write(
-        &at_limit,
-        format!(
+    let at_limit = write(&dir, "at_limit.runbook", format!(
             "runbook r {{\n  let x = {}\n  let y = {}true\n  wait w when {} {{ duration 1s }}\n}}\n",
             nested_expression(30, 32, true),
             "not ".repeat(32),
             nested_expression(29, 32, false)
-        ),
-    )
-    .unwrap();
+        ));
     let path = at_limit.to_str().unwrap();
     for args in [
         vec!["check", path],
@@ -297,8 +281,7 @@ fn usage_mistakes_exit_1_not_2() {
 #[test]
 fn fmt_exit_status_does_not_depend_on_file_order() {
     let dir = scratch("fmt-order");
-    let broken = dir.join("broken.runbook");
-    std::fs::write(&broken, "runbook b {\n  wait w {\n").unwrap();
+    let broken = write(&dir, "broken.runbook", "runbook b {\n  wait w {\n");
     let missing = dir.join("missing.runbook");
     let (b, m) = (broken.to_str().unwrap(), missing.to_str().unwrap());
     assert_eq!(runbook(&["fmt", "--check", b, m]).status.code(), Some(1));
@@ -309,12 +292,7 @@ fn fmt_exit_status_does_not_depend_on_file_order() {
 #[test]
 fn plan_warns_about_unset_environment_variables() {
     let dir = scratch("plan-env");
-    let file = dir.join("e.runbook");
-    std::fs::write(
-        &file,
-        "runbook e {\n  param ns: string = env(\"RB_TEST_UNSET_NS\")\n  restart r {\n    deployment \"api\"\n    namespace ns\n  }\n}\n",
-    )
-    .unwrap();
+    let file = write(&dir, "e.runbook", "runbook e {\n  param ns: string = env(\"RB_TEST_UNSET_NS\")\n  restart r {\n    deployment \"api\"\n    namespace ns\n  }\n}\n");
     let out = runbook(&["plan", file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0));
     assert!(
@@ -327,12 +305,7 @@ fn plan_warns_about_unset_environment_variables() {
 #[test]
 fn plan_never_shows_what_the_environment_holds() {
     let dir = scratch("plan-env-values");
-    let file = dir.join("e.runbook");
-    std::fs::write(
-        &file,
-        "runbook e {\n  param token: string = env(\"RB_TEST_TOKEN\")\n  verify v {\n    http get \"https://x\"\n    header \"Authorization\" \"Bearer ${env(\"RB_TEST_TOKEN\")}\"\n    expect status == 200\n  }\n}\n",
-    )
-    .unwrap();
+    let file = write(&dir, "e.runbook", "runbook e {\n  param token: string = env(\"RB_TEST_TOKEN\")\n  verify v {\n    http get \"https://x\"\n    header \"Authorization\" \"Bearer ${env(\"RB_TEST_TOKEN\")}\"\n    expect status == 200\n  }\n}\n");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_runbook"))
         .args(["plan", file.to_str().unwrap()])
         .env("RB_TEST_TOKEN", "s3cr3t-token")
@@ -347,12 +320,11 @@ fn plan_never_shows_what_the_environment_holds() {
 #[test]
 fn a_byte_order_mark_is_accepted() {
     let dir = scratch("bom");
-    let file = dir.join("bom.runbook");
-    std::fs::write(
-        &file,
+    let file = write(
+        &dir,
+        "bom.runbook",
         b"\xef\xbb\xbfrunbook r {\n  wait w { duration 1s }\n}\n",
-    )
-    .unwrap();
+    );
     let out = runbook(&["check", file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
@@ -377,8 +349,11 @@ fn strings_that_hide_code_from_a_naive_scan_do_not_overflow_the_stack() {
 #[test]
 fn fmt_keeps_a_symbolic_link_a_link() {
     let dir = scratch("fmt-symlink");
-    let real = dir.join("real.runbook");
-    std::fs::write(&real, "runbook r {\nwait w {duration 1s}\n}\n").unwrap();
+    let real = write(
+        &dir,
+        "real.runbook",
+        "runbook r {\nwait w {duration 1s}\n}\n",
+    );
     let link = dir.join("link.runbook");
     std::os::unix::fs::symlink(&real, &link).unwrap();
     let out = runbook(&["fmt", link.to_str().unwrap()]);
@@ -395,12 +370,7 @@ fn fmt_keeps_a_symbolic_link_a_link() {
 #[test]
 fn plan_prints_keywords_as_written_even_when_a_parameter_has_their_name() {
     let dir = scratch("plan-keywords");
-    let file = dir.join("k.runbook");
-    std::fs::write(
-        &file,
-        "runbook k {\n  param get: string = \"oops\"\n  param to: int = 7\n  verify v {\n    http get \"https://x\"\n  }\n  deploy d {\n    deployment \"web\"\n    image \"x\"\n  }\n  rollback-if back when d.failed {\n    scale \"web\" to 3\n  }\n}\n",
-    )
-    .unwrap();
+    let file = write(&dir, "k.runbook", "runbook k {\n  param get: string = \"oops\"\n  param to: int = 7\n  verify v {\n    http get \"https://x\"\n  }\n  deploy d {\n    deployment \"web\"\n    image \"x\"\n  }\n  rollback-if back when d.failed {\n    scale \"web\" to 3\n  }\n}\n");
     let text = stdout(&runbook(&["plan", file.to_str().unwrap()]));
     assert!(text.contains("http get \"https://x\""), "{text}");
     assert!(text.contains("scale \"web\" to 3"), "{text}");

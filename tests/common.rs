@@ -34,6 +34,13 @@ pub fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// Writes `text` to `dir/name` and returns the path.
+pub fn write(dir: &Path, name: &str, text: impl AsRef<[u8]>) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("writes the test file");
+    path
+}
+
 pub fn files_with_extension(dir: &Path, ext: &str) -> Vec<PathBuf> {
     let mut found = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {

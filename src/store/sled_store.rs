@@ -1,0 +1,314 @@
+//! The embedded store: sled 0.34. Keys are big-endian so that sled's order
+//! is the order of runs and of events; every write is flushed before it
+//! returns.
+
+use super::envelope;
+use super::{RecordedParam, RunId, RunMeta, Store, StoreError};
+use crate::engine::Event;
+use std::path::Path;
+
+/// The layout this code writes. A store written in a newer layout is refused.
+pub const FORMAT: u32 = 1;
+
+pub struct SledStore {
+    db: sled::Db,
+    runs: sled::Tree,
+    events: sled::Tree,
+    path: String,
+}
+
+impl SledStore {
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let shown = path.display().to_string();
+        let db = sled::Config::new()
+            .path(path)
+            .open()
+            .map_err(|e| classify(&shown, e))?;
+        let io = |e: sled::Error| classify(&shown, e);
+        let meta = db.open_tree("meta").map_err(io)?;
+        match meta.get("format").map_err(io)? {
+            None => {
+                meta.insert("format", &FORMAT.to_be_bytes()).map_err(io)?;
+                db.flush().map_err(io)?;
+            }
+            Some(bytes) => {
+                let found = <[u8; 4]>::try_from(bytes.as_ref())
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| StoreError::Corrupt {
+                        what: "the format version is unreadable".into(),
+                    })?;
+                if found > FORMAT {
+                    return Err(StoreError::NewerFormat {
+                        path: shown,
+                        found,
+                        supported: FORMAT,
+                    });
+                }
+            }
+        }
+        Ok(SledStore {
+            runs: db.open_tree("runs").map_err(io)?,
+            events: db.open_tree("events").map_err(io)?,
+            db,
+            path: shown,
+        })
+    }
+
+    fn io(&self) -> impl Fn(sled::Error) -> StoreError + '_ {
+        move |e| classify(&self.path, e)
+    }
+
+    fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map(|_| ()).map_err(self.io())
+    }
+}
+
+fn classify(path: &str, e: sled::Error) -> StoreError {
+    let why = e.to_string();
+    if why.contains("could not acquire lock") {
+        StoreError::Locked {
+            path: path.to_string(),
+        }
+    } else if matches!(e, sled::Error::Corruption { .. }) {
+        StoreError::Corrupt { what: why }
+    } else {
+        StoreError::Io {
+            path: path.to_string(),
+            why,
+        }
+    }
+}
+
+fn event_key(run: RunId, seq: u64) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    key[..8].copy_from_slice(&run.0.to_be_bytes());
+    key[8..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, StoreError> {
+    let payload = envelope::open(bytes).map_err(|why| StoreError::Corrupt {
+        what: format!("{what}: {why}"),
+    })?;
+    serde_json::from_slice(payload).map_err(|e| StoreError::Corrupt {
+        what: format!("{what}: {e}"),
+    })
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    // Serializing our own types to JSON cannot fail: no maps with non-string keys.
+    envelope::seal(&serde_json::to_vec(value).unwrap_or_default())
+}
+
+impl Store for SledStore {
+    fn create_run(
+        &self,
+        file: &str,
+        source: &str,
+        params: Vec<(String, RecordedParam)>,
+        now: u64,
+    ) -> Result<RunMeta, StoreError> {
+        // Ids from sled are unique and increasing, also across restarts.
+        let id = RunId(self.db.generate_id().map_err(self.io())? + 1);
+        let meta = RunMeta {
+            id,
+            file: file.to_string(),
+            source: source.to_string(),
+            params,
+            created_at: now,
+        };
+        self.runs
+            .insert(id.0.to_be_bytes(), encode(&meta))
+            .map_err(self.io())?;
+        self.flush()?;
+        Ok(meta)
+    }
+
+    fn run(&self, id: RunId) -> Result<RunMeta, StoreError> {
+        let bytes = self
+            .runs
+            .get(id.0.to_be_bytes())
+            .map_err(self.io())?
+            .ok_or(StoreError::UnknownRun(id))?;
+        decode(&bytes, &format!("run {id}"))
+    }
+
+    fn runs(&self) -> Result<Vec<RunMeta>, StoreError> {
+        self.runs
+            .iter()
+            .map(|entry| {
+                let (_, bytes) = entry.map_err(self.io())?;
+                decode(&bytes, "a run")
+            })
+            .collect()
+    }
+
+    fn append(&self, id: RunId, event: &Event) -> Result<u64, StoreError> {
+        let start = event_key(id, 0);
+        let end = event_key(id, u64::MAX);
+        let next = match self.events.range(start..=end).next_back() {
+            Some(last) => {
+                let (key, _) = last.map_err(self.io())?;
+                let seq: [u8; 8] = key[8..16].try_into().map_err(|_| StoreError::Corrupt {
+                    what: format!("run {id}: an event key"),
+                })?;
+                u64::from_be_bytes(seq) + 1
+            }
+            None => 0,
+        };
+        self.events
+            .insert(event_key(id, next), encode(event))
+            .map_err(self.io())?;
+        self.flush()?;
+        Ok(next)
+    }
+
+    fn events(&self, id: RunId) -> Result<Vec<Event>, StoreError> {
+        self.run(id)?;
+        self.events
+            .range(event_key(id, 0)..=event_key(id, u64::MAX))
+            .map(|entry| {
+                let (key, bytes) = entry.map_err(self.io())?;
+                let seq = key
+                    .get(8..16)
+                    .and_then(|s| <[u8; 8]>::try_from(s).ok())
+                    .map(u64::from_be_bytes)
+                    .unwrap_or(0);
+                decode(&bytes, &format!("run {id}, event {seq}"))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn temp(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("runbook-store-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn a_run_keeps_its_source_params_and_events_in_order() {
+        let path = temp("order");
+        let store = SledStore::open(&path).expect("opens");
+        let params = vec![
+            ("service".to_string(), RecordedParam::Value("api".into())),
+            (
+                "db".to_string(),
+                RecordedParam::SecretFromEnv("DATABASE_URL".into()),
+            ),
+        ];
+        let run = store
+            .create_run("deploy.runbook", "runbook r {}\n", params.clone(), 7)
+            .expect("creates");
+        for i in 0..300 {
+            store
+                .append(
+                    run.id,
+                    &Event::StepSkipped {
+                        step: i,
+                        reason: "x".into(),
+                    },
+                )
+                .expect("appends");
+        }
+        drop(store);
+        let store = SledStore::open(&path).expect("opens again");
+        let meta = store.run(run.id).expect("known");
+        assert_eq!(
+            (meta.source.as_str(), meta.params),
+            ("runbook r {}\n", params)
+        );
+        let events = store.events(run.id).expect("reads");
+        assert_eq!(events.len(), 300);
+        assert!(
+            matches!(events[299], Event::StepSkipped { step: 299, .. }),
+            "in order past 255"
+        );
+        let other = store
+            .create_run("b.runbook", "", Vec::new(), 8)
+            .expect("creates");
+        assert!(other.id > run.id);
+        assert_eq!(store.events(other.id).expect("reads").len(), 0);
+        let _ = std::fs::remove_dir_all(&path);
+    }
+
+    #[test]
+    fn a_second_opener_is_told_the_store_is_in_use() {
+        let path = temp("lock");
+        let _first = SledStore::open(&path).expect("opens");
+        let second = SledStore::open(&path).err().map(|e| e.to_string());
+        assert!(second.is_some_and(|m| m.contains("is in use by another runbook process")));
+        let _ = std::fs::remove_dir_all(&path);
+    }
+
+    #[test]
+    fn a_newer_format_is_refused_and_an_unknown_run_is_named() {
+        let path = temp("format");
+        {
+            let store = SledStore::open(&path).expect("opens");
+            assert!(matches!(
+                store.events(RunId(42)),
+                Err(StoreError::UnknownRun(RunId(42)))
+            ));
+            let meta = store.db.open_tree("meta").expect("tree");
+            meta.insert("format", &(FORMAT + 1).to_be_bytes())
+                .expect("writes");
+            store.db.flush().expect("flushes");
+        }
+        let err = SledStore::open(&path)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains("written by a newer runbook (format 2, this one reads up to 1)"),
+            "{err}"
+        );
+        let _ = std::fs::remove_dir_all(&path);
+    }
+
+    #[test]
+    fn a_damaged_event_is_reported_not_read() {
+        let path = temp("corrupt");
+        let store = SledStore::open(&path).expect("opens");
+        let run = store
+            .create_run("a.runbook", "", Vec::new(), 0)
+            .expect("creates");
+        store
+            .append(
+                run.id,
+                &Event::StepSucceeded {
+                    step: 0,
+                    at: 1,
+                    outputs: BTreeMap::new(),
+                },
+            )
+            .expect("appends");
+        let key = event_key(run.id, 0);
+        let mut bytes = store
+            .events
+            .get(key)
+            .expect("reads")
+            .expect("there")
+            .to_vec();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x20;
+        store.events.insert(key, bytes).expect("writes");
+        let err = store
+            .events(run.id)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            err.contains(
+                "the store is damaged: run 1, event 0: a record's checksum does not match"
+            ),
+            "{err}"
+        );
+        let _ = std::fs::remove_dir_all(&path);
+    }
+}

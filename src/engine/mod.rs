@@ -3,9 +3,11 @@
 //! come) performs the decisions and records what happened as events.
 
 mod decide;
+mod journal;
 mod state;
 
 pub use decide::{decide, Decision};
+pub use journal::{Journal, RecordedParam, RunId, RunMeta, StoreError};
 pub use state::{Event, Millis, Outcome, RunState, StepState};
 
 #[cfg(test)]

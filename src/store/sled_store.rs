@@ -3,7 +3,7 @@
 //! returns.
 
 use super::envelope;
-use super::{RecordedParam, RunId, RunMeta, Store, StoreError};
+use super::{Journal, RecordedParam, RunId, RunMeta, StoreError};
 use crate::engine::Event;
 use std::path::Path;
 
@@ -100,7 +100,7 @@ fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     envelope::seal(&serde_json::to_vec(value).unwrap_or_default())
 }
 
-impl Store for SledStore {
+impl Journal for SledStore {
     fn create_run(
         &self,
         file: &str,

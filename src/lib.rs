@@ -1,8 +1,9 @@
 //! runbook: operational procedures as code that runs, checkpoints itself and resumes.
 //!
-//! Layers, each depending only on those above it in this list:
-//! `diagnostic` → `syntax` → `compile` → `engine` → `store` → `cli`.
+//! Layers, each depending only on those before it in this list:
+//! `diagnostic` → `syntax` → `error` → `compile` → `engine` → `store` → `actions` → `cli`.
 
+pub mod actions;
 pub mod cli;
 pub mod compile;
 pub mod diagnostic;

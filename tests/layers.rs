@@ -6,10 +6,11 @@ mod common;
 const LAYERS: &[&str] = &[
     "diagnostic",
     "syntax",
+    "error",
     "compile",
     "engine",
     "store",
-    "error",
+    "actions",
     "cli",
 ];
 

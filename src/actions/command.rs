@@ -1,0 +1,306 @@
+//! Running a program: argv by default (parameters never pass through a
+//! shell), `/bin/sh -c` only when the step asks for `shell`. The program runs
+//! in its own process group, so a timeout or a cancel stops everything it
+//! started. Output is streamed line by line and kept up to a cap, so a step
+//! that prints 100 MB keeps memory bounded.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::Command;
+
+#[derive(Debug, Clone, Default)]
+pub struct CommandSpec {
+    /// The program, or with `shell` the script for `/bin/sh -c`.
+    pub program: String,
+    pub args: Vec<String>,
+    pub shell: bool,
+    pub env: Vec<(String, String)>,
+    pub cwd: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Text kept from one stream: the first `cap` bytes, and how much was dropped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Captured {
+    pub text: String,
+    pub dropped_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    /// The program exited with this code.
+    Exited(i32),
+    /// A signal ended it (and not our timeout).
+    Signalled(i32),
+    /// The timeout passed; the whole process group was killed.
+    TimedOut,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandResult {
+    pub ended: Ended,
+    pub stdout: Captured,
+    pub stderr: Captured,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("cannot start `{program}`: {why}")]
+    Start { program: String, why: String },
+    #[error("lost track of `{program}`: {why}")]
+    Wait { program: String, why: String },
+}
+
+/// Runs the command to its end, or until `timeout`. `on_line` sees every
+/// line as it comes (for the terminal); the result keeps the first `cap`
+/// bytes of each stream.
+pub async fn run(
+    spec: &CommandSpec,
+    timeout: Option<Duration>,
+    cap: usize,
+    mut on_line: impl FnMut(Stream, &str),
+) -> Result<CommandResult, CommandError> {
+    let mut command = if spec.shell {
+        let mut c = Command::new("/bin/sh");
+        c.arg("-c").arg(&spec.program);
+        c
+    } else {
+        let mut c = Command::new(&spec.program);
+        c.args(&spec.args);
+        c
+    };
+    command
+        .envs(spec.env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    if let Some(dir) = &spec.cwd {
+        command.current_dir(dir);
+    }
+    let program = spec.program.clone();
+    let mut child = command.spawn().map_err(|e| CommandError::Start {
+        program: program.clone(),
+        why: crate::error::io_reason(&e),
+    })?;
+    let group = child.id();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    if let Some(out) = child.stdout.take() {
+        tokio::spawn(forward(out, Stream::Stdout, tx.clone()));
+    }
+    if let Some(err) = child.stderr.take() {
+        tokio::spawn(forward(err, Stream::Stderr, tx));
+    }
+    let mut stdout = Captured::default();
+    let mut stderr = Captured::default();
+    let collect = async {
+        while let Some((stream, line)) = rx.recv().await {
+            on_line(stream, &line);
+            let kept = if stream == Stream::Stdout {
+                &mut stdout
+            } else {
+                &mut stderr
+            };
+            keep(kept, &line, cap);
+        }
+    };
+    let waited = async {
+        let (status, ()) = tokio::join!(child.wait(), collect);
+        status
+    };
+    let status = match timeout {
+        Some(limit) => match tokio::time::timeout(limit, waited).await {
+            Ok(status) => status,
+            Err(_) => {
+                kill_group(group);
+                return Ok(CommandResult {
+                    ended: Ended::TimedOut,
+                    stdout,
+                    stderr,
+                });
+            }
+        },
+        None => waited.await,
+    }
+    .map_err(|e| CommandError::Wait {
+        program,
+        why: e.to_string(),
+    })?;
+    use std::os::unix::process::ExitStatusExt;
+    let ended = match (status.code(), status.signal()) {
+        (Some(code), _) => Ended::Exited(code),
+        (None, Some(signal)) => Ended::Signalled(signal),
+        (None, None) => Ended::Signalled(0),
+    };
+    Ok(CommandResult {
+        ended,
+        stdout,
+        stderr,
+    })
+}
+
+/// Sends each line of a pipe on; a line longer than 64 KiB is sent in
+/// pieces, so that one endless line cannot grow a buffer without bound.
+async fn forward(
+    pipe: impl AsyncRead + Unpin,
+    stream: Stream,
+    tx: tokio::sync::mpsc::UnboundedSender<(Stream, String)>,
+) {
+    const LONGEST: usize = 64 * 1024;
+    let mut reader = BufReader::with_capacity(LONGEST, pipe);
+    let mut line: Vec<u8> = Vec::new();
+    loop {
+        let used = match reader.fill_buf().await {
+            Ok([]) | Err(_) => break,
+            Ok(buf) => {
+                let room = LONGEST - line.len();
+                let end = match buf.iter().take(room).position(|b| *b == b'\n') {
+                    Some(i) => i + 1,
+                    None => buf.len().min(room),
+                };
+                line.extend_from_slice(&buf[..end]);
+                end
+            }
+        };
+        reader.consume(used);
+        if line.ends_with(b"\n") || line.len() >= LONGEST {
+            let text = String::from_utf8_lossy(&line).into_owned();
+            line.clear();
+            if tx.send((stream, text)).is_err() {
+                return;
+            }
+        }
+    }
+    if !line.is_empty() {
+        let _ = tx.send((stream, String::from_utf8_lossy(&line).into_owned()));
+    }
+}
+
+fn keep(kept: &mut Captured, line: &str, cap: usize) {
+    let room = cap.saturating_sub(kept.text.len());
+    if line.len() <= room {
+        kept.text.push_str(line);
+        return;
+    }
+    let mut cut = room;
+    while !line.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    kept.text.push_str(&line[..cut]);
+    kept.dropped_bytes += (line.len() - cut) as u64;
+}
+
+/// Kills the process group the command leads: its children too.
+fn kill_group(leader: Option<u32>) {
+    if let Some(pid) = leader.and_then(|p| i32::try_from(p).ok()) {
+        // SAFETY: kill(2) with a negative pid signals a process group; it reads no memory of ours.
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(program: &str, args: &[&str]) -> CommandSpec {
+        CommandSpec {
+            program: program.into(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            ..CommandSpec::default()
+        }
+    }
+
+    async fn run_quietly(
+        spec: &CommandSpec,
+        timeout: Option<Duration>,
+        cap: usize,
+    ) -> CommandResult {
+        run(spec, timeout, cap, |_, _| {}).await.expect("runs")
+    }
+
+    #[tokio::test]
+    async fn arguments_reach_the_program_verbatim_without_a_shell() {
+        let dir = std::env::temp_dir().join(format!("runbook-argv-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let mut s = spec("printf", &["%s|", "$(touch injected)", "a b", "; rm -rf x"]);
+        s.cwd = Some(dir.clone());
+        let r = run_quietly(&s, None, 1024).await;
+        assert_eq!(r.ended, Ended::Exited(0));
+        assert_eq!(r.stdout.text, "$(touch injected)|a b|; rm -rf x|");
+        assert!(!dir.join("injected").exists(), "nothing was run by a shell");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn env_cwd_exit_code_and_stderr_are_kept() {
+        let s = CommandSpec {
+            program: "echo \"$GREETING from $(pwd)\" >&2; exit 3".into(),
+            shell: true,
+            env: vec![("GREETING".into(), "hello".into())],
+            cwd: Some("/tmp".into()),
+            ..CommandSpec::default()
+        };
+        let r = run_quietly(&s, None, 1024).await;
+        assert_eq!(r.ended, Ended::Exited(3));
+        assert_eq!(r.stderr.text, "hello from /tmp\n");
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_output_is_capped_and_counted() {
+        let s = spec("/bin/sh", &["-c", "yes 0123456789 | head -c 20000000"]);
+        let mut lines = 0usize;
+        let r = run(&s, None, 1000, |_, _| lines += 1).await.expect("runs");
+        assert_eq!(r.ended, Ended::Exited(0));
+        assert_eq!(r.stdout.text.len(), 1000);
+        assert_eq!(r.stdout.dropped_bytes, 20_000_000 - 1000);
+        assert_eq!(lines, 20_000_000 / 11 + 1, "every line was streamed");
+    }
+
+    #[tokio::test]
+    async fn a_timeout_kills_the_whole_process_group() {
+        let pidfile = std::env::temp_dir().join(format!("runbook-group-{}", std::process::id()));
+        let script = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
+        let s = CommandSpec {
+            program: script,
+            shell: true,
+            ..CommandSpec::default()
+        };
+        let r = run_quietly(&s, Some(Duration::from_millis(300)), 1024).await;
+        assert_eq!(r.ended, Ended::TimedOut);
+        let child: i32 = std::fs::read_to_string(&pidfile)
+            .expect("pid")
+            .trim()
+            .parse()
+            .expect("a pid");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Killed, or a zombie waiting for whoever adopted it to reap it: not running.
+        let state = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+        let alive = state
+            .split(") ")
+            .nth(1)
+            .is_some_and(|rest| !rest.starts_with('Z'));
+        let _ = std::fs::remove_file(&pidfile);
+        assert!(!alive, "the background child of the script was killed too");
+    }
+
+    #[tokio::test]
+    async fn a_missing_program_is_one_plain_sentence() {
+        let err = run(&spec("/no/such/program", &[]), None, 10, |_, _| {})
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot start `/no/such/program`: no such file"
+        );
+    }
+}

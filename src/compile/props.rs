@@ -8,11 +8,6 @@ use crate::diagnostic::{Code, Diagnostic, Span};
 use crate::syntax::ast::{Expr, ExprKind, Property};
 use std::collections::HashMap;
 
-/// Steps named by `undo`-style arguments, found while checking.
-pub struct StepArg {
-    pub id: StepId,
-}
-
 /// What a property list is checked against.
 pub struct Table<'a> {
     /// "a `deploy` step" or "a runbook": used in messages.
@@ -23,14 +18,15 @@ pub struct Table<'a> {
     pub unknown_code: Code,
 }
 
-/// Checks a list of properties; returns the step arguments found.
+/// Checks a list of properties; returns the steps named by step arguments
+/// (`undo production`).
 pub fn check(
     props: &[Property],
     table: &Table,
     owner_span: Span,
     typer: &mut Typer,
     steps: &HashMap<String, (StepId, &'static super::schema::Kind)>,
-) -> Vec<StepArg> {
+) -> Vec<StepId> {
     let mut seen: HashMap<&str, Span> = HashMap::new();
     let mut found = Vec::new();
     // Names that unknown properties were probably meant to be: not also "missing".
@@ -145,7 +141,7 @@ fn check_shape(
     spec: &'static Prop,
     typer: &mut Typer,
     steps: &HashMap<String, (StepId, &'static super::schema::Kind)>,
-    found: &mut Vec<StepArg>,
+    found: &mut Vec<StepId>,
 ) {
     let shape: &Shape = &spec.shape;
     let wrong = |at: Span, what: &str| {
@@ -205,7 +201,7 @@ fn check_arg(
     expr: &Expr,
     typer: &mut Typer,
     steps: &HashMap<String, (StepId, &'static super::schema::Kind)>,
-    found: &mut Vec<StepArg>,
+    found: &mut Vec<StepId>,
 ) {
     match arg {
         Arg::Word(words) => {
@@ -267,7 +263,7 @@ fn check_arg(
                     return;
                 }
             }
-            found.push(StepArg { id });
+            found.push(id);
         }
         Arg::Condition => {
             typer.in_check = true;

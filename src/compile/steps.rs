@@ -227,10 +227,10 @@ impl Compiler {
             self.edges.push((from, compiled.id, Edge::Succeeded));
         }
         self.expectation_required(step, kind);
-        for arg in step_args {
+        for id in step_args {
             // An undo must run even when the deploy it undoes failed.
-            self.edges.push((arg.id, compiled.id, Edge::Settled));
-            compiled.undoes.push(arg.id);
+            self.edges.push((id, compiled.id, Edge::Settled));
+            compiled.undoes.push(id);
         }
         for p in &step.body {
             let first = p.args.first();

@@ -191,31 +191,6 @@ pub enum StrPart {
 }
 
 impl Expr {
-    /// Calls `f` on this expression and every expression inside it.
-    pub fn walk<'a>(&'a self, f: &mut dyn FnMut(&'a Expr)) {
-        f(self);
-        match &self.kind {
-            ExprKind::Str(s) => {
-                for part in &s.parts {
-                    if let StrPart::Interp(e) = part {
-                        e.walk(f);
-                    }
-                }
-            }
-            ExprKind::List(items) | ExprKind::Call { args: items, .. } => {
-                for e in items {
-                    e.walk(f);
-                }
-            }
-            ExprKind::Not(e) => e.walk(f),
-            ExprKind::Binary { lhs, rhs, .. } => {
-                lhs.walk(f);
-                rhs.walk(f);
-            }
-            _ => {}
-        }
-    }
-
     /// The bare name of a one-segment path (`production`), if it is one.
     pub fn as_name(&self) -> Option<&Ident> {
         match &self.kind {

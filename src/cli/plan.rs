@@ -61,8 +61,8 @@ pub fn render(plan: &Plan, b: &Bindings, env: &dyn Fn(&str) -> Option<String>) -
     }
     if let Some(sched) = &s.schedule {
         let mut text = format!("schedule \"{}\" {}", sched.cron, sched.timezone);
-        if let Some(words) = crate::compile::schedule::describe(&sched.cron) {
-            let _ = write!(text, " ({words})");
+        if !sched.description.is_empty() {
+            let _ = write!(text, " ({})", sched.description);
         }
         if let Some(w) = sched.window {
             let _ = write!(text, ", window {}", format_duration(w.as_millis() as u64));

@@ -256,15 +256,20 @@ impl Compiler {
     fn schedule(&mut self, p: &ast::Property) -> Option<Schedule> {
         let cron_expr = p.args.first()?;
         let cron = self.text_literal(cron_expr, "schedule")?;
-        if let Err(why) = schedule::check_cron(&cron) {
-            self.diagnostics.push(
-                Diagnostic::new(Code::InvalidValue, format!("`{cron}` {why}"))
-                    .label(cron_expr.span, "this schedule")
-                    .help("write five fields: minute hour day-of-month month day-of-week, e.g. \"0 2 * * *\" for 02:00 every day"),
-            );
-        }
+        let description = match schedule::check_cron(&cron) {
+            Ok(parsed) => parsed.describe().trim_end_matches('.').to_string(),
+            Err(why) => {
+                self.diagnostics.push(
+                    Diagnostic::new(Code::InvalidValue, format!("`{cron}` {why}"))
+                        .label(cron_expr.span, "this schedule")
+                        .help("write five fields: minute hour day-of-month month day-of-week, e.g. \"0 2 * * *\" for 02:00 every day"),
+                );
+                String::new()
+            }
+        };
         let mut schedule = Schedule {
             cron,
+            description,
             timezone: "UTC".into(),
             window: None,
             overlap: Overlap::Skip,

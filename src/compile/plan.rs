@@ -94,6 +94,8 @@ pub enum Overlap {
 #[derive(Debug, Clone)]
 pub struct Schedule {
     pub cron: String,
+    /// When it fires, in words ("At 02:00").
+    pub description: String,
     pub timezone: String,
     pub window: Option<Duration>,
     pub overlap: Overlap,

@@ -37,12 +37,6 @@ pub fn check_timezone(name: &str) -> Result<chrono_tz::Tz, String> {
     })
 }
 
-/// What the expression means, in words ("At 02:00").
-pub fn describe(expression: &str) -> Option<String> {
-    let cron = Cron::from_str(expression).ok()?;
-    Some(cron.describe().trim_end_matches('.').to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -68,17 +68,23 @@ pub async fn drive<J: Journal>(
     runner: Arc<dyn StepRunner>,
     clock: &Clock,
 ) -> Result<Outcome, DriveError> {
-    let mut events = journal.events(run)?;
-    if events.is_empty() {
-        record(
-            journal,
-            run,
-            &mut events,
-            Event::RunStarted { at: clock.now() },
-        )?;
+    let mut log = Log {
+        journal,
+        run,
+        plan: &plan,
+        state: RunState::replay(&plan, &journal.events(run)?),
+    };
+    if log.state.started_at.is_none() {
+        log.record(Event::RunStarted { at: clock.now() })?;
     }
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(StepId, StepResult)>();
-    let start = |step: StepId, attempt: u32| {
+    // Records the start (flushed), then runs the attempt in its own task.
+    let start = |log: &mut Log<J>, step: StepId, attempt: u32| -> Result<(), StoreError> {
+        log.record(Event::StepStarted {
+            step: step.0,
+            attempt,
+            at: clock.now(),
+        })?;
         let runner = Arc::clone(&runner);
         let compiled = plan.steps[step.0].clone();
         let tx = tx.clone();
@@ -98,12 +104,12 @@ pub async fn drive<J: Journal>(
             };
             let _ = tx.send((step, result));
         });
+        Ok(())
     };
-    let state = RunState::replay(&plan, &events);
     let interrupted: Vec<(StepId, u32)> = plan
         .steps
         .iter()
-        .filter_map(|s| match state.step(s.id) {
+        .filter_map(|s| match log.state.step(s.id) {
             StepState::Running { attempt, .. } => Some((s.id, *attempt)),
             _ => None,
         })
@@ -117,60 +123,29 @@ pub async fn drive<J: Journal>(
         return Err(DriveError::Interrupted(unsafe_to_rerun));
     }
     for (step, attempt) in interrupted {
-        record(
-            journal,
-            run,
-            &mut events,
-            Event::StepStarted {
-                step: step.0,
-                attempt,
-                at: clock.now(),
-            },
-        )?;
-        start(step, attempt);
+        start(&mut log, step, attempt)?;
     }
     loop {
-        let state = RunState::replay(&plan, &events);
         let mut wake = None;
         let mut progressed = false;
-        for decision in decide(&plan, &state, bindings, env, clock.now()) {
+        for decision in decide(&plan, &log.state, bindings, env, clock.now()) {
             match decision {
                 Decision::Start { step, attempt } => {
-                    record(
-                        journal,
-                        run,
-                        &mut events,
-                        Event::StepStarted {
-                            step: step.0,
-                            attempt,
-                            at: clock.now(),
-                        },
-                    )?;
-                    start(step, attempt);
+                    start(&mut log, step, attempt)?;
                     progressed = true;
                 }
                 Decision::Skip { step, reason } => {
-                    record(
-                        journal,
-                        run,
-                        &mut events,
-                        Event::StepSkipped {
-                            step: step.0,
-                            reason,
-                        },
-                    )?;
+                    log.record(Event::StepSkipped {
+                        step: step.0,
+                        reason,
+                    })?;
                     progressed = true;
                 }
                 Decision::Finish(outcome) => {
-                    record(
-                        journal,
-                        run,
-                        &mut events,
-                        Event::RunFinished {
-                            outcome,
-                            at: clock.now(),
-                        },
-                    )?;
+                    log.record(Event::RunFinished {
+                        outcome,
+                        at: clock.now(),
+                    })?;
                     return Ok(outcome);
                 }
                 Decision::WakeAt(at) => wake = Some(at),
@@ -197,19 +172,25 @@ pub async fn drive<J: Journal>(
                     error,
                 },
             };
-            record(journal, run, &mut events, event)?;
+            log.record(event)?;
         }
     }
 }
 
-/// Writes an event (the journal flushes) before the driver acts on it.
-fn record<J: Journal>(
-    journal: &J,
+/// The journal and the state folded from it, kept in step.
+struct Log<'a, J: Journal> {
+    journal: &'a J,
     run: RunId,
-    events: &mut Vec<Event>,
-    event: Event,
-) -> Result<(), StoreError> {
-    journal.append(run, &event)?;
-    events.push(event);
-    Ok(())
+    plan: &'a Plan,
+    state: RunState,
+}
+
+impl<J: Journal> Log<'_, J> {
+    /// Writes an event (the journal flushes) before the driver acts on it,
+    /// then folds it into the state.
+    fn record(&mut self, event: Event) -> Result<(), StoreError> {
+        self.journal.append(self.run, &event)?;
+        self.state.apply(self.plan, &event);
+        Ok(())
+    }
 }

@@ -11,6 +11,9 @@ pub enum Error {
     Write { path: PathBuf, why: String },
     #[error("{0}")]
     Usage(String),
+    /// The store, a run or a step is not as the command needs it.
+    #[error("{0}")]
+    Run(String),
 }
 
 /// Reads a runbook file, refusing what cannot be one with a plain sentence.

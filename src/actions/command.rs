@@ -92,6 +92,9 @@ pub async fn run(
         why: crate::error::io_reason(&e),
     })?;
     let group = child.id();
+    // Dropped with the future when the step is cancelled or aborted: the
+    // whole group goes, not only the direct child.
+    let mut guard = GroupGuard(group);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     if let Some(out) = child.stdout.take() {
         tokio::spawn(forward(out, Stream::Stdout, tx.clone()));
@@ -134,6 +137,7 @@ pub async fn run(
         program,
         why: e.to_string(),
     })?;
+    guard.0 = None;
     use std::os::unix::process::ExitStatusExt;
     let ended = match (status.code(), status.signal()) {
         (Some(code), _) => Ended::Exited(code),
@@ -196,6 +200,15 @@ fn keep(kept: &mut Captured, line: &str, cap: usize) {
     }
     kept.text.push_str(&line[..cut]);
     kept.dropped_bytes += (line.len() - cut) as u64;
+}
+
+/// Kills the group when dropped before the command ended.
+struct GroupGuard(Option<u32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        kill_group(self.0.take());
+    }
 }
 
 /// Kills the process group the command leads: its children too.

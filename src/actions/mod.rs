@@ -1,4 +1,6 @@
 //! What steps do to the world. Each action is a plain async function with
-//! its own tests; the engine's driver (to come) calls them.
+//! its own tests; `local.rs` is the engine's `StepRunner` that evaluates a
+//! step's properties and calls them.
 
 pub mod command;
+pub mod local;

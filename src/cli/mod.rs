@@ -4,6 +4,10 @@ mod check;
 mod fmt;
 mod graph;
 mod plan;
+mod run;
+mod runs;
+mod store;
+mod view;
 
 use crate::error::Error;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -20,6 +24,9 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Where runs are kept [default: $RUNBOOK_STATE, else $XDG_STATE_HOME/runbook, else ~/.local/state/runbook].
+    #[arg(long, global = true, value_name = "DIR")]
+    state: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -64,6 +71,75 @@ enum Command {
         #[arg(short = 'p', long = "param", value_name = "NAME=VALUE")]
         params: Vec<String>,
     },
+    /// Run a runbook; every step is recorded, so an interrupted run can be resumed.
+    #[command(
+        after_help = "Exit status: 0 succeeded, 1 failed (or could not start), 2 the runbook has diagnostics, 3 rolled back, 4 cancelled, 130 stopped by Ctrl-C (resumable).\n\nExample:\n  runbook run workflows/demo.runbook -p release=v2\n  runbook run deploy.runbook -p service=api --json > events.jsonl"
+    )]
+    Run {
+        file: PathBuf,
+        /// A parameter, NAME=VALUE (repeatable).
+        #[arg(short = 'p', long = "param", value_name = "NAME=VALUE")]
+        params: Vec<String>,
+        /// Print one JSON object per event and per output line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Continue a run that was stopped or interrupted, without re-running finished steps.
+    #[command(
+        after_help = "A step interrupted while running starts again when that is safe (wait, approve, verify, or `on-interrupt rerun`). Otherwise say what to do with it.\n\nExample:\n  runbook resume 7\n  runbook resume 7 --rerun migrate\n  runbook resume 7 --done restore_db   # you finished it by hand"
+    )]
+    Resume {
+        run: u64,
+        /// Run this interrupted step again (repeatable).
+        #[arg(long, value_name = "STEP")]
+        rerun: Vec<String>,
+        /// Leave this interrupted step undone; what needs it is skipped (repeatable).
+        #[arg(long, value_name = "STEP")]
+        skip: Vec<String>,
+        /// Record this interrupted step as done by hand (repeatable).
+        #[arg(long, value_name = "STEP")]
+        done: Vec<String>,
+        /// A secret that was given with -p when the run started.
+        #[arg(short = 'p', long = "param", value_name = "NAME=VALUE")]
+        params: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List runs, or show one run's steps.
+    #[command(after_help = "Example:\n  runbook status\n  runbook status 7 --json")]
+    Status {
+        run: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what a run's steps printed (every attempt).
+    #[command(after_help = "Example:\n  runbook logs 7\n  runbook logs 7 migrate")]
+    Logs { run: u64, step: Option<String> },
+    /// Approve a step that is waiting for approval.
+    #[command(after_help = "Example:\n  runbook approve 7 go_live --as alice")]
+    Approve {
+        run: u64,
+        step: String,
+        /// Who approves (recorded with the time).
+        #[arg(long = "as", value_name = "NAME")]
+        by: String,
+    },
+    /// Cancel a run: running steps are stopped (their whole process group), nothing more starts.
+    #[command(after_help = "Example:\n  runbook cancel 7")]
+    Cancel { run: u64 },
+    /// Run a finished run again from a step; the steps before it keep their results and outputs.
+    #[command(after_help = "Example:\n  runbook retry 7 --from deploy")]
+    Retry {
+        run: u64,
+        /// The first step to run again; every step after it runs again too.
+        #[arg(long, value_name = "STEP")]
+        from: String,
+        /// A secret that was given with -p when the run started.
+        #[arg(short = 'p', long = "param", value_name = "NAME=VALUE")]
+        params: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -93,11 +169,38 @@ pub fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { EXIT_ERROR } else { EXIT_OK });
         }
     };
+    let state = store::state_dir(cli.state);
+    let opts = |json: bool| run::RunOptions {
+        state: state.clone(),
+        json,
+    };
     let result = match cli.command {
         Command::Check { files, format } => check::run(&files, matches!(format, CheckFormat::Json)),
         Command::Fmt { files, check } => fmt::run(&files, check),
         Command::Graph { file, format } => graph::run(&file, format),
         Command::Plan { file, params } => plan::run(&file, &params),
+        Command::Run { file, params, json } => run::start(&file, &params, &opts(json)),
+        Command::Resume {
+            run,
+            rerun,
+            skip,
+            done,
+            params,
+            json,
+        } => {
+            let choices = crate::engine::Choices { rerun, skip, done };
+            run::resume(run, &params, choices, &opts(json))
+        }
+        Command::Status { run, json } => runs::status(&state, run, json),
+        Command::Logs { run, step } => runs::logs(&state, run, step.as_deref()),
+        Command::Approve { run, step, by } => runs::approve(&state, run, &step, &by),
+        Command::Cancel { run } => runs::cancel(&state, run),
+        Command::Retry {
+            run,
+            from,
+            params,
+            json,
+        } => run::retry(run, &from, &params, &opts(json)),
     };
     match result {
         Ok(code) => ExitCode::from(code),

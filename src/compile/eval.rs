@@ -21,6 +21,8 @@ pub enum Value {
     List(Vec<Value>),
     /// A secret, with where it comes from; the value itself is not kept.
     Secret(String),
+    /// A secret's value, during a run only: it prints as `***`.
+    Sealed(Sealed),
     /// Known only at run time; holds the expression as written.
     Later(String),
 }
@@ -38,8 +40,41 @@ impl fmt::Display for Value {
                 let items: Vec<String> = items.iter().map(|v| v.to_string()).collect();
                 write!(f, "[{}]", items.join(", "))
             }
-            Value::Secret(_) => f.write_str("***"),
+            Value::Secret(_) | Value::Sealed(_) => f.write_str("***"),
             Value::Later(text) => write!(f, "<at run time: {text}>"),
+        }
+    }
+}
+
+/// A secret's value. It never prints: `Display` and `Debug` show `***`, and
+/// only `expose` gives the text, where a step hands it to a program.
+#[derive(Clone, PartialEq)]
+pub struct Sealed(String);
+
+impl Sealed {
+    pub fn new(value: String) -> Self {
+        Sealed(value)
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Sealed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl Value {
+    /// The text a step uses: a secret's value too. Never for printing.
+    pub fn expose(&self) -> Option<String> {
+        match self {
+            Value::Str(s) => Some(s.clone()),
+            Value::Sealed(s) => Some(s.expose().to_string()),
+            Value::Secret(_) | Value::Later(_) | Value::List(_) => None,
+            other => Some(other.to_string()),
         }
     }
 }
@@ -75,6 +110,22 @@ pub struct Bindings {
     /// Secrets whose environment variable is not set: a plan can still be
     /// shown, but a run cannot start.
     pub unset_secrets: Vec<(String, String)>,
+    /// For a run: secrets and `env()` evaluate to their values, sealed.
+    /// Otherwise (plan, check) to a marker saying where they come from.
+    pub reveal: bool,
+}
+
+impl Bindings {
+    /// Every secret value bound, so that output can be scrubbed of them.
+    pub fn sealed_values(&self) -> Vec<String> {
+        self.values
+            .values()
+            .filter_map(|v| match v {
+                Value::Sealed(s) if !s.expose().is_empty() => Some(s.expose().to_string()),
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 /// Why the parameters cannot be resolved: one plain sentence each.
@@ -86,8 +137,45 @@ pub fn bind(
     given: &[(String, String)],
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Bindings, ParamErrors> {
+    bind_with(plan, given, env, Bindings::default())
+}
+
+/// Binds for a run: secret values are read (and sealed), and a secret whose
+/// variable is not set is an error rather than a warning.
+pub fn bind_for_run(
+    plan: &Plan,
+    given: &[(String, String)],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Bindings, ParamErrors> {
+    let start = Bindings {
+        reveal: true,
+        ..Bindings::default()
+    };
+    let bindings = bind_with(plan, given, env, start)?;
+    let unset: Vec<String> = bindings
+        .unset_secrets
+        .iter()
+        .map(|(name, var)| {
+            format!(
+                "the secret `{name}` is read from ${var}, which is not set; set it and try again"
+            )
+        })
+        .collect();
+    if unset.is_empty() {
+        Ok(bindings)
+    } else {
+        Err(unset)
+    }
+}
+
+fn bind_with(
+    plan: &Plan,
+    given: &[(String, String)],
+    env: &dyn Fn(&str) -> Option<String>,
+    start: Bindings,
+) -> Result<Bindings, ParamErrors> {
     let mut errors = Vec::new();
-    let mut bindings = Bindings::default();
+    let mut bindings = start;
     for (name, _) in given {
         if !plan.params.iter().any(|p| &p.name == name) {
             let names = plan.params.iter().map(|p| p.name.as_str());
@@ -101,7 +189,11 @@ pub fn bind(
         let value = match given.iter().rev().find(|(n, _)| n == &param.name) {
             Some((_, text)) => {
                 bindings.given.push(param.name.clone());
-                parse_value(param.ty, text).map_err(|why| format!("-p {}: {why}", param.name))
+                if bindings.reveal && param.ty == Type::Secret {
+                    Ok(Value::Sealed(Sealed::new(text.clone())))
+                } else {
+                    parse_value(param.ty, text).map_err(|why| format!("-p {}: {why}", param.name))
+                }
             }
             None => match &param.default {
                 Some(default) => default_value(&param.name, param.ty, default, &mut bindings, env),
@@ -143,7 +235,9 @@ fn default_value(
     if let ExprKind::Call { args, .. } = &default.kind {
         if let Some(Value::Str(var)) = args.first().map(|a| eval(a, b, env)) {
             return Ok(match env(&var) {
+                Some(value) if b.reveal => Value::Sealed(Sealed::new(value)),
                 Some(_) => Value::Secret(format!("from ${var}")),
+                None if args.len() > 1 && b.reveal => seal(eval(&args[1], b, env)),
                 None if args.len() > 1 => Value::Secret("default".into()),
                 None => {
                     b.unset_secrets.push((name.to_string(), var.clone()));
@@ -152,7 +246,18 @@ fn default_value(
             });
         }
     }
-    Ok(Value::Secret("default".into()))
+    Ok(if b.reveal {
+        seal(eval(default, b, env))
+    } else {
+        Value::Secret("default".into())
+    })
+}
+
+fn seal(v: Value) -> Value {
+    match v.expose() {
+        Some(text) => Value::Sealed(Sealed::new(text)),
+        None => v,
+    }
 }
 
 /// Reads a command-line value as a parameter of type `ty`.
@@ -197,18 +302,27 @@ pub fn eval_in(
     match &e.kind {
         ExprKind::Str(s) => {
             let mut out = String::new();
+            let mut sealed = false;
             for part in &s.parts {
                 match part {
                     StrPart::Text(t) => out.push_str(t),
                     StrPart::Interp(inner) => match eval(inner) {
                         Value::Str(t) => out.push_str(&t),
+                        Value::Sealed(t) => {
+                            sealed = true;
+                            out.push_str(t.expose());
+                        }
                         Value::Secret(from) => return Value::Secret(from),
                         Value::Later(_) => return later(),
                         other => out.push_str(&other.to_string()),
                     },
                 }
             }
-            Value::Str(out)
+            if sealed {
+                Value::Sealed(Sealed::new(out))
+            } else {
+                Value::Str(out)
+            }
         }
         ExprKind::Int { value, .. } => value.map(Value::Int).unwrap_or_else(later),
         ExprKind::Float { value, .. } => Value::Float(*value),
@@ -223,6 +337,7 @@ pub fn eval_in(
                 // What the environment holds is often a credential: it is used,
                 // never shown. Only the written fallback is shown as it is.
                 Some(Value::Str(var)) => match env(&var) {
+                    Some(value) if b.reveal => Value::Sealed(Sealed::new(value)),
                     Some(_) => Value::Secret(format!("from ${var}")),
                     None => fallback.unwrap_or(Value::Str(String::new())),
                 },
@@ -277,7 +392,9 @@ fn binary(op: BinaryOp, l: Value, r: Value) -> Option<Value> {
                     (Value::Later(_), _)
                     | (_, Value::Later(_))
                     | (Value::Secret(_), _)
-                    | (_, Value::Secret(_)) => return None,
+                    | (_, Value::Secret(_))
+                    | (Value::Sealed(_), _)
+                    | (_, Value::Sealed(_)) => return None,
                     _ => l == r,
                 },
             };
@@ -312,6 +429,31 @@ mod tests {
         let b = bind(&p, &[("service".into(), "api".into())], &env).expect("binds");
         assert_eq!(b.values["image"], Value::Str("svc/api:1".into()));
         assert_eq!(b.values["dsn"].to_string(), "***");
+    }
+
+    #[test]
+    fn a_run_reads_secret_values_but_never_prints_them() {
+        let p = plan("runbook r {\n  param db: secret = env(\"RB_TEST_DB\")\n  let dsn = \"${db}/x\"\n  let token = env(\"RB_TEST_TOKEN\")\n}\n");
+        let env = |name: &str| match name {
+            "RB_TEST_DB" => Some("postgres://u:hunter2@db".to_string()),
+            "RB_TEST_TOKEN" => Some("tok-123".to_string()),
+            _ => None,
+        };
+        let b = bind_for_run(&p, &[], &env).expect("binds");
+        assert_eq!(
+            b.values["dsn"].expose().as_deref(),
+            Some("postgres://u:hunter2@db/x")
+        );
+        assert_eq!(b.values["dsn"].to_string(), "***");
+        assert_eq!(format!("{:?}", b.values["token"]), "Sealed(***)");
+        let mut values = b.sealed_values();
+        values.sort();
+        assert_eq!(values.len(), 3);
+        let unset = bind_for_run(&p, &[], &|_| None).unwrap_err();
+        assert_eq!(
+            unset[0],
+            "the secret `db` is read from $RB_TEST_DB, which is not set; set it and try again"
+        );
     }
 
     #[test]

@@ -36,10 +36,17 @@ pub fn decide(
             Vec::new()
         };
     }
+    if state.timed_out && !state.phase_settled(plan, Phase::Main) {
+        return stop_main(plan, state);
+    }
     if !state.phase_settled(plan, Phase::Main) {
         return advance(plan, state, bindings, env, now, Phase::Main);
     }
-    let outcome = main_outcome(plan, state);
+    let outcome = if state.timed_out {
+        Outcome::Failed
+    } else {
+        main_outcome(plan, state)
+    };
     if outcome == Outcome::Failed && !state.phase_settled(plan, Phase::OnFailure) {
         return advance(plan, state, bindings, env, now, Phase::OnFailure);
     }
@@ -54,6 +61,25 @@ pub fn decide(
         .collect();
     decisions.push(Decision::Finish(outcome));
     decisions
+}
+
+/// After the runbook's timeout: what has not started never will; running
+/// steps are the driver's to stop.
+fn stop_main(plan: &Plan, state: &RunState) -> Vec<Decision> {
+    plan.steps
+        .iter()
+        .filter(|s| s.phase == Phase::Main)
+        .filter(|s| {
+            matches!(
+                state.step(s.id),
+                StepState::Pending | StepState::Retrying { .. }
+            )
+        })
+        .map(|s| Decision::Skip {
+            step: s.id,
+            reason: "the runbook's timeout passed".into(),
+        })
+        .collect()
 }
 
 /// Starts and skips within one phase.
@@ -140,15 +166,22 @@ fn readiness(
 }
 
 /// `STEP.succeeded`, `STEP.failed`, `STEP.skipped`, `STEP.output.NAME`.
-fn step_field(plan: &Plan, state: &RunState, path: &[Ident]) -> Option<Value> {
-    let (head, field) = (path.first()?, path.get(1)?);
-    let step = plan.step(&head.name)?;
-    let s = state.step(step.id);
-    Some(match field.name.as_str() {
+pub fn step_field(plan: &Plan, state: &RunState, path: &[Ident]) -> Option<Value> {
+    let step = plan.step(&path.first()?.name)?;
+    field_of(state.step(step.id), &state.outputs[step.id.0], &path[1..])
+}
+
+/// One step's field, from its state and outputs.
+pub fn field_of(
+    s: &StepState,
+    outputs: &std::collections::BTreeMap<String, String>,
+    field: &[Ident],
+) -> Option<Value> {
+    Some(match field.first()?.name.as_str() {
         "succeeded" => Value::Bool(*s == StepState::Succeeded),
         "failed" => Value::Bool(matches!(s, StepState::Failed { .. })),
         "skipped" => Value::Bool(matches!(s, StepState::Skipped { .. })),
-        "output" => Value::Str(state.outputs[step.id.0].get(&path.get(2)?.name)?.clone()),
+        "output" => Value::Str(outputs.get(&field.get(1)?.name)?.clone()),
         _ => return None,
     })
 }

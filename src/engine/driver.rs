@@ -3,22 +3,52 @@
 //! continued from its journal after any crash.
 
 use super::{
-    decide, Decision, Event, Journal, Millis, Outcome, RunId, RunState, StepState, StoreError,
+    approval, decide, Decision, Event, Journal, Millis, Outcome, RunId, RunState, StepLog,
+    StepState, StoreError,
 };
-use crate::compile::eval::Bindings;
-use crate::compile::{Interrupt, Plan, Step, StepId};
-use std::collections::BTreeMap;
+use crate::compile::eval::{format_duration, Bindings};
+use crate::compile::{Interrupt, Phase, Plan, Step, StepId};
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 
 /// The outputs of a step that succeeded, or why it failed.
 pub type StepResult = Result<BTreeMap<String, String>, String>;
 
+/// One attempt's result and what it printed.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub result: StepResult,
+    pub log: Option<StepLog>,
+}
+
+impl From<StepResult> for Attempt {
+    fn from(result: StepResult) -> Self {
+        Attempt { result, log: None }
+    }
+}
+
+/// What a runner is asked to do: one attempt of a step.
+#[derive(Debug, Clone)]
+pub struct StepCall {
+    pub run: RunId,
+    pub step: Step,
+    pub attempt: u32,
+    /// Time already spent in this attempt before an interruption: a wait
+    /// continues to its first deadline.
+    pub elapsed: Duration,
+    /// The steps this one depends on, settled: name, state, outputs.
+    pub inputs: Vec<(String, StepState, BTreeMap<String, String>)>,
+}
+
 /// Performs one attempt of a step. The actions live behind this trait, so
 /// the driver can be tested with steps that only pretend.
 pub trait StepRunner: Send + Sync + 'static {
-    fn run(&self, step: Step, attempt: u32) -> Pin<Box<dyn Future<Output = StepResult> + Send>>;
+    fn run(&self, call: StepCall) -> Pin<Box<dyn Future<Output = Attempt> + Send>>;
 }
 
 /// Milliseconds since the Unix epoch, from tokio's clock (so that tests can
@@ -36,14 +66,67 @@ impl Clock {
         }
     }
 
+    /// The system's clock.
+    pub fn system() -> Self {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as Millis)
+            .unwrap_or(0);
+        Clock::new(now)
+    }
+
     pub fn now(&self) -> Millis {
         self.origin_ms + self.origin.elapsed().as_millis() as u64
     }
 
-    async fn sleep_until(&self, at: Millis) {
-        let wait = at.saturating_sub(self.now());
-        tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+    async fn sleep_until(&self, at: Option<Millis>) {
+        match at {
+            Some(at) => {
+                let wait = at.saturating_sub(self.now());
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+            }
+            None => std::future::pending().await,
+        }
     }
+}
+
+/// Requests to a run in progress, from the terminal or another process.
+#[derive(Debug)]
+pub enum Control {
+    Approve {
+        step: String,
+        by: String,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// Stop the running steps (their process groups are killed), start
+    /// nothing more; the run ends cancelled.
+    Cancel {
+        reply: Option<oneshot::Sender<Result<(), String>>>,
+    },
+    /// Ctrl-C: start nothing more, let running steps finish and record them.
+    Stop,
+    /// A second Ctrl-C: stop running steps now, leaving them interrupted.
+    Kill,
+}
+
+/// What a person said about steps a crash interrupted, when resuming.
+#[derive(Debug, Clone, Default)]
+pub struct Choices {
+    pub rerun: Vec<String>,
+    pub skip: Vec<String>,
+    /// Done by hand: recorded as succeeded, without outputs.
+    pub done: Vec<String>,
+}
+
+/// How a drive ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Ended {
+    Finished(Outcome),
+    /// Stopped on request before the run finished; `interrupted` were
+    /// running and are left for `resume` to decide about.
+    Stopped {
+        interrupted: Vec<String>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,145 +135,398 @@ pub enum DriveError {
     Store(#[from] StoreError),
     /// Steps were running when the process stopped, and re-running them is
     /// not known to be safe: a person must say what to do.
-    #[error("these steps were interrupted while running and may have done part of their work: {}; resume with --rerun STEP or --skip STEP for each", .0.join(", "))]
+    #[error("these steps were interrupted while running and may have done part of their work: {}; resume with --rerun STEP (run it again), --skip STEP (leave it undone) or --done STEP (you finished it by hand) for each", .0.join(", "))]
     Interrupted(Vec<String>),
+    #[error("{0}")]
+    Choice(String),
 }
 
-/// Drives a run to its end. Steps left running by an earlier process are
-/// started again when their kind (or `on-interrupt rerun`) says that is
-/// safe; otherwise the driver stops and names them.
+/// Everything a drive needs besides its inputs of the moment.
+pub struct Driver<'a, J: Journal> {
+    pub plan: Arc<Plan>,
+    pub journal: &'a J,
+    pub run: RunId,
+    pub bindings: &'a Bindings,
+    pub env: &'a (dyn Fn(&str) -> Option<String> + Sync),
+    pub runner: Arc<dyn StepRunner>,
+    pub clock: &'a Clock,
+    /// Sees every event once it is recorded, with the state after it.
+    pub observe: &'a dyn Fn(&Event, &RunState),
+}
+
+type Report = (usize, u32, Attempt);
+
+/// Drives a run until it finishes or is stopped. Steps left running by an
+/// earlier process start again when their kind (or `on-interrupt rerun`)
+/// says that is safe, or when `choices` says so; otherwise the driver stops
+/// before doing anything and names them.
 pub async fn drive<J: Journal>(
-    plan: Arc<Plan>,
-    journal: &J,
-    run: RunId,
-    bindings: &Bindings,
-    env: &(dyn Fn(&str) -> Option<String> + Sync),
-    runner: Arc<dyn StepRunner>,
-    clock: &Clock,
-) -> Result<Outcome, DriveError> {
-    let mut log = Log {
-        journal,
-        run,
-        plan: &plan,
-        state: RunState::replay(&plan, &journal.events(run)?),
+    d: &Driver<'_, J>,
+    choices: &Choices,
+    mut controls: mpsc::UnboundedReceiver<Control>,
+) -> Result<Ended, DriveError> {
+    let state = RunState::replay(&d.plan, &d.journal.events(d.run)?);
+    let mut run = Running {
+        d,
+        state,
+        tasks: HashMap::new(),
+        reports: mpsc::unbounded_channel(),
+        paused: Vec::new(),
     };
-    if log.state.started_at.is_none() {
-        log.record(Event::RunStarted { at: clock.now() })?;
+    if let Some(outcome) = run.state.finished {
+        return Ok(Ended::Finished(outcome));
     }
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(StepId, StepResult)>();
-    // Records the start (flushed), then runs the attempt in its own task.
-    let start = |log: &mut Log<J>, step: StepId, attempt: u32| -> Result<(), StoreError> {
-        log.record(Event::StepStarted {
-            step: step.0,
-            attempt,
-            at: clock.now(),
-        })?;
-        let runner = Arc::clone(&runner);
-        let compiled = plan.steps[step.0].clone();
-        let tx = tx.clone();
-        tokio::spawn(async move {
-            let timeout = compiled.timeout;
-            let attempt_run = runner.run(compiled, attempt);
-            let result = match timeout {
-                Some(limit) => tokio::time::timeout(limit, attempt_run)
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(format!(
-                            "timed out after {}",
-                            crate::compile::eval::format_duration(limit.as_millis() as u64)
-                        ))
-                    }),
-                None => attempt_run.await,
-            };
-            let _ = tx.send((step, result));
-        });
-        Ok(())
-    };
-    let interrupted: Vec<(StepId, u32)> = plan
-        .steps
-        .iter()
-        .filter_map(|s| match log.state.step(s.id) {
-            StepState::Running { attempt, .. } => Some((s.id, *attempt)),
-            _ => None,
-        })
-        .collect();
-    let unsafe_to_rerun: Vec<String> = interrupted
-        .iter()
-        .filter(|(id, _)| plan.steps[id.0].on_interrupt == Interrupt::Ask)
-        .map(|(id, _)| plan.steps[id.0].name.clone())
-        .collect();
-    if !unsafe_to_rerun.is_empty() {
-        return Err(DriveError::Interrupted(unsafe_to_rerun));
+    if run.state.started_at.is_none() {
+        run.record(Event::RunStarted { at: d.clock.now() })?;
     }
-    for (step, attempt) in interrupted {
-        start(&mut log, step, attempt)?;
-    }
+    run.settle_interrupted(choices)?;
+    let mut stopping = false;
     loop {
         let mut wake = None;
         let mut progressed = false;
-        for decision in decide(&plan, &log.state, bindings, env, clock.now()) {
-            match decision {
-                Decision::Start { step, attempt } => {
-                    start(&mut log, step, attempt)?;
-                    progressed = true;
+        if !stopping {
+            let decisions = decide(&d.plan, &run.state, d.bindings, d.env, d.clock.now());
+            for decision in decisions {
+                match decision {
+                    Decision::Start { step, attempt } => {
+                        run.start(step, attempt)?;
+                        progressed = true;
+                    }
+                    Decision::Skip { step, reason } => {
+                        run.record(Event::StepSkipped {
+                            step: step.0,
+                            reason,
+                        })?;
+                        progressed = true;
+                    }
+                    Decision::Finish(outcome) => {
+                        run.record(Event::RunFinished {
+                            outcome,
+                            at: d.clock.now(),
+                        })?;
+                        return Ok(Ended::Finished(outcome));
+                    }
+                    Decision::WakeAt(at) => wake = Some(at),
                 }
-                Decision::Skip { step, reason } => {
-                    log.record(Event::StepSkipped {
-                        step: step.0,
-                        reason,
-                    })?;
-                    progressed = true;
-                }
-                Decision::Finish(outcome) => {
-                    log.record(Event::RunFinished {
-                        outcome,
-                        at: clock.now(),
-                    })?;
-                    return Ok(outcome);
-                }
-                Decision::WakeAt(at) => wake = Some(at),
             }
+        } else if run.tasks.is_empty() {
+            return Ok(Ended::Stopped {
+                interrupted: std::mem::take(&mut run.paused),
+            });
         }
         if progressed {
             continue;
         }
-        let finished = tokio::select! {
-            Some(done) = rx.recv() => Some(done),
-            _ = clock.sleep_until(wake.unwrap_or(Millis::MAX)), if wake.is_some() => None,
-        };
-        if let Some((step, result)) = finished {
-            let at = clock.now();
-            let event = match result {
-                Ok(outputs) => Event::StepSucceeded {
-                    step: step.0,
-                    at,
-                    outputs,
-                },
-                Err(error) => Event::StepFailed {
-                    step: step.0,
-                    at,
-                    error,
-                },
-            };
-            log.record(event)?;
+        if run.tasks.is_empty() && wake.is_none() {
+            // The engine waits for nothing and starts nothing: a bug, but
+            // better said than an endless wait.
+            return Err(DriveError::Choice(
+                "the run cannot go on: no step can start and none is running; please report this"
+                    .into(),
+            ));
+        }
+        let deadline = run.deadline();
+        tokio::select! {
+            Some((step, attempt, done)) = run.reports.1.recv() => run.finish(step, attempt, done)?,
+            Some(control) = controls.recv() => match control {
+                Control::Approve { step, by, reply } => {
+                    let _ = reply.send(run.approve(&step, &by)?);
+                }
+                Control::Cancel { reply } => {
+                    run.cancel()?;
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Ok(()));
+                    }
+                }
+                Control::Stop => {
+                    stopping = true;
+                    run.pause_waiting();
+                }
+                Control::Kill => {
+                    let interrupted = run.abandon();
+                    return Ok(Ended::Stopped { interrupted });
+                }
+            },
+            _ = d.clock.sleep_until(wake), if wake.is_some() => {}
+            _ = d.clock.sleep_until(deadline), if deadline.is_some() => run.time_out()?,
         }
     }
 }
 
-/// The journal and the state folded from it, kept in step.
-struct Log<'a, J: Journal> {
-    journal: &'a J,
-    run: RunId,
-    plan: &'a Plan,
+/// A drive in progress: the journal, the state folded from it, and the
+/// attempts running now.
+struct Running<'a, 'd, J: Journal> {
+    d: &'a Driver<'d, J>,
     state: RunState,
+    /// Per step: the attempt running and its task.
+    tasks: HashMap<usize, (u32, JoinHandle<()>)>,
+    reports: (
+        mpsc::UnboundedSender<Report>,
+        mpsc::UnboundedReceiver<Report>,
+    ),
+    /// Waits and approvals let go of when stopping: they lose nothing, a
+    /// resume takes them up where they were.
+    paused: Vec<String>,
 }
 
-impl<J: Journal> Log<'_, J> {
+impl<J: Journal> Running<'_, '_, J> {
     /// Writes an event (the journal flushes) before the driver acts on it,
     /// then folds it into the state.
     fn record(&mut self, event: Event) -> Result<(), StoreError> {
-        self.journal.append(self.run, &event)?;
-        self.state.apply(self.plan, &event);
+        self.d.journal.append(self.d.run, &event)?;
+        self.state.apply(&self.d.plan, &event);
+        (self.d.observe)(&event, &self.state);
         Ok(())
+    }
+
+    fn step(&self, id: usize) -> &Step {
+        &self.d.plan.steps[id]
+    }
+
+    /// Applies the person's choices to steps an earlier process left
+    /// running, and restarts those that are safe to run again.
+    fn settle_interrupted(&mut self, choices: &Choices) -> Result<(), DriveError> {
+        let interrupted: Vec<(usize, u32)> = self
+            .state
+            .steps
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match s {
+                StepState::Running { attempt, .. } => Some((i, *attempt)),
+                _ => None,
+            })
+            .collect();
+        let plan = Arc::clone(&self.d.plan);
+        let named = |list: &Vec<String>, i: usize| list.iter().any(|n| *n == plan.steps[i].name);
+        for name in choices
+            .rerun
+            .iter()
+            .chain(&choices.skip)
+            .chain(&choices.done)
+        {
+            match self.d.plan.step(name) {
+                None => return Err(DriveError::Choice(format!("the run has no step `{name}`"))),
+                Some(s) if !interrupted.iter().any(|(i, _)| *i == s.id.0) => {
+                    return Err(DriveError::Choice(format!(
+                        "`{name}` was not interrupted (it is {}); only interrupted steps take --rerun, --skip or --done",
+                        super::state_word(self.state.step(s.id))
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+        let unsafe_steps: Vec<String> = interrupted
+            .iter()
+            .filter(|(i, _)| {
+                let s = self.step(*i);
+                s.on_interrupt == Interrupt::Ask
+                    && !named(&choices.rerun, *i)
+                    && !named(&choices.skip, *i)
+                    && !named(&choices.done, *i)
+            })
+            .map(|(i, _)| self.step(*i).name.clone())
+            .collect();
+        if !unsafe_steps.is_empty() {
+            return Err(DriveError::Interrupted(unsafe_steps));
+        }
+        for (i, attempt) in interrupted {
+            if named(&choices.skip, i) {
+                self.record(Event::StepSkipped {
+                    step: i,
+                    reason: "skipped by the operator when resuming".into(),
+                })?;
+            } else if named(&choices.done, i) {
+                self.record(Event::StepSucceeded {
+                    step: i,
+                    at: self.d.clock.now(),
+                    outputs: BTreeMap::new(),
+                })?;
+            } else {
+                self.start(StepId(i), attempt)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Records the start (flushed), then runs the attempt in its own task.
+    fn start(&mut self, id: StepId, attempt: u32) -> Result<(), StoreError> {
+        let now = self.d.clock.now();
+        self.record(Event::StepStarted {
+            step: id.0,
+            attempt,
+            at: now,
+        })?;
+        let since = match self.state.step(id) {
+            StepState::Running { since, .. } => *since,
+            _ => now,
+        };
+        let step = self.step(id.0).clone();
+        let timeout = step.timeout;
+        let tx = self.reports.0.clone();
+        let work: Pin<Box<dyn Future<Output = Attempt> + Send>> = if step.kind.name == "approve" {
+            // Waits for `runbook approve`, which arrives as a control.
+            Box::pin(std::future::pending())
+        } else {
+            let inputs = self
+                .d
+                .plan
+                .dependencies(id)
+                .into_iter()
+                .map(|(dep, _)| {
+                    (
+                        self.step(dep.0).name.clone(),
+                        self.state.step(dep).clone(),
+                        self.state.outputs[dep.0].clone(),
+                    )
+                })
+                .collect();
+            self.d.runner.run(StepCall {
+                run: self.d.run,
+                step,
+                attempt,
+                elapsed: Duration::from_millis(now.saturating_sub(since)),
+                inputs,
+            })
+        };
+        let elapsed = Duration::from_millis(now.saturating_sub(since));
+        let handle = tokio::spawn(async move {
+            let done = match timeout {
+                Some(limit) => {
+                    let left = limit.saturating_sub(elapsed);
+                    tokio::time::timeout(left, work).await.unwrap_or_else(|_| {
+                        Err(format!(
+                            "timed out after {}",
+                            format_duration(limit.as_millis() as u64)
+                        ))
+                        .into()
+                    })
+                }
+                None => work.await,
+            };
+            let _ = tx.send((id.0, attempt, done));
+        });
+        self.tasks.insert(id.0, (attempt, handle));
+        Ok(())
+    }
+
+    /// Records an attempt's result, unless the attempt was stopped since.
+    fn finish(&mut self, step: usize, attempt: u32, done: Attempt) -> Result<(), StoreError> {
+        if self.tasks.get(&step).map(|(a, _)| *a) != Some(attempt) {
+            return Ok(());
+        }
+        self.tasks.remove(&step);
+        if let Some(log) = &done.log {
+            self.d.journal.put_log(self.d.run, step, attempt, log)?;
+        }
+        let at = self.d.clock.now();
+        self.record(match done.result {
+            Ok(outputs) => Event::StepSucceeded { step, at, outputs },
+            Err(error) => Event::StepFailed { step, at, error },
+        })
+    }
+
+    fn approve(&mut self, step: &str, by: &str) -> Result<Result<(), String>, StoreError> {
+        let event = approval::approve(
+            &self.d.plan,
+            &self.state,
+            self.d.bindings,
+            step,
+            by,
+            self.d.clock.now(),
+        );
+        match event {
+            Ok(event) => {
+                if let Event::StepSucceeded { step, .. } = &event {
+                    if let Some((_, task)) = self.tasks.remove(step) {
+                        task.abort();
+                    }
+                }
+                self.record(event)?;
+                Ok(Ok(()))
+            }
+            Err(why) => Ok(Err(why)),
+        }
+    }
+
+    /// Stops every running attempt and records each as failed with `why`.
+    fn stop_all(&mut self, only: Option<Phase>, why: &str) -> Result<(), StoreError> {
+        let mut stopped: Vec<usize> = self
+            .tasks
+            .keys()
+            .copied()
+            .filter(|s| only.is_none_or(|p| self.step(*s).phase == p))
+            .collect();
+        stopped.sort_unstable();
+        for step in stopped {
+            if let Some((_, task)) = self.tasks.remove(&step) {
+                task.abort();
+            }
+            self.record(Event::StepFailed {
+                step,
+                at: self.d.clock.now(),
+                error: why.to_string(),
+            })?;
+        }
+        Ok(())
+    }
+
+    fn cancel(&mut self) -> Result<(), StoreError> {
+        if self.state.cancelled {
+            return Ok(());
+        }
+        self.record(Event::CancelRequested {
+            at: self.d.clock.now(),
+        })?;
+        self.stop_all(None, "cancelled")
+    }
+
+    /// When the runbook's `timeout` passes while the procedure still runs.
+    fn deadline(&self) -> Option<Millis> {
+        let limit = self.d.plan.settings.timeout?;
+        if self.state.timed_out || self.state.phase_settled(&self.d.plan, Phase::Main) {
+            return None;
+        }
+        Some(self.state.clock_from? + limit.as_millis() as Millis)
+    }
+
+    fn time_out(&mut self) -> Result<(), StoreError> {
+        self.record(Event::RunTimedOut {
+            at: self.d.clock.now(),
+        })?;
+        let limit = self.d.plan.settings.timeout.unwrap_or_default();
+        let why = format!(
+            "stopped: the runbook's timeout of {} passed",
+            format_duration(limit.as_millis() as u64)
+        );
+        self.stop_all(Some(Phase::Main), &why)
+    }
+
+    /// On a stop, nothing is gained by waiting out a `wait` or an approval.
+    fn pause_waiting(&mut self) {
+        let plan = Arc::clone(&self.d.plan);
+        let waiting: Vec<usize> = self
+            .tasks
+            .keys()
+            .copied()
+            .filter(|s| matches!(plan.steps[*s].kind.name, "wait" | "approve"))
+            .collect();
+        for step in waiting {
+            if let Some((_, task)) = self.tasks.remove(&step) {
+                task.abort();
+                self.paused.push(plan.steps[step].name.clone());
+            }
+        }
+    }
+
+    /// Stops the running attempts without recording anything: they stay
+    /// interrupted in the journal, for `resume` to decide about.
+    fn abandon(&mut self) -> Vec<String> {
+        let mut names = Vec::new();
+        for (step, (_, task)) in self.tasks.drain() {
+            task.abort();
+            names.push(self.d.plan.steps[step].name.clone());
+        }
+        names.sort();
+        names
     }
 }

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::compile::eval::Bindings;
-use crate::compile::{check, Plan, Step};
+use crate::compile::{check, Plan};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -46,6 +46,12 @@ impl Journal for MemoryJournal {
     fn events(&self, _: RunId) -> Result<Vec<Event>, StoreError> {
         Ok(self.events.lock().map(|e| e.clone()).unwrap_or_default())
     }
+    fn put_log(&self, _: RunId, _: usize, _: u32, _: &StepLog) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn logs(&self, _: RunId, _: usize) -> Result<Vec<(u32, StepLog)>, StoreError> {
+        Ok(Vec::new())
+    }
 }
 
 /// Each step takes `delay`, and fails when its name starts with "bad".
@@ -55,17 +61,18 @@ struct Pretend {
 }
 
 impl StepRunner for Pretend {
-    fn run(&self, step: Step, _attempt: u32) -> Pin<Box<dyn Future<Output = StepResult> + Send>> {
+    fn run(&self, call: StepCall) -> Pin<Box<dyn Future<Output = Attempt> + Send>> {
+        let step = call.step;
         if let Ok(mut calls) = self.calls.lock() {
             calls.push(step.name.clone());
         }
         let delay = self.delay;
         Box::pin(async move {
-            tokio::time::sleep(delay).await;
+            tokio::time::sleep(delay.saturating_sub(call.elapsed)).await;
             if step.name.starts_with("bad") {
-                Err("pretended failure".into())
+                Err::<BTreeMap<String, String>, String>("pretended failure".into()).into()
             } else {
-                Ok(BTreeMap::new())
+                Ok(BTreeMap::new()).into()
             }
         })
     }
@@ -80,17 +87,33 @@ async fn drive_with(
     journal: &MemoryJournal,
     runner: Arc<Pretend>,
 ) -> Result<Outcome, DriveError> {
+    let (_tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    match steer(plan, journal, runner, &Choices::default(), rx).await? {
+        Ended::Finished(outcome) => Ok(outcome),
+        Ended::Stopped { .. } => panic!("stopped without being asked to"),
+    }
+}
+
+async fn steer(
+    plan: Arc<Plan>,
+    journal: &MemoryJournal,
+    runner: Arc<Pretend>,
+    choices: &Choices,
+    controls: tokio::sync::mpsc::UnboundedReceiver<Control>,
+) -> Result<Ended, DriveError> {
     let clock = Clock::new(0);
-    drive(
+    let bindings = Bindings::default();
+    let driver = Driver {
         plan,
         journal,
-        RunId(1),
-        &Bindings::default(),
-        &|_| None,
+        run: RunId(1),
+        bindings: &bindings,
+        env: &|_| None,
         runner,
-        &clock,
-    )
-    .await
+        clock: &clock,
+        observe: &|_, _| {},
+    };
+    drive(&driver, choices, controls).await
 }
 
 fn pretend(ms: u64) -> Arc<Pretend> {
@@ -201,7 +224,7 @@ async fn resume_stops_and_asks_about_an_interrupted_step_that_changes_systems() 
         .unwrap_err();
     assert_eq!(
         err.to_string(),
-        "these steps were interrupted while running and may have done part of their work: migrate; resume with --rerun STEP or --skip STEP for each"
+        "these steps were interrupted while running and may have done part of their work: migrate; resume with --rerun STEP (run it again), --skip STEP (leave it undone) or --done STEP (you finished it by hand) for each"
     );
     assert!(
         runner.calls.lock().expect("calls").is_empty(),
@@ -217,4 +240,257 @@ async fn a_failure_is_rolled_back_through_the_driver() {
         .await
         .expect("drives");
     assert_eq!(outcome, Outcome::RolledBack);
+}
+
+fn interrupted(journal: &MemoryJournal, step: usize, at: Millis) {
+    for event in [
+        Event::RunStarted { at: 0 },
+        Event::StepStarted {
+            step,
+            attempt: 1,
+            at,
+        },
+    ] {
+        journal.append(RunId(1), &event).expect("appends");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_person_decides_about_an_interrupted_step_with_done_skip_or_rerun() {
+    let src = "  run migrate {\n    command \"./migrate\"\n  }\n  wait after_it after migrate { duration 1s }";
+    for (choices, after_it_runs, migrate_runs) in [
+        (
+            Choices {
+                done: vec!["migrate".into()],
+                ..Choices::default()
+            },
+            true,
+            false,
+        ),
+        (
+            Choices {
+                skip: vec!["migrate".into()],
+                ..Choices::default()
+            },
+            false,
+            false,
+        ),
+        (
+            Choices {
+                rerun: vec!["migrate".into()],
+                ..Choices::default()
+            },
+            true,
+            true,
+        ),
+    ] {
+        let journal = MemoryJournal::default();
+        interrupted(&journal, 0, 0);
+        let runner = pretend(10);
+        let (_tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let ended = steer(plan(src), &journal, Arc::clone(&runner), &choices, rx)
+            .await
+            .expect("drives");
+        assert_eq!(ended, Ended::Finished(Outcome::Succeeded));
+        let calls = runner.calls.lock().expect("calls").clone();
+        assert_eq!(
+            calls.contains(&"migrate".to_string()),
+            migrate_runs,
+            "{choices:?}"
+        );
+        assert_eq!(
+            calls.contains(&"after_it".to_string()),
+            after_it_runs,
+            "{choices:?}"
+        );
+    }
+    let journal = MemoryJournal::default();
+    interrupted(&journal, 0, 0);
+    let (_tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let wrong = Choices {
+        rerun: vec!["after_it".into()],
+        ..Choices::default()
+    };
+    let err = steer(plan(src), &journal, pretend(10), &wrong, rx)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "`after_it` was not interrupted (it is pending); only interrupted steps take --rerun, --skip or --done"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_interrupted_wait_continues_to_its_first_deadline() {
+    let journal = MemoryJournal::default();
+    // The wait of 10s started at 0; the process died; it is now 4s later.
+    interrupted(&journal, 0, 0);
+    let clock_start = tokio::time::Instant::now();
+    let runner = pretend(10_000);
+    let plan = plan("  wait settle { duration 10s }");
+    let (_tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let clock = Clock::new(4_000);
+    let bindings = Bindings::default();
+    let driver = Driver {
+        plan,
+        journal: &journal,
+        run: RunId(1),
+        bindings: &bindings,
+        env: &|_| None,
+        runner,
+        clock: &clock,
+        observe: &|_, _| {},
+    };
+    let ended = drive(&driver, &Choices::default(), rx)
+        .await
+        .expect("drives");
+    assert_eq!(ended, Ended::Finished(Outcome::Succeeded));
+    assert_eq!(
+        clock_start.elapsed(),
+        Duration::from_secs(6),
+        "4s had passed already"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_approval_arrives_as_a_control_and_a_wrong_one_is_refused() {
+    let plan = plan("  approve gate {\n    prompt \"go?\"\n    approvers [\"alice\"]\n  }\n  wait after_gate after gate { duration 1s }");
+    let journal = MemoryJournal::default();
+    let runner = pretend(10);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let send = |by: &str| {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        tx.send(Control::Approve {
+            step: "gate".into(),
+            by: by.into(),
+            reply,
+        })
+        .expect("sends");
+        answer
+    };
+    let mallory = send("mallory");
+    let alice = send("alice");
+    let ended = steer(plan, &journal, Arc::clone(&runner), &Choices::default(), rx)
+        .await
+        .expect("drives");
+    assert_eq!(ended, Ended::Finished(Outcome::Succeeded));
+    assert_eq!(
+        mallory.await.expect("answered"),
+        Err("`mallory` may not approve `gate`; its approvers are alice".into())
+    );
+    assert_eq!(alice.await.expect("answered"), Ok(()));
+    assert_eq!(
+        *runner.calls.lock().expect("calls"),
+        ["after_gate"],
+        "an approval runs nothing"
+    );
+    let events = journal.events(RunId(1)).expect("events");
+    assert!(events.iter().any(|e| matches!(e, Event::StepSucceeded { step: 0, outputs, .. } if outputs["approved_by"] == "alice")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancel_stops_running_steps_and_starts_nothing_more() {
+    let plan = plan("  wait a { duration 1s }\n  wait b after a { duration 1s }");
+    let journal = MemoryJournal::default();
+    let runner = pretend(60_000);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tx.send(Control::Cancel { reply: None }).expect("sends");
+    let ended = steer(plan, &journal, Arc::clone(&runner), &Choices::default(), rx)
+        .await
+        .expect("drives");
+    assert_eq!(ended, Ended::Finished(Outcome::Cancelled));
+    assert_eq!(*runner.calls.lock().expect("calls"), ["a"]);
+    let events = journal.events(RunId(1)).expect("events");
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::StepFailed { step: 0, error, .. } if error == "cancelled")));
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e, Event::StepStarted { step: 1, .. })));
+}
+
+#[tokio::test(start_paused = true)]
+async fn ctrl_c_lets_running_steps_finish_and_a_second_leaves_them_interrupted() {
+    let src = "  run a {\n    command \"true\"\n  }\n  run b after a {\n    command \"true\"\n  }";
+    let journal = MemoryJournal::default();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tx.send(Control::Stop).expect("sends");
+    let ended = steer(plan(src), &journal, pretend(1000), &Choices::default(), rx)
+        .await
+        .expect("drives");
+    assert_eq!(
+        ended,
+        Ended::Stopped {
+            interrupted: vec![]
+        }
+    );
+    let state = RunState::replay(&plan(src), &journal.events(RunId(1)).expect("events"));
+    assert_eq!(
+        state.steps[0],
+        StepState::Succeeded,
+        "a finished and was recorded"
+    );
+    assert_eq!(state.steps[1], StepState::Pending, "b never started");
+
+    let journal = MemoryJournal::default();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tx.send(Control::Kill).expect("sends");
+    let ended = steer(plan(src), &journal, pretend(1000), &Choices::default(), rx)
+        .await
+        .expect("drives");
+    assert_eq!(
+        ended,
+        Ended::Stopped {
+            interrupted: vec!["a".into()]
+        }
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_runbook_timeout_stops_the_procedure_and_runs_on_failure() {
+    let plan = plan("  timeout 5s\n  wait long { duration 1m }\n  wait next after long { duration 1s }\n  on failure {\n    wait cleanup { duration 1s }\n  }");
+    let journal = MemoryJournal::default();
+    let runner = pretend(60_000);
+    let started = tokio::time::Instant::now();
+    let outcome = drive_with(plan, &journal, Arc::clone(&runner))
+        .await
+        .expect("drives");
+    assert_eq!(outcome, Outcome::Failed);
+    assert_eq!(*runner.calls.lock().expect("calls"), ["long", "cleanup"]);
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(5 + 60),
+        "long was stopped at 5s, then cleanup took its 60s"
+    );
+    let events = journal.events(RunId(1)).expect("events");
+    assert!(events.iter().any(|e| matches!(e, Event::StepFailed { step: 0, error, .. } if error == "stopped: the runbook's timeout of 5s passed")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reset_runs_a_step_and_what_follows_again_keeping_the_rest() {
+    let src = "  wait a { duration 1s }\n  wait bad_b after a { duration 1s }\n  wait c after bad_b { duration 1s }";
+    let journal = MemoryJournal::default();
+    let outcome = drive_with(plan(src), &journal, pretend(10))
+        .await
+        .expect("drives");
+    assert_eq!(outcome, Outcome::Failed);
+    journal
+        .append(
+            RunId(1),
+            &Event::Reset {
+                steps: vec![1, 2],
+                at: 100,
+            },
+        )
+        .expect("appends");
+    let runner = pretend(10);
+    let outcome = drive_with(plan(src), &journal, Arc::clone(&runner))
+        .await
+        .expect("drives");
+    assert_eq!(outcome, Outcome::Failed, "bad_b fails again");
+    assert_eq!(
+        *runner.calls.lock().expect("calls"),
+        ["bad_b"],
+        "a is kept; c is skipped again"
+    );
 }

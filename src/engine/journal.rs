@@ -22,6 +22,8 @@ pub enum RecordedParam {
     Value(String),
     /// Resolved again from the environment when the run resumes.
     SecretFromEnv(String),
+    /// Given with `-p` when the run started; not kept, so `resume` needs it again.
+    SecretGiven,
 }
 
 /// What a run started with: the exact source, so that resume runs what was
@@ -33,6 +35,21 @@ pub struct RunMeta {
     pub source: String,
     pub params: Vec<(String, RecordedParam)>,
     pub created_at: u64,
+}
+
+/// What one attempt of a step printed, kept up to a cap.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StepLog {
+    pub lines: Vec<LogLine>,
+    /// Bytes printed beyond the cap, not kept.
+    pub dropped_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// Whether the line came from standard error.
+    pub err: bool,
+    pub text: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,4 +85,15 @@ pub trait Journal {
     fn append(&self, id: RunId, event: &Event) -> Result<u64, StoreError>;
     /// The run's events, in order, each checked.
     fn events(&self, id: RunId) -> Result<Vec<Event>, StoreError>;
+    /// Keeps what an attempt printed. Not flushed by itself: the event that
+    /// records the attempt's result follows at once and flushes both.
+    fn put_log(
+        &self,
+        id: RunId,
+        step: usize,
+        attempt: u32,
+        log: &StepLog,
+    ) -> Result<(), StoreError>;
+    /// What each attempt of a step printed, by attempt.
+    fn logs(&self, id: RunId, step: usize) -> Result<Vec<(u32, StepLog)>, StoreError>;
 }

@@ -1,16 +1,20 @@
 //! The engine's decisions, pure: given the plan and the journal of events so
-//! far, what happens next. No I/O, no clock, no tokio here; the driver (to
-//! come) performs the decisions and records what happened as events.
+//! far, what happens next. No I/O, no clock, no tokio there; the driver
+//! (`driver.rs`) performs the decisions and records what happened as events.
 
+pub mod approval;
 mod decide;
 mod driver;
 mod journal;
 mod state;
 
-pub use decide::{decide, Decision};
-pub use driver::{drive, Clock, DriveError, StepResult, StepRunner};
-pub use journal::{Journal, RecordedParam, RunId, RunMeta, StoreError};
-pub use state::{Event, Millis, Outcome, RunState, StepState};
+pub use decide::{decide, field_of, step_field, Decision};
+pub use driver::{
+    drive, Attempt, Choices, Clock, Control, DriveError, Driver, Ended, StepCall, StepResult,
+    StepRunner,
+};
+pub use journal::{Journal, LogLine, RecordedParam, RunId, RunMeta, StepLog, StoreError};
+pub use state::{outcome_word, state_word, Event, Millis, Outcome, RunState, StepState};
 
 #[cfg(test)]
 mod driver_tests;

@@ -45,6 +45,17 @@ pub enum Event {
     CancelRequested {
         at: Millis,
     },
+    /// The runbook's `timeout` passed: nothing more of the procedure starts,
+    /// running steps are stopped, `on failure` steps run.
+    RunTimedOut {
+        at: Millis,
+    },
+    /// `retry --from`: these steps (one and what follows it) run again; the
+    /// outputs of the others are kept.
+    Reset {
+        steps: Vec<usize>,
+        at: Millis,
+    },
     RunFinished {
         outcome: Outcome,
         at: Millis,
@@ -88,7 +99,10 @@ pub struct RunState {
     /// Attempts started per step, so a retry count survives a restart.
     pub attempts: Vec<u32>,
     pub started_at: Option<Millis>,
+    /// Where the runbook's `timeout` counts from: the start, or the last reset.
+    pub clock_from: Option<Millis>,
     pub cancelled: bool,
+    pub timed_out: bool,
     pub finished: Option<Outcome>,
 }
 
@@ -100,7 +114,9 @@ impl RunState {
             outputs: vec![BTreeMap::new(); n],
             attempts: vec![0; n],
             started_at: None,
+            clock_from: None,
             cancelled: false,
+            timed_out: false,
             finished: None,
         }
     }
@@ -122,12 +138,21 @@ impl RunState {
     /// started with; an index out of range is ignored, never a panic.
     pub fn apply(&mut self, plan: &Plan, event: &Event) {
         match event {
-            Event::RunStarted { at } => self.started_at = Some(*at),
+            Event::RunStarted { at } => {
+                self.started_at = Some(*at);
+                self.clock_from = Some(*at);
+            }
             Event::StepStarted { step, attempt, at } => {
                 if let Some(s) = self.steps.get_mut(*step) {
+                    // An attempt started again after an interruption keeps its
+                    // first start, so that a wait continues to its deadline.
+                    let since = match s {
+                        StepState::Running { attempt: a, since } if a == attempt => *since,
+                        _ => *at,
+                    };
                     *s = StepState::Running {
                         attempt: *attempt,
-                        since: *at,
+                        since,
                     };
                     self.attempts[*step] = self.attempts[*step].max(*attempt);
                 }
@@ -143,8 +168,9 @@ impl RunState {
                     return;
                 };
                 let used = self.attempts[*step].max(1);
+                let stopping = self.cancelled || self.timed_out;
                 self.steps[*step] = match compiled.retry {
-                    Some(retry) if used <= retry.attempts && !self.cancelled => {
+                    Some(retry) if used <= retry.attempts && !stopping => {
                         let wait =
                             retry.every.as_millis() as f64 * retry.backoff.powi(used as i32 - 1);
                         StepState::Retrying {
@@ -165,8 +191,31 @@ impl RunState {
                 }
             }
             Event::CancelRequested { .. } => self.cancelled = true,
+            Event::RunTimedOut { .. } => self.timed_out = true,
+            Event::Reset { steps, at } => {
+                for &step in steps {
+                    if step < self.steps.len() {
+                        self.steps[step] = StepState::Pending;
+                        self.outputs[step].clear();
+                        self.attempts[step] = 0;
+                    }
+                }
+                self.clock_from = Some(*at);
+                self.cancelled = false;
+                self.timed_out = false;
+                self.finished = None;
+            }
             Event::RunFinished { outcome, .. } => self.finished = Some(*outcome),
         }
+    }
+
+    /// Steps of the plan an approval is awaited for.
+    pub fn awaiting_approval<'p>(&self, plan: &'p Plan) -> Vec<&'p crate::compile::Step> {
+        plan.steps
+            .iter()
+            .filter(|s| s.kind.name == "approve")
+            .filter(|s| matches!(self.step(s.id), StepState::Running { .. }))
+            .collect()
     }
 
     pub fn running(&self) -> usize {
@@ -182,5 +231,27 @@ impl RunState {
             .iter()
             .filter(|s| s.phase == phase)
             .all(|s| self.steps[s.id.0].settled())
+    }
+}
+
+/// How an outcome reads in a sentence.
+pub fn outcome_word(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Succeeded => "succeeded",
+        Outcome::Failed => "failed",
+        Outcome::RolledBack => "rolled back",
+        Outcome::Cancelled => "cancelled",
+    }
+}
+
+/// How a step's state reads in a sentence.
+pub fn state_word(state: &StepState) -> &'static str {
+    match state {
+        StepState::Pending => "pending",
+        StepState::Running { .. } => "running",
+        StepState::Retrying { .. } => "waiting to retry",
+        StepState::Succeeded => "succeeded",
+        StepState::Failed { .. } => "failed",
+        StepState::Skipped { .. } => "skipped",
     }
 }

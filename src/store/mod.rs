@@ -2,7 +2,8 @@
 //! this layer implements it on sled, and later on PostgreSQL.
 
 mod envelope;
+pub mod inbox;
 mod sled_store;
 
-pub use crate::engine::{Journal, RecordedParam, RunId, RunMeta, StoreError};
+pub use crate::engine::{Journal, RecordedParam, RunId, RunMeta, StepLog, StoreError};
 pub use sled_store::SledStore;

@@ -3,7 +3,7 @@
 //! returns.
 
 use super::envelope;
-use super::{Journal, RecordedParam, RunId, RunMeta, StoreError};
+use super::{Journal, RecordedParam, RunId, RunMeta, StepLog, StoreError};
 use crate::engine::Event;
 use std::path::Path;
 
@@ -14,6 +14,9 @@ pub struct SledStore {
     db: sled::Db,
     runs: sled::Tree,
     events: sled::Tree,
+    logs: sled::Tree,
+    /// The next event number per run, so that an append is one write.
+    next: std::sync::Mutex<std::collections::HashMap<RunId, u64>>,
     path: String,
 }
 
@@ -49,6 +52,8 @@ impl SledStore {
         Ok(SledStore {
             runs: db.open_tree("runs").map_err(io)?,
             events: db.open_tree("events").map_err(io)?,
+            logs: db.open_tree("logs").map_err(io)?,
+            next: Default::default(),
             db,
             path: shown,
         })
@@ -56,6 +61,19 @@ impl SledStore {
 
     fn io(&self) -> impl Fn(sled::Error) -> StoreError + '_ {
         move |e| classify(&self.path, e)
+    }
+
+    /// The number of the run's last event, if it has any.
+    fn last_seq(&self, id: RunId) -> Result<Option<u64>, StoreError> {
+        let range = event_key(id, 0)..=event_key(id, u64::MAX);
+        let Some(last) = self.events.range(range).next_back() else {
+            return Ok(None);
+        };
+        let (key, _) = last.map_err(self.io())?;
+        let seq: [u8; 8] = key[8..16].try_into().map_err(|_| StoreError::Corrupt {
+            what: format!("run {id}: an event key"),
+        })?;
+        Ok(Some(u64::from_be_bytes(seq)))
     }
 
     fn flush(&self) -> Result<(), StoreError> {
@@ -83,6 +101,14 @@ fn event_key(run: RunId, seq: u64) -> [u8; 16] {
     let mut key = [0u8; 16];
     key[..8].copy_from_slice(&run.0.to_be_bytes());
     key[8..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+fn log_key(run: RunId, step: usize, attempt: u32) -> [u8; 20] {
+    let mut key = [0u8; 20];
+    key[..8].copy_from_slice(&run.0.to_be_bytes());
+    key[8..16].copy_from_slice(&(step as u64).to_be_bytes());
+    key[16..].copy_from_slice(&attempt.to_be_bytes());
     key
 }
 
@@ -144,23 +170,49 @@ impl Journal for SledStore {
     }
 
     fn append(&self, id: RunId, event: &Event) -> Result<u64, StoreError> {
-        let start = event_key(id, 0);
-        let end = event_key(id, u64::MAX);
-        let next = match self.events.range(start..=end).next_back() {
-            Some(last) => {
-                let (key, _) = last.map_err(self.io())?;
-                let seq: [u8; 8] = key[8..16].try_into().map_err(|_| StoreError::Corrupt {
-                    what: format!("run {id}: an event key"),
-                })?;
-                u64::from_be_bytes(seq) + 1
-            }
-            None => 0,
+        let mut next = self.next.lock().map_err(|_| StoreError::Corrupt {
+            what: "an earlier write panicked".into(),
+        })?;
+        let seq = match next.get(&id) {
+            Some(seq) => *seq,
+            None => self.last_seq(id)?.map_or(0, |s| s + 1),
         };
         self.events
-            .insert(event_key(id, next), encode(event))
+            .insert(event_key(id, seq), encode(event))
             .map_err(self.io())?;
         self.flush()?;
-        Ok(next)
+        next.insert(id, seq + 1);
+        Ok(seq)
+    }
+
+    fn put_log(
+        &self,
+        id: RunId,
+        step: usize,
+        attempt: u32,
+        log: &StepLog,
+    ) -> Result<(), StoreError> {
+        self.logs
+            .insert(log_key(id, step, attempt), encode(log))
+            .map_err(self.io())?;
+        Ok(())
+    }
+
+    fn logs(&self, id: RunId, step: usize) -> Result<Vec<(u32, StepLog)>, StoreError> {
+        self.run(id)?;
+        self.logs
+            .range(log_key(id, step, 0)..=log_key(id, step, u32::MAX))
+            .map(|entry| {
+                let (key, bytes) = entry.map_err(self.io())?;
+                let attempt = key
+                    .get(16..20)
+                    .and_then(|s| <[u8; 4]>::try_from(s).ok())
+                    .map(u32::from_be_bytes)
+                    .unwrap_or(0);
+                let log: StepLog = decode(&bytes, &format!("run {id}, the log of step {step}"))?;
+                Ok((attempt, log))
+            })
+            .collect()
     }
 
     fn events(&self, id: RunId) -> Result<Vec<Event>, StoreError> {

@@ -1,0 +1,413 @@
+//! The step runner for what runs on this machine: `run`, `verify` with a
+//! command, `wait`, `notify` to a webhook. It evaluates a step's properties
+//! (secrets reach programs only through argv and the environment, never a
+//! shell's text unless the step is a `shell` script), runs the action, and
+//! scrubs secret values out of everything printed or kept.
+
+use super::command::{self, CommandSpec, Ended, Stream};
+use crate::compile::eval::{eval_in, Bindings, Value};
+use crate::compile::{Plan, Step};
+use crate::engine::{field_of, Attempt, LogLine, StepCall, StepLog, StepRunner};
+use crate::syntax::ast::{Expr, Ident};
+use crate::syntax::format;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A line a step printed, as it comes, for the terminal.
+pub struct Line<'a> {
+    pub step: &'a str,
+    pub err: bool,
+    pub text: &'a str,
+}
+
+pub type Sink = Arc<dyn Fn(Line) + Send + Sync>;
+pub type Env = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// What a step's log keeps per attempt; beyond it, bytes are counted.
+pub const LOG_CAP: usize = 1 << 20;
+/// What an output (`stdout`, `stderr`) keeps.
+pub const OUTPUT_CAP: usize = 8 << 10;
+
+pub struct LocalRunner {
+    bindings: Bindings,
+    env: Env,
+    sink: Sink,
+    http: reqwest::Client,
+}
+
+impl LocalRunner {
+    pub fn new(bindings: Bindings, env: Env, sink: Sink) -> Self {
+        LocalRunner {
+            bindings,
+            env,
+            sink,
+            http: reqwest::Client::new(),
+        }
+    }
+}
+
+/// Why each step of the plan cannot run with this build, if any cannot.
+pub fn unsupported(plan: &Plan) -> Vec<(&Step, String)> {
+    plan.steps
+        .iter()
+        .filter_map(|s| {
+            let why = match s.kind.name {
+                "run" | "wait" | "approve" => return None,
+                "verify" if s.property("command").is_some() => return None,
+                "notify" if s.property("webhook").is_some() => return None,
+                "verify" => "only `verify` with `command` runs so far".to_string(),
+                "notify" => "only `notify` with `webhook` runs so far".to_string(),
+                other => format!("`{other}` steps do not run yet"),
+            };
+            Some((s, why))
+        })
+        .collect()
+}
+
+impl StepRunner for LocalRunner {
+    fn run(&self, call: StepCall) -> Pin<Box<dyn Future<Output = Attempt> + Send>> {
+        let scope = Scope {
+            bindings: self.bindings.clone(),
+            env: Arc::clone(&self.env),
+            inputs: call.inputs.clone(),
+        };
+        let sink = Arc::clone(&self.sink);
+        let http = self.http.clone();
+        Box::pin(async move {
+            let log = Log::new(&scope, call.step.name.clone(), sink);
+            let result = match call.step.kind.name {
+                "run" => run_step(&call.step, &scope, &log).await,
+                "verify" => verify_step(&call.step, &scope, &log).await,
+                "wait" => wait_step(&call.step, &scope, call.elapsed).await,
+                "notify" => notify_step(&call.step, &scope, &http, call.run).await,
+                other => Err(format!("`{other}` steps do not run yet")),
+            };
+            let result = result.map_err(|e| log.scrub(&e));
+            Attempt {
+                result,
+                log: Some(log.take()),
+            }
+        })
+    }
+}
+
+/// What a step's expressions can see.
+struct Scope {
+    bindings: Bindings,
+    env: Env,
+    inputs: Vec<(String, crate::engine::StepState, BTreeMap<String, String>)>,
+}
+
+impl Scope {
+    fn eval(&self, e: &Expr) -> Value {
+        self.eval_with(e, &self.bindings)
+    }
+
+    fn eval_with(&self, e: &Expr, bindings: &Bindings) -> Value {
+        let fields = |path: &[Ident]| {
+            let head = path.first()?;
+            let (_, state, outputs) = self.inputs.iter().find(|(n, _, _)| *n == head.name)?;
+            field_of(state, outputs, &path[1..])
+        };
+        let env = |name: &str| (self.env)(name);
+        eval_in(e, bindings, &env, &fields)
+    }
+
+    /// A property's argument as text a program receives.
+    fn text(&self, step: &Step, prop: &str, index: usize) -> Result<Option<String>, String> {
+        let Some(arg) = step.property(prop).and_then(|p| p.args.get(index)) else {
+            return Ok(None);
+        };
+        let value = self.eval(arg);
+        value
+            .expose()
+            .map(Some)
+            .ok_or_else(|| format!("`{prop}` could not be worked out: {}", format::expr(arg)))
+    }
+
+    fn list(&self, step: &Step, prop: &str) -> Result<Vec<String>, String> {
+        let Some(arg) = step.property(prop).and_then(|p| p.args.first()) else {
+            return Ok(Vec::new());
+        };
+        match self.eval(arg) {
+            Value::List(items) => items
+                .iter()
+                .map(|v| {
+                    v.expose()
+                        .ok_or_else(|| format!("an item of `{prop}` could not be worked out: {v}"))
+                })
+                .collect(),
+            other => Err(format!("`{prop}` is not a list: {other}")),
+        }
+    }
+
+    /// Every secret value in reach, for scrubbing.
+    fn secrets(&self) -> Vec<String> {
+        self.bindings.sealed_values()
+    }
+}
+
+/// What one attempt printed: streamed to the sink and kept up to `LOG_CAP`,
+/// secret values replaced by `***` in both.
+struct Log {
+    step: String,
+    sink: Sink,
+    secrets: Vec<String>,
+    kept: Mutex<(StepLog, usize)>,
+}
+
+impl Log {
+    fn new(scope: &Scope, step: String, sink: Sink) -> Self {
+        let mut secrets = scope.secrets();
+        // Longest first, so that a secret containing another is hidden whole.
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        Log {
+            step,
+            sink,
+            secrets,
+            kept: Mutex::new((StepLog::default(), 0)),
+        }
+    }
+
+    fn scrub(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for secret in &self.secrets {
+            if out.contains(secret.as_str()) {
+                out = out.replace(secret.as_str(), "***");
+            }
+        }
+        out
+    }
+
+    fn line(&self, err: bool, text: &str) {
+        let text = self.scrub(text.strip_suffix('\n').unwrap_or(text));
+        (self.sink)(Line {
+            step: &self.step,
+            err,
+            text: &text,
+        });
+        if let Ok(mut kept) = self.kept.lock() {
+            let (log, size) = &mut *kept;
+            if *size + text.len() <= LOG_CAP {
+                *size += text.len();
+                log.lines.push(LogLine { err, text });
+            } else {
+                log.dropped_bytes += text.len() as u64;
+            }
+        }
+    }
+
+    fn take(&self) -> StepLog {
+        self.kept
+            .lock()
+            .map(|mut k| std::mem::take(&mut k.0))
+            .unwrap_or_default()
+    }
+}
+
+fn command_spec(step: &Step, scope: &Scope) -> Result<CommandSpec, String> {
+    let (program, shell) = match scope.text(step, "shell", 0)? {
+        Some(script) => (script, true),
+        None => (scope.text(step, "command", 0)?.unwrap_or_default(), false),
+    };
+    let mut env = Vec::new();
+    for p in step.properties.iter().filter(|p| p.name == "env") {
+        let name = p
+            .args
+            .first()
+            .map(|a| scope.eval(a))
+            .and_then(|v| v.expose());
+        let value = p
+            .args
+            .get(1)
+            .map(|a| scope.eval(a))
+            .and_then(|v| v.expose());
+        match (name, value) {
+            (Some(n), Some(v)) => env.push((n, v)),
+            _ => return Err("an `env` value could not be worked out".into()),
+        }
+    }
+    Ok(CommandSpec {
+        program,
+        args: scope.list(step, "args")?,
+        shell,
+        env,
+        cwd: scope.text(step, "cwd", 0)?.map(Into::into),
+    })
+}
+
+/// Runs the step's program; the result, or why it could not start.
+async fn execute(step: &Step, scope: &Scope, log: &Log) -> Result<command::CommandResult, String> {
+    let spec = command_spec(step, scope)?;
+    command::run(&spec, None, OUTPUT_CAP, |stream, line| {
+        log.line(stream == Stream::Stderr, line)
+    })
+    .await
+    .map_err(|e| e.to_string())
+}
+
+fn outputs(result: &command::CommandResult, log: &Log) -> BTreeMap<String, String> {
+    let code = match result.ended {
+        Ended::Exited(code) => code,
+        _ => -1,
+    };
+    BTreeMap::from([
+        ("exit_code".to_string(), code.to_string()),
+        (
+            "stdout".to_string(),
+            log.scrub(result.stdout.text.trim_end()),
+        ),
+        (
+            "stderr".to_string(),
+            log.scrub(result.stderr.text.trim_end()),
+        ),
+    ])
+}
+
+async fn run_step(
+    step: &Step,
+    scope: &Scope,
+    log: &Log,
+) -> Result<BTreeMap<String, String>, String> {
+    let result = execute(step, scope, log).await?;
+    match result.ended {
+        Ended::Exited(0) => Ok(outputs(&result, log)),
+        Ended::Exited(code) => Err(format!("exited with code {code}")),
+        Ended::Signalled(signal) => Err(format!("killed by signal {signal}")),
+        Ended::TimedOut => Err("timed out".into()),
+    }
+}
+
+/// Runs the check, then `expect` (by default: exit code 0); with `hold`,
+/// again at every interval until the hold time has passed, each sample
+/// having to pass.
+async fn verify_step(
+    step: &Step,
+    scope: &Scope,
+    log: &Log,
+) -> Result<BTreeMap<String, String>, String> {
+    let hold = step.property("hold").and_then(|p| {
+        let total = scope.eval(p.args.first()?);
+        let every = scope.eval(p.args.get(2)?);
+        match (total, every) {
+            (Value::Duration(t), Value::Duration(e)) => Some((t, e.max(1))),
+            _ => None,
+        }
+    });
+    let started = tokio::time::Instant::now();
+    loop {
+        let result = execute(step, scope, log).await?;
+        let out = outputs(&result, log);
+        check_expectation(step, scope, &out)?;
+        match hold {
+            Some((total, every)) if (started.elapsed().as_millis() as u64) < total => {
+                tokio::time::sleep(Duration::from_millis(every)).await;
+            }
+            _ => return Ok(out),
+        }
+    }
+}
+
+fn check_expectation(
+    step: &Step,
+    scope: &Scope,
+    out: &BTreeMap<String, String>,
+) -> Result<(), String> {
+    let mut bindings = scope.bindings.clone();
+    let code: i64 = out
+        .get("exit_code")
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(-1);
+    bindings.values.insert("exit_code".into(), Value::Int(code));
+    for name in ["stdout", "stderr"] {
+        let text = out.get(name).cloned().unwrap_or_default();
+        bindings.values.insert(name.into(), Value::Str(text));
+    }
+    let Some(expect) = step.property("expect").and_then(|p| p.args.first()) else {
+        return if code == 0 {
+            Ok(())
+        } else {
+            Err(format!("the check exited with code {code}"))
+        };
+    };
+    match scope.eval_with(expect, &bindings) {
+        Value::Bool(true) => Ok(()),
+        Value::Bool(false) => Err(format!(
+            "expected {}, but exit_code was {code}",
+            format::expr(expect)
+        )),
+        other => Err(format!(
+            "`expect {}` could not be decided ({other})",
+            format::expr(expect)
+        )),
+    }
+}
+
+async fn wait_step(
+    step: &Step,
+    scope: &Scope,
+    elapsed: Duration,
+) -> Result<BTreeMap<String, String>, String> {
+    let arg = step.property("duration").and_then(|p| p.args.first());
+    let Some(Value::Duration(ms)) = arg.map(|a| scope.eval(a)) else {
+        return Err("the duration could not be worked out".into());
+    };
+    tokio::time::sleep(Duration::from_millis(ms).saturating_sub(elapsed)).await;
+    Ok(BTreeMap::new())
+}
+
+/// A Slack-compatible JSON POST. The URL may hold a token: no error names it.
+async fn notify_step(
+    step: &Step,
+    scope: &Scope,
+    http: &reqwest::Client,
+    run: crate::engine::RunId,
+) -> Result<BTreeMap<String, String>, String> {
+    let url = scope
+        .text(step, "webhook", 0)?
+        .ok_or("the webhook URL could not be worked out")?;
+    let message = scope.text(step, "message", 0)?.unwrap_or_default();
+    let severity = step
+        .property("severity")
+        .and_then(|p| p.args.first())
+        .map(format::expr)
+        .unwrap_or_else(|| "info".into());
+    let body = serde_json::json!({
+        "text": format!("[{severity}] {message}"),
+        "severity": severity,
+        "step": step.name,
+        "run": run.0,
+    });
+    let answer = http
+        .post(&url)
+        .timeout(Duration::from_secs(10))
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| format!("the webhook could not be reached: {}", reason(e)))?;
+    let status = answer.status();
+    if status.is_success() {
+        Ok(BTreeMap::from([(
+            "status".into(),
+            status.as_u16().to_string(),
+        )]))
+    } else {
+        Err(format!("the webhook answered {status}"))
+    }
+}
+
+/// A client error and its causes, without the URL.
+fn reason(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}

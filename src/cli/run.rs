@@ -1,0 +1,401 @@
+//! `runbook run`, `resume` and `retry`: each prepares a run, then drives it
+//! the same way, answering Ctrl-C and requests from other terminals.
+
+use super::store::{self, parse_params, plan_of, rebind, state_of, store_error};
+use super::view::{Mode, View};
+use crate::actions::local::{unsupported, Env, LocalRunner, Sink};
+use crate::compile::eval::{bind_for_run, format_duration, Bindings};
+use crate::compile::{Phase, Plan, StepId, Type};
+use crate::engine::{
+    drive, outcome_word, Choices, Clock, Control, DriveError, Driver, Ended, Event, Journal,
+    Outcome, RecordedParam, RunMeta, RunState, StepState,
+};
+use crate::error::Error;
+use crate::store::inbox::{clear_owner, write_owner, Inbox, Owner};
+use crate::store::SledStore;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Exit codes of the run commands, besides 0, 1 and 2.
+pub const EXIT_ROLLED_BACK: u8 = 3;
+pub const EXIT_CANCELLED: u8 = 4;
+pub const EXIT_STOPPED: u8 = 130;
+
+pub struct RunOptions {
+    pub state: PathBuf,
+    pub json: bool,
+}
+
+/// `runbook run FILE -p k=v`.
+pub fn start(path: &Path, params: &[String], opts: &RunOptions) -> Result<u8, Error> {
+    let given = parse_params(params)?;
+    let source = crate::error::read_source(path)?;
+    let Some(plan) = super::load(path)? else {
+        return Ok(super::EXIT_DIAGNOSTICS);
+    };
+    refuse_unsupported(&plan)?;
+    let env = |name: &str| std::env::var(name).ok();
+    let bindings =
+        bind_for_run(&plan, &given, &env).map_err(|e| Error::Usage(e.join("\n       ")))?;
+    let recorded = given
+        .iter()
+        .map(|(name, value)| {
+            let secret = plan
+                .params
+                .iter()
+                .any(|p| p.name == *name && p.ty == Type::Secret);
+            let kept = if secret {
+                RecordedParam::SecretGiven
+            } else {
+                RecordedParam::Value(value.clone())
+            };
+            (name.clone(), kept)
+        })
+        .collect();
+    let store = store::open(&opts.state)?;
+    let meta = store
+        .create_run(&path.display().to_string(), &source, recorded, now_ms())
+        .map_err(store_error)?;
+    drive_run(store, meta, plan, bindings, Choices::default(), opts)
+}
+
+/// `runbook resume RUN`.
+pub fn resume(
+    run: u64,
+    params: &[String],
+    choices: Choices,
+    opts: &RunOptions,
+) -> Result<u8, Error> {
+    let store = store::open(&opts.state)?;
+    let meta = store.run(crate::engine::RunId(run)).map_err(store_error)?;
+    let plan = plan_of(&meta)?;
+    let state = state_of(&store, &meta, &plan)?;
+    if let Some(outcome) = state.finished {
+        return Err(Error::Run(format!(
+            "run {run} has already finished ({}); nothing to resume. `runbook retry {run} --from STEP` runs steps again",
+            outcome_word(outcome)
+        )));
+    }
+    refuse_unsupported(&plan)?;
+    let bindings = rebind(&meta, &plan, &parse_params(params)?)?;
+    drive_run(store, meta, plan, bindings, choices, opts)
+}
+
+/// `runbook retry RUN --from STEP`: the step and everything after it run
+/// again; the outputs of the steps before it are kept.
+pub fn retry(run: u64, from: &str, params: &[String], opts: &RunOptions) -> Result<u8, Error> {
+    let store = store::open(&opts.state)?;
+    let meta = store.run(crate::engine::RunId(run)).map_err(store_error)?;
+    let plan = plan_of(&meta)?;
+    let state = state_of(&store, &meta, &plan)?;
+    if state.finished.is_none() {
+        return Err(Error::Run(format!(
+            "run {run} has not finished; continue it with `runbook resume {run}`"
+        )));
+    }
+    let Some(step) = plan.step(from) else {
+        let names = plan.steps.iter().map(|s| s.name.as_str());
+        let hint = crate::compile::names::closest(from, names)
+            .map(|c| format!(" (did you mean `{c}`?)"))
+            .unwrap_or_default();
+        return Err(Error::Usage(format!(
+            "run {run} has no step `{from}`{hint}"
+        )));
+    };
+    refuse_unsupported(&plan)?;
+    let bindings = rebind(&meta, &plan, &parse_params(params)?)?;
+    let steps = from_onwards(&plan, step.id);
+    store
+        .append(
+            meta.id,
+            &Event::Reset {
+                steps,
+                at: now_ms(),
+            },
+        )
+        .map_err(store_error)?;
+    drive_run(store, meta, plan, bindings, Choices::default(), opts)
+}
+
+/// The step, every step that waits on it (directly or not), and the
+/// `on failure` steps, which are decided again.
+fn from_onwards(plan: &Plan, from: StepId) -> Vec<usize> {
+    let mut seen = vec![false; plan.steps.len()];
+    let mut dfs = petgraph::visit::Dfs::new(&plan.graph, from.node());
+    while let Some(node) = dfs.next(&plan.graph) {
+        seen[node.index()] = true;
+    }
+    plan.steps
+        .iter()
+        .filter(|s| seen[s.id.0] || s.phase == Phase::OnFailure)
+        .map(|s| s.id.0)
+        .collect()
+}
+
+fn refuse_unsupported(plan: &Plan) -> Result<(), Error> {
+    let missing = unsupported(plan);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = missing
+        .iter()
+        .map(|(s, why)| format!("`{}` ({why})", s.name))
+        .collect();
+    Err(Error::Run(format!(
+        "this runbook has steps this version cannot run yet: {}; `runbook plan` shows what a run would do",
+        list.join(", ")
+    )))
+}
+
+fn now_ms() -> u64 {
+    Clock::system().now()
+}
+
+/// Drives the run in this process until it finishes or is stopped, and
+/// says how it ended and what to do next.
+fn drive_run(
+    store: SledStore,
+    meta: RunMeta,
+    plan: Plan,
+    bindings: Bindings,
+    choices: Choices,
+    opts: &RunOptions,
+) -> Result<u8, Error> {
+    let run = meta.id;
+    let plan = Arc::new(plan);
+    let mode = Mode::pick(opts.json);
+    let view = Arc::new(Mutex::new(View::new(mode, Arc::clone(&plan), run)));
+    let say = |text: &str| {
+        if let Ok(v) = view.lock() {
+            v.say(text);
+        }
+    };
+    say(&format!(
+        "run {run}: {} ({}); if it is interrupted, continue it with: runbook resume {run}",
+        plan.name, meta.file
+    ));
+    let _ = write_owner(
+        &opts.state,
+        &Owner {
+            pid: std::process::id(),
+            run: run.0,
+        },
+    );
+    let sink_view = Arc::clone(&view);
+    let sink: Sink = Arc::new(move |line| {
+        if let Ok(v) = sink_view.lock() {
+            v.line(line);
+        }
+    });
+    let env: Env = Arc::new(|name: &str| std::env::var(name).ok());
+    let runner = Arc::new(LocalRunner::new(bindings.clone(), env, sink));
+    // A copy of the state, kept by folding each event (cheap), from which
+    // `live.json` is written now and then for `runbook status` elsewhere.
+    let initial = store.events(run).map_err(store_error)?;
+    let mirror = Arc::new(Mutex::new((RunState::replay(&plan, &initial), true)));
+    let observe = |event: &Event, state: &RunState| {
+        if let Ok(mut v) = view.lock() {
+            v.event(event, state);
+        }
+        if let Ok(mut m) = mirror.lock() {
+            m.0.apply(&plan, event);
+            m.1 = true;
+        }
+    };
+    let env_now = |name: &str| std::env::var(name).ok();
+    let clock = Clock::system();
+    let driver = Driver {
+        plan: Arc::clone(&plan),
+        journal: &store,
+        run,
+        bindings: &bindings,
+        env: &env_now,
+        runner,
+        clock: &clock,
+        observe: &observe,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Run(format!("cannot start the executor: {e}")))?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let ended = runtime.block_on(async {
+        tokio::spawn(answer_ctrl_c(tx.clone(), Arc::clone(&view)));
+        let live = Live {
+            state_dir: opts.state.clone(),
+            meta: meta.clone(),
+            plan: Arc::clone(&plan),
+            mirror: Arc::clone(&mirror),
+        };
+        tokio::spawn(tend(tx, Inbox::new(&opts.state), live));
+        drive(&driver, &choices, rx).await
+    });
+    // Dropping the runtime drops the attempts still running: their process
+    // groups are killed before this process exits.
+    drop(runtime);
+    clear_owner(&opts.state);
+    let _ = std::fs::remove_file(opts.state.join("live.json"));
+    if let Ok(mut v) = view.lock() {
+        v.close();
+    }
+    let state = store
+        .events(run)
+        .map(|events| RunState::replay(&plan, &events))
+        .ok();
+    finish(run.0, &plan, state.as_ref(), ended, mode == Mode::Json)
+}
+
+/// The last words: how the run ended, what failed, what to do next.
+fn finish(
+    run: u64,
+    plan: &Plan,
+    state: Option<&RunState>,
+    ended: Result<Ended, DriveError>,
+    json: bool,
+) -> Result<u8, Error> {
+    let ended = match ended {
+        Ok(ended) => ended,
+        Err(DriveError::Interrupted(steps)) => {
+            let first = steps.first().cloned().unwrap_or_default();
+            return Err(Error::Run(format!(
+                "run {run} cannot go on by itself: these steps were interrupted while running and may have done part of their work: {}. Check what each did, then resume with `runbook resume {run} --rerun {first}` (run it again), `--skip {first}` (leave it undone) or `--done {first}` (you finished it by hand)",
+                steps.join(", ")
+            )));
+        }
+        Err(DriveError::Store(e)) => {
+            return Err(Error::Run(format!(
+                "run {run} stopped because its progress could not be recorded: {e}. Everything recorded before is kept; fix this, then continue with `runbook resume {run}`"
+            )))
+        }
+        Err(DriveError::Choice(why)) => return Err(Error::Usage(why)),
+    };
+    let elapsed = state
+        .and_then(|s| s.clock_from)
+        .map(|t| format!(" in {}", format_duration(now_ms().saturating_sub(t))))
+        .unwrap_or_default();
+    let (code, text) = match &ended {
+        Ended::Finished(Outcome::Succeeded) => {
+            (super::EXIT_OK, format!("run {run} succeeded{elapsed}"))
+        }
+        Ended::Finished(outcome) => {
+            let failed: Vec<&str> = plan
+                .steps
+                .iter()
+                .filter(|s| {
+                    state.is_some_and(|st| matches!(st.step(s.id), StepState::Failed { .. }))
+                })
+                .map(|s| s.name.as_str())
+                .collect();
+            let code = match outcome {
+                Outcome::RolledBack => EXIT_ROLLED_BACK,
+                Outcome::Cancelled => EXIT_CANCELLED,
+                _ => super::EXIT_ERROR,
+            };
+            let mut text = format!("run {run} {}{elapsed}", ended_word(*outcome));
+            if let Some(first) = failed.first() {
+                text.push_str(&format!(
+                    "; failed: {}. Output: `runbook logs {run} {first}`; run again from a step: `runbook retry {run} --from {first}`",
+                    failed.join(", ")
+                ));
+            }
+            (code, text)
+        }
+        Ended::Stopped { interrupted } => {
+            let mut text = format!("run {run} stopped");
+            if !interrupted.is_empty() {
+                text.push_str(&format!(" (interrupted: {})", interrupted.join(", ")));
+            }
+            text.push_str(&format!("; continue it with: runbook resume {run}"));
+            (EXIT_STOPPED, text)
+        }
+    };
+    if json {
+        let word = match &ended {
+            Ended::Finished(o) => outcome_word(*o),
+            Ended::Stopped { .. } => "stopped",
+        };
+        println!("{}", serde_json::json!({"run": run, "ended": word}));
+    } else {
+        println!("{text}");
+    }
+    Ok(code)
+}
+
+fn ended_word(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Succeeded => "succeeded",
+        Outcome::Failed => "failed",
+        Outcome::RolledBack => "was rolled back",
+        Outcome::Cancelled => "was cancelled",
+    }
+}
+
+/// First Ctrl-C: start nothing new, let running steps finish. Second: stop
+/// them now (they stay interrupted in the journal for `resume`).
+async fn answer_ctrl_c(tx: tokio::sync::mpsc::UnboundedSender<Control>, view: Arc<Mutex<View>>) {
+    if tokio::signal::ctrl_c().await.is_err() {
+        return;
+    }
+    if let Ok(v) = view.lock() {
+        v.say("stopping: no new step starts; running steps finish and are recorded (Ctrl-C again to stop them now)");
+    }
+    let _ = tx.send(Control::Stop);
+    if tokio::signal::ctrl_c().await.is_ok() {
+        let _ = tx.send(Control::Kill);
+    }
+}
+
+/// What `runbook status` in another terminal reads while this process
+/// holds the store.
+struct Live {
+    state_dir: PathBuf,
+    meta: RunMeta,
+    plan: Arc<Plan>,
+    mirror: Arc<Mutex<(RunState, bool)>>,
+}
+
+impl Live {
+    fn write_if_changed(&self) {
+        let Ok(mut m) = self.mirror.lock() else {
+            return;
+        };
+        if !m.1 {
+            return;
+        }
+        m.1 = false;
+        let view = super::runs::view(&self.meta, &self.plan, &m.0, true);
+        drop(m);
+        let body = serde_json::to_vec(&view).unwrap_or_default();
+        let tmp = self.state_dir.join(".live.json.tmp");
+        if std::fs::write(&tmp, body).is_ok() {
+            let _ = std::fs::rename(&tmp, self.state_dir.join("live.json"));
+        }
+    }
+}
+
+/// Five times a second: requests left by `runbook approve` and `runbook
+/// cancel` in other terminals, passed to the driver and answered; and the
+/// live view for `runbook status`.
+async fn tend(tx: tokio::sync::mpsc::UnboundedSender<Control>, inbox: Inbox, live: Live) {
+    use crate::store::inbox::Request;
+    let run = live.meta.id.0;
+    loop {
+        live.write_if_changed();
+        for (name, request) in inbox.take(run) {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let control = match request {
+                Request::Approve { step, by, .. } => Control::Approve { step, by, reply },
+                Request::Cancel { .. } => Control::Cancel { reply: Some(reply) },
+            };
+            if tx.send(control).is_err() {
+                return;
+            }
+            let answer = answer
+                .await
+                .unwrap_or_else(|_| Err("the run stopped before it could answer".into()));
+            inbox.answer(&name, &answer);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -1,0 +1,373 @@
+//! `runbook status`, `logs`, `approve` and `cancel`: reading and steering
+//! runs, whether their process is alive (requests through the inbox) or not
+//! (the journal directly).
+
+use super::store::{self, plan_of, state_of, store_error, Opened};
+use super::view::clock;
+use crate::compile::eval::{bind, format_duration};
+use crate::compile::Plan;
+use crate::engine::{
+    approval, outcome_word, Clock, Event, Journal, RecordedParam, RunId, RunMeta, RunState,
+    StepState,
+};
+use crate::error::Error;
+use crate::store::inbox::{Inbox, Owner, Request};
+use crate::store::SledStore;
+use serde::{Deserialize, Serialize};
+use std::fmt::Write;
+use std::path::Path;
+use std::time::Duration;
+
+#[derive(Serialize, Deserialize)]
+pub struct RunView {
+    pub run: u64,
+    pub runbook: String,
+    pub file: String,
+    pub state: String,
+    pub started_at: Option<u64>,
+    pub steps: Vec<StepView>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct StepView {
+    pub name: String,
+    pub kind: String,
+    pub state: String,
+    pub attempt: u32,
+    pub since: Option<u64>,
+    pub detail: Option<String>,
+}
+
+/// How a run stands. `live` says whether a process is driving it now.
+pub fn view(meta: &RunMeta, plan: &Plan, state: &RunState, live: bool) -> RunView {
+    let waiting = state.awaiting_approval(plan);
+    let word = match state.finished {
+        Some(outcome) => outcome_word(outcome).to_string(),
+        None if !waiting.is_empty() => "waiting for approval".into(),
+        None if live => "running".into(),
+        None => "stopped (not finished)".into(),
+    };
+    let steps = plan
+        .steps
+        .iter()
+        .map(|s| {
+            let st = state.step(s.id);
+            let (since, detail) = match st {
+                StepState::Running { since, .. } if s.kind.name == "approve" => (
+                    Some(*since),
+                    Some(format!(
+                        "waiting for approval: runbook approve {} {} --as NAME",
+                        meta.id, s.name
+                    )),
+                ),
+                StepState::Running { since, .. } => (Some(*since), None),
+                StepState::Retrying { at, .. } => {
+                    (None, Some(format!("next attempt at {}", clock(Some(*at)))))
+                }
+                StepState::Failed { error } => (None, Some(error.clone())),
+                StepState::Skipped { reason } => (None, Some(reason.clone())),
+                StepState::Succeeded => (None, approved(&state.outputs[s.id.0])),
+                StepState::Pending => (None, None),
+            };
+            let mut word = crate::engine::state_word(st).to_string();
+            if !live && state.finished.is_none() && matches!(st, StepState::Running { .. }) {
+                word = "interrupted".into();
+            }
+            StepView {
+                name: s.name.clone(),
+                kind: s.kind.name.to_string(),
+                state: word,
+                attempt: state.attempts[s.id.0],
+                since,
+                detail,
+            }
+        })
+        .collect();
+    RunView {
+        run: meta.id.0,
+        runbook: plan.name.clone(),
+        file: meta.file.clone(),
+        state: word,
+        started_at: state.started_at,
+        steps,
+    }
+}
+
+fn approved(outputs: &std::collections::BTreeMap<String, String>) -> Option<String> {
+    let by = outputs.get("approved_by")?;
+    let at = outputs.get("approved_at").cloned().unwrap_or_default();
+    Some(format!("approved by {by} at {at}"))
+}
+
+pub fn render(v: &RunView) -> String {
+    let mut out = format!("run {}  {}  {}  {}\n", v.run, v.runbook, v.file, v.state);
+    if v.state.starts_with("stopped") || v.state == "waiting for approval" {
+        let _ = writeln!(out, "  continue it with: runbook resume {}", v.run);
+    }
+    let width = v.steps.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    let now = Clock::system().now();
+    for s in &v.steps {
+        let mut line = format!("  {:width$}  {}", s.name, s.state);
+        if s.attempt > 1 {
+            let _ = write!(line, " (attempt {})", s.attempt);
+        }
+        if let Some(since) = s.since {
+            let _ = write!(
+                line,
+                " for {}",
+                format_duration((now.saturating_sub(since) / 1000) * 1000)
+            );
+        }
+        if let Some(detail) = &s.detail {
+            let _ = write!(line, ": {detail}");
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `runbook status [RUN]`.
+pub fn status(state_dir: &Path, run: Option<u64>, json: bool) -> Result<u8, Error> {
+    let store = match store::open_or_owner(state_dir)? {
+        Opened::Store(store) => store,
+        Opened::HeldBy(owner) => return status_live(state_dir, owner, run, json),
+    };
+    let metas = match run {
+        Some(id) => vec![store.run(RunId(id)).map_err(store_error)?],
+        None => store.runs().map_err(store_error)?,
+    };
+    if metas.is_empty() {
+        println!("no runs yet in {}", state_dir.display());
+        return Ok(super::EXIT_OK);
+    }
+    let mut views = Vec::new();
+    for meta in &metas {
+        let plan = plan_of(meta)?;
+        let state = state_of(&store, meta, &plan)?;
+        views.push(view(meta, &plan, &state, false));
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&views).unwrap_or_default()
+        );
+    } else if run.is_some() {
+        views.iter().for_each(|v| print!("{}", render(v)));
+    } else {
+        for v in &views {
+            let started = v
+                .started_at
+                .map(date)
+                .unwrap_or_else(|| "not started".into());
+            println!(
+                "{:>5}  {:24}  {:20}  {}  {}",
+                v.run, v.state, v.runbook, started, v.file
+            );
+        }
+    }
+    Ok(super::EXIT_OK)
+}
+
+/// While a process drives a run, it keeps `live.json` with the run's view.
+fn status_live(
+    state_dir: &Path,
+    owner: Option<Owner>,
+    run: Option<u64>,
+    json: bool,
+) -> Result<u8, Error> {
+    let live = std::fs::read(state_dir.join("live.json")).ok();
+    let parsed: Option<serde_json::Value> = live.and_then(|b| serde_json::from_slice(&b).ok());
+    let matches = match (&owner, run) {
+        (Some(o), Some(r)) => o.run == r,
+        (Some(_), None) => true,
+        _ => false,
+    };
+    match (parsed, matches) {
+        (Some(v), true) if json => {
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default())
+        }
+        (Some(v), true) => {
+            let view: Option<RunView> = serde_json::from_value(v).ok();
+            match view {
+                Some(view) => print!("{}", render(&view)),
+                None => return Err(Error::Run(store::locked_sentence(state_dir, owner))),
+            }
+        }
+        _ => return Err(Error::Run(store::locked_sentence(state_dir, owner))),
+    }
+    Ok(super::EXIT_OK)
+}
+
+fn date(ms: u64) -> String {
+    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms as i64)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_default()
+}
+
+/// `runbook logs RUN [STEP]`: what each attempt printed, as kept.
+pub fn logs(state_dir: &Path, run: u64, step: Option<&str>) -> Result<u8, Error> {
+    let store = match store::open_or_owner(state_dir)? {
+        Opened::Store(store) => store,
+        Opened::HeldBy(owner) => {
+            return Err(Error::Run(format!(
+                "{}; while it runs, its output is on its terminal",
+                store::locked_sentence(state_dir, owner)
+            )))
+        }
+    };
+    let meta = store.run(RunId(run)).map_err(store_error)?;
+    let plan = plan_of(&meta)?;
+    let steps: Vec<&crate::compile::Step> = match step {
+        Some(name) => vec![plan
+            .step(name)
+            .ok_or_else(|| Error::Usage(format!("run {run} has no step `{name}`")))?],
+        None => plan.steps.iter().collect(),
+    };
+    for s in steps {
+        for (attempt, log) in store.logs(meta.id, s.id.0).map_err(store_error)? {
+            println!("── {} (attempt {attempt}) ──", s.name);
+            for line in &log.lines {
+                let mark = if line.err { "!" } else { " " };
+                println!("{mark} {}", line.text);
+            }
+            if log.dropped_bytes > 0 {
+                println!(
+                    "… {} more bytes were printed and not kept",
+                    log.dropped_bytes
+                );
+            }
+        }
+    }
+    Ok(super::EXIT_OK)
+}
+
+/// How long `approve` and `cancel` wait for a running process to answer.
+const ANSWER_WITHIN: Duration = Duration::from_secs(10);
+
+/// Sends a request to the process driving `run`, and waits for its answer.
+fn ask_live(
+    state_dir: &Path,
+    owner: Option<Owner>,
+    run: u64,
+    request: Request,
+) -> Result<(), Error> {
+    let Some(owner) = owner.clone().filter(|o| o.run == run) else {
+        return Err(Error::Run(store::locked_sentence(state_dir, owner)));
+    };
+    let inbox = Inbox::new(state_dir);
+    let name = inbox.send(&request).map_err(|e| {
+        Error::Run(format!(
+            "cannot leave the request in {}: {e}",
+            state_dir.display()
+        ))
+    })?;
+    match inbox.wait_answer(&name, ANSWER_WITHIN) {
+        Some(Ok(())) => Ok(()),
+        Some(Err(why)) => Err(Error::Run(why)),
+        None => {
+            inbox.withdraw(&name);
+            Err(Error::Run(format!(
+                "run {run}'s process ({}) did not answer within {} s; the request was withdrawn; try again",
+                owner.pid,
+                ANSWER_WITHIN.as_secs()
+            )))
+        }
+    }
+}
+
+/// A run's plan and state when no process drives it.
+fn offline(store: &SledStore, run: u64) -> Result<(RunMeta, Plan, RunState), Error> {
+    let meta = store.run(RunId(run)).map_err(store_error)?;
+    let plan = plan_of(&meta)?;
+    let state = state_of(store, &meta, &plan)?;
+    Ok((meta, plan, state))
+}
+
+/// `runbook approve RUN STEP --as NAME`.
+pub fn approve(state_dir: &Path, run: u64, step: &str, by: &str) -> Result<u8, Error> {
+    match store::open_or_owner(state_dir)? {
+        Opened::HeldBy(owner) => {
+            let request = Request::Approve {
+                run,
+                step: step.to_string(),
+                by: by.to_string(),
+            };
+            ask_live(state_dir, owner, run, request)?;
+            println!("approved `{step}` of run {run} as {by}; the run goes on");
+        }
+        Opened::Store(store) => {
+            let (meta, plan, state) = offline(&store, run)?;
+            let values: Vec<(String, String)> = meta
+                .params
+                .iter()
+                .filter_map(|(n, p)| match p {
+                    RecordedParam::Value(v) => Some((n.clone(), v.clone())),
+                    _ => None,
+                })
+                .collect();
+            let bindings = bind(&plan, &values, &|_| None).unwrap_or_default();
+            let event =
+                approval::approve(&plan, &state, &bindings, step, by, Clock::system().now())
+                    .map_err(Error::Run)?;
+            store.append(meta.id, &event).map_err(store_error)?;
+            println!("approved `{step}` of run {run} as {by}; continue the run with: runbook resume {run}");
+        }
+    }
+    Ok(super::EXIT_OK)
+}
+
+/// `runbook cancel RUN`.
+pub fn cancel(state_dir: &Path, run: u64) -> Result<u8, Error> {
+    match store::open_or_owner(state_dir)? {
+        Opened::HeldBy(owner) => {
+            ask_live(state_dir, owner, run, Request::Cancel { run })?;
+            println!("run {run} is being cancelled: its running steps were stopped");
+        }
+        Opened::Store(store) => {
+            let (meta, plan, state) = offline(&store, run)?;
+            if let Some(outcome) = state.finished {
+                return Err(Error::Run(format!(
+                    "run {run} has already finished ({}); there is nothing to cancel",
+                    outcome_word(outcome)
+                )));
+            }
+            let now = Clock::system().now();
+            let mut events = vec![Event::CancelRequested { at: now }];
+            let interrupted: Vec<&str> = plan
+                .steps
+                .iter()
+                .filter(|s| matches!(state.step(s.id), StepState::Running { .. }))
+                .map(|s| s.name.as_str())
+                .collect();
+            for s in plan
+                .steps
+                .iter()
+                .filter(|s| matches!(state.step(s.id), StepState::Running { .. }))
+            {
+                events.push(Event::StepFailed {
+                    step: s.id.0,
+                    at: now,
+                    error: "cancelled while interrupted".into(),
+                });
+            }
+            events.push(Event::RunFinished {
+                outcome: crate::engine::Outcome::Cancelled,
+                at: now,
+            });
+            for event in &events {
+                store.append(meta.id, event).map_err(store_error)?;
+            }
+            let note = if interrupted.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; these steps had been interrupted and may have done part of their work: {}",
+                    interrupted.join(", ")
+                )
+            };
+            println!("run {run} cancelled{note}");
+        }
+    }
+    Ok(super::EXIT_OK)
+}

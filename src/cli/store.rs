@@ -1,0 +1,143 @@
+//! Where runs are kept on this machine, and opening that store with plain
+//! sentences for what can go wrong.
+
+use crate::compile::eval::{bind_for_run, Bindings};
+use crate::compile::Plan;
+use crate::engine::{Journal, RecordedParam, RunMeta, RunState, StoreError};
+use crate::error::Error;
+use crate::store::inbox::{read_owner, Owner};
+use crate::store::SledStore;
+use std::path::{Path, PathBuf};
+
+/// `--state`, else `$RUNBOOK_STATE`, else `$XDG_STATE_HOME/runbook`, else
+/// `~/.local/state/runbook`: one place per user, so that `resume` finds a
+/// run from any directory.
+pub fn state_dir(given: Option<PathBuf>) -> PathBuf {
+    if let Some(dir) = given {
+        return dir;
+    }
+    if let Some(dir) = std::env::var_os("RUNBOOK_STATE").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("runbook");
+    }
+    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".local/state/runbook"),
+        None => PathBuf::from(".runbook"),
+    }
+}
+
+/// The journal lives in `STATE/journal`.
+pub fn open(state: &Path) -> Result<SledStore, Error> {
+    match open_or_owner(state)? {
+        Opened::Store(store) => Ok(store),
+        Opened::HeldBy(owner) => Err(Error::Run(locked_sentence(state, owner))),
+    }
+}
+
+/// Opening the store, or learning which process holds it.
+pub enum Opened {
+    Store(SledStore),
+    HeldBy(Option<Owner>),
+}
+
+pub fn open_or_owner(state: &Path) -> Result<Opened, Error> {
+    if let Err(e) = std::fs::create_dir_all(state) {
+        return Err(Error::Run(format!(
+            "cannot create the state directory {}: {}; choose another with --state DIR",
+            state.display(),
+            crate::error::io_reason(&e)
+        )));
+    }
+    match SledStore::open(&state.join("journal")) {
+        Ok(store) => Ok(Opened::Store(store)),
+        Err(StoreError::Locked { .. }) => Ok(Opened::HeldBy(read_owner(state))),
+        Err(e) => Err(store_error(e)),
+    }
+}
+
+pub fn locked_sentence(state: &Path, owner: Option<Owner>) -> String {
+    match owner {
+        Some(o) => format!(
+            "the store at {} is in use by run {} (process {}); wait for it to finish, or use `runbook approve`/`runbook cancel` on that run",
+            state.display(),
+            o.run,
+            o.pid
+        ),
+        None => format!(
+            "the store at {} is in use by another runbook process; wait for it to finish and try again",
+            state.display()
+        ),
+    }
+}
+
+pub fn store_error(e: StoreError) -> Error {
+    Error::Run(e.to_string())
+}
+
+/// A run's plan, compiled from the exact source it started with.
+pub fn plan_of(meta: &RunMeta) -> Result<Plan, Error> {
+    crate::compile::check(&meta.source).map_err(|_| {
+        Error::Run(format!(
+            "run {} was recorded with a runbook this version of runbook no longer accepts; run it with the version that started it",
+            meta.id
+        ))
+    })
+}
+
+/// The state of a run, replayed from its journal.
+pub fn state_of(store: &SledStore, meta: &RunMeta, plan: &Plan) -> Result<RunState, Error> {
+    let events = store.events(meta.id).map_err(store_error)?;
+    Ok(RunState::replay(plan, &events))
+}
+
+/// Bindings for continuing a run: the parameters it recorded, secrets read
+/// again (from the environment, or `-p` for those given on the command line).
+pub fn rebind(
+    meta: &RunMeta,
+    plan: &Plan,
+    given_now: &[(String, String)],
+) -> Result<Bindings, Error> {
+    let mut given = Vec::new();
+    let mut errors = Vec::new();
+    for (name, recorded) in &meta.params {
+        match recorded {
+            RecordedParam::Value(v) => given.push((name.clone(), v.clone())),
+            RecordedParam::SecretFromEnv(_) => {}
+            RecordedParam::SecretGiven => {
+                match given_now.iter().find(|(n, _)| n == name) {
+                    Some(pair) => given.push(pair.clone()),
+                    None => errors.push(format!(
+                        "the secret `{name}` was given with -p when run {} started and is not kept; pass it again with -p {name}=...",
+                        meta.id
+                    )),
+                }
+            }
+        }
+    }
+    for (name, _) in given_now {
+        let recorded = meta.params.iter().find(|(n, _)| n == name);
+        if !matches!(recorded, Some((_, RecordedParam::SecretGiven))) {
+            errors.push(format!(
+                "-p {name}: run {} keeps the parameters it started with; only secrets given with -p are passed again",
+                meta.id
+            ));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(Error::Usage(errors.join("\n       ")));
+    }
+    let env = |name: &str| std::env::var(name).ok();
+    bind_for_run(plan, &given, &env).map_err(|e| Error::Usage(e.join("\n       ")))
+}
+
+pub fn parse_params(params: &[String]) -> Result<Vec<(String, String)>, Error> {
+    params
+        .iter()
+        .map(|p| match p.split_once('=') {
+            Some((name, value)) => Ok((name.trim().to_string(), value.to_string())),
+            None => Err(Error::Usage(format!("-p {p}: write NAME=VALUE"))),
+        })
+        .collect()
+}

@@ -1,0 +1,240 @@
+//! What a run shows while it goes: a live view on a terminal (a line per
+//! running step with its attempt and elapsed time, finished steps printed
+//! above), plain lines otherwise, or a JSON event stream with `--json`.
+
+use crate::actions::local::Line;
+use crate::compile::eval::format_duration;
+use crate::compile::Plan;
+use crate::engine::{Event, Millis, RunId, RunState, StepState};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Live,
+    Plain,
+    Json,
+}
+
+impl Mode {
+    pub fn pick(json: bool) -> Mode {
+        use std::io::IsTerminal;
+        if json {
+            Mode::Json
+        } else if std::io::stdout().is_terminal()
+            && std::env::var_os("TERM").is_some_and(|t| t != "dumb")
+        {
+            Mode::Live
+        } else {
+            Mode::Plain
+        }
+    }
+}
+
+pub struct View {
+    mode: Mode,
+    plan: Arc<Plan>,
+    run: RunId,
+    bars: Option<MultiProgress>,
+    running: HashMap<usize, ProgressBar>,
+    /// When each step's current attempt started, for elapsed times.
+    started: HashMap<usize, Millis>,
+}
+
+impl View {
+    pub fn new(mode: Mode, plan: Arc<Plan>, run: RunId) -> Self {
+        let bars = (mode == Mode::Live)
+            .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stdout_with_hz(10)));
+        View {
+            mode,
+            plan,
+            run,
+            bars,
+            running: HashMap::new(),
+            started: HashMap::new(),
+        }
+    }
+
+    /// A line for the person at the terminal (not in JSON mode).
+    pub fn say(&self, text: &str) {
+        match (&self.bars, self.mode) {
+            (_, Mode::Json) => {}
+            (Some(bars), _) => {
+                let _ = bars.println(text);
+            }
+            (None, _) => println!("{text}"),
+        }
+    }
+
+    pub fn line(&self, line: Line) {
+        match self.mode {
+            Mode::Json => println!(
+                "{}",
+                serde_json::json!({
+                    "run": self.run.0,
+                    "step": line.step,
+                    "stream": if line.err { "stderr" } else { "stdout" },
+                    "line": line.text,
+                })
+            ),
+            _ => self.say(&format!("  {} | {}", line.step, line.text)),
+        }
+    }
+
+    pub fn event(&mut self, event: &Event, state: &RunState) {
+        if self.mode == Mode::Json {
+            let step = step_of(event)
+                .and_then(|s| self.plan.steps.get(s))
+                .map(|s| s.name.as_str());
+            println!(
+                "{}",
+                serde_json::json!({"run": self.run.0, "step": step, "event": event})
+            );
+            return;
+        }
+        let plan = Arc::clone(&self.plan);
+        let name = |i: &usize| {
+            plan.steps
+                .get(*i)
+                .map(|s| s.name.clone())
+                .unwrap_or_default()
+        };
+        let text = match event {
+            Event::StepStarted { step, attempt, at } => {
+                self.started.insert(*step, *at);
+                let waiting = self.plan.steps[*step].kind.name == "approve";
+                let what = if waiting {
+                    format!(
+                        "waiting for approval; approve with: runbook approve {} {} --as NAME",
+                        self.run,
+                        name(step)
+                    )
+                } else if *attempt > 1 {
+                    format!("started (attempt {attempt})")
+                } else {
+                    "started".to_string()
+                };
+                self.show_running(*step, *attempt, waiting);
+                Some(format!("{} {what}", name(step)))
+            }
+            Event::StepSucceeded { step, at, outputs } => {
+                self.hide_running(*step);
+                let took = self.took(*step, *at);
+                let by = outputs
+                    .get("approved_by")
+                    .map(|b| format!(", approved by {b}"))
+                    .unwrap_or_default();
+                Some(format!("{} succeeded{took}{by}", name(step)))
+            }
+            Event::StepFailed { step, at, error } => {
+                self.hide_running(*step);
+                let took = self.took(*step, *at);
+                let next = match &state.steps[*step] {
+                    StepState::Retrying { attempt, at: when } => format!(
+                        "; attempt {attempt} in {}",
+                        format_duration(when.saturating_sub(*at))
+                    ),
+                    _ => String::new(),
+                };
+                Some(format!("{} failed{took}: {error}{next}", name(step)))
+            }
+            Event::StepSkipped { step, reason } => {
+                Some(format!("{} skipped: {reason}", name(step)))
+            }
+            Event::CancelRequested { .. } => {
+                Some("cancel requested: stopping running steps".into())
+            }
+            Event::RunTimedOut { .. } => Some("the runbook's timeout passed: stopping".into()),
+            Event::Reset { steps, .. } => Some(format!(
+                "running again: {}",
+                steps.iter().map(name).collect::<Vec<_>>().join(", ")
+            )),
+            Event::RunStarted { .. } | Event::RunFinished { .. } => None,
+        };
+        if let Some(text) = text {
+            self.say(&format!("{} {text}", clock(event_time(event))));
+        }
+    }
+
+    fn took(&self, step: usize, at: Millis) -> String {
+        self.started
+            .get(&step)
+            .map(|s| format!(" in {}", format_duration(at.saturating_sub(*s))))
+            .unwrap_or_default()
+    }
+
+    fn show_running(&mut self, step: usize, attempt: u32, waiting: bool) {
+        let Some(bars) = &self.bars else { return };
+        let name = &self.plan.steps[step].name;
+        let what = if waiting {
+            "waiting for approval".to_string()
+        } else {
+            format!("attempt {attempt}")
+        };
+        let bar = bars.add(ProgressBar::new_spinner());
+        let style = ProgressStyle::with_template("  {spinner} {prefix} ({msg}, {elapsed})")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner());
+        bar.set_style(style);
+        bar.set_prefix(name.clone());
+        bar.set_message(what);
+        bar.enable_steady_tick(Duration::from_millis(120));
+        if let Some(old) = self.running.insert(step, bar) {
+            old.finish_and_clear();
+        }
+    }
+
+    fn hide_running(&mut self, step: usize) {
+        if let Some(bar) = self.running.remove(&step) {
+            bar.finish_and_clear();
+            if let Some(bars) = &self.bars {
+                bars.remove(&bar);
+            }
+        }
+    }
+
+    /// Clears the live lines before the final words.
+    pub fn close(&mut self) {
+        for (_, bar) in self.running.drain() {
+            bar.finish_and_clear();
+        }
+        if let Some(bars) = &self.bars {
+            let _ = bars.clear();
+        }
+    }
+}
+
+fn step_of(event: &Event) -> Option<usize> {
+    match event {
+        Event::StepStarted { step, .. }
+        | Event::StepSucceeded { step, .. }
+        | Event::StepFailed { step, .. }
+        | Event::StepSkipped { step, .. } => Some(*step),
+        _ => None,
+    }
+}
+
+fn event_time(event: &Event) -> Option<Millis> {
+    match event {
+        Event::RunStarted { at }
+        | Event::StepStarted { at, .. }
+        | Event::StepSucceeded { at, .. }
+        | Event::StepFailed { at, .. }
+        | Event::CancelRequested { at }
+        | Event::RunTimedOut { at }
+        | Event::Reset { at, .. }
+        | Event::RunFinished { at, .. } => Some(*at),
+        Event::StepSkipped { .. } => None,
+    }
+}
+
+/// `14:02:07` (UTC), or the current time for events that carry none.
+pub fn clock(at: Option<Millis>) -> String {
+    let at = at
+        .map(|ms| ms as i64)
+        .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(at)
+        .map(|t| t.format("%H:%M:%S").to_string())
+        .unwrap_or_default()
+}

@@ -1,0 +1,141 @@
+//! Whether an approval can be recorded, and the event that records it. Pure:
+//! the driver uses it for a run in progress, `runbook approve` for a run
+//! whose process has stopped.
+
+use super::state::{Millis, RunState, StepState};
+use super::Event;
+use crate::compile::eval::{eval, Bindings, Value};
+use crate::compile::Plan;
+use std::collections::BTreeMap;
+
+/// The event recording `by`'s approval of `step`, or why there is none.
+pub fn approve(
+    plan: &Plan,
+    state: &RunState,
+    bindings: &Bindings,
+    step: &str,
+    by: &str,
+    at: Millis,
+) -> Result<Event, String> {
+    if by.trim().is_empty() {
+        return Err("say who approves with --as NAME".into());
+    }
+    if let Some(outcome) = state.finished {
+        return Err(format!(
+            "the run has finished ({}); there is nothing to approve",
+            super::outcome_word(outcome)
+        ));
+    }
+    let Some(found) = plan.step(step) else {
+        let names = plan.steps.iter().map(|s| s.name.as_str());
+        let hint = crate::compile::names::closest(step, names)
+            .map(|c| format!(" (did you mean `{c}`?)"))
+            .unwrap_or_default();
+        return Err(format!("the runbook has no step `{step}`{hint}"));
+    };
+    if found.kind.name != "approve" {
+        return Err(format!(
+            "`{step}` is {}, not an approval",
+            found.kind.a_step()
+        ));
+    }
+    if !matches!(state.step(found.id), StepState::Running { .. }) {
+        return Err(format!(
+            "`{step}` is not waiting for approval (it is {})",
+            super::state_word(state.step(found.id))
+        ));
+    }
+    if let Some(list) = found.property("approvers").and_then(|p| p.args.first()) {
+        if let Value::List(names) = eval(list, bindings, &|_| None) {
+            let allowed: Vec<String> = names
+                .iter()
+                .filter_map(|n| match n {
+                    Value::Str(s) => Some(s.clone()),
+                    _ => None,
+                })
+                .collect();
+            if !allowed.iter().any(|a| a == by) {
+                return Err(format!(
+                    "`{by}` may not approve `{step}`; its approvers are {}",
+                    allowed.join(", ")
+                ));
+            }
+        }
+    }
+    let when = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(at as i64)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default();
+    Ok(Event::StepSucceeded {
+        step: found.id.0,
+        at,
+        outputs: BTreeMap::from([
+            ("approved_by".to_string(), by.to_string()),
+            ("approved_at".to_string(), when),
+        ]),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::check;
+
+    fn waiting(src: &str) -> (Plan, RunState) {
+        let plan = check(src).expect("checks");
+        let mut state = RunState::new(&plan);
+        state.apply(
+            &plan,
+            &Event::StepStarted {
+                step: 0,
+                attempt: 1,
+                at: 0,
+            },
+        );
+        (plan, state)
+    }
+
+    const GATE: &str = "runbook r {\n  approve gate {\n    prompt \"go?\"\n    approvers [\"alice\", \"bob\"]\n  }\n  wait later after gate { duration 1s }\n}\n";
+
+    #[test]
+    fn an_approver_on_the_list_approves_a_waiting_step() {
+        let (plan, state) = waiting(GATE);
+        let event =
+            approve(&plan, &state, &Bindings::default(), "gate", "alice", 0).expect("approves");
+        assert_eq!(
+            event,
+            Event::StepSucceeded {
+                step: 0,
+                at: 0,
+                outputs: BTreeMap::from([
+                    ("approved_by".into(), "alice".into()),
+                    ("approved_at".into(), "1970-01-01T00:00:00Z".into()),
+                ]),
+            }
+        );
+    }
+
+    #[test]
+    fn each_refusal_is_one_sentence() {
+        let (plan, state) = waiting(GATE);
+        let b = Bindings::default();
+        let refuse = |step: &str, by: &str| approve(&plan, &state, &b, step, by, 0).unwrap_err();
+        assert_eq!(
+            refuse("gate", "mallory"),
+            "`mallory` may not approve `gate`; its approvers are alice, bob"
+        );
+        assert_eq!(
+            refuse("gat", "alice"),
+            "the runbook has no step `gat` (did you mean `gate`?)"
+        );
+        assert_eq!(
+            refuse("later", "alice"),
+            "`later` is a `wait` step, not an approval"
+        );
+        assert_eq!(refuse("gate", " "), "say who approves with --as NAME");
+        let fresh = RunState::new(&plan);
+        assert_eq!(
+            approve(&plan, &fresh, &b, "gate", "alice", 0).unwrap_err(),
+            "`gate` is not waiting for approval (it is pending)"
+        );
+    }
+}

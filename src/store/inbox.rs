@@ -1,0 +1,173 @@
+//! Requests to a run whose process holds the store (sled allows one process
+//! at a time): `runbook approve` and `runbook cancel` from another terminal
+//! leave a request file here; the running process picks it up within a
+//! fraction of a second, records it in the journal, and answers. A request
+//! is written whole (temporary file, fsync, rename) so that a crash never
+//! leaves half of one.
+
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Request {
+    Approve { run: u64, step: String, by: String },
+    Cancel { run: u64 },
+}
+
+impl Request {
+    pub fn run(&self) -> u64 {
+        match self {
+            Request::Approve { run, .. } | Request::Cancel { run } => *run,
+        }
+    }
+}
+
+/// Who holds the store: written by the process that drives a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Owner {
+    pub pid: u32,
+    pub run: u64,
+}
+
+pub struct Inbox {
+    dir: PathBuf,
+}
+
+impl Inbox {
+    pub fn new(state: &Path) -> Self {
+        Inbox {
+            dir: state.join("inbox"),
+        }
+    }
+
+    /// Leaves a request; returns its name, to wait for the answer.
+    pub fn send(&self, request: &Request) -> std::io::Result<String> {
+        std::fs::create_dir_all(&self.dir)?;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let name = format!("{}-{}-{nanos}", request.run(), std::process::id());
+        let body = serde_json::to_vec(request).unwrap_or_default();
+        write_whole(&self.dir, &format!("{name}.request"), &body)?;
+        Ok(name)
+    }
+
+    /// The requests for `run`, oldest first. Unreadable files are removed:
+    /// a request is written whole or not at all, so one that does not parse
+    /// was never sent.
+    pub fn take(&self, run: u64) -> Vec<(String, Request)> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        let mut found: Vec<(String, Request)> = Vec::new();
+        for entry in entries.flatten() {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            let Some(name) = file.strip_suffix(".request") else {
+                continue;
+            };
+            if !name.starts_with(&format!("{run}-")) {
+                continue;
+            }
+            match std::fs::read(entry.path())
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Request>(&b).ok())
+            {
+                Some(request) => found.push((name.to_string(), request)),
+                None => {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+        found.sort_by_key(|(name, _)| name.rsplit('-').next().and_then(|n| n.parse::<u128>().ok()));
+        found
+    }
+
+    /// Answers a request taken with `take`, and removes it.
+    pub fn answer(&self, name: &str, answer: &Result<(), String>) {
+        let body = serde_json::to_vec(answer).unwrap_or_default();
+        let _ = write_whole(&self.dir, &format!("{name}.answer"), &body);
+        let _ = std::fs::remove_file(self.dir.join(format!("{name}.request")));
+    }
+
+    /// Waits for the answer to a request; `None` if none came in `limit`
+    /// (the request stays, for the process or the next resume to see).
+    pub fn wait_answer(&self, name: &str, limit: Duration) -> Option<Result<(), String>> {
+        let path = self.dir.join(format!("{name}.answer"));
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(bytes) = std::fs::read(&path) {
+                let _ = std::fs::remove_file(&path);
+                return serde_json::from_slice(&bytes).ok();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// Withdraws a request that no one answered.
+    pub fn withdraw(&self, name: &str) {
+        let _ = std::fs::remove_file(self.dir.join(format!("{name}.request")));
+    }
+}
+
+/// Records which process drives which run, for the commands that find the
+/// store locked.
+pub fn write_owner(state: &Path, owner: &Owner) -> std::io::Result<()> {
+    write_whole(
+        state,
+        "owner.json",
+        &serde_json::to_vec(owner).unwrap_or_default(),
+    )
+}
+
+pub fn read_owner(state: &Path) -> Option<Owner> {
+    let bytes = std::fs::read(state.join("owner.json")).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+pub fn clear_owner(state: &Path) {
+    let _ = std::fs::remove_file(state.join("owner.json"));
+}
+
+/// Writes `name` in `dir` atomically: a reader sees all of it or nothing.
+pub fn write_whole(dir: &Path, name: &str, body: &[u8]) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(body)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, dir.join(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_is_taken_once_and_answered() {
+        let dir = std::env::temp_dir().join(format!("runbook-inbox-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let inbox = Inbox::new(&dir);
+        let approve = Request::Approve {
+            run: 7,
+            step: "gate".into(),
+            by: "alice".into(),
+        };
+        let name = inbox.send(&approve).expect("sends");
+        inbox.send(&Request::Cancel { run: 8 }).expect("sends");
+        let taken = inbox.take(7);
+        assert_eq!(taken, vec![(name.clone(), approve)]);
+        inbox.answer(&name, &Err("`gate` is not waiting for approval".into()));
+        assert!(inbox.take(7).is_empty(), "answered requests are gone");
+        assert_eq!(
+            inbox.wait_answer(&name, Duration::from_secs(1)),
+            Some(Err("`gate` is not waiting for approval".into()))
+        );
+        std::fs::write(dir.join("inbox/7-1-2.request"), b"{half").expect("writes");
+        assert!(inbox.take(7).is_empty(), "a torn file is not a request");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -95,7 +95,9 @@ pub async fn run(
     // Dropped with the future when the step is cancelled or aborted: the
     // whole group goes, not only the direct child.
     let mut guard = GroupGuard(group);
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    // Bounded: a program that prints faster than lines are handled waits on
+    // its pipe, instead of filling this process's memory.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(256);
     if let Some(out) = child.stdout.take() {
         tokio::spawn(forward(out, Stream::Stdout, tx.clone()));
     }
@@ -156,7 +158,7 @@ pub async fn run(
 async fn forward(
     pipe: impl AsyncRead + Unpin,
     stream: Stream,
-    tx: tokio::sync::mpsc::UnboundedSender<(Stream, String)>,
+    tx: tokio::sync::mpsc::Sender<(Stream, String)>,
 ) {
     const LONGEST: usize = 64 * 1024;
     let mut reader = BufReader::with_capacity(LONGEST, pipe);
@@ -178,13 +180,15 @@ async fn forward(
         if line.ends_with(b"\n") || line.len() >= LONGEST {
             let text = String::from_utf8_lossy(&line).into_owned();
             line.clear();
-            if tx.send((stream, text)).is_err() {
+            if tx.send((stream, text)).await.is_err() {
                 return;
             }
         }
     }
     if !line.is_empty() {
-        let _ = tx.send((stream, String::from_utf8_lossy(&line).into_owned()));
+        let _ = tx
+            .send((stream, String::from_utf8_lossy(&line).into_owned()))
+            .await;
     }
 }
 

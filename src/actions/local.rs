@@ -355,7 +355,11 @@ async fn wait_step(
     let Some(Value::Duration(ms)) = arg.map(|a| scope.eval(a)) else {
         return Err("the duration could not be worked out".into());
     };
-    tokio::time::sleep(Duration::from_millis(ms).saturating_sub(elapsed)).await;
+    let left = Duration::from_millis(ms).saturating_sub(elapsed);
+    // tokio's timer ticks in milliseconds: even a zero sleep waits for a tick.
+    if !left.is_zero() {
+        tokio::time::sleep(left).await;
+    }
     Ok(BTreeMap::new())
 }
 

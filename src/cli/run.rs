@@ -228,8 +228,13 @@ fn drive_run(
             plan: Arc::clone(&plan),
             mirror: Arc::clone(&mirror),
         };
-        tokio::spawn(tend(tx, Inbox::new(&opts.state), live));
-        drive(&driver, &choices, rx).await
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let tending = tokio::spawn(tend(tx, Inbox::new(&opts.state), live, stopped));
+        let ended = drive(&driver, &choices, rx).await;
+        // Lets the answer to a last request (a cancel, say) reach its sender.
+        let _ = stop.send(());
+        let _ = tending.await;
+        ended
     });
     // Dropping the runtime drops the attempts still running: their process
     // groups are killed before this process exits.
@@ -377,7 +382,12 @@ impl Live {
 /// Five times a second: requests left by `runbook approve` and `runbook
 /// cancel` in other terminals, passed to the driver and answered; and the
 /// live view for `runbook status`.
-async fn tend(tx: tokio::sync::mpsc::UnboundedSender<Control>, inbox: Inbox, live: Live) {
+async fn tend(
+    tx: tokio::sync::mpsc::UnboundedSender<Control>,
+    inbox: Inbox,
+    live: Live,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
     use crate::store::inbox::Request;
     let run = live.meta.id.0;
     loop {
@@ -396,6 +406,9 @@ async fn tend(tx: tokio::sync::mpsc::UnboundedSender<Control>, inbox: Inbox, liv
                 .unwrap_or_else(|_| Err("the run stopped before it could answer".into()));
             inbox.answer(&name, &answer);
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = &mut stop => return,
+        }
     }
 }

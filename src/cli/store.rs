@@ -50,11 +50,31 @@ pub fn open_or_owner(state: &Path) -> Result<Opened, Error> {
             crate::error::io_reason(&e)
         )));
     }
-    match SledStore::open(&state.join("journal")) {
-        Ok(store) => Ok(Opened::Store(store)),
-        Err(StoreError::Locked { .. }) => Ok(Opened::HeldBy(read_owner(state))),
-        Err(e) => Err(store_error(e)),
+    // `status`, `logs` and `approve` hold the store for milliseconds: wait
+    // them out for up to a second. A process driving a run holds it for
+    // as long as the run goes: say so at once.
+    let start = std::time::Instant::now();
+    loop {
+        match SledStore::open(&state.join("journal")) {
+            Ok(store) => return Ok(Opened::Store(store)),
+            Err(StoreError::Locked { .. }) => {
+                let owner = read_owner(state).filter(|o| alive(o.pid));
+                if owner.is_some() || start.elapsed() > std::time::Duration::from_secs(1) {
+                    return Ok(Opened::HeldBy(owner));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => return Err(store_error(e)),
+        }
     }
+}
+
+fn alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: kill(2) with signal 0 only checks that the process exists.
+    pid != std::process::id() as i32 && unsafe { libc::kill(pid, 0) } == 0
 }
 
 pub fn locked_sentence(state: &Path, owner: Option<Owner>) -> String {

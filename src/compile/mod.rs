@@ -44,14 +44,7 @@ pub fn compile(runbook: ast::Runbook) -> Result<Plan, Vec<Diagnostic>> {
         diagnostics.dedup();
         return Err(diagnostics);
     }
-    Ok(Plan {
-        name,
-        settings,
-        params: c.params,
-        lets: c.lets,
-        steps,
-        graph,
-    })
+    Ok(Plan::new(name, settings, c.params, c.lets, steps, graph))
 }
 
 #[derive(Default)]

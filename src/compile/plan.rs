@@ -189,25 +189,55 @@ pub struct Plan {
     pub steps: Vec<Step>,
     /// Nodes are step ids; an edge `a -> b` means b waits for a.
     pub graph: DiGraph<StepId, Edge>,
+    /// Per step, the steps it waits for, with why (the graph's incoming
+    /// edges, sorted): the executor asks this after every event.
+    deps: Vec<Vec<(StepId, Edge)>>,
+    /// Step index by name.
+    by_name: std::collections::HashMap<String, StepId>,
 }
 
 impl Plan {
+    pub fn new(
+        name: String,
+        settings: Settings,
+        params: Vec<ParamDef>,
+        lets: Vec<LetDef>,
+        steps: Vec<Step>,
+        graph: DiGraph<StepId, Edge>,
+    ) -> Plan {
+        let deps = (0..steps.len())
+            .map(|i| {
+                let mut deps: Vec<(StepId, Edge)> = graph
+                    .edges_directed(StepId(i).node(), petgraph::Direction::Incoming)
+                    .map(|e| {
+                        use petgraph::visit::EdgeRef;
+                        (StepId(e.source().index()), *e.weight())
+                    })
+                    .collect();
+                deps.sort_by_key(|(d, _)| *d);
+                deps
+            })
+            .collect();
+        let by_name = steps.iter().map(|s| (s.name.clone(), s.id)).collect();
+        Plan {
+            name,
+            settings,
+            params,
+            lets,
+            steps,
+            graph,
+            deps,
+            by_name,
+        }
+    }
+
     pub fn step(&self, name: &str) -> Option<&Step> {
-        self.steps.iter().find(|s| s.name == name)
+        self.by_name.get(name).map(|id| &self.steps[id.0])
     }
 
     /// The steps `id` waits for, with why.
-    pub fn dependencies(&self, id: StepId) -> Vec<(StepId, Edge)> {
-        let mut deps: Vec<(StepId, Edge)> = self
-            .graph
-            .edges_directed(id.node(), petgraph::Direction::Incoming)
-            .map(|e| {
-                use petgraph::visit::EdgeRef;
-                (StepId(e.source().index()), *e.weight())
-            })
-            .collect();
-        deps.sort_by_key(|(d, _)| *d);
-        deps
+    pub fn dependencies(&self, id: StepId) -> &[(StepId, Edge)] {
+        self.deps.get(id.0).map(Vec::as_slice).unwrap_or_default()
     }
 
     /// Steps grouped into stages: every step comes after all steps it waits

@@ -371,11 +371,11 @@ impl<J: Journal> Running<'_, '_, J> {
                 .d
                 .plan
                 .dependencies(id)
-                .into_iter()
+                .iter()
                 .map(|(dep, _)| {
                     (
                         self.step(dep.0).name.clone(),
-                        self.state.step(dep).clone(),
+                        self.state.step(*dep).clone(),
                         self.state.outputs[dep.0].clone(),
                     )
                 })

@@ -311,7 +311,7 @@ fn simulation_keeps_the_invariants_after_every_event() {
                 if let Decision::Start { step, .. } = d {
                     for (dep, _) in run.plan.dependencies(*step) {
                         assert!(
-                            state.step(dep).settled(),
+                            state.step(*dep).settled(),
                             "seed {seed}: {step:?} started before {dep:?} settled"
                         );
                     }

@@ -82,7 +82,13 @@ impl SledStore {
 }
 
 fn classify(path: &str, e: sled::Error) -> StoreError {
-    let why = e.to_string();
+    let why = match &e {
+        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => {
+            "no space is left on its disk".to_string()
+        }
+        sled::Error::Io(io) => io.to_string(),
+        other => other.to_string(),
+    };
     if why.contains("could not acquire lock") {
         StoreError::Locked {
             path: path.to_string(),
@@ -134,8 +140,17 @@ impl Journal for SledStore {
         params: Vec<(String, RecordedParam)>,
         now: u64,
     ) -> Result<RunMeta, StoreError> {
-        // Ids from sled are unique and increasing, also across restarts.
-        let id = RunId(self.db.generate_id().map_err(self.io())? + 1);
+        // One process holds the store, so the last id plus one is unique;
+        // ids are small and dense, for people to type.
+        let last = match self.runs.last().map_err(self.io())? {
+            Some((key, _)) => <[u8; 8]>::try_from(key.as_ref())
+                .map(u64::from_be_bytes)
+                .map_err(|_| StoreError::Corrupt {
+                    what: "a run's key is unreadable".into(),
+                })?,
+            None => 0,
+        };
+        let id = RunId(last + 1);
         let meta = RunMeta {
             id,
             file: file.to_string(),

@@ -1,0 +1,552 @@
+//! Running, resuming and steering runs through the real binary.
+
+mod common;
+
+use common::{scratch, stderr, stdout, write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The binary with its own state directory.
+fn rb(state: &Path, args: &[&str]) -> Output {
+    command(state, args)
+        .output()
+        .expect("the runbook binary starts")
+}
+
+fn command(state: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_runbook"));
+    c.arg("--state")
+        .arg(state)
+        .args(args)
+        .current_dir(common::root())
+        .env("NO_COLOR", "1");
+    c
+}
+
+fn spawn(state: &Path, args: &[&str]) -> Child {
+    command(state, args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the runbook binary starts")
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().expect("a UTF-8 path")
+}
+
+/// `status RUN --json`, parsed: (run state, step name → state word).
+fn status(state: &Path, run: u32) -> (String, Vec<(String, String)>) {
+    let out = rb(state, &["status", &run.to_string(), "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("status is JSON");
+    let v = if v.is_array() { v[0].clone() } else { v };
+    let steps = v["steps"]
+        .as_array()
+        .map(|steps| {
+            steps
+                .iter()
+                .map(|s| {
+                    let name = s["name"].as_str().unwrap_or_default().to_string();
+                    (name, s["state"].as_str().unwrap_or_default().to_string())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    (v["state"].as_str().unwrap_or_default().to_string(), steps)
+}
+
+/// Polls `status` until `done` holds, for at most 20 s.
+fn wait_for(state: &Path, run: u32, done: impl Fn(&str, &[(String, String)]) -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        let out = rb(state, &["status", &run.to_string(), "--json"]);
+        if out.status.success() {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&stdout(&out)) {
+                let v = if v.is_array() { v[0].clone() } else { v };
+                let steps: Vec<(String, String)> = v["steps"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|s| {
+                        (
+                            s["name"].as_str().unwrap_or_default().to_string(),
+                            s["state"].as_str().unwrap_or_default().to_string(),
+                        )
+                    })
+                    .collect();
+                if done(v["state"].as_str().unwrap_or_default(), &steps) {
+                    return;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("run {run} did not reach the expected state in 20 s");
+}
+
+fn ledger_lines(ledger: &Path) -> Vec<String> {
+    std::fs::read_to_string(ledger)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// A step that appends its name to the ledger (argv only, no shell text).
+fn ledger_step(name: &str, after: &str, extra: &str) -> String {
+    let after = if after.is_empty() {
+        String::new()
+    } else {
+        format!(" after {after}")
+    };
+    format!(
+        "  run {name}{after} {{\n    command \"sh\"\n    args [\"-c\", \"echo $1 >> \\\"$2\\\"\", \"sh\", \"{name}\", \"${{ledger}}\"]\n{extra}  }}\n"
+    )
+}
+
+fn ledger_runbook(body: &str) -> String {
+    format!("runbook t {{\n  param ledger: path\n  concurrency 4\n{body}}}\n")
+}
+
+#[test]
+fn a_run_goes_to_the_end_in_parallel_and_keeps_outputs_and_logs() {
+    let dir = scratch("run-parallel");
+    let ledger = dir.join("ledger");
+    let body = [
+        ledger_step("first", "", ""),
+        ledger_step("left", "first", ""),
+        ledger_step("right", "first", ""),
+        "  run greet after left, right {\n    command \"echo\"\n    args [\"hello from greet\"]\n  }\n".into(),
+        "  run reply after greet {\n    command \"sh\"\n    args [\"-c\", \"echo \\\"got: $1\\\" >> \\\"$2\\\"\", \"sh\", \"${greet.output.stdout}\", \"${ledger}\"]\n  }\n".into(),
+    ]
+    .concat();
+    let file = write(&dir, "t.runbook", ledger_runbook(&body));
+    let state = dir.join("state");
+    let out = rb(
+        &state,
+        &[
+            "run",
+            path(&file),
+            "-p",
+            &format!("ledger={}", path(&ledger)),
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let text = stdout(&out);
+    assert!(text.starts_with("run 1: t ("), "{text}");
+    assert!(
+        text.contains("continue it with: runbook resume 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("greet | hello from greet"),
+        "output is streamed: {text}"
+    );
+    assert!(text.trim_end().ends_with("run 1 succeeded") || text.contains("run 1 succeeded in"));
+    let lines = ledger_lines(&ledger);
+    assert_eq!(lines.first().map(String::as_str), Some("first"));
+    assert_eq!(
+        lines.last().map(String::as_str),
+        Some("got: hello from greet"),
+        "an output reached a later step"
+    );
+    let (run_state, steps) = status(&state, 1);
+    assert_eq!(run_state, "succeeded");
+    assert!(steps.iter().all(|(_, s)| s == "succeeded"), "{steps:?}");
+    let logs = rb(&state, &["logs", "1", "greet"]);
+    assert_eq!(
+        stdout(&logs),
+        "── greet (attempt 1) ──\n  hello from greet\n"
+    );
+    let list = rb(&state, &["status"]);
+    assert!(stdout(&list).contains("succeeded"), "{}", stdout(&list));
+}
+
+#[test]
+fn json_mode_prints_one_object_per_event_and_line() {
+    let dir = scratch("run-json");
+    let file = write(
+        &dir,
+        "t.runbook",
+        "runbook t {\n  run hi {\n    command \"echo\"\n    args [\"hi\"]\n  }\n}\n",
+    );
+    let out = rb(&dir.join("state"), &["run", path(&file), "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let objects: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every line is JSON"))
+        .collect();
+    assert!(objects
+        .iter()
+        .any(|o| o["line"] == "hi" && o["step"] == "hi"));
+    assert!(objects
+        .iter()
+        .any(|o| o["event"]["StepSucceeded"].is_object()));
+    assert_eq!(
+        objects.last().map(|o| o["ended"].clone()),
+        Some("succeeded".into())
+    );
+}
+
+#[test]
+fn a_failed_step_says_where_to_look_and_retry_runs_from_it_keeping_the_rest() {
+    let dir = scratch("run-retry");
+    let ledger = dir.join("ledger");
+    let flag = dir.join("fixed");
+    let body = [
+        ledger_step("before", "", ""),
+        format!(
+            "  run flaky after before {{\n    command \"test\"\n    args [\"-e\", \"{}\"]\n  }}\n",
+            path(&flag)
+        ),
+        ledger_step("after_it", "flaky", ""),
+    ]
+    .concat();
+    let file = write(&dir, "t.runbook", ledger_runbook(&body));
+    let state = dir.join("state");
+    let ledger_param = format!("ledger={}", path(&ledger));
+    let out = rb(&state, &["run", path(&file), "-p", &ledger_param]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(text.contains("flaky failed"), "{text}");
+    assert!(text.contains("runbook logs 1 flaky"), "{text}");
+    assert!(text.contains("runbook retry 1 --from flaky"), "{text}");
+    let resumed = rb(&state, &["resume", "1"]);
+    assert_eq!(resumed.status.code(), Some(1));
+    assert!(
+        stderr(&resumed).contains("run 1 has already finished (failed)"),
+        "{}",
+        stderr(&resumed)
+    );
+    std::fs::write(&flag, "").expect("writes");
+    let retried = rb(&state, &["retry", "1", "--from", "flaky"]);
+    assert_eq!(
+        retried.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&retried),
+        stderr(&retried)
+    );
+    assert_eq!(
+        ledger_lines(&ledger),
+        ["before", "after_it"],
+        "`before` kept its result"
+    );
+    let wrong = rb(&state, &["retry", "1", "--from", "flakey"]);
+    assert!(stderr(&wrong).contains("run 1 has no step `flakey` (did you mean `flaky`?)"));
+}
+
+#[test]
+fn secrets_reach_the_program_but_never_the_screen_the_logs_or_the_journal() {
+    let dir = scratch("run-secrets");
+    let file = write(
+        &dir,
+        "t.runbook",
+        "runbook t {\n  param token: secret = env(\"RB_TEST_TOKEN\")\n  run show {\n    shell \"echo token=$TOKEN; test \\${#TOKEN} -eq 15\"\n    env \"TOKEN\" \"${token}\"\n  }\n}\n",
+    );
+    let state = dir.join("state");
+    let out = command(&state, &["run", path(&file)])
+        .env("RB_TEST_TOKEN", "s3cr3t-value-42")
+        .output()
+        .expect("runs");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the program got the value: {}",
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains("show | token=***"),
+        "{}",
+        stdout(&out)
+    );
+    let logs = rb(&state, &["logs", "1"]);
+    assert!(stdout(&logs).contains("token=***"));
+    for file in walk(&state) {
+        let bytes = std::fs::read(&file).unwrap_or_default();
+        let found = bytes.windows(15).any(|w| w == b"s3cr3t-value-42");
+        assert!(!found, "{} holds the secret", file.display());
+    }
+    let missing = command(&state, &["run", path(&file)])
+        .env_remove("RB_TEST_TOKEN")
+        .output()
+        .expect("runs");
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(stderr(&missing)
+        .contains("the secret `token` is read from $RB_TEST_TOKEN, which is not set"));
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+const GATED: &str = "runbook t {\n  param ledger: path\n  approve gate {\n    prompt \"Go on?\"\n    approvers [\"alice\"]\n  }\n  run after_gate after gate {\n    command \"sh\"\n    args [\"-c\", \"echo $1 >> \\\"$2\\\"\", \"sh\", \"after_gate\", \"${ledger}\"]\n  }\n}\n";
+
+#[test]
+fn an_approval_from_another_terminal_reaches_the_waiting_process() {
+    let dir = scratch("run-approve-live");
+    let ledger = dir.join("ledger");
+    let file = write(&dir, "t.runbook", GATED);
+    let state = dir.join("state");
+    let child = spawn(
+        &state,
+        &[
+            "run",
+            path(&file),
+            "-p",
+            &format!("ledger={}", path(&ledger)),
+        ],
+    );
+    wait_for(&state, 1, |s, _| s == "waiting for approval");
+    let refused = rb(&state, &["approve", "1", "gate", "--as", "mallory"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert_eq!(
+        stderr(&refused),
+        "error: `mallory` may not approve `gate`; its approvers are alice\n"
+    );
+    let approved = rb(&state, &["approve", "1", "gate", "--as", "alice"]);
+    assert_eq!(approved.status.code(), Some(0), "{}", stderr(&approved));
+    let out = child.wait_with_output().expect("the run ends");
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(stdout(&out).contains("gate succeeded"), "{}", stdout(&out));
+    assert_eq!(ledger_lines(&ledger), ["after_gate"]);
+    let again = rb(&state, &["approve", "1", "gate", "--as", "alice"]);
+    assert_eq!(
+        stderr(&again),
+        "error: the run has finished (succeeded); there is nothing to approve\n"
+    );
+}
+
+#[test]
+fn an_approval_recorded_while_no_process_runs_is_picked_up_by_resume() {
+    let dir = scratch("run-approve-offline");
+    let ledger = dir.join("ledger");
+    let file = write(&dir, "t.runbook", GATED);
+    let state = dir.join("state");
+    let child = spawn(
+        &state,
+        &[
+            "run",
+            path(&file),
+            "-p",
+            &format!("ledger={}", path(&ledger)),
+        ],
+    );
+    wait_for(&state, 1, |s, _| s == "waiting for approval");
+    interrupt(&child);
+    let out = child.wait_with_output().expect("the run ends");
+    assert_eq!(out.status.code(), Some(130), "{}", stdout(&out));
+    assert!(stdout(&out).contains("continue it with: runbook resume 1"));
+    let (run_state, _) = status(&state, 1);
+    assert_eq!(run_state, "waiting for approval");
+    let approved = rb(&state, &["approve", "1", "gate", "--as", "alice"]);
+    assert_eq!(
+        stdout(&approved),
+        "approved `gate` of run 1 as alice; continue the run with: runbook resume 1\n"
+    );
+    let resumed = rb(&state, &["resume", "1"]);
+    assert_eq!(resumed.status.code(), Some(0), "{}", stdout(&resumed));
+    assert_eq!(ledger_lines(&ledger), ["after_gate"]);
+}
+
+fn interrupt(child: &Child) {
+    // SAFETY: kill(2) on a child we started; it reads no memory of ours.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+}
+
+#[test]
+fn cancel_from_another_terminal_stops_the_whole_process_group() {
+    let dir = scratch("run-cancel");
+    let pidfile = dir.join("pid");
+    let file = write(
+        &dir,
+        "t.runbook",
+        format!("runbook t {{\n  run long {{\n    shell \"sleep 60 & echo $! > {}; wait\"\n  }}\n  run never after long {{\n    command \"true\"\n  }}\n}}\n", path(&pidfile)),
+    );
+    let state = dir.join("state");
+    let child = spawn(&state, &["run", path(&file)]);
+    wait_for(&state, 1, |_, steps| {
+        steps.iter().any(|(n, s)| n == "long" && s == "running")
+    });
+    let start = Instant::now();
+    while !pidfile.exists() && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let cancelled = rb(&state, &["cancel", "1"]);
+    assert_eq!(cancelled.status.code(), Some(0), "{}", stderr(&cancelled));
+    let out = child.wait_with_output().expect("the run ends");
+    assert_eq!(out.status.code(), Some(4), "{}", stdout(&out));
+    let sleeper: i32 = std::fs::read_to_string(&pidfile)
+        .expect("pid")
+        .trim()
+        .parse()
+        .expect("a pid");
+    std::thread::sleep(Duration::from_millis(200));
+    let stat = std::fs::read_to_string(format!("/proc/{sleeper}/stat")).unwrap_or_default();
+    let alive = stat
+        .split(") ")
+        .nth(1)
+        .is_some_and(|rest| !rest.starts_with('Z'));
+    assert!(
+        !alive,
+        "the sleep the step started in the background was killed"
+    );
+    let (run_state, steps) = status(&state, 1);
+    assert_eq!(run_state, "cancelled");
+    assert_eq!(steps[1].1, "pending", "nothing more started");
+    let again = rb(&state, &["cancel", "1"]);
+    assert_eq!(
+        stderr(&again),
+        "error: run 1 has already finished (cancelled); there is nothing to cancel\n"
+    );
+}
+
+#[test]
+fn a_second_process_is_told_who_holds_the_store_within_a_second() {
+    let dir = scratch("run-locked");
+    let file = write(
+        &dir,
+        "t.runbook",
+        "runbook t {\n  wait long { duration 30s }\n}\n",
+    );
+    let state = dir.join("state");
+    let mut child = spawn(&state, &["run", path(&file)]);
+    wait_for(&state, 1, |s, _| s == "running");
+    let start = Instant::now();
+    let other = rb(&state, &["resume", "1"]);
+    assert!(start.elapsed() < Duration::from_secs(1));
+    assert_eq!(other.status.code(), Some(1));
+    let pid = child.id();
+    assert_eq!(
+        stderr(&other),
+        format!("error: the store at {} is in use by run 1 (process {pid}); wait for it to finish, or use `runbook approve`/`runbook cancel` on that run\n", state.display())
+    );
+    let logs = rb(&state, &["logs", "1"]);
+    assert_eq!(logs.status.code(), Some(1));
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[test]
+fn bad_run_ids_and_choices_are_plain_sentences() {
+    let dir = scratch("run-bad-ids");
+    let state = dir.join("state");
+    for args in [
+        vec!["resume", "42"],
+        vec!["status", "42"],
+        vec!["logs", "42"],
+        vec!["cancel", "42"],
+        vec!["approve", "42", "gate", "--as", "alice"],
+        vec!["retry", "42", "--from", "x"],
+    ] {
+        let out = rb(&state, &args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert_eq!(
+            stderr(&out),
+            "error: there is no run 42; `runbook status` lists the runs\n",
+            "{args:?}"
+        );
+    }
+    let file = write(
+        &dir,
+        "t.runbook",
+        "runbook t {\n  deploy d {\n    deployment \"api\"\n    image \"api:2\"\n  }\n}\n",
+    );
+    let out = rb(&state, &["run", path(&file)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("this runbook has steps this version cannot run yet: `d` (`deploy` steps do not run yet)"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn an_interrupted_step_that_changes_systems_waits_for_a_decision() {
+    let dir = scratch("run-ask");
+    let file = write(
+        &dir,
+        "t.runbook",
+        "runbook t {\n  run migrate {\n    command \"sleep\"\n    args [\"60\"]\n  }\n  run after_it after migrate {\n    command \"true\"\n  }\n}\n",
+    );
+    let state = dir.join("state");
+    let mut child = spawn(&state, &["run", path(&file)]);
+    wait_for(&state, 1, |_, steps| {
+        steps.iter().any(|(n, s)| n == "migrate" && s == "running")
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let (_, steps) = status(&state, 1);
+    assert_eq!(steps[0].1, "interrupted");
+    let asked = rb(&state, &["resume", "1"]);
+    assert_eq!(asked.status.code(), Some(1));
+    assert!(stderr(&asked).contains("these steps were interrupted while running and may have done part of their work: migrate"), "{}", stderr(&asked));
+    assert!(stderr(&asked).contains("runbook resume 1 --rerun migrate"));
+    let done = rb(&state, &["resume", "1", "--done", "migrate"]);
+    assert_eq!(
+        done.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&done),
+        stderr(&done)
+    );
+    assert!(
+        !stdout(&done).contains("migrate started"),
+        "{}",
+        stdout(&done)
+    );
+}
+
+#[test]
+fn a_step_printing_100_mb_keeps_memory_bounded() {
+    let dir = scratch("run-flood");
+    let file = write(
+        &dir,
+        "t.runbook",
+        "runbook t {\n  run flood {\n    shell \"yes 0123456789012345678901234567890123456789012345678901234567890123456789012345678901234567890123456789 | head -c 100000000\"\n  }\n}\n",
+    );
+    let state = dir.join("state");
+    let mut child = command(&state, &["run", path(&file)])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starts");
+    let pid = child.id();
+    let mut peak_kb = 0u64;
+    while child.try_wait().expect("waits").is_none() {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        if let Some(kb) = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            peak_kb = peak_kb.max(kb);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(child.wait().expect("waits").success());
+    assert!(peak_kb > 0, "the peak was read");
+    assert!(peak_kb < 64 * 1024, "peak resident memory {peak_kb} KiB");
+    let logs = rb(&state, &["logs", "1", "flood"]);
+    assert!(stdout(&logs).contains("more bytes were printed and not kept"));
+}

@@ -550,3 +550,78 @@ fn a_step_printing_100_mb_keeps_memory_bounded() {
     let logs = rb(&state, &["logs", "1", "flood"]);
     assert!(stdout(&logs).contains("more bytes were printed and not kept"));
 }
+
+/// A small tmpfs of our own, so that filling it harms nothing else. Needs
+/// root (CI runs as root); elsewhere the test says it was skipped.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(name: &str, size: &str) -> Option<SmallDisk> {
+        let dir = scratch(name);
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&dir)
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !ok {
+            assert!(
+                std::env::var("CI").is_err(),
+                "CI must be able to mount a tmpfs for the full-disk test"
+            );
+            eprintln!(
+                "SKIPPED: cannot mount a tmpfs here (not root?); the full-disk test did not run"
+            );
+            return None;
+        }
+        Some(SmallDisk(dir))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).output();
+    }
+}
+
+#[test]
+fn a_full_disk_stops_the_run_with_a_sentence_and_loses_nothing() {
+    let Some(disk) = SmallDisk::mount("run-full-disk", "4m") else {
+        return;
+    };
+    let filler = disk.0.join("filler");
+    let mut body = format!(
+        "runbook t {{\n  run fill {{\n    command \"sh\"\n    args [\"-c\", \"dd if=/dev/zero of={} bs=4k 2>/dev/null; true\"]\n  }}\n",
+        path(&filler)
+    );
+    let mut previous = "fill".to_string();
+    for i in 0..2000 {
+        body.push_str(&format!("  wait w{i} after {previous} {{ duration 0s }}\n"));
+        previous = format!("w{i}");
+    }
+    body.push_str("}\n");
+    let dir = scratch("run-full-disk-file");
+    let file = write(&dir, "t.runbook", body);
+    let state = disk.0.join("state");
+    let out = rb(&state, &["run", path(&file)]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains(&format!("error: run 1 stopped because its progress could not be recorded: the store at {}/journal cannot be used: no space is left on its disk. Everything recorded before is kept; fix this, then continue with `runbook resume 1`", state.display())),
+        "{}",
+        stderr(&out)
+    );
+    // Reading the store needs a little space too: say so, then free some.
+    let reading = rb(&state, &["status", "1"]);
+    assert!(stderr(&reading).contains("no space is left on its disk"));
+    std::fs::remove_file(&filler).expect("frees the disk");
+    let (_, before) = status(&state, 1);
+    assert_eq!(before[0].1, "succeeded", "fill was recorded");
+    let resumed = rb(&state, &["resume", "1"]);
+    assert_eq!(resumed.status.code(), Some(0), "{}", stderr(&resumed));
+    assert!(
+        !stdout(&resumed).contains("fill started"),
+        "what was recorded is kept: {}",
+        stdout(&resumed)
+    );
+    let (run_state, _) = status(&state, 1);
+    assert_eq!(run_state, "succeeded");
+}

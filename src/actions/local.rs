@@ -333,16 +333,31 @@ fn check_expectation(
             Err(format!("the check exited with code {code}"))
         };
     };
+    let written = format::expr(expect);
     match scope.eval_with(expect, &bindings) {
         Value::Bool(true) => Ok(()),
-        Value::Bool(false) => Err(format!(
-            "expected {}, but exit_code was {code}",
-            format::expr(expect)
-        )),
+        Value::Bool(false) => {
+            let mut seen = vec![format!("exit_code was {code}")];
+            for name in ["stdout", "stderr"] {
+                if written.contains(name) {
+                    let text = out.get(name).map(String::as_str).unwrap_or_default();
+                    seen.push(format!("{name} was {:?}", excerpt(text)));
+                }
+            }
+            Err(format!("expected {written}, but {}", seen.join(", ")))
+        }
         other => Err(format!(
             "`expect {}` could not be decided ({other})",
             format::expr(expect)
         )),
+    }
+}
+
+/// The first 80 characters of a text, for messages.
+fn excerpt(text: &str) -> String {
+    match text.char_indices().nth(80) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
     }
 }
 
@@ -415,3 +430,7 @@ fn reason(e: reqwest::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+#[path = "local_tests.rs"]
+mod tests;

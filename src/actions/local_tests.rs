@@ -1,0 +1,150 @@
+//! The local runner on real programs and a real (loopback) webhook.
+
+use super::*;
+use crate::compile::check;
+use crate::compile::eval::bind_for_run;
+use crate::engine::RunId;
+
+fn local(src: &str, env: &[(&str, &str)]) -> (Plan, LocalRunner, Arc<Mutex<Vec<String>>>) {
+    let plan = check(src).expect("checks");
+    let vars: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let lookup = move |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let bindings = bind_for_run(&plan, &[], &lookup).expect("binds");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let shown = Arc::clone(&seen);
+    let sink: Sink = Arc::new(move |line: Line| {
+        if let Ok(mut s) = shown.lock() {
+            s.push(format!("{}: {}", line.step, line.text));
+        }
+    });
+    let env: Env = Arc::new(lookup);
+    (plan, LocalRunner::new(bindings, env, sink), seen)
+}
+
+async fn attempt(plan: &Plan, runner: &LocalRunner, step: &str) -> Attempt {
+    let step = plan.step(step).expect("a step").clone();
+    runner
+        .run(StepCall {
+            run: RunId(1),
+            step,
+            attempt: 1,
+            elapsed: Duration::ZERO,
+            inputs: Vec::new(),
+        })
+        .await
+}
+
+#[tokio::test]
+async fn a_verify_checks_its_expectation_on_the_output() {
+    let src = "runbook r {\n  verify up {\n    command \"echo\"\n    args [\"status: ok\"]\n    expect stdout contains \"ok\" and exit_code == 0\n  }\n  verify down {\n    command \"echo\"\n    args [\"status: degraded\"]\n    expect stdout contains \"ok\"\n  }\n  verify crashed {\n    command \"false\"\n  }\n}\n";
+    let (plan, runner, _) = local(src, &[]);
+    let up = attempt(&plan, &runner, "up").await.result.expect("passes");
+    assert_eq!(up["stdout"], "status: ok");
+    let down = attempt(&plan, &runner, "down").await.result.unwrap_err();
+    assert_eq!(
+        down,
+        "expected stdout contains \"ok\", but exit_code was 0, stdout was \"status: degraded\""
+    );
+    let crashed = attempt(&plan, &runner, "crashed").await.result.unwrap_err();
+    assert_eq!(crashed, "the check exited with code 1");
+}
+
+#[tokio::test]
+async fn hold_samples_until_the_time_is_up_and_fails_on_the_first_bad_sample() {
+    let dir = std::env::temp_dir().join(format!("runbook-hold-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let counter = dir.join("count");
+    // Passes twice, then fails: the third sample must fail the step.
+    let src = format!("runbook r {{\n  verify steady {{\n    command \"sh\"\n    args [\"-c\", \"echo x >> {0}; test $(wc -l < {0}) -le 2\"]\n    expect exit_code == 0\n    hold 1s every 100ms\n  }}\n}}\n", counter.display());
+    let (plan, runner, _) = local(&src, &[]);
+    let failed = attempt(&plan, &runner, "steady").await.result.unwrap_err();
+    assert_eq!(failed, "expected exit_code == 0, but exit_code was 1");
+    let samples = std::fs::read_to_string(&counter)
+        .expect("reads")
+        .lines()
+        .count();
+    assert_eq!(samples, 3);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn secret_values_are_scrubbed_from_lines_outputs_logs_and_errors() {
+    let src = "runbook r {\n  param token: secret = env(\"RB_T\")\n  run leak {\n    shell \"echo the token is $T; echo $T >&2; exit 3\"\n    env \"T\" \"${token}\"\n  }\n  run quiet {\n    shell \"echo t=$T\"\n    env \"T\" \"${token}\"\n  }\n}\n";
+    let (plan, runner, seen) = local(src, &[("RB_T", "tok-98765")]);
+    let leak = attempt(&plan, &runner, "leak").await;
+    assert_eq!(leak.result.unwrap_err(), "exited with code 3");
+    let log = leak.log.expect("a log");
+    let texts: Vec<&str> = log.lines.iter().map(|l| l.text.as_str()).collect();
+    assert_eq!(texts, ["the token is ***", "***"]);
+    assert!(log.lines[1].err);
+    let quiet = attempt(&plan, &runner, "quiet").await.result.expect("runs");
+    assert_eq!(quiet["stdout"], "t=***");
+    let shown = seen.lock().expect("lines").join("\n");
+    assert!(!shown.contains("tok-98765"), "{shown}");
+}
+
+/// A webhook on loopback that answers `status` and keeps the request.
+async fn webhook(status: u16) -> (String, tokio::task::JoinHandle<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    let url = format!(
+        "http://{}/hooks/secret-path-123",
+        listener.local_addr().expect("addr")
+    );
+    let server = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.expect("accepts");
+        let mut request = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = socket.read(&mut buf).await.unwrap_or(0);
+            request.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&request);
+            if n == 0 || text.contains("}") {
+                break;
+            }
+        }
+        let answer =
+            format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        let _ = socket.write_all(answer.as_bytes()).await;
+        String::from_utf8_lossy(&request).into_owned()
+    });
+    (url, server)
+}
+
+#[tokio::test]
+async fn notify_posts_slack_compatible_json_and_never_names_the_url() {
+    let (url, server) = webhook(200).await;
+    let src = "runbook r {\n  param hook: secret = env(\"RB_HOOK\")\n  notify tell {\n    webhook hook\n    message \"deploy done\"\n    severity warning\n  }\n}\n";
+    let (plan, runner, _) = local(src, &[("RB_HOOK", &url)]);
+    let told = attempt(&plan, &runner, "tell").await.result.expect("posts");
+    assert_eq!(told["status"], "200");
+    let request = server.await.expect("served");
+    assert!(
+        request.starts_with("POST /hooks/secret-path-123 HTTP/1.1"),
+        "{request}"
+    );
+    assert!(
+        request.contains(r#""text":"[warning] deploy done""#),
+        "{request}"
+    );
+
+    let (url, _server) = webhook(500).await;
+    let (plan, runner, _) = local(src, &[("RB_HOOK", &url)]);
+    let refused = attempt(&plan, &runner, "tell").await.result.unwrap_err();
+    assert_eq!(refused, "the webhook answered 500 Internal Server Error");
+
+    let closed = "http://127.0.0.1:9/hooks/secret-path-123";
+    let (plan, runner, _) = local(src, &[("RB_HOOK", closed)]);
+    let unreachable = attempt(&plan, &runner, "tell").await.result.unwrap_err();
+    assert!(
+        unreachable.starts_with("the webhook could not be reached"),
+        "{unreachable}"
+    );
+    assert!(!unreachable.contains("secret-path"), "{unreachable}");
+}

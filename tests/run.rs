@@ -625,3 +625,41 @@ fn a_full_disk_stops_the_run_with_a_sentence_and_loses_nothing() {
     let (run_state, _) = status(&state, 1);
     assert_eq!(run_state, "succeeded");
 }
+
+#[test]
+fn resume_runs_the_source_it_started_with_and_reads_secrets_again() {
+    let dir = scratch("run-source-kept");
+    let ledger = dir.join("ledger");
+    let src = "runbook t {\n  param ledger: path\n  param token: secret = env(\"RB_TEST_KEPT\")\n  approve gate {\n    prompt \"Go on?\"\n  }\n  run after_gate after gate {\n    shell \"echo original-$T >> \\\"$L\\\"\"\n    env \"T\" \"${token}\"\n    env \"L\" \"${ledger}\"\n  }\n}\n";
+    let file = write(&dir, "t.runbook", src);
+    let state = dir.join("state");
+    let ledger_param = format!("ledger={}", path(&ledger));
+    let mut first = command(&state, &["run", path(&file), "-p", &ledger_param]);
+    let child = first
+        .env("RB_TEST_KEPT", "v1")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    wait_for(&state, 1, |s, _| s == "waiting for approval");
+    interrupt(&child);
+    assert_eq!(child.wait_with_output().expect("ends").status.code(), Some(130));
+    // The file changes while the run waits: the run is not affected.
+    write(&dir, "t.runbook", src.replace("original", "edited"));
+    let approved = rb(&state, &["approve", "1", "gate", "--as", "bob"]);
+    assert_eq!(approved.status.code(), Some(0), "{}", stderr(&approved));
+    let missing = command(&state, &["resume", "1"])
+        .env_remove("RB_TEST_KEPT")
+        .output()
+        .expect("runs");
+    assert_eq!(missing.status.code(), Some(1));
+    assert_eq!(
+        stderr(&missing),
+        "error: the secret `token` is read from $RB_TEST_KEPT, which is not set; set it and try again\n"
+    );
+    let resumed = command(&state, &["resume", "1"])
+        .env("RB_TEST_KEPT", "v2")
+        .output()
+        .expect("runs");
+    assert_eq!(resumed.status.code(), Some(0), "{}", stderr(&resumed));
+    assert_eq!(ledger_lines(&ledger), ["original-v2"], "the recorded source, the secret read again");
+}

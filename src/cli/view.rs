@@ -173,12 +173,13 @@ impl View {
         } else {
             format!("attempt {attempt}")
         };
-        let bar = bars.add(ProgressBar::new_spinner());
+        let bar = ProgressBar::hidden();
         let style = ProgressStyle::with_template("  {spinner} {prefix} ({msg}, {elapsed})")
             .unwrap_or_else(|_| ProgressStyle::default_spinner());
         bar.set_style(style);
         bar.set_prefix(name.clone());
         bar.set_message(what);
+        let bar = bars.add(bar);
         bar.enable_steady_tick(Duration::from_millis(120));
         if let Some(old) = self.running.insert(step, bar) {
             old.finish_and_clear();

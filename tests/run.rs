@@ -642,7 +642,10 @@ fn resume_runs_the_source_it_started_with_and_reads_secrets_again() {
         .expect("starts");
     wait_for(&state, 1, |s, _| s == "waiting for approval");
     interrupt(&child);
-    assert_eq!(child.wait_with_output().expect("ends").status.code(), Some(130));
+    assert_eq!(
+        child.wait_with_output().expect("ends").status.code(),
+        Some(130)
+    );
     // The file changes while the run waits: the run is not affected.
     write(&dir, "t.runbook", src.replace("original", "edited"));
     let approved = rb(&state, &["approve", "1", "gate", "--as", "bob"]);
@@ -661,5 +664,59 @@ fn resume_runs_the_source_it_started_with_and_reads_secrets_again() {
         .output()
         .expect("runs");
     assert_eq!(resumed.status.code(), Some(0), "{}", stderr(&resumed));
-    assert_eq!(ledger_lines(&ledger), ["original-v2"], "the recorded source, the secret read again");
+    assert_eq!(
+        ledger_lines(&ledger),
+        ["original-v2"],
+        "the recorded source, the secret read again"
+    );
+}
+
+#[test]
+fn a_damaged_or_newer_store_is_one_sentence_and_is_left_as_it_is() {
+    let dir = scratch("run-damaged");
+    let file = write(
+        &dir,
+        "t.runbook",
+        "runbook t {\n  run a {\n    command \"true\"\n  }\n}\n",
+    );
+    let state = dir.join("state");
+    assert_eq!(rb(&state, &["run", path(&file)]).status.code(), Some(0));
+    {
+        let db = sled::open(state.join("journal")).expect("opens");
+        let events = db.open_tree("events").expect("tree");
+        let mut key = [0u8; 16];
+        key[..8].copy_from_slice(&1u64.to_be_bytes());
+        let mut value = events.get(key).expect("reads").expect("there").to_vec();
+        let last = value.len() - 1;
+        value[last] ^= 0x01;
+        events.insert(key, value).expect("writes");
+        db.flush().expect("flushes");
+    }
+    // `logs` reads no events, so the output stays readable; the rest refuse.
+    assert_eq!(rb(&state, &["logs", "1"]).status.code(), Some(0));
+    for args in [
+        vec!["status", "1"],
+        vec!["resume", "1"],
+        vec!["approve", "1", "a", "--as", "x"],
+    ] {
+        let out = rb(&state, &args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert_eq!(
+            stderr(&out),
+            "error: the store is damaged: run 1, event 0: a record's checksum does not match; keep a copy of it for the record before you do anything else\n",
+            "{args:?}"
+        );
+    }
+    {
+        let db = sled::open(state.join("journal")).expect("opens");
+        let meta = db.open_tree("meta").expect("tree");
+        meta.insert("format", &9u32.to_be_bytes()).expect("writes");
+        db.flush().expect("flushes");
+    }
+    let out = rb(&state, &["status"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        format!("error: the store at {}/journal was written by a newer runbook (format 9, this one reads up to 1); use the newer runbook\n", state.display())
+    );
 }

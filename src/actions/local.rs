@@ -35,7 +35,9 @@ pub struct LocalRunner {
     bindings: Bindings,
     env: Env,
     sink: Sink,
-    http: reqwest::Client,
+    /// Made on first use: building a TLS client costs milliseconds that a
+    /// run without a `notify` should not pay.
+    http: Arc<std::sync::OnceLock<reqwest::Client>>,
 }
 
 impl LocalRunner {
@@ -44,7 +46,7 @@ impl LocalRunner {
             bindings,
             env,
             sink,
-            http: reqwest::Client::new(),
+            http: Arc::default(),
         }
     }
 }
@@ -75,14 +77,17 @@ impl StepRunner for LocalRunner {
             inputs: call.inputs.clone(),
         };
         let sink = Arc::clone(&self.sink);
-        let http = self.http.clone();
+        let http = Arc::clone(&self.http);
         Box::pin(async move {
             let log = Log::new(&scope, call.step.name.clone(), sink);
             let result = match call.step.kind.name {
                 "run" => run_step(&call.step, &scope, &log).await,
                 "verify" => verify_step(&call.step, &scope, &log).await,
                 "wait" => wait_step(&call.step, &scope, call.elapsed).await,
-                "notify" => notify_step(&call.step, &scope, &http, call.run).await,
+                "notify" => {
+                    let http = http.get_or_init(reqwest::Client::new);
+                    notify_step(&call.step, &scope, http, call.run).await
+                }
                 other => Err(format!("`{other}` steps do not run yet")),
             };
             let result = result.map_err(|e| log.scrub(&e));

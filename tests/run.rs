@@ -720,3 +720,20 @@ fn a_damaged_or_newer_store_is_one_sentence_and_is_left_as_it_is() {
         format!("error: the store at {}/journal was written by a newer runbook (format 9, this one reads up to 1); use the newer runbook\n", state.display())
     );
 }
+
+#[test]
+fn a_closed_output_pipe_does_not_stop_the_run() {
+    let dir = scratch("run-closed-pipe");
+    let file = write(
+        &dir,
+        "t.runbook",
+        "runbook t {\n  run a {\n    command \"echo\"\n    args [\"x\"]\n  }\n  run b after a {\n    command \"echo\"\n    args [\"y\"]\n  }\n}\n",
+    );
+    let state = dir.join("state");
+    let mut child = spawn(&state, &["run", path(&file)]);
+    drop(child.stdout.take());
+    let status = child.wait().expect("ends");
+    assert_eq!(status.code(), Some(0));
+    let (run_state, _) = self::status(&state, 1);
+    assert_eq!(run_state, "succeeded");
+}

@@ -1,5 +1,12 @@
 //! The command line: parses arguments and calls the layers below.
 
+/// `println!` that ignores a closed pipe (`runbook status | head`).
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::cli::view::out(&format!($($arg)*))
+    };
+}
+
 mod check;
 mod fmt;
 mod graph;

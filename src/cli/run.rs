@@ -320,9 +320,9 @@ fn finish(
             Ended::Finished(o) => outcome_word(*o),
             Ended::Stopped { .. } => "stopped",
         };
-        println!("{}", serde_json::json!({"run": run, "ended": word}));
+        super::view::out(&serde_json::json!({"run": run, "ended": word}).to_string());
     } else {
-        println!("{text}");
+        super::view::out(&text);
     }
     Ok(code)
 }

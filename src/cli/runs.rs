@@ -138,7 +138,7 @@ pub fn status(state_dir: &Path, run: Option<u64>, json: bool) -> Result<u8, Erro
         None => store.runs().map_err(store_error)?,
     };
     if metas.is_empty() {
-        println!("no runs yet in {}", state_dir.display());
+        say!("no runs yet in {}", state_dir.display());
         return Ok(super::EXIT_OK);
     }
     let mut views = Vec::new();
@@ -148,21 +148,25 @@ pub fn status(state_dir: &Path, run: Option<u64>, json: bool) -> Result<u8, Erro
         views.push(view(meta, &plan, &state, false));
     }
     if json {
-        println!(
+        say!(
             "{}",
             serde_json::to_string_pretty(&views).unwrap_or_default()
         );
     } else if run.is_some() {
-        views.iter().for_each(|v| print!("{}", render(v)));
+        views.iter().for_each(|v| say!("{}", render(v).trim_end()));
     } else {
         for v in &views {
             let started = v
                 .started_at
                 .map(date)
                 .unwrap_or_else(|| "not started".into());
-            println!(
+            say!(
                 "{:>5}  {:24}  {:20}  {}  {}",
-                v.run, v.state, v.runbook, started, v.file
+                v.run,
+                v.state,
+                v.runbook,
+                started,
+                v.file
             );
         }
     }
@@ -185,12 +189,12 @@ fn status_live(
     };
     match (parsed, matches) {
         (Some(v), true) if json => {
-            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default())
+            say!("{}", serde_json::to_string_pretty(&v).unwrap_or_default())
         }
         (Some(v), true) => {
             let view: Option<RunView> = serde_json::from_value(v).ok();
             match view {
-                Some(view) => print!("{}", render(&view)),
+                Some(view) => say!("{}", render(&view).trim_end()),
                 None => return Err(Error::Run(store::locked_sentence(state_dir, owner))),
             }
         }
@@ -226,13 +230,13 @@ pub fn logs(state_dir: &Path, run: u64, step: Option<&str>) -> Result<u8, Error>
     };
     for s in steps {
         for (attempt, log) in store.logs(meta.id, s.id.0).map_err(store_error)? {
-            println!("── {} (attempt {attempt}) ──", s.name);
+            say!("── {} (attempt {attempt}) ──", s.name);
             for line in &log.lines {
                 let mark = if line.err { "!" } else { " " };
-                println!("{mark} {}", line.text);
+                say!("{mark} {}", line.text);
             }
             if log.dropped_bytes > 0 {
-                println!(
+                say!(
                     "… {} more bytes were printed and not kept",
                     log.dropped_bytes
                 );
@@ -294,7 +298,7 @@ pub fn approve(state_dir: &Path, run: u64, step: &str, by: &str) -> Result<u8, E
                 by: by.to_string(),
             };
             ask_live(state_dir, owner, run, request)?;
-            println!("approved `{step}` of run {run} as {by}; the run goes on");
+            say!("approved `{step}` of run {run} as {by}; the run goes on");
         }
         Opened::Store(store) => {
             let (meta, plan, state) = offline(&store, run)?;
@@ -311,7 +315,7 @@ pub fn approve(state_dir: &Path, run: u64, step: &str, by: &str) -> Result<u8, E
                 approval::approve(&plan, &state, &bindings, step, by, Clock::system().now())
                     .map_err(Error::Run)?;
             store.append(meta.id, &event).map_err(store_error)?;
-            println!("approved `{step}` of run {run} as {by}; continue the run with: runbook resume {run}");
+            say!("approved `{step}` of run {run} as {by}; continue the run with: runbook resume {run}");
         }
     }
     Ok(super::EXIT_OK)
@@ -322,7 +326,7 @@ pub fn cancel(state_dir: &Path, run: u64) -> Result<u8, Error> {
     match store::open_or_owner(state_dir)? {
         Opened::HeldBy(owner) => {
             ask_live(state_dir, owner, run, Request::Cancel { run })?;
-            println!("run {run} is being cancelled: its running steps were stopped");
+            say!("run {run} is being cancelled: its running steps were stopped");
         }
         Opened::Store(store) => {
             let (meta, plan, state) = offline(&store, run)?;
@@ -366,7 +370,7 @@ pub fn cancel(state_dir: &Path, run: u64) -> Result<u8, Error> {
                     interrupted.join(", ")
                 )
             };
-            println!("run {run} cancelled{note}");
+            say!("run {run} cancelled{note}");
         }
     }
     Ok(super::EXIT_OK)

@@ -64,21 +64,19 @@ impl View {
             (Some(bars), _) => {
                 let _ = bars.println(text);
             }
-            (None, _) => println!("{text}"),
+            (None, _) => out(text),
         }
     }
 
     pub fn line(&self, line: Line) {
         match self.mode {
-            Mode::Json => println!(
-                "{}",
-                serde_json::json!({
-                    "run": self.run.0,
-                    "step": line.step,
-                    "stream": if line.err { "stderr" } else { "stdout" },
-                    "line": line.text,
-                })
-            ),
+            Mode::Json => out(&serde_json::json!({
+                "run": self.run.0,
+                "step": line.step,
+                "stream": if line.err { "stderr" } else { "stdout" },
+                "line": line.text,
+            })
+            .to_string()),
             _ => self.say(&format!("  {} | {}", line.step, line.text)),
         }
     }
@@ -88,10 +86,7 @@ impl View {
             let step = step_of(event)
                 .and_then(|s| self.plan.steps.get(s))
                 .map(|s| s.name.as_str());
-            println!(
-                "{}",
-                serde_json::json!({"run": self.run.0, "step": step, "event": event})
-            );
+            out(&serde_json::json!({"run": self.run.0, "step": step, "event": event}).to_string());
             return;
         }
         let plan = Arc::clone(&self.plan);
@@ -204,6 +199,14 @@ impl View {
             let _ = bars.clear();
         }
     }
+}
+
+/// A line on standard output. A closed pipe (`runbook run x | head`) must
+/// not stop the run: what cannot be shown is still recorded.
+pub fn out(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{text}");
 }
 
 fn step_of(event: &Event) -> Option<usize> {

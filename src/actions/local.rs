@@ -7,13 +7,13 @@
 use super::command::{self, CommandSpec, Ended, Stream};
 use crate::compile::eval::{eval_in, Bindings, Value};
 use crate::compile::{Plan, Step};
-use crate::engine::{field_of, Attempt, LogLine, StepCall, StepLog, StepRunner};
+use crate::engine::{field_of, LogBuffer, StepCall, StepResult, StepRunner};
 use crate::syntax::ast::{Expr, Ident};
 use crate::syntax::format;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A line a step printed, as it comes, for the terminal.
@@ -70,7 +70,7 @@ pub fn unsupported(plan: &Plan) -> Vec<(&Step, String)> {
 }
 
 impl StepRunner for LocalRunner {
-    fn run(&self, call: StepCall) -> Pin<Box<dyn Future<Output = Attempt> + Send>> {
+    fn run(&self, call: StepCall) -> Pin<Box<dyn Future<Output = StepResult> + Send>> {
         let scope = Scope {
             bindings: self.bindings.clone(),
             env: Arc::clone(&self.env),
@@ -79,7 +79,7 @@ impl StepRunner for LocalRunner {
         let sink = Arc::clone(&self.sink);
         let http = Arc::clone(&self.http);
         Box::pin(async move {
-            let log = Log::new(&scope, call.step.name.clone(), sink);
+            let log = Log::new(&scope, &call.step, call.log, sink);
             let result = match call.step.kind.name {
                 "run" => run_step(&call.step, &scope, &log).await,
                 "verify" => verify_step(&call.step, &scope, &log).await,
@@ -90,11 +90,7 @@ impl StepRunner for LocalRunner {
                 }
                 other => Err(format!("`{other}` steps do not run yet")),
             };
-            let result = result.map_err(|e| log.scrub(&e));
-            Attempt {
-                result,
-                log: Some(log.take()),
-            }
+            result.map_err(|e| log.scrub(&e))
         })
     }
 }
@@ -130,7 +126,7 @@ impl Scope {
         value
             .expose()
             .map(Some)
-            .ok_or_else(|| format!("`{prop}` could not be worked out: {}", format::expr(arg)))
+            .ok_or_else(|| unknown(prop, &value))
     }
 
     fn list(&self, step: &Step, prop: &str) -> Result<Vec<String>, String> {
@@ -140,40 +136,63 @@ impl Scope {
         match self.eval(arg) {
             Value::List(items) => items
                 .iter()
-                .map(|v| {
-                    v.expose()
-                        .ok_or_else(|| format!("an item of `{prop}` could not be worked out: {v}"))
-                })
+                .map(|v| v.expose().ok_or_else(|| unknown(prop, v)))
                 .collect(),
             other => Err(format!("`{prop}` is not a list: {other}")),
         }
     }
 
-    /// Every secret value in reach, for scrubbing.
-    fn secrets(&self) -> Vec<String> {
-        self.bindings.sealed_values()
+    /// Every secret value in reach of the step, for scrubbing: the run's
+    /// secrets, and what its own properties read with `env()`.
+    fn secrets(&self, step: &Step) -> Vec<String> {
+        let mut found = self.bindings.sealed_values();
+        let mut collect = |v: &Value| {
+            if let Value::Sealed(s) = v {
+                if !s.expose().is_empty() {
+                    found.push(s.expose().to_string());
+                }
+            }
+        };
+        for arg in step.properties.iter().flat_map(|p| &p.args) {
+            match self.eval(arg) {
+                Value::List(items) => items.iter().for_each(&mut collect),
+                v => collect(&v),
+            }
+        }
+        found
     }
 }
 
-/// What one attempt printed: streamed to the sink and kept up to `LOG_CAP`,
-/// secret values replaced by `***` in both.
+/// Why a property has no value a program can take.
+fn unknown(prop: &str, value: &Value) -> String {
+    match value {
+        Value::Later(expr) => format!(
+            "`{prop}` uses `{expr}`, which has no value in this run (a step recorded as done by hand has no outputs)"
+        ),
+        other => format!("`{prop}` has no value a program can take: {other}"),
+    }
+}
+
+/// What one attempt printed: streamed to the sink and kept (by the
+/// driver's buffer, up to `LOG_CAP`), secret values replaced by `***` in both.
 struct Log {
     step: String,
     sink: Sink,
     secrets: Vec<String>,
-    kept: Mutex<(StepLog, usize)>,
+    kept: LogBuffer,
 }
 
 impl Log {
-    fn new(scope: &Scope, step: String, sink: Sink) -> Self {
-        let mut secrets = scope.secrets();
+    fn new(scope: &Scope, step: &Step, kept: LogBuffer, sink: Sink) -> Self {
+        let mut secrets = scope.secrets(step);
         // Longest first, so that a secret containing another is hidden whole.
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        secrets.dedup();
         Log {
-            step,
+            step: step.name.clone(),
             sink,
             secrets,
-            kept: Mutex::new((StepLog::default(), 0)),
+            kept,
         }
     }
 
@@ -194,22 +213,7 @@ impl Log {
             err,
             text: &text,
         });
-        if let Ok(mut kept) = self.kept.lock() {
-            let (log, size) = &mut *kept;
-            if *size + text.len() <= LOG_CAP {
-                *size += text.len();
-                log.lines.push(LogLine { err, text });
-            } else {
-                log.dropped_bytes += text.len() as u64;
-            }
-        }
-    }
-
-    fn take(&self) -> StepLog {
-        self.kept
-            .lock()
-            .map(|mut k| std::mem::take(&mut k.0))
-            .unwrap_or_default()
+        self.kept.push(err, text, LOG_CAP);
     }
 }
 

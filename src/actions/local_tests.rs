@@ -3,7 +3,8 @@
 use super::*;
 use crate::compile::check;
 use crate::compile::eval::bind_for_run;
-use crate::engine::RunId;
+use crate::engine::{LogBuffer, RunId, StepLog};
+use std::sync::Mutex;
 
 fn local(src: &str, env: &[(&str, &str)]) -> (Plan, LocalRunner, Arc<Mutex<Vec<String>>>) {
     let plan = check(src).expect("checks");
@@ -24,17 +25,29 @@ fn local(src: &str, env: &[(&str, &str)]) -> (Plan, LocalRunner, Arc<Mutex<Vec<S
     (plan, LocalRunner::new(bindings, env, sink), seen)
 }
 
+/// The step's result and what it printed.
+struct Attempt {
+    result: StepResult,
+    log: StepLog,
+}
+
 async fn attempt(plan: &Plan, runner: &LocalRunner, step: &str) -> Attempt {
     let step = plan.step(step).expect("a step").clone();
-    runner
+    let log = LogBuffer::default();
+    let result = runner
         .run(StepCall {
             run: RunId(1),
             step,
             attempt: 1,
             elapsed: Duration::ZERO,
             inputs: Vec::new(),
+            log: log.clone(),
         })
-        .await
+        .await;
+    Attempt {
+        result,
+        log: log.take(),
+    }
 }
 
 #[tokio::test]
@@ -73,18 +86,24 @@ async fn hold_samples_until_the_time_is_up_and_fails_on_the_first_bad_sample() {
 
 #[tokio::test]
 async fn secret_values_are_scrubbed_from_lines_outputs_logs_and_errors() {
-    let src = "runbook r {\n  param token: secret = env(\"RB_T\")\n  run leak {\n    shell \"echo the token is $T; echo $T >&2; exit 3\"\n    env \"T\" \"${token}\"\n  }\n  run quiet {\n    shell \"echo t=$T\"\n    env \"T\" \"${token}\"\n  }\n}\n";
-    let (plan, runner, seen) = local(src, &[("RB_T", "tok-98765")]);
+    let src = "runbook r {\n  param token: secret = env(\"RB_T\")\n  run leak {\n    shell \"echo the token is $T; echo $T >&2; exit 3\"\n    env \"T\" \"${token}\"\n  }\n  run quiet {\n    shell \"echo t=$T u=$U\"\n    env \"T\" \"${token}\"\n    env \"U\" env(\"RB_U\")\n  }\n}\n";
+    let (plan, runner, seen) = local(src, &[("RB_T", "tok-98765"), ("RB_U", "inline-4321")]);
     let leak = attempt(&plan, &runner, "leak").await;
     assert_eq!(leak.result.unwrap_err(), "exited with code 3");
-    let log = leak.log.expect("a log");
+    let log = leak.log;
     let texts: Vec<&str> = log.lines.iter().map(|l| l.text.as_str()).collect();
     assert_eq!(texts, ["the token is ***", "***"]);
     assert!(log.lines[1].err);
     let quiet = attempt(&plan, &runner, "quiet").await.result.expect("runs");
-    assert_eq!(quiet["stdout"], "t=***");
+    assert_eq!(
+        quiet["stdout"], "t=*** u=***",
+        "env() read in the step itself too"
+    );
     let shown = seen.lock().expect("lines").join("\n");
-    assert!(!shown.contains("tok-98765"), "{shown}");
+    assert!(
+        !shown.contains("tok-98765") && !shown.contains("inline-4321"),
+        "{shown}"
+    );
 }
 
 /// A webhook on loopback that answers `status` and keeps the request.

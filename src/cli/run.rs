@@ -8,7 +8,7 @@ use crate::compile::eval::{bind_for_run, format_duration, Bindings};
 use crate::compile::{Phase, Plan, StepId, Type};
 use crate::engine::{
     drive, outcome_word, Choices, Clock, Control, DriveError, Driver, Ended, Event, Journal,
-    Outcome, RecordedParam, RunMeta, RunState, StepState,
+    Outcome, RecordedParam, RunMeta, RunState, StepState, SKIPPED_BY_HAND,
 };
 use crate::error::Error;
 use crate::store::inbox::{clear_owner, write_owner, Inbox, Owner};
@@ -57,7 +57,11 @@ pub fn start(path: &Path, params: &[String], opts: &RunOptions) -> Result<u8, Er
     let meta = store
         .create_run(&path.display().to_string(), &source, recorded, now_ms())
         .map_err(store_error)?;
-    drive_run(store, meta, plan, bindings, Choices::default(), opts)
+    let how = How {
+        choices: Choices::default(),
+        reset: None,
+    };
+    drive_run(store, meta, plan, bindings, how, opts)
 }
 
 /// `runbook resume RUN`.
@@ -79,7 +83,11 @@ pub fn resume(
     }
     refuse_unsupported(&plan)?;
     let bindings = rebind(&meta, &plan, &parse_params(params)?)?;
-    drive_run(store, meta, plan, bindings, choices, opts)
+    let how = How {
+        choices,
+        reset: None,
+    };
+    drive_run(store, meta, plan, bindings, how, opts)
 }
 
 /// `runbook retry RUN --from STEP`: the step and everything after it run
@@ -105,17 +113,11 @@ pub fn retry(run: u64, from: &str, params: &[String], opts: &RunOptions) -> Resu
     };
     refuse_unsupported(&plan)?;
     let bindings = rebind(&meta, &plan, &parse_params(params)?)?;
-    let steps = from_onwards(&plan, step.id);
-    store
-        .append(
-            meta.id,
-            &Event::Reset {
-                steps,
-                at: now_ms(),
-            },
-        )
-        .map_err(store_error)?;
-    drive_run(store, meta, plan, bindings, Choices::default(), opts)
+    let how = How {
+        choices: Choices::default(),
+        reset: Some(from_onwards(&plan, step.id)),
+    };
+    drive_run(store, meta, plan, bindings, how, opts)
 }
 
 /// The step, every step that waits on it (directly or not), and the
@@ -152,6 +154,13 @@ fn now_ms() -> u64 {
     Clock::system().now()
 }
 
+/// What a drive starts from besides the journal.
+struct How {
+    choices: Choices,
+    /// `retry --from`: the steps to run again.
+    reset: Option<Vec<usize>>,
+}
+
 /// Drives the run in this process until it finishes or is stopped, and
 /// says how it ended and what to do next.
 fn drive_run(
@@ -159,13 +168,20 @@ fn drive_run(
     meta: RunMeta,
     plan: Plan,
     bindings: Bindings,
-    choices: Choices,
+    how: How,
     opts: &RunOptions,
 ) -> Result<u8, Error> {
     let run = meta.id;
     let plan = Arc::new(plan);
     let mode = Mode::pick(opts.json);
-    let view = Arc::new(Mutex::new(View::new(mode, Arc::clone(&plan), run)));
+    let shown = Arc::new(super::runs::recorded_bindings(&meta, &plan));
+    let view = Arc::new(Mutex::new(View::new(
+        mode,
+        Arc::clone(&plan),
+        run,
+        Arc::clone(&shown),
+    )));
+    let choices = how.choices;
     let say = |text: &str| {
         if let Ok(v) = view.lock() {
             v.say(text);
@@ -192,6 +208,17 @@ fn drive_run(
     let runner = Arc::new(LocalRunner::new(bindings.clone(), env, sink));
     // A copy of the state, kept by folding each event (cheap), from which
     // `live.json` is written now and then for `runbook status` elsewhere.
+    if let Some(steps) = how.reset {
+        let reset = Event::Reset {
+            steps,
+            at: now_ms(),
+        };
+        store.append(run, &reset).map_err(store_error)?;
+        let state = RunState::replay(&plan, &store.events(run).map_err(store_error)?);
+        if let Ok(mut v) = view.lock() {
+            v.event(&reset, &state);
+        }
+    }
     let initial = store.events(run).map_err(store_error)?;
     let mirror = Arc::new(Mutex::new((RunState::replay(&plan, &initial), true)));
     let observe = |event: &Event, state: &RunState| {
@@ -226,6 +253,7 @@ fn drive_run(
             state_dir: opts.state.clone(),
             meta: meta.clone(),
             plan: Arc::clone(&plan),
+            bindings: Arc::clone(&shown),
             mirror: Arc::clone(&mirror),
         };
         let (stop, stopped) = tokio::sync::oneshot::channel();
@@ -279,10 +307,26 @@ fn finish(
         .and_then(|s| s.clock_from)
         .map(|t| format!(" in {}", format_duration(now_ms().saturating_sub(t))))
         .unwrap_or_default();
+    let by_hand: Vec<&str> = plan
+        .steps
+        .iter()
+        .filter(|s| {
+            state.is_some_and(|st| {
+                matches!(st.step(s.id), StepState::Skipped { reason } if reason == SKIPPED_BY_HAND)
+            })
+        })
+        .map(|s| s.name.as_str())
+        .collect();
+    let by_hand = if by_hand.is_empty() {
+        String::new()
+    } else {
+        format!(" (skipped by the operator: {})", by_hand.join(", "))
+    };
     let (code, text) = match &ended {
-        Ended::Finished(Outcome::Succeeded) => {
-            (super::EXIT_OK, format!("run {run} succeeded{elapsed}"))
-        }
+        Ended::Finished(Outcome::Succeeded) => (
+            super::EXIT_OK,
+            format!("run {run} succeeded{elapsed}{by_hand}"),
+        ),
         Ended::Finished(outcome) => {
             let failed: Vec<&str> = plan
                 .steps
@@ -336,18 +380,35 @@ fn ended_word(outcome: Outcome) -> &'static str {
     }
 }
 
-/// First Ctrl-C: start nothing new, let running steps finish. Second: stop
-/// them now (they stay interrupted in the journal for `resume`).
+/// First Ctrl-C (or SIGTERM, as from `systemctl stop`): start nothing new,
+/// let running steps finish. Second: stop them now (they stay interrupted in
+/// the journal for `resume`). A hangup (the SSH session dropped) does not
+/// stop the run: it goes on, and `runbook status` shows it.
 async fn answer_ctrl_c(tx: tokio::sync::mpsc::UnboundedSender<Control>, view: Arc<Mutex<View>>) {
-    if tokio::signal::ctrl_c().await.is_err() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut hangup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
         return;
-    }
-    if let Ok(v) = view.lock() {
-        v.say("stopping: no new step starts; running steps finish and are recorded (Ctrl-C again to stop them now)");
-    }
-    let _ = tx.send(Control::Stop);
-    if tokio::signal::ctrl_c().await.is_ok() {
-        let _ = tx.send(Control::Kill);
+    };
+    let mut stops = 0;
+    loop {
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => if r.is_err() { return },
+            _ = term.recv() => {}
+            _ = hangup.recv() => continue,
+        }
+        stops += 1;
+        if stops == 1 {
+            if let Ok(v) = view.lock() {
+                v.say("stopping: no new step starts; running steps finish and are recorded (Ctrl-C again to stop them now)");
+            }
+            let _ = tx.send(Control::Stop);
+        } else {
+            let _ = tx.send(Control::Kill);
+            return;
+        }
     }
 }
 
@@ -357,6 +418,7 @@ struct Live {
     state_dir: PathBuf,
     meta: RunMeta,
     plan: Arc<Plan>,
+    bindings: Arc<Bindings>,
     mirror: Arc<Mutex<(RunState, bool)>>,
 }
 
@@ -369,7 +431,7 @@ impl Live {
             return;
         }
         m.1 = false;
-        let view = super::runs::view(&self.meta, &self.plan, &m.0, true);
+        let view = super::runs::view(&self.meta, &self.plan, &m.0, &self.bindings, true);
         drop(m);
         let body = serde_json::to_vec(&view).unwrap_or_default();
         let tmp = self.state_dir.join(".live.json.tmp");

@@ -4,7 +4,7 @@
 
 use super::store::{self, plan_of, state_of, store_error, Opened};
 use super::view::clock;
-use crate::compile::eval::{bind, format_duration};
+use crate::compile::eval::{bind, format_duration, Bindings};
 use crate::compile::Plan;
 use crate::engine::{
     approval, outcome_word, Clock, Event, Journal, RecordedParam, RunId, RunMeta, RunState,
@@ -21,6 +21,9 @@ use std::time::Duration;
 #[derive(Serialize, Deserialize)]
 pub struct RunView {
     pub run: u64,
+    /// Whether a process is driving the run now.
+    #[serde(default)]
+    pub live: bool,
     pub runbook: String,
     pub file: String,
     pub state: String,
@@ -39,7 +42,13 @@ pub struct StepView {
 }
 
 /// How a run stands. `live` says whether a process is driving it now.
-pub fn view(meta: &RunMeta, plan: &Plan, state: &RunState, live: bool) -> RunView {
+pub fn view(
+    meta: &RunMeta,
+    plan: &Plan,
+    state: &RunState,
+    bindings: &Bindings,
+    live: bool,
+) -> RunView {
     let waiting = state.awaiting_approval(plan);
     let word = match state.finished {
         Some(outcome) => outcome_word(outcome).to_string(),
@@ -56,8 +65,10 @@ pub fn view(meta: &RunMeta, plan: &Plan, state: &RunState, live: bool) -> RunVie
                 StepState::Running { since, .. } if s.kind.name == "approve" => (
                     Some(*since),
                     Some(format!(
-                        "waiting for approval: runbook approve {} {} --as NAME",
-                        meta.id, s.name
+                        "{} (approve with: runbook approve {} {} --as NAME)",
+                        prompt(s, bindings),
+                        meta.id,
+                        s.name
                     )),
                 ),
                 StepState::Running { since, .. } => (Some(*since), None),
@@ -85,12 +96,38 @@ pub fn view(meta: &RunMeta, plan: &Plan, state: &RunState, live: bool) -> RunVie
         .collect();
     RunView {
         run: meta.id.0,
+        live,
         runbook: plan.name.clone(),
         file: meta.file.clone(),
         state: word,
         started_at: state.started_at,
         steps,
     }
+}
+
+/// What an approval asks, with the run's parameters filled in.
+pub fn prompt(step: &crate::compile::Step, bindings: &Bindings) -> String {
+    let Some(expr) = step.property("prompt").and_then(|p| p.args.first()) else {
+        return String::new();
+    };
+    match crate::compile::eval::eval(expr, bindings, &|_| None) {
+        crate::compile::eval::Value::Str(text) => format!("{text:?}"),
+        other => other.to_string(),
+    }
+}
+
+/// A run's parameters as recorded (secrets stay markers): enough to show
+/// prompts and check approvers.
+pub fn recorded_bindings(meta: &RunMeta, plan: &Plan) -> Bindings {
+    let values: Vec<(String, String)> = meta
+        .params
+        .iter()
+        .filter_map(|(n, p)| match p {
+            RecordedParam::Value(v) => Some((n.clone(), v.clone())),
+            _ => None,
+        })
+        .collect();
+    bind(plan, &values, &|_| None).unwrap_or_default()
 }
 
 fn approved(outputs: &std::collections::BTreeMap<String, String>) -> Option<String> {
@@ -101,7 +138,7 @@ fn approved(outputs: &std::collections::BTreeMap<String, String>) -> Option<Stri
 
 pub fn render(v: &RunView) -> String {
     let mut out = format!("run {}  {}  {}  {}\n", v.run, v.runbook, v.file, v.state);
-    if v.state.starts_with("stopped") || v.state == "waiting for approval" {
+    if !v.live && (v.state.starts_with("stopped") || v.state == "waiting for approval") {
         let _ = writeln!(out, "  continue it with: runbook resume {}", v.run);
     }
     let width = v.steps.iter().map(|s| s.name.len()).max().unwrap_or(0);
@@ -145,7 +182,13 @@ pub fn status(state_dir: &Path, run: Option<u64>, json: bool) -> Result<u8, Erro
     for meta in &metas {
         let plan = plan_of(meta)?;
         let state = state_of(&store, meta, &plan)?;
-        views.push(view(meta, &plan, &state, false));
+        views.push(view(
+            meta,
+            &plan,
+            &state,
+            &recorded_bindings(meta, &plan),
+            false,
+        ));
     }
     if json {
         say!(
@@ -156,21 +199,25 @@ pub fn status(state_dir: &Path, run: Option<u64>, json: bool) -> Result<u8, Erro
         views.iter().for_each(|v| say!("{}", render(v).trim_end()));
     } else {
         for v in &views {
-            let started = v
-                .started_at
-                .map(date)
-                .unwrap_or_else(|| "not started".into());
-            say!(
-                "{:>5}  {:24}  {:20}  {}  {}",
-                v.run,
-                v.state,
-                v.runbook,
-                started,
-                v.file
-            );
+            list_line(v);
         }
     }
     Ok(super::EXIT_OK)
+}
+
+fn list_line(v: &RunView) {
+    let started = v
+        .started_at
+        .map(date)
+        .unwrap_or_else(|| "not started".into());
+    say!(
+        "{:>5}  {:24}  {:20}  {}  {}",
+        v.run,
+        v.state,
+        v.runbook,
+        started,
+        v.file
+    );
 }
 
 /// While a process drives a run, it keeps `live.json` with the run's view.
@@ -187,18 +234,23 @@ fn status_live(
         (Some(_), None) => true,
         _ => false,
     };
-    match (parsed, matches) {
-        (Some(v), true) if json => {
-            say!("{}", serde_json::to_string_pretty(&v).unwrap_or_default())
-        }
-        (Some(v), true) => {
-            let view: Option<RunView> = serde_json::from_value(v).ok();
-            match view {
-                Some(view) => say!("{}", render(&view).trim_end()),
-                None => return Err(Error::Run(store::locked_sentence(state_dir, owner))),
-            }
-        }
-        _ => return Err(Error::Run(store::locked_sentence(state_dir, owner))),
+    let view: Option<RunView> = parsed.and_then(|v| serde_json::from_value(v).ok());
+    let Some(view) = view.filter(|_| matches) else {
+        return Err(Error::Run(store::locked_sentence(state_dir, owner)));
+    };
+    if json {
+        say!(
+            "{}",
+            serde_json::to_string_pretty(&[&view]).unwrap_or_default()
+        );
+    } else if run.is_some() {
+        say!("{}", render(&view).trim_end());
+    } else {
+        list_line(&view);
+        say!(
+            "(run {} holds the store; the other runs are listed when its process stops)",
+            view.run
+        );
     }
     Ok(super::EXIT_OK)
 }
@@ -302,15 +354,7 @@ pub fn approve(state_dir: &Path, run: u64, step: &str, by: &str) -> Result<u8, E
         }
         Opened::Store(store) => {
             let (meta, plan, state) = offline(&store, run)?;
-            let values: Vec<(String, String)> = meta
-                .params
-                .iter()
-                .filter_map(|(n, p)| match p {
-                    RecordedParam::Value(v) => Some((n.clone(), v.clone())),
-                    _ => None,
-                })
-                .collect();
-            let bindings = bind(&plan, &values, &|_| None).unwrap_or_default();
+            let bindings = recorded_bindings(&meta, &plan);
             let event =
                 approval::approve(&plan, &state, &bindings, step, by, Clock::system().now())
                     .map_err(Error::Run)?;
@@ -338,10 +382,12 @@ pub fn cancel(state_dir: &Path, run: u64) -> Result<u8, Error> {
             }
             let now = Clock::system().now();
             let mut events = vec![Event::CancelRequested { at: now }];
+            // Waits, approvals and checks lose nothing by being cut short.
             let interrupted: Vec<&str> = plan
                 .steps
                 .iter()
                 .filter(|s| matches!(state.step(s.id), StepState::Running { .. }))
+                .filter(|s| s.on_interrupt == crate::compile::Interrupt::Ask)
                 .map(|s| s.name.as_str())
                 .collect();
             for s in plan

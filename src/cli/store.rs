@@ -56,7 +56,15 @@ pub fn open_or_owner(state: &Path) -> Result<Opened, Error> {
     let start = std::time::Instant::now();
     loop {
         match SledStore::open(&state.join("journal")) {
-            Ok(store) => return Ok(Opened::Store(store)),
+            Ok(store) => {
+                if let Some(aside) = &store.set_aside {
+                    eprintln!(
+                        "note: the store's snapshot was damaged (sled 0.34 can leave one so when it is killed); it was moved to {} and the store was rebuilt from its log",
+                        aside.display()
+                    );
+                }
+                return Ok(Opened::Store(store));
+            }
             Err(StoreError::Locked { .. }) => {
                 let owner = read_owner(state).filter(|o| alive(o.pid));
                 if owner.is_some() || start.elapsed() > std::time::Duration::from_secs(1) {

@@ -36,6 +36,8 @@ impl Mode {
 pub struct View {
     mode: Mode,
     plan: Arc<Plan>,
+    /// For approval prompts.
+    bindings: Arc<crate::compile::eval::Bindings>,
     run: RunId,
     bars: Option<MultiProgress>,
     running: HashMap<usize, ProgressBar>,
@@ -44,12 +46,18 @@ pub struct View {
 }
 
 impl View {
-    pub fn new(mode: Mode, plan: Arc<Plan>, run: RunId) -> Self {
+    pub fn new(
+        mode: Mode,
+        plan: Arc<Plan>,
+        run: RunId,
+        bindings: Arc<crate::compile::eval::Bindings>,
+    ) -> Self {
         let bars = (mode == Mode::Live)
             .then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stdout_with_hz(10)));
         View {
             mode,
             plan,
+            bindings,
             run,
             bars,
             running: HashMap::new(),
@@ -102,7 +110,8 @@ impl View {
                 let waiting = self.plan.steps[*step].kind.name == "approve";
                 let what = if waiting {
                     format!(
-                        "waiting for approval; approve with: runbook approve {} {} --as NAME",
+                        "waiting for approval: {} (approve with: runbook approve {} {} --as NAME)",
+                        super::runs::prompt(&plan.steps[*step], &self.bindings),
                         self.run,
                         name(step)
                     )

@@ -39,11 +39,19 @@ pub fn approve(
             found.kind.a_step()
         ));
     }
-    if !matches!(state.step(found.id), StepState::Running { .. }) {
+    let StepState::Running { since, .. } = state.step(found.id) else {
         return Err(format!(
-            "`{step}` is not waiting for approval (it is {})",
+            "`{step}` is not waiting for approval (its state: {})",
             super::state_word(state.step(found.id))
         ));
+    };
+    if let Some(limit) = found.timeout {
+        if at.saturating_sub(*since) > limit.as_millis() as Millis {
+            return Err(format!(
+                "the time to approve `{step}` ran out (its timeout is {}); `runbook resume` records that it failed",
+                crate::compile::eval::format_duration(limit.as_millis() as u64)
+            ));
+        }
     }
     if let Some(list) = found.property("approvers").and_then(|p| p.args.first()) {
         if let Value::List(names) = eval(list, bindings, &|_| None) {
@@ -135,7 +143,19 @@ mod tests {
         let fresh = RunState::new(&plan);
         assert_eq!(
             approve(&plan, &fresh, &b, "gate", "alice", 0).unwrap_err(),
-            "`gate` is not waiting for approval (it is pending)"
+            "`gate` is not waiting for approval (its state: pending)"
+        );
+    }
+
+    #[test]
+    fn an_approval_after_the_step_timed_out_is_refused() {
+        let src = "runbook r {\n  approve gate {\n    prompt \"go?\"\n    timeout 1m\n  }\n}\n";
+        let (plan, state) = waiting(src);
+        let b = Bindings::default();
+        assert!(approve(&plan, &state, &b, "gate", "alice", 60_000).is_ok());
+        assert_eq!(
+            approve(&plan, &state, &b, "gate", "alice", 60_001).unwrap_err(),
+            "the time to approve `gate` ran out (its timeout is 1m); `runbook resume` records that it failed"
         );
     }
 }

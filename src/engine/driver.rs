@@ -3,7 +3,7 @@
 //! continued from its journal after any crash.
 
 use super::{
-    approval, decide, Decision, Event, Journal, Millis, Outcome, RunId, RunState, StepLog,
+    approval, decide, Decision, Event, Journal, LogBuffer, Millis, Outcome, RunId, RunState,
     StepState, StoreError,
 };
 use crate::compile::eval::{format_duration, Bindings};
@@ -19,19 +19,6 @@ use tokio::task::JoinHandle;
 /// The outputs of a step that succeeded, or why it failed.
 pub type StepResult = Result<BTreeMap<String, String>, String>;
 
-/// One attempt's result and what it printed.
-#[derive(Debug, Clone)]
-pub struct Attempt {
-    pub result: StepResult,
-    pub log: Option<StepLog>,
-}
-
-impl From<StepResult> for Attempt {
-    fn from(result: StepResult) -> Self {
-        Attempt { result, log: None }
-    }
-}
-
 /// What a runner is asked to do: one attempt of a step.
 #[derive(Debug, Clone)]
 pub struct StepCall {
@@ -43,12 +30,14 @@ pub struct StepCall {
     pub elapsed: Duration,
     /// The steps this one depends on, settled: name, state, outputs.
     pub inputs: Vec<(String, StepState, BTreeMap<String, String>)>,
+    /// Where the attempt's output goes; the driver keeps it in the journal.
+    pub log: LogBuffer,
 }
 
 /// Performs one attempt of a step. The actions live behind this trait, so
 /// the driver can be tested with steps that only pretend.
 pub trait StepRunner: Send + Sync + 'static {
-    fn run(&self, call: StepCall) -> Pin<Box<dyn Future<Output = Attempt> + Send>>;
+    fn run(&self, call: StepCall) -> Pin<Box<dyn Future<Output = StepResult> + Send>>;
 }
 
 /// Milliseconds since the Unix epoch, from tokio's clock (so that tests can
@@ -154,7 +143,26 @@ pub struct Driver<'a, J: Journal> {
     pub observe: &'a dyn Fn(&Event, &RunState),
 }
 
-type Report = (usize, u32, Attempt);
+type Report = (usize, u32, StepResult);
+
+/// Why a step `resume --skip` named was skipped.
+pub const SKIPPED_BY_HAND: &str = "skipped by the operator when resuming";
+
+/// An attempt in flight.
+struct Task {
+    attempt: u32,
+    handle: JoinHandle<()>,
+    log: LogBuffer,
+}
+
+/// Aborts the inner task when the outer one is aborted.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 /// Drives a run until it finishes or is stopped. Steps left running by an
 /// earlier process start again when their kind (or `on-interrupt rerun`)
@@ -179,9 +187,12 @@ pub async fn drive<J: Journal>(
     if run.state.started_at.is_none() {
         run.record(Event::RunStarted { at: d.clock.now() })?;
     }
+    // A run resumed after its timeout passed starts nothing of the procedure.
+    run.time_out_if_due()?;
     run.settle_interrupted(choices)?;
     let mut stopping = false;
     loop {
+        run.time_out_if_due()?;
         let mut wake = None;
         let mut progressed = false;
         if !stopping {
@@ -227,7 +238,7 @@ pub async fn drive<J: Journal>(
         }
         let deadline = run.deadline();
         tokio::select! {
-            Some((step, attempt, done)) = run.reports.1.recv() => run.finish(step, attempt, done)?,
+            Some((step, attempt, result)) = run.reports.1.recv() => run.finish(step, attempt, result)?,
             Some(control) = controls.recv() => match control {
                 Control::Approve { step, by, reply } => {
                     let _ = reply.send(run.approve(&step, &by)?);
@@ -258,8 +269,8 @@ pub async fn drive<J: Journal>(
 struct Running<'a, 'd, J: Journal> {
     d: &'a Driver<'d, J>,
     state: RunState,
-    /// Per step: the attempt running and its task.
-    tasks: HashMap<usize, (u32, JoinHandle<()>)>,
+    /// Per step: the attempt running.
+    tasks: HashMap<usize, Task>,
     reports: (
         mpsc::UnboundedSender<Report>,
         mpsc::UnboundedReceiver<Report>,
@@ -333,7 +344,7 @@ impl<J: Journal> Running<'_, '_, J> {
             if named(&choices.skip, i) {
                 self.record(Event::StepSkipped {
                     step: i,
-                    reason: "skipped by the operator when resuming".into(),
+                    reason: SKIPPED_BY_HAND.into(),
                 })?;
             } else if named(&choices.done, i) {
                 self.record(Event::StepSucceeded {
@@ -360,10 +371,19 @@ impl<J: Journal> Running<'_, '_, J> {
             StepState::Running { since, .. } => *since,
             _ => now,
         };
+        let elapsed = Duration::from_millis(now.saturating_sub(since));
         let step = self.step(id.0).clone();
+        // A wait continues to its first deadline, and an approval must come
+        // within its time of being asked; any other step that starts again
+        // gets its whole timeout.
+        let carried = match step.kind.name {
+            "wait" | "approve" => elapsed,
+            _ => Duration::ZERO,
+        };
         let timeout = step.timeout;
-        let tx = self.reports.0.clone();
-        let work: Pin<Box<dyn Future<Output = Attempt> + Send>> = if step.kind.name == "approve" {
+        let log = LogBuffer::default();
+        let work: Pin<Box<dyn Future<Output = StepResult> + Send>> = if step.kind.name == "approve"
+        {
             // Waits for `runbook approve`, which arrives as a control.
             Box::pin(std::future::pending())
         } else {
@@ -384,45 +404,74 @@ impl<J: Journal> Running<'_, '_, J> {
                 run: self.d.run,
                 step,
                 attempt,
-                elapsed: Duration::from_millis(now.saturating_sub(since)),
+                elapsed,
                 inputs,
+                log: log.clone(),
             })
         };
-        let elapsed = Duration::from_millis(now.saturating_sub(since));
-        let handle = tokio::spawn(async move {
-            let done = match timeout {
+        let timed = async move {
+            match timeout {
                 Some(limit) => {
-                    let left = limit.saturating_sub(elapsed);
+                    let left = limit.saturating_sub(carried);
                     tokio::time::timeout(left, work).await.unwrap_or_else(|_| {
                         Err(format!(
                             "timed out after {}",
                             format_duration(limit.as_millis() as u64)
                         ))
-                        .into()
                     })
                 }
                 None => work.await,
+            }
+        };
+        // The attempt runs in a task of its own, so that a panic in it is
+        // reported as the step's failure instead of leaving the run waiting.
+        let inner = tokio::spawn(timed);
+        let tx = self.reports.0.clone();
+        let handle = tokio::spawn(async move {
+            let _abort = AbortOnDrop(inner.abort_handle());
+            let result = match inner.await {
+                Ok(result) => result,
+                Err(e) if e.is_panic() => Err(format!(
+                    "the step stopped unexpectedly: {}; this is a bug in runbook, please report it",
+                    panic_message(e.into_panic())
+                )),
+                Err(_) => return,
             };
-            let _ = tx.send((id.0, attempt, done));
+            let _ = tx.send((id.0, attempt, result));
         });
-        self.tasks.insert(id.0, (attempt, handle));
+        self.tasks.insert(
+            id.0,
+            Task {
+                attempt,
+                handle,
+                log,
+            },
+        );
         Ok(())
     }
 
     /// Records an attempt's result, unless the attempt was stopped since.
-    fn finish(&mut self, step: usize, attempt: u32, done: Attempt) -> Result<(), StoreError> {
-        if self.tasks.get(&step).map(|(a, _)| *a) != Some(attempt) {
+    fn finish(&mut self, step: usize, attempt: u32, result: StepResult) -> Result<(), StoreError> {
+        if self.tasks.get(&step).map(|t| t.attempt) != Some(attempt) {
             return Ok(());
         }
-        self.tasks.remove(&step);
-        if let Some(log) = &done.log {
-            self.d.journal.put_log(self.d.run, step, attempt, log)?;
+        if let Some(task) = self.tasks.remove(&step) {
+            self.keep_log(step, &task)?;
         }
         let at = self.d.clock.now();
-        self.record(match done.result {
+        self.record(match result {
             Ok(outputs) => Event::StepSucceeded { step, at, outputs },
             Err(error) => Event::StepFailed { step, at, error },
         })
+    }
+
+    /// Writes what the attempt printed; the event that follows flushes it.
+    fn keep_log(&self, step: usize, task: &Task) -> Result<(), StoreError> {
+        let log = task.log.take();
+        if log.lines.is_empty() && log.dropped_bytes == 0 {
+            return Ok(());
+        }
+        self.d.journal.put_log(self.d.run, step, task.attempt, &log)
     }
 
     fn approve(&mut self, step: &str, by: &str) -> Result<Result<(), String>, StoreError> {
@@ -437,8 +486,8 @@ impl<J: Journal> Running<'_, '_, J> {
         match event {
             Ok(event) => {
                 if let Event::StepSucceeded { step, .. } = &event {
-                    if let Some((_, task)) = self.tasks.remove(step) {
-                        task.abort();
+                    if let Some(task) = self.tasks.remove(step) {
+                        task.handle.abort();
                     }
                 }
                 self.record(event)?;
@@ -458,8 +507,9 @@ impl<J: Journal> Running<'_, '_, J> {
             .collect();
         stopped.sort_unstable();
         for step in stopped {
-            if let Some((_, task)) = self.tasks.remove(&step) {
-                task.abort();
+            if let Some(task) = self.tasks.remove(&step) {
+                task.handle.abort();
+                self.keep_log(step, &task)?;
             }
             self.record(Event::StepFailed {
                 step,
@@ -489,6 +539,13 @@ impl<J: Journal> Running<'_, '_, J> {
         Some(self.state.clock_from? + limit.as_millis() as Millis)
     }
 
+    fn time_out_if_due(&mut self) -> Result<(), StoreError> {
+        match self.deadline() {
+            Some(deadline) if deadline <= self.d.clock.now() => self.time_out(),
+            _ => Ok(()),
+        }
+    }
+
     fn time_out(&mut self) -> Result<(), StoreError> {
         self.record(Event::RunTimedOut {
             at: self.d.clock.now(),
@@ -498,7 +555,25 @@ impl<J: Journal> Running<'_, '_, J> {
             "stopped: the runbook's timeout of {} passed",
             format_duration(limit.as_millis() as u64)
         );
-        self.stop_all(Some(Phase::Main), &why)
+        self.stop_all(Some(Phase::Main), &why)?;
+        // Steps an earlier process left running have no task here.
+        let left: Vec<usize> = self
+            .d
+            .plan
+            .steps
+            .iter()
+            .filter(|s| s.phase == Phase::Main)
+            .filter(|s| matches!(self.state.step(s.id), StepState::Running { .. }))
+            .map(|s| s.id.0)
+            .collect();
+        for step in left {
+            self.record(Event::StepFailed {
+                step,
+                at: self.d.clock.now(),
+                error: why.clone(),
+            })?;
+        }
+        Ok(())
     }
 
     /// On a stop, nothing is gained by waiting out a `wait` or an approval.
@@ -511,8 +586,8 @@ impl<J: Journal> Running<'_, '_, J> {
             .filter(|s| matches!(plan.steps[*s].kind.name, "wait" | "approve"))
             .collect();
         for step in waiting {
-            if let Some((_, task)) = self.tasks.remove(&step) {
-                task.abort();
+            if let Some(task) = self.tasks.remove(&step) {
+                task.handle.abort();
                 self.paused.push(plan.steps[step].name.clone());
             }
         }
@@ -522,11 +597,24 @@ impl<J: Journal> Running<'_, '_, J> {
     /// interrupted in the journal, for `resume` to decide about.
     fn abandon(&mut self) -> Vec<String> {
         let mut names = Vec::new();
-        for (step, (_, task)) in self.tasks.drain() {
-            task.abort();
+        let tasks: Vec<(usize, Task)> = self.tasks.drain().collect();
+        for (step, task) in tasks {
+            task.handle.abort();
+            // Kept for `logs`; the next event written flushes it.
+            let _ = self.keep_log(step, &task);
             names.push(self.d.plan.steps[step].name.clone());
         }
         names.sort();
         names
+    }
+}
+
+fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(text) = panic.downcast_ref::<&str>() {
+        text.to_string()
+    } else if let Some(text) = panic.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "a panic".into()
     }
 }

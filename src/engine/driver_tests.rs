@@ -12,6 +12,7 @@ use std::time::Duration;
 #[derive(Default)]
 struct MemoryJournal {
     events: Mutex<Vec<Event>>,
+    logs: Mutex<Vec<(usize, u32, StepLog)>>,
 }
 
 impl Journal for MemoryJournal {
@@ -46,7 +47,16 @@ impl Journal for MemoryJournal {
     fn events(&self, _: RunId) -> Result<Vec<Event>, StoreError> {
         Ok(self.events.lock().map(|e| e.clone()).unwrap_or_default())
     }
-    fn put_log(&self, _: RunId, _: usize, _: u32, _: &StepLog) -> Result<(), StoreError> {
+    fn put_log(
+        &self,
+        _: RunId,
+        step: usize,
+        attempt: u32,
+        log: &StepLog,
+    ) -> Result<(), StoreError> {
+        if let Ok(mut logs) = self.logs.lock() {
+            logs.push((step, attempt, log.clone()));
+        }
         Ok(())
     }
     fn logs(&self, _: RunId, _: usize) -> Result<Vec<(u32, StepLog)>, StoreError> {
@@ -61,18 +71,23 @@ struct Pretend {
 }
 
 impl StepRunner for Pretend {
-    fn run(&self, call: StepCall) -> Pin<Box<dyn Future<Output = Attempt> + Send>> {
+    fn run(&self, call: StepCall) -> Pin<Box<dyn Future<Output = StepResult> + Send>> {
         let step = call.step;
+        call.log
+            .push(false, format!("hello from {}", step.name), 1024);
         if let Ok(mut calls) = self.calls.lock() {
             calls.push(step.name.clone());
         }
         let delay = self.delay;
         Box::pin(async move {
             tokio::time::sleep(delay.saturating_sub(call.elapsed)).await;
+            if step.name.starts_with("panic") {
+                panic!("pretended panic");
+            }
             if step.name.starts_with("bad") {
-                Err::<BTreeMap<String, String>, String>("pretended failure".into()).into()
+                Err("pretended failure".into())
             } else {
-                Ok(BTreeMap::new()).into()
+                Ok(BTreeMap::new())
             }
         })
     }
@@ -493,4 +508,83 @@ async fn a_reset_runs_a_step_and_what_follows_again_keeping_the_rest() {
         ["bad_b"],
         "a is kept; c is skipped again"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_panicking_step_fails_instead_of_hanging_the_run() {
+    let plan =
+        plan("  wait panicky { duration 1s }\n  wait after_it after panicky { duration 1s }");
+    let journal = MemoryJournal::default();
+    let outcome = drive_with(plan, &journal, pretend(10))
+        .await
+        .expect("drives");
+    assert_eq!(outcome, Outcome::Failed);
+    let events = journal.events(RunId(1)).expect("events");
+    assert!(events.iter().any(|e| matches!(e, Event::StepFailed { step: 0, error, .. }
+        if error == "the step stopped unexpectedly: pretended panic; this is a bug in runbook, please report it")));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_attempt_stopped_by_its_timeout_keeps_its_log() {
+    let plan = plan("  wait slow {\n    duration 1s\n    timeout 500ms\n  }");
+    let journal = MemoryJournal::default();
+    drive_with(plan, &journal, pretend(10_000))
+        .await
+        .expect("drives");
+    let logs = journal.logs.lock().expect("logs").clone();
+    assert_eq!(logs.len(), 1);
+    assert_eq!(logs[0].2.lines[0].text, "hello from slow");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_command_started_again_gets_its_whole_timeout() {
+    let src = "  run migrate {\n    command \"./migrate\"\n    timeout 5s\n  }";
+    let journal = MemoryJournal::default();
+    // Started at 0, interrupted; resumed 6s later: 4s of work must not time out.
+    interrupted(&journal, 0, 0);
+    let (_tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let clock = Clock::new(6_000);
+    let bindings = Bindings::default();
+    let choices = Choices {
+        rerun: vec!["migrate".into()],
+        ..Choices::default()
+    };
+    let driver = Driver {
+        plan: plan(src),
+        journal: &journal,
+        run: RunId(1),
+        bindings: &bindings,
+        env: &|_| None,
+        runner: pretend(4_000),
+        clock: &clock,
+        observe: &|_, _| {},
+    };
+    let ended = drive(&driver, &choices, rx).await.expect("drives");
+    assert_eq!(ended, Ended::Finished(Outcome::Succeeded));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_resumed_after_its_timeout_starts_nothing_more_of_the_procedure() {
+    let src = "  timeout 4s\n  run first {\n    command \"true\"\n    on-interrupt rerun\n  }\n  run second after first {\n    command \"true\"\n  }\n  on failure {\n    wait cleanup { duration 1s }\n  }";
+    let journal = MemoryJournal::default();
+    interrupted(&journal, 0, 0);
+    let (_tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let clock = Clock::new(5_000);
+    let bindings = Bindings::default();
+    let runner = pretend(10);
+    let driver = Driver {
+        plan: plan(src),
+        journal: &journal,
+        run: RunId(1),
+        bindings: &bindings,
+        env: &|_| None,
+        runner: Arc::clone(&runner) as Arc<dyn StepRunner>,
+        clock: &clock,
+        observe: &|_, _| {},
+    };
+    let ended = drive(&driver, &Choices::default(), rx)
+        .await
+        .expect("drives");
+    assert_eq!(ended, Ended::Finished(Outcome::Failed));
+    assert_eq!(*runner.calls.lock().expect("calls"), ["cleanup"]);
 }

@@ -52,6 +52,35 @@ pub struct LogLine {
     pub text: String,
 }
 
+/// Where an attempt's output collects while it runs. The driver holds it
+/// too, so that the output of an attempt stopped from outside (timeout,
+/// cancel, Ctrl-C) is kept as well.
+#[derive(Debug, Clone, Default)]
+pub struct LogBuffer(std::sync::Arc<std::sync::Mutex<(StepLog, usize)>>);
+
+impl LogBuffer {
+    /// Keeps a line while the attempt has kept less than `cap` bytes;
+    /// beyond, counts it.
+    pub fn push(&self, err: bool, text: String, cap: usize) {
+        if let Ok(mut kept) = self.0.lock() {
+            let (log, size) = &mut *kept;
+            if *size + text.len() <= cap {
+                *size += text.len();
+                log.lines.push(LogLine { err, text });
+            } else {
+                log.dropped_bytes += text.len() as u64;
+            }
+        }
+    }
+
+    pub fn take(&self) -> StepLog {
+        self.0
+            .lock()
+            .map(|mut k| std::mem::take(&mut k.0))
+            .unwrap_or_default()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("the store at {path} is in use by another runbook process; wait for it to finish, or stop it, and try again")]

@@ -10,10 +10,12 @@ mod state;
 
 pub use decide::{decide, field_of, step_field, Decision};
 pub use driver::{
-    drive, Attempt, Choices, Clock, Control, DriveError, Driver, Ended, StepCall, StepResult,
-    StepRunner,
+    drive, Choices, Clock, Control, DriveError, Driver, Ended, StepCall, StepResult, StepRunner,
+    SKIPPED_BY_HAND,
 };
-pub use journal::{Journal, LogLine, RecordedParam, RunId, RunMeta, StepLog, StoreError};
+pub use journal::{
+    Journal, LogBuffer, LogLine, RecordedParam, RunId, RunMeta, StepLog, StoreError,
+};
 pub use state::{outcome_word, state_word, Event, Millis, Outcome, RunState, StepState};
 
 #[cfg(test)]

@@ -97,7 +97,12 @@ pub struct RunState {
     pub steps: Vec<StepState>,
     pub outputs: Vec<BTreeMap<String, String>>,
     /// Attempts started per step, so a retry count survives a restart.
+    /// Never goes back: after `retry --from` attempts go on counting, so
+    /// each attempt's log is kept.
     pub attempts: Vec<u32>,
+    /// The attempts a step had used when it was last reset: its retries
+    /// count from there.
+    pub attempt_base: Vec<u32>,
     pub started_at: Option<Millis>,
     /// Where the runbook's `timeout` counts from: the start, or the last reset.
     pub clock_from: Option<Millis>,
@@ -113,6 +118,7 @@ impl RunState {
             steps: vec![StepState::Pending; n],
             outputs: vec![BTreeMap::new(); n],
             attempts: vec![0; n],
+            attempt_base: vec![0; n],
             started_at: None,
             clock_from: None,
             cancelled: false,
@@ -167,14 +173,16 @@ impl RunState {
                 let Some(compiled) = plan.steps.get(*step) else {
                     return;
                 };
-                let used = self.attempts[*step].max(1);
+                let used = self.attempts[*step]
+                    .saturating_sub(self.attempt_base[*step])
+                    .max(1);
                 let stopping = self.cancelled || self.timed_out;
                 self.steps[*step] = match compiled.retry {
                     Some(retry) if used <= retry.attempts && !stopping => {
                         let wait =
                             retry.every.as_millis() as f64 * retry.backoff.powi(used as i32 - 1);
                         StepState::Retrying {
-                            attempt: used + 1,
+                            attempt: self.attempts[*step] + 1,
                             at: at.saturating_add(wait.min(u64::MAX as f64) as u64),
                         }
                     }
@@ -197,7 +205,7 @@ impl RunState {
                     if step < self.steps.len() {
                         self.steps[step] = StepState::Pending;
                         self.outputs[step].clear();
-                        self.attempts[step] = 0;
+                        self.attempt_base[step] = self.attempts[step];
                     }
                 }
                 self.clock_from = Some(*at);

@@ -18,15 +18,28 @@ pub struct SledStore {
     /// The next event number per run, so that an append is one write.
     next: std::sync::Mutex<std::collections::HashMap<RunId, u64>>,
     path: String,
+    /// Where damaged sled snapshots were set aside when opening, if any.
+    pub set_aside: Option<std::path::PathBuf>,
 }
 
 impl SledStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let shown = path.display().to_string();
-        let db = sled::Config::new()
-            .path(path)
-            .open()
-            .map_err(|e| classify(&shown, e))?;
+        let (db, set_aside) = match open_db(path) {
+            Err(sled::Error::Corruption { .. }) => {
+                // sled 0.34 can leave a damaged snapshot when killed while
+                // writing one. A snapshot only caches what the log holds:
+                // set it aside and rebuild from the log. Our own records are
+                // still checked one by one.
+                let aside = set_snapshots_aside(path).map_err(|e| StoreError::Io {
+                    path: shown.clone(),
+                    why: e.to_string(),
+                })?;
+                let db = open_db(path).map_err(|e| classify(&shown, e))?;
+                (db, aside)
+            }
+            other => (other.map_err(|e| classify(&shown, e))?, None),
+        };
         let io = |e: sled::Error| classify(&shown, e);
         let meta = db.open_tree("meta").map_err(io)?;
         match meta.get("format").map_err(io)? {
@@ -56,6 +69,7 @@ impl SledStore {
             next: Default::default(),
             db,
             path: shown,
+            set_aside,
         })
     }
 
@@ -79,6 +93,29 @@ impl SledStore {
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush().map(|_| ()).map_err(self.io())
     }
+}
+
+fn open_db(path: &Path) -> sled::Result<sled::Db> {
+    sled::Config::new().path(path).open()
+}
+
+/// Moves sled's snapshot files into a directory beside the store; returns
+/// it, or `None` when there were none (then the damage is elsewhere).
+fn set_snapshots_aside(path: &Path) -> std::io::Result<Option<std::path::PathBuf>> {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let aside = path.with_file_name(format!("snapshots-set-aside-{stamp}"));
+    let mut moved = false;
+    for entry in std::fs::read_dir(path)?.flatten() {
+        if entry.file_name().to_string_lossy().starts_with("snap.") {
+            std::fs::create_dir_all(&aside)?;
+            std::fs::rename(entry.path(), aside.join(entry.file_name()))?;
+            moved = true;
+        }
+    }
+    Ok(moved.then_some(aside))
 }
 
 fn classify(path: &str, e: sled::Error) -> StoreError {
@@ -377,5 +414,48 @@ mod tests {
             "{err}"
         );
         let _ = std::fs::remove_dir_all(&path);
+    }
+
+    #[test]
+    fn a_damaged_sled_snapshot_is_set_aside_and_the_log_rebuilds_the_store() {
+        let path = temp("snapshot");
+        let run = {
+            let store = SledStore::open(&path).expect("opens");
+            let run = store
+                .create_run("a.runbook", "", Vec::new(), 0)
+                .expect("creates");
+            for i in 0..50 {
+                let event = Event::StepSkipped {
+                    step: i,
+                    reason: "x".into(),
+                };
+                store.append(run.id, &event).expect("appends");
+            }
+            run
+        };
+        // sled writes a snapshot when it recovers on opening; damage it as
+        // a kill can.
+        drop(SledStore::open(&path).expect("opens again"));
+        let snap = std::fs::read_dir(&path)
+            .expect("lists")
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().starts_with("snap."))
+            .expect("sled left a snapshot")
+            .path();
+        let mut bytes = std::fs::read(&snap).expect("reads");
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0xff;
+        std::fs::write(&snap, bytes).expect("writes");
+        let store = SledStore::open(&path).expect("opens after setting the snapshot aside");
+        assert!(store.set_aside.is_some());
+        assert_eq!(
+            store.events(run.id).expect("reads").len(),
+            50,
+            "nothing lost"
+        );
+        let _ = std::fs::remove_dir_all(&path);
+        if let Some(aside) = &store.set_aside {
+            let _ = std::fs::remove_dir_all(aside);
+        }
     }
 }

@@ -80,7 +80,7 @@ enum Command {
     },
     /// Run a runbook; every step is recorded, so an interrupted run can be resumed.
     #[command(
-        after_help = "Exit status: 0 succeeded, 1 failed (or could not start), 2 the runbook has diagnostics, 3 rolled back, 4 cancelled, 130 stopped by Ctrl-C (resumable).\n\nExample:\n  runbook run workflows/demo.runbook -p release=v2\n  runbook run deploy.runbook -p service=api --json > events.jsonl"
+        after_help = "Exit status: 0 succeeded, 1 failed (or could not start), 2 the runbook has diagnostics, 3 rolled back, 4 cancelled, 130 stopped by Ctrl-C or SIGTERM (resumable).\n\nExample:\n  runbook run workflows/demo.runbook -p release=v2\n  runbook run deploy.runbook -p service=api --json > events.jsonl"
     )]
     Run {
         file: PathBuf,

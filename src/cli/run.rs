@@ -328,13 +328,12 @@ fn finish(
             format!("run {run} succeeded{elapsed}{by_hand}"),
         ),
         Ended::Finished(outcome) => {
-            let failed: Vec<&str> = plan
+            let failed: Vec<&crate::compile::Step> = plan
                 .steps
                 .iter()
                 .filter(|s| {
                     state.is_some_and(|st| matches!(st.step(s.id), StepState::Failed { .. }))
                 })
-                .map(|s| s.name.as_str())
                 .collect();
             let code = match outcome {
                 Outcome::RolledBack => EXIT_ROLLED_BACK,
@@ -342,10 +341,16 @@ fn finish(
                 _ => super::EXIT_ERROR,
             };
             let mut text = format!("run {run} {}{elapsed}", ended_word(*outcome));
-            if let Some(first) = failed.first() {
+            if !failed.is_empty() {
+                let names: Vec<&str> = failed.iter().map(|s| s.name.as_str()).collect();
+                text.push_str(&format!("; failed: {}.", names.join(", ")));
+                // An approval prints nothing: point at a step that did.
+                if let Some(printed) = failed.iter().find(|s| s.kind.name != "approve") {
+                    text.push_str(&format!(" Output: `runbook logs {run} {}`;", printed.name));
+                }
                 text.push_str(&format!(
-                    "; failed: {}. Output: `runbook logs {run} {first}`; run again from a step: `runbook retry {run} --from {first}`",
-                    failed.join(", ")
+                    " run again from a step: `runbook retry {run} --from {}`",
+                    names[0]
                 ));
             }
             (code, text)
@@ -380,7 +385,7 @@ fn ended_word(outcome: Outcome) -> &'static str {
     }
 }
 
-/// First Ctrl-C (or SIGTERM, as from `systemctl stop`): start nothing new,
+/// First Ctrl-C (or SIGTERM): start nothing new,
 /// let running steps finish. Second: stop them now (they stay interrupted in
 /// the journal for `resume`). A hangup (the SSH session dropped) does not
 /// stop the run: it goes on, and `runbook status` shows it.
@@ -402,7 +407,7 @@ async fn answer_ctrl_c(tx: tokio::sync::mpsc::UnboundedSender<Control>, view: Ar
         stops += 1;
         if stops == 1 {
             if let Ok(v) = view.lock() {
-                v.say("stopping: no new step starts; running steps finish and are recorded (Ctrl-C again to stop them now)");
+                v.say("stopping: no new step starts; running steps finish and are recorded (Ctrl-C or SIGTERM again to stop them now)");
             }
             let _ = tx.send(Control::Stop);
         } else {

@@ -147,11 +147,14 @@ fn event_key(run: RunId, seq: u64) -> [u8; 16] {
     key
 }
 
-fn log_key(run: RunId, step: usize, attempt: u32) -> [u8; 20] {
-    let mut key = [0u8; 20];
+/// Run, step, attempt, part: an attempt interrupted by a second Ctrl-C and
+/// started again writes a second part instead of replacing the first.
+fn log_key(run: RunId, step: usize, attempt: u32, part: u32) -> [u8; 24] {
+    let mut key = [0u8; 24];
     key[..8].copy_from_slice(&run.0.to_be_bytes());
     key[8..16].copy_from_slice(&(step as u64).to_be_bytes());
-    key[16..].copy_from_slice(&attempt.to_be_bytes());
+    key[16..20].copy_from_slice(&attempt.to_be_bytes());
+    key[20..].copy_from_slice(&part.to_be_bytes());
     key
 }
 
@@ -244,8 +247,18 @@ impl Journal for SledStore {
         attempt: u32,
         log: &StepLog,
     ) -> Result<(), StoreError> {
+        let range = log_key(id, step, attempt, 0)..=log_key(id, step, attempt, u32::MAX);
+        let part = match self.logs.range(range).next_back() {
+            Some(last) => {
+                let (key, _) = last.map_err(self.io())?;
+                key.get(20..24)
+                    .and_then(|s| <[u8; 4]>::try_from(s).ok())
+                    .map_or(0, |p| u32::from_be_bytes(p).saturating_add(1))
+            }
+            None => 0,
+        };
         self.logs
-            .insert(log_key(id, step, attempt), encode(log))
+            .insert(log_key(id, step, attempt, part), encode(log))
             .map_err(self.io())?;
         Ok(())
     }
@@ -253,7 +266,7 @@ impl Journal for SledStore {
     fn logs(&self, id: RunId, step: usize) -> Result<Vec<(u32, StepLog)>, StoreError> {
         self.run(id)?;
         self.logs
-            .range(log_key(id, step, 0)..=log_key(id, step, u32::MAX))
+            .range(log_key(id, step, 0, 0)..=log_key(id, step, u32::MAX, u32::MAX))
             .map(|entry| {
                 let (key, bytes) = entry.map_err(self.io())?;
                 let attempt = key

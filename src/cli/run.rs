@@ -7,7 +7,7 @@ use crate::actions::local::{unsupported, Env, LocalRunner, Sink};
 use crate::compile::eval::{bind_for_run, format_duration, Bindings};
 use crate::compile::{Phase, Plan, StepId, Type};
 use crate::engine::{
-    drive, outcome_word, Choices, Clock, Control, DriveError, Driver, Ended, Event, Journal,
+    drive_from, outcome_word, Choices, Clock, Control, DriveError, Driver, Ended, Event, Journal,
     Outcome, RecordedParam, RunMeta, RunState, StepState, SKIPPED_BY_HAND,
 };
 use crate::error::Error;
@@ -60,6 +60,7 @@ pub fn start(path: &Path, params: &[String], opts: &RunOptions) -> Result<u8, Er
     let how = How {
         choices: Choices::default(),
         reset: None,
+        state: RunState::new(&plan),
     };
     drive_run(store, meta, plan, bindings, how, opts)
 }
@@ -86,6 +87,7 @@ pub fn resume(
     let how = How {
         choices,
         reset: None,
+        state,
     };
     drive_run(store, meta, plan, bindings, how, opts)
 }
@@ -116,6 +118,7 @@ pub fn retry(run: u64, from: &str, params: &[String], opts: &RunOptions) -> Resu
     let how = How {
         choices: Choices::default(),
         reset: Some(from_onwards(&plan, step.id)),
+        state,
     };
     drive_run(store, meta, plan, bindings, how, opts)
 }
@@ -159,6 +162,8 @@ struct How {
     choices: Choices,
     /// `retry --from`: the steps to run again.
     reset: Option<Vec<usize>>,
+    /// The run's state, replayed from its journal by the caller.
+    state: RunState,
 }
 
 /// Drives the run in this process until it finishes or is stopped, and
@@ -206,21 +211,22 @@ fn drive_run(
     });
     let env: Env = Arc::new(|name: &str| std::env::var(name).ok());
     let runner = Arc::new(LocalRunner::new(bindings.clone(), env, sink));
-    // A copy of the state, kept by folding each event (cheap), from which
-    // `live.json` is written now and then for `runbook status` elsewhere.
+    let mut state = how.state;
     if let Some(steps) = how.reset {
         let reset = Event::Reset {
             steps,
             at: now_ms(),
         };
         store.append(run, &reset).map_err(store_error)?;
-        let state = RunState::replay(&plan, &store.events(run).map_err(store_error)?);
+        state.apply(&plan, &reset);
         if let Ok(mut v) = view.lock() {
             v.event(&reset, &state);
         }
     }
-    let initial = store.events(run).map_err(store_error)?;
-    let mirror = Arc::new(Mutex::new((RunState::replay(&plan, &initial), true)));
+    // A copy of the state, kept by folding each event (cheap), from which
+    // `live.json` is written now and then for `runbook status` elsewhere,
+    // and the last words are said.
+    let mirror = Arc::new(Mutex::new((state.clone(), true)));
     let observe = |event: &Event, state: &RunState| {
         if let Ok(mut v) = view.lock() {
             v.event(event, state);
@@ -258,7 +264,7 @@ fn drive_run(
         };
         let (stop, stopped) = tokio::sync::oneshot::channel();
         let tending = tokio::spawn(tend(tx, Inbox::new(&opts.state), live, stopped));
-        let ended = drive(&driver, &choices, rx).await;
+        let ended = drive_from(&driver, state, &choices, rx).await;
         // Lets the answer to a last request (a cancel, say) reach its sender.
         let _ = stop.send(());
         let _ = tending.await;
@@ -272,10 +278,7 @@ fn drive_run(
     if let Ok(mut v) = view.lock() {
         v.close();
     }
-    let state = store
-        .events(run)
-        .map(|events| RunState::replay(&plan, &events))
-        .ok();
+    let state = mirror.lock().ok().map(|m| m.0.clone());
     finish(run.0, &plan, state.as_ref(), ended, mode == Mode::Json)
 }
 

@@ -1,6 +1,8 @@
-//! The tokio driver: performs the engine's decisions, one journal write
-//! (flushed) before each effect and one after it, so that a run can be
-//! continued from its journal after any crash.
+//! The tokio driver: performs the engine's decisions. Every event is
+//! written to the journal and synced before the effect it announces begins
+//! and before the driver waits (one sync per turn, however many steps the
+//! turn starts), so that a run can be continued from its journal after any
+//! crash.
 
 use super::{
     approval, decide, Decision, Event, Journal, LogBuffer, Millis, Outcome, RunId, RunState,
@@ -155,6 +157,14 @@ struct Task {
     log: LogBuffer,
 }
 
+/// An attempt recorded as started, waiting for the journal to be synced.
+struct Pending {
+    step: usize,
+    attempt: u32,
+    work: Pin<Box<dyn Future<Output = StepResult> + Send>>,
+    log: LogBuffer,
+}
+
 /// Aborts the inner task when the outer one is aborted.
 struct AbortOnDrop(tokio::task::AbortHandle);
 
@@ -171,13 +181,25 @@ impl Drop for AbortOnDrop {
 pub async fn drive<J: Journal>(
     d: &Driver<'_, J>,
     choices: &Choices,
-    mut controls: mpsc::UnboundedReceiver<Control>,
+    controls: mpsc::UnboundedReceiver<Control>,
 ) -> Result<Ended, DriveError> {
     let state = RunState::replay(&d.plan, &d.journal.events(d.run)?);
+    drive_from(d, state, choices, controls).await
+}
+
+/// `drive`, from the state the caller has already replayed from the journal.
+pub async fn drive_from<J: Journal>(
+    d: &Driver<'_, J>,
+    state: RunState,
+    choices: &Choices,
+    mut controls: mpsc::UnboundedReceiver<Control>,
+) -> Result<Ended, DriveError> {
     let mut run = Running {
         d,
         state,
         tasks: HashMap::new(),
+        pending: Vec::new(),
+        dirty: false,
         reports: mpsc::unbounded_channel(),
         paused: Vec::new(),
     };
@@ -190,6 +212,7 @@ pub async fn drive<J: Journal>(
     // A run resumed after its timeout passed starts nothing of the procedure.
     run.time_out_if_due()?;
     run.settle_interrupted(choices)?;
+    run.launch()?;
     let mut stopping = false;
     loop {
         run.time_out_if_due()?;
@@ -215,12 +238,15 @@ pub async fn drive<J: Journal>(
                             outcome,
                             at: d.clock.now(),
                         })?;
+                        run.sync()?;
                         return Ok(Ended::Finished(outcome));
                     }
                     Decision::WakeAt(at) => wake = Some(at),
                 }
             }
+            run.launch()?;
         } else if run.tasks.is_empty() {
+            run.sync()?;
             return Ok(Ended::Stopped {
                 interrupted: std::mem::take(&mut run.paused),
             });
@@ -236,15 +262,20 @@ pub async fn drive<J: Journal>(
                     .into(),
             ));
         }
+        // What this turn recorded is durable before the driver waits.
+        run.sync()?;
         let deadline = run.deadline();
         tokio::select! {
             Some((step, attempt, result)) = run.reports.1.recv() => run.finish(step, attempt, result)?,
             Some(control) = controls.recv() => match control {
                 Control::Approve { step, by, reply } => {
-                    let _ = reply.send(run.approve(&step, &by)?);
+                    let answer = run.approve(&step, &by)?;
+                    run.sync()?;
+                    let _ = reply.send(answer);
                 }
                 Control::Cancel { reply } => {
                     run.cancel()?;
+                    run.sync()?;
                     if let Some(reply) = reply {
                         let _ = reply.send(Ok(()));
                     }
@@ -255,6 +286,7 @@ pub async fn drive<J: Journal>(
                 }
                 Control::Kill => {
                     let interrupted = run.abandon();
+                    run.sync()?;
                     return Ok(Ended::Stopped { interrupted });
                 }
             },
@@ -271,6 +303,11 @@ struct Running<'a, 'd, J: Journal> {
     state: RunState,
     /// Per step: the attempt running.
     tasks: HashMap<usize, Task>,
+    /// Attempts whose start is recorded but not yet durable: they begin
+    /// once the journal is synced (`launch`).
+    pending: Vec<Pending>,
+    /// Whether events were written since the last sync.
+    dirty: bool,
     reports: (
         mpsc::UnboundedSender<Report>,
         mpsc::UnboundedReceiver<Report>,
@@ -281,12 +318,59 @@ struct Running<'a, 'd, J: Journal> {
 }
 
 impl<J: Journal> Running<'_, '_, J> {
-    /// Writes an event (the journal flushes) before the driver acts on it,
-    /// then folds it into the state.
+    /// Writes an event, then folds it into the state. It is durable before
+    /// the driver acts on it: `sync` comes before any effect and any wait.
     fn record(&mut self, event: Event) -> Result<(), StoreError> {
-        self.d.journal.append(self.d.run, &event)?;
+        self.d.journal.append_unsynced(self.d.run, &event)?;
+        self.dirty = true;
         self.state.apply(&self.d.plan, &event);
         (self.d.observe)(&event, &self.state);
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), StoreError> {
+        if self.dirty {
+            self.d.journal.sync()?;
+            self.dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Makes the recorded starts durable, then lets the attempts begin:
+    /// one sync for all the steps a turn starts.
+    fn launch(&mut self) -> Result<(), StoreError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        self.sync()?;
+        for p in std::mem::take(&mut self.pending) {
+            // The attempt runs in a task of its own, so that a panic in it
+            // is reported as the step's failure instead of leaving the run
+            // waiting.
+            let inner = tokio::spawn(p.work);
+            let tx = self.reports.0.clone();
+            let (step, attempt) = (p.step, p.attempt);
+            let handle = tokio::spawn(async move {
+                let _abort = AbortOnDrop(inner.abort_handle());
+                let result = match inner.await {
+                    Ok(result) => result,
+                    Err(e) if e.is_panic() => Err(format!(
+                        "the step stopped unexpectedly: {}; this is a bug in runbook, please report it",
+                        panic_message(e.into_panic())
+                    )),
+                    Err(_) => return,
+                };
+                let _ = tx.send((step, attempt, result));
+            });
+            self.tasks.insert(
+                step,
+                Task {
+                    attempt,
+                    handle,
+                    log: p.log,
+                },
+            );
+        }
         Ok(())
     }
 
@@ -359,7 +443,7 @@ impl<J: Journal> Running<'_, '_, J> {
         Ok(())
     }
 
-    /// Records the start (flushed), then runs the attempt in its own task.
+    /// Records the start; the attempt begins at the next `launch`.
     fn start(&mut self, id: StepId, attempt: u32) -> Result<(), StoreError> {
         let now = self.d.clock.now();
         self.record(Event::StepStarted {
@@ -423,30 +507,12 @@ impl<J: Journal> Running<'_, '_, J> {
                 None => work.await,
             }
         };
-        // The attempt runs in a task of its own, so that a panic in it is
-        // reported as the step's failure instead of leaving the run waiting.
-        let inner = tokio::spawn(timed);
-        let tx = self.reports.0.clone();
-        let handle = tokio::spawn(async move {
-            let _abort = AbortOnDrop(inner.abort_handle());
-            let result = match inner.await {
-                Ok(result) => result,
-                Err(e) if e.is_panic() => Err(format!(
-                    "the step stopped unexpectedly: {}; this is a bug in runbook, please report it",
-                    panic_message(e.into_panic())
-                )),
-                Err(_) => return,
-            };
-            let _ = tx.send((id.0, attempt, result));
+        self.pending.push(Pending {
+            step: id.0,
+            attempt,
+            work: Box::pin(timed),
+            log,
         });
-        self.tasks.insert(
-            id.0,
-            Task {
-                attempt,
-                handle,
-                log,
-            },
-        );
         Ok(())
     }
 

@@ -37,7 +37,10 @@ impl Journal for MemoryJournal {
     fn runs(&self) -> Result<Vec<RunMeta>, StoreError> {
         Ok(Vec::new())
     }
-    fn append(&self, _: RunId, event: &Event) -> Result<u64, StoreError> {
+    fn sync(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn append_unsynced(&self, _: RunId, event: &Event) -> Result<u64, StoreError> {
         let mut events = self.events.lock().map_err(|_| StoreError::Corrupt {
             what: "poisoned".into(),
         })?;

@@ -111,7 +111,16 @@ pub trait Journal {
     fn run(&self, id: RunId) -> Result<RunMeta, StoreError>;
     fn runs(&self) -> Result<Vec<RunMeta>, StoreError>;
     /// Appends one event and flushes; returns its sequence number.
-    fn append(&self, id: RunId, event: &Event) -> Result<u64, StoreError>;
+    fn append(&self, id: RunId, event: &Event) -> Result<u64, StoreError> {
+        let seq = self.append_unsynced(id, event)?;
+        self.sync()?;
+        Ok(seq)
+    }
+    /// Appends one event; durable only after the next `sync`. The driver
+    /// syncs once per turn, before any effect the turn's events announce.
+    fn append_unsynced(&self, id: RunId, event: &Event) -> Result<u64, StoreError>;
+    /// Makes everything written so far durable.
+    fn sync(&self) -> Result<(), StoreError>;
     /// The run's events, in order, each checked.
     fn events(&self, id: RunId) -> Result<Vec<Event>, StoreError>;
     /// Keeps what an attempt printed. Not flushed by itself: the event that

@@ -10,8 +10,8 @@ mod state;
 
 pub use decide::{decide, field_of, step_field, Decision};
 pub use driver::{
-    drive, Choices, Clock, Control, DriveError, Driver, Ended, StepCall, StepResult, StepRunner,
-    SKIPPED_BY_HAND,
+    drive, drive_from, Choices, Clock, Control, DriveError, Driver, Ended, StepCall, StepResult,
+    StepRunner, SKIPPED_BY_HAND,
 };
 pub use journal::{
     Journal, LogBuffer, LogLine, RecordedParam, RunId, RunMeta, StepLog, StoreError,

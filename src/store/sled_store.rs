@@ -224,7 +224,11 @@ impl Journal for SledStore {
             .collect()
     }
 
-    fn append(&self, id: RunId, event: &Event) -> Result<u64, StoreError> {
+    fn sync(&self) -> Result<(), StoreError> {
+        self.flush()
+    }
+
+    fn append_unsynced(&self, id: RunId, event: &Event) -> Result<u64, StoreError> {
         let mut next = self.next.lock().map_err(|_| StoreError::Corrupt {
             what: "an earlier write panicked".into(),
         })?;
@@ -235,7 +239,6 @@ impl Journal for SledStore {
         self.events
             .insert(event_key(id, seq), encode(event))
             .map_err(self.io())?;
-        self.flush()?;
         next.insert(id, seq + 1);
         Ok(seq)
     }

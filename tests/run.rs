@@ -497,6 +497,25 @@ fn an_interrupted_step_that_changes_systems_waits_for_a_decision() {
     let _ = child.wait();
     let (_, steps) = status(&state, 1);
     assert_eq!(steps[0].1, "interrupted");
+    // SIGKILL does not reach the step's program: resume sees it still runs.
+    let busy = rb(&state, &["resume", "1"]);
+    assert_eq!(busy.status.code(), Some(1));
+    let text = stderr(&busy);
+    assert!(
+        text.contains("was interrupted, but the programs of these steps are still running: `migrate` (process group "),
+        "{text}"
+    );
+    let pgid: i32 = text
+        .split("process group ")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .and_then(|n| n.parse().ok())
+        .expect("a process group");
+    // SAFETY: kill(2) on the group the test's own step started.
+    unsafe {
+        libc::kill(-pgid, libc::SIGKILL);
+    }
+    std::thread::sleep(Duration::from_millis(300));
     let asked = rb(&state, &["resume", "1"]);
     assert_eq!(asked.status.code(), Some(1));
     assert!(stderr(&asked).contains("these steps were interrupted while running and may have done part of their work: migrate"), "{}", stderr(&asked));

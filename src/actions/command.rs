@@ -65,6 +65,17 @@ pub async fn run(
     spec: &CommandSpec,
     timeout: Option<Duration>,
     cap: usize,
+    on_line: impl FnMut(Stream, &str),
+) -> Result<CommandResult, CommandError> {
+    run_watched(spec, timeout, cap, |_| {}, on_line).await
+}
+
+/// `run`, telling `on_start` the process group as soon as the program runs.
+pub async fn run_watched(
+    spec: &CommandSpec,
+    timeout: Option<Duration>,
+    cap: usize,
+    on_start: impl FnOnce(u32),
     mut on_line: impl FnMut(Stream, &str),
 ) -> Result<CommandResult, CommandError> {
     let mut command = if spec.shell {
@@ -88,13 +99,17 @@ pub async fn run(
     }
     // No `pre_exec` (PR_SET_PDEATHSIG, say): it makes the standard library
     // fork instead of posix_spawn, about a millisecond per step. A program
-    // whose runbook was killed goes on; resume says so (see the book).
+    // whose runbook was killed goes on; the caller records its `Group` so
+    // that resume can see it.
     let program = spec.program.clone();
     let mut child = command.spawn().map_err(|e| CommandError::Start {
         program: program.clone(),
         why: crate::error::io_reason(&e),
     })?;
     let group = child.id();
+    if let Some(pid) = group {
+        on_start(pid);
+    }
     // Dropped with the future when the step is cancelled or aborted: the
     // whole group goes, not only the direct child.
     let mut guard = GroupGuard(group);
@@ -207,6 +222,47 @@ fn keep(kept: &mut Captured, line: &str, cap: usize) {
     }
     kept.text.push_str(&line[..cut]);
     kept.dropped_bytes += (line.len() - cut) as u64;
+}
+
+/// A process group that may outlive the runbook process that started it:
+/// its leader and when the leader started (so that a reused pid is not
+/// mistaken for it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Group {
+    pub pid: u32,
+    pub started: u64,
+}
+
+impl Group {
+    /// The group `pid` leads, if that process runs now.
+    pub fn of(pid: u32) -> Option<Group> {
+        Some(Group {
+            pid,
+            started: start_time(pid)?,
+        })
+    }
+
+    /// Whether the same process still runs (not a zombie, not a reused pid).
+    pub fn alive(&self) -> bool {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) else {
+            return false;
+        };
+        let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or_default();
+        !rest.starts_with('Z') && start_time(self.pid) == Some(self.started)
+    }
+
+    pub fn kill(&self) {
+        if self.alive() {
+            kill_group(Some(self.pid));
+        }
+    }
+}
+
+/// Field 22 of /proc/PID/stat: when the process started, in clock ticks.
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(") ")?;
+    rest.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// Kills the group when dropped before the command ended.

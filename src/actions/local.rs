@@ -35,6 +35,9 @@ pub struct LocalRunner {
     bindings: Bindings,
     env: Env,
     sink: Sink,
+    /// Where each running program's process group is noted, so that a
+    /// resume after a crash can see a program still running.
+    groups: Option<Arc<GroupNotes>>,
     /// Made on first use: building a TLS client costs milliseconds that a
     /// run without a `notify` should not pay.
     http: Arc<std::sync::OnceLock<reqwest::Client>>,
@@ -46,8 +49,60 @@ impl LocalRunner {
             bindings,
             env,
             sink,
+            groups: None,
             http: Arc::default(),
         }
+    }
+}
+
+impl LocalRunner {
+    /// Notes the process group of every program a step runs in `dir`.
+    pub fn noting_groups(mut self, dir: std::path::PathBuf) -> Self {
+        self.groups = Some(Arc::new(GroupNotes { dir }));
+        self
+    }
+}
+
+/// One small file per step whose program runs: `RUN-STEP` holding the
+/// process group and its start time. Written without fsync: it only has to
+/// outlive this process, not the machine (a reboot ends the program too).
+pub struct GroupNotes {
+    dir: std::path::PathBuf,
+}
+
+impl GroupNotes {
+    pub fn new(dir: std::path::PathBuf) -> Self {
+        GroupNotes { dir }
+    }
+
+    fn path(&self, run: crate::engine::RunId, step: &str) -> std::path::PathBuf {
+        self.dir.join(format!("{run}-{step}"))
+    }
+
+    fn note(&self, run: crate::engine::RunId, step: &str, group: command::Group) {
+        let _ = std::fs::create_dir_all(&self.dir);
+        let _ = std::fs::write(
+            self.path(run, step),
+            format!("{} {}", group.pid, group.started),
+        );
+    }
+
+    fn forget(&self, run: crate::engine::RunId, step: &str) {
+        let _ = std::fs::remove_file(self.path(run, step));
+    }
+
+    /// The program a step of an earlier process left running, if any.
+    pub fn still_running(&self, run: crate::engine::RunId, step: &str) -> Option<command::Group> {
+        let text = std::fs::read_to_string(self.path(run, step)).ok()?;
+        let mut parts = text.split_whitespace().map(|p| p.parse::<u64>().ok());
+        let (Some(Some(pid)), Some(Some(started))) = (parts.next(), parts.next()) else {
+            return None;
+        };
+        let group = command::Group {
+            pid: u32::try_from(pid).ok()?,
+            started,
+        };
+        group.alive().then_some(group)
     }
 }
 
@@ -78,8 +133,10 @@ impl StepRunner for LocalRunner {
         };
         let sink = Arc::clone(&self.sink);
         let http = Arc::clone(&self.http);
+        let groups = self.groups.clone();
         Box::pin(async move {
-            let log = Log::new(&scope, &call.step, call.log, sink);
+            let mut log = Log::new(&scope, &call.step, call.log, sink);
+            log.groups = groups.map(|g| (g, call.run));
             let result = match call.step.kind.name {
                 "run" => run_step(&call.step, &scope, &log).await,
                 "verify" => verify_step(&call.step, &scope, &log).await,
@@ -180,6 +237,7 @@ struct Log {
     sink: Sink,
     secrets: Vec<String>,
     kept: LogBuffer,
+    groups: Option<(Arc<GroupNotes>, crate::engine::RunId)>,
 }
 
 impl Log {
@@ -193,6 +251,7 @@ impl Log {
             sink,
             secrets,
             kept,
+            groups: None,
         }
     }
 
@@ -251,11 +310,20 @@ fn command_spec(step: &Step, scope: &Scope) -> Result<CommandSpec, String> {
 /// Runs the step's program; the result, or why it could not start.
 async fn execute(step: &Step, scope: &Scope, log: &Log) -> Result<command::CommandResult, String> {
     let spec = command_spec(step, scope)?;
-    command::run(&spec, None, OUTPUT_CAP, |stream, line| {
+    let noted = |pid: u32| {
+        if let (Some((notes, run)), Some(group)) = (&log.groups, command::Group::of(pid)) {
+            notes.note(*run, &step.name, group);
+        }
+    };
+    let result = command::run_watched(&spec, None, OUTPUT_CAP, noted, |stream, line| {
         log.line(stream == Stream::Stderr, line)
     })
     .await
-    .map_err(|e| e.to_string())
+    .map_err(|e| e.to_string());
+    if let Some((notes, run)) = &log.groups {
+        notes.forget(*run, &step.name);
+    }
+    result
 }
 
 fn outputs(result: &command::CommandResult, log: &Log) -> BTreeMap<String, String> {

@@ -3,7 +3,7 @@
 
 use super::store::{self, parse_params, plan_of, rebind, state_of, store_error};
 use super::view::{Mode, View};
-use crate::actions::local::{unsupported, Env, LocalRunner, Sink};
+use crate::actions::local::{unsupported, Env, GroupNotes, LocalRunner, Sink};
 use crate::compile::eval::{bind_for_run, format_duration, Bindings};
 use crate::compile::{Phase, Plan, StepId, Type};
 use crate::engine::{
@@ -83,6 +83,7 @@ pub fn resume(
         )));
     }
     refuse_unsupported(&plan)?;
+    refuse_while_still_running(&opts.state, &meta, &plan, &state)?;
     let bindings = rebind(&meta, &plan, &parse_params(params)?)?;
     let how = How {
         choices,
@@ -136,6 +137,35 @@ fn from_onwards(plan: &Plan, from: StepId) -> Vec<usize> {
         .filter(|s| seen[s.id.0] || s.phase == Phase::OnFailure)
         .map(|s| s.id.0)
         .collect()
+}
+
+/// A step interrupted by a crash may have left its program running (a
+/// SIGKILL of runbook does not reach it). Starting the step again beside it,
+/// or deciding about it, must wait until it has ended.
+fn refuse_while_still_running(
+    state_dir: &Path,
+    meta: &RunMeta,
+    plan: &Plan,
+    state: &RunState,
+) -> Result<(), Error> {
+    let notes = GroupNotes::new(state_dir.join("running"));
+    let running: Vec<String> = plan
+        .steps
+        .iter()
+        .filter(|s| matches!(state.step(s.id), StepState::Running { .. }))
+        .filter_map(|s| {
+            let group = notes.still_running(meta.id, &s.name)?;
+            Some(format!("`{}` (process group {})", s.name, group.pid))
+        })
+        .collect();
+    if running.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Run(format!(
+        "run {} was interrupted, but the programs of these steps are still running: {}; wait for them to end, or stop them (`kill -- -PGID`), then resume",
+        meta.id,
+        running.join(", ")
+    )))
 }
 
 fn refuse_unsupported(plan: &Plan) -> Result<(), Error> {
@@ -210,7 +240,9 @@ fn drive_run(
         }
     });
     let env: Env = Arc::new(|name: &str| std::env::var(name).ok());
-    let runner = Arc::new(LocalRunner::new(bindings.clone(), env, sink));
+    let runner = Arc::new(
+        LocalRunner::new(bindings.clone(), env, sink).noting_groups(opts.state.join("running")),
+    );
     let mut state = how.state;
     if let Some(steps) = how.reset {
         let reset = Event::Reset {

@@ -390,11 +390,17 @@ pub fn cancel(state_dir: &Path, run: u64) -> Result<u8, Error> {
                 .filter(|s| s.on_interrupt == crate::compile::Interrupt::Ask)
                 .map(|s| s.name.as_str())
                 .collect();
+            let notes = crate::actions::local::GroupNotes::new(state_dir.join("running"));
             for s in plan
                 .steps
                 .iter()
                 .filter(|s| matches!(state.step(s.id), StepState::Running { .. }))
             {
+                // A program a killed runbook left running is stopped too.
+                if let Some(group) = notes.still_running(meta.id, &s.name) {
+                    group.kill();
+                }
+
                 events.push(Event::StepFailed {
                     step: s.id.0,
                     at: now,

@@ -27,8 +27,43 @@ pub struct RunOptions {
     pub json: bool,
 }
 
+/// The runtime a run is driven on, and the signals it answers, caught from
+/// the command's first moment: a Ctrl-C before the first step starts is a
+/// graceful stop too, never a kill in the middle of a journal write.
+struct Executor {
+    runtime: tokio::runtime::Runtime,
+    signals: Signals,
+}
+
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl Executor {
+    fn new() -> Result<Executor, Error> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let fail = |e: std::io::Error| Error::Run(format!("cannot start the executor: {e}"));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(fail)?;
+        let signals = {
+            let _inside = runtime.enter();
+            Signals {
+                interrupt: signal(SignalKind::interrupt()).map_err(fail)?,
+                terminate: signal(SignalKind::terminate()).map_err(fail)?,
+                hangup: signal(SignalKind::hangup()).map_err(fail)?,
+            }
+        };
+        Ok(Executor { runtime, signals })
+    }
+}
+
 /// `runbook run FILE -p k=v`.
 pub fn start(path: &Path, params: &[String], opts: &RunOptions) -> Result<u8, Error> {
+    let exec = Executor::new()?;
     let given = parse_params(params)?;
     let source = crate::error::read_source(path)?;
     let Some(plan) = super::load(path)? else {
@@ -62,7 +97,7 @@ pub fn start(path: &Path, params: &[String], opts: &RunOptions) -> Result<u8, Er
         reset: None,
         state: RunState::new(&plan),
     };
-    drive_run(store, meta, plan, bindings, how, opts)
+    drive_run(exec, store, meta, plan, bindings, how, opts)
 }
 
 /// `runbook resume RUN`.
@@ -72,6 +107,7 @@ pub fn resume(
     choices: Choices,
     opts: &RunOptions,
 ) -> Result<u8, Error> {
+    let exec = Executor::new()?;
     let store = store::open(&opts.state)?;
     let meta = store.run(crate::engine::RunId(run)).map_err(store_error)?;
     let plan = plan_of(&meta)?;
@@ -90,12 +126,13 @@ pub fn resume(
         reset: None,
         state,
     };
-    drive_run(store, meta, plan, bindings, how, opts)
+    drive_run(exec, store, meta, plan, bindings, how, opts)
 }
 
 /// `runbook retry RUN --from STEP`: the step and everything after it run
 /// again; the outputs of the steps before it are kept.
 pub fn retry(run: u64, from: &str, params: &[String], opts: &RunOptions) -> Result<u8, Error> {
+    let exec = Executor::new()?;
     let store = store::open(&opts.state)?;
     let meta = store.run(crate::engine::RunId(run)).map_err(store_error)?;
     let plan = plan_of(&meta)?;
@@ -121,7 +158,7 @@ pub fn retry(run: u64, from: &str, params: &[String], opts: &RunOptions) -> Resu
         reset: Some(from_onwards(&plan, step.id)),
         state,
     };
-    drive_run(store, meta, plan, bindings, how, opts)
+    drive_run(exec, store, meta, plan, bindings, how, opts)
 }
 
 /// The step, every step that waits on it (directly or not), and the
@@ -199,6 +236,7 @@ struct How {
 /// Drives the run in this process until it finishes or is stopped, and
 /// says how it ended and what to do next.
 fn drive_run(
+    exec: Executor,
     store: SledStore,
     meta: RunMeta,
     plan: Plan,
@@ -280,13 +318,10 @@ fn drive_run(
         clock: &clock,
         observe: &observe,
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| Error::Run(format!("cannot start the executor: {e}")))?;
+    let Executor { runtime, signals } = exec;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let ended = runtime.block_on(async {
-        tokio::spawn(answer_ctrl_c(tx.clone(), Arc::clone(&view)));
+        tokio::spawn(answer_ctrl_c(tx.clone(), Arc::clone(&view), signals));
         let live = Live {
             state_dir: opts.state.clone(),
             meta: meta.clone(),
@@ -424,20 +459,17 @@ fn ended_word(outcome: Outcome) -> &'static str {
 /// let running steps finish. Second: stop them now (they stay interrupted in
 /// the journal for `resume`). A hangup (the SSH session dropped) does not
 /// stop the run: it goes on, and `runbook status` shows it.
-async fn answer_ctrl_c(tx: tokio::sync::mpsc::UnboundedSender<Control>, view: Arc<Mutex<View>>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut hangup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::hangup()),
-    ) else {
-        return;
-    };
+async fn answer_ctrl_c(
+    tx: tokio::sync::mpsc::UnboundedSender<Control>,
+    view: Arc<Mutex<View>>,
+    mut signals: Signals,
+) {
     let mut stops = 0;
     loop {
         tokio::select! {
-            r = tokio::signal::ctrl_c() => if r.is_err() { return },
-            _ = term.recv() => {}
-            _ = hangup.recv() => continue,
+            _ = signals.interrupt.recv() => {}
+            _ = signals.terminate.recv() => {}
+            _ = signals.hangup.recv() => continue,
         }
         stops += 1;
         if stops == 1 {

@@ -25,6 +25,9 @@ pub struct SledStore {
 impl SledStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let shown = path.display().to_string();
+        if !path.exists() {
+            create(path).map_err(|e| classify(&shown, e))?;
+        }
         let (db, set_aside) = match open_db(path) {
             Err(sled::Error::Corruption { .. }) => {
                 // sled 0.34 can leave a damaged snapshot when killed while
@@ -92,6 +95,54 @@ impl SledStore {
 
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush().map(|_| ()).map_err(self.io())
+    }
+}
+
+/// Creates a store whole, or not at all: sled 0.34 writes its `conf` file
+/// in two writes, and a kill between them leaves a store it cannot open.
+/// So the store is made beside its place and renamed into it.
+fn create(path: &Path) -> sled::Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "journal".into());
+    let making = path.with_file_name(format!(".{name}.creating.{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&making);
+    {
+        let db = open_db(&making)?;
+        db.open_tree("meta")?
+            .insert("format", &FORMAT.to_be_bytes())?;
+        db.flush()?;
+    }
+    forget_abandoned(path, &name);
+    match std::fs::rename(&making, path) {
+        Ok(()) => Ok(()),
+        // Another process made it first: use theirs.
+        Err(_) if path.exists() => {
+            let _ = std::fs::remove_dir_all(&making);
+            Ok(())
+        }
+        Err(e) => Err(sled::Error::Io(e)),
+    }
+}
+
+/// Removes stores half made by processes that were killed while making them.
+fn forget_abandoned(path: &Path, name: &str) {
+    let Some(dir) = path.parent() else { return };
+    let prefix = format!(".{name}.creating.");
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = file
+            .strip_prefix(&prefix)
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: kill(2) with signal 0 only asks whether the process exists.
+        let alive = unsafe { libc::kill(pid, 0) } == 0;
+        if !alive {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 

@@ -628,9 +628,13 @@ fn a_full_disk_stops_the_run_with_a_sentence_and_loses_nothing() {
         "{}",
         stderr(&out)
     );
-    // Reading the store needs a little space too: say so, then free some.
+    // Opening the store may need a little space too: it reads, or says why not.
     let reading = rb(&state, &["status", "1"]);
-    assert!(stderr(&reading).contains("no space is left on its disk"));
+    assert!(
+        reading.status.success() || stderr(&reading).contains("no space is left on its disk"),
+        "{}",
+        stderr(&reading)
+    );
     std::fs::remove_file(&filler).expect("frees the disk");
     let (_, before) = status(&state, 1);
     assert_eq!(before[0].1, "succeeded", "fill was recorded");

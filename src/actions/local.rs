@@ -38,6 +38,10 @@ pub struct LocalRunner {
     /// Where each running program's process group is noted, so that a
     /// resume after a crash can see a program still running.
     groups: Option<Arc<GroupNotes>>,
+    /// Every secret value the run can reach, for scrubbing any step's
+    /// output: programs inherit the environment, so a step may print what
+    /// another step reads with `env()`.
+    secrets: Arc<Vec<String>>,
     /// Made on first use: building a TLS client costs milliseconds that a
     /// run without a `notify` should not pay.
     http: Arc<std::sync::OnceLock<reqwest::Client>>,
@@ -50,12 +54,36 @@ impl LocalRunner {
             env,
             sink,
             groups: None,
+            secrets: Arc::default(),
             http: Arc::default(),
         }
     }
 }
 
 impl LocalRunner {
+    /// Scrubs, from every step's output, every secret value the plan can
+    /// reach: bound secrets, and whatever any step's properties or
+    /// conditions read with `env()`.
+    pub fn scrubbing(mut self, plan: &Plan) -> Self {
+        let mut found = self.bindings.sealed_values();
+        let env = |name: &str| (self.env)(name);
+        let none = |_: &[Ident]| None;
+        for step in &plan.steps {
+            let exprs = step
+                .properties
+                .iter()
+                .flat_map(|p| &p.args)
+                .chain(&step.when);
+            for e in exprs {
+                eval_in(e, &self.bindings, &env, &none).collect_sealed(&mut found);
+            }
+        }
+        found.sort();
+        found.dedup();
+        self.secrets = Arc::new(found);
+        self
+    }
+
     /// Notes the process group of every program a step runs in `dir`.
     pub fn noting_groups(mut self, dir: std::path::PathBuf) -> Self {
         self.groups = Some(Arc::new(GroupNotes { dir }));
@@ -127,6 +155,7 @@ pub fn unsupported(plan: &Plan) -> Vec<(&Step, String)> {
 impl StepRunner for LocalRunner {
     fn run(&self, call: StepCall) -> Pin<Box<dyn Future<Output = StepResult> + Send>> {
         let scope = Scope {
+            run_secrets: Arc::clone(&self.secrets),
             bindings: self.bindings.clone(),
             env: Arc::clone(&self.env),
             inputs: call.inputs.clone(),
@@ -154,6 +183,7 @@ impl StepRunner for LocalRunner {
 
 /// What a step's expressions can see.
 struct Scope {
+    run_secrets: Arc<Vec<String>>,
     bindings: Bindings,
     env: Env,
     inputs: Vec<(String, crate::engine::StepState, BTreeMap<String, String>)>,
@@ -193,7 +223,13 @@ impl Scope {
         match self.eval(arg) {
             Value::List(items) => items
                 .iter()
-                .map(|v| v.expose().ok_or_else(|| unknown(prop, v)))
+                .map(|v| match v {
+                    // Any user of the machine can read a program's arguments.
+                    Value::Sealed(_) => Err(format!(
+                        "`{prop}` holds a secret; pass secrets to a program with `env NAME VALUE`, never as an argument"
+                    )),
+                    v => v.expose().ok_or_else(|| unknown(prop, v)),
+                })
                 .collect(),
             other => Err(format!("`{prop}` is not a list: {other}")),
         }
@@ -203,18 +239,9 @@ impl Scope {
     /// secrets, and what its own properties read with `env()`.
     fn secrets(&self, step: &Step) -> Vec<String> {
         let mut found = self.bindings.sealed_values();
-        let mut collect = |v: &Value| {
-            if let Value::Sealed(s) = v {
-                if !s.expose().is_empty() {
-                    found.push(s.expose().to_string());
-                }
-            }
-        };
+        found.extend(self.run_secrets.iter().cloned());
         for arg in step.properties.iter().flat_map(|p| &p.args) {
-            match self.eval(arg) {
-                Value::List(items) => items.iter().for_each(&mut collect),
-                v => collect(&v),
-            }
+            self.eval(arg).collect_sealed(&mut found);
         }
         found
     }
@@ -265,8 +292,32 @@ impl Log {
         out
     }
 
+    /// `scrub` for text that was cut short: a secret's beginning left at
+    /// the end is hidden too.
+    fn scrub_cut(&self, text: &str) -> String {
+        let mut out = self.scrub(text);
+        for secret in &self.secrets {
+            let longest = (1..secret.len())
+                .rev()
+                .filter(|k| secret.is_char_boundary(*k))
+                .find(|k| out.ends_with(&secret[..*k]));
+            if let Some(k) = longest {
+                out.truncate(out.len() - k);
+                out.push_str("***");
+            }
+        }
+        out
+    }
+
     fn line(&self, err: bool, text: &str) {
-        let text = self.scrub(text.strip_suffix('\n').unwrap_or(text));
+        // Lines longer than the reader's 64 KiB come in pieces.
+        let cut = text.len() >= 64 * 1024 && !text.ends_with('\n');
+        let text = text.strip_suffix('\n').unwrap_or(text);
+        let text = if cut {
+            self.scrub_cut(text)
+        } else {
+            self.scrub(text)
+        };
         (self.sink)(Line {
             step: &self.step,
             err,
@@ -331,16 +382,17 @@ fn outputs(result: &command::CommandResult, log: &Log) -> BTreeMap<String, Strin
         Ended::Exited(code) => code,
         _ => -1,
     };
+    let kept = |c: &command::Captured| {
+        if c.dropped_bytes > 0 {
+            log.scrub_cut(&c.text)
+        } else {
+            log.scrub(c.text.trim_end())
+        }
+    };
     BTreeMap::from([
         ("exit_code".to_string(), code.to_string()),
-        (
-            "stdout".to_string(),
-            log.scrub(result.stdout.text.trim_end()),
-        ),
-        (
-            "stderr".to_string(),
-            log.scrub(result.stderr.text.trim_end()),
-        ),
+        ("stdout".to_string(), kept(&result.stdout)),
+        ("stderr".to_string(), kept(&result.stderr)),
     ])
 }
 

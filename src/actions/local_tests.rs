@@ -167,3 +167,38 @@ async fn notify_posts_slack_compatible_json_and_never_names_the_url() {
     );
     assert!(!unreachable.contains("secret-path"), "{unreachable}");
 }
+
+#[tokio::test]
+async fn a_secret_never_becomes_an_argument_and_any_env_value_is_scrubbed_everywhere() {
+    let src = "runbook r {\n  param token: secret = env(\"RB_TOK\")\n  let argv = [\"-c\", \"true\", token]\n  run sneaky {\n    command \"sh\"\n    args argv\n  }\n  run printer {\n    command \"echo\"\n    args [\"other-secret-9\"]\n  }\n  run reader after printer {\n    command \"true\"\n    env \"X\" env(\"RB_OTHER\")\n  }\n}\n";
+    let (plan, runner, seen) = local(src, &[("RB_TOK", "tok-1"), ("RB_OTHER", "other-secret-9")]);
+    let runner = runner.scrubbing(&plan);
+    let refused = attempt(&plan, &runner, "sneaky").await.result.unwrap_err();
+    assert_eq!(
+        refused,
+        "`args` holds a secret; pass secrets to a program with `env NAME VALUE`, never as an argument"
+    );
+    // `printer` reads nothing secret itself (it prints what a program could
+    // find in the environment it inherits); `reader` reads RB_OTHER with env().
+    let printed = attempt(&plan, &runner, "printer").await;
+    assert_eq!(printed.result.expect("runs")["stdout"], "***");
+    assert!(!seen
+        .lock()
+        .expect("lines")
+        .join("\n")
+        .contains("other-secret-9"));
+}
+
+#[tokio::test]
+async fn a_secret_cut_by_the_output_cap_leaves_no_beginning_behind() {
+    let src = "runbook r {\n  param token: secret = env(\"RB_TOK\")\n  run long {\n    shell \"head -c 8180 /dev/zero | tr '\\\\0' x; printf '%s\\\\n' \\\"$T\\\"\"\n    env \"T\" token\n  }\n}\n";
+    let token = "abcdefghijklmnopqrstuvwxyz0123456789";
+    let (plan, runner, _) = local(src, &[("RB_TOK", token)]);
+    let out = attempt(&plan, &runner, "long").await.result.expect("runs");
+    assert!(
+        out["stdout"].ends_with("x***"),
+        "{}",
+        &out["stdout"][8100..]
+    );
+    assert!(!out["stdout"].contains("abcdefgh"));
+}

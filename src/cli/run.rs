@@ -279,7 +279,9 @@ fn drive_run(
     });
     let env: Env = Arc::new(|name: &str| std::env::var(name).ok());
     let runner = Arc::new(
-        LocalRunner::new(bindings.clone(), env, sink).noting_groups(opts.state.join("running")),
+        LocalRunner::new(bindings.clone(), env, sink)
+            .scrubbing(&plan)
+            .noting_groups(opts.state.join("running")),
     );
     let mut state = how.state;
     if let Some(steps) = how.reset {

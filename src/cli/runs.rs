@@ -127,7 +127,12 @@ pub fn recorded_bindings(meta: &RunMeta, plan: &Plan) -> Bindings {
             _ => None,
         })
         .collect();
-    bind(plan, &values, &|_| None).unwrap_or_default()
+    // As the run sees them: `env()` read from this environment, as a
+    // resumed run would; without its secrets, markers instead.
+    let env = |name: &str| std::env::var(name).ok();
+    crate::compile::eval::bind_for_run(plan, &values, &env)
+        .or_else(|_| bind(plan, &values, &env))
+        .unwrap_or_default()
 }
 
 fn approved(outputs: &std::collections::BTreeMap<String, String>) -> Option<String> {

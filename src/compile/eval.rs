@@ -68,6 +68,15 @@ impl fmt::Debug for Sealed {
 }
 
 impl Value {
+    /// Every secret value in this value (lists included), for scrubbing.
+    pub fn collect_sealed(&self, into: &mut Vec<String>) {
+        match self {
+            Value::Sealed(s) if !s.expose().is_empty() => into.push(s.expose().to_string()),
+            Value::List(items) => items.iter().for_each(|v| v.collect_sealed(into)),
+            _ => {}
+        }
+    }
+
     /// The text a step uses: a secret's value too. Never for printing.
     pub fn expose(&self) -> Option<String> {
         match self {
@@ -118,13 +127,11 @@ pub struct Bindings {
 impl Bindings {
     /// Every secret value bound, so that output can be scrubbed of them.
     pub fn sealed_values(&self) -> Vec<String> {
-        self.values
-            .values()
-            .filter_map(|v| match v {
-                Value::Sealed(s) if !s.expose().is_empty() => Some(s.expose().to_string()),
-                _ => None,
-            })
-            .collect()
+        let mut found = Vec::new();
+        for v in self.values.values() {
+            v.collect_sealed(&mut found);
+        }
+        found
     }
 }
 

@@ -54,20 +54,21 @@ pub fn approve(
         }
     }
     if let Some(list) = found.property("approvers").and_then(|p| p.args.first()) {
-        if let Value::List(names) = eval(list, bindings, &|_| None) {
-            let allowed: Vec<String> = names
-                .iter()
-                .filter_map(|n| match n {
-                    Value::Str(s) => Some(s.clone()),
-                    _ => None,
-                })
-                .collect();
-            if !allowed.iter().any(|a| a == by) {
-                return Err(format!(
-                    "`{by}` may not approve `{step}`; its approvers are {}",
-                    allowed.join(", ")
-                ));
-            }
+        // Fails closed: a list that cannot be read lets no one approve.
+        let allowed: Vec<String> = match eval(list, bindings, &|_| None) {
+            Value::List(names) => names.iter().filter_map(Value::expose).collect(),
+            _ => Vec::new(),
+        };
+        if allowed.is_empty() {
+            return Err(format!(
+                "no one can approve `{step}`: its approvers could not be worked out"
+            ));
+        }
+        if !allowed.iter().any(|a| a == by) {
+            return Err(format!(
+                "`{by}` may not approve `{step}`; its approvers are {}",
+                allowed.join(", ")
+            ));
         }
     }
     let when = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(at as i64)

@@ -211,9 +211,22 @@ pub async fn drive_from<J: Journal>(
     }
     // A run resumed after its timeout passed starts nothing of the procedure.
     run.time_out_if_due()?;
-    run.settle_interrupted(choices)?;
-    run.launch()?;
     let mut stopping = false;
+    // A Ctrl-C or a cancel that came while the command was starting is
+    // answered before anything starts.
+    tokio::task::yield_now().await;
+    while let Ok(control) = controls.try_recv() {
+        if let Some(ended) = run.handle(control, &mut stopping)? {
+            return Ok(ended);
+        }
+    }
+    if run.state.cancelled {
+        // A cancel recorded before: what was interrupted stays stopped.
+        run.cancel()?;
+    } else if !stopping {
+        run.settle_interrupted(choices)?;
+        run.launch()?;
+    }
     loop {
         run.time_out_if_due()?;
         let mut wake = None;
@@ -267,29 +280,11 @@ pub async fn drive_from<J: Journal>(
         let deadline = run.deadline();
         tokio::select! {
             Some((step, attempt, result)) = run.reports.1.recv() => run.finish(step, attempt, result)?,
-            Some(control) = controls.recv() => match control {
-                Control::Approve { step, by, reply } => {
-                    let answer = run.approve(&step, &by)?;
-                    run.sync()?;
-                    let _ = reply.send(answer);
+            Some(control) = controls.recv() => {
+                if let Some(ended) = run.handle(control, &mut stopping)? {
+                    return Ok(ended);
                 }
-                Control::Cancel { reply } => {
-                    run.cancel()?;
-                    run.sync()?;
-                    if let Some(reply) = reply {
-                        let _ = reply.send(Ok(()));
-                    }
-                }
-                Control::Stop => {
-                    stopping = true;
-                    run.pause_waiting();
-                }
-                Control::Kill => {
-                    let interrupted = run.abandon();
-                    run.sync()?;
-                    return Ok(Ended::Stopped { interrupted });
-                }
-            },
+            }
             _ = d.clock.sleep_until(wake), if wake.is_some() => {}
             _ = d.clock.sleep_until(deadline), if deadline.is_some() => run.time_out()?,
         }
@@ -326,6 +321,38 @@ impl<J: Journal> Running<'_, '_, J> {
         self.state.apply(&self.d.plan, &event);
         (self.d.observe)(&event, &self.state);
         Ok(())
+    }
+
+    /// Answers one control; `Some` when the drive ends with it.
+    fn handle(
+        &mut self,
+        control: Control,
+        stopping: &mut bool,
+    ) -> Result<Option<Ended>, StoreError> {
+        match control {
+            Control::Approve { step, by, reply } => {
+                let answer = self.approve(&step, &by)?;
+                self.sync()?;
+                let _ = reply.send(answer);
+            }
+            Control::Cancel { reply } => {
+                self.cancel()?;
+                self.sync()?;
+                if let Some(reply) = reply {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            Control::Stop => {
+                *stopping = true;
+                self.pause_waiting();
+            }
+            Control::Kill => {
+                let interrupted = self.abandon();
+                self.sync()?;
+                return Ok(Some(Ended::Stopped { interrupted }));
+            }
+        }
+        Ok(None)
     }
 
     fn sync(&mut self) -> Result<(), StoreError> {
@@ -586,14 +613,27 @@ impl<J: Journal> Running<'_, '_, J> {
         Ok(())
     }
 
+    /// Stops everything: running attempts, and steps an earlier process (or
+    /// a stop) left running without a task here. Safe to repeat.
     fn cancel(&mut self) -> Result<(), StoreError> {
-        if self.state.cancelled {
-            return Ok(());
+        if !self.state.cancelled {
+            self.record(Event::CancelRequested {
+                at: self.d.clock.now(),
+            })?;
         }
-        self.record(Event::CancelRequested {
-            at: self.d.clock.now(),
-        })?;
-        self.stop_all(None, "cancelled")
+        self.stop_all(None, "cancelled")?;
+        self.paused.clear();
+        let left: Vec<usize> = (0..self.state.steps.len())
+            .filter(|s| matches!(self.state.steps[*s], StepState::Running { .. }))
+            .collect();
+        for step in left {
+            self.record(Event::StepFailed {
+                step,
+                at: self.d.clock.now(),
+                error: "cancelled".into(),
+            })?;
+        }
+        Ok(())
     }
 
     /// When the runbook's `timeout` passes while the procedure still runs.
@@ -602,7 +642,8 @@ impl<J: Journal> Running<'_, '_, J> {
         if self.state.timed_out || self.state.phase_settled(&self.d.plan, Phase::Main) {
             return None;
         }
-        Some(self.state.clock_from? + limit.as_millis() as Millis)
+        let limit = Millis::try_from(limit.as_millis()).unwrap_or(Millis::MAX);
+        Some(self.state.clock_from?.saturating_add(limit))
     }
 
     fn time_out_if_due(&mut self) -> Result<(), StoreError> {
@@ -657,6 +698,7 @@ impl<J: Journal> Running<'_, '_, J> {
                 self.paused.push(plan.steps[step].name.clone());
             }
         }
+        self.paused.sort();
     }
 
     /// Stops the running attempts without recording anything: they stay

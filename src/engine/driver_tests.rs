@@ -378,16 +378,18 @@ async fn an_approval_arrives_as_a_control_and_a_wrong_one_is_refused() {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let send = |by: &str| {
         let (reply, answer) = tokio::sync::oneshot::channel();
-        tx.send(Control::Approve {
+        let control = Control::Approve {
             step: "gate".into(),
             by: by.into(),
             reply,
-        })
-        .expect("sends");
-        answer
+        };
+        (control, answer)
     };
-    let mallory = send("mallory");
-    let alice = send("alice");
+    let (to_mallory, mallory) = send("mallory");
+    let (to_alice, alice) = send("alice");
+    // Once the gate waits.
+    later(&tx, 100, to_mallory);
+    later(&tx, 100, to_alice);
     let ended = steer(plan, &journal, Arc::clone(&runner), &Choices::default(), rx)
         .await
         .expect("drives");
@@ -412,7 +414,7 @@ async fn cancel_stops_running_steps_and_starts_nothing_more() {
     let journal = MemoryJournal::default();
     let runner = pretend(60_000);
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tx.send(Control::Cancel { reply: None }).expect("sends");
+    later(&tx, 100, Control::Cancel { reply: None });
     let ended = steer(plan, &journal, Arc::clone(&runner), &Choices::default(), rx)
         .await
         .expect("drives");
@@ -432,7 +434,7 @@ async fn ctrl_c_lets_running_steps_finish_and_a_second_leaves_them_interrupted()
     let src = "  run a {\n    command \"true\"\n  }\n  run b after a {\n    command \"true\"\n  }";
     let journal = MemoryJournal::default();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tx.send(Control::Stop).expect("sends");
+    later(&tx, 100, Control::Stop);
     let ended = steer(plan(src), &journal, pretend(1000), &Choices::default(), rx)
         .await
         .expect("drives");
@@ -452,7 +454,7 @@ async fn ctrl_c_lets_running_steps_finish_and_a_second_leaves_them_interrupted()
 
     let journal = MemoryJournal::default();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tx.send(Control::Kill).expect("sends");
+    later(&tx, 100, Control::Kill);
     let ended = steer(plan(src), &journal, pretend(1000), &Choices::default(), rx)
         .await
         .expect("drives");
@@ -590,4 +592,81 @@ async fn a_run_resumed_after_its_timeout_starts_nothing_more_of_the_procedure() 
         .expect("drives");
     assert_eq!(ended, Ended::Finished(Outcome::Failed));
     assert_eq!(*runner.calls.lock().expect("calls"), ["cleanup"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancel_after_a_stop_ends_the_run_cancelled_even_with_an_approval_let_go() {
+    let src = "  approve gate {\n    prompt \"go?\"\n  }\n  wait slow { duration 3s }";
+    let journal = MemoryJournal::default();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    later(&tx, 100, Control::Stop);
+    let ended = steer(plan(src), &journal, pretend(3000), &Choices::default(), rx)
+        .await
+        .expect("drives");
+    assert_eq!(
+        ended,
+        Ended::Stopped {
+            interrupted: vec!["gate".into(), "slow".into()]
+        },
+        "the approval and the wait were let go at once"
+    );
+    // Started again, a cancel comes first: it ends the run.
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tx.send(Control::Cancel { reply: None }).expect("sends");
+    let ended = steer(plan(src), &journal, pretend(3000), &Choices::default(), rx)
+        .await
+        .expect("drives");
+    assert_eq!(ended, Ended::Finished(Outcome::Cancelled));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_resumed_after_a_cancel_was_recorded_stops_what_was_interrupted() {
+    let src = "  approve gate {\n    prompt \"go?\"\n  }";
+    let journal = MemoryJournal::default();
+    interrupted(&journal, 0, 0);
+    journal
+        .append(RunId(1), &Event::CancelRequested { at: 1 })
+        .expect("appends");
+    let runner = pretend(10);
+    let (_tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let ended = steer(
+        plan(src),
+        &journal,
+        Arc::clone(&runner),
+        &Choices::default(),
+        rx,
+    )
+    .await
+    .expect("drives");
+    assert_eq!(ended, Ended::Finished(Outcome::Cancelled));
+}
+
+/// Sends `control` after `ms` of the (paused) clock, while the run goes.
+fn later(tx: &tokio::sync::mpsc::UnboundedSender<Control>, ms: u64, control: Control) {
+    let tx = tx.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        let _ = tx.send(control);
+    });
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_or_cancel_that_came_before_the_first_step_starts_nothing() {
+    let src = "  run a {\n    command \"true\"\n  }";
+    for control in [Control::Stop, Control::Cancel { reply: None }] {
+        let journal = MemoryJournal::default();
+        let runner = pretend(10);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tx.send(control).expect("sends");
+        steer(
+            plan(src),
+            &journal,
+            Arc::clone(&runner),
+            &Choices::default(),
+            rx,
+        )
+        .await
+        .expect("drives");
+        assert!(runner.calls.lock().expect("calls").is_empty());
+    }
 }

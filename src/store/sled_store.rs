@@ -25,10 +25,11 @@ pub struct SledStore {
 impl SledStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let shown = path.display().to_string();
-        if !path.exists() {
+        let created = !path.exists();
+        if created {
             create(path).map_err(|e| classify(&shown, e))?;
         }
-        let (db, set_aside) = match open_db(path) {
+        let (db, set_aside) = match open_after(path, created) {
             Err(sled::Error::Corruption { .. }) => {
                 // sled 0.34 can leave a damaged snapshot when killed while
                 // writing one. A snapshot only caches what the log holds:
@@ -142,6 +143,23 @@ fn forget_abandoned(path: &Path, name: &str) {
         let alive = unsafe { libc::kill(pid, 0) } == 0;
         if !alive {
             let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// Opens the store; just after `create`, sled's background threads may
+/// still hold the lock of the Db they made for a moment.
+fn open_after(path: &Path, created: bool) -> sled::Result<sled::Db> {
+    let start = std::time::Instant::now();
+    loop {
+        match open_db(path) {
+            Err(e) if created && e.to_string().contains("could not acquire lock") => {
+                if start.elapsed() > std::time::Duration::from_secs(2) {
+                    return Err(e);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            other => return other,
         }
     }
 }
@@ -356,6 +374,20 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
+    /// Opens a store this process has just closed: sled's background
+    /// threads let go of its lock a moment after the Db is dropped.
+    fn reopen(path: &Path) -> Result<SledStore, StoreError> {
+        for _ in 0..400 {
+            match SledStore::open(path) {
+                Err(StoreError::Locked { .. }) => {
+                    std::thread::sleep(std::time::Duration::from_millis(5))
+                }
+                other => return other,
+            }
+        }
+        SledStore::open(path)
+    }
+
     fn temp(name: &str) -> std::path::PathBuf {
         let dir = std::env::temp_dir().join(format!("runbook-store-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -388,7 +420,7 @@ mod tests {
                 .expect("appends");
         }
         drop(store);
-        let store = SledStore::open(&path).expect("opens again");
+        let store = reopen(&path).expect("opens again");
         let meta = store.run(run.id).expect("known");
         assert_eq!(
             (meta.source.as_str(), meta.params),
@@ -431,7 +463,7 @@ mod tests {
                 .expect("writes");
             store.db.flush().expect("flushes");
         }
-        let err = SledStore::open(&path)
+        let err = reopen(&path)
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
@@ -502,7 +534,7 @@ mod tests {
         };
         // sled writes a snapshot when it recovers on opening; damage it as
         // a kill can.
-        drop(SledStore::open(&path).expect("opens again"));
+        drop(reopen(&path).expect("opens again"));
         let snap = std::fs::read_dir(&path)
             .expect("lists")
             .flatten()
@@ -513,7 +545,7 @@ mod tests {
         let middle = bytes.len() / 2;
         bytes[middle] ^= 0xff;
         std::fs::write(&snap, bytes).expect("writes");
-        let store = SledStore::open(&path).expect("opens after setting the snapshot aside");
+        let store = reopen(&path).expect("opens after setting the snapshot aside");
         assert!(store.set_aside.is_some());
         assert_eq!(
             store.events(run.id).expect("reads").len(),

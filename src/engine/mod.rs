@@ -6,6 +6,7 @@ pub mod approval;
 mod decide;
 mod driver;
 mod journal;
+mod running;
 mod state;
 
 pub use decide::{decide, field_of, step_field, Decision};

@@ -1,0 +1,483 @@
+//! A drive in progress: the journal, the state folded from it, and the
+//! attempts running now. `driver.rs` decides when; this performs each step:
+//! recording events, syncing, starting and stopping attempts.
+
+use super::driver::SKIPPED_BY_HAND;
+use super::driver::{Choices, Control, DriveError, Driver, Ended, StepCall, StepResult};
+use super::{approval, Event, Journal, LogBuffer, Millis, RunState, StepState, StoreError};
+use crate::compile::eval::format_duration;
+use crate::compile::{Interrupt, Phase, Step, StepId};
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+pub(super) type Report = (usize, u32, StepResult);
+
+/// An attempt in flight.
+pub(super) struct Task {
+    attempt: u32,
+    handle: JoinHandle<()>,
+    log: LogBuffer,
+}
+
+/// An attempt recorded as started, waiting for the journal to be synced.
+pub(super) struct Pending {
+    step: usize,
+    attempt: u32,
+    work: Pin<Box<dyn Future<Output = StepResult> + Send>>,
+    log: LogBuffer,
+}
+
+/// Aborts the inner task when the outer one is aborted.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// A drive in progress: the journal, the state folded from it, and the
+/// attempts running now.
+pub(super) struct Running<'a, 'd, J: Journal> {
+    pub(super) d: &'a Driver<'d, J>,
+    pub(super) state: RunState,
+    /// Per step: the attempt running.
+    pub(super) tasks: HashMap<usize, Task>,
+    /// Attempts whose start is recorded but not yet durable: they begin
+    /// once the journal is synced (`launch`).
+    pub(super) pending: Vec<Pending>,
+    /// Whether events were written since the last sync.
+    pub(super) dirty: bool,
+    pub(super) reports: (
+        mpsc::UnboundedSender<Report>,
+        mpsc::UnboundedReceiver<Report>,
+    ),
+    /// Waits and approvals let go of when stopping: they lose nothing, a
+    /// resume takes them up where they were.
+    pub(super) paused: Vec<String>,
+}
+
+impl<J: Journal> Running<'_, '_, J> {
+    /// Writes an event, then folds it into the state. It is durable before
+    /// the driver acts on it: `sync` comes before any effect and any wait.
+    pub(super) fn record(&mut self, event: Event) -> Result<(), StoreError> {
+        self.d.journal.append_unsynced(self.d.run, &event)?;
+        self.dirty = true;
+        self.state.apply(&self.d.plan, &event);
+        (self.d.observe)(&event, &self.state);
+        Ok(())
+    }
+
+    /// Answers one control; `Some` when the drive ends with it.
+    pub(super) fn handle(
+        &mut self,
+        control: Control,
+        stopping: &mut bool,
+    ) -> Result<Option<Ended>, StoreError> {
+        match control {
+            Control::Approve { step, by, reply } => {
+                let answer = self.approve(&step, &by)?;
+                self.sync()?;
+                let _ = reply.send(answer);
+            }
+            Control::Cancel { reply } => {
+                self.cancel()?;
+                self.sync()?;
+                if let Some(reply) = reply {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            Control::Stop => {
+                *stopping = true;
+                self.pause_waiting();
+            }
+            Control::Kill => {
+                let interrupted = self.abandon();
+                self.sync()?;
+                return Ok(Some(Ended::Stopped { interrupted }));
+            }
+        }
+        Ok(None)
+    }
+
+    pub(super) fn sync(&mut self) -> Result<(), StoreError> {
+        if self.dirty {
+            self.d.journal.sync()?;
+            self.dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Makes the recorded starts durable, then lets the attempts begin:
+    /// one sync for all the steps a turn starts.
+    pub(super) fn launch(&mut self) -> Result<(), StoreError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        self.sync()?;
+        for p in std::mem::take(&mut self.pending) {
+            // The attempt runs in a task of its own, so that a panic in it
+            // is reported as the step's failure instead of leaving the run
+            // waiting.
+            let inner = tokio::spawn(p.work);
+            let tx = self.reports.0.clone();
+            let (step, attempt) = (p.step, p.attempt);
+            let handle = tokio::spawn(async move {
+                let _abort = AbortOnDrop(inner.abort_handle());
+                let result = match inner.await {
+                    Ok(result) => result,
+                    Err(e) if e.is_panic() => Err(format!(
+                        "the step stopped unexpectedly: {}; this is a bug in runbook, please report it",
+                        panic_message(e.into_panic())
+                    )),
+                    Err(_) => return,
+                };
+                let _ = tx.send((step, attempt, result));
+            });
+            self.tasks.insert(
+                step,
+                Task {
+                    attempt,
+                    handle,
+                    log: p.log,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    fn step(&self, id: usize) -> &Step {
+        &self.d.plan.steps[id]
+    }
+
+    /// Applies the person's choices to steps an earlier process left
+    /// running, and restarts those that are safe to run again.
+    pub(super) fn settle_interrupted(&mut self, choices: &Choices) -> Result<(), DriveError> {
+        let interrupted: Vec<(usize, u32)> = self
+            .state
+            .steps
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match s {
+                StepState::Running { attempt, .. } => Some((i, *attempt)),
+                _ => None,
+            })
+            .collect();
+        let plan = Arc::clone(&self.d.plan);
+        let named = |list: &Vec<String>, i: usize| list.iter().any(|n| *n == plan.steps[i].name);
+        for name in choices
+            .rerun
+            .iter()
+            .chain(&choices.skip)
+            .chain(&choices.done)
+        {
+            match self.d.plan.step(name) {
+                None => return Err(DriveError::Choice(format!("the run has no step `{name}`"))),
+                Some(s) if !interrupted.iter().any(|(i, _)| *i == s.id.0) => {
+                    return Err(DriveError::Choice(format!(
+                        "`{name}` was not interrupted (it is {}); only interrupted steps take --rerun, --skip or --done",
+                        super::state_word(self.state.step(s.id))
+                    )))
+                }
+                Some(_) => {}
+            }
+        }
+        let unsafe_steps: Vec<String> = interrupted
+            .iter()
+            .filter(|(i, _)| {
+                let s = self.step(*i);
+                s.on_interrupt == Interrupt::Ask
+                    && !named(&choices.rerun, *i)
+                    && !named(&choices.skip, *i)
+                    && !named(&choices.done, *i)
+            })
+            .map(|(i, _)| self.step(*i).name.clone())
+            .collect();
+        if !unsafe_steps.is_empty() {
+            return Err(DriveError::Interrupted(unsafe_steps));
+        }
+        for (i, attempt) in interrupted {
+            if named(&choices.skip, i) {
+                self.record(Event::StepSkipped {
+                    step: i,
+                    reason: SKIPPED_BY_HAND.into(),
+                })?;
+            } else if named(&choices.done, i) {
+                self.record(Event::StepSucceeded {
+                    step: i,
+                    at: self.d.clock.now(),
+                    outputs: BTreeMap::new(),
+                })?;
+            } else {
+                self.start(StepId(i), attempt)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Records the start; the attempt begins at the next `launch`.
+    pub(super) fn start(&mut self, id: StepId, attempt: u32) -> Result<(), StoreError> {
+        let now = self.d.clock.now();
+        self.record(Event::StepStarted {
+            step: id.0,
+            attempt,
+            at: now,
+        })?;
+        let since = match self.state.step(id) {
+            StepState::Running { since, .. } => *since,
+            _ => now,
+        };
+        let elapsed = Duration::from_millis(now.saturating_sub(since));
+        let step = self.step(id.0).clone();
+        // A wait continues to its first deadline, and an approval must come
+        // within its time of being asked; any other step that starts again
+        // gets its whole timeout.
+        let carried = match step.kind.name {
+            "wait" | "approve" => elapsed,
+            _ => Duration::ZERO,
+        };
+        let timeout = step.timeout;
+        let log = LogBuffer::default();
+        let work: Pin<Box<dyn Future<Output = StepResult> + Send>> = if step.kind.name == "approve"
+        {
+            // Waits for `runbook approve`, which arrives as a control.
+            Box::pin(std::future::pending())
+        } else {
+            let inputs = self
+                .d
+                .plan
+                .dependencies(id)
+                .iter()
+                .map(|(dep, _)| {
+                    (
+                        self.step(dep.0).name.clone(),
+                        self.state.step(*dep).clone(),
+                        self.state.outputs[dep.0].clone(),
+                    )
+                })
+                .collect();
+            self.d.runner.run(StepCall {
+                run: self.d.run,
+                step,
+                attempt,
+                elapsed,
+                inputs,
+                log: log.clone(),
+            })
+        };
+        let timed = async move {
+            match timeout {
+                Some(limit) => {
+                    let left = limit.saturating_sub(carried);
+                    tokio::time::timeout(left, work).await.unwrap_or_else(|_| {
+                        Err(format!(
+                            "timed out after {}",
+                            format_duration(limit.as_millis() as u64)
+                        ))
+                    })
+                }
+                None => work.await,
+            }
+        };
+        self.pending.push(Pending {
+            step: id.0,
+            attempt,
+            work: Box::pin(timed),
+            log,
+        });
+        Ok(())
+    }
+
+    /// Records an attempt's result, unless the attempt was stopped since.
+    pub(super) fn finish(
+        &mut self,
+        step: usize,
+        attempt: u32,
+        result: StepResult,
+    ) -> Result<(), StoreError> {
+        if self.tasks.get(&step).map(|t| t.attempt) != Some(attempt) {
+            return Ok(());
+        }
+        if let Some(task) = self.tasks.remove(&step) {
+            self.keep_log(step, &task)?;
+        }
+        let at = self.d.clock.now();
+        self.record(match result {
+            Ok(outputs) => Event::StepSucceeded { step, at, outputs },
+            Err(error) => Event::StepFailed { step, at, error },
+        })
+    }
+
+    /// Writes what the attempt printed; the event that follows flushes it.
+    fn keep_log(&self, step: usize, task: &Task) -> Result<(), StoreError> {
+        let log = task.log.take();
+        if log.lines.is_empty() && log.dropped_bytes == 0 {
+            return Ok(());
+        }
+        self.d.journal.put_log(self.d.run, step, task.attempt, &log)
+    }
+
+    fn approve(&mut self, step: &str, by: &str) -> Result<Result<(), String>, StoreError> {
+        let event = approval::approve(
+            &self.d.plan,
+            &self.state,
+            self.d.bindings,
+            step,
+            by,
+            self.d.clock.now(),
+        );
+        match event {
+            Ok(event) => {
+                if let Event::StepSucceeded { step, .. } = &event {
+                    if let Some(task) = self.tasks.remove(step) {
+                        task.handle.abort();
+                    }
+                }
+                self.record(event)?;
+                Ok(Ok(()))
+            }
+            Err(why) => Ok(Err(why)),
+        }
+    }
+
+    /// Stops every running attempt and records each as failed with `why`.
+    fn stop_all(&mut self, only: Option<Phase>, why: &str) -> Result<(), StoreError> {
+        let mut stopped: Vec<usize> = self
+            .tasks
+            .keys()
+            .copied()
+            .filter(|s| only.is_none_or(|p| self.step(*s).phase == p))
+            .collect();
+        stopped.sort_unstable();
+        for step in stopped {
+            if let Some(task) = self.tasks.remove(&step) {
+                task.handle.abort();
+                self.keep_log(step, &task)?;
+            }
+            self.record(Event::StepFailed {
+                step,
+                at: self.d.clock.now(),
+                error: why.to_string(),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Stops everything: running attempts, and steps an earlier process (or
+    /// a stop) left running without a task here. Safe to repeat.
+    pub(super) fn cancel(&mut self) -> Result<(), StoreError> {
+        if !self.state.cancelled {
+            self.record(Event::CancelRequested {
+                at: self.d.clock.now(),
+            })?;
+        }
+        self.stop_all(None, "cancelled")?;
+        self.paused.clear();
+        let left: Vec<usize> = (0..self.state.steps.len())
+            .filter(|s| matches!(self.state.steps[*s], StepState::Running { .. }))
+            .collect();
+        for step in left {
+            self.record(Event::StepFailed {
+                step,
+                at: self.d.clock.now(),
+                error: "cancelled".into(),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// When the runbook's `timeout` passes while the procedure still runs.
+    pub(super) fn deadline(&self) -> Option<Millis> {
+        let limit = self.d.plan.settings.timeout?;
+        if self.state.timed_out || self.state.phase_settled(&self.d.plan, Phase::Main) {
+            return None;
+        }
+        let limit = Millis::try_from(limit.as_millis()).unwrap_or(Millis::MAX);
+        Some(self.state.clock_from?.saturating_add(limit))
+    }
+
+    pub(super) fn time_out_if_due(&mut self) -> Result<(), StoreError> {
+        match self.deadline() {
+            Some(deadline) if deadline <= self.d.clock.now() => self.time_out(),
+            _ => Ok(()),
+        }
+    }
+
+    pub(super) fn time_out(&mut self) -> Result<(), StoreError> {
+        self.record(Event::RunTimedOut {
+            at: self.d.clock.now(),
+        })?;
+        let limit = self.d.plan.settings.timeout.unwrap_or_default();
+        let why = format!(
+            "stopped: the runbook's timeout of {} passed",
+            format_duration(limit.as_millis() as u64)
+        );
+        self.stop_all(Some(Phase::Main), &why)?;
+        // Steps an earlier process left running have no task here.
+        let left: Vec<usize> = self
+            .d
+            .plan
+            .steps
+            .iter()
+            .filter(|s| s.phase == Phase::Main)
+            .filter(|s| matches!(self.state.step(s.id), StepState::Running { .. }))
+            .map(|s| s.id.0)
+            .collect();
+        for step in left {
+            self.record(Event::StepFailed {
+                step,
+                at: self.d.clock.now(),
+                error: why.clone(),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// On a stop, nothing is gained by waiting out a `wait` or an approval.
+    fn pause_waiting(&mut self) {
+        let plan = Arc::clone(&self.d.plan);
+        let waiting: Vec<usize> = self
+            .tasks
+            .keys()
+            .copied()
+            .filter(|s| matches!(plan.steps[*s].kind.name, "wait" | "approve"))
+            .collect();
+        for step in waiting {
+            if let Some(task) = self.tasks.remove(&step) {
+                task.handle.abort();
+                self.paused.push(plan.steps[step].name.clone());
+            }
+        }
+        self.paused.sort();
+    }
+
+    /// Stops the running attempts without recording anything: they stay
+    /// interrupted in the journal, for `resume` to decide about.
+    fn abandon(&mut self) -> Vec<String> {
+        let mut names = Vec::new();
+        let tasks: Vec<(usize, Task)> = self.tasks.drain().collect();
+        for (step, task) in tasks {
+            task.handle.abort();
+            // Kept for `logs`; the next event written flushes it.
+            let _ = self.keep_log(step, &task);
+            names.push(self.d.plan.steps[step].name.clone());
+        }
+        names.sort();
+        names
+    }
+}
+
+fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
+    if let Some(text) = panic.downcast_ref::<&str>() {
+        text.to_string()
+    } else if let Some(text) = panic.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "a panic".into()
+    }
+}

@@ -119,7 +119,20 @@ async fn steer(
     choices: &Choices,
     controls: tokio::sync::mpsc::UnboundedReceiver<Control>,
 ) -> Result<Ended, DriveError> {
-    let clock = Clock::new(0);
+    steer_at(0, plan, journal, runner, choices, controls).await
+}
+
+/// `steer` with the clock starting at `now` (milliseconds), as a resume
+/// some time after the journal's events.
+async fn steer_at(
+    now: Millis,
+    plan: Arc<Plan>,
+    journal: &MemoryJournal,
+    runner: Arc<Pretend>,
+    choices: &Choices,
+    controls: tokio::sync::mpsc::UnboundedReceiver<Control>,
+) -> Result<Ended, DriveError> {
+    let clock = Clock::new(now);
     let bindings = Bindings::default();
     let driver = Driver {
         plan,
@@ -347,19 +360,7 @@ async fn an_interrupted_wait_continues_to_its_first_deadline() {
     let runner = pretend(10_000);
     let plan = plan("  wait settle { duration 10s }");
     let (_tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let clock = Clock::new(4_000);
-    let bindings = Bindings::default();
-    let driver = Driver {
-        plan,
-        journal: &journal,
-        run: RunId(1),
-        bindings: &bindings,
-        env: &|_| None,
-        runner,
-        clock: &clock,
-        observe: &|_, _| {},
-    };
-    let ended = drive(&driver, &Choices::default(), rx)
+    let ended = steer_at(4_000, plan, &journal, runner, &Choices::default(), rx)
         .await
         .expect("drives");
     assert_eq!(ended, Ended::Finished(Outcome::Succeeded));
@@ -548,23 +549,13 @@ async fn a_command_started_again_gets_its_whole_timeout() {
     // Started at 0, interrupted; resumed 6s later: 4s of work must not time out.
     interrupted(&journal, 0, 0);
     let (_tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let clock = Clock::new(6_000);
-    let bindings = Bindings::default();
     let choices = Choices {
         rerun: vec!["migrate".into()],
         ..Choices::default()
     };
-    let driver = Driver {
-        plan: plan(src),
-        journal: &journal,
-        run: RunId(1),
-        bindings: &bindings,
-        env: &|_| None,
-        runner: pretend(4_000),
-        clock: &clock,
-        observe: &|_, _| {},
-    };
-    let ended = drive(&driver, &choices, rx).await.expect("drives");
+    let ended = steer_at(6_000, plan(src), &journal, pretend(4_000), &choices, rx)
+        .await
+        .expect("drives");
     assert_eq!(ended, Ended::Finished(Outcome::Succeeded));
 }
 
@@ -574,22 +565,17 @@ async fn a_run_resumed_after_its_timeout_starts_nothing_more_of_the_procedure() 
     let journal = MemoryJournal::default();
     interrupted(&journal, 0, 0);
     let (_tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let clock = Clock::new(5_000);
-    let bindings = Bindings::default();
     let runner = pretend(10);
-    let driver = Driver {
-        plan: plan(src),
-        journal: &journal,
-        run: RunId(1),
-        bindings: &bindings,
-        env: &|_| None,
-        runner: Arc::clone(&runner) as Arc<dyn StepRunner>,
-        clock: &clock,
-        observe: &|_, _| {},
-    };
-    let ended = drive(&driver, &Choices::default(), rx)
-        .await
-        .expect("drives");
+    let ended = steer_at(
+        5_000,
+        plan(src),
+        &journal,
+        Arc::clone(&runner),
+        &Choices::default(),
+        rx,
+    )
+    .await
+    .expect("drives");
     assert_eq!(ended, Ended::Finished(Outcome::Failed));
     assert_eq!(*runner.calls.lock().expect("calls"), ["cleanup"]);
 }

@@ -49,7 +49,20 @@ pub fn view(
     bindings: &Bindings,
     live: bool,
 ) -> RunView {
-    let waiting = state.awaiting_approval(plan);
+    let now = Clock::system().now();
+    // An approval whose time ran out is not waiting any more: `approve`
+    // refuses it and a resume records that it failed.
+    let expired = |s: &crate::compile::Step| match (state.step(s.id), s.timeout) {
+        (StepState::Running { since, .. }, Some(limit)) => {
+            now.saturating_sub(*since) > limit.as_millis() as u64
+        }
+        _ => false,
+    };
+    let waiting: Vec<_> = state
+        .awaiting_approval(plan)
+        .into_iter()
+        .filter(|s| !expired(s))
+        .collect();
     let word = match state.finished {
         Some(outcome) => outcome_word(outcome).to_string(),
         None if !waiting.is_empty() => "waiting for approval".into(),
@@ -62,6 +75,13 @@ pub fn view(
         .map(|s| {
             let st = state.step(s.id);
             let (since, detail) = match st {
+                StepState::Running { since, .. } if s.kind.name == "approve" && expired(s) => (
+                    Some(*since),
+                    Some(format!(
+                        "the time to approve ran out; `runbook resume {}` records that it failed",
+                        meta.id
+                    )),
+                ),
                 StepState::Running { since, .. } if s.kind.name == "approve" => (
                     Some(*since),
                     Some(format!(

@@ -345,16 +345,20 @@ impl<J: Journal> Running<'_, '_, J> {
         }
     }
 
-    /// Stops every running attempt and records each as failed with `why`.
+    /// Stops every step of `only` (or every phase) that is running, and
+    /// records each as failed with `why`: attempts running here, and steps
+    /// an earlier process (or a stop) left running without a task here.
     fn stop_all(&mut self, only: Option<Phase>, why: &str) -> Result<(), StoreError> {
-        let mut stopped: Vec<usize> = self
-            .tasks
-            .keys()
-            .copied()
-            .filter(|s| only.is_none_or(|p| self.step(*s).phase == p))
+        let running: Vec<usize> = self
+            .d
+            .plan
+            .steps
+            .iter()
+            .filter(|s| only.is_none_or(|p| s.phase == p))
+            .filter(|s| matches!(self.state.step(s.id), StepState::Running { .. }))
+            .map(|s| s.id.0)
             .collect();
-        stopped.sort_unstable();
-        for step in stopped {
+        for step in running {
             if let Some(task) = self.tasks.remove(&step) {
                 task.handle.abort();
                 self.keep_log(step, &task)?;
@@ -368,27 +372,15 @@ impl<J: Journal> Running<'_, '_, J> {
         Ok(())
     }
 
-    /// Stops everything: running attempts, and steps an earlier process (or
-    /// a stop) left running without a task here. Safe to repeat.
+    /// Stops everything and starts nothing more. Safe to repeat.
     pub(super) fn cancel(&mut self) -> Result<(), StoreError> {
         if !self.state.cancelled {
             self.record(Event::CancelRequested {
                 at: self.d.clock.now(),
             })?;
         }
-        self.stop_all(None, "cancelled")?;
         self.paused.clear();
-        let left: Vec<usize> = (0..self.state.steps.len())
-            .filter(|s| matches!(self.state.steps[*s], StepState::Running { .. }))
-            .collect();
-        for step in left {
-            self.record(Event::StepFailed {
-                step,
-                at: self.d.clock.now(),
-                error: "cancelled".into(),
-            })?;
-        }
-        Ok(())
+        self.stop_all(None, "cancelled")
     }
 
     /// When the runbook's `timeout` passes while the procedure still runs.
@@ -417,25 +409,7 @@ impl<J: Journal> Running<'_, '_, J> {
             "stopped: the runbook's timeout of {} passed",
             format_duration(limit.as_millis() as u64)
         );
-        self.stop_all(Some(Phase::Main), &why)?;
-        // Steps an earlier process left running have no task here.
-        let left: Vec<usize> = self
-            .d
-            .plan
-            .steps
-            .iter()
-            .filter(|s| s.phase == Phase::Main)
-            .filter(|s| matches!(self.state.step(s.id), StepState::Running { .. }))
-            .map(|s| s.id.0)
-            .collect();
-        for step in left {
-            self.record(Event::StepFailed {
-                step,
-                at: self.d.clock.now(),
-                error: why.clone(),
-            })?;
-        }
-        Ok(())
+        self.stop_all(Some(Phase::Main), &why)
     }
 
     /// On a stop, nothing is gained by waiting out a `wait` or an approval.

@@ -5,6 +5,7 @@
 //! scrubs secret values out of everything printed or kept.
 
 use super::command::{self, CommandSpec, Ended, Stream};
+use super::groups::GroupNotes;
 use crate::compile::eval::{eval_in, Bindings, Value};
 use crate::compile::{Plan, Step};
 use crate::engine::{field_of, LogBuffer, StepCall, StepResult, StepRunner};
@@ -86,51 +87,8 @@ impl LocalRunner {
 
     /// Notes the process group of every program a step runs in `dir`.
     pub fn noting_groups(mut self, dir: std::path::PathBuf) -> Self {
-        self.groups = Some(Arc::new(GroupNotes { dir }));
+        self.groups = Some(Arc::new(GroupNotes::new(dir)));
         self
-    }
-}
-
-/// One small file per step whose program runs: `RUN-STEP` holding the
-/// process group and its start time. Written without fsync: it only has to
-/// outlive this process, not the machine (a reboot ends the program too).
-pub struct GroupNotes {
-    dir: std::path::PathBuf,
-}
-
-impl GroupNotes {
-    pub fn new(dir: std::path::PathBuf) -> Self {
-        GroupNotes { dir }
-    }
-
-    fn path(&self, run: crate::engine::RunId, step: &str) -> std::path::PathBuf {
-        self.dir.join(format!("{run}-{step}"))
-    }
-
-    fn note(&self, run: crate::engine::RunId, step: &str, group: command::Group) {
-        let _ = std::fs::create_dir_all(&self.dir);
-        let _ = std::fs::write(
-            self.path(run, step),
-            format!("{} {}", group.pid, group.started),
-        );
-    }
-
-    fn forget(&self, run: crate::engine::RunId, step: &str) {
-        let _ = std::fs::remove_file(self.path(run, step));
-    }
-
-    /// The program a step of an earlier process left running, if any.
-    pub fn still_running(&self, run: crate::engine::RunId, step: &str) -> Option<command::Group> {
-        let text = std::fs::read_to_string(self.path(run, step)).ok()?;
-        let mut parts = text.split_whitespace().map(|p| p.parse::<u64>().ok());
-        let (Some(Some(pid)), Some(Some(started))) = (parts.next(), parts.next()) else {
-            return None;
-        };
-        let group = command::Group {
-            pid: u32::try_from(pid).ok()?,
-            started,
-        };
-        group.alive().then_some(group)
     }
 }
 
@@ -362,8 +320,8 @@ fn command_spec(step: &Step, scope: &Scope) -> Result<CommandSpec, String> {
 async fn execute(step: &Step, scope: &Scope, log: &Log) -> Result<command::CommandResult, String> {
     let spec = command_spec(step, scope)?;
     let noted = |pid: u32| {
-        if let (Some((notes, run)), Some(group)) = (&log.groups, command::Group::of(pid)) {
-            notes.note(*run, &step.name, group);
+        if let Some((notes, run)) = &log.groups {
+            notes.note(*run, &step.name, command::Group::started_now(pid));
         }
     };
     let result = command::run_watched(&spec, None, OUTPUT_CAP, noted, |stream, line| {

@@ -3,4 +3,5 @@
 //! step's properties and calls them.
 
 pub mod command;
+pub mod groups;
 pub mod local;

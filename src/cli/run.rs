@@ -3,7 +3,8 @@
 
 use super::store::{self, parse_params, plan_of, rebind, state_of, store_error};
 use super::view::{Mode, View};
-use crate::actions::local::{unsupported, Env, GroupNotes, LocalRunner, Sink};
+use crate::actions::groups::GroupNotes;
+use crate::actions::local::{unsupported, Env, LocalRunner, Sink};
 use crate::compile::eval::{bind_for_run, format_duration, Bindings};
 use crate::compile::{Phase, Plan, StepId, Type};
 use crate::engine::{

@@ -415,7 +415,7 @@ pub fn cancel(state_dir: &Path, run: u64) -> Result<u8, Error> {
                 .filter(|s| s.on_interrupt == crate::compile::Interrupt::Ask)
                 .map(|s| s.name.as_str())
                 .collect();
-            let notes = crate::actions::local::GroupNotes::new(state_dir.join("running"));
+            let notes = crate::actions::groups::GroupNotes::new(state_dir.join("running"));
             for s in plan
                 .steps
                 .iter()

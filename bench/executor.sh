@@ -412,8 +412,11 @@ load_after=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
 cpu=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || echo unknown)
 commit=$(cd "$root" && git rev-parse --short HEAD 2>/dev/null || echo unknown)
 dirty=$(cd "$root" && git status --porcelain --untracked-files=no 2>/dev/null | head -1)
-timer="hyperfine $(hyperfine --version 2>/dev/null | awk '{ print $2 }') (-N, medians)"
-[ "$use_hyperfine" = 1 ] || timer="shell loop timed with $([ -n "${EPOCHREALTIME:-}" ] && echo "\$EPOCHREALTIME" || echo "date +%s%N") (medians)"
+if [ "$use_hyperfine" = 1 ]; then
+  timer="hyperfine $(hyperfine --version 2>/dev/null | awk '{ print $2 }') (-N, medians)"
+else
+  timer="shell loop timed with $([ -n "${EPOCHREALTIME:-}" ] && echo "\$EPOCHREALTIME" || echo "date +%s%N") (medians)"
+fi
 
 echo
 echo "runbook executor benchmarks ($([ "$quick" = 1 ] && echo QUICK || echo full)), $(date -u +%Y-%m-%dT%H:%MZ)"

@@ -99,9 +99,15 @@ pub fn unsupported(plan: &Plan) -> Vec<(&Step, String)> {
         .filter_map(|s| {
             let why = match s.kind.name {
                 "run" | "wait" | "approve" => return None,
-                "verify" if s.property("command").is_some() => return None,
+                "verify"
+                    if ["command", "http", "prometheus", "certificate"]
+                        .iter()
+                        .any(|check| s.property(check).is_some()) =>
+                {
+                    return None
+                }
                 "notify" if s.property("webhook").is_some() => return None,
-                "verify" => "only `verify` with `command` runs so far".to_string(),
+                "verify" => "`verify` with `sql` or `rollout` does not run yet".to_string(),
                 "notify" => "only `notify` with `webhook` runs so far".to_string(),
                 other => format!("`{other}` steps do not run yet"),
             };
@@ -126,7 +132,10 @@ impl StepRunner for LocalRunner {
             log.groups = groups.map(|g| (g, call.run));
             let result = match call.step.kind.name {
                 "run" => run_step(&call.step, &scope, &log).await,
-                "verify" => verify_step(&call.step, &scope, &log).await,
+                "verify" => {
+                    let http = http.get_or_init(reqwest::Client::new);
+                    super::verify::verify_step(&call.step, &scope, &log, http).await
+                }
                 "wait" => wait_step(&call.step, &scope, call.elapsed).await,
                 "notify" => {
                     let http = http.get_or_init(reqwest::Client::new);
@@ -140,7 +149,7 @@ impl StepRunner for LocalRunner {
 }
 
 /// What a step's expressions can see.
-struct Scope {
+pub(super) struct Scope {
     run_secrets: Arc<Vec<String>>,
     bindings: Bindings,
     env: Env,
@@ -148,13 +157,28 @@ struct Scope {
 }
 
 impl Scope {
-    fn eval(&self, e: &Expr) -> Value {
+    pub(super) fn eval(&self, e: &Expr) -> Value {
         self.eval_with(e, &self.bindings)
     }
 
     fn eval_with(&self, e: &Expr, bindings: &Bindings) -> Value {
+        self.eval_check(e, bindings, None)
+    }
+
+    /// An expression of a check: the check's names bound, and `json.a.b`
+    /// read from the answer when there is one.
+    pub(super) fn eval_check(
+        &self,
+        e: &Expr,
+        bindings: &Bindings,
+        json: Option<&serde_json::Value>,
+    ) -> Value {
         let fields = |path: &[Ident]| {
             let head = path.first()?;
+            if let (Some(json), "json") = (json, head.name.as_str()) {
+                let keys: Vec<&str> = path[1..].iter().map(|i| i.name.as_str()).collect();
+                return super::verify::json_field(json, &keys);
+            }
             let (_, state, outputs) = self.inputs.iter().find(|(n, _, _)| *n == head.name)?;
             field_of(state, outputs, &path[1..])
         };
@@ -162,8 +186,23 @@ impl Scope {
         eval_in(e, bindings, &env, &fields)
     }
 
+    pub(super) fn bindings(&self) -> &Bindings {
+        &self.bindings
+    }
+
+    /// A variable of runbook's own environment, for defaults such as
+    /// `PROMETHEUS_URL`.
+    pub(super) fn env_var(&self, name: &str) -> Option<String> {
+        (self.env)(name)
+    }
+
     /// A property's argument as text a program receives.
-    fn text(&self, step: &Step, prop: &str, index: usize) -> Result<Option<String>, String> {
+    pub(super) fn text(
+        &self,
+        step: &Step,
+        prop: &str,
+        index: usize,
+    ) -> Result<Option<String>, String> {
         let Some(arg) = step.property(prop).and_then(|p| p.args.get(index)) else {
             return Ok(None);
         };
@@ -217,7 +256,7 @@ fn unknown(prop: &str, value: &Value) -> String {
 
 /// What one attempt printed: streamed to the sink and kept (by the
 /// driver's buffer, up to `LOG_CAP`), secret values replaced by `***` in both.
-struct Log {
+pub(super) struct Log {
     step: String,
     sink: Sink,
     secrets: Vec<String>,
@@ -240,7 +279,7 @@ impl Log {
         }
     }
 
-    fn scrub(&self, text: &str) -> String {
+    pub(super) fn scrub(&self, text: &str) -> String {
         let mut out = text.to_string();
         for secret in &self.secrets {
             if out.contains(secret.as_str()) {
@@ -267,7 +306,7 @@ impl Log {
         out
     }
 
-    fn line(&self, err: bool, text: &str) {
+    pub(super) fn line(&self, err: bool, text: &str) {
         // Lines longer than the reader's 64 KiB come in pieces.
         let cut = text.len() >= 64 * 1024 && !text.ends_with('\n');
         let text = text.strip_suffix('\n').unwrap_or(text);
@@ -317,7 +356,11 @@ fn command_spec(step: &Step, scope: &Scope) -> Result<CommandSpec, String> {
 }
 
 /// Runs the step's program; the result, or why it could not start.
-async fn execute(step: &Step, scope: &Scope, log: &Log) -> Result<command::CommandResult, String> {
+pub(super) async fn execute(
+    step: &Step,
+    scope: &Scope,
+    log: &Log,
+) -> Result<command::CommandResult, String> {
     let spec = command_spec(step, scope)?;
     let noted = |pid: u32| {
         if let Some((notes, run)) = &log.groups {
@@ -335,7 +378,7 @@ async fn execute(step: &Step, scope: &Scope, log: &Log) -> Result<command::Comma
     result
 }
 
-fn outputs(result: &command::CommandResult, log: &Log) -> BTreeMap<String, String> {
+pub(super) fn outputs(result: &command::CommandResult, log: &Log) -> BTreeMap<String, String> {
     let code = match result.ended {
         Ended::Exited(code) => code,
         _ => -1,
@@ -365,86 +408,6 @@ async fn run_step(
         Ended::Exited(code) => Err(format!("exited with code {code}")),
         Ended::Signalled(signal) => Err(format!("killed by signal {signal}")),
         Ended::TimedOut => Err("timed out".into()),
-    }
-}
-
-/// Runs the check, then `expect` (by default: exit code 0); with `hold`,
-/// again at every interval until the hold time has passed, each sample
-/// having to pass.
-async fn verify_step(
-    step: &Step,
-    scope: &Scope,
-    log: &Log,
-) -> Result<BTreeMap<String, String>, String> {
-    let hold = step.property("hold").and_then(|p| {
-        let total = scope.eval(p.args.first()?);
-        let every = scope.eval(p.args.get(2)?);
-        match (total, every) {
-            (Value::Duration(t), Value::Duration(e)) => Some((t, e.max(1))),
-            _ => None,
-        }
-    });
-    let started = tokio::time::Instant::now();
-    loop {
-        let result = execute(step, scope, log).await?;
-        let out = outputs(&result, log);
-        check_expectation(step, scope, &out)?;
-        match hold {
-            Some((total, every)) if (started.elapsed().as_millis() as u64) < total => {
-                tokio::time::sleep(Duration::from_millis(every)).await;
-            }
-            _ => return Ok(out),
-        }
-    }
-}
-
-fn check_expectation(
-    step: &Step,
-    scope: &Scope,
-    out: &BTreeMap<String, String>,
-) -> Result<(), String> {
-    let mut bindings = scope.bindings.clone();
-    let code: i64 = out
-        .get("exit_code")
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(-1);
-    bindings.values.insert("exit_code".into(), Value::Int(code));
-    for name in ["stdout", "stderr"] {
-        let text = out.get(name).cloned().unwrap_or_default();
-        bindings.values.insert(name.into(), Value::Str(text));
-    }
-    let Some(expect) = step.property("expect").and_then(|p| p.args.first()) else {
-        return if code == 0 {
-            Ok(())
-        } else {
-            Err(format!("the check exited with code {code}"))
-        };
-    };
-    let written = format::expr(expect);
-    match scope.eval_with(expect, &bindings) {
-        Value::Bool(true) => Ok(()),
-        Value::Bool(false) => {
-            let mut seen = vec![format!("exit_code was {code}")];
-            for name in ["stdout", "stderr"] {
-                if written.contains(name) {
-                    let text = out.get(name).map(String::as_str).unwrap_or_default();
-                    seen.push(format!("{name} was {:?}", excerpt(text)));
-                }
-            }
-            Err(format!("expected {written}, but {}", seen.join(", ")))
-        }
-        other => Err(format!(
-            "`expect {}` could not be decided ({other})",
-            format::expr(expect)
-        )),
-    }
-}
-
-/// The first 80 characters of a text, for messages.
-fn excerpt(text: &str) -> String {
-    match text.char_indices().nth(80) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_string(),
     }
 }
 

@@ -4,4 +4,7 @@
 
 pub mod command;
 pub mod groups;
+pub mod http;
 pub mod local;
+pub mod tls;
+pub mod verify;

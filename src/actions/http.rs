@@ -1,0 +1,250 @@
+//! HTTP checks and Prometheus queries, through one reqwest client (rustls).
+//!
+//! A URL may carry a token (in its query, or as user info): no error here
+//! names more of it than the host and port. A body is read up to a cap and
+//! the rest is left unread, so a 1 GB answer costs a megabyte.
+
+use std::time::Duration;
+
+/// What a check keeps of a body; the rest is not downloaded.
+pub const BODY_CAP: usize = 1 << 20;
+/// How long one request may take when the step sets no shorter timeout.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    /// `get`, `head`, `post`, `put`, `patch` or `delete`.
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Option<String>,
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    /// The first `BODY_CAP` bytes of the body, as text.
+    pub body: String,
+    /// Whether the body went on beyond the cap.
+    pub cut: bool,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HttpError {
+    #[error("`{0}` is not a URL runbook can request (it needs http:// or https:// and a host)")]
+    BadUrl(String),
+    #[error("`{0}` is not an HTTP method runbook knows")]
+    BadMethod(String),
+    #[error("header `{0}` cannot be sent: its name or value holds characters HTTP does not allow")]
+    BadHeader(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Sends the request and reads up to `BODY_CAP` bytes of the answer.
+pub async fn send(client: &reqwest::Client, request: &Request) -> Result<Answer, HttpError> {
+    let url = reqwest::Url::parse(&request.url)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+        .ok_or_else(|| HttpError::BadUrl(shown_url(&request.url)))?;
+    let target = target(&url);
+    let method = reqwest::Method::from_bytes(request.method.to_ascii_uppercase().as_bytes())
+        .map_err(|_| HttpError::BadMethod(request.method.clone()))?;
+    let mut builder = client
+        .request(method, url)
+        .timeout(request.timeout.unwrap_or(REQUEST_TIMEOUT));
+    for (name, value) in &request.headers {
+        let valid = reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_ok()
+            && reqwest::header::HeaderValue::from_str(value).is_ok();
+        if !valid {
+            return Err(HttpError::BadHeader(name.clone()));
+        }
+        builder = builder.header(name, value);
+    }
+    if let Some(body) = &request.body {
+        builder = builder.body(body.clone());
+    }
+    let mut answer = builder
+        .send()
+        .await
+        .map_err(|e| HttpError::Failed(describe(&e, &target)))?;
+    let status = answer.status().as_u16();
+    let mut body = Vec::new();
+    let mut cut = false;
+    loop {
+        match answer.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = BODY_CAP - body.len();
+                if chunk.len() > room {
+                    body.extend_from_slice(&chunk[..room]);
+                    cut = true;
+                    break;
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => break,
+            Err(e) => return Err(HttpError::Failed(describe(&e, &target))),
+        }
+    }
+    Ok(Answer {
+        status,
+        body: String::from_utf8_lossy(&body).into_owned(),
+        cut,
+    })
+}
+
+/// `host:port` of a URL: what errors may show of it.
+fn target(url: &reqwest::Url) -> String {
+    let host = url.host_str().unwrap_or("?");
+    match url.port_or_known_default() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
+    }
+}
+
+/// A URL that does not parse, shown without what may be a token: up to the
+/// first `?`, without user info.
+fn shown_url(url: &str) -> String {
+    let head = url.split(['?', '#']).next().unwrap_or_default();
+    match head.split_once("://") {
+        Some((scheme, rest)) => {
+            let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+            format!("{scheme}://{rest}")
+        }
+        None => head.chars().take(60).collect(),
+    }
+}
+
+/// One sentence for a failed request, naming only `target`.
+fn describe(e: &reqwest::Error, target: &str) -> String {
+    let mut causes = String::new();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        causes.push_str(&c.to_string().to_lowercase());
+        causes.push(' ');
+        cause = c.source();
+    }
+    let host = target.rsplit_once(':').map_or(target, |(h, _)| h);
+    if e.is_timeout() {
+        format!("{target} did not answer in time")
+    } else if causes.contains("dns error") || causes.contains("failed to lookup address") {
+        format!("the host name `{host}` could not be resolved (DNS)")
+    } else if causes.contains("connection refused") {
+        format!("{target} refused the connection; is the service listening there?")
+    } else if causes.contains("certificate") || causes.contains("tls") {
+        format!("the TLS handshake with {target} failed: {}", causes.trim())
+    } else if e.is_connect() {
+        format!("cannot connect to {target}: {}", causes.trim())
+    } else if e.is_body() || e.is_decode() {
+        format!("the answer from {target} broke off: {}", causes.trim())
+    } else {
+        format!("the request to {target} failed: {}", causes.trim())
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PromError {
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    #[error("Prometheus answered {status}: {error}")]
+    Refused { status: u16, error: String },
+    #[error("the answer is not Prometheus's query API JSON: {0}")]
+    NotProm(String),
+    #[error("the query returned no series, so there is no value to check (wrap it in `sum(...) or vector(0)` if none means zero)")]
+    Empty,
+    #[error("the query returned {0} series; `expect value` needs one (aggregate with sum(), max(), ...)")]
+    Many(usize),
+    #[error("the query's value `{0}` is not a number")]
+    NotANumber(String),
+}
+
+/// An instant query (`/api/v1/query`): the one number it returns.
+pub async fn prometheus(
+    client: &reqwest::Client,
+    server: &str,
+    query: &str,
+    timeout: Option<Duration>,
+) -> Result<f64, PromError> {
+    let mut url = reqwest::Url::parse(server)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+        .ok_or_else(|| HttpError::BadUrl(shown_url(server)))?;
+    url.path_segments_mut()
+        .map_err(|_| HttpError::BadUrl(shown_url(server)))?
+        .pop_if_empty()
+        .extend(["api", "v1", "query"]);
+    url.query_pairs_mut().append_pair("query", query);
+    let answer = send(
+        client,
+        &Request {
+            method: "get".into(),
+            url: url.to_string(),
+            timeout,
+            ..Request::default()
+        },
+    )
+    .await?;
+    instant_value(&answer)
+}
+
+/// The number in an instant query's answer: a scalar, or a vector of one sample.
+fn instant_value(answer: &Answer) -> Result<f64, PromError> {
+    let json: serde_json::Value = serde_json::from_str(&answer.body).map_err(|_| {
+        if answer.status >= 400 {
+            PromError::Refused {
+                status: answer.status,
+                error: first_line(&answer.body),
+            }
+        } else {
+            PromError::NotProm(first_line(&answer.body))
+        }
+    })?;
+    if json["status"] != "success" {
+        return Err(PromError::Refused {
+            status: answer.status,
+            error: json["error"]
+                .as_str()
+                .map_or_else(|| first_line(&answer.body), str::to_string),
+        });
+    }
+    let data = &json["data"];
+    let sample = match data["resultType"].as_str() {
+        Some("scalar") => &data["result"],
+        Some("vector") => {
+            let series = data["result"]
+                .as_array()
+                .ok_or_else(|| PromError::NotProm("`data.result` is not a list".into()))?;
+            match series.as_slice() {
+                [] => return Err(PromError::Empty),
+                [one] => &one["value"],
+                many => return Err(PromError::Many(many.len())),
+            }
+        }
+        other => {
+            return Err(PromError::NotProm(format!(
+                "result type {}, where an instant query gives a vector or a scalar",
+                other.unwrap_or("missing")
+            )))
+        }
+    };
+    let text = sample[1]
+        .as_str()
+        .ok_or_else(|| PromError::NotProm("a sample is not [time, \"value\"]".into()))?;
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        _ => Err(PromError::NotANumber(text.to_string())),
+    }
+}
+
+fn first_line(text: &str) -> String {
+    let line = text.lines().next().unwrap_or_default();
+    match line.char_indices().nth(120) {
+        Some((cut, _)) => format!("{}…", &line[..cut]),
+        None => line.to_string(),
+    }
+}
+
+#[cfg(test)]
+#[path = "http_tests.rs"]
+mod tests;

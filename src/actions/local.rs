@@ -6,6 +6,7 @@
 
 use super::command::{self, CommandSpec, Ended, Stream};
 use super::groups::GroupNotes;
+use super::notify::{deliver, Channel, Notice, Tries, PAGERDUTY_EVENTS};
 use crate::compile::eval::{eval_in, Bindings, Value};
 use crate::compile::{Plan, Step};
 use crate::engine::{field_of, LogBuffer, StepCall, StepResult, StepRunner};
@@ -46,6 +47,7 @@ pub struct LocalRunner {
     /// Made on first use: building a TLS client costs milliseconds that a
     /// run without a `notify` should not pay.
     http: Arc<std::sync::OnceLock<reqwest::Client>>,
+    notify_tries: Tries,
 }
 
 impl LocalRunner {
@@ -57,6 +59,7 @@ impl LocalRunner {
             groups: None,
             secrets: Arc::default(),
             http: Arc::default(),
+            notify_tries: Tries::default(),
         }
     }
 }
@@ -85,6 +88,12 @@ impl LocalRunner {
         self
     }
 
+    /// How a `notify` tries again while its receiver is down or busy.
+    pub fn notify_tries(mut self, tries: Tries) -> Self {
+        self.notify_tries = tries;
+        self
+    }
+
     /// Notes the process group of every program a step runs in `dir`.
     pub fn noting_groups(mut self, dir: std::path::PathBuf) -> Self {
         self.groups = Some(Arc::new(GroupNotes::new(dir)));
@@ -98,7 +107,7 @@ pub fn unsupported(plan: &Plan) -> Vec<(&Step, String)> {
         .iter()
         .filter_map(|s| {
             let why = match s.kind.name {
-                "run" | "wait" | "approve" => return None,
+                "run" | "wait" | "approve" | "notify" => return None,
                 "verify"
                     if ["command", "http", "prometheus", "certificate"]
                         .iter()
@@ -106,9 +115,7 @@ pub fn unsupported(plan: &Plan) -> Vec<(&Step, String)> {
                 {
                     return None
                 }
-                "notify" if s.property("webhook").is_some() => return None,
                 "verify" => "`verify` with `sql` or `rollout` does not run yet".to_string(),
-                "notify" => "only `notify` with `webhook` runs so far".to_string(),
                 other => format!("`{other}` steps do not run yet"),
             };
             Some((s, why))
@@ -126,6 +133,7 @@ impl StepRunner for LocalRunner {
         };
         let sink = Arc::clone(&self.sink);
         let http = Arc::clone(&self.http);
+        let tries = self.notify_tries;
         let groups = self.groups.clone();
         Box::pin(async move {
             let mut log = Log::new(&scope, &call.step, call.log, sink);
@@ -139,7 +147,7 @@ impl StepRunner for LocalRunner {
                 "wait" => wait_step(&call.step, &scope, call.elapsed).await,
                 "notify" => {
                     let http = http.get_or_init(reqwest::Client::new);
-                    notify_step(&call.step, &scope, http, call.run).await
+                    notify_step(&call.step, &scope, http, call.run, tries).await
                 }
                 other => Err(format!("`{other}` steps do not run yet")),
             };
@@ -428,57 +436,40 @@ async fn wait_step(
     Ok(BTreeMap::new())
 }
 
-/// A Slack-compatible JSON POST. The URL may hold a token: no error names it.
+/// A webhook POST or a PagerDuty alert, tried again while the receiver is
+/// down or busy.
 async fn notify_step(
     step: &Step,
     scope: &Scope,
     http: &reqwest::Client,
     run: crate::engine::RunId,
+    tries: Tries,
 ) -> Result<BTreeMap<String, String>, String> {
-    let url = scope
-        .text(step, "webhook", 0)?
-        .ok_or("the webhook URL could not be worked out")?;
+    let channel = if let Some(url) = scope.text(step, "webhook", 0)? {
+        Channel::Webhook(url)
+    } else {
+        let routing_key = scope
+            .text(step, "pagerduty", 0)?
+            .ok_or("the notify step has neither a webhook nor a PagerDuty key")?;
+        let url = scope
+            .env_var("PAGERDUTY_EVENTS_URL")
+            .unwrap_or_else(|| PAGERDUTY_EVENTS.to_string());
+        Channel::PagerDuty { routing_key, url }
+    };
     let message = scope.text(step, "message", 0)?.unwrap_or_default();
     let severity = step
         .property("severity")
         .and_then(|p| p.args.first())
         .map(format::expr)
         .unwrap_or_else(|| "info".into());
-    let body = serde_json::json!({
-        "text": format!("[{severity}] {message}"),
-        "severity": severity,
-        "step": step.name,
-        "run": run.0,
-    });
-    let answer = http
-        .post(&url)
-        .timeout(Duration::from_secs(10))
-        .json(&body)
-        .send()
-        .await
-        .map_err(|e| format!("the webhook could not be reached: {}", reason(e)))?;
-    let status = answer.status();
-    if status.is_success() {
-        Ok(BTreeMap::from([(
-            "status".into(),
-            status.as_u16().to_string(),
-        )]))
-    } else {
-        Err(format!("the webhook answered {status}"))
-    }
-}
-
-/// A client error and its causes, without the URL.
-fn reason(e: reqwest::Error) -> String {
-    let e = e.without_url();
-    let mut text = e.to_string();
-    let mut cause = std::error::Error::source(&e);
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
+    let notice = Notice {
+        message: &message,
+        severity: &severity,
+        run: run.0,
+        step: &step.name,
+    };
+    let status = deliver(http, &channel, &notice, tries).await?;
+    Ok(BTreeMap::from([("status".into(), status.to_string())]))
 }
 
 #[cfg(test)]

@@ -6,5 +6,6 @@ pub mod command;
 pub mod groups;
 pub mod http;
 pub mod local;
+pub mod notify;
 pub mod tls;
 pub mod verify;

@@ -1,0 +1,276 @@
+//! `notify`: a Slack-compatible webhook POST, or a PagerDuty Events v2
+//! alert. Webhook URLs and routing keys are credentials: no error, log
+//! line or output names more than the host.
+
+use std::time::Duration;
+
+/// PagerDuty's Events API v2. `PAGERDUTY_EVENTS_URL` replaces it (the EU
+/// service region, or a proxy).
+pub const PAGERDUTY_EVENTS: &str = "https://events.pagerduty.com/v2/enqueue";
+
+pub enum Channel {
+    Webhook(String),
+    PagerDuty { routing_key: String, url: String },
+}
+
+pub struct Notice<'a> {
+    pub message: &'a str,
+    /// `info`, `warning`, `error` or `critical`.
+    pub severity: &'a str,
+    pub run: u64,
+    pub step: &'a str,
+}
+
+/// How many times to try when the other side is down or busy (refused,
+/// timed out, 429, 5xx), and the first pause between tries (doubled
+/// after each).
+#[derive(Debug, Clone, Copy)]
+pub struct Tries {
+    pub times: u32,
+    pub pause: Duration,
+}
+
+impl Default for Tries {
+    fn default() -> Self {
+        Tries {
+            times: 3,
+            pause: Duration::from_secs(1),
+        }
+    }
+}
+
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Delivers the notice; the status of the answer that accepted it.
+pub async fn deliver(
+    client: &reqwest::Client,
+    channel: &Channel,
+    notice: &Notice<'_>,
+    tries: Tries,
+) -> Result<u16, String> {
+    let (who, url, body) = match channel {
+        Channel::Webhook(url) => ("the webhook", url.as_str(), slack(notice)),
+        Channel::PagerDuty { routing_key, url } => {
+            ("PagerDuty", url.as_str(), pagerduty(notice, routing_key))
+        }
+    };
+    let target = reqwest::Url::parse(url)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https"))
+        .and_then(|u| u.host_str().map(str::to_string))
+        .ok_or_else(|| format!("{who}'s URL is not an http:// or https:// URL"))?;
+    let mut pause = tries.pause;
+    let mut tried = 0;
+    loop {
+        tried += 1;
+        let outcome = client
+            .post(url)
+            .timeout(REQUEST_TIMEOUT)
+            .json(&body)
+            .send()
+            .await;
+        let (transient, error) = match outcome {
+            Ok(answer) if answer.status().is_success() => return Ok(answer.status().as_u16()),
+            Ok(answer) => {
+                let status = answer.status();
+                let said = answer.text().await.unwrap_or_default();
+                let transient = status.as_u16() == 429 || status.is_server_error();
+                (transient, format!("{who} answered {status}{}", detail(&said)))
+            }
+            Err(e) => (
+                true,
+                format!("{who} could not be reached at {target}: {}", reason(&e)),
+            ),
+        };
+        if !transient || tried >= tries.times.max(1) {
+            let after = if tried > 1 {
+                format!(" (tried {tried} times)")
+            } else {
+                String::new()
+            };
+            return Err(format!("{error}{after}"));
+        }
+        tokio::time::sleep(pause).await;
+        pause *= 2;
+    }
+}
+
+fn slack(notice: &Notice<'_>) -> serde_json::Value {
+    serde_json::json!({
+        "text": format!("[{}] {}", notice.severity, notice.message),
+        "severity": notice.severity,
+        "step": notice.step,
+        "run": notice.run,
+    })
+}
+
+/// An Events v2 `trigger`. The dedup key is the run and step, so a retried
+/// or resumed notify updates one incident instead of opening another.
+fn pagerduty(notice: &Notice<'_>, routing_key: &str) -> serde_json::Value {
+    serde_json::json!({
+        "routing_key": routing_key,
+        "event_action": "trigger",
+        "dedup_key": format!("runbook-{}-{}", notice.run, notice.step),
+        "payload": {
+            "summary": notice.message.chars().take(1024).collect::<String>(),
+            "source": "runbook",
+            "severity": notice.severity,
+            "custom_details": { "run": notice.run, "step": notice.step },
+        },
+    })
+}
+
+/// What PagerDuty says went wrong (`errors`), or nothing for other bodies.
+fn detail(body: &str) -> String {
+    let json: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    match json["errors"].as_array() {
+        Some(errors) if !errors.is_empty() => {
+            let said: Vec<String> = errors
+                .iter()
+                .map(|e| e.as_str().map_or_else(|| e.to_string(), str::to_string))
+                .collect();
+            format!(": {}", said.join("; "))
+        }
+        _ => String::new(),
+    }
+}
+
+/// A client error's causes, without the URL.
+fn reason(e: &reqwest::Error) -> String {
+    let mut text = Vec::new();
+    if e.is_timeout() {
+        text.push("no answer in time".to_string());
+    }
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        text.push(c.to_string());
+        cause = c.source();
+    }
+    if text.is_empty() {
+        text.push("the request failed".into());
+    }
+    text.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server that answers each request with the next status of `script`
+    /// (the last one repeated) and keeps the bodies.
+    async fn server(script: Vec<(u16, &'static str)>) -> (String, tokio::task::JoinHandle<Vec<String>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binds");
+        let url = format!("http://{}/x/secret-path", listener.local_addr().expect("addr"));
+        let served = tokio::spawn(async move {
+            let mut bodies = Vec::new();
+            for i in 0..script.len() {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    break;
+                };
+                let mut request = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !String::from_utf8_lossy(&request).contains('}') {
+                    let n = socket.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    request.extend_from_slice(&buf[..n]);
+                }
+                let (status, body) = script[i];
+                let answer = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(answer.as_bytes()).await;
+                bodies.push(String::from_utf8_lossy(&request).into_owned());
+            }
+            bodies
+        });
+        (url, served)
+    }
+
+    fn notice() -> Notice<'static> {
+        Notice {
+            message: "db failover started",
+            severity: "critical",
+            run: 7,
+            step: "page",
+        }
+    }
+
+    fn quick(times: u32) -> Tries {
+        Tries {
+            times,
+            pause: Duration::from_millis(10),
+        }
+    }
+
+    #[tokio::test]
+    async fn pagerduty_gets_an_events_v2_trigger_with_a_stable_dedup_key() {
+        let (url, served) = server(vec![(202, r#"{"status":"success"}"#)]).await;
+        let channel = Channel::PagerDuty {
+            routing_key: "R0UTING-KEY".into(),
+            url,
+        };
+        let status = deliver(&reqwest::Client::new(), &channel, &notice(), quick(1))
+            .await
+            .expect("accepted");
+        assert_eq!(status, 202);
+        let request = served.await.expect("served").remove(0);
+        let body = request.split("\r\n\r\n").nth(1).expect("a body");
+        let json: serde_json::Value = serde_json::from_str(body).expect("JSON");
+        assert_eq!(json["routing_key"], "R0UTING-KEY");
+        assert_eq!(json["event_action"], "trigger");
+        assert_eq!(json["dedup_key"], "runbook-7-page");
+        assert_eq!(json["payload"]["severity"], "critical");
+        assert_eq!(json["payload"]["summary"], "db failover started");
+    }
+
+    #[tokio::test]
+    async fn a_busy_or_failing_receiver_is_tried_again() {
+        let (url, served) = server(vec![(429, ""), (503, ""), (200, "")]).await;
+        let status = deliver(&reqwest::Client::new(), &Channel::Webhook(url), &notice(), quick(3))
+            .await
+            .expect("the third try is accepted");
+        assert_eq!(status, 200);
+        assert_eq!(served.await.expect("served").len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_refusal_is_not_retried_and_says_why_without_the_key() {
+        let (url, _served) = server(vec![(
+            400,
+            r#"{"status":"invalid event","message":"Event object is invalid","errors":["Length of 'routing_key' is incorrect"]}"#,
+        )])
+        .await;
+        let channel = Channel::PagerDuty {
+            routing_key: "R0UTING-KEY".into(),
+            url,
+        };
+        let err = deliver(&reqwest::Client::new(), &channel, &notice(), quick(3))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            "PagerDuty answered 400 Bad Request: Length of 'routing_key' is incorrect"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_webhook_names_the_host_only_and_how_often_it_was_tried() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a port")
+            .port();
+        let url = format!("http://127.0.0.1:{port}/services/T000/B000/s3cret");
+        let err = deliver(&reqwest::Client::new(), &Channel::Webhook(url), &notice(), quick(2))
+            .await
+            .unwrap_err();
+        assert!(err.starts_with("the webhook could not be reached at 127.0.0.1: "), "{err}");
+        assert!(err.ends_with("(tried 2 times)"), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
+    }
+}

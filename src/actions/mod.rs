@@ -5,3 +5,4 @@
 pub mod command;
 pub mod groups;
 pub mod local;
+pub mod postgres;

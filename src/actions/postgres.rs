@@ -63,7 +63,7 @@ pub enum PgError {
         message: String,
         code: String,
     },
-    #[error("the query uses {wanted} parameters but {given} were given")]
+    #[error("the query expects {wanted} parameter values, not {given}")]
     Params { wanted: usize, given: usize },
     #[error("the connection to PostgreSQL at {target} was lost: {why}")]
     Lost { target: String, why: String },
@@ -283,7 +283,10 @@ async fn send_cancel(token: CancelToken, tls: Option<MakeRustlsConnect>) {
     };
 }
 
-/// Runs one statement with its parameters bound. With a timeout, the
+/// Runs one statement with its parameters bound. TLS follows `sslmode` as
+/// libpq does: `disable` never, `prefer` (the default) when the server
+/// offers it, `require` always, the certificate checked against the
+/// Mozilla roots only with `verify-ca` and `verify-full`. With a timeout, the
 /// session's `statement_timeout` is set too, and the query is cancelled on
 /// the server when the time passes or the caller stops waiting.
 pub async fn query(q: &Query) -> Result<QueryResult, PgError> {

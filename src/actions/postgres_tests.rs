@@ -114,7 +114,7 @@ async fn parameters_are_bound_and_an_injection_attempt_is_data() {
     let err = db.run("select $1, $2", &["only one"]).await.unwrap_err();
     assert_eq!(
         err.to_string(),
-        "the query uses 2 parameters but 1 were given"
+        "the query expects 2 parameter values, not 1"
     );
 }
 
@@ -257,6 +257,23 @@ async fn a_refused_port_is_plain_and_never_shows_the_password() {
         );
         assert!(!format!("{err:?}").contains("s3cr3t"));
     }
+}
+
+#[tokio::test]
+async fn a_host_name_that_does_not_resolve_is_named() {
+    let err = query(&Query {
+        connection: "postgres://u:s3cr3t@runbook-no-such-host.invalid/app".into(),
+        sql: "select 1".into(),
+        timeout: Some(Duration::from_secs(20)),
+        ..Query::default()
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "cannot connect to PostgreSQL at runbook-no-such-host.invalid:5432/app: \
+         the host name runbook-no-such-host.invalid does not resolve"
+    );
 }
 
 #[tokio::test]

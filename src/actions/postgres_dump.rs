@@ -69,7 +69,8 @@ fn looks_like_sql(head: &[u8]) -> bool {
 }
 
 /// Restores a dump into the database of `connection`: pg_restore for the
-/// custom format (`jobs` in parallel), psql in one transaction for SQL.
+/// custom format (`jobs` in parallel), psql in one transaction for SQL
+/// (`jobs` does not apply: psql runs a script in order).
 pub async fn restore(
     connection: &str,
     path: &Path,

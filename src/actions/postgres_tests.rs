@@ -233,6 +233,27 @@ async fn an_unknown_database_is_named() {
 }
 
 #[tokio::test]
+async fn an_unknown_role_is_refused_with_the_server_s_reason() {
+    if !postgres_here("unknown_role") {
+        return;
+    }
+    let err = query(&Query {
+        connection: format!("postgres://runbook_no_such_role:pw@{SERVER}/postgres"),
+        sql: "select 1".into(),
+        ..Query::default()
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "PostgreSQL at {SERVER}/postgres refused the login: \
+             role \"runbook_no_such_role\" does not exist"
+        )
+    );
+}
+
+#[tokio::test]
 async fn a_refused_port_is_plain_and_never_shows_the_password() {
     // A port that was free a moment ago: nothing listens there.
     let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -7,5 +7,6 @@ pub mod groups;
 pub mod http;
 pub mod local;
 pub mod notify;
+pub mod postgres;
 pub mod tls;
 pub mod verify;

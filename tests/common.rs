@@ -57,3 +57,87 @@ pub fn files_with_extension(dir: &Path, ext: &str) -> Vec<PathBuf> {
     found.sort();
     found
 }
+
+/// Whether the machine's PostgreSQL (127.0.0.1:5432, user `postgres`,
+/// trust) answers. Without it a test says loudly that it was skipped;
+/// under CI (`CI=true`) it fails instead.
+pub fn postgres_here(test: &str) -> bool {
+    let addr = "127.0.0.1:5432".parse().expect("an address");
+    let reachable =
+        std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2)).is_ok();
+    if !reachable {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "CI must have PostgreSQL at 127.0.0.1:5432 ({test})"
+        );
+        eprintln!("SKIPPED: {test} needs PostgreSQL at 127.0.0.1:5432");
+    }
+    reachable
+}
+
+/// Runs SQL with psql against `db` on the machine's server; its output.
+pub fn psql(db: &str, sql: &str) -> String {
+    let out = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-X",
+            "-q",
+            "-tA",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            db,
+            "-c",
+            sql,
+        ])
+        .output()
+        .expect("psql runs");
+    assert!(out.status.success(), "psql {sql}: {}", stderr(&out));
+    stdout(&out).trim().to_string()
+}
+
+/// A database the test creates, dropped when the guard goes (also when
+/// the test fails). One that already exists is never touched: `create`
+/// returns `None` for it.
+pub struct TestDb(pub String);
+
+impl TestDb {
+    pub fn create(name: &str) -> Option<TestDb> {
+        let exists = psql(
+            "postgres",
+            &format!("SELECT 1 FROM pg_database WHERE datname = '{name}'"),
+        );
+        if exists == "1" {
+            return None;
+        }
+        psql("postgres", &format!("CREATE DATABASE {name}"));
+        Some(TestDb(name.to_string()))
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:5432/{}", self.0)
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-X",
+                "-q",
+                "-d",
+                "postgres",
+                "-c",
+            ])
+            .arg(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0))
+            .output();
+    }
+}

@@ -107,15 +107,17 @@ pub fn unsupported(plan: &Plan) -> Vec<(&Step, String)> {
         .iter()
         .filter_map(|s| {
             let why = match s.kind.name {
-                "run" | "wait" | "approve" | "notify" => return None,
+                "run" | "wait" | "approve" | "notify" | "sql" | "backup" => return None,
+                "restore" if s.property("postgres").is_some() => return None,
+                "restore" => "only `restore` into `postgres` runs so far".to_string(),
                 "verify"
-                    if ["command", "http", "prometheus", "certificate"]
+                    if ["command", "http", "prometheus", "certificate", "sql"]
                         .iter()
                         .any(|check| s.property(check).is_some()) =>
                 {
                     return None
                 }
-                "verify" => "`verify` with `sql` or `rollout` does not run yet".to_string(),
+                "verify" => "`verify` with `rollout` does not run yet".to_string(),
                 other => format!("`{other}` steps do not run yet"),
             };
             Some((s, why))
@@ -145,6 +147,9 @@ impl StepRunner for LocalRunner {
                     super::verify::verify_step(&call.step, &scope, &log, http).await
                 }
                 "wait" => wait_step(&call.step, &scope, call.elapsed).await,
+                "sql" => super::data::sql_step(&call.step, &scope, &log).await,
+                "backup" => super::data::backup_step(&call.step, &scope, &log).await,
+                "restore" => super::data::restore_step(&call.step, &scope, &log).await,
                 "notify" => {
                     let http = http.get_or_init(reqwest::Client::new);
                     notify_step(&call.step, &scope, http, call.run, tries).await
@@ -221,7 +226,7 @@ impl Scope {
             .ok_or_else(|| unknown(prop, &value))
     }
 
-    fn list(&self, step: &Step, prop: &str) -> Result<Vec<String>, String> {
+    pub(super) fn list(&self, step: &Step, prop: &str) -> Result<Vec<String>, String> {
         let Some(arg) = step.property(prop).and_then(|p| p.args.first()) else {
             return Ok(Vec::new());
         };

@@ -3,6 +3,7 @@
 //! step's properties and calls them.
 
 pub mod command;
+pub mod data;
 pub mod groups;
 pub mod http;
 pub mod local;

@@ -75,7 +75,10 @@ pub async fn deliver(
                 let status = answer.status();
                 let said = answer.text().await.unwrap_or_default();
                 let transient = status.as_u16() == 429 || status.is_server_error();
-                (transient, format!("{who} answered {status}{}", detail(&said)))
+                (
+                    transient,
+                    format!("{who} answered {status}{}", detail(&said)),
+                )
             }
             Err(e) => (
                 true,
@@ -159,14 +162,19 @@ mod tests {
 
     /// A server that answers each request with the next status of `script`
     /// (the last one repeated) and keeps the bodies.
-    async fn server(script: Vec<(u16, &'static str)>) -> (String, tokio::task::JoinHandle<Vec<String>>) {
+    async fn server(
+        script: Vec<(u16, &'static str)>,
+    ) -> (String, tokio::task::JoinHandle<Vec<String>>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("binds");
-        let url = format!("http://{}/x/secret-path", listener.local_addr().expect("addr"));
+        let url = format!(
+            "http://{}/x/secret-path",
+            listener.local_addr().expect("addr")
+        );
         let served = tokio::spawn(async move {
             let mut bodies = Vec::new();
-            for i in 0..script.len() {
+            for (status, body) in script {
                 let Ok((mut socket, _)) = listener.accept().await else {
                     break;
                 };
@@ -179,7 +187,6 @@ mod tests {
                     }
                     request.extend_from_slice(&buf[..n]);
                 }
-                let (status, body) = script[i];
                 let answer = format!(
                     "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                     body.len()
@@ -232,9 +239,14 @@ mod tests {
     #[tokio::test]
     async fn a_busy_or_failing_receiver_is_tried_again() {
         let (url, served) = server(vec![(429, ""), (503, ""), (200, "")]).await;
-        let status = deliver(&reqwest::Client::new(), &Channel::Webhook(url), &notice(), quick(3))
-            .await
-            .expect("the third try is accepted");
+        let status = deliver(
+            &reqwest::Client::new(),
+            &Channel::Webhook(url),
+            &notice(),
+            quick(3),
+        )
+        .await
+        .expect("the third try is accepted");
         assert_eq!(status, 200);
         assert_eq!(served.await.expect("served").len(), 3);
     }
@@ -266,10 +278,18 @@ mod tests {
             .expect("a port")
             .port();
         let url = format!("http://127.0.0.1:{port}/services/T000/B000/s3cret");
-        let err = deliver(&reqwest::Client::new(), &Channel::Webhook(url), &notice(), quick(2))
-            .await
-            .unwrap_err();
-        assert!(err.starts_with("the webhook could not be reached at 127.0.0.1: "), "{err}");
+        let err = deliver(
+            &reqwest::Client::new(),
+            &Channel::Webhook(url),
+            &notice(),
+            quick(2),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            err.starts_with("the webhook could not be reached at 127.0.0.1: "),
+            "{err}"
+        );
         assert!(err.ends_with("(tried 2 times)"), "{err}");
         assert!(!err.contains("s3cret"), "{err}");
     }

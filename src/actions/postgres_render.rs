@@ -1,4 +1,5 @@
-//! Values of a result row as text. Rows arrive in PostgreSQL's binary
+//! Values of a result row as text (booleans as `true`/`false`, as the
+//! runbook language writes them). Rows arrive in PostgreSQL's binary
 //! format, so the common types are decoded here: booleans, integers,
 //! floats, numeric, text of every kind, json, uuid, bytea, dates, times,
 //! timestamps (timestamptz in UTC) and intervals. Any other type shows as
@@ -44,7 +45,7 @@ pub(super) fn row(row: &Row) -> Vec<Option<String>> {
 /// here or bytes that do not fit it.
 pub(super) fn value(ty: &Type, b: &[u8]) -> Option<String> {
     let text = match *ty {
-        Type::BOOL => (if *b.first()? != 0 { "t" } else { "f" }).to_string(),
+        Type::BOOL => (if *b.first()? != 0 { "true" } else { "false" }).to_string(),
         Type::INT2 => i16::from_be_bytes(b.try_into().ok()?).to_string(),
         Type::INT4 => i32::from_be_bytes(b.try_into().ok()?).to_string(),
         Type::INT8 => i64::from_be_bytes(b.try_into().ok()?).to_string(),

@@ -144,7 +144,7 @@ async fn a_select_counts_its_rows_and_shows_the_first_as_text() {
         [
             Some("7"),
             Some("10.50"),
-            Some("t"),
+            Some("true"),
             None,
             Some("2024-03-01 12:30:00.25+00"),
             Some("1 day 02:00:00"),

@@ -19,12 +19,12 @@ const BODY_OUTPUT: usize = 8 << 10;
 
 /// One sample: the names `expect` sees, what the step outputs, and how
 /// a failed judgement describes it.
-struct Sample {
-    names: BTreeMap<String, Value>,
-    json: Option<serde_json::Value>,
-    outputs: BTreeMap<String, String>,
+pub(super) struct Sample {
+    pub(super) names: BTreeMap<String, Value>,
+    pub(super) json: Option<serde_json::Value>,
+    pub(super) outputs: BTreeMap<String, String>,
     /// Without `expect`: whether the sample passes, and if not, why.
-    default: Result<(), String>,
+    pub(super) default: Result<(), String>,
 }
 
 pub(super) async fn verify_step(
@@ -68,6 +68,10 @@ async fn take(
         certificate_sample(step, scope, log).await
     } else if step.property("command").is_some() {
         command_sample(step, scope, log).await
+    } else if step.property("sql").is_some() {
+        let connection = scope.text(step, "sql", 0)?.unwrap_or_default();
+        let sql = scope.text(step, "sql", 1)?.unwrap_or_default();
+        super::data::sql_sample(step, scope, log, connection, sql).await
     } else {
         Err("this check does not run yet".into())
     }
@@ -222,7 +226,7 @@ async fn certificate_sample(step: &Step, scope: &Scope, log: &Log) -> Result<Sam
 }
 
 /// `expect` on the sample, or the check's default without one.
-fn judge(step: &Step, scope: &Scope, sample: &Sample) -> Result<(), String> {
+pub(super) fn judge(step: &Step, scope: &Scope, sample: &Sample) -> Result<(), String> {
     let Some(expect) = step.property("expect").and_then(|p| p.args.first()) else {
         return sample.default.clone();
     };

@@ -1,0 +1,196 @@
+//! The PostgreSQL steps: `sql` (one statement, parameters bound),
+//! `verify` with `sql`, `backup` (pg_dump, with retention) and `restore`
+//! (pg_restore or psql). The connection string is a secret: it reaches the
+//! client library and, without its password, the client programs' argv.
+
+use super::local::{Log, Scope};
+use super::postgres::{self, DumpFormat, Query};
+use super::verify::{judge, Sample};
+use crate::compile::eval::Value;
+use crate::compile::Step;
+use crate::syntax::format;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+/// `sql`: runs the query; with `expect`, judges the result.
+pub(super) async fn sql_step(
+    step: &Step,
+    scope: &Scope,
+    log: &Log,
+) -> Result<BTreeMap<String, String>, String> {
+    let connection = scope
+        .text(step, "database", 0)?
+        .ok_or("the step has no `database`")?;
+    let sql = scope.text(step, "query", 0)?.unwrap_or_default();
+    let sample = sql_sample(step, scope, log, connection, sql).await?;
+    if step.property("expect").is_some() {
+        judge(step, scope, &sample)?;
+    }
+    Ok(sample.outputs)
+}
+
+/// Runs one statement and offers `rows` and `value` (the first column of
+/// the first row) to `expect`.
+pub(super) async fn sql_sample(
+    step: &Step,
+    scope: &Scope,
+    log: &Log,
+    connection: String,
+    sql: String,
+) -> Result<Sample, String> {
+    let query = Query {
+        connection,
+        sql,
+        params: scope.list(step, "params")?,
+        timeout: step.timeout,
+    };
+    let result = postgres::query(&query)
+        .await
+        .map_err(|e| log.scrub(&e.to_string()))?;
+    let shown = result.value.as_deref().unwrap_or("NULL");
+    log.line(
+        false,
+        &format!("{} row(s); first value: {}\n", result.rows, shown),
+    );
+    let mut names = BTreeMap::from([("rows".to_string(), Value::Int(result.rows as i64))]);
+    let mut outputs = BTreeMap::from([("rows".to_string(), result.rows.to_string())]);
+    match &result.value {
+        Some(text) => {
+            names.insert("value".into(), typed(text));
+            outputs.insert("value".into(), log.scrub(text));
+        }
+        None => {
+            let expect = step.property("expect").and_then(|p| p.args.first());
+            if expect.is_some_and(|e| mentions_value(&format::expr(e))) {
+                return Err(if result.rows == 0 {
+                    "the query returned no rows, so there is no `value` to check".to_string()
+                } else {
+                    "the query's first value is NULL, so there is no `value` to check".to_string()
+                });
+            }
+        }
+    }
+    Ok(Sample {
+        names,
+        json: None,
+        outputs,
+        default: Err("a `sql` check needs `expect`".into()),
+    })
+}
+
+fn mentions_value(written: &str) -> bool {
+    written
+        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .any(|w| w == "value")
+}
+
+/// A value PostgreSQL showed as text, as the language compares it:
+/// `true`/`false`, a whole number, a number, or text.
+fn typed(text: &str) -> Value {
+    match text {
+        "true" => Value::Bool(true),
+        "false" => Value::Bool(false),
+        _ => match (text.parse::<i64>(), text.parse::<f64>()) {
+            (Ok(n), _) => Value::Int(n),
+            (_, Ok(x)) if x.is_finite() => Value::Float(x),
+            _ => Value::Str(text.to_string()),
+        },
+    }
+}
+
+/// `backup`: pg_dump into the directory, then the database's backups
+/// older than `keep` are deleted. Output `file`: the new dump.
+pub(super) async fn backup_step(
+    step: &Step,
+    scope: &Scope,
+    log: &Log,
+) -> Result<BTreeMap<String, String>, String> {
+    let connection = scope
+        .text(step, "postgres", 0)?
+        .ok_or("the step has no `postgres`")?;
+    let dir = PathBuf::from(scope.text(step, "to", 0)?.ok_or("the step has no `to`")?);
+    std::fs::create_dir_all(&dir).map_err(|e| {
+        format!(
+            "cannot create the backup directory {}: {}",
+            dir.display(),
+            crate::error::io_reason(&e)
+        )
+    })?;
+    let keep = match step
+        .property("keep")
+        .and_then(|p| p.args.first())
+        .map(|a| scope.eval(a))
+    {
+        Some(Value::Duration(ms)) => Some(Duration::from_millis(ms)),
+        _ => None,
+    };
+    let format = match step
+        .property("format")
+        .and_then(|p| p.args.first())
+        .map(format::expr)
+    {
+        Some(word) if word == "plain" => DumpFormat::Plain,
+        _ => DumpFormat::Custom,
+    };
+    let file = postgres::backup(
+        &connection,
+        &dir,
+        format,
+        keep,
+        SystemTime::now(),
+        |s, l| log.line(s == super::command::Stream::Stderr, l),
+    )
+    .await
+    .map_err(|e| log.scrub(&e.to_string()))?;
+    Ok(BTreeMap::from([(
+        "file".to_string(),
+        file.display().to_string(),
+    )]))
+}
+
+/// `restore` into PostgreSQL: pg_restore for a custom-format dump, psql for
+/// plain SQL. Redis and file restores do not run yet.
+pub(super) async fn restore_step(
+    step: &Step,
+    scope: &Scope,
+    log: &Log,
+) -> Result<BTreeMap<String, String>, String> {
+    let connection = scope
+        .text(step, "postgres", 0)?
+        .ok_or("only `restore` into `postgres` runs so far")?;
+    let from = PathBuf::from(
+        scope
+            .text(step, "from", 0)?
+            .ok_or("the step has no `from`")?,
+    );
+    let jobs = match step
+        .property("jobs")
+        .and_then(|p| p.args.first())
+        .map(|a| scope.eval(a))
+    {
+        Some(Value::Int(n)) => u32::try_from(n).ok().filter(|n| *n > 0),
+        _ => None,
+    };
+    postgres::restore(&connection, &from, jobs, |s, l| {
+        log.line(s == super::command::Stream::Stderr, l)
+    })
+    .await
+    .map_err(|e| log.scrub(&e.to_string()))?;
+    Ok(BTreeMap::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postgres_text_becomes_a_value_the_language_compares() {
+        assert_eq!(typed("true"), Value::Bool(true));
+        assert_eq!(typed("0"), Value::Int(0));
+        assert_eq!(typed("-12"), Value::Int(-12));
+        assert_eq!(typed("0.25"), Value::Float(0.25));
+        assert_eq!(typed("NaN"), Value::Str("NaN".into()));
+        assert_eq!(typed("primary"), Value::Str("primary".into()));
+    }
+}

@@ -145,14 +145,11 @@ pub fn sync(store: &mut Store, faults: &Faults, key: &Key) {
         }
         progressed |= step(&mut sets, new_i, desired, max_unavailable, recreate);
         if complete_counts(&sets, new_i, desired) {
-            prune(
-                store,
-                &mut sets,
-                new_i,
-                int(&d["spec"]["revisionHistoryLimit"]),
-            );
+            let limit = int(&d["spec"]["revisionHistoryLimit"]);
+            new_idx = Some(prune(store, ns, &mut sets, new_i, limit));
+        } else {
+            new_idx = Some(new_i);
         }
-        new_idx = Some(new_i);
     }
 
     for rs in &sets {
@@ -256,7 +253,8 @@ fn step(
     } else if let Some(i) = oldest.filter(|_| total_ready > desired - max_unavailable) {
         Some((i, -1))
     } else if new_replicas > desired {
-        Some((new_i, -1))
+        // Scaling down is at once: the real controller sets the replica set's count.
+        Some((new_i, desired - new_replicas))
     } else {
         None
     };
@@ -275,27 +273,24 @@ fn complete_counts(sets: &[Value], new_i: usize, desired: i64) -> bool {
     new_replicas == desired && new_ready == desired && total == desired
 }
 
-/// Deletes old replica sets at zero beyond the history limit, oldest revision first.
-fn prune(store: &mut Store, sets: &mut Vec<Value>, new_i: usize, limit: i64) {
+/// Deletes old replica sets at zero beyond the history limit, oldest revision first; returns
+/// the new replica set's index afterwards.
+fn prune(store: &mut Store, ns: &str, sets: &mut Vec<Value>, new_i: usize, limit: i64) -> usize {
     let new_name = sets[new_i]["metadata"]["name"].clone();
-    let cleanable: Vec<Value> = sets
+    let cleanable: Vec<String> = sets
         .iter()
         .enumerate()
         .filter(|(i, rs)| *i != new_i && counts(rs).0 == 0)
-        .map(|(_, rs)| rs["metadata"]["name"].clone())
+        .map(|(_, rs)| rs["metadata"]["name"].as_str().unwrap_or("").to_string())
         .collect();
     let excess = (cleanable.len() as i64 - limit.max(0)).max(0) as usize;
     for name in cleanable.into_iter().take(excess) {
-        let ns = sets[new_i]["metadata"]["namespace"]
-            .as_str()
-            .unwrap_or("")
-            .to_string();
-        store
-            .replicasets
-            .remove(&(ns, name.as_str().unwrap_or("").to_string()));
-        sets.retain(|rs| rs["metadata"]["name"] != name);
+        sets.retain(|rs| rs["metadata"]["name"] != name.as_str());
+        store.replicasets.remove(&(ns.to_string(), name));
     }
-    debug_assert!(sets.iter().any(|rs| rs["metadata"]["name"] == new_name));
+    sets.iter()
+        .position(|rs| rs["metadata"]["name"] == new_name)
+        .expect("the new replica set is never pruned")
 }
 
 fn new_replica_set(store: &mut Store, d: &Value, template: &Value, revision: u64) -> Value {

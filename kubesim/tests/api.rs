@@ -335,3 +335,24 @@ async fn lists_select_by_label_and_every_request_is_recorded() {
         "web:2"
     );
 }
+
+/// From a plain `#[test]` (no runtime of the caller's): the server runs on its own thread.
+#[test]
+fn a_plain_test_needs_no_runtime() {
+    use std::io::{Read, Write};
+    let sim = Sim::start(SimConfig::default());
+    sim.add_deployment("default", "web", 1, &[("web", "web:1")]);
+    let addr = sim.url().trim_start_matches("http://").to_string();
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        stream,
+        "GET {DEPLOY}/web HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"name\":\"web\""));
+    sim.wait_rollout_complete("default", "web", Duration::from_secs(5))
+        .unwrap();
+}

@@ -32,6 +32,10 @@ pub fn router(shared: SharedRef) -> Router {
             get(get_deployment).put(replace).patch(patch_deployment).delete(delete),
         )
         .route(&format!("{ns}/deployments/{{name}}/scale"), get(get_scale).put(replace_scale).patch(patch_scale))
+        .route(
+            &format!("{ns}/deployments/{{name}}/status"),
+            get(get_deployment),
+        )
         .route(&format!("{ns}/replicasets"), get(list_replica_sets))
         .route(&format!("{ns}/replicasets/{{name}}"), get(get_replica_set))
         .route("/api/v1/namespaces/{ns}/pods", get(list_pods))

@@ -9,7 +9,7 @@
 //!
 //! - `apps/v1` Deployments: get, list (all namespaces or one), create, replace (PUT), patch
 //!   (strategic merge, JSON merge, and RFC 6902 JSON patch), delete; the `scale` subresource
-//!   (`autoscaling/v1` Scale: get, replace, patch). ReplicaSets: get and list. Lists take
+//!   (`autoscaling/v1` Scale: get, replace, patch) and `status` (get). ReplicaSets: get and list. Lists take
 //!   `labelSelector` (`=`, `==`, `!=`, `in`, `notin`, exists, `!`exists) and a
 //!   `fieldSelector` on `metadata.name`/`metadata.namespace`. `dryRun=All` writes nothing.
 //! - `metadata.resourceVersion` from one global counter, new on every write (a write that
@@ -418,7 +418,9 @@ impl SimHandle {
     }
 
     /// Waits (blocking, polling every few ms) until the rollout is complete by kubectl's rule;
-    /// an error when it failed, the deployment is gone, or `timeout` passed.
+    /// an error when it failed, the deployment is gone, or `timeout` passed. With
+    /// [`SimConfig::manual`] it ticks the controller itself between polls. From an async test,
+    /// call it in `spawn_blocking` when the background ticker runs.
     pub fn wait_rollout_complete(
         &self,
         ns: &str,

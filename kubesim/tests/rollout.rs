@@ -67,6 +67,13 @@ async fn set_image_rolls_out_and_undo_reuses_the_old_replica_set() {
     assert_eq!(read["status"]["updatedReplicas"], 3);
     assert_eq!(read["status"]["availableReplicas"], 3);
     assert_eq!(
+        condition(&read, "Progressing")["reason"],
+        "NewReplicaSetAvailable",
+        "a check of conditions alone would call this rollout done"
+    );
+    let (status, same) = c.get(&format!("{DEPLOY}/web/status")).await;
+    assert_eq!((status, &same["status"]), (200, &read["status"]));
+    assert_eq!(
         sim.rollout("default", "web"),
         Rollout::Waiting("Waiting for deployment spec update to be observed...".into())
     );

@@ -67,8 +67,9 @@ pub fn sync(store: &mut Store, faults: &Faults, key: &Key) {
     let paused = d["spec"]["paused"] == json!(true);
     let template = template_without_hash(&d["spec"]["template"]);
     let recreate = d["spec"]["strategy"]["type"] == "Recreate";
+    // As the real `MaxUnavailable`: 0 unless the strategy is RollingUpdate.
     let max_unavailable = if recreate {
-        desired
+        0
     } else {
         int_or_percent(
             &d["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"],

@@ -442,3 +442,38 @@ async fn a_created_deployment_rolls_out_from_nothing_and_pods_are_listed() {
         .await;
     assert_eq!((status, bad["reason"].as_str()), (422, Some("Invalid")));
 }
+
+#[tokio::test]
+async fn recreate_empties_the_old_replica_set_before_the_new_one_grows() {
+    let sim = Sim::start(SimConfig::manual());
+    let c = Client::new(sim.url());
+    sim.add_deployment("default", "web", 3, &[("web", "web:1")]);
+    let recreate = json!({"spec": {"strategy": {"type": "Recreate", "rollingUpdate": null}}});
+    assert_eq!(
+        c.patch(&format!("{DEPLOY}/web"), MERGE, &recreate).await.0,
+        200
+    );
+    c.patch(
+        &format!("{DEPLOY}/web"),
+        STRATEGIC,
+        &set_image("web", "web:2"),
+    )
+    .await;
+    let mut saw_down = false;
+    for _ in 0..30 {
+        sim.tick();
+        let sets = sim.replica_sets("default", "web");
+        let counts: Vec<i64> = sets
+            .iter()
+            .map(|rs| rs["spec"]["replicas"].as_i64().unwrap())
+            .collect();
+        assert!(counts.iter().filter(|&&n| n > 0).count() <= 1, "{counts:?}");
+        let d = sim.deployment("default", "web").unwrap();
+        saw_down |= condition(&d, "Available")["status"] == "False";
+        if sim.rollout("default", "web") == Rollout::Complete {
+            break;
+        }
+    }
+    assert_eq!(sim.rollout("default", "web"), Rollout::Complete);
+    assert!(saw_down, "Recreate has a moment with nothing available");
+}

@@ -155,7 +155,8 @@ impl View {
                 "running again: {}",
                 steps.iter().map(name).collect::<Vec<_>>().join(", ")
             )),
-            Event::RunStarted { .. } | Event::RunFinished { .. } => None,
+            // Notes are for the engine (a pod template, a timestamp), not the screen.
+            Event::RunStarted { .. } | Event::RunFinished { .. } | Event::StepNoted { .. } => None,
         };
         if let Some(text) = text {
             self.say(&format!("{} {text}", clock(event_time(event))));
@@ -238,7 +239,7 @@ fn event_time(event: &Event) -> Option<Millis> {
         | Event::RunTimedOut { at }
         | Event::Reset { at, .. }
         | Event::RunFinished { at, .. } => Some(*at),
-        Event::StepSkipped { .. } => None,
+        Event::StepSkipped { .. } | Event::StepNoted { .. } => None,
     }
 }
 

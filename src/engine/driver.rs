@@ -34,6 +34,75 @@ pub struct StepCall {
     pub inputs: Vec<(String, StepState, BTreeMap<String, String>)>,
     /// Where the attempt's output goes; the driver keeps it in the journal.
     pub log: LogBuffer,
+    /// What this step noted in earlier attempts, and a way to note more.
+    pub notes: Notes,
+    /// For a step that undoes deploys (`undo STEP`): each deploy step's
+    /// name and what it noted (the pod template from before it), whether
+    /// it succeeded or not.
+    pub undone: Vec<(String, BTreeMap<String, String>)>,
+}
+
+/// A running step's request to record a note.
+#[derive(Debug)]
+pub struct NoteRequest {
+    pub(super) step: usize,
+    pub(super) key: String,
+    pub(super) value: String,
+    pub(super) reply: oneshot::Sender<Result<(), String>>,
+}
+
+/// What a step has noted so far in this run, and a way to note more that
+/// is durable before `keep` returns: a step records what it must not lose
+/// (the state before its change) before it changes anything.
+#[derive(Debug, Clone, Default)]
+pub struct Notes {
+    step: usize,
+    known: BTreeMap<String, String>,
+    to_driver: Option<mpsc::UnboundedSender<NoteRequest>>,
+}
+
+impl Notes {
+    pub(super) fn recorded(
+        step: usize,
+        known: BTreeMap<String, String>,
+        to_driver: mpsc::UnboundedSender<NoteRequest>,
+    ) -> Self {
+        Notes {
+            step,
+            known,
+            to_driver: Some(to_driver),
+        }
+    }
+
+    /// Notes kept in memory only: for a step run outside a run's journal.
+    pub fn unrecorded(known: BTreeMap<String, String>) -> Self {
+        Notes {
+            known,
+            ..Notes::default()
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.known.get(key).map(String::as_str)
+    }
+
+    /// Records `key = value` in the journal and waits until it is synced.
+    pub async fn keep(&mut self, key: &str, value: &str) -> Result<(), String> {
+        if let Some(to_driver) = &self.to_driver {
+            let (reply, answer) = oneshot::channel();
+            let request = NoteRequest {
+                step: self.step,
+                key: key.to_string(),
+                value: value.to_string(),
+                reply,
+            };
+            let lost = || "the run stopped before the step's note could be recorded".to_string();
+            to_driver.send(request).map_err(|_| lost())?;
+            answer.await.map_err(|_| lost())??;
+        }
+        self.known.insert(key.to_string(), value.to_string());
+        Ok(())
+    }
 }
 
 /// Performs one attempt of a step. The actions live behind this trait, so
@@ -175,6 +244,7 @@ pub async fn drive_from<J: Journal>(
         pending: Vec::new(),
         dirty: false,
         reports: mpsc::unbounded_channel(),
+        notes: mpsc::unbounded_channel(),
         paused: Vec::new(),
     };
     if let Some(outcome) = run.state.finished {
@@ -254,6 +324,7 @@ pub async fn drive_from<J: Journal>(
         let deadline = run.deadline();
         tokio::select! {
             Some((step, attempt, result)) = run.reports.1.recv() => run.finish(step, attempt, result)?,
+            Some(note) = run.notes.1.recv() => run.note(note)?,
             Some(control) = controls.recv() => {
                 if let Some(ended) = run.handle(control, &mut stopping)? {
                     return Ok(ended);

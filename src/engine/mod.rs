@@ -11,8 +11,8 @@ mod state;
 
 pub use decide::{decide, field_of, step_field, Decision};
 pub use driver::{
-    drive, drive_from, Choices, Clock, Control, DriveError, Driver, Ended, StepCall, StepResult,
-    StepRunner, SKIPPED_BY_HAND,
+    drive, drive_from, Choices, Clock, Control, DriveError, Driver, Ended, Notes, StepCall,
+    StepResult, StepRunner, SKIPPED_BY_HAND,
 };
 pub use journal::{
     Journal, LogBuffer, LogLine, RecordedParam, RunId, RunMeta, StepLog, StoreError,
@@ -20,6 +20,10 @@ pub use journal::{
 pub use state::{outcome_word, state_word, Event, Millis, Outcome, RunState, StepState};
 
 #[cfg(test)]
+mod driver_support;
+#[cfg(test)]
 mod driver_tests;
+#[cfg(test)]
+mod notes_tests;
 #[cfg(test)]
 mod tests;

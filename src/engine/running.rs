@@ -3,7 +3,9 @@
 //! recording events, syncing, starting and stopping attempts.
 
 use super::driver::SKIPPED_BY_HAND;
-use super::driver::{Choices, Control, DriveError, Driver, Ended, StepCall, StepResult};
+use super::driver::{
+    Choices, Control, DriveError, Driver, Ended, NoteRequest, Notes, StepCall, StepResult,
+};
 use super::{approval, Event, Journal, LogBuffer, Millis, RunState, StepState, StoreError};
 use crate::compile::eval::format_duration;
 use crate::compile::{Interrupt, Phase, Step, StepId};
@@ -57,6 +59,11 @@ pub(super) struct Running<'a, 'd, J: Journal> {
         mpsc::UnboundedSender<Report>,
         mpsc::UnboundedReceiver<Report>,
     ),
+    /// Notes running steps ask to record (`Notes::keep`).
+    pub(super) notes: (
+        mpsc::UnboundedSender<NoteRequest>,
+        mpsc::UnboundedReceiver<NoteRequest>,
+    ),
     /// Waits and approvals let go of when stopping: they lose nothing, a
     /// resume takes them up where they were.
     pub(super) paused: Vec<String>,
@@ -71,6 +78,24 @@ impl<J: Journal> Running<'_, '_, J> {
         self.state.apply(&self.d.plan, &event);
         (self.d.observe)(&event, &self.state);
         Ok(())
+    }
+
+    /// Records a running step's note and syncs it before the step hears
+    /// back: the step acts on the world only after that.
+    pub(super) fn note(&mut self, request: NoteRequest) -> Result<(), StoreError> {
+        let recorded = self
+            .record(Event::StepNoted {
+                step: request.step,
+                key: request.key,
+                value: request.value,
+            })
+            .and_then(|()| self.sync());
+        let answer = match &recorded {
+            Ok(()) => Ok(()),
+            Err(e) => Err(format!("the note could not be recorded: {e}")),
+        };
+        let _ = request.reply.send(answer);
+        recorded
     }
 
     /// Answers one control; `Some` when the drive ends with it.
@@ -261,6 +286,17 @@ impl<J: Journal> Running<'_, '_, J> {
                     )
                 })
                 .collect();
+            let undone = step
+                .undoes
+                .iter()
+                .map(|deploy| {
+                    (
+                        self.step(deploy.0).name.clone(),
+                        self.state.notes[deploy.0].clone(),
+                    )
+                })
+                .collect();
+            let notes = Notes::recorded(id.0, self.state.notes[id.0].clone(), self.notes.0.clone());
             self.d.runner.run(StepCall {
                 run: self.d.run,
                 step,
@@ -268,6 +304,8 @@ impl<J: Journal> Running<'_, '_, J> {
                 elapsed,
                 inputs,
                 log: log.clone(),
+                notes,
+                undone,
             })
         };
         let timed = async move {

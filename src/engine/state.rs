@@ -42,6 +42,15 @@ pub enum Event {
         step: usize,
         reason: String,
     },
+    /// Something a running step learned and must not lose before it acts
+    /// on the world: the pod template before a deploy, the time a restart
+    /// stamps. Recorded (and synced) while the step runs; kept for the rest
+    /// of the run, whatever becomes of the step.
+    StepNoted {
+        step: usize,
+        key: String,
+        value: String,
+    },
     CancelRequested {
         at: Millis,
     },
@@ -96,6 +105,8 @@ impl StepState {
 pub struct RunState {
     pub steps: Vec<StepState>,
     pub outputs: Vec<BTreeMap<String, String>>,
+    /// What each step noted while it ran (`Event::StepNoted`).
+    pub notes: Vec<BTreeMap<String, String>>,
     /// Attempts started per step, so a retry count survives a restart.
     /// Never goes back: after `retry --from` attempts go on counting, so
     /// each attempt's log is kept.
@@ -117,6 +128,7 @@ impl RunState {
         RunState {
             steps: vec![StepState::Pending; n],
             outputs: vec![BTreeMap::new(); n],
+            notes: vec![BTreeMap::new(); n],
             attempts: vec![0; n],
             attempt_base: vec![0; n],
             started_at: None,
@@ -196,6 +208,11 @@ impl RunState {
                     *s = StepState::Skipped {
                         reason: reason.clone(),
                     };
+                }
+            }
+            Event::StepNoted { step, key, value } => {
+                if let Some(notes) = self.notes.get_mut(*step) {
+                    notes.insert(key.clone(), value.clone());
                 }
             }
             Event::CancelRequested { .. } => self.cancelled = true,

@@ -2,7 +2,7 @@
 //! test starts its own, writes a kubeconfig and connects through `connect`.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -82,13 +82,14 @@ async fn start(config: SimConfig, dir: &Dir) -> (Arc<SimHandle>, Cluster) {
     (Arc::new(sim), cluster)
 }
 
-/// Ticks a manual simulator every few ms, after `delay`.
-fn ticking(sim: &Arc<SimHandle>, delay: Duration) -> tokio::task::JoinHandle<()> {
+/// Ticks a manual simulator every few ms once `start` is set.
+fn ticking(sim: &Arc<SimHandle>, start: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
     let sim = sim.clone();
     tokio::spawn(async move {
-        tokio::time::sleep(delay).await;
         loop {
-            sim.tick();
+            if start.load(Ordering::SeqCst) {
+                sim.tick();
+            }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     })
@@ -295,9 +296,16 @@ async fn a_healthy_deploy_waits_for_the_new_generation_and_reads_revision_2() {
         .await
         .unwrap();
     assert_eq!(generation, 2);
-    // No tick has passed: the status still describes generation 1, complete.
-    let ticker = ticking(&sim, Duration::from_millis(50));
-    let (result, seen) = wait(&cluster, "web").await;
+    // No tick passes before the first poll: the status still describes
+    // generation 1, complete, and must not be taken for the new rollout's.
+    let started = Arc::new(AtomicBool::new(false));
+    let ticker = ticking(&sim, started.clone());
+    let mut seen = Vec::new();
+    let result = wait_rollout(&cluster, "web", POLL, |m| {
+        seen.push(m.to_string());
+        started.store(true, Ordering::SeqCst);
+    })
+    .await;
     ticker.abort();
     result.unwrap();
     assert_eq!(

@@ -6,6 +6,7 @@ pub mod command;
 pub mod data;
 pub mod groups;
 pub mod http;
+pub mod kube;
 pub mod local;
 pub mod notify;
 pub mod postgres;

@@ -47,7 +47,7 @@ mod rollout;
 mod tests;
 
 pub use deploy::{before_deploy, put_back, restart, revision, scale, set_image, Before};
-pub use rollout::{rollout_state, wait_rollout, Rollout};
+pub use rollout::{rollout_now, rollout_state, wait_rollout, Rollout};
 
 /// Which cluster and namespace a step addresses; `None` takes kubectl's default.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -148,7 +148,7 @@ fn list(names: &[String]) -> String {
 /// `env` stands for the process environment.
 pub async fn connect(
     target: &Target,
-    env: &dyn Fn(&str) -> Option<String>,
+    env: &(dyn Fn(&str) -> Option<String> + Sync),
 ) -> Result<Cluster, KubeError> {
     let (config, context) = match kubeconfig(env)? {
         Some((path, kubeconfig)) => {
@@ -204,7 +204,7 @@ pub async fn connect(
 /// else the pod's service account (`None`). Some: the files read (for
 /// messages) and their merge.
 fn kubeconfig(
-    env: &dyn Fn(&str) -> Option<String>,
+    env: &(dyn Fn(&str) -> Option<String> + Sync),
 ) -> Result<Option<(String, Kubeconfig)>, KubeError> {
     let listed = env("KUBECONFIG").filter(|v| !v.is_empty());
     let (paths, looked) = match (&listed, env("HOME")) {

@@ -109,6 +109,25 @@ pub async fn wait_rollout(
     }
 }
 
+/// The rollout of deployment `name` as it is now: for `verify` with
+/// `rollout`, which checks once and leaves waiting to its `retry`.
+pub async fn rollout_now(cluster: &Cluster, name: &str) -> Result<Rollout, KubeError> {
+    let d = match cluster.deployments().get(name).await {
+        Ok(d) => d,
+        Err(e) if super::is_status(&e, 404) => {
+            return Err(KubeError::NotFound {
+                name: name.into(),
+                namespace: cluster.namespace.clone(),
+            })
+        }
+        Err(e) => return Err(cluster.error(e)),
+    };
+    if d.spec.paused == Some(true) {
+        return Ok(Rollout::Waiting(format!("deployment {name:?} is paused")));
+    }
+    Ok(rollout_state(&d))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

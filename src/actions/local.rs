@@ -108,16 +108,23 @@ pub fn unsupported(plan: &Plan) -> Vec<(&Step, String)> {
         .filter_map(|s| {
             let why = match s.kind.name {
                 "run" | "wait" | "approve" | "notify" | "sql" | "backup" => return None,
+                "deploy" | "undo" | "restart" | "scale" | "rollback-if" => return None,
                 "restore" if s.property("postgres").is_some() => return None,
                 "restore" => "only `restore` into `postgres` runs so far".to_string(),
                 "verify"
-                    if ["command", "http", "prometheus", "certificate", "sql"]
-                        .iter()
-                        .any(|check| s.property(check).is_some()) =>
+                    if [
+                        "command",
+                        "http",
+                        "prometheus",
+                        "certificate",
+                        "sql",
+                        "rollout",
+                    ]
+                    .iter()
+                    .any(|check| s.property(check).is_some()) =>
                 {
                     return None
                 }
-                "verify" => "`verify` with `rollout` does not run yet".to_string(),
                 other => format!("`{other}` steps do not run yet"),
             };
             Some((s, why))
@@ -150,6 +157,24 @@ impl StepRunner for LocalRunner {
                 "sql" => super::data::sql_step(&call.step, &scope, &log).await,
                 "backup" => super::data::backup_step(&call.step, &scope, &log).await,
                 "restore" => super::data::restore_step(&call.step, &scope, &log).await,
+                "deploy" => super::cluster::deploy_step(&call.step, &scope, &log, call.notes).await,
+                "restart" => {
+                    super::cluster::restart_step(&call.step, &scope, &log, call.notes).await
+                }
+                "scale" => super::cluster::scale_step(&call.step, &scope, &log).await,
+                "undo" => super::cluster::undo(&call.undone, &log, &|name| scope.env_var(name))
+                    .await
+                    .map(|()| BTreeMap::new()),
+                "rollback-if" => {
+                    super::cluster::rollback_step(
+                        &call.step,
+                        &scope,
+                        &log,
+                        call.notes,
+                        &call.undone,
+                    )
+                    .await
+                }
                 "notify" => {
                     let http = http.get_or_init(reqwest::Client::new);
                     notify_step(&call.step, &scope, http, call.run, tries).await

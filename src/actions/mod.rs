@@ -2,6 +2,7 @@
 //! its own tests; `local.rs` is the engine's `StepRunner` that evaluates a
 //! step's properties and calls them.
 
+pub mod cluster;
 pub mod command;
 pub mod data;
 pub mod groups;

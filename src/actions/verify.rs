@@ -68,6 +68,8 @@ async fn take(
         certificate_sample(step, scope, log).await
     } else if step.property("command").is_some() {
         command_sample(step, scope, log).await
+    } else if step.property("rollout").is_some() {
+        super::cluster::rollout_sample(step, scope, log).await
     } else if step.property("sql").is_some() {
         let connection = scope.text(step, "sql", 0)?.unwrap_or_default();
         let sql = scope.text(step, "sql", 1)?.unwrap_or_default();

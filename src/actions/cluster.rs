@@ -1,0 +1,322 @@
+//! The Kubernetes steps: `deploy`, `undo`, `restart`, `scale`, the actions
+//! of `rollback-if`, and `verify` with `rollout`. What a step must not lose
+//! before it changes the cluster is noted in the journal first (`Notes`):
+//! the pod template a deploy replaces, the instant a restart stamps. So an
+//! undo puts back exactly what was there, even after a crash mid-rollout,
+//! and a restart run again after an interruption stamps the same instant
+//! (no second restart).
+
+use super::kube::{self, Cluster, Target};
+use super::local::{Log, Scope};
+use super::verify::Sample;
+use crate::compile::eval::Value;
+use crate::compile::Step;
+use crate::engine::Notes;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// How often a rollout is looked at while it is waited for.
+const POLL: Duration = Duration::from_secs(1);
+
+type Outputs = BTreeMap<String, String>;
+
+/// What a deploy noted before changing anything: where, and what to put back.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Recorded {
+    deployment: String,
+    namespace: String,
+    context: String,
+    container: String,
+    template: serde_json::Value,
+    revision: Option<String>,
+    image: String,
+}
+
+async fn connect(step: &Step, scope: &Scope) -> Result<Cluster, String> {
+    let target = Target {
+        context: scope.text(step, "context", 0)?,
+        namespace: scope.text(step, "namespace", 0)?,
+    };
+    kube::connect(&target, &|name| scope.env_var(name))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+fn required(step: &Step, scope: &Scope, prop: &str) -> Result<String, String> {
+    scope
+        .text(step, prop, 0)?
+        .ok_or_else(|| format!("the step has no `{prop}`"))
+}
+
+async fn wait(cluster: &Cluster, name: &str, log: &Log) -> Result<(), String> {
+    kube::wait_rollout(cluster, name, POLL, |message| {
+        log.line(false, &format!("{message}\n"))
+    })
+    .await
+    .map_err(|e| e.to_string())
+}
+
+/// `deploy`: note the pod template, set the image, wait for the rollout.
+pub(super) async fn deploy_step(
+    step: &Step,
+    scope: &Scope,
+    log: &Log,
+    mut notes: Notes,
+) -> Result<Outputs, String> {
+    let name = required(step, scope, "deployment")?;
+    let image = required(step, scope, "image")?;
+    let container = scope.text(step, "container", 0)?;
+    let cluster = connect(step, scope).await?;
+    // An attempt after the first keeps the first one's record: by then the
+    // deployment may already hold the new image.
+    let before = match notes.get("before").map(serde_json::from_str::<Recorded>) {
+        Some(Ok(recorded)) => recorded,
+        _ => {
+            let read = kube::before_deploy(&cluster, &name, container.as_deref())
+                .await
+                .map_err(|e| e.to_string())?;
+            let recorded = Recorded {
+                deployment: name.clone(),
+                namespace: cluster.namespace.clone(),
+                context: cluster.context.clone(),
+                container: read.container,
+                template: read.template,
+                revision: read.revision,
+                image: read.image,
+            };
+            let text = serde_json::to_string(&recorded).map_err(|e| e.to_string())?;
+            notes.keep("before", &text).await?;
+            recorded
+        }
+    };
+    log.line(
+        false,
+        &format!(
+            "deployment {}/{name}, container {}: {} (revision {}) -> {image}\n",
+            cluster.namespace,
+            before.container,
+            before.image,
+            before.revision.as_deref().unwrap_or("none")
+        ),
+    );
+    kube::set_image(&cluster, &name, &before.container, &image)
+        .await
+        .map_err(|e| e.to_string())?;
+    wait(&cluster, &name, log).await?;
+    let revision = kube::revision(&cluster, &name)
+        .await
+        .map_err(|e| e.to_string())?
+        .unwrap_or_default();
+    log.line(false, &format!("rolled out: revision {revision}\n"));
+    Ok(BTreeMap::from([
+        ("revision".to_string(), revision),
+        (
+            "previous_revision".to_string(),
+            before.revision.unwrap_or_default(),
+        ),
+        ("previous_image".to_string(), before.image),
+    ]))
+}
+
+/// `undo` (and `rollback-if`'s `undo` lines): puts back the template each
+/// deploy recorded, then waits for that rollout. A deploy that recorded
+/// nothing never changed the cluster: there is nothing to put back.
+pub(super) async fn undo(
+    undone: &[(String, BTreeMap<String, String>)],
+    log: &Log,
+    env: &(dyn Fn(&str) -> Option<String> + Sync),
+) -> Result<(), String> {
+    for (step, notes) in undone {
+        let Some(text) = notes.get("before") else {
+            log.line(
+                false,
+                &format!(
+                    "`{step}` changed nothing (it recorded no pod template): nothing to put back\n"
+                ),
+            );
+            continue;
+        };
+        let before: Recorded = serde_json::from_str(text)
+            .map_err(|e| format!("`{step}`'s record cannot be read: {e}"))?;
+        let target = Target {
+            context: Some(before.context.clone()),
+            namespace: Some(before.namespace.clone()),
+        };
+        let cluster = kube::connect(&target, env)
+            .await
+            .map_err(|e| e.to_string())?;
+        log.line(
+            false,
+            &format!(
+                "deployment {}/{}: putting back the pod template from before `{step}` ({}, revision {})\n",
+                before.namespace,
+                before.deployment,
+                before.image,
+                before.revision.as_deref().unwrap_or("none")
+            ),
+        );
+        kube::put_back(&cluster, &before.deployment, &before.template)
+            .await
+            .map_err(|e| e.to_string())?;
+        wait(&cluster, &before.deployment, log).await?;
+    }
+    Ok(())
+}
+
+/// A rolling restart, stamped with an instant noted first: run again, it
+/// stamps the same one, and the deployment does not restart twice.
+async fn restart(
+    cluster: &Cluster,
+    name: &str,
+    notes: &mut Notes,
+    log: &Log,
+) -> Result<(), String> {
+    let key = format!("restarted_at {}/{name}", cluster.namespace);
+    let at = match notes.get(&key) {
+        Some(at) => at.to_string(),
+        None => {
+            let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            notes.keep(&key, &now).await?;
+            now
+        }
+    };
+    log.line(
+        false,
+        &format!("deployment {}/{name}: restart at {at}\n", cluster.namespace),
+    );
+    kube::restart(cluster, name, &at)
+        .await
+        .map_err(|e| e.to_string())?;
+    wait(cluster, name, log).await
+}
+
+async fn scale(cluster: &Cluster, name: &str, replicas: i64, log: &Log) -> Result<i32, String> {
+    let replicas = i32::try_from(replicas)
+        .ok()
+        .filter(|r| *r >= 0)
+        .ok_or_else(|| format!("{replicas} is not a number of replicas"))?;
+    let previous = kube::scale(cluster, name, replicas)
+        .await
+        .map_err(|e| e.to_string())?;
+    log.line(
+        false,
+        &format!(
+            "deployment {}/{name}: {previous} -> {replicas} replicas\n",
+            cluster.namespace
+        ),
+    );
+    wait(cluster, name, log).await?;
+    Ok(previous)
+}
+
+pub(super) async fn restart_step(
+    step: &Step,
+    scope: &Scope,
+    log: &Log,
+    mut notes: Notes,
+) -> Result<Outputs, String> {
+    let name = required(step, scope, "deployment")?;
+    let cluster = connect(step, scope).await?;
+    restart(&cluster, &name, &mut notes, log).await?;
+    Ok(Outputs::new())
+}
+
+pub(super) async fn scale_step(step: &Step, scope: &Scope, log: &Log) -> Result<Outputs, String> {
+    let name = required(step, scope, "deployment")?;
+    let replicas = match step
+        .property("replicas")
+        .and_then(|p| p.args.first())
+        .map(|a| scope.eval(a))
+    {
+        Some(Value::Int(n)) => n,
+        _ => return Err("the number of replicas could not be worked out".into()),
+    };
+    let cluster = connect(step, scope).await?;
+    let previous = scale(&cluster, &name, replicas, log).await?;
+    Ok(BTreeMap::from([(
+        "previous_replicas".to_string(),
+        previous.to_string(),
+    )]))
+}
+
+/// `rollback-if`: its actions in the order written.
+pub(super) async fn rollback_step(
+    step: &Step,
+    scope: &Scope,
+    log: &Log,
+    mut notes: Notes,
+    undone: &[(String, BTreeMap<String, String>)],
+) -> Result<Outputs, String> {
+    let mut cluster = None;
+    for p in &step.properties {
+        match p.name.as_str() {
+            "undo" => {
+                let target = p
+                    .args
+                    .first()
+                    .map(crate::syntax::format::expr)
+                    .unwrap_or_default();
+                let these: Vec<_> = undone
+                    .iter()
+                    .filter(|(n, _)| *n == target)
+                    .cloned()
+                    .collect();
+                undo(&these, log, &|name| scope.env_var(name)).await?;
+            }
+            "restart" | "scale" => {
+                let name = p
+                    .args
+                    .first()
+                    .map(|a| scope.eval(a))
+                    .and_then(|v| v.expose())
+                    .ok_or("the deployment's name could not be worked out")?;
+                if cluster.is_none() {
+                    cluster = Some(connect(step, scope).await?);
+                }
+                let Some(c) = cluster.as_ref() else { continue };
+                if p.name == "restart" {
+                    restart(c, &name, &mut notes, log).await?;
+                } else {
+                    let replicas = match p.args.get(2).map(|a| scope.eval(a)) {
+                        Some(Value::Int(n)) => n,
+                        _ => return Err("the number of replicas could not be worked out".into()),
+                    };
+                    scale(c, &name, replicas, log).await?;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(Outputs::new())
+}
+
+/// `verify` with `rollout`: `ready` when kubectl's rule says complete.
+pub(super) async fn rollout_sample(
+    step: &Step,
+    scope: &Scope,
+    log: &Log,
+) -> Result<Sample, String> {
+    let name = required(step, scope, "rollout")?;
+    let cluster = connect(step, scope).await?;
+    let state = kube::rollout_now(&cluster, &name)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (ready, default) = match state {
+        kube::Rollout::Complete => (true, Ok(())),
+        kube::Rollout::Waiting(why) | kube::Rollout::Failed(why) => (false, Err(why)),
+    };
+    let said = match &default {
+        Ok(()) => "complete".to_string(),
+        Err(why) => why.clone(),
+    };
+    log.line(
+        false,
+        &format!("deployment {}/{name}: {said}\n", cluster.namespace),
+    );
+    Ok(Sample {
+        names: BTreeMap::from([("ready".to_string(), Value::Bool(ready))]),
+        json: None,
+        outputs: BTreeMap::from([("ready".to_string(), ready.to_string())]),
+        default,
+    })
+}

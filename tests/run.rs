@@ -469,12 +469,12 @@ fn bad_run_ids_and_choices_are_plain_sentences() {
     let file = write(
         &dir,
         "t.runbook",
-        "runbook t {\n  deploy d {\n    deployment \"api\"\n    image \"api:2\"\n  }\n}\n",
+        "runbook t {\n  restore d {\n    redis \"redis://cache:6379\"\n    from \"/backup/redis.rdb\"\n  }\n}\n",
     );
     let out = rb(&state, &["run", path(&file)]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("this runbook has steps this version cannot run yet: `d` (`deploy` steps do not run yet)"),
+        stderr(&out).contains("this runbook has steps this version cannot run yet: `d` (only `restore` into `postgres` runs so far)"),
         "{}",
         stderr(&out)
     );

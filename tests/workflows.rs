@@ -56,6 +56,18 @@ fn runbook_blocks(text: &str) -> Vec<(usize, String)> {
     blocks
 }
 
+/// The path of a block that is only mdBook's `{{#include PATH}}` line, as
+/// the cookbook's pages include the files of `workflows/`.
+fn included_path(block: &str) -> Option<&str> {
+    let line = block.trim();
+    if line.contains('\n') {
+        return None;
+    }
+    line.strip_prefix("{{#include ")?
+        .strip_suffix("}}")
+        .map(str::trim)
+}
+
 #[test]
 fn every_runbook_block_in_the_book_checks_clean() {
     let pages = files_with_extension(&root().join("book"), "md");
@@ -64,9 +76,24 @@ fn every_runbook_block_in_the_book_checks_clean() {
         let text = std::fs::read_to_string(&page).expect("readable");
         for (line, block) in runbook_blocks(&text) {
             count += 1;
-            let name = format!("{}:{line}", page.display());
-            if let Err(d) = runbook::compile::check(&block) {
-                panic!("{}", runbook::diagnostic::render(&name, &block, &d, false));
+            // A block that only includes a file (the cookbook's pages include
+            // `workflows/`) is checked as that file, found from the page's directory.
+            let (name, source) = match included_path(&block) {
+                Some(path) => {
+                    let file = page.parent().expect("a page is in a directory").join(path);
+                    let source = std::fs::read_to_string(&file).unwrap_or_else(|e| {
+                        panic!(
+                            "{}:{line}: the included file {} cannot be read: {e}",
+                            page.display(),
+                            file.display()
+                        )
+                    });
+                    (file.display().to_string(), source)
+                }
+                None => (format!("{}:{line}", page.display()), block),
+            };
+            if let Err(d) = runbook::compile::check(&source) {
+                panic!("{}", runbook::diagnostic::render(&name, &source, &d, false));
             }
         }
     }
@@ -80,4 +107,14 @@ fn every_runbook_block_in_the_book_checks_clean() {
 fn the_block_extractor_finds_blocks() {
     let md = "text\n```runbook\nrunbook a {}\n```\n```text\nno\n```\n";
     assert_eq!(runbook_blocks(md), vec![(2, "runbook a {}\n".to_string())]);
+}
+
+#[test]
+fn an_include_line_names_its_file() {
+    let page = "{{#include ../../../workflows/demo.runbook}}\n";
+    let inline = "runbook a {}\n";
+    let both = "{{#include a.runbook}}\nrunbook a {}\n";
+    assert_eq!(included_path(page), Some("../../../workflows/demo.runbook"));
+    assert_eq!(included_path(inline), None);
+    assert_eq!(included_path(both), None);
 }

@@ -469,12 +469,12 @@ fn bad_run_ids_and_choices_are_plain_sentences() {
     let file = write(
         &dir,
         "t.runbook",
-        "runbook t {\n  restore d {\n    redis \"redis://cache:6379\"\n    from \"/backup/redis.rdb\"\n  }\n}\n",
+        "runbook t {\n  restore d {\n    files \"/etc/neo-service-layer\"\n    from \"/backup/config.tar.gz\"\n  }\n}\n",
     );
     let out = rb(&state, &["run", path(&file)]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("this runbook has steps this version cannot run yet: `d` (only `restore` into `postgres` runs so far)"),
+        stderr(&out).contains("this runbook has steps this version cannot run yet: `d` (only `restore` into `postgres` or `redis` runs so far)"),
         "{}",
         stderr(&out)
     );

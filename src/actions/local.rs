@@ -109,8 +109,8 @@ pub fn unsupported(plan: &Plan) -> Vec<(&Step, String)> {
             let why = match s.kind.name {
                 "run" | "wait" | "approve" | "notify" | "sql" | "backup" => return None,
                 "deploy" | "undo" | "restart" | "scale" | "rollback-if" => return None,
-                "restore" if s.property("postgres").is_some() => return None,
-                "restore" => "only `restore` into `postgres` runs so far".to_string(),
+                "restore" if s.property("files").is_none() => return None,
+                "restore" => "only `restore` into `postgres` or `redis` runs so far".to_string(),
                 "verify"
                     if [
                         "command",

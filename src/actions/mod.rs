@@ -11,5 +11,6 @@ pub mod kube;
 pub mod local;
 pub mod notify;
 pub mod postgres;
+pub mod redis;
 pub mod tls;
 pub mod verify;

@@ -312,7 +312,7 @@ pub const KINDS: &[Kind] = &[
             many: false,
             what: "one target: postgres, redis or files",
         }],
-        outputs: &[],
+        outputs: &["keys"],
         check_names: &[],
     },
     Kind {

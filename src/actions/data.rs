@@ -149,21 +149,30 @@ pub(super) async fn backup_step(
     )]))
 }
 
-/// `restore` into PostgreSQL: pg_restore for a custom-format dump, psql for
-/// plain SQL. Redis and file restores do not run yet.
+/// `restore` into PostgreSQL (pg_restore for a custom-format dump, psql for
+/// plain SQL) or into Redis (every key of an RDB snapshot). File restores
+/// do not run yet.
 pub(super) async fn restore_step(
     step: &Step,
     scope: &Scope,
     log: &Log,
 ) -> Result<BTreeMap<String, String>, String> {
-    let connection = scope
-        .text(step, "postgres", 0)?
-        .ok_or("only `restore` into `postgres` runs so far")?;
     let from = PathBuf::from(
         scope
             .text(step, "from", 0)?
             .ok_or("the step has no `from`")?,
     );
+    if let Some(url) = scope.text(step, "redis", 0)? {
+        let keys = super::redis::restore(&url, &from, |s, l| {
+            log.line(s == super::command::Stream::Stderr, l)
+        })
+        .await
+        .map_err(|e| log.scrub(&e.to_string()))?;
+        return Ok(BTreeMap::from([("keys".to_string(), keys.to_string())]));
+    }
+    let connection = scope
+        .text(step, "postgres", 0)?
+        .ok_or("only `restore` into `postgres` or `redis` runs so far")?;
     let jobs = match step
         .property("jobs")
         .and_then(|p| p.args.first())

@@ -53,16 +53,20 @@ impl Target {
         if parsed.scheme() != "redis" {
             return Err(bad());
         }
-        let host = parsed.host_str().filter(|h| !h.is_empty()).ok_or_else(bad)?;
+        let host = parsed
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .ok_or_else(bad)?;
         let db = match parsed.path().trim_start_matches('/') {
             "" => 0,
             n => n.parse().map_err(|_| bad())?,
         };
-        let decode = |s: &str| {
-            percent_decode(s).filter(|s| !s.is_empty())
-        };
+        let decode = |s: &str| percent_decode(s).filter(|s| !s.is_empty());
         Ok(Target {
-            host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
             port: parsed.port().unwrap_or(6379),
             user: decode(parsed.username()),
             password: parsed.password().and_then(decode),
@@ -150,7 +154,9 @@ impl Connection {
             auth.push(password.as_bytes());
             connection.ok(&auth).await?;
         }
-        connection.ok(&[b"SELECT", target.db.to_string().as_bytes()]).await?;
+        connection
+            .ok(&[b"SELECT", target.db.to_string().as_bytes()])
+            .await?;
         Ok(connection)
     }
 
@@ -193,8 +199,10 @@ fn read_reply<'a>(
     Box::pin(async move {
         let mut line = Vec::new();
         r.read_until(b'\n', &mut line).await?;
-        let broken = || std::io::Error::new(std::io::ErrorKind::InvalidData, "not the Redis protocol");
-        let text = String::from_utf8_lossy(line.strip_suffix(b"\r\n").ok_or_else(broken)?).to_string();
+        let broken =
+            || std::io::Error::new(std::io::ErrorKind::InvalidData, "not the Redis protocol");
+        let text =
+            String::from_utf8_lossy(line.strip_suffix(b"\r\n").ok_or_else(broken)?).to_string();
         let (kind, rest) = text.split_at(1.min(text.len()));
         let number = || rest.parse::<i64>().map_err(|_| broken());
         Ok(match kind {
@@ -237,7 +245,11 @@ pub async fn restore(
     let loader = Loader::start(rdb).await?;
     on_line(
         Stream::Stdout,
-        &format!("loaded {} in a private redis-server on 127.0.0.1:{}\n", rdb.display(), loader.port),
+        &format!(
+            "loaded {} in a private redis-server on 127.0.0.1:{}\n",
+            rdb.display(),
+            loader.port
+        ),
     );
     let source_target = Target {
         host: "127.0.0.1".into(),
@@ -259,12 +271,15 @@ pub async fn restore(
             let Reply::Array(parts) = reply else {
                 return Err(RedisError::Loader("SCAN did not answer a list".into()));
             };
-            let (Some(Reply::Bulk(Some(next))), Some(Reply::Array(keys))) = (parts.first(), parts.get(1))
+            let (Some(Reply::Bulk(Some(next))), Some(Reply::Array(keys))) =
+                (parts.first(), parts.get(1))
             else {
                 return Err(RedisError::Loader("SCAN answered something else".into()));
             };
             for key in keys {
-                let Reply::Bulk(Some(key)) = key else { continue };
+                let Reply::Bulk(Some(key)) = key else {
+                    continue;
+                };
                 copied += copy_key(&mut source, &mut dest, key).await?;
                 if copied % 10_000 == 0 {
                     on_line(Stream::Stdout, &format!("{copied} keys copied\n"));
@@ -284,7 +299,11 @@ pub async fn restore(
 }
 
 /// One key, with its time to live; 0 when it expired in between.
-async fn copy_key(source: &mut Connection, dest: &mut Connection, key: &[u8]) -> Result<u64, RedisError> {
+async fn copy_key(
+    source: &mut Connection,
+    dest: &mut Connection,
+    key: &[u8],
+) -> Result<u64, RedisError> {
     let Reply::Bulk(Some(payload)) = source.ok(&[b"DUMP", key]).await? else {
         return Ok(0);
     };
@@ -293,8 +312,14 @@ async fn copy_key(source: &mut Connection, dest: &mut Connection, key: &[u8]) ->
         Reply::Int(-2) => return Ok(0),
         _ => 0,
     };
-    dest.ok(&[b"RESTORE", key, ttl.to_string().as_bytes(), &payload, b"REPLACE"])
-        .await?;
+    dest.ok(&[
+        b"RESTORE",
+        key,
+        ttl.to_string().as_bytes(),
+        &payload,
+        b"REPLACE",
+    ])
+    .await?;
     Ok(1)
 }
 
@@ -346,7 +371,14 @@ impl Loader {
             .port();
         let child = tokio::process::Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--save", "", "--appendonly", "no", "--dbfilename", "dump.rdb"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dbfilename",
+                "dump.rdb",
+            ])
             .arg("--dir")
             .arg(&dir)
             .stdout(std::process::Stdio::null())
@@ -386,7 +418,9 @@ impl Loader {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Err(RedisError::Loader("redis-server did not finish loading within a minute".into()))
+        Err(RedisError::Loader(
+            "redis-server did not finish loading within a minute".into(),
+        ))
     }
 }
 

@@ -10,7 +10,8 @@ struct Server {
 
 impl Server {
     fn start(name: &str, password: Option<&str>) -> Option<Server> {
-        let dir = std::env::temp_dir().join(format!("runbook-redis-test-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("runbook-redis-test-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("a directory");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -19,7 +20,14 @@ impl Server {
             .port();
         let mut command = std::process::Command::new("redis-server");
         command
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--save", ""])
+            .args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+            ])
             .args(["--appendonly", "no", "--dbfilename", "dump.rdb", "--dir"])
             .arg(&dir)
             .stdout(std::process::Stdio::null());
@@ -29,14 +37,21 @@ impl Server {
         let child = match command.spawn() {
             Ok(child) => child,
             Err(_) => {
-                assert_ne!(std::env::var("CI").as_deref(), Ok("true"), "CI must have redis-server");
+                assert_ne!(
+                    std::env::var("CI").as_deref(),
+                    Ok("true"),
+                    "CI must have redis-server"
+                );
                 eprintln!("SKIPPED: {name} needs redis-server");
                 return None;
             }
         };
         let started = std::time::Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(10), "redis-server did not listen");
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "redis-server did not listen"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         Some(Server { port, dir, child })
@@ -91,28 +106,45 @@ fn urls_are_read_and_never_shown_with_their_password() {
 
 #[tokio::test]
 async fn a_snapshot_is_restored_key_by_key_with_ttls_into_every_database() {
-    let Some(source) = Server::start("source", None) else { return };
-    let Some(target) = Server::start("target", Some("t4rget")) else { return };
+    let Some(source) = Server::start("source", None) else {
+        return;
+    };
+    let Some(target) = Server::start("target", Some("t4rget")) else {
+        return;
+    };
     let mut s = source.connect(None).await;
     s.ok(&[b"SET", b"session:1", b"alice"]).await.expect("set");
-    s.ok(&[b"PEXPIRE", b"session:1", b"3600000"]).await.expect("ttl");
-    s.ok(&[b"HSET", b"user:1", b"name", b"Alice", b"plan", b"pro"]).await.expect("hset");
-    s.ok(&[b"RPUSH", b"queue", b"a", b"b", b"c"]).await.expect("list");
+    s.ok(&[b"PEXPIRE", b"session:1", b"3600000"])
+        .await
+        .expect("ttl");
+    s.ok(&[b"HSET", b"user:1", b"name", b"Alice", b"plan", b"pro"])
+        .await
+        .expect("hset");
+    s.ok(&[b"RPUSH", b"queue", b"a", b"b", b"c"])
+        .await
+        .expect("list");
     s.ok(&[b"SELECT", b"3"]).await.expect("select");
     s.ok(&[b"SET", b"in-db-3", b"yes"]).await.expect("set");
     s.ok(&[b"SAVE"]).await.expect("save");
     let rdb = source.dir.join("dump.rdb");
     // The target has a key the snapshot does not, and an old value of one it does.
     let mut t = target.connect(Some("t4rget")).await;
-    t.ok(&[b"SET", b"only-in-target", b"kept"]).await.expect("set");
+    t.ok(&[b"SET", b"only-in-target", b"kept"])
+        .await
+        .expect("set");
     t.ok(&[b"SET", b"session:1", b"stale"]).await.expect("set");
 
     let mut lines = Vec::new();
-    let copied = restore(&target.url(Some("t4rget")), &rdb, |_, l| lines.push(l.to_string()))
-        .await
-        .expect("restores");
+    let copied = restore(&target.url(Some("t4rget")), &rdb, |_, l| {
+        lines.push(l.to_string())
+    })
+    .await
+    .expect("restores");
     assert_eq!(copied, 4);
-    assert!(lines.iter().any(|l| l.contains("4 keys restored")), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.contains("4 keys restored")),
+        "{lines:?}"
+    );
     assert!(!lines.concat().contains("t4rget"), "{lines:?}");
 
     let mut t = target.connect(Some("t4rget")).await;
@@ -131,21 +163,33 @@ async fn a_snapshot_is_restored_key_by_key_with_ttls_into_every_database() {
 
 #[tokio::test]
 async fn a_wrong_password_a_missing_file_and_a_file_that_is_not_rdb_are_one_sentence_each() {
-    let Some(target) = Server::start("refusing", Some("right")) else { return };
+    let Some(target) = Server::start("refusing", Some("right")) else {
+        return;
+    };
     let dir = target.dir.clone();
     let missing = dir.join("nope.rdb");
-    let err = restore(&target.url(Some("right")), &missing, |_, _| {}).await.unwrap_err();
+    let err = restore(&target.url(Some("right")), &missing, |_, _| {})
+        .await
+        .unwrap_err();
     assert_eq!(err, RedisError::Missing(missing.display().to_string()));
     let junk = dir.join("junk.rdb");
     std::fs::write(&junk, "PGDMP not redis").expect("writes");
-    let err = restore(&target.url(Some("right")), &junk, |_, _| {}).await.unwrap_err();
+    let err = restore(&target.url(Some("right")), &junk, |_, _| {})
+        .await
+        .unwrap_err();
     assert_eq!(err, RedisError::NotRdb(junk.display().to_string()));
     let wrong = Connection::open(&Target::parse(&target.url(Some("wrong"))).expect("a URL"))
         .await
         .err()
         .expect("refused");
     let said = wrong.to_string();
-    assert!(said.starts_with(&format!("Redis at 127.0.0.1:{} answered an error: WRONGPASS", target.port)), "{said}");
+    assert!(
+        said.starts_with(&format!(
+            "Redis at 127.0.0.1:{} answered an error: WRONGPASS",
+            target.port
+        )),
+        "{said}"
+    );
     assert!(!said.contains("wrong@"), "{said}");
 }
 

@@ -34,8 +34,12 @@ struct Recorded {
 
 async fn connect(step: &Step, scope: &Scope) -> Result<Cluster, String> {
     let target = Target {
-        context: scope.text(step, "context", 0)?,
-        namespace: scope.text(step, "namespace", 0)?,
+        context: scope
+            .text(step, "context", 0)?
+            .or_else(|| scope.kube_defaults.context.clone()),
+        namespace: scope
+            .text(step, "namespace", 0)?
+            .or_else(|| scope.kube_defaults.namespace.clone()),
     };
     kube::connect(&target, &|name| scope.env_var(name))
         .await

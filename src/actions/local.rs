@@ -48,6 +48,7 @@ pub struct LocalRunner {
     /// run without a `notify` should not pay.
     http: Arc<std::sync::OnceLock<reqwest::Client>>,
     notify_tries: Tries,
+    kube_defaults: super::kube::Target,
 }
 
 impl LocalRunner {
@@ -60,6 +61,7 @@ impl LocalRunner {
             secrets: Arc::default(),
             http: Arc::default(),
             notify_tries: Tries::default(),
+            kube_defaults: super::kube::Target::default(),
         }
     }
 }
@@ -85,6 +87,16 @@ impl LocalRunner {
         found.sort();
         found.dedup();
         self.secrets = Arc::new(found);
+        self
+    }
+
+    /// The runbook's own `namespace` and `context` settings, for the
+    /// Kubernetes steps that name none.
+    pub fn kube_defaults(mut self, plan: &Plan) -> Self {
+        self.kube_defaults = super::kube::Target {
+            namespace: plan.settings.namespace.clone(),
+            context: plan.settings.context.clone(),
+        };
         self
     }
 
@@ -139,6 +151,7 @@ impl StepRunner for LocalRunner {
             bindings: self.bindings.clone(),
             env: Arc::clone(&self.env),
             inputs: call.inputs.clone(),
+            kube_defaults: self.kube_defaults.clone(),
         };
         let sink = Arc::clone(&self.sink);
         let http = Arc::clone(&self.http);
@@ -192,6 +205,9 @@ pub(super) struct Scope {
     bindings: Bindings,
     env: Env,
     inputs: Vec<(String, crate::engine::StepState, BTreeMap<String, String>)>,
+    /// The runbook's `namespace` and `context`, for Kubernetes steps that
+    /// name none of their own.
+    pub(super) kube_defaults: super::kube::Target,
 }
 
 impl Scope {

@@ -240,6 +240,10 @@ impl Compiler {
                 }
                 "timeout" => settings.timeout = self.literal_duration(first, "timeout"),
                 "schedule" => settings.schedule = self.schedule(p),
+                "namespace" => {
+                    settings.namespace = first.and_then(|e| self.text_literal(e, "namespace"))
+                }
+                "context" => settings.context = first.and_then(|e| self.text_literal(e, "context")),
                 _ => {}
             }
         }

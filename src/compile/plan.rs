@@ -107,6 +107,10 @@ pub struct Settings {
     pub concurrency: usize,
     pub timeout: Option<Duration>,
     pub schedule: Option<Schedule>,
+    /// The Kubernetes namespace and kubeconfig context of every step that
+    /// names none of its own.
+    pub namespace: Option<String>,
+    pub context: Option<String>,
 }
 
 impl Default for Settings {
@@ -116,6 +120,8 @@ impl Default for Settings {
             concurrency: 4,
             timeout: None,
             schedule: None,
+            namespace: None,
+            context: None,
         }
     }
 }

@@ -467,6 +467,8 @@ pub const SETTINGS: &[Prop] = &[
     prop("about", shape(TEXT, "about \"what this runbook is for\"")),
     prop("concurrency", shape(INT, "concurrency COUNT")),
     prop("timeout", shape(DURATION, "timeout DURATION")),
+    prop("namespace", shape(TEXT, "namespace NAME")),
+    prop("context", shape(TEXT, "context NAME")),
     prop(
         "schedule",
         Shape {

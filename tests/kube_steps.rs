@@ -1,0 +1,108 @@
+//! The Kubernetes steps through the real binary, against kubesim (a
+//! simulated API server): the runbook's own `namespace` for steps that name
+//! none, `scale`, `restart` and `verify rollout`, and an unreachable cluster.
+
+mod common;
+
+use common::{root, scratch, stderr, stdout, write};
+use kubesim::{Sim, SimConfig};
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+fn run(state: &Path, file: &Path, kubeconfig: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .arg("--state")
+        .arg(state)
+        .arg("run")
+        .arg(file)
+        .env("KUBECONFIG", kubeconfig)
+        .env("NO_COLOR", "1")
+        .current_dir(root())
+        .output()
+        .expect("the runbook binary starts")
+}
+
+#[test]
+fn steps_without_a_namespace_use_the_runbooks_and_scale_restart_and_verify() {
+    let sim = Sim::start(SimConfig {
+        tick: Duration::from_millis(30),
+        seconds_per_tick: 5,
+        token: None,
+    });
+    sim.add_deployment("neo-staging", "api", 2, &[("api", "api:1")]);
+    let dir = scratch("kube-steps-namespace");
+    let kubeconfig = dir.join("kubeconfig");
+    // The context's own namespace is `default`, where there is no `api`.
+    sim.kubeconfig(&kubeconfig, "default")
+        .expect("writes the kubeconfig");
+    let file = write(
+        &dir,
+        "ops.runbook",
+        "runbook ops {\n  namespace \"neo-staging\"\n\n  scale more {\n    deployment \"api\"\n    replicas 4\n  }\n\n  restart fresh after more {\n    deployment \"api\"\n  }\n\n  verify rolled_out after fresh {\n    rollout \"api\"\n    expect ready\n  }\n}\n",
+    );
+    let out = run(&dir.join("state"), &file, &kubeconfig);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let d = sim
+        .deployment("neo-staging", "api")
+        .expect("the deployment");
+    assert_eq!(d["spec"]["replicas"], 4);
+    let restarted =
+        &d["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"];
+    assert!(restarted.is_string(), "{d}");
+    let logs = Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .arg("--state")
+        .arg(dir.join("state"))
+        .args(["logs", "1", "more"])
+        .output()
+        .expect("runs");
+    assert!(
+        stdout(&logs).contains("deployment neo-staging/api: 2 -> 4 replicas"),
+        "{}",
+        stdout(&logs)
+    );
+}
+
+#[test]
+fn an_unreachable_cluster_fails_the_step_in_one_sentence() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a port")
+        .port();
+    let dir = scratch("kube-steps-unreachable");
+    let kubeconfig = write(
+        &dir,
+        "kubeconfig",
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: gone\n  cluster:\n    server: http://127.0.0.1:{port}\nusers:\n- name: me\n  user:\n    token: s3cret-t0ken\ncontexts:\n- name: gone\n  context:\n    cluster: gone\n    user: me\ncurrent-context: gone\n"
+        ),
+    );
+    let file = write(
+        &dir,
+        "deploy.runbook",
+        "runbook d {\n  deploy api {\n    deployment \"api\"\n    image \"api:2\"\n    namespace \"neo-production\"\n  }\n}\n",
+    );
+    let out = run(&dir.join("state"), &file, &kubeconfig);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let text = stdout(&out);
+    assert!(
+        text.contains("api failed in")
+            && text.contains(&format!(
+                "cannot reach the Kubernetes API server at http://127.0.0.1:{port}"
+            )),
+        "{text}"
+    );
+    assert!(!text.contains("s3cret-t0ken"), "{text}");
+}

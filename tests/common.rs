@@ -141,3 +141,75 @@ impl Drop for TestDb {
             .output();
     }
 }
+
+/// A port of loopback that nothing listens on (a moment ago).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// A redis-server of the test's own on a free port of loopback, keeping
+/// its data in `dir` (`dump.rdb` after a `SAVE`); stopped when dropped.
+pub struct Redis {
+    pub port: u16,
+    pub dir: PathBuf,
+    child: std::process::Child,
+}
+
+impl Redis {
+    pub fn start(dir: &Path, password: Option<&str>) -> Redis {
+        std::fs::create_dir_all(dir).expect("a directory");
+        let port = free_port();
+        let mut c = Command::new("redis-server");
+        c.args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+        ])
+        .args(["--appendonly", "no", "--dbfilename", "dump.rdb", "--dir"])
+        .arg(dir)
+        .stdout(std::process::Stdio::null());
+        if let Some(p) = password {
+            c.args(["--requirepass", p]);
+        }
+        let child = c
+            .spawn()
+            .expect("redis-server starts (the machine has Redis)");
+        let started = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed().as_secs() < 10,
+                "redis-server did not listen"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Redis {
+            port,
+            dir: dir.to_path_buf(),
+            child,
+        }
+    }
+
+    /// `redis-cli ARGS...` against it; what it printed.
+    pub fn cli(&self, password: Option<&str>, args: &[&str]) -> String {
+        let mut c = Command::new("redis-cli");
+        c.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
+        if let Some(p) = password {
+            c.env("REDISCLI_AUTH", p);
+        }
+        let out = c.args(args).output().expect("redis-cli runs");
+        stdout(&out).trim().to_string()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

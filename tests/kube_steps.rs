@@ -71,10 +71,7 @@ fn steps_without_a_namespace_use_the_runbooks_and_scale_restart_and_verify() {
 
 #[test]
 fn an_unreachable_cluster_fails_the_step_in_one_sentence() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a port")
-        .port();
+    let port = common::free_port();
     let dir = scratch("kube-steps-unreachable");
     let kubeconfig = write(
         &dir,

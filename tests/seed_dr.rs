@@ -11,9 +11,9 @@
 mod common;
 mod standin;
 
-use common::{postgres_here, psql, root, scratch, stderr, stdout, write, TestDb};
+use common::{postgres_here, psql, root, scratch, stderr, stdout, write, Redis, TestDb};
 use standin::{prometheus_value, Standin};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -66,71 +66,6 @@ fn approve_when_asked(state: &Path, cwd: &Path, child: &mut Child, step: &str, b
         .output()
         .expect("runs");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-}
-
-/// A redis-server of the test's own on a free loopback port.
-struct Redis {
-    port: u16,
-    dir: PathBuf,
-    child: Child,
-}
-
-impl Redis {
-    fn start(dir: &Path, password: Option<&str>) -> Redis {
-        std::fs::create_dir_all(dir).expect("a directory");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a port")
-            .port();
-        let mut c = Command::new("redis-server");
-        c.args([
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--save",
-            "",
-        ])
-        .args(["--appendonly", "no", "--dbfilename", "dump.rdb", "--dir"])
-        .arg(dir)
-        .stdout(Stdio::null());
-        if let Some(p) = password {
-            c.args(["--requirepass", p]);
-        }
-        let child = c
-            .spawn()
-            .expect("redis-server starts (the machine has Redis)");
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "redis-server did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Redis {
-            port,
-            dir: dir.to_path_buf(),
-            child,
-        }
-    }
-
-    fn cli(&self, password: Option<&str>, args: &[&str]) -> String {
-        let mut c = Command::new("redis-cli");
-        c.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
-        if let Some(p) = password {
-            c.env("REDISCLI_AUTH", p);
-        }
-        let out = c.args(args).output().expect("redis-cli runs");
-        stdout(&out).trim().to_string()
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]

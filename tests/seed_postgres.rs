@@ -5,7 +5,7 @@
 mod common;
 mod standin;
 
-use common::{postgres_here, psql, root, scratch, stderr, stdout, TestDb};
+use common::{postgres_here, psql, root, scratch, stderr, stdout, Redis, TestDb};
 use standin::Standin;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -112,7 +112,7 @@ fn the_nightly_backup_dumps_keeps_30_days_and_snapshots_redis() {
         let file = backups.join(format!("{name}-{}.dump", when.format("%Y%m%dT%H%M%SZ")));
         std::fs::write(&file, "PGDMP old").expect("writes");
     }
-    let redis = Redis::start(&dir, "redis-pa55");
+    let redis = Redis::start(&dir.join("redis-data"), Some("redis-pa55"));
     let hooks = Standin::start(|_, _| (200, String::new()));
     let state = dir.join("state");
     let out = run(
@@ -159,53 +159,4 @@ fn the_nightly_backup_dumps_keeps_30_days_and_snapshots_redis() {
         "the Redis snapshot was written"
     );
     assert_eq!(hooks.count("/hook"), 0);
-}
-
-/// A Redis of the test's own, with a password, on a free port of loopback
-/// (the machine's Redis has none, and the workflow sends one).
-struct Redis {
-    port: u16,
-    child: std::process::Child,
-}
-
-impl Redis {
-    fn start(dir: &Path, password: &str) -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        let data = dir.join("redis-data");
-        std::fs::create_dir_all(&data).expect("a directory");
-        let child = Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args([
-                "--requirepass",
-                password,
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(&data)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server starts (the machine has Redis)");
-        let started = std::time::Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                started.elapsed().as_secs() < 10,
-                "redis-server did not listen"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        Redis { port, child }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

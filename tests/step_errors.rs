@@ -6,7 +6,7 @@
 mod common;
 mod standin;
 
-use common::{postgres_here, root, scratch, stderr, stdout, write};
+use common::{free_port, postgres_here, root, scratch, stderr, stdout, write};
 use standin::Standin;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -21,13 +21,6 @@ fn rb(state: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
         .envs(env.iter().copied())
         .output()
         .expect("the runbook binary starts")
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
 }
 
 /// Everything the state directory holds, as text, to look for secrets in.

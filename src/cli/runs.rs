@@ -86,7 +86,7 @@ pub fn view(
                     Some(*since),
                     Some(format!(
                         "{} (approve with: runbook approve {} {} --as NAME)",
-                        prompt(s, bindings),
+                        prompt(s, bindings, plan, &state),
                         meta.id,
                         s.name
                     )),
@@ -126,11 +126,19 @@ pub fn view(
 }
 
 /// What an approval asks, with the run's parameters filled in.
-pub fn prompt(step: &crate::compile::Step, bindings: &Bindings) -> String {
+/// An approval's question, with what the steps before it found
+/// (`${idle_now.output.value}`): by the time it is asked, they have settled.
+pub fn prompt(
+    step: &crate::compile::Step,
+    bindings: &Bindings,
+    plan: &Plan,
+    state: &crate::engine::RunState,
+) -> String {
     let Some(expr) = step.property("prompt").and_then(|p| p.args.first()) else {
         return String::new();
     };
-    match crate::compile::eval::eval(expr, bindings, &|_| None) {
+    let fields = |path: &[crate::syntax::ast::Ident]| crate::engine::step_field(plan, state, path);
+    match crate::compile::eval::eval_in(expr, bindings, &|_| None, &fields) {
         crate::compile::eval::Value::Str(text) => format!("{text:?}"),
         other => other.to_string(),
     }

@@ -111,7 +111,7 @@ impl View {
                 let what = if waiting {
                     format!(
                         "waiting for approval: {} (approve with: runbook approve {} {} --as NAME)",
-                        super::runs::prompt(&plan.steps[*step], &self.bindings),
+                        super::runs::prompt(&plan.steps[*step], &self.bindings, &plan, state),
                         self.run,
                         name(step)
                     )

@@ -86,7 +86,7 @@ pub fn view(
                     Some(*since),
                     Some(format!(
                         "{} (approve with: runbook approve {} {} --as NAME)",
-                        prompt(s, bindings, plan, &state),
+                        prompt(s, bindings, plan, state),
                         meta.id,
                         s.name
                     )),

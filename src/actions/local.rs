@@ -379,7 +379,7 @@ impl Log {
 }
 
 fn command_spec(step: &Step, scope: &Scope) -> Result<CommandSpec, String> {
-    let (program, shell) = match scope.text(step, "shell", 0)? {
+    let (program, shell) = match super::shell::script(step, scope)? {
         Some(script) => (script, true),
         None => (scope.text(step, "command", 0)?.unwrap_or_default(), false),
     };

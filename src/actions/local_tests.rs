@@ -210,3 +210,18 @@ async fn a_secret_cut_by_the_output_cap_leaves_no_beginning_behind() {
     );
     assert!(!out["stdout"].contains("abcdefgh"));
 }
+
+#[tokio::test]
+async fn a_value_interpolated_into_a_shell_script_stays_one_word() {
+    // (A secret in a script is refused by the compiler already.)
+    let src = "runbook r {\n  param name: string\n  run greet {\n    shell \"printf '%s|' ${name} done\"\n  }\n}\n";
+    let plan = check(src).expect("checks");
+    let lookup = |name: &str| (name == "RB_TOK").then(|| "tok-1".to_string());
+    let hostile = "x; touch /tmp/runbook-pwned $(id)";
+    let bindings = bind_for_run(&plan, &[("name".into(), hostile.into())], &lookup).expect("binds");
+    let sink: Sink = Arc::new(|_: Line| {});
+    let runner = LocalRunner::new(bindings, Arc::new(lookup), sink);
+    let greeted = attempt(&plan, &runner, "greet").await.result.expect("runs");
+    assert_eq!(greeted["stdout"], format!("{hostile}|done|"));
+    assert!(!std::path::Path::new("/tmp/runbook-pwned").exists());
+}

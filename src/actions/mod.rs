@@ -12,5 +12,6 @@ pub mod local;
 pub mod notify;
 pub mod postgres;
 pub mod redis;
+pub mod shell;
 pub mod tls;
 pub mod verify;

@@ -103,3 +103,47 @@ fn an_unreachable_cluster_fails_the_step_in_one_sentence() {
     );
     assert!(!text.contains("s3cret-t0ken"), "{text}");
 }
+
+#[test]
+fn a_scale_tried_again_still_says_how_many_replicas_there_were_before_the_run() {
+    let sim = Sim::start(SimConfig {
+        tick: Duration::from_millis(30),
+        seconds_per_tick: 5,
+        token: None,
+    });
+    sim.add_deployment("neo-production", "api", 2, &[("api", "api:1")]);
+    // New pods never become ready: the first attempt times out after it
+    // has scaled to 5; the second finds 5 and must still report 2.
+    sim.set_never_ready("api:1", true);
+    let dir = scratch("kube-steps-scale-again");
+    let kubeconfig = dir.join("kubeconfig");
+    sim.kubeconfig(&kubeconfig, "neo-production")
+        .expect("writes the kubeconfig");
+    let file = write(
+        &dir,
+        "scale.runbook",
+        "runbook s {\n  scale more {\n    deployment \"api\"\n    replicas 5\n    timeout 1s\n    retry 1 every 1s\n  }\n\n  run said after more {\n    command \"echo\"\n    args [\"before: ${more.output.previous_replicas}\"]\n  }\n}\n",
+    );
+    let state = dir.join("state");
+    let child = Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .arg("--state")
+        .arg(&state)
+        .arg("run")
+        .arg(&file)
+        .env("KUBECONFIG", &kubeconfig)
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("the runbook binary starts");
+    // The first attempt's timeout passes; then pods may become ready.
+    std::thread::sleep(Duration::from_millis(1300));
+    sim.set_never_ready("api:1", false);
+    let out = child.wait_with_output().expect("the run ends");
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("more failed in"),
+        "the first attempt timed out: {text}"
+    );
+    assert!(text.contains("said | before: 2"), "{text}");
+}

@@ -52,6 +52,14 @@ fn required(step: &Step, scope: &Scope, prop: &str) -> Result<String, String> {
         .ok_or_else(|| format!("the step has no `{prop}`"))
 }
 
+/// Which deployment of which cluster, for the keys of notes.
+fn where_(cluster: &Cluster, name: &str) -> String {
+    format!("{}/{}/{name}", cluster.context, cluster.namespace)
+}
+
+/// The context a deploy records when runbook ran in a pod, with its service account.
+const IN_CLUSTER: &str = "in-cluster";
+
 async fn wait(cluster: &Cluster, name: &str, log: &Log) -> Result<(), String> {
     kube::wait_rollout(cluster, name, POLL, |message| {
         log.line(false, &format!("{message}\n"))
@@ -72,9 +80,19 @@ pub(super) async fn deploy_step(
     let container = scope.text(step, "container", 0)?;
     let cluster = connect(step, scope).await?;
     // An attempt after the first keeps the first one's record: by then the
-    // deployment may already hold the new image.
-    let before = match notes.get("before").map(serde_json::from_str::<Recorded>) {
-        Some(Ok(recorded)) => recorded,
+    // deployment may already hold the new image. The record is per target,
+    // so an attempt that addresses another deployment records its own.
+    let key = format!("before {}", where_(&cluster, &name));
+    let before = match notes.get(&key).map(serde_json::from_str::<Recorded>) {
+        Some(Ok(recorded)) => {
+            if let Some(asked) = container.as_deref().filter(|c| *c != recorded.container) {
+                return Err(format!(
+                    "an earlier attempt of this step recorded container `{}` of deployment {}/{name}, and this one names `{asked}`; to deploy another container, write another step",
+                    recorded.container, cluster.namespace
+                ));
+            }
+            recorded
+        }
         _ => {
             let read = kube::before_deploy(&cluster, &name, container.as_deref())
                 .await
@@ -89,7 +107,7 @@ pub(super) async fn deploy_step(
                 image: read.image,
             };
             let text = serde_json::to_string(&recorded).map_err(|e| e.to_string())?;
-            notes.keep("before", &text).await?;
+            notes.keep(&key, &text).await?;
             recorded
         }
     };
@@ -131,19 +149,40 @@ pub(super) async fn undo(
     env: &(dyn Fn(&str) -> Option<String> + Sync),
 ) -> Result<(), String> {
     for (step, notes) in undone {
-        let Some(text) = notes.get("before") else {
+        let records: Vec<&String> = notes
+            .iter()
+            .filter(|(key, _)| key.starts_with("before "))
+            .map(|(_, text)| text)
+            .collect();
+        if records.is_empty() {
             log.line(
                 false,
                 &format!(
                     "`{step}` changed nothing (it recorded no pod template): nothing to put back\n"
                 ),
             );
-            continue;
-        };
+        }
+        for text in records {
+            put_back(step, text, log, env).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Puts back what one deploy recorded, and waits for that rollout.
+async fn put_back(
+    step: &str,
+    text: &str,
+    log: &Log,
+    env: &(dyn Fn(&str) -> Option<String> + Sync),
+) -> Result<(), String> {
+    {
         let before: Recorded = serde_json::from_str(text)
             .map_err(|e| format!("`{step}`'s record cannot be read: {e}"))?;
+        // A deploy run inside a pod used its service account, not a context.
+        let context = Some(before.context.clone()).filter(|c| c != IN_CLUSTER);
         let target = Target {
-            context: Some(before.context.clone()),
+            context,
             namespace: Some(before.namespace.clone()),
         };
         let cluster = kube::connect(&target, env)
@@ -167,20 +206,28 @@ pub(super) async fn undo(
     Ok(())
 }
 
-/// A rolling restart, stamped with an instant noted first: run again, it
-/// stamps the same one, and the deployment does not restart twice.
+/// A rolling restart, stamped with an instant noted first. The same
+/// attempt run again after an interruption stamps the same instant, so the
+/// deployment does not restart twice; a new attempt (a `retry`, `retry
+/// --from`) restarts anew.
 async fn restart(
     cluster: &Cluster,
     name: &str,
+    attempt: u32,
     notes: &mut Notes,
     log: &Log,
 ) -> Result<(), String> {
-    let key = format!("restarted_at {}/{name}", cluster.namespace);
-    let at = match notes.get(&key) {
-        Some(at) => at.to_string(),
+    let key = format!("restarted_at {}", where_(cluster, name));
+    let noted = notes
+        .get(&key)
+        .and_then(|v| v.split_once(' '))
+        .filter(|(a, _)| a.parse::<u32>().ok() == Some(attempt))
+        .map(|(_, at)| at.to_string());
+    let at = match noted {
+        Some(at) => at,
         None => {
             let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-            notes.keep(&key, &now).await?;
+            notes.keep(&key, &format!("{attempt} {now}")).await?;
             now
         }
     };
@@ -194,12 +241,32 @@ async fn restart(
     wait(cluster, name, log).await
 }
 
-async fn scale(cluster: &Cluster, name: &str, replicas: i64, log: &Log) -> Result<i32, String> {
+/// Scales, after noting the count it replaces (the first note wins), so
+/// that `previous_replicas` stays what it was before this run, however
+/// often the step runs again.
+async fn scale(
+    cluster: &Cluster,
+    name: &str,
+    replicas: i64,
+    notes: &mut Notes,
+    log: &Log,
+) -> Result<i32, String> {
     let replicas = i32::try_from(replicas)
         .ok()
         .filter(|r| *r >= 0)
         .ok_or_else(|| format!("{replicas} is not a number of replicas"))?;
-    let previous = kube::scale(cluster, name, replicas)
+    let key = format!("previous_replicas {}", where_(cluster, name));
+    let previous = match notes.get(&key).and_then(|v| v.parse::<i32>().ok()) {
+        Some(n) => n,
+        None => {
+            let now = kube::replicas(cluster, name)
+                .await
+                .map_err(|e| e.to_string())?;
+            notes.keep(&key, &now.to_string()).await?;
+            now
+        }
+    };
+    kube::scale(cluster, name, replicas)
         .await
         .map_err(|e| e.to_string())?;
     log.line(
@@ -217,15 +284,21 @@ pub(super) async fn restart_step(
     step: &Step,
     scope: &Scope,
     log: &Log,
+    attempt: u32,
     mut notes: Notes,
 ) -> Result<Outputs, String> {
     let name = required(step, scope, "deployment")?;
     let cluster = connect(step, scope).await?;
-    restart(&cluster, &name, &mut notes, log).await?;
+    restart(&cluster, &name, attempt, &mut notes, log).await?;
     Ok(Outputs::new())
 }
 
-pub(super) async fn scale_step(step: &Step, scope: &Scope, log: &Log) -> Result<Outputs, String> {
+pub(super) async fn scale_step(
+    step: &Step,
+    scope: &Scope,
+    log: &Log,
+    mut notes: Notes,
+) -> Result<Outputs, String> {
     let name = required(step, scope, "deployment")?;
     let replicas = match step
         .property("replicas")
@@ -236,7 +309,7 @@ pub(super) async fn scale_step(step: &Step, scope: &Scope, log: &Log) -> Result<
         _ => return Err("the number of replicas could not be worked out".into()),
     };
     let cluster = connect(step, scope).await?;
-    let previous = scale(&cluster, &name, replicas, log).await?;
+    let previous = scale(&cluster, &name, replicas, &mut notes, log).await?;
     Ok(BTreeMap::from([(
         "previous_replicas".to_string(),
         previous.to_string(),
@@ -248,6 +321,7 @@ pub(super) async fn rollback_step(
     step: &Step,
     scope: &Scope,
     log: &Log,
+    attempt: u32,
     mut notes: Notes,
     undone: &[(String, BTreeMap<String, String>)],
 ) -> Result<Outputs, String> {
@@ -279,13 +353,13 @@ pub(super) async fn rollback_step(
                 }
                 let Some(c) = cluster.as_ref() else { continue };
                 if p.name == "restart" {
-                    restart(c, &name, &mut notes, log).await?;
+                    restart(c, &name, attempt, &mut notes, log).await?;
                 } else {
                     let replicas = match p.args.get(2).map(|a| scope.eval(a)) {
                         Some(Value::Int(n)) => n,
                         _ => return Err("the number of replicas could not be worked out".into()),
                     };
-                    scale(c, &name, replicas, log).await?;
+                    scale(c, &name, replicas, &mut notes, log).await?;
                 }
             }
             _ => {}

@@ -57,7 +57,8 @@ pub(super) async fn sql_sample(
     let mut outputs = BTreeMap::from([("rows".to_string(), result.rows.to_string())]);
     match &result.value {
         Some(text) => {
-            names.insert("value".into(), typed(text));
+            let column = result.types.first().map(String::as_str).unwrap_or_default();
+            names.insert("value".into(), typed(text, column));
             outputs.insert("value".into(), log.scrub(text));
         }
         None => {
@@ -85,17 +86,21 @@ fn mentions_value(written: &str) -> bool {
         .any(|w| w == "value")
 }
 
-/// A value PostgreSQL showed as text, as the language compares it:
-/// `true`/`false`, a whole number, a number, or text.
-fn typed(text: &str) -> Value {
-    match text {
-        "true" => Value::Bool(true),
-        "false" => Value::Bool(false),
-        _ => match (text.parse::<i64>(), text.parse::<f64>()) {
-            (Ok(n), _) => Value::Int(n),
-            (_, Ok(x)) if x.is_finite() => Value::Float(x),
-            _ => Value::Str(text.to_string()),
-        },
+/// A value as the language compares it, by its column's type: a boolean,
+/// a whole number, a number, or text (a text column holding `0042` stays
+/// the text `0042`).
+fn typed(text: &str, column: &str) -> Value {
+    let number = || text.parse::<f64>().ok().filter(|x| x.is_finite());
+    match column {
+        "bool" => Value::Bool(text == "true"),
+        "int2" | "int4" | "int8" | "oid" => text
+            .parse::<i64>()
+            .map(Value::Int)
+            .unwrap_or_else(|_| Value::Str(text.to_string())),
+        "float4" | "float8" | "numeric" => number()
+            .map(Value::Float)
+            .unwrap_or_else(|| Value::Str(text.to_string())),
+        _ => Value::Str(text.to_string()),
     }
 }
 
@@ -194,12 +199,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn postgres_text_becomes_a_value_the_language_compares() {
-        assert_eq!(typed("true"), Value::Bool(true));
-        assert_eq!(typed("0"), Value::Int(0));
-        assert_eq!(typed("-12"), Value::Int(-12));
-        assert_eq!(typed("0.25"), Value::Float(0.25));
-        assert_eq!(typed("NaN"), Value::Str("NaN".into()));
-        assert_eq!(typed("primary"), Value::Str("primary".into()));
+    fn a_value_is_typed_by_its_column() {
+        assert_eq!(typed("true", "bool"), Value::Bool(true));
+        assert_eq!(typed("0", "int8"), Value::Int(0));
+        assert_eq!(typed("-12", "int4"), Value::Int(-12));
+        assert_eq!(typed("0.25", "float8"), Value::Float(0.25));
+        assert_eq!(typed("10.50", "numeric"), Value::Float(10.5));
+        assert_eq!(typed("NaN", "float8"), Value::Str("NaN".into()));
+        assert_eq!(typed("0042", "text"), Value::Str("0042".into()));
+        assert_eq!(typed("true", "varchar"), Value::Str("true".into()));
+        assert_eq!(typed("primary", "name"), Value::Str("primary".into()));
     }
 }

@@ -103,16 +103,21 @@ fn target(url: &reqwest::Url) -> String {
     }
 }
 
-/// A URL that does not parse, shown without what may be a token: up to the
-/// first `?`, without user info.
-fn shown_url(url: &str) -> String {
+/// A URL shown without what may be a credential: no user info, no query,
+/// no fragment; text that is not a URL at all is not shown.
+pub fn shown_url(url: &str) -> String {
     let head = url.split(['?', '#']).next().unwrap_or_default();
     match head.split_once("://") {
         Some((scheme, rest)) => {
-            let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
-            format!("{scheme}://{rest}")
+            let (host, path) = rest.split_once('/').map_or((rest, ""), |(h, p)| (h, p));
+            let host = host.rsplit_once('@').map_or(host, |(_, host)| host);
+            if path.is_empty() {
+                format!("{scheme}://{host}")
+            } else {
+                format!("{scheme}://{host}/{path}")
+            }
         }
-        None => head.chars().take(60).collect(),
+        None => "(not a URL)".to_string(),
     }
 }
 

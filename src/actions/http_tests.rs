@@ -294,3 +294,13 @@ async fn a_query_goes_to_the_query_api_encoded() {
         "{line}"
     );
 }
+
+#[test]
+fn a_url_is_shown_without_credentials_or_query() {
+    assert_eq!(
+        shown_url("https://admin:pw@api.example:8443/health?token=s3cret#x"),
+        "https://api.example:8443/health"
+    );
+    assert_eq!(shown_url("http://host"), "http://host");
+    assert_eq!(shown_url(":pw@cache:6379"), "(not a URL)");
+}

@@ -46,7 +46,7 @@ mod rollout;
 #[path = "kube_tests.rs"]
 mod tests;
 
-pub use deploy::{before_deploy, put_back, restart, revision, scale, set_image, Before};
+pub use deploy::{before_deploy, put_back, replicas, restart, revision, scale, set_image, Before};
 pub use rollout::{rollout_now, rollout_state, wait_rollout, Rollout};
 
 /// Which cluster and namespace a step addresses; `None` takes kubectl's default.
@@ -306,6 +306,12 @@ fn transport_why(e: &(dyn std::error::Error + 'static)) -> String {
         cause = c.source();
     }
     let all = texts.join(" ").to_lowercase();
+    // kube's message for a failed credential plugin carries the plugin's
+    // whole output, which may hold a token: only its first words are kept.
+    if all.contains("auth exec") || all.contains("exec auth") {
+        return "the kubeconfig's credential plugin (`exec`) failed; run it by hand to see why"
+            .into();
+    }
     if all.contains("connection refused") {
         "connection refused".into()
     } else if all.contains("dns error") || all.contains("failed to lookup address") {

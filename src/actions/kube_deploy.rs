@@ -179,6 +179,16 @@ pub async fn scale(cluster: &Cluster, name: &str, replicas: i32) -> Result<i32, 
     })
 }
 
+/// How many replicas the deployment asks for now.
+pub async fn replicas(cluster: &Cluster, name: &str) -> Result<i32, KubeError> {
+    let d = cluster
+        .deployments()
+        .get(name)
+        .await
+        .map_err(|e| cluster.about(name, e))?;
+    Ok(d.spec.replicas.unwrap_or(1))
+}
+
 async fn read_raw(cluster: &Cluster, name: &str) -> Result<DynamicObject, KubeError> {
     cluster
         .raw_deployments()

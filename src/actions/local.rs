@@ -49,6 +49,8 @@ pub struct LocalRunner {
     http: Arc<std::sync::OnceLock<reqwest::Client>>,
     notify_tries: Tries,
     kube_defaults: super::kube::Target,
+    /// The runbook's name, for PagerDuty's dedup key.
+    runbook: Arc<str>,
 }
 
 impl LocalRunner {
@@ -62,6 +64,7 @@ impl LocalRunner {
             http: Arc::default(),
             notify_tries: Tries::default(),
             kube_defaults: super::kube::Target::default(),
+            runbook: Arc::from(""),
         }
     }
 }
@@ -90,9 +93,11 @@ impl LocalRunner {
         self
     }
 
-    /// The runbook's own `namespace` and `context` settings, for the
-    /// Kubernetes steps that name none.
-    pub fn kube_defaults(mut self, plan: &Plan) -> Self {
+    /// What the runner takes from the plan itself: its name, and its own
+    /// `namespace` and `context` settings for the Kubernetes steps that
+    /// name none.
+    pub fn for_plan(mut self, plan: &Plan) -> Self {
+        self.runbook = Arc::from(plan.name.as_str());
         self.kube_defaults = super::kube::Target {
             namespace: plan.settings.namespace.clone(),
             context: plan.settings.context.clone(),
@@ -152,6 +157,7 @@ impl StepRunner for LocalRunner {
             env: Arc::clone(&self.env),
             inputs: call.inputs.clone(),
             kube_defaults: self.kube_defaults.clone(),
+            runbook: Arc::clone(&self.runbook),
         };
         let sink = Arc::clone(&self.sink);
         let http = Arc::clone(&self.http);
@@ -172,9 +178,10 @@ impl StepRunner for LocalRunner {
                 "restore" => super::data::restore_step(&call.step, &scope, &log).await,
                 "deploy" => super::cluster::deploy_step(&call.step, &scope, &log, call.notes).await,
                 "restart" => {
-                    super::cluster::restart_step(&call.step, &scope, &log, call.notes).await
+                    super::cluster::restart_step(&call.step, &scope, &log, call.attempt, call.notes)
+                        .await
                 }
-                "scale" => super::cluster::scale_step(&call.step, &scope, &log).await,
+                "scale" => super::cluster::scale_step(&call.step, &scope, &log, call.notes).await,
                 "undo" => super::cluster::undo(&call.undone, &log, &|name| scope.env_var(name))
                     .await
                     .map(|()| BTreeMap::new()),
@@ -183,6 +190,7 @@ impl StepRunner for LocalRunner {
                         &call.step,
                         &scope,
                         &log,
+                        call.attempt,
                         call.notes,
                         &call.undone,
                     )
@@ -208,6 +216,7 @@ pub(super) struct Scope {
     /// The runbook's `namespace` and `context`, for Kubernetes steps that
     /// name none of their own.
     pub(super) kube_defaults: super::kube::Target,
+    pub(super) runbook: Arc<str>,
 }
 
 impl Scope {
@@ -482,6 +491,15 @@ async fn wait_step(
     Ok(BTreeMap::new())
 }
 
+/// This machine's name, for telling its runs from another machine's.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
 /// A webhook POST or a PagerDuty alert, tried again while the receiver is
 /// down or busy.
 async fn notify_step(
@@ -509,6 +527,8 @@ async fn notify_step(
         .map(format::expr)
         .unwrap_or_else(|| "info".into());
     let notice = Notice {
+        runbook: &scope.runbook,
+        host: &host_name(),
         message: &message,
         severity: &severity,
         run: run.0,

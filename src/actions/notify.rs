@@ -14,6 +14,10 @@ pub enum Channel {
 }
 
 pub struct Notice<'a> {
+    /// Which runbook, on which machine: with the run and the step, what
+    /// tells this notice's incident from every other.
+    pub runbook: &'a str,
+    pub host: &'a str,
     pub message: &'a str,
     /// `info`, `warning`, `error` or `critical`.
     pub severity: &'a str,
@@ -73,7 +77,7 @@ pub async fn deliver(
             Ok(answer) if answer.status().is_success() => return Ok(answer.status().as_u16()),
             Ok(answer) => {
                 let status = answer.status();
-                let said = answer.text().await.unwrap_or_default();
+                let said = first_bytes(answer, 64 << 10).await;
                 let transient = status.as_u16() == 429 || status.is_server_error();
                 (
                     transient,
@@ -98,6 +102,19 @@ pub async fn deliver(
     }
 }
 
+/// The beginning of an answer's body: a refusal is read for its reason,
+/// never whole.
+async fn first_bytes(mut answer: reqwest::Response, cap: usize) -> String {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = answer.chunk().await {
+        body.extend_from_slice(&chunk[..chunk.len().min(cap - body.len())]);
+        if body.len() >= cap {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&body).into_owned()
+}
+
 fn slack(notice: &Notice<'_>) -> serde_json::Value {
     serde_json::json!({
         "text": format!("[{}] {}", notice.severity, notice.message),
@@ -107,13 +124,18 @@ fn slack(notice: &Notice<'_>) -> serde_json::Value {
     })
 }
 
-/// An Events v2 `trigger`. The dedup key is the run and step, so a retried
-/// or resumed notify updates one incident instead of opening another.
+/// An Events v2 `trigger`. The dedup key names the machine, the runbook,
+/// the run and the step, so a retried or resumed notify updates one
+/// incident instead of opening another, and run 7 of another machine's
+/// store opens its own.
 fn pagerduty(notice: &Notice<'_>, routing_key: &str) -> serde_json::Value {
     serde_json::json!({
         "routing_key": routing_key,
         "event_action": "trigger",
-        "dedup_key": format!("runbook-{}-{}", notice.run, notice.step),
+        "dedup_key": format!(
+            "runbook/{}/{}/{}/{}",
+            notice.host, notice.runbook, notice.run, notice.step
+        ),
         "payload": {
             "summary": notice.message.chars().take(1024).collect::<String>(),
             "source": "runbook",
@@ -132,7 +154,13 @@ fn detail(body: &str) -> String {
                 .iter()
                 .map(|e| e.as_str().map_or_else(|| e.to_string(), str::to_string))
                 .collect();
-            format!(": {}", said.join("; "))
+            let said = said.join("; ");
+            let cut: String = said.chars().take(500).collect();
+            if cut.len() < said.len() {
+                format!(": {cut}…")
+            } else {
+                format!(": {cut}")
+            }
         }
         _ => String::new(),
     }
@@ -201,6 +229,8 @@ mod tests {
 
     fn notice() -> Notice<'static> {
         Notice {
+            runbook: "dr",
+            host: "ops-1",
             message: "db failover started",
             severity: "critical",
             run: 7,
@@ -231,7 +261,7 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(body).expect("JSON");
         assert_eq!(json["routing_key"], "R0UTING-KEY");
         assert_eq!(json["event_action"], "trigger");
-        assert_eq!(json["dedup_key"], "runbook-7-page");
+        assert_eq!(json["dedup_key"], "runbook/ops-1/dr/7/page");
         assert_eq!(json["payload"]["severity"], "critical");
         assert_eq!(json["payload"]["summary"], "db failover started");
     }

@@ -39,6 +39,8 @@ pub struct QueryResult {
     /// Rows returned, or for a statement that returns none, rows affected.
     pub rows: u64,
     pub columns: Vec<String>,
+    /// The PostgreSQL type of each column (`bool`, `int4`, `text`, ...).
+    pub types: Vec<String>,
     /// Each column of the first row as text; `None` for SQL NULL.
     pub first_row: Vec<Option<String>>,
     /// The first column of the first row.
@@ -383,6 +385,11 @@ async fn run(client: &Client, target: &Target, q: &Query) -> Result<QueryResult,
             .columns()
             .iter()
             .map(|c| c.name().to_string())
+            .collect(),
+        types: statement
+            .columns()
+            .iter()
+            .map(|c| c.type_().name().to_string())
             .collect(),
         ..QueryResult::default()
     };

@@ -193,7 +193,11 @@ fn prune(
     now: SystemTime,
     keep: Duration,
 ) -> Result<(), PgError> {
-    let cutoff = chrono::DateTime::<chrono::Utc>::from(now.checked_sub(keep).unwrap_or(now));
+    // A `keep` longer than the clock goes back keeps everything.
+    let Some(cutoff) = now.checked_sub(keep) else {
+        return Ok(());
+    };
+    let cutoff = chrono::DateTime::<chrono::Utc>::from(cutoff);
     let entries = std::fs::read_dir(dir).map_err(|e| file_error(dir, &e))?;
     for entry in entries {
         let entry = entry.map_err(|e| file_error(dir, &e))?;

@@ -167,7 +167,10 @@ fn date(days: i32) -> Option<String> {
         i32::MAX => Some("infinity".into()),
         i32::MIN => Some("-infinity".into()),
         _ => {
-            let d = epoch().date() + chrono::Duration::days(i64::from(days));
+            // Beyond chrono's years (PostgreSQL goes further): not shown.
+            let d = epoch()
+                .date()
+                .checked_add_signed(chrono::Duration::days(i64::from(days)))?;
             Some(d.format("%Y-%m-%d").to_string())
         }
     }

@@ -45,7 +45,12 @@ pub async fn days_left(target: &str, now: SystemTime, timeout: Duration) -> Resu
 }
 
 fn from_file(path: &str) -> Result<Vec<u8>, TlsError> {
-    let text = std::fs::read(path)
+    // A certificate file is a few KiB; a megabyte is plenty, and bounds what
+    // a wrong path (`/dev/zero`) can cost.
+    let mut text = Vec::new();
+    use std::io::Read;
+    std::fs::File::open(path)
+        .and_then(|f| f.take(1 << 20).read_to_end(&mut text))
         .map_err(|e| TlsError::File(path.into(), crate::error::io_reason(&e)))?;
     let text = String::from_utf8_lossy(&text);
     let begin = "-----BEGIN CERTIFICATE-----";

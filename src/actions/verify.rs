@@ -143,7 +143,7 @@ async fn http_sample(
         &format!(
             "{} {} answered {} ({} bytes{})\n",
             method.to_uppercase(),
-            url,
+            http::shown_url(&url),
             answer.status,
             answer.body.len(),
             if answer.cut {
@@ -208,13 +208,14 @@ async fn certificate_sample(step: &Step, scope: &Scope, log: &Log) -> Result<Sam
     let days = super::tls::days_left(&target, SystemTime::now(), TLS_TIMEOUT)
         .await
         .map_err(|e| e.to_string())?;
+    let expired = days <= 0.0;
     // Two decimals: enough for a message, without a float's noise.
     let days = (days * 100.0).round() / 100.0;
     log.line(
         false,
         &format!("{target}: the certificate expires in {days} days\n"),
     );
-    let default = if days > 0.0 {
+    let default = if !expired {
         Ok(())
     } else {
         Err(format!("the certificate expired {} days ago", -days))

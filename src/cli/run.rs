@@ -282,7 +282,7 @@ fn drive_run(
     let runner = Arc::new(
         LocalRunner::new(bindings.clone(), env, sink)
             .scrubbing(&plan)
-            .kube_defaults(&plan)
+            .for_plan(&plan)
             .noting_groups(opts.state.join("running")),
     );
     let mut state = how.state;

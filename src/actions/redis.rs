@@ -3,20 +3,44 @@
 //! A running Redis cannot be handed a snapshot through its protocol, and
 //! the DR Redis is usually on another machine. So the snapshot is loaded by
 //! a private `redis-server` on this machine's loopback (a free port, no
-//! persistence, removed afterwards), and every key is copied from it to the
-//! target with `DUMP` and `RESTORE ... REPLACE`, keeping its time to live,
-//! database by database. Keys of the target that the snapshot does not
-//! have are left alone. Needs `redis-server` where runbook runs, of a
-//! version no newer than the target's (a `DUMP` payload is refused by an
-//! older Redis).
+//! persistence, its own process group, killed and its directory removed
+//! afterwards), and every key is copied from it to the target with `DUMP`
+//! and `RESTORE ... REPLACE`, keeping its time to live, database by
+//! database. Keys of the target that the snapshot does not have are left
+//! alone. Needs `redis-server` where runbook runs, of a version no newer
+//! than the target's (a `DUMP` payload is refused by an older Redis).
 //!
-//! The URL may hold a password: no error names more than `host:port`.
+//! Other local users reach loopback too: the private server's directory is
+//! runbook's user's only (0700), and it asks for a random password, in a
+//! config file there (0600), never on its command line (`ps` shows that).
+//! It is waited for as long as it is alive and loading (the step's timeout
+//! bounds that), with a line every ten seconds saying it still loads.
+//!
+//! The target is tried (reachable, credentials) before a long load. Replies
+//! are read within bounds (see `MAX_LINE` and below): beyond them, or after
+//! 60 seconds without a byte, the step ends with one sentence.
+//!
+//! The URL may hold a password: no error or progress line names more than
+//! `host:port`.
 
 use super::command::Stream;
+use std::collections::HashSet;
+use std::hash::{BuildHasher, RandomState};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+
+/// The longest status, error or number line a server may send.
+const MAX_LINE: usize = 64 * 1024;
+/// The longest string a server may announce: Redis's own limit.
+const MAX_BULK: usize = 512 * 1024 * 1024;
+/// How deep lists may nest, and how many items one may have: far above any
+/// reply of the commands sent here (SCAN's is two deep).
+const MAX_DEPTH: usize = 8;
+const MAX_ITEMS: usize = 1_000_000;
+/// How long a server may send nothing while a reply is awaited.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RedisError {
@@ -32,6 +56,10 @@ pub enum RedisError {
     Refused { target: String, message: String },
     #[error("Redis at {target} broke off: {why}")]
     Lost { target: String, why: String },
+    /// A reply runbook refuses to read further, or none: `what` is the
+    /// rest of the sentence ("sent a line longer than 64 KiB").
+    #[error("Redis at {target} {what}")]
+    Unreadable { target: String, what: String },
     #[error("cannot load the snapshot: {0}")]
     Loader(String),
 }
@@ -86,7 +114,8 @@ fn shown(url: &str) -> String {
             let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
             format!("{scheme}://{rest}")
         }
-        None => url.chars().take(40).collect(),
+        // Without a scheme, any part of it may be a password (`:pw@cache`).
+        None => "(not a redis:// URL)".into(),
     }
 }
 
@@ -117,10 +146,20 @@ enum Reply {
     Array(Vec<Reply>),
 }
 
+/// Why a reply could not be read: the connection failed, or what the server
+/// sent (or did not) is refused, said as the end of "Redis at HOST:PORT ...".
+#[derive(Debug)]
+enum Unread {
+    Io(std::io::Error),
+    Refused(String),
+}
+
 /// One connection, commands one at a time.
 struct Connection {
     stream: BufReader<TcpStream>,
     target: String,
+    /// How long the server may send nothing while a reply is awaited.
+    patience: Duration,
 }
 
 impl Connection {
@@ -145,6 +184,7 @@ impl Connection {
         let mut connection = Connection {
             stream: BufReader::new(tcp),
             target: shown,
+            patience: REPLY_TIMEOUT,
         };
         if let Some(password) = &target.password {
             let mut auth: Vec<&[u8]> = vec![b"AUTH"];
@@ -167,18 +207,18 @@ impl Connection {
             request.extend_from_slice(arg);
             request.extend_from_slice(b"\r\n");
         }
-        let lost = |e: std::io::Error, target: &str| RedisError::Lost {
-            target: target.to_string(),
-            why: crate::error::io_reason(&e),
+        let read = match self.stream.get_mut().write_all(&request).await {
+            Ok(()) => read_reply(&mut self.stream, 0, self.patience).await,
+            Err(e) => Err(Unread::Io(e)),
         };
-        self.stream
-            .get_mut()
-            .write_all(&request)
-            .await
-            .map_err(|e| lost(e, &self.target))?;
-        read_reply(&mut self.stream)
-            .await
-            .map_err(|e| lost(e, &self.target))
+        let target = self.target.clone();
+        read.map_err(|unread| match unread {
+            Unread::Io(e) => RedisError::Lost {
+                target,
+                why: crate::error::io_reason(&e),
+            },
+            Unread::Refused(what) => RedisError::Unreadable { target, what },
+        })
     }
 
     /// A command whose error reply is the step's error.
@@ -193,48 +233,130 @@ impl Connection {
     }
 }
 
+/// One read, given up when the server sends nothing for `patience`.
+async fn within<T>(
+    patience: Duration,
+    read: impl std::future::Future<Output = std::io::Result<T>>,
+) -> Result<T, Unread> {
+    match tokio::time::timeout(patience, read).await {
+        Ok(done) => done.map_err(Unread::Io),
+        Err(_) => Err(Unread::Refused(format!(
+            "sent nothing for {} seconds",
+            patience.as_secs()
+        ))),
+    }
+}
+
+fn closed() -> Unread {
+    Unread::Io(std::io::Error::new(
+        std::io::ErrorKind::UnexpectedEof,
+        "the connection was closed",
+    ))
+}
+
+fn not_resp() -> Unread {
+    Unread::Refused("sent something that is not the Redis protocol".into())
+}
+
+/// A line without its CRLF, of at most `MAX_LINE` bytes.
+async fn read_line(r: &mut BufReader<TcpStream>, patience: Duration) -> Result<Vec<u8>, Unread> {
+    let mut line = Vec::new();
+    let mut limited = (&mut *r).take(MAX_LINE as u64 + 2);
+    within(patience, limited.read_until(b'\n', &mut line)).await?;
+    if let Some(text) = line.strip_suffix(b"\r\n") {
+        Ok(text.to_vec())
+    } else if line.len() > MAX_LINE {
+        Err(Unread::Refused("sent a line longer than 64 KiB".into()))
+    } else if line.ends_with(b"\n") {
+        Err(not_resp())
+    } else {
+        Err(closed())
+    }
+}
+
+/// A bulk string of `n` bytes and its CRLF, read as it arrives: memory
+/// follows what the server sends, not what it announced.
+async fn read_bulk(
+    r: &mut BufReader<TcpStream>,
+    n: usize,
+    patience: Duration,
+) -> Result<Vec<u8>, Unread> {
+    let mut data = Vec::new();
+    while data.len() < n + 2 {
+        let chunk = within(patience, r.fill_buf()).await?;
+        if chunk.is_empty() {
+            return Err(closed());
+        }
+        let taken = chunk.len().min(n + 2 - data.len());
+        data.extend_from_slice(&chunk[..taken]);
+        r.consume(taken);
+    }
+    if !data.ends_with(b"\r\n") {
+        return Err(not_resp());
+    }
+    data.truncate(n);
+    Ok(data)
+}
+
 fn read_reply<'a>(
     r: &'a mut BufReader<TcpStream>,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = std::io::Result<Reply>> + Send + 'a>> {
+    depth: usize,
+    patience: Duration,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Reply, Unread>> + Send + 'a>> {
     Box::pin(async move {
-        let mut line = Vec::new();
-        r.read_until(b'\n', &mut line).await?;
-        let broken =
-            || std::io::Error::new(std::io::ErrorKind::InvalidData, "not the Redis protocol");
-        let text =
-            String::from_utf8_lossy(line.strip_suffix(b"\r\n").ok_or_else(broken)?).to_string();
-        let (kind, rest) = text.split_at(1.min(text.len()));
-        let number = || rest.parse::<i64>().map_err(|_| broken());
+        let line = read_line(r, patience).await?;
+        let Some((&kind, rest)) = line.split_first() else {
+            return Err(not_resp());
+        };
+        let text = || String::from_utf8_lossy(rest).into_owned();
+        let number = || {
+            std::str::from_utf8(rest)
+                .ok()
+                .and_then(|n| n.parse::<i64>().ok())
+                .ok_or_else(not_resp)
+        };
         Ok(match kind {
-            "+" => Reply::Status(rest.to_string()),
-            "-" => Reply::Error(rest.to_string()),
-            ":" => Reply::Int(number()?),
-            "$" => match number()? {
-                -1 => Reply::Bulk(None),
-                n => {
-                    let n = usize::try_from(n).map_err(|_| broken())?;
-                    let mut data = vec![0; n + 2];
-                    r.read_exact(&mut data).await?;
-                    data.truncate(n);
-                    Reply::Bulk(Some(data))
-                }
+            b'+' => Reply::Status(text()),
+            b'-' => Reply::Error(text()),
+            b':' => Reply::Int(number()?),
+            b'$' | b'*' if rest == b"-1" => match kind {
+                b'$' => Reply::Bulk(None),
+                _ => Reply::Array(Vec::new()),
             },
-            "*" => match number()? {
-                -1 => Reply::Array(Vec::new()),
-                n => {
-                    let mut items = Vec::new();
-                    for _ in 0..n {
-                        items.push(read_reply(r).await?);
-                    }
-                    Reply::Array(items)
+            b'$' => {
+                let n = usize::try_from(number()?).map_err(|_| not_resp())?;
+                if n > MAX_BULK {
+                    return Err(Unread::Refused(format!(
+                        "announced a string of {n} bytes, more than the 512 MiB Redis allows"
+                    )));
                 }
-            },
-            _ => return Err(broken()),
+                Reply::Bulk(Some(read_bulk(r, n, patience).await?))
+            }
+            b'*' => {
+                let n = usize::try_from(number()?).map_err(|_| not_resp())?;
+                if depth >= MAX_DEPTH {
+                    return Err(Unread::Refused(format!(
+                        "sent lists nested more than {MAX_DEPTH} deep"
+                    )));
+                }
+                if n > MAX_ITEMS {
+                    return Err(Unread::Refused(format!(
+                        "announced a list of {n} items, more than the {MAX_ITEMS} runbook reads"
+                    )));
+                }
+                let mut items = Vec::with_capacity(n.min(1024));
+                for _ in 0..n {
+                    items.push(read_reply(r, depth + 1, patience).await?);
+                }
+                Reply::Array(items)
+            }
+            _ => return Err(not_resp()),
         })
     })
 }
 
-/// Copies every key of the snapshot into the Redis at `url`; the number of keys.
+/// Copies every key of the snapshot into the Redis at `url`; the number of
+/// distinct keys restored.
 pub async fn restore(
     url: &str,
     rdb: &Path,
@@ -242,7 +364,11 @@ pub async fn restore(
 ) -> Result<u64, RedisError> {
     let target = Target::parse(url)?;
     check_rdb(rdb)?;
-    let loader = Loader::start(rdb).await?;
+    // A target that cannot be reached or refuses the credentials fails the
+    // step now, not after a long load; the connection is opened again after
+    // it, as a target with an idle `timeout` would close this one meanwhile.
+    drop(Connection::open(&target).await?);
+    let loader = Loader::start(rdb, &mut on_line).await?;
     on_line(
         Stream::Stdout,
         &format!(
@@ -251,20 +377,14 @@ pub async fn restore(
             loader.port
         ),
     );
-    let source_target = Target {
-        host: "127.0.0.1".into(),
-        port: loader.port,
-        user: None,
-        password: None,
-        db: 0,
-    };
-    let mut source = Connection::open(&source_target).await?;
+    let mut source = Connection::open(&loader.target()).await?;
     let mut dest = Connection::open(&target).await?;
     let mut copied = 0;
     for db in databases(&mut source).await? {
         let number = db.to_string();
         source.ok(&[b"SELECT", number.as_bytes()]).await?;
         dest.ok(&[b"SELECT", number.as_bytes()]).await?;
+        let mut seen = Seen::default();
         let mut cursor = b"0".to_vec();
         loop {
             let reply = source.ok(&[b"SCAN", &cursor, b"COUNT", b"1000"]).await?;
@@ -280,9 +400,14 @@ pub async fn restore(
                 let Reply::Bulk(Some(key)) = key else {
                     continue;
                 };
-                copied += copy_key(&mut source, &mut dest, key).await?;
-                if copied % 10_000 == 0 {
-                    on_line(Stream::Stdout, &format!("{copied} keys copied\n"));
+                if !seen.first(key) {
+                    continue;
+                }
+                if copy_key(&mut source, &mut dest, key).await? {
+                    copied += 1;
+                    if copied % 10_000 == 0 {
+                        on_line(Stream::Stdout, &format!("{copied} keys copied\n"));
+                    }
                 }
             }
             if next.as_slice() == b"0" {
@@ -298,18 +423,41 @@ pub async fn restore(
     Ok(copied)
 }
 
-/// One key, with its time to live; 0 when it expired in between.
+/// The keys of one database met so far. SCAN may return a key more than
+/// once (when the private server resizes its table, as keys expire in it
+/// during the copy); a key met again is neither copied nor counted again.
+/// It holds a 128-bit fingerprint of each key (SipHash with random keys),
+/// not the key: about 30 bytes a key with the table, a fraction of what the
+/// private redis-server on this machine already holds for the same key
+/// (so the memory is there), where the keys themselves would double it.
+/// Two keys share a fingerprint with a chance of about n²/2¹²⁹: none.
+#[derive(Default)]
+struct Seen {
+    hasher: RandomState,
+    fingerprints: HashSet<u128>,
+}
+
+impl Seen {
+    /// Whether `key` is met for the first time.
+    fn first(&mut self, key: &[u8]) -> bool {
+        let high = u128::from(self.hasher.hash_one((key, 1u8)));
+        let low = u128::from(self.hasher.hash_one((key, 2u8)));
+        self.fingerprints.insert((high << 64) | low)
+    }
+}
+
+/// One key, with its time to live; false when it expired in between.
 async fn copy_key(
     source: &mut Connection,
     dest: &mut Connection,
     key: &[u8],
-) -> Result<u64, RedisError> {
+) -> Result<bool, RedisError> {
     let Reply::Bulk(Some(payload)) = source.ok(&[b"DUMP", key]).await? else {
-        return Ok(0);
+        return Ok(false);
     };
     let ttl = match source.ok(&[b"PTTL", key]).await? {
         Reply::Int(ms) if ms > 0 => ms,
-        Reply::Int(-2) => return Ok(0),
+        Reply::Int(-2) => return Ok(false),
         _ => 0,
     };
     dest.ok(&[
@@ -320,7 +468,7 @@ async fn copy_key(
         b"REPLACE",
     ])
     .await?;
-    Ok(1)
+    Ok(true)
 }
 
 /// The databases that hold keys, from `INFO keyspace` (`db3:keys=...`).
@@ -345,44 +493,83 @@ fn check_rdb(rdb: &Path) -> Result<(), RedisError> {
     }
 }
 
-/// A private redis-server holding the snapshot, killed and its directory
-/// removed when dropped.
+/// `n` random bytes from the kernel, as hex.
+fn random_hex(n: usize) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    Ok(bytes
+        .iter()
+        .flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]])
+        .map(char::from)
+        .collect())
+}
+
+/// A directory removed with everything in it when dropped.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A private redis-server holding the snapshot. When dropped, it is killed
+/// (`kill_on_drop`), then its directory removed (fields drop in order).
 struct Loader {
     port: u16,
+    password: String,
     child: tokio::process::Child,
-    dir: PathBuf,
+    _dir: Scratch,
 }
 
 impl Loader {
-    async fn start(rdb: &Path) -> Result<Loader, RedisError> {
-        let dir = std::env::temp_dir().join(format!(
-            "runbook-redis-restore-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos())
-        ));
+    async fn start(
+        rdb: &Path,
+        on_line: &mut impl FnMut(Stream, &str),
+    ) -> Result<Loader, RedisError> {
+        use std::io::Write;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
         let io = |e: std::io::Error| RedisError::Loader(crate::error::io_reason(&e));
-        std::fs::create_dir_all(&dir).map_err(io)?;
-        std::fs::copy(rdb, dir.join("dump.rdb")).map_err(io)?;
+        let random = random_hex(20).map_err(io)?;
+        let (password, tag) = random.split_at(32);
+        let path = std::env::temp_dir().join(format!(
+            "runbook-redis-restore-{}-{tag}",
+            std::process::id()
+        ));
+        // `create`, not `create_all`: a directory someone else made is refused.
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&path)
+            .map_err(io)?;
+        let dir = Scratch(path);
+        let config = dir.0.join("redis.conf");
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&config)
+            .and_then(|mut file| {
+                write!(
+                    file,
+                    "requirepass {password}\nbind 127.0.0.1\nsave \"\"\nappendonly no\ndbfilename dump.rdb\n"
+                )
+            })
+            .map_err(io)?;
+        std::fs::copy(rdb, dir.0.join("dump.rdb")).map_err(io)?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(io)?
             .port();
         let child = tokio::process::Command::new("redis-server")
-            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
-            .args([
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dbfilename",
-                "dump.rdb",
-            ])
+            .arg(&config)
+            .args(["--port", &port.to_string()])
             .arg("--dir")
-            .arg(&dir)
+            .arg(&dir.0)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
+            .process_group(0)
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| {
@@ -391,43 +578,78 @@ impl Loader {
                     crate::error::io_reason(&e)
                 ))
             })?;
-        let mut loader = Loader { port, child, dir };
-        loader.ready().await?;
+        let mut loader = Loader {
+            port,
+            password: password.to_string(),
+            child,
+            _dir: dir,
+        };
+        loader.ready(on_line).await?;
         Ok(loader)
     }
 
-    /// Until the server answers PING with PONG (not LOADING), for up to a minute.
-    async fn ready(&mut self) -> Result<(), RedisError> {
-        let target = Target {
+    fn target(&self) -> Target {
+        Target {
             host: "127.0.0.1".into(),
             port: self.port,
             user: None,
-            password: None,
+            password: Some(self.password.clone()),
             db: 0,
-        };
-        for _ in 0..600 {
+        }
+    }
+
+    /// Until the server answers PING with PONG. While it answers LOADING it
+    /// is waited for as long as it is alive, saying so every ten seconds;
+    /// one that never answers is given up after a minute.
+    async fn ready(&mut self, on_line: &mut impl FnMut(Stream, &str)) -> Result<(), RedisError> {
+        let started = Instant::now();
+        let mut said = started;
+        let mut answered = false;
+        let loading = |message: &str| message.starts_with("LOADING");
+        loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(RedisError::Loader(format!(
                     "redis-server exited ({status}) while loading the snapshot"
                 )));
             }
-            if let Ok(mut c) = Connection::open(&target).await {
-                if c.call(&[b"PING"]).await == Ok(Reply::Status("PONG".into())) {
-                    return Ok(());
+            let reply = match Connection::open(&self.target()).await {
+                Ok(mut c) => c.call(&[b"PING"]).await,
+                Err(e) => Err(e),
+            };
+            match reply {
+                Ok(Reply::Status(pong)) if pong == "PONG" => return Ok(()),
+                Ok(Reply::Error(m)) | Err(RedisError::Refused { message: m, .. })
+                    if loading(&m) =>
+                {
+                    answered = true
                 }
+                Err(RedisError::Connect { .. } | RedisError::Lost { .. }) => {}
+                Ok(_) => {
+                    return Err(RedisError::Loader(format!(
+                        "127.0.0.1:{} does not answer PING as a redis-server",
+                        self.port
+                    )))
+                }
+                Err(e) => return Err(RedisError::Loader(e.to_string())),
+            }
+            if !answered && started.elapsed() > Duration::from_secs(60) {
+                return Err(RedisError::Loader(format!(
+                    "redis-server did not answer on 127.0.0.1:{} within a minute",
+                    self.port
+                )));
+            }
+            if said.elapsed() >= Duration::from_secs(10) {
+                said = Instant::now();
+                on_line(
+                    Stream::Stdout,
+                    &format!(
+                        "redis-server is still loading the snapshot ({} s)\n",
+                        started.elapsed().as_secs()
+                    ),
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Err(RedisError::Loader(
-            "redis-server did not finish loading within a minute".into(),
-        ))
-    }
-}
-
-impl Drop for Loader {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

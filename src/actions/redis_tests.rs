@@ -102,6 +102,12 @@ fn urls_are_read_and_never_shown_with_their_password() {
         err.to_string(),
         "`rediss://cache:6380` is not a Redis URL runbook can use (redis://[user:password@]host[:port][/db]; rediss:// is not supported yet)"
     );
+    // Without a scheme there is no telling what is a password.
+    for url in [":s3cret@cache:6379", "app:s3cret@cache", "s3cret"] {
+        let err = Target::parse(url).unwrap_err();
+        assert_eq!(err, RedisError::BadUrl("(not a redis:// URL)".into()));
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+    }
 }
 
 #[tokio::test]
@@ -178,10 +184,16 @@ async fn a_wrong_password_a_missing_file_and_a_file_that_is_not_rdb_are_one_sent
         .await
         .unwrap_err();
     assert_eq!(err, RedisError::NotRdb(junk.display().to_string()));
-    let wrong = Connection::open(&Target::parse(&target.url(Some("wrong"))).expect("a URL"))
-        .await
-        .err()
-        .expect("refused");
+    // A wrong password fails the step before the snapshot is loaded, and
+    // is not in the sentence.
+    let rdb = dir.join("header-only.rdb");
+    std::fs::write(&rdb, "REDIS0011").expect("writes");
+    let mut lines = Vec::new();
+    let wrong = restore(&target.url(Some("hunter2-wrong")), &rdb, |_, l| {
+        lines.push(l.to_string())
+    })
+    .await
+    .unwrap_err();
     let said = wrong.to_string();
     assert!(
         said.starts_with(&format!(
@@ -190,7 +202,8 @@ async fn a_wrong_password_a_missing_file_and_a_file_that_is_not_rdb_are_one_sent
         )),
         "{said}"
     );
-    assert!(!said.contains("wrong@"), "{said}");
+    assert!(!said.contains("hunter2"), "{said}");
+    assert!(!lines.concat().contains("hunter2"), "{lines:?}");
 }
 
 #[tokio::test]
@@ -199,10 +212,203 @@ async fn a_refused_port_is_one_sentence() {
         .and_then(|l| l.local_addr())
         .expect("a port")
         .port();
-    let target = Target::parse(&format!("redis://:pw@127.0.0.1:{port}")).expect("a URL");
-    let err = Connection::open(&target).await.err().expect("refused");
+    let url = format!("redis://app:s3cret-pw@127.0.0.1:{port}");
+    let rdb =
+        std::env::temp_dir().join(format!("runbook-redis-refused-{}.rdb", std::process::id()));
+    std::fs::write(&rdb, "REDIS0011").expect("writes");
+    let mut lines = Vec::new();
+    let err = restore(&url, &rdb, |_, l| lines.push(l.to_string()))
+        .await
+        .unwrap_err();
+    let _ = std::fs::remove_file(&rdb);
     assert_eq!(
         err.to_string(),
         format!("cannot connect to Redis at 127.0.0.1:{port}: connection refused")
     );
+    assert!(!lines.concat().contains("s3cret"), "{lines:?}");
+}
+
+/// What the fake server does after its reply.
+enum Then {
+    Hold,
+    Close,
+    Repeat(&'static [u8]),
+}
+
+/// What a connection makes of a fake server on loopback that answers PING
+/// with `reply`, then does `then`; it waits at most two seconds for bytes.
+async fn ping_a_server_that_sends(reply: &[u8], then: Then) -> (u16, Result<Reply, RedisError>) {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let port = listener.local_addr().expect("an address").port();
+    let reply = reply.to_vec();
+    let server = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.expect("a client");
+        let mut request = [0u8; 64];
+        let _ = socket.read(&mut request).await;
+        let _ = socket.write_all(&reply).await;
+        match then {
+            Then::Hold => {
+                let _ = socket.read(&mut request).await;
+            }
+            Then::Close => {}
+            Then::Repeat(chunk) => while socket.write_all(chunk).await.is_ok() {},
+        }
+    });
+    let tcp = TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connects");
+    let mut connection = Connection {
+        stream: BufReader::new(tcp),
+        target: format!("127.0.0.1:{port}"),
+        patience: Duration::from_secs(2),
+    };
+    let result = connection.call(&[b"PING"]).await;
+    drop(connection);
+    server.await.expect("the fake server ends");
+    (port, result)
+}
+
+#[tokio::test]
+async fn a_hostile_or_silent_server_is_one_sentence_without_a_panic_or_a_huge_allocation() {
+    let cases: Vec<(&[u8], Then, &str)> = vec![
+        (
+            b"$999999999999\r\n",
+            Then::Hold,
+            "announced a string of 999999999999 bytes, more than the 512 MiB Redis allows",
+        ),
+        (
+            b"+",
+            Then::Repeat(&[b'a'; 8192]),
+            "sent a line longer than 64 KiB",
+        ),
+        (
+            b"*2000000\r\n",
+            Then::Hold,
+            "announced a list of 2000000 items, more than the 1000000 runbook reads",
+        ),
+        (
+            "\u{e9}t\u{e9}\r\n".as_bytes(),
+            Then::Hold,
+            "sent something that is not the Redis protocol",
+        ),
+        (
+            b"+OK\n",
+            Then::Hold,
+            "sent something that is not the Redis protocol",
+        ),
+        (
+            b"$-5\r\n",
+            Then::Hold,
+            "sent something that is not the Redis protocol",
+        ),
+        (
+            b"$3\r\nabcde",
+            Then::Hold,
+            "sent something that is not the Redis protocol",
+        ),
+        (b"", Then::Hold, "sent nothing for 2 seconds"),
+        // Announced 500 MiB, sent 5 bytes: what is kept is what came.
+        (
+            b"$524288000\r\nabcde",
+            Then::Hold,
+            "sent nothing for 2 seconds",
+        ),
+        (
+            b"$10\r\nabc",
+            Then::Close,
+            "broke off: the connection was closed",
+        ),
+        (b"", Then::Close, "broke off: the connection was closed"),
+    ];
+    for (reply, then, said) in cases {
+        let (port, result) = ping_a_server_that_sends(reply, then).await;
+        let err = result.expect_err("refused");
+        assert_eq!(err.to_string(), format!("Redis at 127.0.0.1:{port} {said}"));
+    }
+    let deep = b"*1\r\n".repeat(100);
+    let (port, result) = ping_a_server_that_sends(&deep, Then::Hold).await;
+    assert_eq!(
+        result.expect_err("refused").to_string(),
+        format!("Redis at 127.0.0.1:{port} sent lists nested more than 8 deep")
+    );
+    // Within the bounds, the same reader reads.
+    let (_, result) = ping_a_server_that_sends(
+        b"*3\r\n$3\r\nabc\r\n*2\r\n:-5\r\n$-1\r\n-ERR no\r\n",
+        Then::Hold,
+    )
+    .await;
+    assert_eq!(
+        result,
+        Ok(Reply::Array(vec![
+            bulk("abc"),
+            Reply::Array(vec![Reply::Int(-5), Reply::Bulk(None)]),
+            Reply::Error("ERR no".into()),
+        ]))
+    );
+}
+
+#[test]
+fn a_key_scan_returns_twice_is_counted_once() {
+    let mut seen = Seen::default();
+    assert!(seen.first(b"a"));
+    assert!(seen.first(b"b"));
+    assert!(!seen.first(b"a"));
+    assert!(seen.first(b""));
+    assert!(!seen.first(b""));
+}
+
+#[tokio::test]
+async fn the_private_server_wants_a_password_no_ps_shows_in_a_directory_of_its_own() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(source) = Server::start("private", None) else {
+        return;
+    };
+    let mut s = source.connect(None).await;
+    s.ok(&[b"SET", b"k", b"v"]).await.expect("set");
+    s.ok(&[b"SAVE"]).await.expect("save");
+    let loader = Loader::start(&source.dir.join("dump.rdb"), &mut |_, _| {})
+        .await
+        .expect("loads");
+    let dir = loader._dir.0.clone();
+    let mode = |p: &Path| std::fs::metadata(p).expect("exists").permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&dir.join("redis.conf")), 0o600);
+    let password = loader.password.clone();
+    assert_eq!(password.len(), 32);
+    assert!(
+        password.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{password}"
+    );
+    let config = std::fs::read_to_string(dir.join("redis.conf")).expect("reads");
+    assert!(
+        config.contains(&format!("requirepass {password}\n")),
+        "{config}"
+    );
+    let pid = loader.child.id().expect("running");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).expect("a command line");
+    assert!(!String::from_utf8_lossy(&cmdline).contains(&password));
+    let pid = i32::try_from(pid).expect("a pid");
+    // SAFETY: getpgid only reads the process table.
+    assert_eq!(
+        unsafe { libc::getpgid(pid) },
+        pid,
+        "a process group of its own"
+    );
+
+    let anonymous = Target {
+        password: None,
+        ..loader.target()
+    };
+    let Err(RedisError::Refused { message, .. }) = Connection::open(&anonymous).await else {
+        panic!("the private server let in a client without its password")
+    };
+    assert!(message.starts_with("NOAUTH"), "{message}");
+    let mut c = Connection::open(&loader.target()).await.expect("connects");
+    assert_eq!(c.ok(&[b"GET", b"k"]).await, Ok(bulk("v")));
+    drop(c);
+    drop(loader);
+    assert!(!dir.exists(), "{}", dir.display());
 }

@@ -8,7 +8,9 @@ use crate::engine::Event;
 use std::path::Path;
 
 /// The layout this code writes. A store written in a newer layout is refused.
-pub const FORMAT: u32 = 1;
+/// 2: the journal may hold `StepNoted` events, which a binary that knows
+/// format 1 cannot read.
+pub const FORMAT: u32 = 2;
 
 pub struct SledStore {
     db: sled::Db,
@@ -63,6 +65,12 @@ impl SledStore {
                         found,
                         supported: FORMAT,
                     });
+                }
+                // An older store is read as it is, and marked as this
+                // format: this binary may write what an older one cannot read.
+                if found < FORMAT {
+                    meta.insert("format", &FORMAT.to_be_bytes()).map_err(io)?;
+                    db.flush().map_err(io)?;
                 }
             }
         }
@@ -468,9 +476,26 @@ mod tests {
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(
-            err.contains("written by a newer runbook (format 2, this one reads up to 1)"),
+            err.contains("written by a newer runbook (format 3, this one reads up to 2)"),
             "{err}"
         );
+        let _ = std::fs::remove_dir_all(&path);
+    }
+
+    #[test]
+    fn an_older_format_is_read_and_marked_as_this_one() {
+        let path = temp("older");
+        {
+            let store = SledStore::open(&path).expect("opens");
+            let meta = store.db.open_tree("meta").expect("tree");
+            meta.insert("format", &1u32.to_be_bytes()).expect("writes");
+            store.db.flush().expect("flushes");
+        }
+        let store = reopen(&path).expect("an older store opens");
+        let meta = store.db.open_tree("meta").expect("tree");
+        let format = meta.get("format").expect("reads").expect("a format");
+        assert_eq!(format.as_ref(), FORMAT.to_be_bytes());
+        drop(store);
         let _ = std::fs::remove_dir_all(&path);
     }
 

@@ -225,3 +225,40 @@ async fn a_value_interpolated_into_a_shell_script_stays_one_word() {
     assert_eq!(greeted["stdout"], format!("{hostile}|done|"));
     assert!(!std::path::Path::new("/tmp/runbook-pwned").exists());
 }
+
+#[tokio::test]
+async fn an_http_check_judges_status_body_and_json_fields() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    let url = format!("http://{}/health", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = socket.read(&mut buf).await;
+            let body = r#"{"status":"Healthy","db":{"ok":true,"latency_ms":12}}"#;
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = socket.write_all(answer.as_bytes()).await;
+        }
+    });
+    let src = format!(
+        "runbook r {{\n  verify good {{\n    http get \"{url}\"\n    expect status == 200 and json.status == \"Healthy\" and json.db.ok and json.db.latency_ms < 50\n  }}\n  verify bad {{\n    http get \"{url}\"\n    expect json.db.latency_ms < 10\n  }}\n  verify missing {{\n    http get \"{url}\"\n    expect json.nothing == 1\n  }}\n}}\n"
+    );
+    let (plan, runner, _) = local(&src, &[]);
+    let good = attempt(&plan, &runner, "good")
+        .await
+        .result
+        .expect("passes");
+    assert_eq!(good["status"], "200");
+    let bad = attempt(&plan, &runner, "bad").await.result.unwrap_err();
+    assert_eq!(bad, "expected json.db.latency_ms < 10");
+    let missing = attempt(&plan, &runner, "missing").await.result.unwrap_err();
+    assert!(
+        missing.starts_with("`expect json.nothing == 1` could not be decided"),
+        "{missing}"
+    );
+}

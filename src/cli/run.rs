@@ -1,7 +1,7 @@
 //! `runbook run`, `resume` and `retry`: each prepares a run, then drives it
 //! the same way, answering Ctrl-C and requests from other terminals.
 
-use super::store::{self, parse_params, plan_of, rebind, state_of, store_error};
+use super::store::{self, parse_params, plan_and_state, rebind, store_error};
 use super::view::{Mode, View};
 use crate::actions::groups::GroupNotes;
 use crate::actions::local::{unsupported, Env, LocalRunner, Sink};
@@ -111,8 +111,7 @@ pub fn resume(
     let exec = Executor::new()?;
     let store = store::open(&opts.state)?;
     let meta = store.run(crate::engine::RunId(run)).map_err(store_error)?;
-    let plan = plan_of(&meta)?;
-    let state = state_of(&store, &meta, &plan)?;
+    let (plan, state) = plan_and_state(&store, &meta)?;
     if let Some(outcome) = state.finished {
         return Err(Error::Run(format!(
             "run {run} has already finished ({}); nothing to resume. `runbook retry {run} --from STEP` runs steps again",
@@ -136,8 +135,7 @@ pub fn retry(run: u64, from: &str, params: &[String], opts: &RunOptions) -> Resu
     let exec = Executor::new()?;
     let store = store::open(&opts.state)?;
     let meta = store.run(crate::engine::RunId(run)).map_err(store_error)?;
-    let plan = plan_of(&meta)?;
-    let state = state_of(&store, &meta, &plan)?;
+    let (plan, state) = plan_and_state(&store, &meta)?;
     if state.finished.is_none() {
         return Err(Error::Run(format!(
             "run {run} has not finished; continue it with `runbook resume {run}`"

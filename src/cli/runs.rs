@@ -2,7 +2,7 @@
 //! runs, whether their process is alive (requests through the inbox) or not
 //! (the journal directly).
 
-use super::store::{self, plan_of, state_of, store_error, Opened};
+use super::store::{self, plan_and_state, plan_of, store_error, Opened};
 use super::view::clock;
 use crate::compile::eval::{bind, format_duration, Bindings};
 use crate::compile::Plan;
@@ -213,8 +213,7 @@ pub fn status(state_dir: &Path, run: Option<u64>, json: bool) -> Result<u8, Erro
     }
     let mut views = Vec::new();
     for meta in &metas {
-        let plan = plan_of(meta)?;
-        let state = state_of(&store, meta, &plan)?;
+        let (plan, state) = plan_and_state(&store, meta)?;
         views.push(view(
             meta,
             &plan,
@@ -368,8 +367,7 @@ fn ask_live(
 /// A run's plan and state when no process drives it.
 fn offline(store: &SledStore, run: u64) -> Result<(RunMeta, Plan, RunState), Error> {
     let meta = store.run(RunId(run)).map_err(store_error)?;
-    let plan = plan_of(&meta)?;
-    let state = state_of(store, &meta, &plan)?;
+    let (plan, state) = plan_and_state(store, &meta)?;
     Ok((meta, plan, state))
 }
 

@@ -114,10 +114,31 @@ pub fn plan_of(meta: &RunMeta) -> Result<Plan, Error> {
     })
 }
 
-/// The state of a run, replayed from its journal.
-pub fn state_of(store: &SledStore, meta: &RunMeta, plan: &Plan) -> Result<RunState, Error> {
-    let events = store.events(meta.id).map_err(store_error)?;
-    Ok(RunState::replay(plan, &events))
+/// A run's plan and its state. The recorded source is compiled on a
+/// thread of its own while this one reads the journal: for a large
+/// runbook the two take about as long, and a resume waits for both.
+pub fn plan_and_state(store: &SledStore, meta: &RunMeta) -> Result<(Plan, RunState), Error> {
+    let (plan, events) = std::thread::scope(|scope| {
+        // The compiler gets the main thread's deep stack (see main.rs).
+        let compiling = std::thread::Builder::new()
+            .stack_size(64 << 20)
+            .spawn_scoped(scope, || plan_of(meta));
+        let events = store.events(meta.id).map_err(store_error);
+        let plan = match compiling {
+            Ok(thread) => thread.join().unwrap_or_else(|_| {
+                Err(Error::Run(format!(
+                    "compiling the runbook of run {} failed unexpectedly; please report this",
+                    meta.id
+                )))
+            }),
+            // No thread to be had: compile here.
+            Err(_) => plan_of(meta),
+        };
+        (plan, events)
+    });
+    let plan = plan?;
+    let state = RunState::replay(&plan, &events?);
+    Ok((plan, state))
 }
 
 /// Bindings for continuing a run: the parameters it recorded, secrets read

@@ -95,7 +95,7 @@ pub async fn send(client: &reqwest::Client, request: &Request) -> Result<Answer,
 }
 
 /// `host:port` of a URL: what errors may show of it.
-fn target(url: &reqwest::Url) -> String {
+pub(super) fn target(url: &reqwest::Url) -> String {
     let host = url.host_str().unwrap_or("?");
     match url.port_or_known_default() {
         Some(port) => format!("{host}:{port}"),
@@ -122,7 +122,7 @@ pub fn shown_url(url: &str) -> String {
 }
 
 /// One sentence for a failed request, naming only `target`.
-fn describe(e: &reqwest::Error, target: &str) -> String {
+pub(super) fn describe(e: &reqwest::Error, target: &str) -> String {
     let mut causes = String::new();
     let mut cause = std::error::Error::source(e);
     while let Some(c) = cause {

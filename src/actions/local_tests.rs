@@ -170,7 +170,8 @@ async fn notify_posts_slack_compatible_json_and_never_names_the_url() {
     let (plan, runner, _) = local(src, &[("RB_HOOK", closed)]);
     let unreachable = attempt(&plan, &runner, "tell").await.result.unwrap_err();
     assert!(
-        unreachable.starts_with("the webhook could not be reached at 127.0.0.1: "),
+        unreachable
+            .starts_with("the webhook could not be reached: 127.0.0.1:9 refused the connection"),
         "{unreachable}"
     );
     assert!(!unreachable.contains("secret-path"), "{unreachable}");

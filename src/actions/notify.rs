@@ -60,8 +60,8 @@ pub async fn deliver(
     };
     let target = reqwest::Url::parse(url)
         .ok()
-        .filter(|u| matches!(u.scheme(), "http" | "https"))
-        .and_then(|u| u.host_str().map(str::to_string))
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
+        .map(|u| super::http::target(&u))
         .ok_or_else(|| format!("{who}'s URL is not an http:// or https:// URL"))?;
     let mut pause = tries.pause;
     let mut tried = 0;
@@ -86,7 +86,10 @@ pub async fn deliver(
             }
             Err(e) => (
                 true,
-                format!("{who} could not be reached at {target}: {}", reason(&e)),
+                format!(
+                    "{who} could not be reached: {}",
+                    super::http::describe(&e, &target)
+                ),
             ),
         };
         if !transient || tried >= tries.times.max(1) {
@@ -164,23 +167,6 @@ fn detail(body: &str) -> String {
         }
         _ => String::new(),
     }
-}
-
-/// A client error's causes, without the URL.
-fn reason(e: &reqwest::Error) -> String {
-    let mut text = Vec::new();
-    if e.is_timeout() {
-        text.push("no answer in time".to_string());
-    }
-    let mut cause = std::error::Error::source(e);
-    while let Some(c) = cause {
-        text.push(c.to_string());
-        cause = c.source();
-    }
-    if text.is_empty() {
-        text.push("the request failed".into());
-    }
-    text.join(": ")
 }
 
 #[cfg(test)]
@@ -317,7 +303,9 @@ mod tests {
         .await
         .unwrap_err();
         assert!(
-            err.starts_with("the webhook could not be reached at 127.0.0.1: "),
+            err.starts_with(&format!(
+                "the webhook could not be reached: 127.0.0.1:{port} refused the connection"
+            )),
             "{err}"
         );
         assert!(err.ends_with("(tried 2 times)"), "{err}");

@@ -142,6 +142,26 @@ impl Drop for TestDb {
     }
 }
 
+/// Whether `redis-server` and `redis-cli` are installed; the same policy
+/// as `postgres_here`: skipped loudly, except under CI.
+pub fn redis_here(test: &str) -> bool {
+    let found = ["redis-server", "redis-cli"].iter().all(|p| {
+        Command::new(p)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    if !found {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "CI must have redis-server and redis-cli ({test})"
+        );
+        eprintln!("SKIPPED: {test} needs redis-server and redis-cli");
+    }
+    found
+}
+
 /// A port of loopback that nothing listens on (a moment ago).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -70,7 +70,7 @@ fn approve_when_asked(state: &Path, cwd: &Path, child: &mut Child, step: &str, b
 
 #[test]
 fn disaster_recovery_restores_both_stores_verifies_and_switches_after_two_approvals() {
-    if !postgres_here("disaster_recovery") {
+    if !postgres_here("disaster_recovery") || !common::redis_here("disaster_recovery") {
         return;
     }
     let dir = scratch("seed-dr");

@@ -96,7 +96,7 @@ fn nightly_maintenance_vacuums_reindexes_and_finds_no_invalid_index() {
 
 #[test]
 fn the_nightly_backup_dumps_keeps_30_days_and_snapshots_redis() {
-    if !postgres_here("nightly_backup") {
+    if !postgres_here("nightly_backup") || !common::redis_here("nightly_backup") {
         return;
     }
     let name = format!("runbook_t_backup_{}", std::process::id());

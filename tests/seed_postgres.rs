@@ -158,5 +158,9 @@ fn the_nightly_backup_dumps_keeps_30_days_and_snapshots_redis() {
         dir.join("redis.rdb").exists(),
         "the Redis snapshot was written"
     );
+    assert!(
+        !dir.join("redis.rdb.new").exists(),
+        "and moved in place whole"
+    );
     assert_eq!(hooks.count("/hook"), 0);
 }

@@ -233,3 +233,55 @@ impl Drop for Redis {
         let _ = self.child.wait();
     }
 }
+
+/// The states of run 1's steps (name, state word), from `status --json`.
+pub fn step_states(state: &Path) -> Vec<(String, String)> {
+    let out = Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .arg("--state")
+        .arg(state)
+        .args(["status", "1", "--json"])
+        .output()
+        .expect("the runbook binary starts");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let v = if v.is_array() { v[0].clone() } else { v };
+    v["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            let name = s["name"].as_str().unwrap_or_default().to_string();
+            (name, s["state"].as_str().unwrap_or_default().to_string())
+        })
+        .collect()
+}
+
+/// Waits until approval `step` of run 1 is asked for (an approval waits as
+/// a running step), then approves it as `by` from this other process.
+pub fn approve_when_asked(state: &Path, child: &mut std::process::Child, step: &str, by: &str) {
+    let started = std::time::Instant::now();
+    while !step_states(state)
+        .iter()
+        .any(|(n, s)| n == step && s == "running")
+    {
+        if let Ok(Some(status)) = child.try_wait() {
+            let out = child.stdout.take().map(|mut o| {
+                let mut text = String::new();
+                let _ = std::io::Read::read_to_string(&mut o, &mut text);
+                text
+            });
+            panic!("the run ended ({status}) before `{step}` asked for approval: {out:?}");
+        }
+        if started.elapsed().as_secs() > 60 {
+            let _ = child.kill();
+            panic!("`{step}` never asked");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .arg("--state")
+        .arg(state)
+        .args(["approve", "1", step, "--as", by])
+        .output()
+        .expect("the runbook binary starts");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}

@@ -160,30 +160,9 @@ fn a_rising_error_rate_undoes_production_to_exactly_the_template_it_had() {
     );
 }
 
-/// The states of run 1's steps, from `status --json`.
-fn steps(state: &Path) -> Vec<(String, String)> {
-    let out = Command::new(env!("CARGO_BIN_EXE_runbook"))
-        .arg("--state")
-        .arg(state)
-        .args(["status", "1", "--json"])
-        .output()
-        .expect("the runbook binary starts");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    let v = if v.is_array() { v[0].clone() } else { v };
-    v["steps"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|s| {
-            let name = s["name"].as_str().unwrap_or_default().to_string();
-            (name, s["state"].as_str().unwrap_or_default().to_string())
-        })
-        .collect()
-}
-
 fn wait_until(state: &Path, what: &str, done: impl Fn(&[(String, String)]) -> bool) {
     let started = std::time::Instant::now();
-    while !done(&steps(state)) {
+    while !done(&common::step_states(state)) {
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "never saw: {what}"

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{postgres_here, psql, root, scratch, stderr, stdout, TestDb};
+use common::{approve_when_asked, postgres_here, psql, root, scratch, stderr, stdout, TestDb};
 use kubesim::{Sim, SimConfig};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -19,39 +19,6 @@ fn runbook(state: &Path) -> Command {
         .current_dir(root())
         .env("NO_COLOR", "1");
     c
-}
-
-fn approve_when_asked(state: &Path, child: &mut Child, step: &str) {
-    let started = Instant::now();
-    loop {
-        let out = runbook(state)
-            .args(["status", "1", "--json"])
-            .output()
-            .expect("runs");
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        let v = if v.is_array() { v[0].clone() } else { v };
-        let asked = v["steps"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|s| s["name"] == step && s["state"] == "running");
-        if asked {
-            break;
-        }
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!("the run ended ({status}) before `{step}` asked for approval");
-        }
-        if started.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            panic!("`{step}` never asked");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = runbook(state)
-        .args(["approve", "1", step, "--as", "dba"])
-        .output()
-        .expect("runs");
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
 
 /// A client that connects and then sits idle until it is killed or its
@@ -100,8 +67,8 @@ fn idle_connections_are_counted_terminated_after_approval_and_the_service_restar
         .stderr(Stdio::piped())
         .spawn()
         .expect("the runbook binary starts");
-    approve_when_asked(&state, &mut child, "kill_ok");
-    approve_when_asked(&state, &mut child, "pool_raised");
+    approve_when_asked(&state, &mut child, "kill_ok", "dba");
+    approve_when_asked(&state, &mut child, "pool_raised", "dba");
     let out = child.wait_with_output().expect("the run ends");
     assert_eq!(
         out.status.code(),

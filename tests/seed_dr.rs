@@ -11,11 +11,12 @@
 mod common;
 mod standin;
 
-use common::{postgres_here, psql, root, scratch, stderr, stdout, write, Redis, TestDb};
+use common::{
+    approve_when_asked, postgres_here, psql, root, scratch, stderr, stdout, write, Redis, TestDb,
+};
 use standin::{prometheus_value, Standin};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
 
 fn runbook(state: &Path, cwd: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_runbook"));
@@ -24,48 +25,6 @@ fn runbook(state: &Path, cwd: &Path) -> Command {
         .current_dir(cwd)
         .env("NO_COLOR", "1");
     c
-}
-
-fn step_state(state: &Path, cwd: &Path, step: &str) -> String {
-    let out = runbook(state, cwd)
-        .args(["status", "1", "--json"])
-        .output()
-        .expect("runs");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    let v = if v.is_array() { v[0].clone() } else { v };
-    v["steps"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|s| s["name"] == step)
-        .and_then(|s| s["state"].as_str())
-        .unwrap_or_default()
-        .to_string()
-}
-
-fn approve_when_asked(state: &Path, cwd: &Path, child: &mut Child, step: &str, by: &str) {
-    let started = Instant::now();
-    // An approval waits as a running step.
-    while step_state(state, cwd, step) != "running" {
-        if let Ok(Some(status)) = child.try_wait() {
-            let out = child.stdout.take().map(|mut o| {
-                let mut text = String::new();
-                let _ = std::io::Read::read_to_string(&mut o, &mut text);
-                text
-            });
-            panic!("the run ended ({status}) before `{step}` asked for approval: {out:?}");
-        }
-        if started.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            panic!("`{step}` never asked");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = runbook(state, cwd)
-        .args(["approve", "1", step, "--as", by])
-        .output()
-        .expect("runs");
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
 
 #[test]
@@ -178,8 +137,8 @@ fn disaster_recovery_restores_both_stores_verifies_and_switches_after_two_approv
         .stderr(Stdio::piped())
         .spawn()
         .expect("the runbook binary starts");
-    approve_when_asked(&state, &dir, &mut child, "activate", "alice");
-    approve_when_asked(&state, &dir, &mut child, "switch", "bob");
+    approve_when_asked(&state, &mut child, "activate", "alice");
+    approve_when_asked(&state, &mut child, "switch", "bob");
     let out: Output = child.wait_with_output().expect("the run ends");
     assert_eq!(
         out.status.code(),

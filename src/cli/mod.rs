@@ -180,6 +180,7 @@ pub fn main() -> ExitCode {
     let opts = |json: bool| run::RunOptions {
         state: state.clone(),
         json,
+        until: None,
     };
     let result = match cli.command {
         Command::Check { files, format } => check::run(&files, matches!(format, CheckFormat::Json)),

@@ -8,8 +8,8 @@ use crate::actions::local::{unsupported, Env, LocalRunner, Sink};
 use crate::compile::eval::{bind_for_run, format_duration, Bindings};
 use crate::compile::{Phase, Plan, StepId, Type};
 use crate::engine::{
-    drive_from, outcome_word, Choices, Clock, Control, DriveError, Driver, Ended, Event, Journal,
-    Outcome, RecordedParam, RunMeta, RunState, StepState, SKIPPED_BY_HAND,
+    drive_from, outcome_word, Choices, Clock, Control, Deadline, DriveError, Driver, Ended, Event,
+    Journal, Outcome, RecordedParam, RunMeta, RunState, StepState, SKIPPED_BY_HAND,
 };
 use crate::error::Error;
 use crate::store::inbox::{clear_owner, write_owner, Inbox, Owner};
@@ -26,6 +26,8 @@ pub const EXIT_STOPPED: u8 = 130;
 pub struct RunOptions {
     pub state: PathBuf,
     pub json: bool,
+    /// `run --until`: when the procedure must be over (a new run only).
+    pub until: Option<Deadline>,
 }
 
 /// The runtime a run is driven on, and the signals it answers, caught from
@@ -91,7 +93,13 @@ pub fn start(path: &Path, params: &[String], opts: &RunOptions) -> Result<u8, Er
         .collect();
     let store = store::open(&opts.state)?;
     let meta = store
-        .create_run(&path.display().to_string(), &source, recorded, now_ms())
+        .create_run(
+            &path.display().to_string(),
+            &source,
+            recorded,
+            now_ms(),
+            opts.until.clone(),
+        )
         .map_err(store_error)?;
     let how = How {
         choices: Choices::default(),
@@ -319,6 +327,7 @@ fn drive_run(
         runner,
         clock: &clock,
         observe: &observe,
+        until: meta.until.clone(),
     };
     let Executor { runtime, signals } = exec;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();

@@ -270,6 +270,7 @@ impl Compiler {
             timezone: "UTC".into(),
             window: None,
             overlap: Overlap::Skip,
+            catch_up: None,
         };
         let mut i = 1;
         while i + 1 < p.args.len() {

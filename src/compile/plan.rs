@@ -99,6 +99,21 @@ pub struct Schedule {
     pub timezone: String,
     pub window: Option<Duration>,
     pub overlap: Overlap,
+    /// `catch-up 6h`: after the scheduler was down, the latest missed fire
+    /// starts if it is younger than this. `None`: missed fires only recorded.
+    pub catch_up: Option<Duration>,
+}
+
+impl Schedule {
+    /// The first fire strictly after `after`, by croner's DST rules (see
+    /// `schedule::next_fire`). `None` if the expression or zone is bad or
+    /// it never fires again.
+    pub fn next_fire(
+        &self,
+        after: chrono::DateTime<chrono::Utc>,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        super::schedule::next_fire(&self.cron, &self.timezone, after)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -111,6 +126,11 @@ pub struct Settings {
     /// names none of its own.
     pub namespace: Option<String>,
     pub context: Option<String>,
+    /// Periods in which the scheduler starts nothing of this runbook.
+    pub blackouts: Vec<super::schedule::Blackout>,
+    /// Named locks a run holds from its start to its end, so that runbooks
+    /// sharing one (the same database, say) never run at the same time.
+    pub locks: Vec<String>,
 }
 
 impl Default for Settings {
@@ -122,6 +142,8 @@ impl Default for Settings {
             schedule: None,
             namespace: None,
             context: None,
+            blackouts: Vec::new(),
+            locks: Vec::new(),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Checking a runbook's `schedule`: the cron expression parses and fires, the
 //! time zone exists. The scheduler that acts on them comes later.
 
-use chrono::{TimeZone, Utc};
+use chrono::{DateTime, TimeZone, Utc};
 use croner::Cron;
 use std::str::FromStr;
 
@@ -35,6 +35,74 @@ pub fn check_timezone(name: &str) -> Result<chrono_tz::Tz, String> {
             "use an IANA time zone name such as \"UTC\" or \"Europe/Amsterdam\"".into()
         })
     })
+}
+
+/// The first fire of `cron` in `timezone` strictly after `after`. Daylight
+/// saving follows croner (OCPS, as Vixie cron): a fixed time of day that
+/// does not exist that day fires at the first instant after the gap; one
+/// that occurs twice fires once, at the first. An interval (`*/15`) keeps
+/// its pace in wall-clock time: it skips the gap and runs through both
+/// passes of a repeated hour.
+pub fn next_fire(cron: &str, timezone: &str, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let cron = Cron::from_str(cron).ok()?;
+    let tz = chrono_tz::Tz::from_str(timezone).ok()?;
+    cron.find_next_occurrence(&after.with_timezone(&tz), false)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// A period in which the scheduler starts nothing: `blackout "2026-12-24"
+/// until "2027-01-02"`, or a recurring one, `blackout "0 17 * * FRI" for 63h`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Blackout {
+    /// As written, for messages: `"2026-12-24" until "2027-01-02"`.
+    pub text: String,
+    pub timezone: String,
+    pub period: Period,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Period {
+    /// From one local time until another (exclusive).
+    Once {
+        from: chrono::NaiveDateTime,
+        until: chrono::NaiveDateTime,
+    },
+    /// From each fire of a cron expression, for a duration.
+    Every {
+        cron: String,
+        lasts: std::time::Duration,
+    },
+}
+
+impl Blackout {
+    /// Whether `at` falls inside the period.
+    pub fn covers(&self, at: DateTime<Utc>) -> bool {
+        let Ok(tz) = chrono_tz::Tz::from_str(&self.timezone) else {
+            return false;
+        };
+        match &self.period {
+            Period::Once { from, until } => {
+                let local = |t: &chrono::NaiveDateTime| tz.from_local_datetime(t).earliest();
+                match (local(from), local(until)) {
+                    (Some(from), Some(until)) => from <= at && at < until,
+                    _ => false,
+                }
+            }
+            Period::Every { cron, lasts } => {
+                let Ok(cron) = Cron::from_str(cron) else {
+                    return false;
+                };
+                let Ok(lasts) = chrono::Duration::from_std(*lasts) else {
+                    return false;
+                };
+                match cron.find_previous_occurrence(&at.with_timezone(&tz), true) {
+                    Ok(start) => at < start.with_timezone(&Utc) + lasts,
+                    Err(_) => false,
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

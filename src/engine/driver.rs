@@ -6,8 +6,8 @@
 
 use super::running::Running;
 use super::{
-    decide, Decision, Event, Journal, LogBuffer, Millis, Outcome, RunId, RunState, StepState,
-    StoreError,
+    decide, Deadline, Decision, Event, Journal, LogBuffer, Millis, Outcome, RunId, RunState,
+    StepState, StoreError,
 };
 use crate::compile::eval::Bindings;
 use crate::compile::{Plan, Step};
@@ -212,6 +212,8 @@ pub struct Driver<'a, J: Journal> {
     pub clock: &'a Clock,
     /// Sees every event once it is recorded, with the state after it.
     pub observe: &'a dyn Fn(&Event, &RunState),
+    /// When the procedure must be over besides the runbook's `timeout`.
+    pub until: Option<Deadline>,
 }
 
 /// Why a step `resume --skip` named was skipped.

@@ -23,6 +23,7 @@ impl Journal for MemoryJournal {
         source: &str,
         params: Vec<(String, RecordedParam)>,
         now: u64,
+        until: Option<Deadline>,
     ) -> Result<RunMeta, StoreError> {
         Ok(RunMeta {
             id: RunId(1),
@@ -30,10 +31,11 @@ impl Journal for MemoryJournal {
             source: source.into(),
             params,
             created_at: now,
+            until,
         })
     }
     fn run(&self, _: RunId) -> Result<RunMeta, StoreError> {
-        self.create_run("", "", Vec::new(), 0)
+        self.create_run("", "", Vec::new(), 0, None)
     }
     fn runs(&self) -> Result<Vec<RunMeta>, StoreError> {
         Ok(Vec::new())
@@ -172,6 +174,7 @@ pub(super) async fn steer_at(
         runner,
         clock: &clock,
         observe: &|_, _| {},
+        until: None,
     };
     drive(&driver, choices, controls).await
 }

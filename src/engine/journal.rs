@@ -35,6 +35,19 @@ pub struct RunMeta {
     pub source: String,
     pub params: Vec<(String, RecordedParam)>,
     pub created_at: u64,
+    /// A moment by which the procedure must be over (a maintenance
+    /// window's close): then it stops as at the runbook's `timeout`, and its
+    /// `on failure` steps run. Kept with the run, so a resume honours it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<Deadline>,
+}
+
+/// A moment a run must be over by, and how to say why it stopped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deadline {
+    pub at: u64,
+    /// The end of "stopped: ...", e.g. "the maintenance window closed at 04:00 UTC".
+    pub why: String,
 }
 
 /// What one attempt of a step printed, kept up to a cap.
@@ -107,6 +120,7 @@ pub trait Journal {
         source: &str,
         params: Vec<(String, RecordedParam)>,
         now: u64,
+        until: Option<Deadline>,
     ) -> Result<RunMeta, StoreError>;
     fn run(&self, id: RunId) -> Result<RunMeta, StoreError>;
     fn runs(&self) -> Result<Vec<RunMeta>, StoreError>;

@@ -15,7 +15,7 @@ pub use driver::{
     StepResult, StepRunner, SKIPPED_BY_HAND,
 };
 pub use journal::{
-    Journal, LogBuffer, LogLine, RecordedParam, RunId, RunMeta, StepLog, StoreError,
+    Deadline, Journal, LogBuffer, LogLine, RecordedParam, RunId, RunMeta, StepLog, StoreError,
 };
 pub use state::{outcome_word, state_word, Event, Millis, Outcome, RunState, StepState};
 

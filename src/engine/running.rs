@@ -421,12 +421,18 @@ impl<J: Journal> Running<'_, '_, J> {
         self.stop_all(None, "cancelled")
     }
 
-    /// When the runbook's `timeout` passes while the procedure still runs.
+    /// When the runbook's `timeout` passes, or the run's `until`, while
+    /// the procedure still runs.
     pub(super) fn deadline(&self) -> Option<Millis> {
-        let limit = self.d.plan.settings.timeout?;
         if self.state.timed_out || self.state.phase_settled(&self.d.plan, Phase::Main) {
             return None;
         }
+        let until = self.d.until.as_ref().map(|u| u.at);
+        until.into_iter().chain(self.timeout_at()).min()
+    }
+
+    fn timeout_at(&self) -> Option<Millis> {
+        let limit = self.d.plan.settings.timeout?;
         let limit = Millis::try_from(limit.as_millis()).unwrap_or(Millis::MAX);
         Some(self.state.clock_from?.saturating_add(limit))
     }
@@ -442,11 +448,18 @@ impl<J: Journal> Running<'_, '_, J> {
         self.record(Event::RunTimedOut {
             at: self.d.clock.now(),
         })?;
-        let limit = self.d.plan.settings.timeout.unwrap_or_default();
-        let why = format!(
-            "stopped: the runbook's timeout of {} passed",
-            format_duration(limit.as_millis() as u64)
-        );
+        let why = match &self.d.until {
+            Some(until) if self.timeout_at().is_none_or(|t| until.at <= t) => {
+                format!("stopped: {}", until.why)
+            }
+            _ => {
+                let limit = self.d.plan.settings.timeout.unwrap_or_default();
+                format!(
+                    "stopped: the runbook's timeout of {} passed",
+                    format_duration(limit.as_millis() as u64)
+                )
+            }
+        };
         self.stop_all(Some(Phase::Main), &why)
     }
 

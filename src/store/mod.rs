@@ -5,5 +5,5 @@ mod envelope;
 pub mod inbox;
 mod sled_store;
 
-pub use crate::engine::{Journal, RecordedParam, RunId, RunMeta, StepLog, StoreError};
+pub use crate::engine::{Deadline, Journal, RecordedParam, RunId, RunMeta, StepLog, StoreError};
 pub use sled_store::SledStore;

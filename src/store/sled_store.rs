@@ -3,7 +3,7 @@
 //! returns.
 
 use super::envelope;
-use super::{Journal, RecordedParam, RunId, RunMeta, StepLog, StoreError};
+use super::{Deadline, Journal, RecordedParam, RunId, RunMeta, StepLog, StoreError};
 use crate::engine::Event;
 use std::path::Path;
 
@@ -256,6 +256,7 @@ impl Journal for SledStore {
         source: &str,
         params: Vec<(String, RecordedParam)>,
         now: u64,
+        until: Option<Deadline>,
     ) -> Result<RunMeta, StoreError> {
         // One process holds the store, so the last id plus one is unique;
         // ids are small and dense, for people to type.
@@ -274,6 +275,7 @@ impl Journal for SledStore {
             source: source.to_string(),
             params,
             created_at: now,
+            until,
         };
         self.runs
             .insert(id.0.to_be_bytes(), encode(&meta))
@@ -414,7 +416,7 @@ mod tests {
             ),
         ];
         let run = store
-            .create_run("deploy.runbook", "runbook r {}\n", params.clone(), 7)
+            .create_run("deploy.runbook", "runbook r {}\n", params.clone(), 7, None)
             .expect("creates");
         for i in 0..300 {
             store
@@ -441,7 +443,7 @@ mod tests {
             "in order past 255"
         );
         let other = store
-            .create_run("b.runbook", "", Vec::new(), 8)
+            .create_run("b.runbook", "", Vec::new(), 8, None)
             .expect("creates");
         assert!(other.id > run.id);
         assert_eq!(store.events(other.id).expect("reads").len(), 0);
@@ -504,7 +506,7 @@ mod tests {
         let path = temp("corrupt");
         let store = SledStore::open(&path).expect("opens");
         let run = store
-            .create_run("a.runbook", "", Vec::new(), 0)
+            .create_run("a.runbook", "", Vec::new(), 0, None)
             .expect("creates");
         store
             .append(
@@ -546,7 +548,7 @@ mod tests {
         let run = {
             let store = SledStore::open(&path).expect("opens");
             let run = store
-                .create_run("a.runbook", "", Vec::new(), 0)
+                .create_run("a.runbook", "", Vec::new(), 0, None)
                 .expect("creates");
             for i in 0..50 {
                 let event = Event::StepSkipped {

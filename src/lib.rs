@@ -1,7 +1,7 @@
 //! runbook: operational procedures as code that runs, checkpoints itself and resumes.
 //!
 //! Layers, each depending only on those before it in this list:
-//! `diagnostic` → `syntax` → `error` → `compile` → `engine` → `store` → `actions` → `cli`.
+//! `diagnostic` → `syntax` → `error` → `compile` → `engine` → `scheduler` → `store` → `actions` → `cli`.
 
 pub mod actions;
 pub mod cli;
@@ -9,5 +9,6 @@ pub mod compile;
 pub mod diagnostic;
 pub mod engine;
 pub mod error;
+pub mod scheduler;
 pub mod store;
 pub mod syntax;

@@ -9,6 +9,7 @@ const LAYERS: &[&str] = &[
     "error",
     "compile",
     "engine",
+    "scheduler",
     "store",
     "actions",
     "cli",

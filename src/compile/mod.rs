@@ -10,12 +10,14 @@ pub mod schedule;
 pub mod schema;
 pub mod types;
 
-pub use plan::{Edge, Interrupt, Phase, Plan, Retry, Schedule, Settings, Step, StepId, Type};
+pub use plan::{
+    Edge, Interrupt, Overlap, Phase, Plan, Retry, Schedule, Settings, Step, StepId, Type,
+};
 
 use crate::diagnostic::{Code, Diagnostic, Span};
 use crate::syntax::ast::{self, Expr, ExprKind, Item};
 use names::did_you_mean;
-use plan::{LetDef, Overlap, ParamDef};
+use plan::{LetDef, ParamDef};
 use schema::{CheckName, Kind};
 use std::collections::HashMap;
 use std::time::Duration;

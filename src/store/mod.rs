@@ -3,7 +3,10 @@
 
 mod envelope;
 pub mod inbox;
+pub mod locks;
+mod schedule_store;
 mod sled_store;
 
 pub use crate::engine::{Deadline, Journal, RecordedParam, RunId, RunMeta, StepLog, StoreError};
+pub use schedule_store::ScheduleStore;
 pub use sled_store::SledStore;

@@ -27,25 +27,7 @@ pub struct SledStore {
 impl SledStore {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let shown = path.display().to_string();
-        let created = !path.exists();
-        if created {
-            create(path).map_err(|e| classify(&shown, e))?;
-        }
-        let (db, set_aside) = match open_after(path, created) {
-            Err(sled::Error::Corruption { .. }) => {
-                // sled 0.34 can leave a damaged snapshot when killed while
-                // writing one. A snapshot only caches what the log holds:
-                // set it aside and rebuild from the log. Our own records are
-                // still checked one by one.
-                let aside = set_snapshots_aside(path).map_err(|e| StoreError::Io {
-                    path: shown.clone(),
-                    why: e.to_string(),
-                })?;
-                let db = open_db(path).map_err(|e| classify(&shown, e))?;
-                (db, aside)
-            }
-            other => (other.map_err(|e| classify(&shown, e))?, None),
-        };
+        let (db, set_aside) = open_sled(path).map_err(|e| classify(&shown, e))?;
         let io = |e: sled::Error| classify(&shown, e);
         let meta = db.open_tree("meta").map_err(io)?;
         match meta.get("format").map_err(io)? {
@@ -104,6 +86,26 @@ impl SledStore {
 
     fn flush(&self) -> Result<(), StoreError> {
         self.db.flush().map(|_| ()).map_err(self.io())
+    }
+}
+
+/// Opens a sled database, creating it whole if missing; returns where
+/// damaged snapshots were set aside, if any.
+pub(super) fn open_sled(path: &Path) -> sled::Result<(sled::Db, Option<std::path::PathBuf>)> {
+    let created = !path.exists();
+    if created {
+        create(path)?;
+    }
+    match open_after(path, created) {
+        Err(sled::Error::Corruption { .. }) => {
+            // sled 0.34 can leave a damaged snapshot when killed while
+            // writing one. A snapshot only caches what the log holds: set
+            // it aside and rebuild from the log. Our own records are still
+            // checked one by one.
+            let aside = set_snapshots_aside(path).map_err(sled::Error::Io)?;
+            Ok((open_db(path)?, aside))
+        }
+        other => Ok((other?, None)),
     }
 }
 

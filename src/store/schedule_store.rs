@@ -1,0 +1,153 @@
+//! What `runbook serve` keeps between checks and restarts, in its own sled
+//! 0.34 database (`STATE/scheduler`): per runbook, its `EntryState` (next
+//! and last fire, the run it started) and its history, append-only. Every
+//! write is flushed before the scheduler acts on it, and every value is in
+//! the store's checksummed envelope.
+
+use super::envelope;
+use crate::scheduler::{EntryState, Record};
+use std::path::Path;
+
+pub struct ScheduleStore {
+    db: sled::Db,
+    entries: sled::Tree,
+    history: sled::Tree,
+    path: String,
+}
+
+impl ScheduleStore {
+    /// Opens it, or says in a sentence why not (another scheduler holds it).
+    pub fn open(path: &Path) -> Result<Self, String> {
+        let shown = path.display().to_string();
+        let fail = |e: sled::Error| {
+            if e.to_string().contains("could not acquire lock") {
+                format!("the scheduler's state at {shown} is in use by another process: is `runbook serve` already running on this state directory?")
+            } else {
+                format!("the scheduler's state at {shown} cannot be used: {e}")
+            }
+        };
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                format!(
+                    "cannot create {}: {}",
+                    parent.display(),
+                    crate::error::io_reason(&e)
+                )
+            })?;
+        }
+        let (db, _) = super::sled_store::open_sled(path).map_err(fail)?;
+        Ok(ScheduleStore {
+            entries: db.open_tree("entries").map_err(fail)?,
+            history: db.open_tree("history").map_err(fail)?,
+            db,
+            path: shown,
+        })
+    }
+
+    fn io(&self) -> impl Fn(sled::Error) -> String + '_ {
+        move |e| format!("the scheduler's state at {} cannot be written: {e}", self.path)
+    }
+
+    pub fn entry(&self, name: &str) -> Result<Option<EntryState>, String> {
+        match self.entries.get(name).map_err(self.io())? {
+            None => Ok(None),
+            Some(bytes) => decode(&bytes).map(Some),
+        }
+    }
+
+    /// Every runbook the scheduler has a state for, by name.
+    pub fn entries(&self) -> Result<Vec<(String, EntryState)>, String> {
+        let mut all = Vec::new();
+        for item in self.entries.iter() {
+            let (key, bytes) = item.map_err(self.io())?;
+            all.push((String::from_utf8_lossy(&key).into_owned(), decode(&bytes)?));
+        }
+        Ok(all)
+    }
+
+    /// Writes the state and its new history lines, then flushes.
+    pub fn save(&self, name: &str, state: &EntryState, records: &[Record]) -> Result<(), String> {
+        let payload = serde_json::to_vec(state).map_err(|e| e.to_string())?;
+        self.entries
+            .insert(name, envelope::seal(&payload))
+            .map_err(self.io())?;
+        for record in records {
+            let seq = self.db.generate_id().map_err(self.io())?;
+            let payload = serde_json::to_vec(record).map_err(|e| e.to_string())?;
+            self.history
+                .insert(history_key(name, seq), envelope::seal(&payload))
+                .map_err(self.io())?;
+        }
+        self.db.flush().map(|_| ()).map_err(self.io())
+    }
+
+    /// The runbook's last `limit` history lines, oldest first.
+    pub fn history(&self, name: &str, limit: usize) -> Result<Vec<Record>, String> {
+        let mut found = Vec::new();
+        for item in self.history.scan_prefix(prefix(name)).rev().take(limit) {
+            let (_, bytes) = item.map_err(self.io())?;
+            found.push(decode(&bytes)?);
+        }
+        found.reverse();
+        Ok(found)
+    }
+}
+
+fn prefix(name: &str) -> Vec<u8> {
+    let mut key = name.as_bytes().to_vec();
+    key.push(0);
+    key
+}
+
+/// The name, a zero byte, then a big-endian sequence: a runbook's history
+/// is one ordered range.
+fn history_key(name: &str, seq: u64) -> Vec<u8> {
+    let mut key = prefix(name);
+    key.extend_from_slice(&seq.to_be_bytes());
+    key
+}
+
+fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    let payload =
+        envelope::open(bytes).map_err(|why| format!("the scheduler's state is damaged: {why}"))?;
+    serde_json::from_slice(payload).map_err(|e| format!("the scheduler's state is damaged: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheduler::What;
+
+    #[test]
+    fn states_and_history_survive_reopening_and_a_second_opener_is_told() {
+        let dir = std::env::temp_dir().join(format!("runbook-sched-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("scheduler");
+        let state = EntryState {
+            cron: "0 2 * * *".into(),
+            next_fire: Some(5),
+            ..EntryState::default()
+        };
+        let line = |at| Record {
+            at,
+            fire: Some(at),
+            what: What::Missed {
+                why: "the scheduler was not running".into(),
+            },
+        };
+        {
+            let store = ScheduleStore::open(&path).expect("opens");
+            store.save("db", &state, &[line(1), line(2)]).expect("saved");
+            store.save("dbx", &state, &[line(9)]).expect("saved");
+            store.save("db", &state, &[line(3)]).expect("saved");
+            let again = ScheduleStore::open(&path).err().unwrap_or_default();
+            assert!(again.contains("is `runbook serve` already running"), "{again}");
+        }
+        let store = ScheduleStore::open(&path).expect("reopens");
+        assert_eq!(store.entry("db").ok().flatten(), Some(state));
+        let at: Vec<i64> = store.history("db", 2).unwrap_or_default().iter().map(|r| r.at).collect();
+        assert_eq!(at, [2, 3], "the last two, oldest first, not dbx's");
+        assert_eq!(store.entries().map(|e| e.len()).ok(), Some(2));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -14,6 +14,9 @@ pub enum Error {
     /// The store, a run or a step is not as the command needs it.
     #[error("{0}")]
     Run(String),
+    /// A named lock the runbook needs is held by another run.
+    #[error("{0}")]
+    Busy(String),
 }
 
 /// Reads a runbook file, refusing what cannot be one with a plain sentence.

@@ -13,6 +13,10 @@ mod graph;
 mod plan;
 mod run;
 mod runs;
+mod schedule;
+mod scheduled;
+pub mod serve;
+mod serve_runs;
 mod store;
 mod view;
 
@@ -80,7 +84,7 @@ enum Command {
     },
     /// Run a runbook; every step is recorded, so an interrupted run can be resumed.
     #[command(
-        after_help = "Exit status: 0 succeeded, 1 failed (or could not start), 2 the runbook has diagnostics, 3 rolled back, 4 cancelled, 130 stopped by Ctrl-C or SIGTERM (resumable).\n\nExample:\n  runbook run workflows/demo.runbook -p release=v2\n  runbook run deploy.runbook -p service=api --json > events.jsonl"
+        after_help = "Exit status: 0 succeeded, 1 failed (or could not start), 2 the runbook has diagnostics, 3 rolled back, 4 cancelled, 5 a lock it needs is held by another run, 130 stopped by Ctrl-C or SIGTERM (resumable).\n\nExample:\n  runbook run workflows/demo.runbook -p release=v2\n  runbook run deploy.runbook -p service=api --json > events.jsonl\n  runbook run db_maintenance.runbook --until 2026-11-28T04:00:00Z"
     )]
     Run {
         file: PathBuf,
@@ -90,6 +94,12 @@ enum Command {
         /// Print one JSON object per event and per output line.
         #[arg(long)]
         json: bool,
+        /// Be over by this time (RFC 3339): then the procedure stops as at its `timeout` and the `on failure` steps run.
+        #[arg(long, value_name = "TIME")]
+        until: Option<String>,
+        /// How the stop is explained when `--until` passes (the scheduler names the window).
+        #[arg(long, value_name = "TEXT", hide = true, requires = "until")]
+        until_reason: Option<String>,
     },
     /// Continue a run that was stopped or interrupted, without re-running finished steps.
     #[command(
@@ -134,6 +144,21 @@ enum Command {
     /// Cancel a run: running steps are stopped (their whole process group), nothing more starts.
     #[command(after_help = "Example:\n  runbook cancel 7")]
     Cancel { run: u64 },
+    /// Start the scheduled runbooks of a directory at their times, until SIGTERM.
+    #[command(
+        after_help = "Runs started here are kept in STATE/scheduled/NAME (see `runbook schedule DIR` for where), the scheduler's own state and history in STATE/scheduler, named locks in STATE/locks. SIGTERM or Ctrl-C: nothing new starts, runs stop at a checkpoint; a second one stops their running steps now.\n\nExample:\n  runbook serve workflows/ --state /var/lib/runbook"
+    )]
+    Serve { dir: PathBuf },
+    /// List each scheduled runbook of a directory: its next fire times and its recent history.
+    #[command(
+        after_help = "Example:\n  runbook schedule workflows/\n  runbook schedule workflows/ --count 5"
+    )]
+    Schedule {
+        dir: PathBuf,
+        /// How many fire times to list per runbook.
+        #[arg(long, default_value_t = 3)]
+        count: usize,
+    },
     /// Run a finished run again from a step; the steps before it keep their results and outputs.
     #[command(after_help = "Example:\n  runbook retry 7 --from deploy")]
     Retry {
@@ -187,7 +212,21 @@ pub fn main() -> ExitCode {
         Command::Fmt { files, check } => fmt::run(&files, check),
         Command::Graph { file, format } => graph::run(&file, format),
         Command::Plan { file, params } => plan::run(&file, &params),
-        Command::Run { file, params, json } => run::start(&file, &params, &opts(json)),
+        Command::Run {
+            file,
+            params,
+            json,
+            until,
+            until_reason,
+        } => run::parse_until(until.as_deref(), until_reason).and_then(|until| {
+            let opts = run::RunOptions {
+                until,
+                ..opts(json)
+            };
+            run::start(&file, &params, &opts)
+        }),
+        Command::Serve { dir } => serve::run(&dir, &state),
+        Command::Schedule { dir, count } => schedule::run(&dir, &state, count),
         Command::Resume {
             run,
             rerun,
@@ -214,7 +253,10 @@ pub fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {e}");
-            ExitCode::from(EXIT_ERROR)
+            ExitCode::from(match e {
+                Error::Busy(_) => run::EXIT_BUSY,
+                _ => EXIT_ERROR,
+            })
         }
     }
 }

@@ -13,6 +13,7 @@ use crate::engine::{
 };
 use crate::error::Error;
 use crate::store::inbox::{clear_owner, write_owner, Inbox, Owner};
+use crate::store::locks::{self, Held, Holder, LockError};
 use crate::store::SledStore;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -21,6 +22,8 @@ use std::time::Duration;
 /// Exit codes of the run commands, besides 0, 1 and 2.
 pub const EXIT_ROLLED_BACK: u8 = 3;
 pub const EXIT_CANCELLED: u8 = 4;
+/// A named lock the runbook needs is held by another run.
+pub const EXIT_BUSY: u8 = 5;
 pub const EXIT_STOPPED: u8 = 130;
 
 pub struct RunOptions {
@@ -91,6 +94,7 @@ pub fn start(path: &Path, params: &[String], opts: &RunOptions) -> Result<u8, Er
             (name.clone(), kept)
         })
         .collect();
+    let mut held = take_locks(&plan, opts, None)?;
     let store = store::open(&opts.state)?;
     let meta = store
         .create_run(
@@ -101,12 +105,54 @@ pub fn start(path: &Path, params: &[String], opts: &RunOptions) -> Result<u8, Er
             opts.until.clone(),
         )
         .map_err(store_error)?;
+    held.note(&holder(&plan, opts, Some(meta.id.0)));
     let how = How {
         choices: Choices::default(),
         reset: None,
         state: RunState::new(&plan),
     };
     drive_run(exec, store, meta, plan, bindings, how, opts)
+}
+
+/// `--until TIME` as a deadline kept with the run.
+pub fn parse_until(until: Option<&str>, reason: Option<String>) -> Result<Option<Deadline>, Error> {
+    let Some(text) = until else {
+        return Ok(None);
+    };
+    let at = chrono::DateTime::parse_from_rfc3339(text).map_err(|e| {
+        Error::Usage(format!(
+            "--until {text} is not a time: {e}; write it as RFC 3339, e.g. 2026-11-28T04:00:00Z"
+        ))
+    })?;
+    let ms = at.timestamp_millis();
+    if ms <= now_ms() as i64 {
+        return Err(Error::Usage(format!("--until {text} has already passed")));
+    }
+    let why =
+        reason.unwrap_or_else(|| format!("the time it had to be over by (--until {text}) passed"));
+    Ok(Some(Deadline { at: ms as u64, why }))
+}
+
+/// The plan's named locks, all or none, held until this process ends the
+/// drive: a lock another run holds is one sentence and `EXIT_BUSY`.
+fn take_locks(plan: &Plan, opts: &RunOptions, run: Option<u64>) -> Result<Held, Error> {
+    let dir = locks::lock_dir(&opts.state);
+    locks::acquire(&dir, &plan.settings.locks, &holder(plan, opts, run)).map_err(|e| match e {
+        LockError::Busy(why) => Error::Busy(format!(
+            "{why}; run it when that has finished (`runbook serve` waits for it within the window)"
+        )),
+        LockError::Io(why) => Error::Run(why),
+    })
+}
+
+fn holder(plan: &Plan, opts: &RunOptions, run: Option<u64>) -> Holder {
+    Holder {
+        runbook: plan.name.clone(),
+        run,
+        pid: std::process::id(),
+        state: opts.state.display().to_string(),
+        since: now_ms() as i64,
+    }
 }
 
 /// `runbook resume RUN`.
@@ -129,6 +175,7 @@ pub fn resume(
     refuse_unsupported(&plan)?;
     refuse_while_still_running(&opts.state, &meta, &plan, &state)?;
     let bindings = rebind(&meta, &plan, &parse_params(params)?)?;
+    let _held = take_locks(&plan, opts, Some(run))?;
     let how = How {
         choices,
         reset: None,
@@ -160,6 +207,7 @@ pub fn retry(run: u64, from: &str, params: &[String], opts: &RunOptions) -> Resu
     };
     refuse_unsupported(&plan)?;
     let bindings = rebind(&meta, &plan, &parse_params(params)?)?;
+    let _held = take_locks(&plan, opts, Some(run))?;
     let how = How {
         choices: Choices::default(),
         reset: Some(from_onwards(&plan, step.id)),

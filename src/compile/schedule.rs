@@ -105,6 +105,13 @@ impl Blackout {
     }
 }
 
+/// Placeholder until the compile side lands (branch sched-compile).
+pub fn directory_blackouts(
+    _source: &str,
+) -> Result<Vec<Blackout>, Vec<crate::diagnostic::Diagnostic>> {
+    Ok(Vec::new())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

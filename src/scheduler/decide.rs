@@ -131,19 +131,28 @@ fn consider(
         actions.push(record(now, Some(fire), What::Skipped { why }));
     };
     if let Some(cutoff) = cutoff.filter(|c| now >= *c) {
-        return skip(actions, format!("its window closed at {}", short_time(cutoff)));
+        return skip(
+            actions,
+            format!("its window closed at {}", short_time(cutoff)),
+        );
     }
     if let Some(active) = &mut st.active {
         let run = active.run;
-        let named = run.map(|r| format!("run {r}")).unwrap_or("the last run".into());
+        let named = run
+            .map(|r| format!("run {r}"))
+            .unwrap_or("the last run".into());
         if let Some(why) = &active.needs_operator {
-            return skip(actions, format!("{named} is not finished and waits for an operator ({why})"));
+            return skip(
+                actions,
+                format!("{named} is not finished and waits for an operator ({why})"),
+            );
         }
         match entry.overlap() {
             Overlap::Skip => skip(actions, format!("{named} is still running (overlap skip)")),
-            Overlap::Queue if st.waiting.is_some() => {
-                skip(actions, "one fire already waits (overlap queue keeps one)".into())
-            }
+            Overlap::Queue if st.waiting.is_some() => skip(
+                actions,
+                "one fire already waits (overlap queue keeps one)".into(),
+            ),
             Overlap::Queue => {
                 let why = format!("queued until {named} ends (overlap queue)");
                 actions.push(record(now, Some(fire), What::Waiting { why: why.clone() }));
@@ -162,7 +171,11 @@ fn consider(
                         pid: active.pid,
                     });
                     let why = format!("the {} fire replaces it (overlap cancel)", short_time(fire));
-                    actions.push(record(now, Some(active.fire), What::Cancelling { run, why }));
+                    actions.push(record(
+                        now,
+                        Some(active.fire),
+                        What::Cancelling { run, why },
+                    ));
                 }
                 if let Some(older) = st.waiting.take() {
                     let why = "a later fire replaces it (overlap cancel)".to_string();
@@ -206,7 +219,10 @@ fn start_or_wait(
 ) {
     let fire = waiting.fire;
     if let Some(cutoff) = waiting.cutoff.filter(|c| now >= *c) {
-        let why = format!("its window closed at {} before it could start", short_time(cutoff));
+        let why = format!(
+            "its window closed at {} before it could start",
+            short_time(cutoff)
+        );
         actions.push(record(now, Some(fire), What::Skipped { why }));
         return;
     }
@@ -225,6 +241,7 @@ fn start_or_wait(
                 cutoff: waiting.cutoff,
                 cancelling: false,
                 needs_operator: None,
+                resumed: false,
             });
             st.last_fire = Some(fire);
             actions.push(Action::Start {

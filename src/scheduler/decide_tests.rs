@@ -84,7 +84,9 @@ fn overlap_skip_records_the_fire_and_leaves_the_run_alone() {
     let e = entry(Overlap::Skip, None, None);
     let mut st = seen(&e, at(28, 2, 0));
     tick(&e, &mut st, at(28, 2, 0), &free);
-    st.active.as_mut().map(|a| a.run = Some(7));
+    if let Some(a) = st.active.as_mut() {
+        a.run = Some(7);
+    }
     let actions = tick(&e, &mut st, at(29, 2, 0), &free);
     assert_eq!(
         whats(&actions),
@@ -146,7 +148,10 @@ fn overlap_cancel_cancels_the_run_once_and_starts_the_new_fire_after_it() {
             "the 2026-11-28 03:00:00 UTC fire: waiting: starts when run 3 has ended (overlap cancel)"
         ]
     );
-    assert!(tick(&e, &mut st, at(28, 3, 0) + 500, &free).is_empty(), "one cancel, not one per check");
+    assert!(
+        tick(&e, &mut st, at(28, 3, 0) + 500, &free).is_empty(),
+        "one cancel, not one per check"
+    );
     st.active = None;
     assert_eq!(
         tick(&e, &mut st, at(28, 3, 1), &free),
@@ -168,7 +173,10 @@ fn a_held_lock_delays_the_start_within_the_window_then_gives_up() {
         whats(&actions),
         ["the 2026-11-28 02:00:00 UTC fire: waiting: lock `neo-db` is held by backups run 4"]
     );
-    assert!(tick(&e, &mut st, at(28, 2, 30), &held).is_empty(), "said once");
+    assert!(
+        tick(&e, &mut st, at(28, 2, 30), &held).is_empty(),
+        "said once"
+    );
     assert_eq!(
         tick(&e, &mut st, at(28, 2, 40), &free),
         vec![Action::Start {
@@ -262,7 +270,9 @@ fn without_catch_up_or_past_the_window_missed_fires_are_only_recorded() {
     let mut st = seen(&none, at(25, 2, 0));
     let actions = tick(&none, &mut st, at(28, 3, 0), &free);
     assert_eq!(actions.len(), 4);
-    assert!(actions.iter().all(|a| matches!(a, Action::Record(r) if matches!(r.what, What::Missed { .. }))));
+    assert!(actions
+        .iter()
+        .all(|a| matches!(a, Action::Record(r) if matches!(r.what, What::Missed { .. }))));
 
     let closed = entry(Overlap::Skip, Some(2), Some(6));
     let mut st = seen(&closed, at(25, 2, 0));
@@ -275,7 +285,10 @@ fn without_catch_up_or_past_the_window_missed_fires_are_only_recorded() {
     let old = entry(Overlap::Skip, None, Some(1));
     let mut st = seen(&old, at(25, 2, 0));
     let actions = tick(&old, &mut st, at(28, 3, 1), &free);
-    assert!(!actions.iter().any(|a| matches!(a, Action::Start { .. })), "older than catch-up 1h");
+    assert!(
+        !actions.iter().any(|a| matches!(a, Action::Start { .. })),
+        "older than catch-up 1h"
+    );
 }
 
 #[test]
@@ -299,6 +312,9 @@ fn a_changed_schedule_starts_counting_afresh() {
     let e = entry(Overlap::Skip, None, None);
     let mut st = seen(&e, at(25, 2, 0));
     st.cron = "0 3 * * *".into();
-    assert!(tick(&e, &mut st, at(28, 12, 0), &free).is_empty(), "no missed fires of the old schedule");
+    assert!(
+        tick(&e, &mut st, at(28, 12, 0), &free).is_empty(),
+        "no missed fires of the old schedule"
+    );
     assert_eq!(st.next_fire, Some(at(29, 2, 0)));
 }

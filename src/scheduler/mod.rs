@@ -69,6 +69,10 @@ pub struct Active {
     /// It stopped without finishing and resuming needs a person (a step
     /// that is not safe to run twice was interrupted): why, in a sentence.
     pub needs_operator: Option<String>,
+    /// The scheduler has already continued it once after it stopped
+    /// unfinished; if it stops so again, a person decides.
+    #[serde(default)]
+    pub resumed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -91,17 +95,37 @@ pub struct Record {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum What {
-    Started { run: Option<u64>, catch_up: bool },
+    Started {
+        run: Option<u64>,
+        catch_up: bool,
+    },
     /// The scheduler came back and continued a run it had started.
-    Resumed { run: u64 },
-    Finished { run: Option<u64>, outcome: String },
+    Resumed {
+        run: u64,
+    },
+    Finished {
+        run: Option<u64>,
+        outcome: String,
+    },
     /// The fire came while the scheduler ran, and did not start: why.
-    Skipped { why: String },
+    Skipped {
+        why: String,
+    },
     /// The fire came while the scheduler was not running.
-    Missed { why: String },
-    Waiting { why: String },
-    Cancelling { run: Option<u64>, why: String },
-    NeedsOperator { run: Option<u64>, why: String },
+    Missed {
+        why: String,
+    },
+    Waiting {
+        why: String,
+    },
+    Cancelling {
+        run: Option<u64>,
+        why: String,
+    },
+    NeedsOperator {
+        run: Option<u64>,
+        why: String,
+    },
 }
 
 impl Record {

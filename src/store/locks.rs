@@ -174,17 +174,29 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let mut held = acquire(&dir, &names(&["neo-db"]), &who("backups", None)).expect("free");
         held.note(&who("backups", Some(4)));
-        let busy = acquire(&dir, &names(&["redis", "neo-db"]), &who("db_maintenance", None));
+        let busy = acquire(
+            &dir,
+            &names(&["redis", "neo-db"]),
+            &who("db_maintenance", None),
+        );
         let expected = format!(
             "lock `neo-db` is held by backups run 4 (process {}, state /var/lib/runbook) since 2026-11-28 02:00:00 UTC",
             std::process::id()
         );
         assert_eq!(busy.unwrap_err(), LockError::Busy(expected.clone()));
         assert_eq!(probe(&dir, &names(&["neo-db"])), Some(expected));
-        assert_eq!(probe(&dir, &names(&["redis"])), None, "all or nothing: redis was let go");
+        assert_eq!(
+            probe(&dir, &names(&["redis"])),
+            None,
+            "all or nothing: redis was let go"
+        );
         drop(held);
         assert_eq!(probe(&dir, &names(&["neo-db", "redis"])), None);
-        let again = acquire(&dir, &names(&["neo-db", "redis"]), &who("db_maintenance", None));
+        let again = acquire(
+            &dir,
+            &names(&["neo-db", "redis"]),
+            &who("db_maintenance", None),
+        );
         assert_eq!(again.map(|h| h.names().len()).ok(), Some(2));
         let _ = std::fs::remove_dir_all(&dir);
     }

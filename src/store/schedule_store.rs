@@ -45,7 +45,12 @@ impl ScheduleStore {
     }
 
     fn io(&self) -> impl Fn(sled::Error) -> String + '_ {
-        move |e| format!("the scheduler's state at {} cannot be written: {e}", self.path)
+        move |e| {
+            format!(
+                "the scheduler's state at {} cannot be written: {e}",
+                self.path
+            )
+        }
     }
 
     pub fn entry(&self, name: &str) -> Result<Option<EntryState>, String> {
@@ -137,15 +142,25 @@ mod tests {
         };
         {
             let store = ScheduleStore::open(&path).expect("opens");
-            store.save("db", &state, &[line(1), line(2)]).expect("saved");
+            store
+                .save("db", &state, &[line(1), line(2)])
+                .expect("saved");
             store.save("dbx", &state, &[line(9)]).expect("saved");
             store.save("db", &state, &[line(3)]).expect("saved");
             let again = ScheduleStore::open(&path).err().unwrap_or_default();
-            assert!(again.contains("is `runbook serve` already running"), "{again}");
+            assert!(
+                again.contains("is `runbook serve` already running"),
+                "{again}"
+            );
         }
         let store = ScheduleStore::open(&path).expect("reopens");
         assert_eq!(store.entry("db").ok().flatten(), Some(state));
-        let at: Vec<i64> = store.history("db", 2).unwrap_or_default().iter().map(|r| r.at).collect();
+        let at: Vec<i64> = store
+            .history("db", 2)
+            .unwrap_or_default()
+            .iter()
+            .map(|r| r.at)
+            .collect();
         assert_eq!(at, [2, 3], "the last two, oldest first, not dbx's");
         assert_eq!(store.entries().map(|e| e.len()).ok(), Some(2));
         let _ = std::fs::remove_dir_all(&dir);

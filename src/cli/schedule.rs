@@ -1,0 +1,115 @@
+//! `runbook schedule DIR`: what `serve DIR` would do: each scheduled
+//! runbook's next fire times (those a blackout skips are marked), its
+//! window, overlap policy and locks, its recent history when the
+//! scheduler's state can be read, and every file that does not check.
+
+use super::scheduled::Loader;
+use super::serve_runs::state_of;
+use crate::compile::eval::format_duration;
+use crate::compile::Overlap;
+use crate::error::Error;
+use crate::scheduler::{ms, Entry};
+use crate::store::ScheduleStore;
+use chrono::{DateTime, Utc};
+use std::fmt::Write;
+use std::path::Path;
+use std::str::FromStr;
+
+pub fn run(dir: &Path, state: &Path, count: usize) -> Result<u8, Error> {
+    let mut loader = Loader::new(dir, false);
+    loader.refresh().map_err(Error::Run)?;
+    let entries = loader.entries();
+    // The scheduler holds its state while it serves; then its log has the history.
+    let store = if state.join("scheduler").exists() {
+        ScheduleStore::open(&state.join("scheduler"))
+    } else {
+        Err(String::new())
+    };
+    let mut out = String::new();
+    if entries.is_empty() {
+        let _ = writeln!(out, "no runbook in {} has a schedule", dir.display());
+    }
+    for entry in &entries {
+        let history = match &store {
+            Ok(store) => store.history(&entry.name, 3).unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        describe(&mut out, entry, Utc::now(), count);
+        for record in history {
+            let _ = writeln!(out, "  {:<10} {}", "history", record.sentence());
+        }
+        let runs = state_of(state, &entry.name);
+        let _ = writeln!(
+            out,
+            "  {:<10} runbook status --state {}",
+            "runs",
+            runs.display()
+        );
+        out.push('\n');
+    }
+    if let Err(why) = &store {
+        if !why.is_empty() {
+            let _ = writeln!(out, "history: {why}; the scheduler's log has it\n");
+        }
+    }
+    print!("{out}");
+    if loader.problems.is_empty() {
+        return Ok(super::EXIT_OK);
+    }
+    for why in loader.problems.values() {
+        eprintln!("{why}\n");
+    }
+    Ok(super::EXIT_DIAGNOSTICS)
+}
+
+/// The runbook's schedule and its next `count` fires after `now`.
+pub fn describe(out: &mut String, entry: &Entry, now: DateTime<Utc>, count: usize) {
+    let s = &entry.schedule;
+    let _ = writeln!(out, "{} ({})", entry.name, entry.file.display());
+    let mut line = format!("\"{}\" {}: {}", s.cron, s.timezone, s.description);
+    if let Some(w) = s.window {
+        let _ = write!(line, "; window {}", format_duration(w.as_millis() as u64));
+    }
+    let overlap = match s.overlap {
+        Overlap::Skip => "skip",
+        Overlap::Queue => "queue",
+        Overlap::Cancel => "cancel",
+    };
+    let _ = write!(line, "; overlap {overlap}");
+    if let Some(c) = s.catch_up {
+        let _ = write!(line, "; catch-up {}", format_duration(c.as_millis() as u64));
+    }
+    let _ = writeln!(out, "  {:<10} {line}", "schedule");
+    if !entry.locks.is_empty() {
+        let _ = writeln!(out, "  {:<10} {}", "locks", entry.locks.join(", "));
+    }
+    for b in &entry.blackouts {
+        let _ = writeln!(out, "  {:<10} {} ({})", "blackout", b.text, b.timezone);
+    }
+    let tz = chrono_tz::Tz::from_str(&s.timezone).ok();
+    let mut at = now;
+    for i in 0..count {
+        let Some(fire) = s.next_fire(at) else {
+            let _ = writeln!(
+                out,
+                "  {:<10} never again",
+                if i == 0 { "next" } else { "" }
+            );
+            break;
+        };
+        let mut text = crate::scheduler::short_time(ms(fire));
+        if let Some(tz) = tz.filter(|tz| tz.name() != "UTC") {
+            let _ = write!(
+                text,
+                " ({} {})",
+                fire.with_timezone(&tz).format("%Y-%m-%d %H:%M"),
+                tz.name()
+            );
+        }
+        if let Some(b) = entry.blackouts.iter().find(|b| b.covers(fire)) {
+            let _ = write!(text, ", skipped: blackout {}", b.text);
+        }
+        let _ = writeln!(out, "  {:<10} {text}", if i == 0 { "next" } else { "" });
+        at = fire;
+    }
+}

@@ -396,10 +396,12 @@ impl Serve {
                     self.runs.adopt(&name, owner.pid);
                 }
                 (Some(run), None) => {
+                    // Each start of the scheduler may continue a run once.
                     st.active = Some(crate::scheduler::Active {
                         resumed: false,
                         ..active
                     });
+                    self.states.insert(name.clone(), st);
                     self.ended(&name, None, None).or_else(|e| {
                         self.say(&format!("{name}: run {run}: {e}"));
                         Ok::<(), Error>(())
@@ -426,18 +428,24 @@ impl Serve {
             return Ok(());
         }
         self.say("stopping: nothing new starts; the runs stop at their next checkpoint (send SIGTERM again to stop their running steps now)");
-        self.runs.terminate_all();
-        let mut sent = 1;
-        while !self.runs.is_empty() {
+        let mut sent = 0;
+        loop {
+            let asked = *stop.borrow_and_update();
+            while sent < asked.min(2) {
+                if sent == 1 {
+                    // Two signals sent at once may arrive as one.
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    self.say("stopping the runs' running steps now");
+                }
+                self.runs.terminate_all();
+                sent += 1;
+            }
+            if self.runs.is_empty() {
+                break;
+            }
             tokio::select! {
                 Some(event) = self.runs.rx.recv() => self.on_event(event)?,
-                _ = stop.changed() => {
-                    if *stop.borrow() > sent {
-                        sent = *stop.borrow();
-                        self.say("stopping the runs' running steps now");
-                        self.runs.terminate_all();
-                    }
-                }
+                _ = stop.changed() => {}
             }
         }
         self.say("stopped");

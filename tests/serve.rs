@@ -1,0 +1,449 @@
+//! `runbook serve`, through the library with a clock the tests set, and the
+//! runs it starts as the real binary: fires, windows, overlap, locks,
+//! catch-up after days down, a restart that resumes a run, SIGTERM, reload.
+
+mod common;
+
+use chrono::{DateTime, Utc};
+use common::{scratch, write};
+use runbook::cli::serve::{serve, Log, SchedClock, ServeConfig};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{oneshot, watch};
+
+/// A clock that runs at real speed from a time the test sets.
+struct TestClock(Mutex<(DateTime<Utc>, Instant)>);
+
+impl TestClock {
+    fn at(t: DateTime<Utc>) -> Arc<Self> {
+        Arc::new(TestClock(Mutex::new((t, Instant::now()))))
+    }
+}
+
+impl SchedClock for TestClock {
+    fn now(&self) -> DateTime<Utc> {
+        let (t, since) = *self.0.lock().expect("clock");
+        t + chrono::Duration::from_std(since.elapsed()).unwrap_or_default()
+    }
+}
+
+fn utc(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .expect("a time")
+}
+
+/// A scheduler serving `dir` on its own thread and runtime.
+struct Scheduler {
+    stop: watch::Sender<u32>,
+    crash: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<(), String>>>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+fn serve_in(dir: &Path, state: &Path, clock: Arc<TestClock>) -> Scheduler {
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let kept = Arc::clone(&log);
+    let sink: Log = Arc::new(move |line: &str| {
+        kept.lock().expect("log").push(line.to_string());
+    });
+    let cfg = ServeConfig {
+        dir: dir.to_path_buf(),
+        state: state.to_path_buf(),
+        exe: PathBuf::from(env!("CARGO_BIN_EXE_runbook")),
+        tick: Duration::from_millis(100),
+        log: sink,
+    };
+    let (stop, stopped) = watch::channel(0);
+    let (crash, crashed) = oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(async {
+            tokio::select! {
+                served = serve(cfg, clock, stopped) => served.map_err(|e| e.to_string()),
+                // Dropping the future is the scheduler dying: no shutdown.
+                _ = crashed => Ok(()),
+            }
+        })
+    });
+    Scheduler {
+        stop,
+        crash: Some(crash),
+        thread: Some(thread),
+        log,
+    }
+}
+
+impl Scheduler {
+    fn lines(&self) -> Vec<String> {
+        self.log.lock().expect("log").clone()
+    }
+
+    /// Waits until a line of the log contains `text`; returns the line.
+    fn wait_for(&self, text: &str, secs: u64) -> String {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(secs) {
+            if let Some(line) = self.lines().into_iter().find(|l| l.contains(text)) {
+                return line;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "no `{text}` in {secs}s; the log:\n{}",
+            self.lines().join("\n")
+        );
+    }
+
+    /// SIGTERM twice (stop now), then waits for it to end.
+    fn stop(mut self) -> Vec<String> {
+        let _ = self.stop.send(1);
+        let _ = self.stop.send(2);
+        self.join();
+        self.lines()
+    }
+
+    fn crash(mut self) {
+        if let Some(crash) = self.crash.take() {
+            let _ = crash.send(());
+        }
+        self.join();
+    }
+
+    fn join(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            let ended = thread.join().expect("the scheduler thread ends");
+            assert_eq!(ended, Ok(()), "the log:\n{}", self.lines().join("\n"));
+        }
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        let _ = self.stop.send(2);
+    }
+}
+
+fn nightly(out: &Path, schedule: &str, steps: &str) -> String {
+    format!(
+        "runbook nightly {{\n  schedule {schedule}\n\n  param out: path = \"{}\"\n\n{steps}\n}}\n",
+        out.display()
+    )
+}
+
+const MARK: &str = "  run mark {\n    command \"sh\"\n    args [\"-c\", \"echo ran >> \\\"$1\\\"\", \"sh\", \"${out}\"]\n  }";
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+#[test]
+fn a_fire_starts_a_run_and_the_history_keeps_how_it_ended() {
+    let dir = scratch("serve-fire");
+    let state = dir.join("state");
+    let out = dir.join("out");
+    let schedule = "\"0 2 * * *\" timezone \"UTC\" window 2h";
+    write(&dir, "nightly.runbook", nightly(&out, schedule, MARK));
+    let s = serve_in(&dir, &state, TestClock::at(utc("2026-11-28T01:59:58.500Z")));
+    s.wait_for("loaded `nightly`", 5);
+    s.wait_for(
+        "nightly: the 2026-11-28 02:00:00 UTC fire: started run 1",
+        10,
+    );
+    s.wait_for(
+        "nightly: the 2026-11-28 02:00:00 UTC fire: run 1 succeeded",
+        20,
+    );
+    s.stop();
+    assert_eq!(read(&out), "ran\n", "one fire, one run");
+    let listed = common::runbook(&[
+        "--state",
+        &state.display().to_string(),
+        "schedule",
+        &dir.display().to_string(),
+    ]);
+    let text = common::stdout(&listed);
+    assert!(
+        text.contains("history    the 2026-11-28 02:00:00 UTC fire: run 1 succeeded"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\"0 2 * * *\" UTC: At 02:00; window 2h; overlap skip"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_window_closing_stops_the_run_and_its_on_failure_steps_run() {
+    let dir = scratch("serve-window");
+    let state = dir.join("state");
+    let out = dir.join("out");
+    let steps = "  run slow {\n    command \"sleep\"\n    args [\"60\"]\n  }\n\n  on failure {\n    run undo {\n      command \"sh\"\n      args [\"-c\", \"echo undone >> \\\"$1\\\"\", \"sh\", \"${out}\"]\n    }\n  }";
+    write(
+        &dir,
+        "nightly.runbook",
+        nightly(&out, "\"0 2 * * *\" window 3s", steps),
+    );
+    let s = serve_in(&dir, &state, TestClock::at(utc("2026-11-28T01:59:59.500Z")));
+    s.wait_for("started run 1", 10);
+    let ended = s.wait_for("run 1 failed", 30);
+    s.stop();
+    assert_eq!(read(&out), "undone\n", "the on failure step ran");
+    let logs = common::runbook(&[
+        "--state",
+        &state.join("scheduled/nightly").display().to_string(),
+        "status",
+        "1",
+    ]);
+    let status = common::stdout(&logs);
+    assert!(
+        status.contains("its window closed at 2026-11-28 02:00:03 UTC"),
+        "{status}\n{ended}"
+    );
+}
+
+#[test]
+fn overlap_cancel_cancels_the_running_run_for_the_new_fire() {
+    let dir = scratch("serve-cancel");
+    let state = dir.join("state");
+    let steps = "  run slow {\n    command \"sleep\"\n    args [\"60\"]\n  }";
+    write(
+        &dir,
+        "nightly.runbook",
+        nightly(&dir.join("out"), "\"*/3 * * * * *\" overlap cancel", steps),
+    );
+    let s = serve_in(&dir, &state, TestClock::at(Utc::now()));
+    s.wait_for("started run 1", 10);
+    s.wait_for("cancelling run 1", 10);
+    s.wait_for("run 1 cancelled", 15);
+    s.wait_for("started run 2", 10);
+    let lines = s.stop();
+    let started = lines.iter().filter(|l| l.contains(": started run")).count();
+    assert!(started >= 2, "{}", lines.join("\n"));
+}
+
+#[test]
+fn a_lock_shared_by_two_runbooks_keeps_them_apart_by_hand_or_scheduled() {
+    let dir = scratch("serve-lock");
+    let state = dir.join("state");
+    let by_hand = scratch("serve-lock-hand");
+    let holder = write(
+        &by_hand,
+        "holder.runbook",
+        "runbook holder {\n  lock \"neo-db\"\n\n  run hold {\n    command \"sleep\"\n    args [\"3\"]\n  }\n}\n",
+    );
+    let maint = "runbook maint {\n  schedule \"0 2 * * *\" window 1m\n  lock \"neo-db\"\n\n  run work {\n    command \"sleep\"\n    args [\"3\"]\n  }\n}\n";
+    write(&dir, "maint.runbook", maint);
+    let hand = std::process::Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .arg("--state")
+        .arg(&state)
+        .arg("run")
+        .arg(&holder)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("starts");
+    let mut hand = hand;
+    std::thread::sleep(Duration::from_millis(700));
+    let s = serve_in(&dir, &state, TestClock::at(utc("2026-11-28T01:59:59.800Z")));
+    let waiting = s.wait_for(
+        "maint: the 2026-11-28 02:00:00 UTC fire: waiting: lock `neo-db` is held by holder run 1",
+        10,
+    );
+    assert!(waiting.contains("process"), "{waiting}");
+    assert!(hand.wait().expect("ends").success());
+    s.wait_for("maint: the 2026-11-28 02:00:00 UTC fire: started run 1", 10);
+    // Now the scheduled run holds it: a run by hand is refused at once.
+    let refused = common::runbook(&[
+        "--state",
+        &state.display().to_string(),
+        "run",
+        &holder.display().to_string(),
+    ]);
+    assert_eq!(refused.status.code(), Some(5));
+    let said = common::stderr(&refused);
+    assert!(
+        said.contains("lock `neo-db` is held by maint run 1"),
+        "{said}"
+    );
+    s.wait_for("run 1 succeeded", 15);
+    s.stop();
+}
+
+#[test]
+fn after_three_days_down_missed_fires_are_recorded_and_the_latest_caught_up() {
+    let dir = scratch("serve-catch-up");
+    let state = dir.join("state");
+    let out = dir.join("out");
+    let schedule = "\"0 2 * * *\" window 2h catch-up 6h";
+    write(&dir, "nightly.runbook", nightly(&out, schedule, MARK));
+    let s = serve_in(&dir, &state, TestClock::at(utc("2026-11-25T01:00:00Z")));
+    s.wait_for("serving 1 scheduled runbooks", 5);
+    std::thread::sleep(Duration::from_millis(500));
+    s.stop();
+    let s = serve_in(&dir, &state, TestClock::at(utc("2026-11-28T03:00:00Z")));
+    for day in 25..=27 {
+        s.wait_for(
+            &format!("the 2026-11-{day} 02:00:00 UTC fire: missed: the scheduler was not running"),
+            5,
+        );
+    }
+    s.wait_for("the 2026-11-28 02:00:00 UTC fire: missed: the scheduler was not running; starting it now (catch-up)", 5);
+    s.wait_for(
+        "the 2026-11-28 02:00:00 UTC fire: started run 1 (catching up)",
+        10,
+    );
+    s.wait_for("run 1 succeeded", 20);
+    s.stop();
+    assert_eq!(read(&out), "ran\n");
+}
+
+#[test]
+fn a_restarted_scheduler_resumes_the_run_it_had_started() {
+    let dir = scratch("serve-restart");
+    let state = dir.join("state");
+    let out = dir.join("out");
+    let steps = "  run first {\n    command \"sleep\"\n    args [\"2\"]\n    on-interrupt rerun\n  }\n\n  run second after first {\n    command \"sh\"\n    args [\"-c\", \"echo ran >> \\\"$1\\\"\", \"sh\", \"${out}\"]\n  }";
+    write(
+        &dir,
+        "nightly.runbook",
+        nightly(&out, "\"0 2 * * *\" window 2h", steps),
+    );
+    let clock = TestClock::at(utc("2026-11-28T01:59:59.500Z"));
+    let s = serve_in(&dir, &state, Arc::clone(&clock));
+    s.wait_for("started run 1", 10);
+    // The scheduler dies, and so does the run's process (not its step's).
+    s.crash();
+    let owner =
+        std::fs::read_to_string(state.join("scheduled/nightly/owner.json")).unwrap_or_default();
+    let pid: serde_json::Value = serde_json::from_str(&owner).unwrap_or_default();
+    let pid = pid["pid"].as_i64().expect("the run's process is known");
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status();
+    std::thread::sleep(Duration::from_millis(2500)); // its `sleep 2` ends
+    let s = serve_in(&dir, &state, clock);
+    s.wait_for(
+        "nightly: the 2026-11-28 02:00:00 UTC fire: resumed run 1",
+        10,
+    );
+    s.wait_for("run 1 succeeded", 20);
+    s.stop();
+    assert_eq!(read(&out), "ran\n", "the second step ran once");
+}
+
+#[test]
+fn a_file_that_stops_checking_keeps_its_last_good_schedule_and_bad_files_are_said() {
+    let dir = scratch("serve-reload");
+    let state = dir.join("state");
+    let out = dir.join("out");
+    let good = nightly(&out, "\"0 2 * * *\"", MARK);
+    let file = write(&dir, "nightly.runbook", &good);
+    write(
+        &dir,
+        "zone.runbook",
+        nightly(&out, "\"0 2 * * *\" timezone \"Europe/Amsterdm\"", MARK)
+            .replace("nightly", "zone"),
+    );
+    write(
+        &dir,
+        "never.runbook",
+        nightly(&out, "\"0 0 30 2 *\"", MARK).replace("nightly", "never"),
+    );
+    let s = serve_in(&dir, &state, TestClock::at(utc("2026-11-28T01:00:00Z")));
+    s.wait_for("loaded `nightly`", 5);
+    s.wait_for("did you mean `Europe/Amsterdam`?", 5);
+    s.wait_for("never fires", 5);
+    std::thread::sleep(Duration::from_millis(1100)); // a new modification time
+    std::fs::write(&file, good.replace("schedule", "schedul")).expect("writes");
+    s.wait_for(
+        "nightly.runbook does not check; it keeps its last good schedule",
+        5,
+    );
+    std::fs::write(&file, good.replace("0 2 * * *", "30 2 * * *")).expect("writes");
+    s.wait_for("reloaded `nightly`: 30 2 * * *", 5);
+    s.stop();
+
+    let missing = common::runbook(&[
+        "serve",
+        "/nonexistent/runbooks",
+        "--state",
+        &state.display().to_string(),
+    ]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert_eq!(
+        common::stderr(&missing),
+        "error: cannot read the directory /nonexistent/runbooks: no such file\n"
+    );
+}
+
+#[test]
+fn sigterm_stops_the_runs_at_a_checkpoint_and_the_next_start_resumes_them() {
+    let dir = scratch("serve-sigterm");
+    let state = dir.join("state");
+    let out = dir.join("out");
+    let steps = "  run first {\n    command \"sleep\"\n    args [\"2\"]\n  }\n\n  run second after first {\n    command \"sh\"\n    args [\"-c\", \"echo ran >> \\\"$1\\\"\", \"sh\", \"${out}\"]\n  }";
+    write(
+        &dir,
+        "nightly.runbook",
+        nightly(&out, "\"*/2 * * * * *\"", steps),
+    );
+    let start = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_runbook"))
+            .arg("--state")
+            .arg(&state)
+            .arg("serve")
+            .arg(&dir)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("starts")
+    };
+    let lines = |child: &mut std::process::Child| {
+        let out = child.stdout.take().expect("piped");
+        let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+        let kept = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                kept.lock().expect("lines").push(line);
+            }
+        });
+        seen
+    };
+    let wait = |seen: &Arc<Mutex<Vec<String>>>, text: &str| {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(15) {
+            if seen.lock().expect("lines").iter().any(|l| l.contains(text)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("no `{text}`:\n{}", seen.lock().expect("lines").join("\n"));
+    };
+    let mut first = start();
+    let seen = lines(&mut first);
+    wait(&seen, "started run 1");
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &first.id().to_string()])
+        .status();
+    let status = first.wait().expect("ends");
+    assert!(status.success(), "{status:?}");
+    wait(
+        &seen,
+        "run 1 stopped at a checkpoint; it is resumed when the scheduler starts again",
+    );
+    wait(&seen, "stopped");
+    assert_eq!(read(&out), "", "the second step did not start");
+
+    let mut again = start();
+    let seen = lines(&mut again);
+    wait(&seen, "resumed run 1");
+    wait(&seen, "run 1 succeeded");
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &again.id().to_string()])
+        .status();
+    let _ = again.wait();
+    assert!(read(&out).starts_with("ran\n"), "{}", read(&out));
+}

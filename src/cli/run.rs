@@ -303,12 +303,9 @@ fn drive_run(
     let plan = Arc::new(plan);
     let mode = Mode::pick(opts.json);
     let shown = Arc::new(super::runs::recorded_bindings(&meta, &plan));
-    let view = Arc::new(Mutex::new(View::new(
-        mode,
-        Arc::clone(&plan),
-        run,
-        Arc::clone(&shown),
-    )));
+    let mut view = View::new(mode, Arc::clone(&plan), run, Arc::clone(&shown));
+    view.until = meta.until.clone();
+    let view = Arc::new(Mutex::new(view));
     let choices = how.choices;
     let say = |text: &str| {
         if let Ok(v) = view.lock() {

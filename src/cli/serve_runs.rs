@@ -153,7 +153,7 @@ impl Runs {
 }
 
 /// Logs the process's lines and sends its run number when it says it;
-/// returns its last error line.
+/// returns its last line (how it ended, or why it could not start).
 async fn forward(
     name: &str,
     out: Option<tokio::process::ChildStdout>,
@@ -181,7 +181,7 @@ async fn forward(
                 });
             }
         }
-        if is_err && !text.trim().is_empty() {
+        if !text.trim().is_empty() {
             last_error = Some(text.trim().trim_start_matches("error: ").to_string());
         }
         let who = known

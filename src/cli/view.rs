@@ -43,6 +43,8 @@ pub struct View {
     running: HashMap<usize, ProgressBar>,
     /// When each step's current attempt started, for elapsed times.
     started: HashMap<usize, Millis>,
+    /// The run's `--until`, to say why it stops.
+    pub until: Option<crate::engine::Deadline>,
 }
 
 impl View {
@@ -62,6 +64,7 @@ impl View {
             bars,
             running: HashMap::new(),
             started: HashMap::new(),
+            until: None,
         }
     }
 
@@ -150,7 +153,10 @@ impl View {
             Event::CancelRequested { .. } => {
                 Some("cancel requested: stopping running steps".into())
             }
-            Event::RunTimedOut { .. } => Some("the runbook's timeout passed: stopping".into()),
+            Event::RunTimedOut { at } => Some(match &self.until {
+                Some(until) if until.at <= *at => format!("{}: stopping", until.why),
+                _ => "the runbook's timeout passed: stopping".into(),
+            }),
             Event::Reset { steps, .. } => Some(format!(
                 "running again: {}",
                 steps.iter().map(name).collect::<Vec<_>>().join(", ")

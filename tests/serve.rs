@@ -157,23 +157,30 @@ fn a_fire_starts_a_run_and_the_history_keeps_how_it_ended() {
         "nightly: the 2026-11-28 02:00:00 UTC fire: run 1 succeeded",
         20,
     );
+    let list = || {
+        let listed = common::runbook(&[
+            "--state",
+            &state.display().to_string(),
+            "schedule",
+            &dir.display().to_string(),
+        ]);
+        assert_eq!(listed.status.code(), Some(0), "{}", common::stderr(&listed));
+        common::stdout(&listed)
+    };
+    // While it serves (it holds its store), and after.
+    let serving = list();
     s.stop();
+    for text in [serving, list()] {
+        assert!(
+            text.contains("history    the 2026-11-28 02:00:00 UTC fire: run 1 succeeded"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\"0 2 * * *\" UTC: At 02:00; window 2h; overlap skip"),
+            "{text}"
+        );
+    }
     assert_eq!(read(&out), "ran\n", "one fire, one run");
-    let listed = common::runbook(&[
-        "--state",
-        &state.display().to_string(),
-        "schedule",
-        &dir.display().to_string(),
-    ]);
-    let text = common::stdout(&listed);
-    assert!(
-        text.contains("history    the 2026-11-28 02:00:00 UTC fire: run 1 succeeded"),
-        "{text}"
-    );
-    assert!(
-        text.contains("\"0 2 * * *\" UTC: At 02:00; window 2h; overlap skip"),
-        "{text}"
-    );
 }
 
 #[test]

@@ -25,15 +25,24 @@ pub fn run(dir: &Path, state: &Path, count: usize) -> Result<u8, Error> {
     } else {
         Err(String::new())
     };
+    // While a scheduler runs, it holds the store and keeps its last lines here.
+    let live: Option<super::serve::Live> = store
+        .is_err()
+        .then(|| std::fs::read(state.join(super::serve::LIVE_FILE)).ok())
+        .flatten()
+        .and_then(|b| serde_json::from_slice(&b).ok());
     let mut out = String::new();
     if entries.is_empty() {
         let _ = writeln!(out, "no runbook in {} has a schedule", dir.display());
     }
     for entry in &entries {
-        let history = match &store {
-            Ok(store) => store.history(&entry.name, 3).unwrap_or_default(),
-            Err(_) => Vec::new(),
+        let mut history = match (&store, &live) {
+            (Ok(store), _) => store.history(&entry.name, 3).unwrap_or_default(),
+            (Err(_), Some(live)) => live.history.get(&entry.name).cloned().unwrap_or_default(),
+            (Err(_), None) => Vec::new(),
         };
+        let extra = history.len().saturating_sub(3);
+        history.drain(..extra);
         describe(&mut out, entry, Utc::now(), count);
         for record in history {
             let _ = writeln!(out, "  {:<10} {}", "history", record.sentence());
@@ -48,7 +57,7 @@ pub fn run(dir: &Path, state: &Path, count: usize) -> Result<u8, Error> {
         out.push('\n');
     }
     if let Err(why) = &store {
-        if !why.is_empty() {
+        if !why.is_empty() && live.is_none() {
             let _ = writeln!(out, "history: {why}; the scheduler's log has it\n");
         }
     }

@@ -51,7 +51,21 @@ struct Serve {
     lock_dir: PathBuf,
     log: Log,
     stopping: bool,
+    /// Each runbook's last history lines, written to `STATE/scheduler.json`
+    /// for `runbook schedule` while this process holds the store.
+    recent: BTreeMap<String, Vec<Record>>,
+    state: PathBuf,
 }
+
+/// What `runbook schedule` reads while a scheduler holds its store.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub struct Live {
+    pub pid: u32,
+    pub history: BTreeMap<String, Vec<Record>>,
+}
+
+pub const LIVE_FILE: &str = "scheduler.json";
+const RECENT: usize = 5;
 
 /// Serves until `stop` counts 1 (then nothing new starts and the runs stop
 /// at a checkpoint) and every run process has ended; a count of 2 stops
@@ -72,8 +86,20 @@ pub async fn serve(
         Arc::clone(&cfg.log),
         cfg.tick,
     );
-    let states = store.entries().map_err(Error::Run)?.into_iter().collect();
+    let states: BTreeMap<String, EntryState> =
+        store.entries().map_err(Error::Run)?.into_iter().collect();
+    let recent = states
+        .keys()
+        .map(|name| {
+            (
+                name.clone(),
+                store.history(name, RECENT).unwrap_or_default(),
+            )
+        })
+        .collect();
     let mut s = Serve {
+        recent,
+        state: cfg.state.clone(),
         clock,
         store,
         loader,
@@ -207,6 +233,23 @@ impl Serve {
         self.states.insert(name.to_string(), st.clone());
         for r in records {
             self.say(&format!("{name}: {}", r.sentence()));
+        }
+        if !records.is_empty() {
+            let recent = self.recent.entry(name.to_string()).or_default();
+            recent.extend(records.iter().cloned());
+            let extra = recent.len().saturating_sub(RECENT);
+            recent.drain(..extra);
+            let live = Live {
+                pid: std::process::id(),
+                history: self.recent.clone(),
+            };
+            let body = serde_json::to_vec_pretty(&live).unwrap_or_default();
+            if let Err(e) = crate::store::inbox::write_whole(&self.state, LIVE_FILE, &body) {
+                self.say(&format!(
+                    "cannot write {}: {e}",
+                    self.state.join(LIVE_FILE).display()
+                ));
+            }
         }
         Ok(())
     }

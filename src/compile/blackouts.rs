@@ -158,7 +158,7 @@ impl Compiler {
                 self.diagnostics.push(
                     Diagnostic::new(Code::InvalidValue, format!("the blackout from {text:?} has no end"))
                         .label(first.span, "from this time until when?")
-                        .help(format!("add `until \"YYYY-MM-DD HH:MM\"` (the end, not included), or write the date alone, \"{}\", for that whole day", from.start().date())),
+                        .help("add `until \"YYYY-MM-DD HH:MM\"`, or write the date alone for the whole day"),
                 );
                 return None;
             }

@@ -150,6 +150,62 @@ fn two_o_clock_every_day_across_both_changes() {
 }
 
 #[test]
+fn the_books_table_of_the_days_the_clocks_change() {
+    // book/src/reference/runbook-settings.md, "Daylight saving time": the
+    // runs on each day, from the start of that day in UTC minus a margin.
+    let amsterdam = ("2026-03-28T22:00:00Z", "2026-10-24T21:00:00Z");
+    let new_york = ("2026-03-08T04:00:00Z", "2026-11-01T03:00:00Z");
+    let rows: [(&str, &str, (&str, &str), &[&str], &[&str]); 5] = [
+        (
+            "30 2 * * *",
+            AMSTERDAM,
+            amsterdam,
+            &["2026-03-29T01:00Z"],
+            &["2026-10-25T00:30Z"],
+        ),
+        (
+            "0 2 * * *",
+            AMSTERDAM,
+            amsterdam,
+            &["2026-03-29T01:00Z"],
+            &["2026-10-25T00:00Z"],
+        ),
+        (
+            "30 2 * * *",
+            NEW_YORK,
+            new_york,
+            &["2026-03-08T07:00Z"],
+            &["2026-11-01T07:30Z"],
+        ),
+        (
+            "30 1 * * *",
+            NEW_YORK,
+            new_york,
+            &["2026-03-08T06:30Z"],
+            &["2026-11-01T05:30Z"],
+        ),
+        (
+            "0 2 * * *",
+            NEW_YORK,
+            new_york,
+            &["2026-03-08T07:00Z"],
+            &["2026-11-01T07:00Z"],
+        ),
+    ];
+    for (cron, zone, (spring, autumn), forward, back) in rows {
+        // The next fire after each is the next day's: one run on the day.
+        let day_after = |first: &str| {
+            let next = fires(cron, zone, &format!("{}:00Z", &first[..16]), 1);
+            assert!(next[0][..10] > first[..10], "{cron} in {zone}: {next:?}");
+        };
+        assert_eq!(fires(cron, zone, spring, 1), forward, "{cron} in {zone}");
+        day_after(forward[0]);
+        assert_eq!(fires(cron, zone, autumn, 1), back, "{cron} in {zone}");
+        day_after(back[0]);
+    }
+}
+
+#[test]
 fn an_interval_keeps_real_time_pace_through_both_changes() {
     // Spring: 02:00 and 02:30 local do not exist and are skipped; every
     // fire is 30 minutes of real time after the one before.
@@ -415,15 +471,21 @@ fn a_recurring_blackout_lasts_its_duration_in_real_time() {
         Some(utc("2026-11-09T07:00:00Z")) // Mon 08:00 CET
     );
     assert!(!weekend.covers(utc("2026-11-09T07:00:00Z")));
-    assert!(!weekend.covers(utc("2026-11-11T12:00:00Z"))); // a Wednesday
-                                                           // The weekend the clocks go back is an hour longer on the wall clock
-                                                           // than in real time: it ends on Monday at 07:00 CET.
+    // Nothing on a Wednesday.
+    assert!(!weekend.covers(utc("2026-11-11T12:00:00Z")));
+    // The weekend the clocks go back, 63 hours end an hour early on the
+    // wall clock: on Monday at 07:00 CET.
     assert_eq!(
         weekend.ends(utc("2026-10-23T15:00:00Z")), // Fri 17:00 CEST
         Some(utc("2026-10-26T06:00:00Z"))
     );
     assert!(!weekend.covers(utc("2026-10-23T14:59:59Z")));
-    // The same blackout in New York is five hours later in UTC.
+    // The weekend they go forward, an hour late: at 09:00 CEST.
+    assert_eq!(
+        weekend.ends(utc("2026-03-27T16:00:00Z")), // Fri 17:00 CET
+        Some(utc("2026-03-30T07:00:00Z"))
+    );
+    // The same blackout in New York starts six hours later in UTC.
     let new_york = every(NEW_YORK, "0 17 * * FRI", 63);
     assert!(!new_york.covers(utc("2026-11-06T21:59:59Z")));
     assert!(new_york.covers(utc("2026-11-06T22:00:00Z"))); // Fri 17:00 EST

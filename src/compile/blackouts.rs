@@ -114,16 +114,18 @@ impl Compiler {
                 _ => {}
             }
         }
+        // Every mistake is reported before giving up on the blackout.
         let timezone = match timezone {
-            Some(e) => self.timezone(e)?,
-            None => default_zone.to_string(),
+            Some(e) => self.timezone(e),
+            None => Some(default_zone.to_string()),
         };
         let text = self.text_literal(first, "blackout")?;
         let period = if schedule::looks_like_date(&text) {
-            self.dated(first, &text, until, lasts)?
+            self.dated(first, &text, until, lasts)
         } else {
-            self.recurring(first, &text, until, lasts)?
+            self.recurring(first, &text, until, lasts)
         };
+        let (timezone, period) = (timezone?, period?);
         let written: Vec<String> = p.args.iter().map(crate::syntax::format::expr).collect();
         Some(Blackout {
             text: written.join(" "),
@@ -196,37 +198,42 @@ impl Compiler {
         until: Option<&Expr>,
         lasts: Option<&Expr>,
     ) -> Option<Period> {
-        if let Err(why) = schedule::check_cron(text) {
-            self.diagnostics.push(
-                Diagnostic::new(Code::InvalidValue, format!("`{text}` {why}"))
-                    .label(first.span, "this blackout")
-                    .help("write a date, \"YYYY-MM-DD\", or a cron expression and how long each blackout lasts: \"0 17 * * FRI\" for 63h"),
-            );
-            return None;
-        }
+        let fires = schedule::check_cron(text).map_err(|why| {
+            Diagnostic::new(Code::InvalidValue, format!("`{text}` {why}"))
+                .label(first.span, "this blackout")
+                .help("write a date, \"YYYY-MM-DD\", or a cron expression and how long each blackout lasts: \"0 17 * * FRI\" for 63h")
+        });
+        let fires = match fires {
+            Ok(_) => true,
+            Err(d) => {
+                self.diagnostics.push(d);
+                false
+            }
+        };
         if let Some(until) = until {
             self.diagnostics.push(
                 Diagnostic::new(Code::InvalidValue, "`until` is for a blackout with a date, not one that repeats")
                     .label(until.span, "a date after a cron expression")
                     .help("a blackout that repeats lasts `for DURATION` from each time its cron expression fires"),
             );
-            return None;
         }
         let Some(lasts) = lasts else {
-            self.diagnostics.push(
-                Diagnostic::new(
-                    Code::InvalidValue,
-                    format!("the blackout from each `{text}` has no length"),
-                )
-                .label(first.span, "for how long?")
-                .help(
-                    "add how long each lasts, e.g. `for 63h` (from Friday 17:00 to Monday 08:00)",
-                ),
-            );
+            if until.is_none() {
+                self.diagnostics.push(
+                    Diagnostic::new(
+                        Code::InvalidValue,
+                        format!("the blackout from each `{text}` has no length"),
+                    )
+                    .label(first.span, "for how long?")
+                    .help(
+                        "add how long each lasts, e.g. `for 63h` (from Friday 17:00 to Monday 08:00)",
+                    ),
+                );
+            }
             return None;
         };
         let length = self.literal_duration(Some(lasts), "for")?;
-        if !self.at_most_a_year(length, lasts.span) {
+        if !self.at_most_a_year(length, lasts.span) || !fires || until.is_some() {
             return None;
         }
         Some(Period::Every {
@@ -371,6 +378,18 @@ mod tests {
         assert_eq!(
             messages(source),
             ["`lock` must be written out", "`until` must be written out"]
+        );
+    }
+
+    #[test]
+    fn a_blackout_reports_every_mistake_at_once() {
+        let source = "runbook r {\n  blackout \"2026-12-24 18:00\" timezone \"Mars/Olympus\"\n}\n";
+        assert_eq!(
+            messages(source),
+            [
+                "the blackout from \"2026-12-24 18:00\" has no end",
+                "unknown time zone `Mars/Olympus`"
+            ]
         );
     }
 

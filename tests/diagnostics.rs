@@ -92,6 +92,28 @@ const CASES: &[(&str, Code, &str)] = &[
         "runbook r {\n  wait w { duration 1s }\n  wait x when w.faild { duration 1s }\n}\n",
     ),
     ("unknown_function", Code::UnknownFunction, "runbook r {\n  param db: secret = envv(\"DB\")\n}\n"),
+    // The scheduler's settings: more cases of RB020.
+    (
+        "window_longer_than_the_time_between_fires",
+        Code::InvalidValue,
+        "runbook r {\n  schedule \"*/30 * * * *\" window 2h\n}\n",
+    ),
+    (
+        "blackout_until_not_after_its_start",
+        Code::InvalidValue,
+        "runbook r {\n  blackout \"2026-12-24\" until \"2026-12-20\"\n}\n",
+    ),
+    (
+        "blackout_from_a_time_without_until",
+        Code::InvalidValue,
+        "runbook r {\n  blackout \"2026-12-24 18:00\"\n}\n",
+    ),
+    (
+        "blackout_cron_without_for",
+        Code::InvalidValue,
+        "runbook r {\n  blackout \"0 17 * * FRI\"\n}\n",
+    ),
+    ("lock_name", Code::InvalidValue, "runbook r {\n  lock \"neo/db\"\n}\n"),
 ];
 
 fn diagnose(source: &str) -> Vec<runbook::diagnostic::Diagnostic> {
@@ -188,6 +210,32 @@ const MISTAKES: &[(&str, &str, &str)] = &[
         ("  verify v {\n    http get \"http://x\"\n    sql \"db\" \"SELECT 1\"\n    http get \"http://y\"\n  }\n", "RB021", "this one has 2"),
         ("  schedule \"0 25 * * *\"\n", "RB020", "`0 25 * * *` is not a cron expression"),
         ("  schedule \"0 2 * * *\" timezone \"Europe/Amsterdm\"\n", "RB020", "unknown time zone `Europe/Amsterdm`"),
+        ("  schedule \"0 2 * * *\" catch-up 0s\n", "RB020", "`catch-up` must be longer than zero"),
+        ("  param p: duration = 1h\n  schedule \"0 2 * * *\" catch-up p\n", "RB020", "`catch-up` must be written as a literal"),
+        ("  schedule \"0 * * * *\" window 90m\n", "RB020", "the window (1h30m) is longer than the shortest time between two fires (1h)"),
+        ("  schedule \"0 2 * * *\" catchup 6h\n", "RB015", "wrong arguments for `schedule`: unexpected argument"),
+        ("  blackout \"2026-12-24\"\n  about \"x\"\n  blackout \"2026-12-25\"\n  lock \"a\"\n  lock \"b\"\n  about \"y\"\n", "RB008", "`about` is given twice"),
+        ("  blackout \"2026-02-30\"\n", "RB020", "\"2026-02-30\" is not a day of the calendar"),
+        ("  blackout \"24-12-2026\"\n", "RB020", "\"24-12-2026\" is not a date: write YYYY-MM-DD or YYYY-MM-DD HH:MM"),
+        ("  blackout \"2026-12-24\" until \"2026-12-24 25:00\"\n", "RB020", "is not a day and time of the calendar"),
+        ("  blackout \"2026-12-24\" until \"2026-12-24\"\n", "RB020", "the blackout's `until` is not after its start"),
+        ("  blackout \"2026-12-24 18:00\"\n", "RB020", "the blackout from \"2026-12-24 18:00\" has no end"),
+        ("  blackout \"2026-12-24\" for 1h\n", "RB020", "`for` is for a blackout that repeats"),
+        ("  blackout \"0 17 * * FRI\" until \"2026-12-24\"\n", "RB020", "`until` is for a blackout with a date"),
+        ("  blackout \"0 17 * * FRI\"\n", "RB020", "the blackout from each `0 17 * * FRI` has no length"),
+        ("  blackout \"0 17 * * FRI\" for 0s\n", "RB020", "`for` must be longer than zero"),
+        ("  blackout \"0 0 30 2 *\" for 1h\n", "RB020", "`0 0 30 2 *` never fires"),
+        ("  blackout \"0 17 * * FRY\" for 1h\n", "RB020", "`0 17 * * FRY` is not a cron expression"),
+        ("  blackout \"0 17 * * FRI\" for 367d\n", "RB020", "a blackout of 367d is longer than a year"),
+        ("  blackout \"2026-01-01\" until \"2027-01-03\"\n", "RB020", "a blackout of 367d is longer than a year"),
+        ("  blackout \"2026-12-24\" timezone \"Europe/Amsterdm\"\n", "RB020", "unknown time zone `Europe/Amsterdm`"),
+        ("  param day: string = \"2026-12-24\"\n  blackout day\n", "RB020", "`blackout` must be written out"),
+        ("  blackout \"2026-12-24\" until 3\n", "RB009", "`blackout` expects text, found an integer"),
+        ("  lock \".hidden\"\n", "RB020", "the lock name \".hidden\" starts with `.`"),
+        ("  lock \"neo db\"\n", "RB020", "the lock name \"neo db\" has ' '"),
+        ("  param db: string = \"x\"\n  lock \"neo-${db}\"\n", "RB020", "`lock` must be written out"),
+        ("  verify v {\n    http get \"http://x\"\n    header \"X-Db\" neo-db\n  }\n", "RB010", "undefined name `neo-db`"),
+        ("  wait w {\n    duration neo-db\n  }\n", "RB001", "names cannot contain `-`"),
 ];
 
 #[test]

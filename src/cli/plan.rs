@@ -1,9 +1,11 @@
 use super::{load, EXIT_DIAGNOSTICS, EXIT_OK};
 use crate::compile::eval::{bind, eval, format_duration, Bindings, Value};
+use crate::compile::plan::Overlap;
 use crate::compile::schema::{Arg, Prop};
-use crate::compile::{Interrupt, Phase, Plan, Step, StepId};
+use crate::compile::{Interrupt, Phase, Plan, Settings, Step, StepId};
 use crate::error::Error;
 use crate::syntax::format;
+use chrono::{DateTime, Utc};
 use std::fmt::Write;
 use std::path::Path;
 
@@ -59,17 +61,8 @@ pub fn render(plan: &Plan, b: &Bindings, env: &dyn Fn(&str) -> Option<String>) -
     if let Some(t) = s.timeout {
         limits.push(format!("timeout {}", format_duration(t.as_millis() as u64)));
     }
-    if let Some(sched) = &s.schedule {
-        let mut text = format!("schedule \"{}\" {}", sched.cron, sched.timezone);
-        if !sched.description.is_empty() {
-            let _ = write!(text, " ({})", sched.description);
-        }
-        if let Some(w) = sched.window {
-            let _ = write!(text, ", window {}", format_duration(w.as_millis() as u64));
-        }
-        limits.push(text);
-    }
     let _ = writeln!(out, "  {}", limits.join(", "));
+    write_schedule(&mut out, s, chrono::Utc::now());
     if !plan.params.is_empty() {
         out.push_str("\nparameters:\n");
         let width = plan.params.iter().map(|p| p.name.len()).max().unwrap_or(0);
@@ -191,6 +184,76 @@ fn is_keyword(spec: &Prop, word: &str) -> bool {
             .any(|(name, args)| *name == word || in_args(args))
 }
 
+/// How many coming fires the plan shows.
+const NEXT_FIRES: usize = 3;
+
+/// The schedule with its next fires, the blackouts and the locks: what the
+/// scheduler reads. `now` is a parameter so that tests can fix it.
+fn write_schedule(out: &mut String, s: &Settings, now: DateTime<Utc>) {
+    if s.schedule.is_none() && s.blackouts.is_empty() && s.locks.is_empty() {
+        return;
+    }
+    out.push_str("\nschedule:\n");
+    let duration = |d: std::time::Duration| format_duration(d.as_millis() as u64);
+    match &s.schedule {
+        None => out.push_str("  none: only started by hand\n"),
+        Some(sched) => {
+            let _ = write!(out, "  \"{}\" in {}", sched.cron, sched.timezone);
+            if !sched.description.is_empty() {
+                let _ = write!(out, " ({})", sched.description);
+            }
+            out.push('\n');
+            let mut options = Vec::new();
+            if let Some(w) = sched.window {
+                options.push(format!("window {}", duration(w)));
+            }
+            options.push(format!("overlap {}", overlap(sched.overlap)));
+            options.push(match sched.catch_up {
+                Some(c) => format!("catch-up {}", duration(c)),
+                None => "no catch-up".into(),
+            });
+            let _ = writeln!(out, "  {}", options.join(", "));
+            let zone = crate::compile::schedule::check_timezone(&sched.timezone).ok();
+            let mut at = now;
+            for i in 0..NEXT_FIRES {
+                let Some(next) = sched.next_fire(at) else {
+                    break;
+                };
+                let label = if i == 0 { "next:" } else { "" };
+                let _ = write!(out, "  {label:5} {}", next.format("%Y-%m-%d %H:%M UTC"));
+                if let Some(tz) = zone.filter(|tz| tz.name() != "UTC") {
+                    let local = next.with_timezone(&tz);
+                    let _ = write!(out, " ({})", local.format("%Y-%m-%d %H:%M %Z"));
+                }
+                if let Some(b) = s.blackouts.iter().find(|b| b.covers(next)) {
+                    let _ = write!(out, "  in the blackout {}", b.text);
+                }
+                out.push('\n');
+                at = next;
+            }
+        }
+    }
+    for b in &s.blackouts {
+        let _ = write!(out, "  blackout {}", b.text);
+        // The zone it took from the schedule or the default, if it names none.
+        if !b.text.contains(" timezone ") {
+            let _ = write!(out, " (in {})", b.timezone);
+        }
+        out.push('\n');
+    }
+    for lock in &s.locks {
+        let _ = writeln!(out, "  lock {lock:?}");
+    }
+}
+
+fn overlap(o: Overlap) -> &'static str {
+    match o {
+        Overlap::Skip => "skip",
+        Overlap::Queue => "queue",
+        Overlap::Cancel => "cancel",
+    }
+}
+
 fn write_summary(out: &mut String, plan: &Plan) {
     let names = |ids: &mut dyn Iterator<Item = &Step>| -> Vec<String> {
         ids.map(|s| s.name.clone()).collect()
@@ -228,5 +291,47 @@ fn write_summary(out: &mut String, plan: &Plan) {
         for line in undo {
             let _ = writeln!(out, "    {line}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schedule_shows_its_next_fires_blackouts_and_locks() {
+        let source = r#"runbook r {
+  schedule "0 2 * * *" timezone "Europe/Amsterdam" window 2h catch-up 6h
+  blackout "2026-03-30"
+  blackout "0 17 * * FRI" for 63h timezone "UTC"
+  lock "neo-db"
+}
+"#;
+        let plan = crate::compile::check(source).expect("compiles");
+        let now = "2026-03-28T12:00:00Z".parse().expect("an instant");
+        let mut out = String::new();
+        write_schedule(&mut out, &plan.settings, now);
+        assert_eq!(
+            out,
+            r#"
+schedule:
+  "0 2 * * *" in Europe/Amsterdam (At 02:00)
+  window 2h, overlap skip, catch-up 6h
+  next: 2026-03-29 01:00 UTC (2026-03-29 03:00 CEST)  in the blackout "0 17 * * FRI" for 63h timezone "UTC"
+        2026-03-30 00:00 UTC (2026-03-30 02:00 CEST)  in the blackout "2026-03-30"
+        2026-03-31 00:00 UTC (2026-03-31 02:00 CEST)
+  blackout "2026-03-30" (in Europe/Amsterdam)
+  blackout "0 17 * * FRI" for 63h timezone "UTC"
+  lock "neo-db"
+"#
+        );
+    }
+
+    #[test]
+    fn a_runbook_without_scheduler_settings_shows_none() {
+        let plan = crate::compile::check("runbook r {}\n").expect("compiles");
+        let mut out = String::new();
+        write_schedule(&mut out, &plan.settings, Utc::now());
+        assert_eq!(out, "");
     }
 }

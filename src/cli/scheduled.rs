@@ -3,8 +3,9 @@
 //! periods in which none of them starts. Reloaded when a file changes; a
 //! file that no longer checks keeps its last good schedule.
 
+use crate::compile::directory_blackouts;
 use crate::compile::eval::bind_for_run;
-use crate::compile::schedule::{directory_blackouts, Blackout};
+use crate::compile::schedule::Blackout;
 use crate::scheduler::Entry;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,7 @@
 //! The compile layer: names resolved, properties and expressions type-checked,
 //! a DAG of steps built, every mistake reported at once.
 
+mod blackouts;
 pub mod eval;
 mod graph;
 pub mod names;
@@ -10,6 +11,7 @@ pub mod schedule;
 pub mod schema;
 pub mod types;
 
+pub use blackouts::{check_lock_name, directory_blackouts};
 pub use plan::{
     Edge, Interrupt, Overlap, Phase, Plan, Retry, Schedule, Settings, Step, StepId, Type,
 };
@@ -231,6 +233,7 @@ impl Compiler {
         props::check(&props, &table, runbook.name.span, &mut typer, &empty);
         self.diagnostics.append(&mut diagnostics);
         let mut settings = Settings::default();
+        let mut blackouts = Vec::new();
         for p in &props {
             let first = p.args.first();
             match p.name.name.as_str() {
@@ -246,9 +249,21 @@ impl Compiler {
                     settings.namespace = first.and_then(|e| self.text_literal(e, "namespace"))
                 }
                 "context" => settings.context = first.and_then(|e| self.text_literal(e, "context")),
+                // After the loop: their time zone defaults to the schedule's.
+                "blackout" => blackouts.push(p),
+                "lock" => settings.locks.extend(self.lock(p)),
                 _ => {}
             }
         }
+        let zone = settings
+            .schedule
+            .as_ref()
+            .map_or("UTC".to_string(), |s| s.timezone.clone());
+        for p in blackouts {
+            settings.blackouts.extend(self.blackout(p, &zone));
+        }
+        settings.locks.sort();
+        settings.locks.dedup();
         settings
     }
 
@@ -274,26 +289,20 @@ impl Compiler {
             overlap: Overlap::Skip,
             catch_up: None,
         };
-        let mut i = 1;
-        while i + 1 < p.args.len() {
-            let value = &p.args[i + 1];
-            match p.args[i].as_name().map(|n| n.name.as_str()) {
+        let mut window_at = None;
+        // The shape (each option once, with a value) is checked by `props`.
+        for pair in p.args[1..].chunks_exact(2) {
+            let value = &pair[1];
+            match pair[0].as_name().map(|n| n.name.as_str()) {
                 Some("timezone") => {
-                    if let Some(tz) = self.text_literal(value, "timezone") {
-                        if let Err(help) = schedule::check_timezone(&tz) {
-                            self.diagnostics.push(
-                                Diagnostic::new(
-                                    Code::InvalidValue,
-                                    format!("unknown time zone `{tz}`"),
-                                )
-                                .label(value.span, "not a time zone")
-                                .help(help),
-                            );
-                        }
+                    if let Some(tz) = self.timezone(value) {
                         schedule.timezone = tz;
                     }
                 }
-                Some("window") => schedule.window = self.literal_duration(Some(value), "window"),
+                Some("window") => {
+                    schedule.window = self.literal_duration(Some(value), "window");
+                    window_at = Some(value.span);
+                }
                 Some("overlap") => {
                     schedule.overlap = match value.as_name().map(|n| n.name.as_str()) {
                         Some("queue") => Overlap::Queue,
@@ -301,11 +310,58 @@ impl Compiler {
                         _ => Overlap::Skip,
                     }
                 }
+                Some("catch-up") => {
+                    schedule.catch_up = self.literal_duration(Some(value), "catch-up")
+                }
                 _ => {}
             }
-            i += 2;
+        }
+        if let (Some(window), Some(at)) = (schedule.window, window_at) {
+            self.window_fits(&schedule, window, at);
         }
         Some(schedule)
+    }
+
+    /// A run must be over before the next fire: otherwise `overlap` would
+    /// decide every time, and a run stopped at the end of its window could
+    /// still be running when the next one is due.
+    fn window_fits(&mut self, schedule: &Schedule, window: Duration, at: Span) {
+        let Some(gap) = schedule::shortest_gap(&schedule.cron, &schedule.timezone) else {
+            return;
+        };
+        if window <= gap {
+            return;
+        }
+        let show = |d: Duration| eval::format_duration(d.as_millis() as u64);
+        self.diagnostics.push(
+            Diagnostic::new(
+                Code::InvalidValue,
+                format!(
+                    "the window ({}) is longer than the shortest time between two fires ({}), so a run could still be going when the next one is due",
+                    show(window),
+                    show(gap)
+                ),
+            )
+            .label(at, format!("longer than {}", show(gap)))
+            .help(format!(
+                "give a window of {} or less, or a schedule that fires less often",
+                show(gap)
+            )),
+        );
+    }
+
+    /// A time zone written out and known; anything else is reported.
+    fn timezone(&mut self, e: &Expr) -> Option<String> {
+        let tz = self.text_literal(e, "timezone")?;
+        if let Err(help) = schedule::check_timezone(&tz) {
+            self.diagnostics.push(
+                Diagnostic::new(Code::InvalidValue, format!("unknown time zone `{tz}`"))
+                    .label(e.span, "not a time zone")
+                    .help(help),
+            );
+            return None;
+        }
+        Some(tz)
     }
 
     fn literal_int(

@@ -286,6 +286,8 @@ fn check_arg(
                     d = d.help("a secret may only be used where it is not shown: connection strings, URLs, headers and `env` of a run step");
                 } else if value == Arg::Duration {
                     d = d.help("write a duration such as `30s`, `10m` or `1h30m`");
+                } else if matches!(value, Arg::Text | Arg::SecretText) {
+                    d = d.help("write text in double quotes, e.g. \"neo-db\"");
                 }
                 typer.diagnostics.push(d);
             } else if value == Arg::List {

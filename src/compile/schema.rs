@@ -477,11 +477,21 @@ pub const SETTINGS: &[Prop] = &[
                 ("timezone", TEXT),
                 ("window", DURATION),
                 ("overlap", &[Arg::Word(&["skip", "queue", "cancel"])]),
+                ("catch-up", DURATION),
             ],
-            usage:
-                "schedule \"CRON\" [timezone ZONE] [window DURATION] [overlap skip|queue|cancel]",
+            usage: "schedule \"CRON\" [timezone ZONE] [window DURATION] [overlap skip|queue|cancel] [catch-up DURATION]",
         },
     ),
+    // The two that may be given more than once (RB008 exempts them).
+    repeatable(prop(
+        "blackout",
+        Shape {
+            args: TEXT,
+            options: &[("until", TEXT), ("for", DURATION), ("timezone", TEXT)],
+            usage: "blackout \"DATE\" [until \"DATE\"] [timezone ZONE], or blackout \"CRON\" for DURATION [timezone ZONE]",
+        },
+    )),
+    repeatable(prop("lock", shape(TEXT, "lock \"NAME\""))),
 ];
 
 pub const TYPES: &[&str] = &["string", "int", "bool", "duration", "path", "secret"];

@@ -352,7 +352,10 @@ impl Typer<'_, '_> {
             );
         }
         let help = did_you_mean(name, candidates.iter().copied(), || {
-            if in_check && !check_names.is_empty() {
+            // Only an option word (`catch-up`) has a hyphen; no name can.
+            if name.contains('-') {
+                format!("names cannot contain `-`; if this is text, quote it: \"{name}\"")
+            } else if in_check && !check_names.is_empty() {
                 format!("in `expect`, this check offers: {}", check_names.join(", "))
             } else if self.scope.steps.is_none() {
                 format!("declare it with `param {name}: string`; steps cannot be used here")

@@ -218,7 +218,7 @@ fn rule_name(rule: Rule) -> &'static str {
         Rule::not_op => "`not`",
         Rule::cmp_op => "a comparison",
         Rule::list => "a list",
-        Rule::reference => "a name",
+        Rule::reference | Rule::word => "a name",
         Rule::call_args => "arguments",
         Rule::duration => "a duration",
         Rule::percent => "a percentage",

@@ -309,6 +309,19 @@ mod tests {
     }
 
     #[test]
+    fn lays_out_the_scheduler_settings_like_any_other() {
+        let src = "runbook r {\n  schedule   \"0 2 * * *\"  window 2h   catch-up 6h # why\n  blackout \"2026-12-24\"    until \"2027-01-02\" ; blackout \"0 17 * * FRI\" for 63h timezone \"Europe/Amsterdam\"\n  lock \"neo-db\"; lock \"neo-redis\"\n}\n";
+        let once = fmt(src);
+        assert_eq!(
+            once,
+            "runbook r {\n  schedule \"0 2 * * *\" window 2h catch-up 6h  # why\n  blackout \"2026-12-24\" until \"2027-01-02\"\n  blackout \"0 17 * * FRI\" for 63h timezone \"Europe/Amsterdam\"\n  lock \"neo-db\"\n  lock \"neo-redis\"\n}\n"
+        );
+        assert_eq!(fmt(&once), once);
+        let meaning = |text: &str| parse(text).expect("parses").runbook.meaning();
+        assert_eq!(meaning(&once), meaning(src));
+    }
+
+    #[test]
     fn keeps_needed_parentheses_only() {
         let src = "runbook r {\n  let x = (a or b) and not (c == 1)\n  let y = ((a))\n}\n";
         assert_eq!(

@@ -262,6 +262,11 @@ fn build_expr(pair: Pair<Rule>) -> Expr {
                 span: s,
             }
         }
+        // An option word such as `catch-up`: a bare name, as `every` is.
+        Rule::word => Expr {
+            kind: ExprKind::Path(vec![ident(pair)]),
+            span: s,
+        },
         Rule::duration => Expr {
             kind: ExprKind::Duration {
                 raw: pair.as_str().to_string(),
@@ -440,6 +445,23 @@ mod tests {
         assert_eq!(step.after.len(), 2);
         assert!(step.when.is_some());
         assert_eq!(step.body[0].name.name, "image");
+    }
+
+    #[test]
+    fn an_option_word_may_have_hyphens_and_x_minus_1_is_still_two_arguments() {
+        let src = "runbook r {\n  schedule \"0 2 * * *\" catch-up 6h\n  wait w {\n    retry x-1\n  }\n}\n";
+        let parsed = parse(src).expect("parses");
+        let Item::Setting(schedule) = &parsed.runbook.items[0] else {
+            panic!("expected a setting")
+        };
+        assert_eq!(
+            schedule.args[1].as_name().map(|n| n.name.as_str()),
+            Some("catch-up")
+        );
+        let Item::Step(step) = &parsed.runbook.items[1] else {
+            panic!("expected a step")
+        };
+        assert_eq!(step.body[0].args.len(), 2, "`x` and `-1`");
     }
 
     #[test]

@@ -454,3 +454,30 @@ fn sigterm_stops_the_runs_at_a_checkpoint_and_the_next_start_resumes_them() {
     let _ = again.wait();
     assert!(read(&out).starts_with("ran\n"), "{}", read(&out));
 }
+
+#[test]
+fn a_restarted_scheduler_watches_a_run_that_outlived_it() {
+    let dir = scratch("serve-adopt");
+    let state = dir.join("state");
+    let out = dir.join("out");
+    let steps = "  run first {\n    command \"sleep\"\n    args [\"3\"]\n  }\n\n  run second after first {\n    command \"sh\"\n    args [\"-c\", \"echo ran >> \\\"$1\\\"\", \"sh\", \"${out}\"]\n  }";
+    write(
+        &dir,
+        "nightly.runbook",
+        nightly(&out, "\"0 2 * * *\" window 2h", steps),
+    );
+    let clock = TestClock::at(utc("2026-11-28T01:59:59.500Z"));
+    let s = serve_in(&dir, &state, Arc::clone(&clock));
+    s.wait_for("started run 1", 10);
+    s.crash();
+    let s = serve_in(&dir, &state, clock);
+    s.wait_for("nightly: run 1 is still running (process", 10);
+    s.wait_for("the 2026-11-28 02:00:00 UTC fire: run 1 succeeded", 20);
+    let lines = s.stop();
+    assert!(
+        !lines.iter().any(|l| l.contains("resumed")),
+        "{}",
+        lines.join("\n")
+    );
+    assert_eq!(read(&out), "ran\n");
+}

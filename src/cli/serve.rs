@@ -429,8 +429,19 @@ impl Serve {
                 continue;
             }
             let dir = state_of(self.runs_state(), &name);
-            let driving = read_owner(&dir).filter(|o| Some(o.pid) == active.pid && alive(o.pid));
-            match (active.run, driving) {
+            // The run's process says which run it drives; a stale file (the
+            // process was killed) still names the run.
+            let owner = read_owner(&dir).filter(|o| Some(o.pid) == active.pid);
+            let run = active.run.or(owner.as_ref().map(|o| o.run));
+            let driving = owner.filter(|o| drives(o.pid, &dir));
+            if active.run.is_none() && run.is_some() {
+                if let Some(a) = &mut st.active {
+                    a.run = run;
+                }
+                self.save(&name, &st, &[])?;
+            }
+            let active = st.active.clone().unwrap_or(active);
+            match (run, driving) {
                 (Some(run), Some(owner)) => {
                     self.say(&format!(
                         "{name}: run {run} is still running (process {}); watching it",
@@ -494,6 +505,14 @@ impl Serve {
         self.say("stopped");
         Ok(())
     }
+}
+
+/// Whether `pid` is a runbook process on this state directory (not
+/// another program that got the number after the run's process died).
+fn drives(pid: u32, dir: &Path) -> bool {
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let wanted = dir.as_os_str().as_encoded_bytes();
+    alive(pid) && cmdline.split(|b| *b == 0).any(|arg| arg == wanted)
 }
 
 /// How the run ended, or `None` while it has not.

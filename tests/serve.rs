@@ -481,3 +481,88 @@ fn a_restarted_scheduler_watches_a_run_that_outlived_it() {
     );
     assert_eq!(read(&out), "ran\n");
 }
+
+#[test]
+fn overlap_queue_starts_the_waiting_fire_when_the_run_ends() {
+    let dir = scratch("serve-queue");
+    let state = dir.join("state");
+    let steps = "  run slow {\n    command \"sleep\"\n    args [\"4\"]\n  }";
+    write(
+        &dir,
+        "nightly.runbook",
+        nightly(&dir.join("out"), "\"*/3 * * * * *\" overlap queue", steps),
+    );
+    let s = serve_in(&dir, &state, TestClock::at(Utc::now()));
+    s.wait_for("started run 1", 10);
+    s.wait_for("waiting: queued until run 1 ends (overlap queue)", 10);
+    s.wait_for(
+        "skipped: one fire already waits (overlap queue keeps one)",
+        10,
+    );
+    s.wait_for("run 1 succeeded", 15);
+    s.wait_for("started run 2", 5);
+    s.stop();
+}
+
+#[test]
+fn a_directory_blackout_skips_every_runbook_and_a_second_scheduler_is_refused() {
+    let dir = scratch("serve-blackout");
+    let state = dir.join("state");
+    let out = dir.join("out");
+    write(
+        &dir,
+        "nightly.runbook",
+        nightly(&out, "\"0 2 * * *\" window 2h", MARK),
+    );
+    write(
+        &dir,
+        "blackouts.runbook",
+        "runbook blackouts {\n  blackout \"2026-12-24\" until \"2027-01-02\"\n}\n",
+    );
+    let s = serve_in(&dir, &state, TestClock::at(utc("2026-12-25T01:59:59.500Z")));
+    s.wait_for("1 directory-wide blackouts", 5);
+    s.wait_for(
+        "the 2026-12-25 02:00:00 UTC fire: skipped: blackout \"2026-12-24\" until \"2027-01-02\"",
+        10,
+    );
+    let second = common::runbook(&[
+        "--state",
+        &state.display().to_string(),
+        "serve",
+        &dir.display().to_string(),
+    ]);
+    assert_eq!(second.status.code(), Some(1));
+    let said = common::stderr(&second);
+    assert!(said.contains("is in use by another process: is `runbook serve` already running on this state directory?"), "{said}");
+    s.stop();
+    assert_eq!(read(&out), "", "nothing ran");
+}
+
+#[test]
+fn schedule_lists_the_fires_across_a_clock_change_as_the_book_says() {
+    let dir = scratch("serve-list-dst");
+    let out = dir.join("out");
+    let amsterdam = "\"30 2 * * *\" timezone \"Europe/Amsterdam\" window 30m";
+    write(&dir, "nightly.runbook", nightly(&out, amsterdam, MARK));
+    let state = dir.join("state").display().to_string();
+    let list = |from: &str| {
+        let o = common::runbook(&[
+            "--state",
+            &state,
+            "schedule",
+            &dir.display().to_string(),
+            "--count",
+            "3",
+            "--from",
+            from,
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", common::stderr(&o));
+        common::stdout(&o)
+    };
+    // Spring: 02:30 does not exist on 28 March 2027; it fires once, at 03:00.
+    let spring = list("2027-03-27T00:00:00Z");
+    assert!(spring.contains("next       2027-03-27 01:30:00 UTC (2027-03-27 02:30 Europe/Amsterdam)\n             2027-03-28 01:00:00 UTC (2027-03-28 03:00 Europe/Amsterdam)\n             2027-03-29 00:30:00 UTC (2027-03-29 02:30 Europe/Amsterdam)"), "{spring}");
+    // Autumn: 02:30 comes twice on 31 October 2027; it fires once, at the first.
+    let autumn = list("2027-10-30T12:00:00Z");
+    assert!(autumn.contains("next       2027-10-31 00:30:00 UTC (2027-10-31 02:30 Europe/Amsterdam)\n             2027-11-01 01:30:00 UTC (2027-11-01 02:30 Europe/Amsterdam)"), "{autumn}");
+}

@@ -151,13 +151,16 @@ enum Command {
     Serve { dir: PathBuf },
     /// List each scheduled runbook of a directory: its next fire times and its recent history.
     #[command(
-        after_help = "Example:\n  runbook schedule workflows/\n  runbook schedule workflows/ --count 5"
+        after_help = "Example:\n  runbook schedule workflows/\n  runbook schedule workflows/ --count 5 --from 2027-03-27T00:00:00Z   # across a clock change"
     )]
     Schedule {
         dir: PathBuf,
         /// How many fire times to list per runbook.
         #[arg(long, default_value_t = 3)]
         count: usize,
+        /// List the fires after this time (RFC 3339) instead of after now.
+        #[arg(long, value_name = "TIME")]
+        from: Option<String>,
     },
     /// Run a finished run again from a step; the steps before it keep their results and outputs.
     #[command(after_help = "Example:\n  runbook retry 7 --from deploy")]
@@ -226,7 +229,9 @@ pub fn main() -> ExitCode {
             run::start(&file, &params, &opts)
         }),
         Command::Serve { dir } => serve::run(&dir, &state),
-        Command::Schedule { dir, count } => schedule::run(&dir, &state, count),
+        Command::Schedule { dir, count, from } => {
+            schedule::run(&dir, &state, count, from.as_deref())
+        }
         Command::Resume {
             run,
             rerun,

@@ -15,7 +15,17 @@ use std::fmt::Write;
 use std::path::Path;
 use std::str::FromStr;
 
-pub fn run(dir: &Path, state: &Path, count: usize) -> Result<u8, Error> {
+pub fn run(dir: &Path, state: &Path, count: usize, from: Option<&str>) -> Result<u8, Error> {
+    let now = match from {
+        None => Utc::now(),
+        Some(text) => DateTime::parse_from_rfc3339(text)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| {
+                Error::Usage(format!(
+                    "--from {text} is not a time: {e}; write it as RFC 3339, e.g. 2027-03-27T00:00:00Z"
+                ))
+            })?,
+    };
     let mut loader = Loader::new(dir, false);
     loader.refresh().map_err(Error::Run)?;
     let entries = loader.entries();
@@ -43,7 +53,7 @@ pub fn run(dir: &Path, state: &Path, count: usize) -> Result<u8, Error> {
         };
         let extra = history.len().saturating_sub(3);
         history.drain(..extra);
-        describe(&mut out, entry, Utc::now(), count);
+        describe(&mut out, entry, now, count);
         for record in history {
             let _ = writeln!(out, "  {:<10} {}", "history", record.sentence());
         }

@@ -147,7 +147,7 @@ fn a_fire_starts_a_run_and_the_history_keeps_how_it_ended() {
     let out = dir.join("out");
     let schedule = "\"0 2 * * *\" timezone \"UTC\" window 2h";
     write(&dir, "nightly.runbook", nightly(&out, schedule, MARK));
-    let s = serve_in(&dir, &state, TestClock::at(utc("2026-11-28T01:59:58.500Z")));
+    let s = serve_in(&dir, &state, TestClock::at(utc("2026-11-28T01:59:57Z")));
     s.wait_for("loaded `nightly`", 5);
     s.wait_for(
         "nightly: the 2026-11-28 02:00:00 UTC fire: started run 1",
@@ -194,7 +194,7 @@ fn the_window_closing_stops_the_run_and_its_on_failure_steps_run() {
         "nightly.runbook",
         nightly(&out, "\"0 2 * * *\" window 3s", steps),
     );
-    let s = serve_in(&dir, &state, TestClock::at(utc("2026-11-28T01:59:59.500Z")));
+    let s = serve_in(&dir, &state, TestClock::at(utc("2026-11-28T01:59:57Z")));
     s.wait_for("started run 1", 10);
     let ended = s.wait_for("run 1 failed", 30);
     s.stop();
@@ -240,7 +240,7 @@ fn a_lock_shared_by_two_runbooks_keeps_them_apart_by_hand_or_scheduled() {
     let holder = write(
         &by_hand,
         "holder.runbook",
-        "runbook holder {\n  lock \"neo-db\"\n\n  run hold {\n    command \"sleep\"\n    args [\"3\"]\n  }\n}\n",
+        "runbook holder {\n  lock \"neo-db\"\n\n  run hold {\n    command \"sleep\"\n    args [\"7\"]\n  }\n}\n",
     );
     let maint = "runbook maint {\n  schedule \"0 2 * * *\" window 1m\n  lock \"neo-db\"\n\n  run work {\n    command \"sleep\"\n    args [\"3\"]\n  }\n}\n";
     write(&dir, "maint.runbook", maint);
@@ -253,8 +253,16 @@ fn a_lock_shared_by_two_runbooks_keeps_them_apart_by_hand_or_scheduled() {
         .spawn()
         .expect("starts");
     let mut hand = hand;
-    std::thread::sleep(Duration::from_millis(700));
-    let s = serve_in(&dir, &state, TestClock::at(utc("2026-11-28T01:59:59.800Z")));
+    let locks = state.join("locks");
+    let start = Instant::now();
+    while runbook::store::locks::probe(&locks, &["neo-db".to_string()]).is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the run by hand never took its lock"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let s = serve_in(&dir, &state, TestClock::at(utc("2026-11-28T01:59:57Z")));
     let waiting = s.wait_for(
         "maint: the 2026-11-28 02:00:00 UTC fire: waiting: lock `neo-db` is held by holder run 1",
         10,
@@ -275,6 +283,10 @@ fn a_lock_shared_by_two_runbooks_keeps_them_apart_by_hand_or_scheduled() {
         said.contains("lock `neo-db` is held by maint run 1"),
         "{said}"
     );
+    // A `resume` or `retry` by hand in the runbook's own state directory
+    // takes the same locks.
+    let pointed = runbook::store::locks::lock_dir(&state.join("scheduled/maint"));
+    assert_eq!(pointed.canonicalize().ok(), locks.canonicalize().ok());
     s.wait_for("run 1 succeeded", 15);
     s.stop();
 }
@@ -297,7 +309,7 @@ fn after_three_days_down_missed_fires_are_recorded_and_the_latest_caught_up() {
             5,
         );
     }
-    s.wait_for("the 2026-11-28 02:00:00 UTC fire: missed: the scheduler was not running; starting it now (catch-up)", 5);
+    s.wait_for("the 2026-11-28 02:00:00 UTC fire: missed: the scheduler was not running; the latest missed fire, so catch-up considers it now", 5);
     s.wait_for(
         "the 2026-11-28 02:00:00 UTC fire: started run 1 (catching up)",
         10,
@@ -312,13 +324,13 @@ fn a_restarted_scheduler_resumes_the_run_it_had_started() {
     let dir = scratch("serve-restart");
     let state = dir.join("state");
     let out = dir.join("out");
-    let steps = "  run first {\n    command \"sleep\"\n    args [\"2\"]\n    on-interrupt rerun\n  }\n\n  run second after first {\n    command \"sh\"\n    args [\"-c\", \"echo ran >> \\\"$1\\\"\", \"sh\", \"${out}\"]\n  }";
+    let steps = "  run first {\n    command \"sleep\"\n    args [\"2.37\"]\n    on-interrupt rerun\n  }\n\n  run second after first {\n    command \"sh\"\n    args [\"-c\", \"echo ran >> \\\"$1\\\"\", \"sh\", \"${out}\"]\n  }";
     write(
         &dir,
         "nightly.runbook",
         nightly(&out, "\"0 2 * * *\" window 2h", steps),
     );
-    let clock = TestClock::at(utc("2026-11-28T01:59:59.500Z"));
+    let clock = TestClock::at(utc("2026-11-28T01:59:57Z"));
     let s = serve_in(&dir, &state, Arc::clone(&clock));
     s.wait_for("started run 1", 10);
     // The scheduler dies, and so does the run's process (not its step's).
@@ -330,7 +342,16 @@ fn a_restarted_scheduler_resumes_the_run_it_had_started() {
     let _ = std::process::Command::new("kill")
         .args(["-9", &pid.to_string()])
         .status();
-    std::thread::sleep(Duration::from_millis(2500)); // its `sleep 2` ends
+    // Its step's program outlives it (its own process group): resuming
+    // waits until it has ended, as for any run.
+    let start = Instant::now();
+    while sleeping("2.37") {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the step's program never ended"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let s = serve_in(&dir, &state, clock);
     s.wait_for(
         "nightly: the 2026-11-28 02:00:00 UTC fire: resumed run 1",
@@ -441,7 +462,7 @@ fn sigterm_stops_the_runs_at_a_checkpoint_and_the_next_start_resumes_them() {
         &seen,
         "run 1 stopped at a checkpoint; it is resumed when the scheduler starts again",
     );
-    wait(&seen, "stopped");
+    wait(&seen, "UTC stopped");
     assert_eq!(read(&out), "", "the second step did not start");
 
     let mut again = start();
@@ -466,7 +487,7 @@ fn a_restarted_scheduler_watches_a_run_that_outlived_it() {
         "nightly.runbook",
         nightly(&out, "\"0 2 * * *\" window 2h", steps),
     );
-    let clock = TestClock::at(utc("2026-11-28T01:59:59.500Z"));
+    let clock = TestClock::at(utc("2026-11-28T01:59:57Z"));
     let s = serve_in(&dir, &state, Arc::clone(&clock));
     s.wait_for("started run 1", 10);
     s.crash();
@@ -486,7 +507,7 @@ fn a_restarted_scheduler_watches_a_run_that_outlived_it() {
 fn overlap_queue_starts_the_waiting_fire_when_the_run_ends() {
     let dir = scratch("serve-queue");
     let state = dir.join("state");
-    let steps = "  run slow {\n    command \"sleep\"\n    args [\"4\"]\n  }";
+    let steps = "  run slow {\n    command \"sleep\"\n    args [\"7\"]\n  }";
     write(
         &dir,
         "nightly.runbook",
@@ -519,7 +540,7 @@ fn a_directory_blackout_skips_every_runbook_and_a_second_scheduler_is_refused() 
         "blackouts.runbook",
         "runbook blackouts {\n  blackout \"2026-12-24\" until \"2027-01-02\"\n}\n",
     );
-    let s = serve_in(&dir, &state, TestClock::at(utc("2026-12-25T01:59:59.500Z")));
+    let s = serve_in(&dir, &state, TestClock::at(utc("2026-12-25T01:59:57Z")));
     s.wait_for("1 directory-wide blackouts", 5);
     s.wait_for(
         "the 2026-12-25 02:00:00 UTC fire: skipped: blackout \"2026-12-24\" until \"2027-01-02\"",
@@ -565,4 +586,85 @@ fn schedule_lists_the_fires_across_a_clock_change_as_the_book_says() {
     // Autumn: 02:30 comes twice on 31 October 2027; it fires once, at the first.
     let autumn = list("2027-10-30T12:00:00Z");
     assert!(autumn.contains("next       2027-10-31 00:30:00 UTC (2027-10-31 02:30 Europe/Amsterdam)\n             2027-11-01 01:30:00 UTC (2027-11-01 02:30 Europe/Amsterdam)"), "{autumn}");
+}
+
+/// Whether a `sleep SECONDS` with these exact seconds runs on the machine.
+fn sleeping(seconds: &str) -> bool {
+    let wanted = format!("sleep\0{seconds}\0");
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|e| std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == wanted.as_bytes()))
+}
+
+#[test]
+fn a_lock_outlives_a_killed_run_while_its_step_still_runs() {
+    let dir = scratch("serve-lock-kill");
+    let state = dir.join("state");
+    let file = write(
+        &dir,
+        "holder.runbook",
+        "runbook holder {\n  lock \"neo-db\"\n\n  run hold {\n    command \"sleep\"\n    args [\"3.71\"]\n  }\n}\n",
+    );
+    let mut run = std::process::Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .arg("--state")
+        .arg(&state)
+        .arg("run")
+        .arg(&file)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("starts");
+    let locks = state.join("locks");
+    let names = ["neo-db".to_string()];
+    let start = Instant::now();
+    while !sleeping("3.71") {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the step never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    run.kill().expect("SIGKILL");
+    run.wait().expect("reaped");
+    let held = runbook::store::locks::probe(&locks, &names);
+    assert!(
+        held.is_some_and(|h| h.contains("held by holder run 1")),
+        "the step's program still holds it"
+    );
+    while sleeping("3.71") {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the step never ended"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        runbook::store::locks::probe(&locks, &names),
+        None,
+        "released with the last holder"
+    );
+}
+
+#[test]
+fn a_fire_of_a_file_that_stopped_checking_runs_its_last_good_version() {
+    let dir = scratch("serve-last-good");
+    let state = dir.join("state");
+    let out = dir.join("out");
+    let good = nightly(&out, "\"0 2 * * *\" window 2h", MARK);
+    let file = write(&dir, "nightly.runbook", &good);
+    let s = serve_in(&dir, &state, TestClock::at(utc("2026-11-28T01:59:57Z")));
+    s.wait_for("loaded `nightly`", 5);
+    std::fs::write(&file, good.replace("command", "comand")).expect("writes");
+    s.wait_for(
+        "nightly.runbook does not check; it keeps its last good schedule",
+        5,
+    );
+    s.wait_for(
+        "no longer checks; running its last good version, kept in",
+        10,
+    );
+    s.wait_for("run 1 succeeded", 20);
+    s.stop();
+    assert_eq!(read(&out), "ran\n");
 }

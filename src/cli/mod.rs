@@ -16,6 +16,7 @@ mod runs;
 mod schedule;
 mod scheduled;
 pub mod serve;
+mod serve_end;
 mod serve_runs;
 mod store;
 mod view;

@@ -79,6 +79,7 @@ impl Loader {
                     file.display()
                 ));
             } else if let Some(entry) = self.good.remove(&file) {
+                self.reconsider(&entry.name);
                 said.push(format!(
                     "{}: removed; `{}` is no longer scheduled",
                     file.display(),
@@ -140,6 +141,7 @@ impl Loader {
         let Some(schedule) = plan.settings.schedule.clone() else {
             self.problems.remove(file);
             return self.good.remove(file).map(|e| {
+                self.reconsider(&e.name);
                 format!(
                     "{shown}: `{}` has no schedule now; no longer scheduled",
                     e.name
@@ -190,8 +192,13 @@ impl Loader {
             schedule,
             blackouts: plan.settings.blackouts.clone(),
             locks: plan.settings.locks.clone(),
+            source,
         };
         let what = match self.good.insert(file.to_path_buf(), entry) {
+            Some(old) if old.name != plan.name => {
+                self.reconsider(&old.name);
+                "reloaded"
+            }
             Some(_) => "reloaded",
             None => "loaded",
         };
@@ -202,6 +209,21 @@ impl Loader {
             sched.map(|s| s.cron.as_str()).unwrap_or_default(),
             sched.map(|s| s.timezone.as_str()).unwrap_or_default()
         ))
+    }
+
+    /// A runbook name is free again: a file refused for using it is read
+    /// again at the next refresh.
+    fn reconsider(&mut self, name: &str) {
+        let taken = format!("already schedules a runbook named `{name}`");
+        let refused: Vec<PathBuf> = self
+            .problems
+            .iter()
+            .filter(|(_, why)| why.contains(&taken))
+            .map(|(file, _)| file.clone())
+            .collect();
+        for file in refused {
+            self.seen.remove(&file);
+        }
     }
 
     fn load_blackouts(&mut self, file: &Path) -> Option<String> {

@@ -6,12 +6,10 @@
 
 use super::scheduled::Loader;
 pub use super::serve_runs::Log;
-use super::serve_runs::{alive, state_of, RunEvent, Runs};
-use crate::engine::{outcome_word, Event, Journal, Outcome, RunId};
+use super::serve_runs::Runs;
 use crate::error::Error;
 use crate::scheduler::{ms, short_time, tick, Action, EntryState, Ms, Record, What};
-use crate::store::inbox::read_owner;
-use crate::store::{locks, ScheduleStore, SledStore};
+use crate::store::{locks, ScheduleStore};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -42,15 +40,15 @@ pub struct ServeConfig {
     pub log: Log,
 }
 
-struct Serve {
+pub(super) struct Serve {
     clock: Arc<dyn SchedClock>,
     store: ScheduleStore,
     loader: Loader,
-    states: BTreeMap<String, EntryState>,
-    runs: Runs,
-    lock_dir: PathBuf,
+    pub(super) states: BTreeMap<String, EntryState>,
+    pub(super) runs: Runs,
+    pub(super) lock_dir: PathBuf,
     log: Log,
-    stopping: bool,
+    pub(super) stopping: bool,
     /// Each runbook's last history lines, written to `STATE/scheduler.json`
     /// for `runbook schedule` while this process holds the store.
     recent: BTreeMap<String, Vec<Record>>,
@@ -75,7 +73,19 @@ pub async fn serve(
     clock: Arc<dyn SchedClock>,
     mut stop: watch::Receiver<u32>,
 ) -> Result<(), Error> {
-    let store = ScheduleStore::open(&cfg.state.join("scheduler")).map_err(Error::Run)?;
+    // One spelling of the state directory: a run's process is recognised
+    // by it on its command line after a restart.
+    let state = std::fs::create_dir_all(&cfg.state)
+        .and_then(|_| std::fs::canonicalize(&cfg.state))
+        .map_err(|e| {
+            Error::Run(format!(
+                "cannot use the state directory {}: {}; choose another with --state DIR",
+                cfg.state.display(),
+                crate::error::io_reason(&e)
+            ))
+        })?;
+    let cfg = ServeConfig { state, ..cfg };
+    let store = open_store(&cfg.state.join("scheduler"))?;
     let mut loader = Loader::new(&cfg.dir, true);
     let said = loader.refresh().map_err(Error::Run)?;
     let lock_dir = locks::lock_dir(&cfg.state);
@@ -86,8 +96,8 @@ pub async fn serve(
         Arc::clone(&cfg.log),
         cfg.tick,
     );
-    let states: BTreeMap<String, EntryState> =
-        store.entries().map_err(Error::Run)?.into_iter().collect();
+    let (entries, damaged) = store.entries().map_err(Error::Run)?;
+    let states: BTreeMap<String, EntryState> = entries.into_iter().collect();
     let recent = states
         .keys()
         .map(|name| {
@@ -109,8 +119,8 @@ pub async fn serve(
         log: Arc::clone(&cfg.log),
         stopping: false,
     };
-    for line in said {
-        s.say(&line);
+    for line in said.iter().chain(&damaged) {
+        s.say(line);
     }
     s.say(&format!(
         "serving {} scheduled runbooks from {} (state {})",
@@ -127,7 +137,8 @@ pub async fn serve(
         tokio::select! {
             Some(event) = s.runs.rx.recv() => s.on_event(event)?,
             _ = tokio::time::sleep(cfg.tick) => {}
-            _ = stop.changed() => {}
+            // A closed channel means nobody can stop it any more: stop.
+            changed = stop.changed() => if changed.is_err() { break },
         }
         while let Ok(event) = s.runs.rx.try_recv() {
             s.on_event(event)?;
@@ -137,12 +148,18 @@ pub async fn serve(
 }
 
 impl Serve {
-    fn say(&self, text: &str) {
+    pub(super) fn say(&self, text: &str) {
         (self.log)(&format!("{} {text}", short_time(ms(self.clock.now()))));
     }
 
-    fn now(&self) -> Ms {
+    pub(super) fn now(&self) -> Ms {
         ms(self.clock.now())
+    }
+
+    pub(super) fn cancel(&self, name: &str, run: u64) {
+        if let Err(why) = self.runs.cancel(name, run) {
+            self.say(&format!("{name}: {why}"));
+        }
     }
 
     /// One check: reload what changed, then each runbook's due fires.
@@ -163,30 +180,32 @@ impl Serve {
             let busy = move |names: &[String]| locks::probe(&lock_dir, names);
             let actions = tick(&entry, &mut st, now, &busy);
             let mut starts = Vec::new();
+            let mut cancels = Vec::new();
             for action in actions {
                 match action {
                     Action::Record(r) => records.push(r),
-                    Action::Start {
-                        fire,
-                        cutoff,
-                        catch_up,
-                    } => starts.push((fire, cutoff, catch_up)),
-                    Action::Cancel { run: Some(run), .. } => {
-                        if let Err(why) = self.runs.cancel(&entry.name, run) {
-                            self.say(&format!("{}: {why}", entry.name));
+                    Action::Start { fire, cutoff, .. } => {
+                        if let Some(active) = &mut st.active {
+                            active.started_at = Some(Utc::now().timestamp_millis());
                         }
+                        starts.push((fire, cutoff));
                     }
+                    Action::Cancel { run: Some(run), .. } => cancels.push(run),
                     // Not known yet: asked once the run says its number.
                     Action::Cancel { run: None, .. } => {}
                 }
             }
-            // What was decided is durable before a run starts.
+            // What was decided is durable before it is done.
             if st != before || !records.is_empty() {
                 self.save(&entry.name, &st, &records)?;
             }
-            for (fire, cutoff, catch_up) in starts {
-                self.start(&entry, &mut st, fire, cutoff, catch_up)?;
+            for run in cancels {
+                self.cancel(&entry.name, run);
             }
+            for (fire, cutoff) in starts {
+                self.start(&entry, &mut st, fire, cutoff)?;
+            }
+            self.resume_if_unblocked(&entry.name, &entry.locks)?;
         }
         Ok(())
     }
@@ -197,7 +216,6 @@ impl Serve {
         st: &mut EntryState,
         fire: Ms,
         cutoff: Option<Ms>,
-        catch_up: bool,
     ) -> Result<(), Error> {
         // The run's own clock is the real one: give it the window's close
         // as the time left from now.
@@ -206,11 +224,23 @@ impl Serve {
             let at = (Utc::now() + left).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
             (at, format!("its window closed at {}", short_time(c)))
         });
-        let started = self.runs.start(&entry.name, &entry.file, until);
+        let started = self
+            .runs
+            .start(&entry.name, &entry.file, &entry.source, until);
         let record = match started {
-            Ok(pid) => {
+            Ok((pid, last_good)) => {
+                let mut catch_up = false;
                 if let Some(active) = &mut st.active {
                     active.pid = Some(pid);
+                    catch_up = active.catch_up;
+                }
+                if let Some(copy) = last_good {
+                    self.say(&format!(
+                        "{}: {} no longer checks; running its last good version, kept in {}",
+                        entry.name,
+                        entry.file.display(),
+                        copy.display()
+                    ));
                 }
                 let how = if catch_up { " (catching up)" } else { "" };
                 self.say(&format!(
@@ -228,7 +258,12 @@ impl Serve {
         self.save(&entry.name, st, record.as_slice())
     }
 
-    fn save(&mut self, name: &str, st: &EntryState, records: &[Record]) -> Result<(), Error> {
+    pub(super) fn save(
+        &mut self,
+        name: &str,
+        st: &EntryState,
+        records: &[Record],
+    ) -> Result<(), Error> {
         self.store.save(name, st, records).map_err(Error::Run)?;
         self.states.insert(name.to_string(), st.clone());
         for r in records {
@@ -254,225 +289,12 @@ impl Serve {
         Ok(())
     }
 
-    fn finished(&self, fire: Ms, run: Option<u64>, outcome: String) -> Record {
+    pub(super) fn finished(&self, fire: Ms, run: Option<u64>, outcome: String) -> Record {
         Record {
             at: self.now(),
             fire: Some(fire),
             what: What::Finished { run, outcome },
         }
-    }
-
-    fn on_event(&mut self, event: RunEvent) -> Result<(), Error> {
-        match event {
-            RunEvent::Known { name, run } => {
-                let mut st = self.states.get(&name).cloned().unwrap_or_default();
-                let Some(active) = &mut st.active else {
-                    return Ok(());
-                };
-                if active.run.is_some() {
-                    return Ok(()); // a resumed run says its number again
-                }
-                active.run = Some(run);
-                let catch_up = active.fire < self.now() - crate::scheduler::GRACE_MS;
-                let record = Record {
-                    at: self.now(),
-                    fire: Some(active.fire),
-                    what: What::Started {
-                        run: Some(run),
-                        catch_up,
-                    },
-                };
-                let cancel = active.cancelling;
-                self.save(&name, &st, &[record])?;
-                if cancel {
-                    if let Err(why) = self.runs.cancel(&name, run) {
-                        self.say(&format!("{name}: {why}"));
-                    }
-                }
-                Ok(())
-            }
-            RunEvent::Ended { name, code, last } => self.ended(&name, code, last),
-        }
-    }
-
-    /// A run process ended: record how the run ended, or continue it.
-    fn ended(&mut self, name: &str, code: Option<i32>, last: Option<String>) -> Result<(), Error> {
-        self.runs.forget(name);
-        let mut st = self.states.get(name).cloned().unwrap_or_default();
-        let Some(mut active) = st.active.clone() else {
-            return Ok(());
-        };
-        let dir = state_of(self.runs_state(), name);
-        let Some(run) = active.run else {
-            st.active = None;
-            // Another run took a lock between the check and the start: the
-            // fire waits again, within its window.
-            if code == Some(i32::from(super::run::EXIT_BUSY)) && active.cutoff.is_some() {
-                st.waiting = Some(crate::scheduler::Waiting {
-                    fire: active.fire,
-                    cutoff: active.cutoff,
-                    catch_up: false,
-                    why: String::new(),
-                });
-                return self.save(name, &st, &[]);
-            }
-            let why = last.unwrap_or_else(|| format!("the process exited with {code:?}"));
-            let record = self.finished(active.fire, None, format!("did not start: {why}"));
-            return self.save(name, &st, &[record]);
-        };
-        let record = match run_outcome(&dir, run) {
-            Ok(Some(outcome)) => {
-                st.active = None;
-                let detail = match (outcome, &last) {
-                    (Outcome::Succeeded, _) | (_, None) => String::new(),
-                    (_, Some(last)) => format!(" ({last})"),
-                };
-                self.finished(
-                    active.fire,
-                    Some(run),
-                    format!("{}{detail}", outcome_word(outcome)),
-                )
-            }
-            Ok(None) if self.stopping => {
-                self.say(&format!("{name}: run {run} stopped at a checkpoint; it is resumed when the scheduler starts again"));
-                return Ok(());
-            }
-            Ok(None) if active.needs_operator.is_none() && !active.resumed => {
-                active.resumed = true;
-                st.active = Some(active.clone());
-                self.resume(name, &mut st, run)?;
-                return Ok(());
-            }
-            Ok(None) | Err(_) => {
-                let why = match run_outcome(&dir, run) {
-                    Err(e) => e,
-                    Ok(_) => last.unwrap_or_else(|| "it stopped before it finished".into()),
-                };
-                let why = format!(
-                    "{why}; see `runbook status {run} --state {}`",
-                    dir.display()
-                );
-                active.needs_operator = Some(why.clone());
-                st.active = Some(active.clone());
-                Record {
-                    at: self.now(),
-                    fire: Some(active.fire),
-                    what: What::NeedsOperator {
-                        run: Some(run),
-                        why,
-                    },
-                }
-            }
-        };
-        self.save(name, &st, &[record])
-    }
-
-    fn runs_state(&self) -> &Path {
-        &self.runs.state
-    }
-
-    fn resume(&mut self, name: &str, st: &mut EntryState, run: u64) -> Result<(), Error> {
-        let Some(active) = &mut st.active else {
-            return Ok(());
-        };
-        let fire = active.fire;
-        let record = match self.runs.resume(name, run) {
-            Ok(pid) => {
-                active.pid = Some(pid);
-                Record {
-                    at: self.now(),
-                    fire: Some(fire),
-                    what: What::Resumed { run },
-                }
-            }
-            Err(why) => {
-                active.needs_operator = Some(why.clone());
-                Record {
-                    at: self.now(),
-                    fire: Some(fire),
-                    what: What::NeedsOperator {
-                        run: Some(run),
-                        why,
-                    },
-                }
-            }
-        };
-        let st = st.clone();
-        self.save(name, &st, &[record])
-    }
-
-    /// A run that waits for an operator may have been finished by hand.
-    fn settle_if_done(&self, name: &str, st: &mut EntryState, records: &mut Vec<Record>) {
-        let Some(active) = &st.active else { return };
-        let (Some(run), Some(_)) = (active.run, &active.needs_operator) else {
-            return;
-        };
-        if let Ok(Some(outcome)) = run_outcome(&state_of(self.runs_state(), name), run) {
-            records.push(self.finished(
-                active.fire,
-                Some(run),
-                format!("{} (finished by an operator)", outcome_word(outcome)),
-            ));
-            st.active = None;
-        }
-    }
-
-    /// On start: the runs an earlier scheduler started and did not see end.
-    fn recover(&mut self) -> Result<(), Error> {
-        let names: Vec<String> = self.states.keys().cloned().collect();
-        for name in names {
-            let mut st = self.states[&name].clone();
-            let Some(active) = st.active.clone() else {
-                continue;
-            };
-            if active.needs_operator.is_some() {
-                continue;
-            }
-            let dir = state_of(self.runs_state(), &name);
-            // The run's process says which run it drives; a stale file (the
-            // process was killed) still names the run.
-            let owner = read_owner(&dir).filter(|o| Some(o.pid) == active.pid);
-            let run = active.run.or(owner.as_ref().map(|o| o.run));
-            let driving = owner.filter(|o| drives(o.pid, &dir));
-            if active.run.is_none() && run.is_some() {
-                if let Some(a) = &mut st.active {
-                    a.run = run;
-                }
-                self.save(&name, &st, &[])?;
-            }
-            let active = st.active.clone().unwrap_or(active);
-            match (run, driving) {
-                (Some(run), Some(owner)) => {
-                    self.say(&format!(
-                        "{name}: run {run} is still running (process {}); watching it",
-                        owner.pid
-                    ));
-                    self.runs.adopt(&name, owner.pid);
-                }
-                (Some(run), None) => {
-                    // Each start of the scheduler may continue a run once.
-                    st.active = Some(crate::scheduler::Active {
-                        resumed: false,
-                        ..active
-                    });
-                    self.states.insert(name.clone(), st);
-                    self.ended(&name, None, None).or_else(|e| {
-                        self.say(&format!("{name}: run {run}: {e}"));
-                        Ok::<(), Error>(())
-                    })?;
-                }
-                (None, _) => {
-                    st.active = None;
-                    let record = self.finished(
-                        active.fire,
-                        None,
-                        "unknown: the scheduler stopped before the run said its number".into(),
-                    );
-                    self.save(&name, &st, &[record])?;
-                }
-            }
-        }
-        Ok(())
     }
 
     async fn shut_down(mut self, mut stop: watch::Receiver<u32>) -> Result<(), Error> {
@@ -499,7 +321,8 @@ impl Serve {
             }
             tokio::select! {
                 Some(event) = self.runs.rx.recv() => self.on_event(event)?,
-                _ = stop.changed() => {}
+                // Closed: nobody can ask for more; wait for the runs.
+                changed = stop.changed(), if sent < 2 => if changed.is_err() { sent = 2 },
             }
         }
         self.say("stopped");
@@ -507,27 +330,18 @@ impl Serve {
     }
 }
 
-/// Whether `pid` is a runbook process on this state directory (not
-/// another program that got the number after the run's process died).
-fn drives(pid: u32, dir: &Path) -> bool {
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let wanted = dir.as_os_str().as_encoded_bytes();
-    alive(pid) && cmdline.split(|b| *b == 0).any(|arg| arg == wanted)
-}
-
-/// How the run ended, or `None` while it has not.
-fn run_outcome(state: &Path, run: u64) -> Result<Option<Outcome>, String> {
-    let store = SledStore::open(&state.join("journal")).map_err(|e| e.to_string())?;
-    let events = store.events(RunId(run)).map_err(|e| e.to_string())?;
-    let mut outcome = None;
-    for event in events {
-        match event {
-            Event::RunFinished { outcome: o, .. } => outcome = Some(o),
-            Event::Reset { .. } => outcome = None,
-            _ => {}
+/// Opens the scheduler's store, waiting a moment for a `runbook schedule`
+/// that reads it.
+fn open_store(path: &Path) -> Result<ScheduleStore, Error> {
+    let start = std::time::Instant::now();
+    loop {
+        match ScheduleStore::open(path) {
+            Err(why) if why.contains("in use") && start.elapsed() < Duration::from_secs(2) => {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            other => return other.map_err(Error::Run),
         }
     }
-    Ok(outcome)
 }
 
 /// `runbook serve DIR`, on the system clock, until SIGTERM or Ctrl-C.

@@ -5,6 +5,7 @@
 //! `cancel` work on it as on any run. Its output is logged line by line.
 
 use crate::store::inbox::{Inbox, Request};
+use crate::store::locks;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -69,18 +70,41 @@ impl Runs {
         self.live.remove(name);
     }
 
-    /// `runbook run FILE --until CUTOFF`; returns the process id.
+    pub fn is_running(&self, name: &str) -> bool {
+        self.live.contains_key(name)
+    }
+
+    /// `runbook run FILE --until CUTOFF`; returns the process id, and where
+    /// the last good version of the file was put when the file itself no
+    /// longer is what was checked (it is run instead).
     pub fn start(
         &mut self,
         name: &str,
         file: &Path,
+        source: &str,
         until: Option<(String, String)>,
-    ) -> Result<u32, String> {
-        let mut args: Vec<String> = vec!["run".into(), file.display().to_string()];
+    ) -> Result<(u32, Option<PathBuf>), String> {
+        let dir = state_of(&self.state, name);
+        let unchanged = crate::error::read_source(file).is_ok_and(|now| now == source);
+        let run_file = if unchanged {
+            None
+        } else {
+            let copy = format!("{name}.last-good.runbook");
+            crate::store::inbox::write_whole(&dir, &copy, source.as_bytes()).map_err(|e| {
+                format!(
+                    "cannot keep the last good version in {}: {e}",
+                    dir.display()
+                )
+            })?;
+            Some(dir.join(copy))
+        };
+        let path = run_file.as_deref().unwrap_or(file);
+        let mut args: Vec<String> = vec!["run".into(), path.display().to_string()];
         if let Some((at, why)) = until {
             args.extend(["--until".into(), at, "--until-reason".into(), why]);
         }
-        self.spawn(name, &args)
+        let pid = self.spawn(name, &args)?;
+        Ok((pid, run_file))
     }
 
     /// `runbook resume RUN`.
@@ -90,6 +114,10 @@ impl Runs {
 
     fn spawn(&mut self, name: &str, args: &[String]) -> Result<u32, String> {
         let dir = state_of(&self.state, name);
+        // Where the scheduler's locks are, for a `resume` or `retry` by hand
+        // with this state directory.
+        locks::point_at(&dir, &self.lock_dir)
+            .map_err(|e| format!("cannot write to {}: {e}", dir.display()))?;
         let mut child = tokio::process::Command::new(&self.exe)
             .arg("--state")
             .arg(&dir)
@@ -104,7 +132,9 @@ impl Runs {
             .process_group(0)
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", self.exe.display()))?;
-        let pid = child.id().unwrap_or(0);
+        let Some(pid) = child.id() else {
+            return Err("its process ended as it started".into());
+        };
         self.live.insert(name.to_string(), pid);
         let (tx, log, name) = (self.tx.clone(), Arc::clone(&self.log), name.to_string());
         let (out, err) = (child.stdout.take(), child.stderr.take());
@@ -143,7 +173,7 @@ impl Runs {
     /// SIGTERM to every run process: the first stops it at a checkpoint,
     /// a second stops its running steps.
     pub fn terminate_all(&self) {
-        for pid in self.live.values() {
+        for pid in self.live.values().filter(|p| **p > 0) {
             // SAFETY: kill(2) with a pid this scheduler started or adopted.
             unsafe {
                 libc::kill(*pid as i32, libc::SIGTERM);

@@ -31,6 +31,12 @@ pub enum Action {
     Record(Record),
 }
 
+/// A run that would have less than this left of a window this long is not
+/// started: it would only stop at once and run its `on failure` steps.
+fn too_late(window: Ms) -> Ms {
+    (window / 10).min(5_000)
+}
+
 /// What to do now for `entry`, updating what the scheduler keeps about it.
 /// `busy` says, for a set of lock names, who holds one of them, if anyone.
 pub fn tick(
@@ -58,16 +64,27 @@ pub fn tick(
     });
     for fire in late.iter().take(MISSED_KEPT) {
         let why = if Some(*fire) == catch_up {
-            "the scheduler was not running; starting it now (catch-up)".to_string()
+            "the scheduler was not running; the latest missed fire, so catch-up considers it now"
+                .to_string()
         } else {
             "the scheduler was not running".to_string()
         };
         actions.push(record(now, Some(*fire), What::Missed { why }));
     }
-    let unrecorded = late.len().saturating_sub(MISSED_KEPT) + due.uncounted;
-    if unrecorded > 0 {
-        let why = format!("and {unrecorded} more fires while the scheduler was not running");
+    let unrecorded = late.len().saturating_sub(MISSED_KEPT);
+    if unrecorded > 0 || due.beyond_limit {
+        let more = if due.beyond_limit { "more than " } else { "" };
+        let why = format!("and {more}{unrecorded} more fires while the scheduler was not running");
         actions.push(record(now, None, What::Missed { why }));
+    }
+    // A fire that waited (queued, or for a lock) before a downtime is not
+    // started days late: the fires missed since then are newer.
+    if let (Some(waiting), Some(latest)) = (&st.waiting, late.last()) {
+        if waiting.fire < *latest {
+            let why = "the scheduler was not running when it could have started".to_string();
+            actions.push(record(now, Some(waiting.fire), What::Skipped { why }));
+            st.waiting = None;
+        }
     }
     if let Some((last, earlier)) = on_time.split_last() {
         for fire in earlier {
@@ -88,18 +105,18 @@ pub fn tick(
 
 struct Due {
     fires: Vec<Ms>,
-    /// Fires beyond `DUE_LIMIT`, counted, not listed.
-    uncounted: usize,
+    /// There were more than `DUE_LIMIT`; the rest were not counted.
+    beyond_limit: bool,
 }
 
 fn due_fires(entry: &Entry, st: &mut EntryState, now: Ms) -> Due {
     let mut due = Due {
         fires: Vec::new(),
-        uncounted: 0,
+        beyond_limit: false,
     };
     while let Some(fire) = st.next_fire.filter(|f| *f <= now) {
         if due.fires.len() == DUE_LIMIT {
-            due.uncounted = 1;
+            due.beyond_limit = true;
             st.next_fire = entry.schedule.next_fire(instant(now)).map(ms);
             break;
         }
@@ -218,7 +235,7 @@ fn start_or_wait(
     actions: &mut Vec<Action>,
 ) {
     let fire = waiting.fire;
-    if let Some(cutoff) = waiting.cutoff.filter(|c| now >= *c) {
+    if let Some(cutoff) = waiting.cutoff.filter(|c| now + too_late(c - fire) >= *c) {
         let why = format!(
             "its window closed at {} before it could start",
             short_time(cutoff)
@@ -242,6 +259,9 @@ fn start_or_wait(
                 cancelling: false,
                 needs_operator: None,
                 resumed: false,
+                catch_up: waiting.catch_up,
+                started_at: None,
+                blocked: None,
             });
             st.last_fire = Some(fire);
             actions.push(Action::Start {

@@ -26,6 +26,7 @@ fn entry(overlap: Overlap, window: Option<u64>, catch_up: Option<u64>) -> Entry 
         },
         blackouts: Vec::new(),
         locks: vec!["neo-db".into()],
+        source: String::new(),
     }
 }
 
@@ -250,7 +251,7 @@ fn three_days_down_records_every_missed_fire_and_catches_up_the_latest_young_one
             "the 2026-11-25 02:00:00 UTC fire: missed: the scheduler was not running",
             "the 2026-11-26 02:00:00 UTC fire: missed: the scheduler was not running",
             "the 2026-11-27 02:00:00 UTC fire: missed: the scheduler was not running",
-            "the 2026-11-28 02:00:00 UTC fire: missed: the scheduler was not running; starting it now (catch-up)",
+            "the 2026-11-28 02:00:00 UTC fire: missed: the scheduler was not running; the latest missed fire, so catch-up considers it now",
         ]
     );
     assert_eq!(
@@ -317,4 +318,41 @@ fn a_changed_schedule_starts_counting_afresh() {
         "no missed fires of the old schedule"
     );
     assert_eq!(st.next_fire, Some(at(29, 2, 0)));
+}
+
+#[test]
+fn a_fire_that_waited_before_a_downtime_is_not_started_days_late() {
+    let mut e = entry(Overlap::Queue, None, None);
+    e.schedule.cron = "0 * * * *".into();
+    let mut st = seen(&e, at(25, 2, 0));
+    tick(&e, &mut st, at(25, 2, 0), &free);
+    tick(&e, &mut st, at(25, 3, 0), &free); // queued behind the run
+    assert!(st.waiting.is_some());
+    st.active = None; // the run ended while the scheduler was down
+    let actions = tick(&e, &mut st, at(28, 3, 30), &free);
+    assert!(whats(&actions).contains(
+        &"the 2026-11-25 03:00:00 UTC fire: skipped: the scheduler was not running when it could have started".to_string()
+    ));
+    assert!(!actions.iter().any(|a| matches!(a, Action::Start { .. })));
+}
+
+#[test]
+fn a_fire_is_not_started_in_the_last_tenth_of_its_window() {
+    let e = entry(Overlap::Skip, Some(2), None);
+    let mut st = seen(&e, at(28, 2, 0));
+    let held = |_: &[String]| Some("lock `neo-db` is held by backups run 4".to_string());
+    tick(&e, &mut st, at(28, 2, 0), &held);
+    let late = tick(&e, &mut st, at(28, 4, 0) - 4_000, &free);
+    assert_eq!(
+        whats(&late),
+        ["the 2026-11-28 02:00:00 UTC fire: skipped: its window closed at 2026-11-28 04:00:00 UTC before it could start"]
+    );
+}
+
+#[test]
+fn a_catch_up_start_is_marked_so_in_the_run_it_starts() {
+    let e = entry(Overlap::Skip, Some(2), Some(6));
+    let mut st = seen(&e, at(27, 2, 0));
+    tick(&e, &mut st, at(28, 3, 0), &free);
+    assert_eq!(st.active.as_ref().map(|a| a.catch_up), Some(true));
 }

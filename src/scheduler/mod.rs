@@ -34,6 +34,9 @@ pub struct Entry {
     /// Its own blackouts and the directory's.
     pub blackouts: Vec<Blackout>,
     pub locks: Vec<String>,
+    /// The source this entry was compiled from: what a run of it runs,
+    /// even when the file has changed since and no longer checks.
+    pub source: String,
 }
 
 impl Entry {
@@ -73,6 +76,16 @@ pub struct Active {
     /// unfinished; if it stops so again, a person decides.
     #[serde(default)]
     pub resumed: bool,
+    /// Started as the catch-up of a missed fire.
+    #[serde(default)]
+    pub catch_up: bool,
+    /// When its process was started (milliseconds, the system's clock):
+    /// a run created since then in its store is this one.
+    #[serde(default)]
+    pub started_at: Option<i64>,
+    /// Continuing it waits for a lock another run holds.
+    #[serde(default)]
+    pub blocked: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

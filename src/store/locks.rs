@@ -1,8 +1,11 @@
 //! Named locks (`lock "neo-db"`): one file per name in a directory shared
 //! by everything that runs runbooks on this machine's state directory, held
-//! with `flock` for as long as the run's process drives it. The kernel
-//! releases a lock when its holder dies, even by SIGKILL, so a lock is
-//! never left behind by a crash. The file says who holds it, for messages.
+//! with an open file description lock (`F_OFD_SETLK`) for as long as the
+//! run's process, or any program it started, lives: the descriptor is
+//! inherited by the steps' programs, so a `pg_dump` that outlives a killed
+//! runbook still holds the lock. The kernel releases a lock when the last
+//! holder ends, even by SIGKILL, so a crash never leaves one behind. The
+//! file says who holds it, for messages; `probe` looks without taking.
 
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
@@ -35,13 +38,31 @@ pub enum LockError {
     Io(String),
 }
 
-/// `$RUNBOOK_LOCKS`, else `STATE/locks`: runs started by hand with the
-/// scheduler's state directory share its locks.
+/// The file in a scheduled runbook's state directory that says where the
+/// scheduler's locks are.
+const POINTER: &str = "locks-dir";
+
+/// `$RUNBOOK_LOCKS`, else where `STATE/locks-dir` says (the scheduler
+/// writes it in each of its runbooks' state directories, so a `resume` by
+/// hand there takes the scheduler's locks), else `STATE/locks`: runs
+/// started by hand with the scheduler's state directory share its locks.
 pub fn lock_dir(state: &Path) -> PathBuf {
-    match std::env::var_os("RUNBOOK_LOCKS").filter(|d| !d.is_empty()) {
-        Some(dir) => PathBuf::from(dir),
-        None => state.join("locks"),
+    if let Some(dir) = std::env::var_os("RUNBOOK_LOCKS").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
     }
+    match std::fs::read_to_string(state.join(POINTER)) {
+        Ok(dir) if !dir.trim().is_empty() => PathBuf::from(dir.trim_end_matches('\n')),
+        _ => state.join("locks"),
+    }
+}
+
+/// Makes `lock_dir(state)` answer `locks`.
+pub fn point_at(state: &Path, locks: &Path) -> std::io::Result<()> {
+    let text = locks.display().to_string();
+    if std::fs::read_to_string(state.join(POINTER)).is_ok_and(|t| t == text) {
+        return Ok(());
+    }
+    super::inbox::write_whole(state, POINTER, text.as_bytes())
 }
 
 /// Takes every lock in `names`, or none: never waits.
@@ -57,9 +78,10 @@ pub fn acquire(dir: &Path, names: &[String], who: &Holder) -> Result<Held, LockE
     for name in sorted {
         let path = dir.join(format!("{name}.lock"));
         let mut file = open(&path)?;
-        if !try_flock(&file).map_err(|e| io(&path, &e))? {
+        if !try_lock(&file).map_err(|e| io(&path, &e))? {
             return Err(LockError::Busy(busy_sentence(name, &mut file)));
         }
+        inherit(&file).map_err(|e| io(&path, &e))?;
         held.files.push((name.clone(), file));
     }
     held.note(who);
@@ -71,12 +93,12 @@ pub fn acquire(dir: &Path, names: &[String], who: &Holder) -> Result<Held, LockE
 pub fn probe(dir: &Path, names: &[String]) -> Option<String> {
     for name in names {
         let path = dir.join(format!("{name}.lock"));
-        let Ok(mut file) = File::open(&path) else {
+        let Ok(mut file) = OpenOptions::new().read(true).write(true).open(&path) else {
             continue; // never taken
         };
-        match try_flock(&file) {
-            Ok(true) => {} // free: released when `file` closes
-            Ok(false) => return Some(busy_sentence(name, &mut file)),
+        match taken(&file) {
+            Ok(false) => {}
+            Ok(true) => return Some(busy_sentence(name, &mut file)),
             Err(e) => return Some(format!("lock `{name}` cannot be checked: {e}")),
         }
     }
@@ -110,18 +132,50 @@ fn open(path: &Path) -> Result<File, LockError> {
         .map_err(|e| io(path, &e))
 }
 
+/// An exclusive lock on the whole file, as `fcntl` wants it described.
+fn whole_file() -> libc::flock {
+    // SAFETY: `flock` is plain old data; zero is a valid value of each field.
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = libc::F_WRLCK as libc::c_short;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    lock
+}
+
 /// `Ok(false)` when another open file holds the lock.
-fn try_flock(file: &File) -> std::io::Result<bool> {
-    // SAFETY: flock on a file descriptor this `File` owns.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+fn try_lock(file: &File) -> std::io::Result<bool> {
+    let lock = whole_file();
+    // SAFETY: fcntl on a descriptor this `File` owns, with a valid `flock`.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLK, &lock) };
     if rc == 0 {
         return Ok(true);
     }
     let e = std::io::Error::last_os_error();
-    if e.kind() == std::io::ErrorKind::WouldBlock {
-        Ok(false)
+    match e.raw_os_error() {
+        Some(libc::EAGAIN) | Some(libc::EACCES) => Ok(false),
+        _ => Err(e),
+    }
+}
+
+/// Whether another open file holds the lock, without taking it.
+fn taken(file: &File) -> std::io::Result<bool> {
+    let mut lock = whole_file();
+    // SAFETY: fcntl on a descriptor this `File` owns, with a valid `flock`.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_GETLK, &mut lock) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(lock.l_type != libc::F_UNLCK as libc::c_short)
+}
+
+/// Lets the programs the run starts inherit the descriptor, and with it
+/// the lock: it is released only when the last of them has ended.
+fn inherit(file: &File) -> std::io::Result<()> {
+    // SAFETY: fcntl on a descriptor this `File` owns; clears FD_CLOEXEC.
+    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFD, 0) };
+    if rc == 0 {
+        Ok(())
     } else {
-        Err(e)
+        Err(std::io::Error::last_os_error())
     }
 }
 

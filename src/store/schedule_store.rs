@@ -60,14 +60,21 @@ impl ScheduleStore {
         }
     }
 
-    /// Every runbook the scheduler has a state for, by name.
-    pub fn entries(&self) -> Result<Vec<(String, EntryState)>, String> {
+    /// Every runbook the scheduler has a state for, by name; and a
+    /// sentence for each whose state is damaged (left out: it starts afresh).
+    #[allow(clippy::type_complexity)]
+    pub fn entries(&self) -> Result<(Vec<(String, EntryState)>, Vec<String>), String> {
         let mut all = Vec::new();
+        let mut damaged = Vec::new();
         for item in self.entries.iter() {
             let (key, bytes) = item.map_err(self.io())?;
-            all.push((String::from_utf8_lossy(&key).into_owned(), decode(&bytes)?));
+            let name = String::from_utf8_lossy(&key).into_owned();
+            match decode(&bytes) {
+                Ok(state) => all.push((name, state)),
+                Err(why) => damaged.push(format!("{name}: {why}; it starts afresh")),
+            }
         }
-        Ok(all)
+        Ok((all, damaged))
     }
 
     /// Writes the state and its new history lines, then flushes.
@@ -162,7 +169,7 @@ mod tests {
             .map(|r| r.at)
             .collect();
         assert_eq!(at, [2, 3], "the last two, oldest first, not dbx's");
-        assert_eq!(store.entries().map(|e| e.len()).ok(), Some(2));
+        assert_eq!(store.entries().map(|e| e.0.len()).ok(), Some(2));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -64,10 +64,10 @@ impl Serve {
         let run = active.run.or_else(|| run_since(&dir, active.started_at));
         let Some(run) = run else {
             st.active = None;
-            if busy || active.pid.is_none() {
-                // It never ran (another run took a lock first, or the
-                // scheduler stopped before starting it): the fire waits
-                // again, within its window.
+            if busy || active.pid.is_none() || self.stopping {
+                // It never ran (another run took a lock first, the
+                // scheduler stopped before starting it, or stops now): the
+                // fire waits again, within its window.
                 return self.wait_again(name, st, &active);
             }
             let why = last.unwrap_or_else(|| exit_words(code));

@@ -6,6 +6,7 @@ pub mod approval;
 mod decide;
 mod driver;
 mod journal;
+mod ready;
 mod running;
 mod state;
 
@@ -25,5 +26,7 @@ mod driver_support;
 mod driver_tests;
 #[cfg(test)]
 mod notes_tests;
+#[cfg(test)]
+mod ready_tests;
 #[cfg(test)]
 mod tests;

@@ -424,7 +424,7 @@ impl<J: Journal> Running<'_, '_, J> {
     /// When the runbook's `timeout` passes, or the run's `until`, while
     /// the procedure still runs.
     pub(super) fn deadline(&self) -> Option<Millis> {
-        if self.state.timed_out || self.state.phase_settled(&self.d.plan, Phase::Main) {
+        if self.state.timed_out || self.state.phase_settled(Phase::Main) {
             return None;
         }
         let until = self.d.until.as_ref().map(|u| u.at);

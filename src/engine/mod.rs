@@ -25,6 +25,8 @@ mod driver_support;
 #[cfg(test)]
 mod driver_tests;
 #[cfg(test)]
+mod durable_tests;
+#[cfg(test)]
 mod notes_tests;
 #[cfg(test)]
 mod ready_tests;

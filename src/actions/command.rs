@@ -102,9 +102,9 @@ pub async fn run_watched(
     // whose runbook was killed goes on; the caller records its `Group` so
     // that resume can see it.
     let program = spec.program.clone();
-    let mut child = command.spawn().map_err(|e| CommandError::Start {
+    let mut child = start(command).await.map_err(|why| CommandError::Start {
         program: program.clone(),
-        why: crate::error::io_reason(&e),
+        why,
     })?;
     let group = child.id();
     if let Some(pid) = group {
@@ -174,6 +174,40 @@ pub async fn run_watched(
         stdout,
         stderr,
     })
+}
+
+/// Starts the program on a thread of the blocking pool. Starting one blocks
+/// the thread that does it until the program is running (posix_spawn
+/// waits for the new process's exec), and the scheduler often keeps that
+/// thread waiting behind the new program on its CPU: the runtime's thread
+/// meanwhile goes on recording results and starting other steps.
+async fn start(mut command: Command) -> Result<tokio::process::Child, String> {
+    let started = tokio::task::spawn_blocking(move || {
+        command
+            .spawn()
+            .map(|child| Started(Some(child)))
+            .map_err(|e| crate::error::io_reason(&e))
+    });
+    match started.await {
+        Ok(Ok(mut started)) => started
+            .0
+            .take()
+            .ok_or_else(|| "the started program was lost".to_string()),
+        Ok(Err(why)) => Err(why),
+        Err(_) => Err("the start was interrupted".into()),
+    }
+}
+
+/// A program just started, on its way to the step that waits for it: if
+/// that step was stopped meanwhile, the program's whole group is killed.
+struct Started(Option<tokio::process::Child>);
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        if let Some(child) = &self.0 {
+            kill_group(child.id());
+        }
+    }
 }
 
 /// A pipe read line by line; a line longer than 64 KiB comes in pieces, so

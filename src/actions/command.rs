@@ -221,10 +221,14 @@ struct Lines<R> {
 
 impl<R: AsyncRead + Unpin> Lines<R> {
     const LONGEST: usize = 64 * 1024;
+    /// Reads are this big; a longer line gathers in `line`. Two 64 KiB
+    /// buffers per program made the allocator give memory back and take
+    /// it again (page faults) for every step.
+    const READ: usize = 8 * 1024;
 
     fn new(pipe: R) -> Self {
         Lines {
-            reader: BufReader::with_capacity(Self::LONGEST, pipe),
+            reader: BufReader::with_capacity(Self::READ, pipe),
             line: Vec::new(),
             done: false,
         }

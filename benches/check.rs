@@ -1,6 +1,8 @@
 //! `cargo bench --bench check`: check (parse + compile) of a generated
 //! 10,000-step runbook. Prints the median and best wall time of several runs
 //! and the process's peak resident memory. Figures go in book/src/performance.md.
+//! `BENCH_FILE=PATH` checks that file instead; `BENCH_PHASES=1` first times
+//! parsing and compiling apart.
 
 use std::time::{Duration, Instant};
 
@@ -43,7 +45,14 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(15);
-    let source = generate(steps);
+    // BENCH_FILE: a runbook of one's own instead (the resume benchmark's, say).
+    let source = match std::env::var_os("BENCH_FILE") {
+        Some(path) => std::fs::read_to_string(path).expect("reads BENCH_FILE"),
+        None => generate(steps),
+    };
+    let steps = runbook::compile::check(&source)
+        .map(|plan| plan.steps.len())
+        .unwrap_or(steps);
     if let Some(path) = std::env::var_os("BENCH_WRITE") {
         // For measuring the binary end to end: `runbook check` on this file.
         std::fs::write(&path, &source).expect("writes the generated runbook");

@@ -102,9 +102,9 @@ pub async fn run_watched(
     // whose runbook was killed goes on; the caller records its `Group` so
     // that resume can see it.
     let program = spec.program.clone();
-    let mut child = command.spawn().map_err(|e| CommandError::Start {
+    let mut child = start(command).await.map_err(|why| CommandError::Start {
         program: program.clone(),
-        why: crate::error::io_reason(&e),
+        why,
     })?;
     let group = child.id();
     if let Some(pid) = group {
@@ -113,19 +113,24 @@ pub async fn run_watched(
     // Dropped with the future when the step is cancelled or aborted: the
     // whole group goes, not only the direct child.
     let mut guard = GroupGuard(group);
-    // Bounded: a program that prints faster than lines are handled waits on
-    // its pipe, instead of filling this process's memory.
-    let (tx, mut rx) = tokio::sync::mpsc::channel(256);
-    if let Some(out) = child.stdout.take() {
-        tokio::spawn(forward(out, Stream::Stdout, tx.clone()));
-    }
-    if let Some(err) = child.stderr.take() {
-        tokio::spawn(forward(err, Stream::Stderr, tx));
-    }
+    // Both pipes are read here, in the task that waits for the program: no
+    // task of their own, no channel. A program that prints faster than its
+    // lines are handled waits on its pipe, so memory stays bounded.
+    let mut out = child.stdout.take().map(Lines::new);
+    let mut err = child.stderr.take().map(Lines::new);
     let mut stdout = Captured::default();
     let mut stderr = Captured::default();
     let collect = async {
-        while let Some((stream, line)) = rx.recv().await {
+        loop {
+            // Standard output first when both have a line, the order a
+            // program usually wrote them in. A busy standard output can only
+            // delay standard error: its writer waits on a full pipe.
+            let (stream, line) = tokio::select! {
+                biased;
+                Some(line) = next_line(&mut out) => (Stream::Stdout, line),
+                Some(line) = next_line(&mut err) => (Stream::Stderr, line),
+                else => break,
+            };
             on_line(stream, &line);
             let kept = if stream == Stream::Stdout {
                 &mut stdout
@@ -171,42 +176,103 @@ pub async fn run_watched(
     })
 }
 
-/// Sends each line of a pipe on; a line longer than 64 KiB is sent in
-/// pieces, so that one endless line cannot grow a buffer without bound.
-async fn forward(
-    pipe: impl AsyncRead + Unpin,
-    stream: Stream,
-    tx: tokio::sync::mpsc::Sender<(Stream, String)>,
-) {
-    const LONGEST: usize = 64 * 1024;
-    let mut reader = BufReader::with_capacity(LONGEST, pipe);
-    let mut line: Vec<u8> = Vec::new();
-    loop {
-        let used = match reader.fill_buf().await {
-            Ok([]) | Err(_) => break,
-            Ok(buf) => {
-                let room = LONGEST - line.len();
-                let end = match buf.iter().take(room).position(|b| *b == b'\n') {
-                    Some(i) => i + 1,
-                    None => buf.len().min(room),
-                };
-                line.extend_from_slice(&buf[..end]);
-                end
-            }
-        };
-        reader.consume(used);
-        if line.ends_with(b"\n") || line.len() >= LONGEST {
-            let text = String::from_utf8_lossy(&line).into_owned();
-            line.clear();
-            if tx.send((stream, text)).await.is_err() {
-                return;
-            }
+/// Starts the program on a thread of the blocking pool. Starting one blocks
+/// the thread that does it until the program is running (posix_spawn
+/// waits for the new process's exec), and the scheduler often keeps that
+/// thread waiting behind the new program on its CPU: the runtime's thread
+/// meanwhile goes on recording results and starting other steps.
+async fn start(mut command: Command) -> Result<tokio::process::Child, String> {
+    let started = tokio::task::spawn_blocking(move || {
+        command
+            .spawn()
+            .map(|child| Started(Some(child)))
+            .map_err(|e| crate::error::io_reason(&e))
+    });
+    match started.await {
+        Ok(Ok(mut started)) => started
+            .0
+            .take()
+            .ok_or_else(|| "the started program was lost".to_string()),
+        Ok(Err(why)) => Err(why),
+        Err(_) => Err("the start was interrupted".into()),
+    }
+}
+
+/// A program just started, on its way to the step that waits for it: if
+/// that step was stopped meanwhile, the program's whole group is killed.
+struct Started(Option<tokio::process::Child>);
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        if let Some(child) = &self.0 {
+            kill_group(child.id());
         }
     }
-    if !line.is_empty() {
-        let _ = tx
-            .send((stream, String::from_utf8_lossy(&line).into_owned()))
-            .await;
+}
+
+/// A pipe read line by line; a line longer than 64 KiB comes in pieces, so
+/// that one endless line cannot grow a buffer without bound.
+struct Lines<R> {
+    reader: BufReader<R>,
+    /// What was read of the line so far.
+    line: Vec<u8>,
+    done: bool,
+}
+
+impl<R: AsyncRead + Unpin> Lines<R> {
+    const LONGEST: usize = 64 * 1024;
+    /// Reads are this big; a longer line gathers in `line`. Two 64 KiB
+    /// buffers per program made the allocator give memory back and take
+    /// it again (page faults) for every step.
+    const READ: usize = 8 * 1024;
+
+    fn new(pipe: R) -> Self {
+        Lines {
+            reader: BufReader::with_capacity(Self::READ, pipe),
+            line: Vec::new(),
+            done: false,
+        }
+    }
+
+    /// The next line (or piece), `None` at the end of the pipe. Safe to
+    /// cancel (the other pipe had a line first): what was read stays in
+    /// `line`, since nothing is awaited between reading and keeping it.
+    async fn next(&mut self) -> Option<String> {
+        while !self.done {
+            let used = match self.reader.fill_buf().await {
+                Ok([]) | Err(_) => {
+                    self.done = true;
+                    break;
+                }
+                Ok(buf) => {
+                    let room = Self::LONGEST - self.line.len();
+                    let end = match buf.iter().take(room).position(|b| *b == b'\n') {
+                        Some(i) => i + 1,
+                        None => buf.len().min(room),
+                    };
+                    self.line.extend_from_slice(&buf[..end]);
+                    end
+                }
+            };
+            self.reader.consume(used);
+            if self.line.ends_with(b"\n") || self.line.len() >= Self::LONGEST {
+                break;
+            }
+        }
+        if self.line.is_empty() {
+            return None;
+        }
+        let text = String::from_utf8_lossy(&self.line).into_owned();
+        self.line.clear();
+        Some(text)
+    }
+}
+
+/// The next line of a pipe, if there is a pipe and it has not ended.
+async fn next_line<R: AsyncRead + Unpin>(lines: &mut Option<Lines<R>>) -> Option<String> {
+    match lines {
+        Some(lines) => lines.next().await,
+        None => None,
     }
 }
 

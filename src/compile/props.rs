@@ -27,7 +27,11 @@ pub fn check(
     typer: &mut Typer,
     steps: &HashMap<String, (StepId, &'static super::schema::Kind)>,
 ) -> Vec<StepId> {
-    let mut seen: HashMap<&str, Span> = HashMap::new();
+    // A handful of properties per step: a list is quicker than a map.
+    let mut seen: Vec<(&str, Span)> = Vec::new();
+    let first = |seen: &[(&str, Span)], name: &str| {
+        seen.iter().find(|(n, _)| *n == name).map(|(_, span)| *span)
+    };
     let mut found = Vec::new();
     // Names that unknown properties were probably meant to be: not also "missing".
     let mut meant: Vec<&str> = Vec::new();
@@ -48,17 +52,17 @@ pub fn check(
             );
             continue;
         };
-        if let Some(first) = seen.get(spec.name) {
+        if let Some(first) = first(&seen, spec.name) {
             if !spec.repeatable {
                 typer.diagnostics.push(
                     Diagnostic::new(Code::DuplicateProperty, format!("`{name}` is given twice"))
                         .label(p.name.span, "given again here")
-                        .label(*first, "first given here")
+                        .label(first, "first given here")
                         .help("keep one of them"),
                 );
             }
         } else {
-            seen.insert(spec.name, p.name.span);
+            seen.push((spec.name, p.name.span));
         }
         check_shape(p, spec, typer, steps, &mut found);
     }
@@ -108,7 +112,7 @@ pub fn check(
         let Some(spec) = (table.lookup)(name) else {
             continue;
         };
-        if spec.required && !seen.contains_key(spec.name) && !meant.contains(&spec.name) {
+        if spec.required && first(&seen, spec.name).is_none() && !meant.contains(&spec.name) {
             typer.diagnostics.push(
                 Diagnostic::new(
                     Code::MissingProperty,
@@ -118,15 +122,15 @@ pub fn check(
                 .help(format!("add `{}`", spec.shape.usage)),
             );
         }
-        if let Some(span) = seen.get(spec.name) {
+        if let Some(span) = first(&seen, spec.name) {
             for needed in spec.requires {
-                if !seen.contains_key(needed) {
+                if first(&seen, needed).is_none() {
                     typer.diagnostics.push(
                         Diagnostic::new(
                             Code::MissingProperty,
                             format!("`{}` is only used together with `{needed}`", spec.name),
                         )
-                        .label(*span, format!("needs `{needed}`"))
+                        .label(span, format!("needs `{needed}`"))
                         .help(format!("add `{needed}` or remove `{}`", spec.name)),
                     );
                 }

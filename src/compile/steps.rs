@@ -57,19 +57,20 @@ impl Compiler {
                 _ => {}
             }
         }
-        let mut first_span = std::collections::HashMap::new();
         let mut kinds = Vec::new();
         for (i, (step, _)) in all.iter().enumerate() {
             let kind = self.kind(step);
             kinds.push(kind);
-            if let Some(first) = first_span.get(&step.name.name) {
+            // Only this loop names steps: one named before is a duplicate.
+            if let Some((first, _)) = self.steps.get(&step.name.name) {
+                let first = all[first.0].0.name.span;
                 self.diagnostics.push(
                     Diagnostic::new(
                         Code::DuplicateStep,
                         format!("two steps are named `{}`", step.name.name),
                     )
                     .label(step.name.span, "second step with this name")
-                    .label(*first, "first step with this name")
+                    .label(first, "first step with this name")
                     .help("step names must be unique: status, logs and `retry --from` use them"),
                 );
                 continue;
@@ -88,7 +89,6 @@ impl Compiler {
                     .help("rename one of them: expressions could not tell them apart"),
                 );
             }
-            first_span.insert(step.name.name.clone(), step.name.span);
             // Unknown kinds still get a name, so references to them resolve.
             let k = kind.unwrap_or(&schema::KINDS[0]);
             self.steps.insert(step.name.name.clone(), (StepId(i), k));

@@ -36,10 +36,10 @@ pub fn decide(
             Vec::new()
         };
     }
-    if state.timed_out && !state.phase_settled(plan, Phase::Main) {
+    if state.timed_out && !state.phase_settled(Phase::Main) {
         return stop_main(plan, state);
     }
-    if !state.phase_settled(plan, Phase::Main) {
+    if !state.phase_settled(Phase::Main) {
         return advance(plan, state, bindings, env, now, Phase::Main);
     }
     let outcome = if state.timed_out {
@@ -47,7 +47,7 @@ pub fn decide(
     } else {
         main_outcome(plan, state)
     };
-    if outcome == Outcome::Failed && !state.phase_settled(plan, Phase::OnFailure) {
+    if outcome == Outcome::Failed && !state.phase_settled(Phase::OnFailure) {
         return advance(plan, state, bindings, env, now, Phase::OnFailure);
     }
     let mut decisions: Vec<Decision> = plan
@@ -65,7 +65,7 @@ pub fn decide(
 
 /// After the runbook's timeout: what has not started never will; running
 /// steps are the driver's to stop.
-fn stop_main(plan: &Plan, state: &RunState) -> Vec<Decision> {
+pub(super) fn stop_main(plan: &Plan, state: &RunState) -> Vec<Decision> {
     plan.steps
         .iter()
         .filter(|s| s.phase == Phase::Main)
@@ -94,7 +94,22 @@ fn advance(
     let mut capacity = plan.settings.concurrency.saturating_sub(state.running());
     let mut decisions = Vec::new();
     let mut wake: Option<Millis> = None;
-    for step in plan.steps.iter().filter(|s| s.phase == phase) {
+    // Only the steps the state keeps as ready can start or be skipped: the
+    // others wait for a dependency, run or have settled. Of the plain ones
+    // (nothing to skip them for) only as many as there is room for matter.
+    let mut plain = state.plain_steps().peekable();
+    let mut examine = state.examine_steps().peekable();
+    loop {
+        let next = match (plain.peek(), examine.peek()) {
+            (Some(p), Some(e)) if p < e && capacity > 0 => plain.next(),
+            (Some(_), None) if capacity > 0 => plain.next(),
+            (_, Some(_)) => examine.next(),
+            _ => None,
+        };
+        let Some(i) = next else { break };
+        let Some(step) = plan.steps.get(i).filter(|s| s.phase == phase) else {
+            continue;
+        };
         match state.step(step.id) {
             StepState::Pending => match readiness(plan, state, step, bindings, env) {
                 Readiness::Waiting => {}
@@ -131,13 +146,13 @@ fn advance(
     decisions
 }
 
-enum Readiness {
+pub(super) enum Readiness {
     Waiting,
     Ready,
     Skip(String),
 }
 
-fn readiness(
+pub(super) fn readiness(
     plan: &Plan,
     state: &RunState,
     step: &Step,
@@ -188,7 +203,7 @@ pub fn field_of(
 
 /// How the procedure ended: succeeded if no step failed; rolled back if a
 /// `rollback-if` ran and every failure is one it watched; failed otherwise.
-fn main_outcome(plan: &Plan, state: &RunState) -> Outcome {
+pub(super) fn main_outcome(plan: &Plan, state: &RunState) -> Outcome {
     let failed: Vec<StepId> = plan
         .steps
         .iter()

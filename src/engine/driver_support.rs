@@ -7,13 +7,16 @@ use crate::compile::{check, Plan};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 #[derive(Default)]
 pub(super) struct MemoryJournal {
-    pub(super) events: Mutex<Vec<Event>>,
+    pub(super) events: Arc<Mutex<Vec<Event>>>,
     pub(super) logs: Mutex<Vec<(usize, u32, StepLog)>>,
+    /// How many of the events a sync has made durable.
+    pub(super) durable: Arc<AtomicUsize>,
 }
 
 impl Journal for MemoryJournal {
@@ -41,6 +44,8 @@ impl Journal for MemoryJournal {
         Ok(Vec::new())
     }
     fn sync(&self) -> Result<(), StoreError> {
+        let written = self.events.lock().map(|e| e.len()).unwrap_or(0);
+        self.durable.store(written, Ordering::SeqCst);
         Ok(())
     }
     fn append_unsynced(&self, _: RunId, event: &Event) -> Result<u64, StoreError> {

@@ -6,6 +6,7 @@ pub mod approval;
 mod decide;
 mod driver;
 mod journal;
+mod ready;
 mod running;
 mod state;
 
@@ -24,6 +25,10 @@ mod driver_support;
 #[cfg(test)]
 mod driver_tests;
 #[cfg(test)]
+mod durable_tests;
+#[cfg(test)]
 mod notes_tests;
+#[cfg(test)]
+mod ready_tests;
 #[cfg(test)]
 mod tests;

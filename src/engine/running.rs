@@ -11,8 +11,10 @@ use crate::compile::eval::format_duration;
 use crate::compile::{Interrupt, Phase, Step, StepId};
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -34,12 +36,30 @@ pub(super) struct Pending {
     log: LogBuffer,
 }
 
-/// Aborts the inner task when the outer one is aborted.
-struct AbortOnDrop(tokio::task::AbortHandle);
+/// An attempt's work with a panic in it caught, so that the attempt's task
+/// lives on to report it. (A task of its own for the work, awaited by a
+/// second one, did the same at the cost of two tasks per attempt.)
+struct CatchPanic {
+    work: Option<Pin<Box<dyn Future<Output = StepResult> + Send>>>,
+}
 
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
+impl Future for CatchPanic {
+    type Output = Result<StepResult, Box<dyn std::any::Any + Send>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(work) = self.work.as_mut() else {
+            return Poll::Pending;
+        };
+        match std::panic::catch_unwind(AssertUnwindSafe(|| work.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(result)) => Poll::Ready(Ok(result)),
+            Err(panic) => {
+                // What panicked is dropped now, a panic in its drop caught too.
+                let broken = self.work.take();
+                let _ = std::panic::catch_unwind(AssertUnwindSafe(move || drop(broken)));
+                Poll::Ready(Err(panic))
+            }
+        }
     }
 }
 
@@ -146,21 +166,17 @@ impl<J: Journal> Running<'_, '_, J> {
         }
         self.sync()?;
         for p in std::mem::take(&mut self.pending) {
-            // The attempt runs in a task of its own, so that a panic in it
-            // is reported as the step's failure instead of leaving the run
-            // waiting.
-            let inner = tokio::spawn(p.work);
             let tx = self.reports.0.clone();
             let (step, attempt) = (p.step, p.attempt);
+            // A panic in the attempt is reported as the step's failure
+            // instead of leaving the run waiting for it.
             let handle = tokio::spawn(async move {
-                let _abort = AbortOnDrop(inner.abort_handle());
-                let result = match inner.await {
+                let result = match (CatchPanic { work: Some(p.work) }).await {
                     Ok(result) => result,
-                    Err(e) if e.is_panic() => Err(format!(
+                    Err(panic) => Err(format!(
                         "the step stopped unexpectedly: {}; this is a bug in runbook, please report it",
-                        panic_message(e.into_panic())
+                        panic_message(panic)
                     )),
-                    Err(_) => return,
                 };
                 let _ = tx.send((step, attempt, result));
             });
@@ -424,7 +440,7 @@ impl<J: Journal> Running<'_, '_, J> {
     /// When the runbook's `timeout` passes, or the run's `until`, while
     /// the procedure still runs.
     pub(super) fn deadline(&self) -> Option<Millis> {
-        if self.state.timed_out || self.state.phase_settled(&self.d.plan, Phase::Main) {
+        if self.state.timed_out || self.state.phase_settled(Phase::Main) {
             return None;
         }
         let until = self.d.until.as_ref().map(|u| u.at);

@@ -1,5 +1,6 @@
 //! Events, and the state of a run folded from them.
 
+use super::ready::{Class, ReadyIndex};
 use crate::compile::{Phase, Plan, StepId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -103,6 +104,7 @@ impl StepState {
 
 #[derive(Debug, Clone)]
 pub struct RunState {
+    /// Read freely; changed only by `apply`, which keeps `index` with it.
     pub steps: Vec<StepState>,
     pub outputs: Vec<BTreeMap<String, String>>,
     /// What each step noted while it ran (`Event::StepNoted`).
@@ -120,13 +122,17 @@ pub struct RunState {
     pub cancelled: bool,
     pub timed_out: bool,
     pub finished: Option<Outcome>,
+    /// What `decide` looks at, kept with `steps`.
+    index: ReadyIndex,
 }
 
 impl RunState {
     pub fn new(plan: &Plan) -> Self {
         let n = plan.steps.len();
+        let steps = vec![StepState::Pending; n];
         RunState {
-            steps: vec![StepState::Pending; n],
+            index: ReadyIndex::new(plan, &steps),
+            steps,
             outputs: vec![BTreeMap::new(); n],
             notes: vec![BTreeMap::new(); n],
             attempts: vec![0; n],
@@ -155,6 +161,34 @@ impl RunState {
     /// Folds one event in. Events name steps by index into the plan the run
     /// started with; an index out of range is ignored, never a panic.
     pub fn apply(&mut self, plan: &Plan, event: &Event) {
+        let class = |steps: &[StepState], s: usize| Some((s, Class::of(steps.get(s)?)));
+        match event {
+            Event::Reset { steps, .. } => {
+                let unique: std::collections::BTreeSet<usize> = steps.iter().copied().collect();
+                let before: Vec<(usize, Class)> = unique
+                    .into_iter()
+                    .filter_map(|s| class(&self.steps, s))
+                    .collect();
+                self.fold(plan, event);
+                for (step, was) in before {
+                    self.index.changed(step, was, &self.steps);
+                }
+            }
+            Event::StepStarted { step, .. }
+            | Event::StepSucceeded { step, .. }
+            | Event::StepFailed { step, .. }
+            | Event::StepSkipped { step, .. } => {
+                let before = class(&self.steps, *step);
+                self.fold(plan, event);
+                if let Some((step, was)) = before {
+                    self.index.changed(step, was, &self.steps);
+                }
+            }
+            _ => self.fold(plan, event),
+        }
+    }
+
+    fn fold(&mut self, plan: &Plan, event: &Event) {
         match event {
             Event::RunStarted { at } => {
                 self.started_at = Some(*at);
@@ -244,18 +278,32 @@ impl RunState {
     }
 
     pub fn running(&self) -> usize {
-        self.steps
-            .iter()
-            .filter(|s| matches!(s, StepState::Running { .. }))
-            .count()
+        self.index.running()
     }
 
     /// Whether every step of `phase` has settled.
-    pub fn phase_settled(&self, plan: &Plan, phase: Phase) -> bool {
-        plan.steps
-            .iter()
-            .filter(|s| s.phase == phase)
-            .all(|s| self.steps[s.id.0].settled())
+    pub fn phase_settled(&self, phase: Phase) -> bool {
+        self.index.phase_settled(phase)
+    }
+
+    /// Pending steps whose dependencies have all settled as they need,
+    /// with no condition: they start, in plan order, as room allows.
+    pub fn plain_steps(&self) -> impl Iterator<Item = usize> + '_ {
+        self.index.plain()
+    }
+
+    /// The other steps that may start or be skipped now, in plan order:
+    /// pending with every dependency settled but a condition to evaluate or
+    /// a dependency that did not succeed, and steps waiting to retry.
+    pub fn examine_steps(&self) -> impl Iterator<Item = usize> + '_ {
+        self.index.examine()
+    }
+
+    /// The index as computed afresh from the steps' states: for tests that
+    /// check the one kept event by event.
+    #[cfg(test)]
+    pub fn index_is_current(&self, plan: &Plan) -> bool {
+        self.index == ReadyIndex::new(plan, &self.steps)
     }
 }
 

@@ -5,6 +5,7 @@ use crate::diagnostic::{Code, Diagnostic, Span};
 use pest::iterators::Pair;
 use pest::pratt_parser::{Assoc, Op, PrattParser};
 use pest::Parser as _;
+use std::cell::Cell;
 use std::sync::OnceLock;
 
 #[derive(pest_derive::Parser)]
@@ -12,29 +13,7 @@ use std::sync::OnceLock;
 pub(super) struct Grammar;
 
 use super::errors::{empty_file, every_syntax_error};
-use super::scan::{scan, without_comments, MAX_NESTING, MAX_OPERATORS, MAX_SOURCE_BYTES};
-
-/// The span of the first expression with too many operators, if any.
-fn too_many_operators(file: &Pair<Rule>) -> Option<Span> {
-    file.clone()
-        .into_inner()
-        .flatten()
-        .filter(|p| p.as_rule() == Rule::expr)
-        .find(|p| {
-            let operators = p
-                .clone()
-                .into_inner()
-                .filter(|c| {
-                    matches!(
-                        c.as_rule(),
-                        Rule::or_op | Rule::and_op | Rule::not_op | Rule::cmp_op
-                    )
-                })
-                .count();
-            operators > MAX_OPERATORS
-        })
-        .map(|p| span(&p))
-}
+use super::scan::{first_code_line, scan, MAX_NESTING, MAX_OPERATORS, MAX_SOURCE_BYTES};
 
 /// A parsed file: its tree and the comments, which the formatter keeps.
 #[derive(Debug, Clone)]
@@ -71,11 +50,10 @@ pub fn parse(source: &str) -> Result<Parsed, Vec<Diagnostic>> {
         .label(Span::new(offset, offset + 1), "too deep here")
         .help("flatten the expression")]);
     }
-    let code = without_comments(source);
-    if code.trim().is_empty() {
+    let Some(first) = first_code_line(source) else {
         return Err(vec![empty_file()]);
-    }
-    if !code.trim_start().starts_with("runbook") {
+    };
+    if !first.starts_with("runbook") {
         let at = source.len() - source.trim_start().len();
         return Err(vec![Diagnostic::new(
             Code::Syntax,
@@ -87,7 +65,12 @@ pub fn parse(source: &str) -> Result<Parsed, Vec<Diagnostic>> {
     let mut pairs =
         Grammar::parse(Rule::file, source).map_err(|e| every_syntax_error(source, e))?;
     let file = pairs.next().ok_or_else(|| vec![empty_file()])?;
-    if let Some(at) = too_many_operators(&file) {
+    let runbook = children(file)
+        .find(|p| p.as_rule() == Rule::runbook)
+        .ok_or_else(|| vec![empty_file()])?;
+    let builder = Builder::default();
+    let runbook = builder.build_runbook(runbook);
+    if let Some(at) = builder.too_many_operators.get() {
         return Err(vec![Diagnostic::new(
             Code::Syntax,
             format!("an expression has more than {MAX_OPERATORS} operators"),
@@ -95,11 +78,8 @@ pub fn parse(source: &str) -> Result<Parsed, Vec<Diagnostic>> {
         .label(at, "this expression")
         .help("split it with `let` bindings")]);
     }
-    let runbook = children(file)
-        .find(|p| p.as_rule() == Rule::runbook)
-        .ok_or_else(|| vec![empty_file()])?;
     Ok(Parsed {
-        runbook: build_runbook(runbook),
+        runbook,
         comments: scan.comments,
     })
 }
@@ -120,67 +100,281 @@ fn ident(pair: Pair<Rule>) -> Ident {
     }
 }
 
-fn build_runbook(pair: Pair<Rule>) -> Runbook {
-    let whole = span(&pair);
-    let mut inner = children(pair);
-    let mut name = None;
-    let mut items = Vec::new();
-    for p in inner.by_ref() {
-        match p.as_rule() {
-            Rule::ident => name = Some(ident(p)),
-            Rule::items => items = children(p).map(build_item).collect(),
-            _ => {}
-        }
-    }
-    Runbook {
-        name: name.unwrap_or(Ident {
-            name: String::new(),
-            span: whole,
-        }),
-        items,
-        span: whole,
-    }
+/// Builds the syntax tree from pest's pairs, and finds the first
+/// expression with more operators than allowed on the way: before the
+/// operators of an expression are put in a tree, so that no tree is built
+/// deeper than the limits allow.
+#[derive(Default)]
+struct Builder {
+    too_many_operators: Cell<Option<Span>>,
 }
 
-fn build_item(pair: Pair<Rule>) -> Item {
-    match pair.as_rule() {
-        Rule::param => {
-            let s = span(&pair);
-            let mut it = children(pair);
-            let name = it.next().map(ident);
-            let ty = it.next().map(ident);
-            let default = it.next().map(build_expr);
-            let ty = ty.unwrap_or_else(|| missing(s));
-            let end = default.as_ref().map(|d| d.span).unwrap_or(ty.span);
-            Item::Param(Param {
-                name: name.unwrap_or_else(|| missing(s)),
-                ty,
-                default,
-                span: s.with_end(end.end),
-            })
+impl Builder {
+    fn build_runbook(&self, pair: Pair<Rule>) -> Runbook {
+        let whole = span(&pair);
+        let mut inner = children(pair);
+        let mut name = None;
+        let mut items = Vec::new();
+        for p in inner.by_ref() {
+            match p.as_rule() {
+                Rule::ident => name = Some(ident(p)),
+                Rule::items => items = children(p).map(|p| self.build_item(p)).collect(),
+                _ => {}
+            }
         }
-        Rule::let_binding => {
-            let s = span(&pair);
-            let mut it = children(pair);
-            let name = it.next().map(ident).unwrap_or_else(|| missing(s));
-            let value = it.next().map(build_expr).unwrap_or(Expr {
+        Runbook {
+            name: name.unwrap_or(Ident {
+                name: String::new(),
+                span: whole,
+            }),
+            items,
+            span: whole,
+        }
+    }
+
+    fn build_item(&self, pair: Pair<Rule>) -> Item {
+        match pair.as_rule() {
+            Rule::param => {
+                let s = span(&pair);
+                let mut it = children(pair);
+                let name = it.next().map(ident);
+                let ty = it.next().map(ident);
+                let default = it.next().map(|p| self.build_expr(p));
+                let ty = ty.unwrap_or_else(|| missing(s));
+                let end = default.as_ref().map(|d| d.span).unwrap_or(ty.span);
+                Item::Param(Param {
+                    name: name.unwrap_or_else(|| missing(s)),
+                    ty,
+                    default,
+                    span: s.with_end(end.end),
+                })
+            }
+            Rule::let_binding => {
+                let s = span(&pair);
+                let mut it = children(pair);
+                let name = it.next().map(ident).unwrap_or_else(|| missing(s));
+                let value = it.next().map(|p| self.build_expr(p)).unwrap_or(Expr {
+                    kind: ExprKind::Bool(false),
+                    span: s,
+                });
+                let span = s.with_end(value.span.end);
+                Item::Let(Let { name, value, span })
+            }
+            Rule::on_failure => {
+                let s = span(&pair);
+                let steps = children(pair)
+                    .filter(|p| p.as_rule() == Rule::steps)
+                    .flat_map(children)
+                    .map(|p| self.build_step(p))
+                    .collect();
+                Item::OnFailure(OnFailure { steps, span: s })
+            }
+            Rule::step => Item::Step(self.build_step(pair)),
+            _ => Item::Setting(self.build_property(pair)),
+        }
+    }
+
+    fn build_step(&self, pair: Pair<Rule>) -> Step {
+        let s = span(&pair);
+        let mut kind = missing(s);
+        let mut name = missing(s);
+        let mut after = Vec::new();
+        let mut when = None;
+        let mut body = Vec::new();
+        let mut body_span = s;
+        for p in children(pair) {
+            match p.as_rule() {
+                Rule::kind => kind = ident(p),
+                Rule::ident => name = ident(p),
+                Rule::after => after = children(p).map(ident).collect(),
+                Rule::condition => when = children(p).next().map(|p| self.build_expr(p)),
+                Rule::body => {
+                    body_span = span(&p);
+                    body = children(p).map(|p| self.build_property(p)).collect();
+                }
+                _ => {}
+            }
+        }
+        Step {
+            kind,
+            name,
+            after,
+            when,
+            body,
+            body_span,
+            span: s,
+        }
+    }
+
+    fn build_property(&self, pair: Pair<Rule>) -> Property {
+        let s = span(&pair);
+        let mut it = children(pair);
+        let name = it.next().map(ident).unwrap_or_else(|| missing(s));
+        let args: Vec<Expr> = it.map(|p| self.build_expr(p)).collect();
+        // pest's span runs over trailing blanks and comments; end at the last token.
+        let end = args.last().map(|a| a.span.end).unwrap_or(name.span.end);
+        Property {
+            name,
+            args,
+            span: s.with_end(end),
+        }
+    }
+
+    fn build_expr(&self, pair: Pair<Rule>) -> Expr {
+        let s = span(&pair);
+        match pair.as_rule() {
+            Rule::expr => self.build_operators(pair),
+            Rule::list => Expr {
+                kind: ExprKind::List(children(pair).map(|p| self.build_expr(p)).collect()),
+                span: s,
+            },
+            Rule::reference => {
+                let mut it = children(pair).peekable();
+                let name = it.next().map(ident).unwrap_or_else(|| missing(s));
+                if it.peek().is_some_and(|p| p.as_rule() == Rule::call_args) {
+                    let args = it.flat_map(children).map(|p| self.build_expr(p)).collect();
+                    return Expr {
+                        kind: ExprKind::Call { name, args },
+                        span: s,
+                    };
+                }
+                let mut parts = vec![name];
+                parts.extend(it.map(ident));
+                Expr {
+                    kind: ExprKind::Path(parts),
+                    span: s,
+                }
+            }
+            // An option word such as `catch-up`: a bare name, as `every` is.
+            Rule::word => Expr {
+                kind: ExprKind::Path(vec![ident(pair)]),
+                span: s,
+            },
+            Rule::duration => Expr {
+                kind: ExprKind::Duration {
+                    raw: pair.as_str().to_string(),
+                    millis: parse_duration(pair.as_str()),
+                },
+                span: s,
+            },
+            Rule::percent => Expr {
+                kind: ExprKind::Percent {
+                    raw: pair.as_str().to_string(),
+                    value: pair
+                        .as_str()
+                        .trim_end_matches('%')
+                        .parse()
+                        .unwrap_or(f64::NAN),
+                },
+                span: s,
+            },
+            Rule::number => {
+                let raw = pair.as_str().to_string();
+                let kind = if raw.contains('.') {
+                    ExprKind::Float {
+                        value: raw.parse().unwrap_or(f64::NAN),
+                        raw,
+                    }
+                } else {
+                    ExprKind::Int {
+                        value: raw.parse().ok(),
+                        raw,
+                    }
+                };
+                Expr { kind, span: s }
+            }
+            Rule::boolean => Expr {
+                kind: ExprKind::Bool(pair.as_str() == "true"),
+                span: s,
+            },
+            Rule::string => Expr {
+                kind: ExprKind::Str(self.build_string(pair)),
+                span: s,
+            },
+            _ => Expr {
                 kind: ExprKind::Bool(false),
                 span: s,
-            });
-            let span = s.with_end(value.span.end);
-            Item::Let(Let { name, value, span })
+            },
         }
-        Rule::on_failure => {
-            let s = span(&pair);
-            let steps = children(pair)
-                .filter(|p| p.as_rule() == Rule::steps)
-                .flat_map(children)
-                .map(build_step)
-                .collect();
-            Item::OnFailure(OnFailure { steps, span: s })
+    }
+
+    /// Builds the tree of a flat `expr` by operator precedence; one with
+    /// too many operators is noted and left out.
+    fn build_operators(&self, pair: Pair<Rule>) -> Expr {
+        let operators = pair
+            .clone()
+            .into_inner()
+            .filter(|c| {
+                matches!(
+                    c.as_rule(),
+                    Rule::or_op | Rule::and_op | Rule::not_op | Rule::cmp_op
+                )
+            })
+            .count();
+        if operators > MAX_OPERATORS {
+            let first = self.too_many_operators.get().unwrap_or(span(&pair));
+            self.too_many_operators.set(Some(first));
+            return Expr {
+                kind: ExprKind::Bool(false),
+                span: span(&pair),
+            };
         }
-        Rule::step => Item::Step(build_step(pair)),
-        _ => Item::Setting(build_property(pair)),
+        pratt()
+            .map_primary(|p| self.build_expr(p))
+            .map_prefix(|op, operand| Expr {
+                span: span(&op).join(operand.span),
+                kind: ExprKind::Not(Box::new(operand)),
+            })
+            .map_infix(|lhs, op, rhs| {
+                let op = match op.as_str() {
+                    "or" => BinaryOp::Or,
+                    "and" => BinaryOp::And,
+                    "==" => BinaryOp::Eq,
+                    "!=" => BinaryOp::Ne,
+                    "<" => BinaryOp::Lt,
+                    "<=" => BinaryOp::Le,
+                    ">" => BinaryOp::Gt,
+                    ">=" => BinaryOp::Ge,
+                    _ => BinaryOp::Contains,
+                };
+                Expr {
+                    span: lhs.span.join(rhs.span),
+                    kind: ExprKind::Binary {
+                        op,
+                        lhs: Box::new(lhs),
+                        rhs: Box::new(rhs),
+                    },
+                }
+            })
+            .parse(children(pair))
+    }
+
+    fn build_string(&self, pair: Pair<Rule>) -> StrLit {
+        let raw = pair.as_str().to_string();
+        let mut parts: Vec<StrPart> = Vec::new();
+        let inner = pair.into_inner().next();
+        for p in inner.into_iter().flat_map(|p| p.into_inner()) {
+            match p.as_rule() {
+                Rule::plain_text | Rule::triple_text => push_text(&mut parts, p.as_str()),
+                Rule::escape => push_text(
+                    &mut parts,
+                    match p.as_str() {
+                        "\\n" => "\n",
+                        "\\t" => "\t",
+                        "\\\"" => "\"",
+                        "\\$" => "$",
+                        _ => "\\",
+                    },
+                ),
+                Rule::interpolation => {
+                    if let Some(e) = children(p).next() {
+                        parts.push(StrPart::Interp(self.build_expr(e)));
+                    }
+                }
+                _ => {}
+            }
+        }
+        StrLit { raw, parts }
     }
 }
 
@@ -188,130 +382,6 @@ fn missing(span: Span) -> Ident {
     Ident {
         name: String::new(),
         span,
-    }
-}
-
-fn build_step(pair: Pair<Rule>) -> Step {
-    let s = span(&pair);
-    let mut kind = missing(s);
-    let mut name = missing(s);
-    let mut after = Vec::new();
-    let mut when = None;
-    let mut body = Vec::new();
-    let mut body_span = s;
-    for p in children(pair) {
-        match p.as_rule() {
-            Rule::kind => kind = ident(p),
-            Rule::ident => name = ident(p),
-            Rule::after => after = children(p).map(ident).collect(),
-            Rule::condition => when = children(p).next().map(build_expr),
-            Rule::body => {
-                body_span = span(&p);
-                body = children(p).map(build_property).collect();
-            }
-            _ => {}
-        }
-    }
-    Step {
-        kind,
-        name,
-        after,
-        when,
-        body,
-        body_span,
-        span: s,
-    }
-}
-
-fn build_property(pair: Pair<Rule>) -> Property {
-    let s = span(&pair);
-    let mut it = children(pair);
-    let name = it.next().map(ident).unwrap_or_else(|| missing(s));
-    let args: Vec<Expr> = it.map(build_expr).collect();
-    // pest's span runs over trailing blanks and comments; end at the last token.
-    let end = args.last().map(|a| a.span.end).unwrap_or(name.span.end);
-    Property {
-        name,
-        args,
-        span: s.with_end(end),
-    }
-}
-
-fn build_expr(pair: Pair<Rule>) -> Expr {
-    let s = span(&pair);
-    match pair.as_rule() {
-        Rule::expr => build_operators(pair),
-        Rule::list => Expr {
-            kind: ExprKind::List(children(pair).map(build_expr).collect()),
-            span: s,
-        },
-        Rule::reference => {
-            let mut it = children(pair).peekable();
-            let name = it.next().map(ident).unwrap_or_else(|| missing(s));
-            if it.peek().is_some_and(|p| p.as_rule() == Rule::call_args) {
-                let args = it.flat_map(children).map(build_expr).collect();
-                return Expr {
-                    kind: ExprKind::Call { name, args },
-                    span: s,
-                };
-            }
-            let mut parts = vec![name];
-            parts.extend(it.map(ident));
-            Expr {
-                kind: ExprKind::Path(parts),
-                span: s,
-            }
-        }
-        // An option word such as `catch-up`: a bare name, as `every` is.
-        Rule::word => Expr {
-            kind: ExprKind::Path(vec![ident(pair)]),
-            span: s,
-        },
-        Rule::duration => Expr {
-            kind: ExprKind::Duration {
-                raw: pair.as_str().to_string(),
-                millis: parse_duration(pair.as_str()),
-            },
-            span: s,
-        },
-        Rule::percent => Expr {
-            kind: ExprKind::Percent {
-                raw: pair.as_str().to_string(),
-                value: pair
-                    .as_str()
-                    .trim_end_matches('%')
-                    .parse()
-                    .unwrap_or(f64::NAN),
-            },
-            span: s,
-        },
-        Rule::number => {
-            let raw = pair.as_str().to_string();
-            let kind = if raw.contains('.') {
-                ExprKind::Float {
-                    value: raw.parse().unwrap_or(f64::NAN),
-                    raw,
-                }
-            } else {
-                ExprKind::Int {
-                    value: raw.parse().ok(),
-                    raw,
-                }
-            };
-            Expr { kind, span: s }
-        }
-        Rule::boolean => Expr {
-            kind: ExprKind::Bool(pair.as_str() == "true"),
-            span: s,
-        },
-        Rule::string => Expr {
-            kind: ExprKind::Str(build_string(pair)),
-            span: s,
-        },
-        _ => Expr {
-            kind: ExprKind::Bool(false),
-            span: s,
-        },
     }
 }
 
@@ -325,66 +395,6 @@ fn pratt() -> &'static PrattParser<Rule> {
             .op(Op::prefix(Rule::not_op))
             .op(Op::infix(Rule::cmp_op, Assoc::Left))
     })
-}
-
-/// Builds the tree of a flat `expr` by operator precedence.
-fn build_operators(pair: Pair<Rule>) -> Expr {
-    pratt()
-        .map_primary(build_expr)
-        .map_prefix(|op, operand| Expr {
-            span: span(&op).join(operand.span),
-            kind: ExprKind::Not(Box::new(operand)),
-        })
-        .map_infix(|lhs, op, rhs| {
-            let op = match op.as_str() {
-                "or" => BinaryOp::Or,
-                "and" => BinaryOp::And,
-                "==" => BinaryOp::Eq,
-                "!=" => BinaryOp::Ne,
-                "<" => BinaryOp::Lt,
-                "<=" => BinaryOp::Le,
-                ">" => BinaryOp::Gt,
-                ">=" => BinaryOp::Ge,
-                _ => BinaryOp::Contains,
-            };
-            Expr {
-                span: lhs.span.join(rhs.span),
-                kind: ExprKind::Binary {
-                    op,
-                    lhs: Box::new(lhs),
-                    rhs: Box::new(rhs),
-                },
-            }
-        })
-        .parse(children(pair))
-}
-
-fn build_string(pair: Pair<Rule>) -> StrLit {
-    let raw = pair.as_str().to_string();
-    let mut parts: Vec<StrPart> = Vec::new();
-    let inner = pair.into_inner().next();
-    for p in inner.into_iter().flat_map(|p| p.into_inner()) {
-        match p.as_rule() {
-            Rule::plain_text | Rule::triple_text => push_text(&mut parts, p.as_str()),
-            Rule::escape => push_text(
-                &mut parts,
-                match p.as_str() {
-                    "\\n" => "\n",
-                    "\\t" => "\t",
-                    "\\\"" => "\"",
-                    "\\$" => "$",
-                    _ => "\\",
-                },
-            ),
-            Rule::interpolation => {
-                if let Some(e) = children(p).next() {
-                    parts.push(StrPart::Interp(build_expr(e)));
-                }
-            }
-            _ => {}
-        }
-    }
-    StrLit { raw, parts }
 }
 
 fn push_text(parts: &mut Vec<StrPart>, text: &str) {
@@ -462,6 +472,40 @@ mod tests {
             panic!("expected a step")
         };
         assert_eq!(step.body[0].args.len(), 2, "`x` and `-1`");
+    }
+
+    #[test]
+    fn the_first_code_line_is_where_the_text_without_comments_starts() {
+        use super::super::scan::without_comments;
+        for text in [
+            "",
+            "  \n\t\n",
+            "# only\n  # comments\n",
+            "# c\n\n  runbook r {}\n",
+            "\u{a0} runbook r {}",
+            "x # runbook\nrunbook",
+            "  #runbook\r\n\r\n runbookish {",
+        ] {
+            let code = without_comments(text);
+            let first = first_code_line(text);
+            assert_eq!(first.is_none(), code.trim().is_empty(), "{text:?}");
+            if let Some(first) = first {
+                assert!(code.trim_start().starts_with(first), "{text:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_first_expression_with_too_many_operators_is_the_one_named() {
+        let long = vec!["x"; MAX_OPERATORS + 2].join(" and ");
+        let src = format!("runbook r {{\n  let a = not ({long})\n  let b = {long}\n}}\n");
+        let err = parse(&src).unwrap_err();
+        assert!(err[0].message.contains("operators"), "{:?}", err[0]);
+        let inner = src.find("(x").expect("there") + 1;
+        assert_eq!(
+            err[0].labels[0].span.start, inner,
+            "the one in brackets, first"
+        );
     }
 
     #[test]

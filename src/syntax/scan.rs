@@ -33,6 +33,15 @@ pub(super) fn without_comments(text: &str) -> String {
         .join("\n")
 }
 
+/// The first line with code (not blank, not only a comment), its leading
+/// blanks trimmed: what `without_comments(text).trim_start()` starts with,
+/// without copying the text.
+pub(super) fn first_code_line(text: &str) -> Option<&str> {
+    text.lines()
+        .map(str::trim_start)
+        .find(|line| !line.is_empty() && !line.starts_with('#'))
+}
+
 /// What a lexical pass finds: the comments (pest skips them) and where
 /// nesting first gets too deep for the recursive-descent parser.
 pub(super) struct Scan {

@@ -147,6 +147,15 @@ fn consider(
     let skip = |actions: &mut Vec<Action>, why: String| {
         actions.push(record(now, Some(fire), What::Skipped { why }));
     };
+    let wait = |st: &mut EntryState, actions: &mut Vec<Action>, why: String| {
+        actions.push(record(now, Some(fire), What::Waiting { why: why.clone() }));
+        st.waiting = Some(Waiting {
+            fire,
+            cutoff,
+            catch_up,
+            why,
+        });
+    };
     if let Some(cutoff) = cutoff.filter(|c| now >= *c) {
         return skip(
             actions,
@@ -170,16 +179,11 @@ fn consider(
                 actions,
                 "one fire already waits (overlap queue keeps one)".into(),
             ),
-            Overlap::Queue => {
-                let why = format!("queued until {named} ends (overlap queue)");
-                actions.push(record(now, Some(fire), What::Waiting { why: why.clone() }));
-                st.waiting = Some(Waiting {
-                    fire,
-                    cutoff,
-                    catch_up,
-                    why,
-                });
-            }
+            Overlap::Queue => wait(
+                st,
+                actions,
+                format!("queued until {named} ends (overlap queue)"),
+            ),
             Overlap::Cancel => {
                 if !active.cancelling {
                     active.cancelling = true;
@@ -198,14 +202,11 @@ fn consider(
                     let why = "a later fire replaces it (overlap cancel)".to_string();
                     actions.push(record(now, Some(older.fire), What::Skipped { why }));
                 }
-                let why = format!("starts when {named} has ended (overlap cancel)");
-                actions.push(record(now, Some(fire), What::Waiting { why: why.clone() }));
-                st.waiting = Some(Waiting {
-                    fire,
-                    cutoff,
-                    catch_up,
-                    why,
-                });
+                wait(
+                    st,
+                    actions,
+                    format!("starts when {named} has ended (overlap cancel)"),
+                );
             }
         }
         return;

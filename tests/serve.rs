@@ -134,6 +134,13 @@ fn nightly(out: &Path, schedule: &str, steps: &str) -> String {
     )
 }
 
+/// `first` sleeps (with `extra` properties), then `second` appends "ran" to `out`.
+fn sleep_then_mark(seconds: &str, extra: &str) -> String {
+    format!(
+        "  run first {{\n    command \"sleep\"\n    args [\"{seconds}\"]\n{extra}  }}\n\n  run second after first {{\n    command \"sh\"\n    args [\"-c\", \"echo ran >> \\\"$1\\\"\", \"sh\", \"${{out}}\"]\n  }}"
+    )
+}
+
 const MARK: &str = "  run mark {\n    command \"sh\"\n    args [\"-c\", \"echo ran >> \\\"$1\\\"\", \"sh\", \"${out}\"]\n  }";
 
 fn read(path: &Path) -> String {
@@ -324,7 +331,7 @@ fn a_restarted_scheduler_resumes_the_run_it_had_started() {
     let dir = scratch("serve-restart");
     let state = dir.join("state");
     let out = dir.join("out");
-    let steps = "  run first {\n    command \"sleep\"\n    args [\"2.37\"]\n    on-interrupt rerun\n  }\n\n  run second after first {\n    command \"sh\"\n    args [\"-c\", \"echo ran >> \\\"$1\\\"\", \"sh\", \"${out}\"]\n  }";
+    let steps = &sleep_then_mark("2.37", "    on-interrupt rerun\n");
     write(
         &dir,
         "nightly.runbook",
@@ -412,7 +419,7 @@ fn sigterm_stops_the_runs_at_a_checkpoint_and_the_next_start_resumes_them() {
     let dir = scratch("serve-sigterm");
     let state = dir.join("state");
     let out = dir.join("out");
-    let steps = "  run first {\n    command \"sleep\"\n    args [\"2\"]\n  }\n\n  run second after first {\n    command \"sh\"\n    args [\"-c\", \"echo ran >> \\\"$1\\\"\", \"sh\", \"${out}\"]\n  }";
+    let steps = &sleep_then_mark("2", "");
     write(
         &dir,
         "nightly.runbook",
@@ -481,7 +488,7 @@ fn a_restarted_scheduler_watches_a_run_that_outlived_it() {
     let dir = scratch("serve-adopt");
     let state = dir.join("state");
     let out = dir.join("out");
-    let steps = "  run first {\n    command \"sleep\"\n    args [\"3\"]\n  }\n\n  run second after first {\n    command \"sh\"\n    args [\"-c\", \"echo ran >> \\\"$1\\\"\", \"sh\", \"${out}\"]\n  }";
+    let steps = &sleep_then_mark("3", "");
     write(
         &dir,
         "nightly.runbook",

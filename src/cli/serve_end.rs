@@ -4,8 +4,9 @@
 //! scheduler started and did not see end.
 
 use super::serve::Serve;
-use super::serve_runs::{alive, state_of, RunEvent};
-use crate::engine::{outcome_word, Event, Journal, Outcome, RunId, StoreError};
+use super::serve_runs::{state_of, RunEvent};
+use super::store::{alive, open_or_owner, Opened};
+use crate::engine::{outcome_word, Event, Journal, Outcome, RunId};
 use crate::error::Error;
 use crate::scheduler::{Active, EntryState, Record, Waiting, What};
 use crate::store::inbox::read_owner;
@@ -293,19 +294,15 @@ fn exit_words(code: Option<i32>) -> String {
     }
 }
 
-/// Opens a run's store, waiting out for a moment a `status` or `logs`
-/// that holds it for milliseconds.
+/// Opens a run's store as the other commands do, waiting out for a moment
+/// a `status` or `logs` that holds it for milliseconds.
 fn open_runs(state: &Path) -> Result<SledStore, String> {
-    let start = std::time::Instant::now();
-    loop {
-        match SledStore::open(&state.join("journal")) {
-            Err(StoreError::Locked { .. })
-                if start.elapsed() < std::time::Duration::from_secs(2) =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            other => return other.map_err(|e| e.to_string()),
-        }
+    match open_or_owner(state).map_err(|e| e.to_string())? {
+        Opened::Store(store) => Ok(store),
+        Opened::HeldBy(_) => Err(format!(
+            "the runs at {} are held by another process",
+            state.display()
+        )),
     }
 }
 

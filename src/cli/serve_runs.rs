@@ -4,6 +4,7 @@
 //! crash in one run touches no other, and `status`, `logs`, `approve` and
 //! `cancel` work on it as on any run. Its output is logged line by line.
 
+use super::store::alive;
 use crate::store::inbox::{Inbox, Request};
 use crate::store::locks;
 use std::collections::HashMap;
@@ -242,11 +243,6 @@ fn run_number(line: &str) -> Option<u64> {
     let rest = line.strip_prefix("run ")?;
     let (number, _) = rest.split_once(':')?;
     number.parse().ok()
-}
-
-pub fn alive(pid: u32) -> bool {
-    // SAFETY: kill(2) with signal 0 only asks whether the process exists.
-    pid > 0 && unsafe { libc::kill(pid as i32, 0) } == 0
 }
 
 #[cfg(test)]

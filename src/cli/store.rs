@@ -77,12 +77,14 @@ pub fn open_or_owner(state: &Path) -> Result<Opened, Error> {
     }
 }
 
-fn alive(pid: u32) -> bool {
+/// Whether another process with this id exists (0, which kill(2) reads as
+/// "my process group", is none).
+pub(super) fn alive(pid: u32) -> bool {
     let Ok(pid) = i32::try_from(pid) else {
         return false;
     };
     // SAFETY: kill(2) with signal 0 only checks that the process exists.
-    pid != std::process::id() as i32 && unsafe { libc::kill(pid, 0) } == 0
+    pid > 0 && pid != std::process::id() as i32 && unsafe { libc::kill(pid, 0) } == 0
 }
 
 pub fn locked_sentence(state: &Path, owner: Option<Owner>) -> String {

@@ -54,8 +54,9 @@ have awk || die "awk is needed"
 
 # --- the binary ---------------------------------------------------------------
 log "building the release binary (cargo build --release) ..."
-(cd "$root" && cargo build --release --quiet --bin runbook) || die "the release build failed"
+(cd "$root" && cargo build --release --quiet --bin runbook --example durable_floor) || die "the release build failed"
 [ -x "$root/target/release/runbook" ] || die "no target/release/runbook after the build"
+[ -x "$root/target/release/examples/durable_floor" ] || die "no target/release/examples/durable_floor after the build"
 
 # --- the scratch directory ------------------------------------------------------
 if [ -n "${BENCH_DIR:-}" ]; then
@@ -77,6 +78,11 @@ mkdir -p "$t/times"
 # while this runs.
 cp "$root/target/release/runbook" "$t/runbook"
 rb="$t/runbook"
+# The floor (bench/durable_floor.rs): the same shapes run by a bare loop
+# that starts `true` and, before each start, appends a record to a journal
+# and syncs it. What no design can go below with that rule on this machine.
+cp "$root/target/release/examples/durable_floor" "$t/durable_floor"
+floor="$t/durable_floor"
 
 # Prepare commands run without a shell under hyperfine -N: small scripts.
 cat >"$t/fresh.sh" <<'EOF'
@@ -232,12 +238,16 @@ load_before=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
 log "1/6 chain of $chain_n run steps against make ($rounds rounds) ..."
 measure chain "$t/fresh.sh $t/st-chain" 1 \
   "$rb --state $t/st-chain run $t/chain.runbook" \
-  "make -s -f $t/chain.mk"
+  "make -s -f $t/chain.mk" \
+  "$floor chain $chain_n 1 sled $t/st-chain" \
+  "$floor chain $chain_n 1 none $t/st-chain"
 chain_rb=$(median chain 0)
 chain_make=$(median chain 1)
 chain_ratio=$(ratio chain 0 1)
 row "chain of $chain_n \`run true\`: runbook / make" "$chain_ratio" "x" "<=" 1.5 \
   "median of $(count chain 0) paired runs; runbook $(num "$chain_rb * 1000") ms, make $(num "$chain_make * 1000") ms (medians: $(num "$chain_rb * 1e6 / $chain_n") vs $(num "$chain_make * 1e6 / $chain_n") us/step)"
+row "  floor: a bare loop, sled flush before each start / make" "$(ratio chain 2 1)" "x" "-" "-" \
+  "durable_floor chain $chain_n 1 sled: $(num "$(median chain 2) * 1000") ms; with no journal (none): $(num "$(median chain 3) * 1000") ms, $(num "$(ratio chain 3 1)") x make"
 
 # --- 2. no-op steps ------------------------------------------------------------------------
 log "2/6 chains of wait-0s steps: 1, $wait_ns ..."
@@ -258,13 +268,40 @@ done
 log "3/6 fan-out 1 -> $fan_n -> 1 at concurrency 2 against make -j2 ($rounds rounds) ..."
 measure fan "$t/fresh.sh $t/st-fan" 1 \
   "$rb --state $t/st-fan run $t/fan.runbook" \
-  "make -s -j2 -f $t/fan.mk"
+  "make -s -j2 -f $t/fan.mk" \
+  "$floor fan $fan_n 2 sled $t/st-fan" \
+  "$floor fan $fan_n 2 none $t/st-fan" \
+  "$floor fan $fan_n 2 sled-ahead $t/st-fan" \
+  "$floor fan $fan_n 2 fdatasync $t/st-fan"
 fan_rb=$(median fan 0)
 fan_make=$(median fan 1)
 fan_steps=$((fan_n + 2))
 fan_ratio=$(ratio fan 1 0)
 row "fan-out 1 -> $fan_n -> 1, concurrency 2: throughput / make -j2's" "$fan_ratio" "x" ">=" 0.85 \
   "median of $(count fan 0) paired runs; runbook $(num "$fan_steps / $fan_rb") steps/s ($(num "$fan_rb * 1000") ms), make $(num "$fan_steps / $fan_make") steps/s ($(num "$fan_make * 1000") ms) (medians)"
+row "  floor: a bare loop, sled flush before each start: / make -j2's" "$(ratio fan 1 2)" "x" "-" "-" \
+  "durable_floor fan $fan_n 2 sled: $(num "$(median fan 2) * 1000") ms; none (no journal): $(num "$(median fan 3) * 1000") ms, $(num "$(ratio fan 1 3)") x; sled-ahead (starts recorded early, off the critical path): $(num "$(median fan 4) * 1000") ms, $(num "$(ratio fan 1 4)") x; fdatasync of a plain file instead of sled: $(num "$(median fan 5) * 1000") ms, $(num "$(ratio fan 1 5)") x"
+# What a sled flush costs in CPU time, the floor's and its programs' (bash's
+# \`time\`: user + system of the loop and its children), with and without
+# the journal: on two CPUs, CPU time is what the fan-out is short of.
+cpu_of() {
+  local TIMEFORMAT='%U %S' out
+  out=$({ time "$@" >/dev/null 2>&1; } 2>&1) || die "failed: $*"
+  awk '{ print $1 + $2 }' <<<"$out"
+}
+cpu_sled=0 cpu_none=0
+for ((r = 0; r < 5; r++)); do
+  cpu_sled=$(calc "$cpu_sled + $(cpu_of "$floor" fan "$fan_n" 2 sled "$t/st-fan")")
+  cpu_none=$(calc "$cpu_none + $(cpu_of "$floor" fan "$fan_n" 2 none "$t/st-fan")")
+done
+row "  CPU time of one sled flush (floor with sled - without, per start)" "$(calc "($cpu_sled - $cpu_none) / 5 * 1000 / ($fan_n + 2)")" "ms" "-" "-" \
+  "user + system, the loop and its programs, sum of 5 runs each: $(num "$cpu_sled * 1000") ms with sled, $(num "$cpu_none * 1000") ms without"
+# A bound no design with a sled flush per step can pass here: the floor's
+# CPU time (its programs' included) spread perfectly over every CPU.
+cpus=$(nproc)
+row "  ceiling with a sled flush per step: make -j2's time / (floor's CPU time / $cpus CPUs)" \
+  "$(calc "$fan_make / ($cpu_sled / 5 / $cpus)")" "x" "-" "-" \
+  "make $(num "$fan_make * 1000") ms; the floor with sled uses $(num "$cpu_sled / 5 * 1000") ms of CPU per run, $(num "$cpu_sled / 5 / $cpus * 1000") ms over $cpus CPUs if nothing ever waited"
 
 # --- 4. a one-step run, process start to exit ------------------------------------------------
 log "4/6 one-step runs ..."

@@ -272,7 +272,8 @@ measure fan "$t/fresh.sh $t/st-fan" 1 \
   "$floor fan $fan_n 2 sled $t/st-fan" \
   "$floor fan $fan_n 2 none $t/st-fan" \
   "$floor fan $fan_n 2 sled-ahead $t/st-fan" \
-  "$floor fan $fan_n 2 fdatasync $t/st-fan"
+  "$floor fan $fan_n 2 fdatasync $t/st-fan" \
+  "$floor fan $fan_n 2 sled-batched $t/st-fan"
 fan_rb=$(median fan 0)
 fan_make=$(median fan 1)
 fan_steps=$((fan_n + 2))
@@ -280,7 +281,7 @@ fan_ratio=$(ratio fan 1 0)
 row "fan-out 1 -> $fan_n -> 1, concurrency 2: throughput / make -j2's" "$fan_ratio" "x" ">=" 0.85 \
   "median of $(count fan 0) paired runs; runbook $(num "$fan_steps / $fan_rb") steps/s ($(num "$fan_rb * 1000") ms), make $(num "$fan_steps / $fan_make") steps/s ($(num "$fan_make * 1000") ms) (medians)"
 row "  floor: a bare loop, sled flush before each start: / make -j2's" "$(ratio fan 1 2)" "x" "-" "-" \
-  "durable_floor fan $fan_n 2 sled: $(num "$(median fan 2) * 1000") ms; none (no journal): $(num "$(median fan 3) * 1000") ms, $(num "$(ratio fan 1 3)") x; sled-ahead (starts recorded early, off the critical path): $(num "$(median fan 4) * 1000") ms, $(num "$(ratio fan 1 4)") x; fdatasync of a plain file instead of sled: $(num "$(median fan 5) * 1000") ms, $(num "$(ratio fan 1 5)") x"
+  "durable_floor fan $fan_n 2 sled: $(num "$(median fan 2) * 1000") ms; none (no journal): $(num "$(median fan 3) * 1000") ms, $(num "$(ratio fan 1 3)") x; sled-ahead (starts recorded early, off the critical path): $(num "$(median fan 4) * 1000") ms, $(num "$(ratio fan 1 4)") x; fdatasync of a plain file instead of sled: $(num "$(median fan 5) * 1000") ms, $(num "$(ratio fan 1 5)") x; sled-batched (starts early, and up to 1 ms of records gathered per flush): $(num "$(median fan 6) * 1000") ms, $(num "$(ratio fan 1 6)") x"
 # What a sled flush costs in CPU time, the floor's and its programs' (bash's
 # \`time\`: user + system of the loop and its children), with and without
 # the journal: on two CPUs, CPU time is what the fan-out is short of.

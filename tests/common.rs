@@ -2,7 +2,8 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -284,4 +285,129 @@ pub fn approve_when_asked(state: &Path, child: &mut std::process::Child, step: &
         .output()
         .expect("the runbook binary starts");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+// --- Driving the binary on a state directory of a test's own ----------------
+
+/// The binary with its own state directory.
+pub fn rb(state: &Path, args: &[&str]) -> Output {
+    command(state, args)
+        .output()
+        .expect("the runbook binary starts")
+}
+
+pub fn command(state: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_runbook"));
+    c.arg("--state")
+        .arg(state)
+        .args(args)
+        .current_dir(root())
+        .env("NO_COLOR", "1");
+    c
+}
+
+pub fn spawn(state: &Path, args: &[&str]) -> Child {
+    command(state, args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the runbook binary starts")
+}
+
+pub fn path(p: &Path) -> &str {
+    p.to_str().expect("a UTF-8 path")
+}
+
+/// `status RUN --json`, parsed: (run state, step name → state word).
+pub fn status(state: &Path, run: u32) -> (String, Vec<(String, String)>) {
+    let out = rb(state, &["status", &run.to_string(), "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("status is JSON");
+    let v = if v.is_array() { v[0].clone() } else { v };
+    let steps = v["steps"]
+        .as_array()
+        .map(|steps| {
+            steps
+                .iter()
+                .map(|s| {
+                    let name = s["name"].as_str().unwrap_or_default().to_string();
+                    (name, s["state"].as_str().unwrap_or_default().to_string())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    (v["state"].as_str().unwrap_or_default().to_string(), steps)
+}
+
+/// Polls `status` until `done` holds, for at most 20 s.
+pub fn wait_for(state: &Path, run: u32, done: impl Fn(&str, &[(String, String)]) -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(20) {
+        let out = rb(state, &["status", &run.to_string(), "--json"]);
+        if out.status.success() {
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&stdout(&out)) {
+                let v = if v.is_array() { v[0].clone() } else { v };
+                let steps: Vec<(String, String)> = v["steps"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|s| {
+                        (
+                            s["name"].as_str().unwrap_or_default().to_string(),
+                            s["state"].as_str().unwrap_or_default().to_string(),
+                        )
+                    })
+                    .collect();
+                if done(v["state"].as_str().unwrap_or_default(), &steps) {
+                    return;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("run {run} did not reach the expected state in 20 s");
+}
+
+pub fn ledger_lines(ledger: &Path) -> Vec<String> {
+    std::fs::read_to_string(ledger)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// A step that appends its name to the ledger (argv only, no shell text).
+pub fn ledger_step(name: &str, after: &str, extra: &str) -> String {
+    let after = if after.is_empty() {
+        String::new()
+    } else {
+        format!(" after {after}")
+    };
+    format!(
+        "  run {name}{after} {{\n    command \"sh\"\n    args [\"-c\", \"echo $1 >> \\\"$2\\\"\", \"sh\", \"{name}\", \"${{ledger}}\"]\n{extra}  }}\n"
+    )
+}
+
+pub fn ledger_runbook(body: &str) -> String {
+    format!("runbook t {{\n  param ledger: path\n  concurrency 4\n{body}}}\n")
+}
+
+pub fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+pub fn interrupt(child: &Child) {
+    // SAFETY: kill(2) on a child we started; it reads no memory of ours.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
 }

@@ -1,4 +1,6 @@
 use super::*;
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
 
 /// A redis-server of the test's own on a free port of loopback; `None`
 /// (said loudly) where the machine has no redis-server, except under CI.

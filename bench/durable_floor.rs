@@ -26,7 +26,7 @@
 //!                      first record of a batch for more (group commit of
 //!                      ends too): what it takes to flush less than once
 //!                      per step.
-//!   DIR    a directory to create the journal in (removed first)
+//!   DIR    a directory for the journal, `DIR/journal` (replaced)
 //!
 //! Built by `cargo build --release --example durable_floor`.
 
@@ -40,7 +40,7 @@ use std::sync::mpsc;
 const RECORD: [u8; 300] = [b'x'; 300];
 
 #[derive(Clone, Copy, PartialEq)]
-enum Sync {
+enum Mode {
     None,
     Sled,
     Fdatasync,
@@ -50,41 +50,55 @@ enum Sync {
 
 /// Where records go. `append` writes; `sync` makes everything written
 /// durable.
-enum Journal {
-    None,
+struct Journal {
+    to: To,
+    /// Records appended since the last sync.
+    dirty: bool,
+}
+
+enum To {
+    Nowhere,
     Sled(sled::Db, u64),
     File(File, u64),
 }
 
 impl Journal {
-    fn open(sync: Sync, dir: &Path) -> Result<Journal, String> {
-        let _ = std::fs::remove_dir_all(dir);
+    const NOWHERE: Journal = Journal {
+        to: To::Nowhere,
+        dirty: false,
+    };
+
+    fn open(mode: Mode, dir: &Path) -> Result<Journal, String> {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        Ok(match sync {
-            Sync::None => Journal::None,
-            Sync::Sled | Sync::SledAhead | Sync::SledBatched => {
-                let db = sled::open(dir.join("journal")).map_err(|e| format!("sled: {e}"))?;
-                Journal::Sled(db, 0)
+        // Only what an earlier run of this program left is removed.
+        let path = dir.join("journal");
+        let _ = std::fs::remove_dir_all(&path);
+        let _ = std::fs::remove_file(&path);
+        let to = match mode {
+            Mode::None => To::Nowhere,
+            Mode::Sled | Mode::SledAhead | Mode::SledBatched => {
+                To::Sled(sled::open(&path).map_err(|e| format!("sled: {e}"))?, 0)
             }
-            Sync::Fdatasync => {
-                let file = File::create(dir.join("journal"))
-                    .map_err(|e| format!("cannot create the journal: {e}"))?;
-                Journal::File(file, 0)
-            }
-        })
+            Mode::Fdatasync => To::File(
+                File::create(&path).map_err(|e| format!("cannot create the journal: {e}"))?,
+                0,
+            ),
+        };
+        Ok(Journal { to, dirty: false })
     }
 
     fn append(&mut self) -> Result<(), String> {
-        match self {
-            Journal::None => Ok(()),
-            Journal::Sled(db, seq) => {
+        self.dirty = true;
+        match &mut self.to {
+            To::Nowhere => Ok(()),
+            To::Sled(db, seq) => {
                 *seq += 1;
                 db.insert(seq.to_be_bytes(), &RECORD[..])
                     .map(|_| ())
                     .map_err(|e| format!("sled: {e}"))
             }
-            Journal::File(file, at) => {
+            To::File(file, at) => {
                 file.write_all_at(&RECORD, *at)
                     .map_err(|e| format!("write: {e}"))?;
                 *at += RECORD.len() as u64;
@@ -94,10 +108,11 @@ impl Journal {
     }
 
     fn sync(&mut self) -> Result<(), String> {
-        match self {
-            Journal::None => Ok(()),
-            Journal::Sled(db, _) => db.flush().map(|_| ()).map_err(|e| format!("sled: {e}")),
-            Journal::File(file, _) => file.sync_data().map_err(|e| format!("fdatasync: {e}")),
+        self.dirty = false;
+        match &self.to {
+            To::Nowhere => Ok(()),
+            To::Sled(db, _) => db.flush().map(|_| ()).map_err(|e| format!("sled: {e}")),
+            To::File(file, _) => file.sync_data().map_err(|e| format!("fdatasync: {e}")),
         }
     }
 }
@@ -161,8 +176,8 @@ fn recorder(mut journal: Journal, gather: Option<std::time::Duration>) -> Record
     (ask, told, thread)
 }
 
-fn run(shape: &Shape, slots: usize, sync: Sync, dir: &Path) -> Result<(), String> {
-    let mut journal = Journal::open(sync, dir)?;
+fn run(shape: &Shape, slots: usize, mode: Mode, dir: &Path) -> Result<(), String> {
+    let mut journal = Journal::open(mode, dir)?;
     let mut waits_for = shape.waits_for.clone();
     let mut ready: VecDeque<usize> = (0..waits_for.len())
         .filter(|s| waits_for[*s] == 0)
@@ -171,9 +186,9 @@ fn run(shape: &Shape, slots: usize, sync: Sync, dir: &Path) -> Result<(), String
     // sled-ahead: how many ready steps were sent to the recorder, and how
     // many of those are durable. Steps are recorded and started in the
     // order they became ready.
-    let ahead = matches!(sync, Sync::SledAhead | Sync::SledBatched).then(|| {
-        let gather = (sync == Sync::SledBatched).then(|| std::time::Duration::from_millis(1));
-        recorder(std::mem::replace(&mut journal, Journal::None), gather)
+    let ahead = matches!(mode, Mode::SledAhead | Mode::SledBatched).then(|| {
+        let gather = (mode == Mode::SledBatched).then(|| std::time::Duration::from_millis(1));
+        recorder(std::mem::replace(&mut journal, Journal::NOWHERE), gather)
     });
     let (mut sent, mut durable, mut begun) = (0, 0, 0);
     let mut left = waits_for.len();
@@ -208,6 +223,10 @@ fn run(shape: &Shape, slots: usize, sync: Sync, dir: &Path) -> Result<(), String
             running.insert(child.id() as i32, step);
             begun += 1;
         }
+        // As runbook's driver: what was recorded is durable before it waits.
+        if journal.dirty {
+            journal.sync()?;
+        }
         let mut status = 0;
         // SAFETY: waitpid with a valid pointer to an int.
         let pid = unsafe { libc::waitpid(-1, &mut status, 0) };
@@ -235,11 +254,15 @@ fn run(shape: &Shape, slots: usize, sync: Sync, dir: &Path) -> Result<(), String
         }
     }
     if let Some((ask, told, thread)) = ahead {
-        // The last ends are durable before the program exits.
+        // The last ends are durable before the program exits, and no
+        // batch failed unseen.
         drop(ask);
-        let last = told.iter().last();
-        let _ = thread.join();
-        last.transpose()?;
+        for reply in told.iter() {
+            reply?;
+        }
+        thread
+            .join()
+            .map_err(|_| "the recorder panicked".to_string())?;
     }
     journal.sync()
 }
@@ -248,28 +271,28 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let usage =
         "usage: durable_floor chain|fan N SLOTS none|sled|fdatasync|sled-ahead|sled-batched DIR";
-    let parsed = (|| -> Result<(Shape, usize, Sync, PathBuf), String> {
-        let [shape, n, slots, sync, dir] = &args[..] else {
+    let parsed = (|| -> Result<(Shape, usize, Mode, PathBuf), String> {
+        let [shape, n, slots, mode, dir] = &args[..] else {
             return Err(usage.into());
         };
         let n: usize = n.parse().map_err(|_| format!("N is a number: {n}"))?;
         let slots: usize = slots
             .parse()
             .map_err(|_| format!("SLOTS is a number: {slots}"))?;
-        if n == 0 || slots == 0 {
-            return Err("N and SLOTS are at least 1".into());
+        if n == 0 || slots == 0 || n > 10_000_000 {
+            return Err("N is from 1 to 10,000,000 and SLOTS at least 1".into());
         }
-        let sync = match sync.as_str() {
-            "none" => Sync::None,
-            "sled" => Sync::Sled,
-            "fdatasync" => Sync::Fdatasync,
-            "sled-ahead" => Sync::SledAhead,
-            "sled-batched" => Sync::SledBatched,
+        let mode = match mode.as_str() {
+            "none" => Mode::None,
+            "sled" => Mode::Sled,
+            "fdatasync" => Mode::Fdatasync,
+            "sled-ahead" => Mode::SledAhead,
+            "sled-batched" => Mode::SledBatched,
             other => return Err(format!("unknown SYNC `{other}`; {usage}")),
         };
-        Ok((Shape::new(shape, n)?, slots, sync, PathBuf::from(dir)))
+        Ok((Shape::new(shape, n)?, slots, mode, PathBuf::from(dir)))
     })();
-    let result = parsed.and_then(|(shape, slots, sync, dir)| run(&shape, slots, sync, &dir));
+    let result = parsed.and_then(|(shape, slots, mode, dir)| run(&shape, slots, mode, &dir));
     if let Err(why) = result {
         eprintln!("durable_floor: {why}");
         std::process::exit(2);

@@ -17,7 +17,7 @@
 //! bounds that), with a line every ten seconds saying it still loads.
 //!
 //! The target is tried (reachable, credentials) before a long load. Replies
-//! are read within bounds (see `MAX_LINE` and below): beyond them, or after
+//! are read within bounds (see `redis_resp.rs`): beyond them, or after
 //! 60 seconds without a byte, the step ends with one sentence.
 //!
 //! The URL may hold a password: no error or progress line names more than

@@ -10,15 +10,15 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
 /// The longest status, error or number line a server may send.
-pub(super) const MAX_LINE: usize = 64 * 1024;
+const MAX_LINE: usize = 64 * 1024;
 /// The longest string a server may announce: Redis's own limit.
-pub(super) const MAX_BULK: usize = 512 * 1024 * 1024;
+const MAX_BULK: usize = 512 * 1024 * 1024;
 /// How deep lists may nest, and how many items one may have: far above any
 /// reply of the commands sent here (SCAN's is two deep).
-pub(super) const MAX_DEPTH: usize = 8;
-pub(super) const MAX_ITEMS: usize = 1_000_000;
+const MAX_DEPTH: usize = 8;
+const MAX_ITEMS: usize = 1_000_000;
 /// How long a server may send nothing while a reply is awaited.
-pub(super) const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
+const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A reply of the Redis protocol (RESP 2).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,7 +33,7 @@ pub(super) enum Reply {
 /// Why a reply could not be read: the connection failed, or what the server
 /// sent (or did not) is refused, said as the end of "Redis at HOST:PORT ...".
 #[derive(Debug)]
-pub(super) enum Unread {
+enum Unread {
     Io(std::io::Error),
     Refused(String),
 }
@@ -182,7 +182,7 @@ async fn read_bulk(
     Ok(data)
 }
 
-pub(super) fn read_reply<'a>(
+fn read_reply<'a>(
     r: &'a mut BufReader<TcpStream>,
     depth: usize,
     patience: Duration,

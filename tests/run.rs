@@ -224,3 +224,37 @@ fn resume_runs_the_source_it_started_with_and_reads_secrets_again() {
         "the recorded source, the secret read again"
     );
 }
+
+#[test]
+fn the_copy_of_the_source_beside_the_journal_counts_only_when_it_is_the_recorded_one() {
+    let dir = scratch("run-source-copy");
+    let ledger = dir.join("ledger");
+    let src = "runbook t {\n  param ledger: path\n  approve gate {\n    prompt \"Go on?\"\n  }\n  run after_gate after gate {\n    command \"sh\"\n    args [\"-c\", \"echo original >> \\\"$1\\\"\", \"sh\", \"${ledger}\"]\n  }\n}\n";
+    let file = write(&dir, "t.runbook", src);
+    let state = dir.join("state");
+    let ledger_param = format!("ledger={}", path(&ledger));
+    let child = spawn(&state, &["run", path(&file), "-p", &ledger_param]);
+    wait_for(&state, 1, |s, _| s == "waiting for approval");
+    interrupt(&child);
+    assert_eq!(
+        child.wait_with_output().expect("ends").status.code(),
+        Some(130)
+    );
+    // `run` keeps a copy, so that `resume` can compile while the store opens.
+    let copy = state.join("sources").join("1.runbook");
+    assert_eq!(std::fs::read_to_string(&copy).expect("a copy"), src);
+    // A copy that is not the recorded source changes nothing, and is put right.
+    std::fs::write(&copy, src.replace("original", "edited")).expect("writes");
+    let approved = rb(&state, &["approve", "1", "gate", "--as", "bob"]);
+    assert_eq!(approved.status.code(), Some(0), "{}", stderr(&approved));
+    let resumed = rb(&state, &["resume", "1"]);
+    assert_eq!(resumed.status.code(), Some(0), "{}", stderr(&resumed));
+    assert_eq!(ledger_lines(&ledger), ["original"]);
+    assert_eq!(std::fs::read_to_string(&copy).expect("a copy"), src);
+    // No copy at all: `status` compiles the journal's source and keeps one.
+    std::fs::remove_file(&copy).expect("removes");
+    let shown = rb(&state, &["status", "1"]);
+    assert_eq!(shown.status.code(), Some(0), "{}", stderr(&shown));
+    assert!(stdout(&shown).contains("succeeded"), "{}", stdout(&shown));
+    assert_eq!(std::fs::read_to_string(&copy).expect("a copy again"), src);
+}

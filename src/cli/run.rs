@@ -1,7 +1,7 @@
 //! `runbook run`, `resume` and `retry`: each prepares a run, then drives it
 //! the same way, answering Ctrl-C and requests from other terminals.
 
-use super::store::{self, parse_params, plan_and_state, rebind, store_error};
+use super::store::{self, parse_params, plan_and_state, rebind, store_error, CompileAhead};
 use super::view::{Mode, View};
 use crate::actions::groups::GroupNotes;
 use crate::actions::local::{unsupported, Env, LocalRunner, Sink};
@@ -105,6 +105,7 @@ pub fn start(path: &Path, params: &[String], opts: &RunOptions) -> Result<u8, Er
             opts.until.clone(),
         )
         .map_err(store_error)?;
+    store::keep_source(&opts.state, &meta);
     held.note(&holder(&plan, opts, Some(meta.id.0)));
     let how = How {
         choices: Choices::default(),
@@ -163,9 +164,10 @@ pub fn resume(
     opts: &RunOptions,
 ) -> Result<u8, Error> {
     let exec = Executor::new()?;
+    let ahead = CompileAhead::start(&opts.state, run);
     let store = store::open(&opts.state)?;
     let meta = store.run(crate::engine::RunId(run)).map_err(store_error)?;
-    let (plan, state) = plan_and_state(&store, &meta)?;
+    let (plan, state) = plan_and_state(&opts.state, &store, &meta, ahead)?;
     if let Some(outcome) = state.finished {
         return Err(Error::Run(format!(
             "run {run} has already finished ({}); nothing to resume. `runbook retry {run} --from STEP` runs steps again",
@@ -188,9 +190,10 @@ pub fn resume(
 /// again; the outputs of the steps before it are kept.
 pub fn retry(run: u64, from: &str, params: &[String], opts: &RunOptions) -> Result<u8, Error> {
     let exec = Executor::new()?;
+    let ahead = CompileAhead::start(&opts.state, run);
     let store = store::open(&opts.state)?;
     let meta = store.run(crate::engine::RunId(run)).map_err(store_error)?;
-    let (plan, state) = plan_and_state(&store, &meta)?;
+    let (plan, state) = plan_and_state(&opts.state, &store, &meta, ahead)?;
     if state.finished.is_none() {
         return Err(Error::Run(format!(
             "run {run} has not finished; continue it with `runbook resume {run}`"

@@ -2,7 +2,7 @@
 //! runs, whether their process is alive (requests through the inbox) or not
 //! (the journal directly).
 
-use super::store::{self, plan_and_state, plan_of, store_error, Opened};
+use super::store::{self, plan_and_state, plan_of, store_error, CompileAhead, Opened};
 use super::view::clock;
 use crate::compile::eval::{bind, format_duration, Bindings};
 use crate::compile::Plan;
@@ -199,6 +199,7 @@ pub fn render(v: &RunView) -> String {
 
 /// `runbook status [RUN]`.
 pub fn status(state_dir: &Path, run: Option<u64>, json: bool) -> Result<u8, Error> {
+    let mut ahead = run.map(|id| CompileAhead::start(state_dir, id));
     let store = match store::open_or_owner(state_dir)? {
         Opened::Store(store) => store,
         Opened::HeldBy(owner) => return status_live(state_dir, owner, run, json),
@@ -213,7 +214,8 @@ pub fn status(state_dir: &Path, run: Option<u64>, json: bool) -> Result<u8, Erro
     }
     let mut views = Vec::new();
     for meta in &metas {
-        let (plan, state) = plan_and_state(&store, meta)?;
+        let ahead = ahead.take().unwrap_or_else(CompileAhead::none);
+        let (plan, state) = plan_and_state(state_dir, &store, meta, ahead)?;
         views.push(view(
             meta,
             &plan,
@@ -365,9 +367,13 @@ fn ask_live(
 }
 
 /// A run's plan and state when no process drives it.
-fn offline(store: &SledStore, run: u64) -> Result<(RunMeta, Plan, RunState), Error> {
+fn offline(
+    state_dir: &Path,
+    store: &SledStore,
+    run: u64,
+) -> Result<(RunMeta, Plan, RunState), Error> {
     let meta = store.run(RunId(run)).map_err(store_error)?;
-    let (plan, state) = plan_and_state(store, &meta)?;
+    let (plan, state) = plan_and_state(state_dir, store, &meta, CompileAhead::none())?;
     Ok((meta, plan, state))
 }
 
@@ -384,7 +390,7 @@ pub fn approve(state_dir: &Path, run: u64, step: &str, by: &str) -> Result<u8, E
             say!("approved `{step}` of run {run} as {by}; the run goes on");
         }
         Opened::Store(store) => {
-            let (meta, plan, state) = offline(&store, run)?;
+            let (meta, plan, state) = offline(state_dir, &store, run)?;
             let bindings = recorded_bindings(&meta, &plan);
             let event =
                 approval::approve(&plan, &state, &bindings, step, by, Clock::system().now())
@@ -404,7 +410,7 @@ pub fn cancel(state_dir: &Path, run: u64) -> Result<u8, Error> {
             say!("run {run} is being cancelled: its running steps were stopped");
         }
         Opened::Store(store) => {
-            let (meta, plan, state) = offline(&store, run)?;
+            let (meta, plan, state) = offline(state_dir, &store, run)?;
             if let Some(outcome) = state.finished {
                 return Err(Error::Run(format!(
                     "run {run} has already finished ({}); there is nothing to cancel",

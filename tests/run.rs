@@ -257,4 +257,30 @@ fn the_copy_of_the_source_beside_the_journal_counts_only_when_it_is_the_recorded
     assert_eq!(shown.status.code(), Some(0), "{}", stderr(&shown));
     assert!(stdout(&shown).contains("succeeded"), "{}", stdout(&shown));
     assert_eq!(std::fs::read_to_string(&copy).expect("a copy again"), src);
+    // A link there is not followed, nor written through; a pipe is not
+    // waited for.
+    let victim = write(&dir, "victim", "keep me");
+    std::fs::remove_file(&copy).expect("removes");
+    std::os::unix::fs::symlink(&victim, &copy).expect("links");
+    let shown = rb(&state, &["status", "1"]);
+    assert_eq!(shown.status.code(), Some(0), "{}", stderr(&shown));
+    assert_eq!(std::fs::read_to_string(&victim).expect("reads"), "keep me");
+    assert_eq!(std::fs::read_to_string(&copy).expect("a plain copy"), src);
+    std::fs::remove_file(&copy).expect("removes");
+    let fifo = std::ffi::CString::new(path(&copy)).expect("a path");
+    // SAFETY: mkfifo(3) with a NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+    let mut status = command(&state, &["status", "1"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("starts");
+    let start = std::time::Instant::now();
+    while status.try_wait().expect("waits").is_none() {
+        if start.elapsed() > std::time::Duration::from_secs(20) {
+            let _ = status.kill();
+            panic!("status waited on a pipe in place of the source's copy");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(status.wait().expect("ended").code(), Some(0));
 }

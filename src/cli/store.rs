@@ -145,15 +145,34 @@ fn source_copy(state: &Path, run: u64) -> PathBuf {
 /// ignored: a missing or torn copy only means compiling after the store
 /// opens, as without it.
 pub fn keep_source(state: &Path, meta: &RunMeta) {
+    use std::io::Write;
     let path = source_copy(state, meta.id.0);
     let Some(dir) = path.parent() else { return };
     let tmp = dir.join(format!(".{}.{}.tmp", meta.id, std::process::id()));
+    // A new file, never one already there (nor what a link there points at).
     let written = std::fs::create_dir_all(dir)
-        .and_then(|()| std::fs::write(&tmp, &meta.source))
+        .and_then(|()| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)
+        })
+        .and_then(|mut file| file.write_all(meta.source.as_bytes()))
         .and_then(|()| std::fs::rename(&tmp, &path));
     if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
+}
+
+/// The copy's text, if it is a plain file no bigger than a runbook may be
+/// (a pipe or a huge file there is not waited for or read).
+fn read_source_copy(state: &Path, run: u64) -> Option<String> {
+    let path = source_copy(state, run);
+    let meta = std::fs::symlink_metadata(&path).ok()?;
+    if !meta.is_file() || meta.len() > crate::syntax::MAX_SOURCE_BYTES as u64 {
+        return None;
+    }
+    std::fs::read_to_string(path).ok()
 }
 
 /// A run's source, compiling from the copy kept beside the journal before
@@ -168,7 +187,7 @@ pub struct CompileAhead {
 impl CompileAhead {
     /// Starts compiling the copy of `run`'s source, if there is one.
     pub fn start(state: &Path, run: u64) -> CompileAhead {
-        let source = std::fs::read_to_string(source_copy(state, run)).unwrap_or_default();
+        let source = read_source_copy(state, run).unwrap_or_default();
         let compiling = (!source.is_empty())
             .then(|| compile_on_a_thread(source.clone(), run))
             .flatten();

@@ -57,6 +57,10 @@ pub fn io_reason(e: &std::io::Error) -> String {
     match e.kind() {
         std::io::ErrorKind::NotFound => "no such file".into(),
         std::io::ErrorKind::PermissionDenied => "permission denied".into(),
+        std::io::ErrorKind::StorageFull => "no space is left on its disk".into(),
+        std::io::ErrorKind::FileTooLarge => {
+            "a file grew past the size this process may write (ulimit -f)".into()
+        }
         _ => e.to_string(),
     }
 }

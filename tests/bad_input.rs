@@ -1,8 +1,14 @@
 //! Bad input and a hostile world, each a plain sentence and nothing lost:
 //! a store held by another process, bad run ids and choices, a step that
-//! prints 100 MB, a full disk, a damaged or newer store, a closed pipe.
+//! prints 100 MB, a full disk, a damaged or newer store, a closed pipe;
+//! byte-by-byte damage to the journal in `bad_input/damage.rs`.
 
 mod common;
+
+#[path = "bad_input/damage.rs"]
+mod damage;
+#[path = "bad_input/full_disk.rs"]
+mod full_disk;
 
 use common::*;
 use std::path::PathBuf;
@@ -106,10 +112,10 @@ fn a_step_printing_100_mb_keeps_memory_bounded() {
 
 /// A small tmpfs of our own, so that filling it harms nothing else. Needs
 /// root (CI runs as root); elsewhere the test says it was skipped.
-struct SmallDisk(PathBuf);
+pub(crate) struct SmallDisk(pub(crate) PathBuf);
 
 impl SmallDisk {
-    fn mount(name: &str, size: &str) -> Option<SmallDisk> {
+    pub(crate) fn mount(name: &str, size: &str) -> Option<SmallDisk> {
         let dir = scratch(name);
         let ok = Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
@@ -229,7 +235,7 @@ fn a_damaged_or_newer_store_is_one_sentence_and_is_left_as_it_is() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         stderr(&out),
-        format!("error: the store at {}/journal was written by a newer runbook (format 9, this one reads up to 2); use the newer runbook\n", state.display())
+        format!("error: the store at {}/journal was written by a newer runbook (format 9, this one reads up to 3); use the newer runbook\n", state.display())
     );
 }
 

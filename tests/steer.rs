@@ -177,3 +177,47 @@ fn an_interrupted_step_that_changes_systems_waits_for_a_decision() {
         stdout(&done)
     );
 }
+
+#[test]
+fn a_cancel_whose_run_process_dies_is_not_waited_out_and_says_what_happened() {
+    let dir = scratch("run-cancel-dies");
+    let file = write(
+        &dir,
+        "t.runbook",
+        "runbook t {\n  wait long { duration 30s }\n  run after_it after long {\n    command \"true\"\n  }\n}\n",
+    );
+    let state = dir.join("state");
+    let mut child = spawn(&state, &["run", path(&file)]);
+    wait_for(&state, 1, |s, _| s == "running");
+    let pid = child.id() as i32;
+    // Stopped, it cannot answer; killed a moment later, it never will.
+    // SAFETY: kill(2) on the test's own child.
+    unsafe {
+        libc::kill(pid, libc::SIGSTOP);
+    }
+    let began = Instant::now();
+    let cancel = command(&state, &["cancel", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("cancel starts");
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = child.kill();
+    let _ = child.wait();
+    let out = cancel.wait_with_output().expect("cancel ends");
+    assert!(
+        began.elapsed() < Duration::from_secs(5),
+        "the full 10 s were waited: {:?}",
+        began.elapsed()
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!(
+            "note: run 1's process ({pid}) ended before it answered; the journal says what happened"
+        )),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(stdout(&out), "run 1 cancelled\n");
+    assert_eq!(status(&state, 1).0, "cancelled");
+}

@@ -267,6 +267,24 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Makes sure the process ends within `bound` from now: a thread that, if
+/// it is still alive then, says so and exits with `EXIT_ERROR`. What was
+/// recorded stays recorded; only the closing words may be lost.
+pub(crate) fn leave_within(bound: std::time::Duration) {
+    let _ = std::thread::Builder::new()
+        .name("leaving".into())
+        .spawn(move || {
+            std::thread::sleep(bound);
+            eprintln!(
+                "error: runbook could not finish closing within {} s (is the state directory's disk answering?); it exits now, and everything it recorded is kept",
+                bound.as_secs()
+            );
+            // SAFETY: _exit ends the process at once; no destructor of ours
+            // runs, which is the point: one of them did not return.
+            unsafe { libc::_exit(i32::from(EXIT_ERROR)) }
+        });
+}
+
 /// Reads and compiles one file, printing its diagnostics; `Ok(None)` when it has some.
 fn load(path: &std::path::Path) -> Result<Option<crate::compile::Plan>, Error> {
     let source = crate::error::read_source(path)?;

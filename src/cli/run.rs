@@ -9,7 +9,7 @@ use crate::compile::eval::{bind_for_run, format_duration, Bindings};
 use crate::compile::{Phase, Plan, StepId, Type};
 use crate::engine::{
     drive_from, outcome_word, Choices, Clock, Control, Deadline, DriveError, Driver, Ended, Event,
-    Journal, Outcome, RecordedParam, RunMeta, RunState, StepState, SKIPPED_BY_HAND,
+    Journal, Outcome, RecordedParam, RunMeta, RunState, StepState, StoreError, SKIPPED_BY_HAND,
 };
 use crate::error::Error;
 use crate::store::inbox::{clear_owner, write_owner, Inbox, Owner};
@@ -25,6 +25,9 @@ pub const EXIT_CANCELLED: u8 = 4;
 /// A named lock the runbook needs is held by another run.
 pub const EXIT_BUSY: u8 = 5;
 pub const EXIT_STOPPED: u8 = 130;
+
+/// How long a run's process may take to close once its drive has ended.
+const LEAVING: Duration = Duration::from_secs(10);
 
 pub struct RunOptions {
     pub state: PathBuf,
@@ -104,7 +107,12 @@ pub fn start(path: &Path, params: &[String], opts: &RunOptions) -> Result<u8, Er
             now_ms(),
             opts.until.clone(),
         )
-        .map_err(store_error)?;
+        .map_err(|e| match e {
+            e @ (StoreError::Short { .. } | StoreError::Corrupt { .. }) => Error::Run(format!(
+                "{e}. No new run is written into it; to run now, use another state directory (--state DIR)"
+            )),
+            e => store_error(e),
+        })?;
     store::keep_source(&opts.state, &meta);
     held.note(&holder(&plan, opts, Some(meta.id.0)));
     let how = How {
@@ -396,9 +404,13 @@ fn drive_run(
         let _ = tending.await;
         ended
     });
-    // Dropping the runtime drops the attempts still running: their process
-    // groups are killed before this process exits.
-    drop(runtime);
+    // From here the process is on its way out, and nothing on that way may
+    // hold it for ever (a disk that stopped answering, a name lookup that
+    // does not return): past the bound, it says so and exits.
+    super::leave_within(LEAVING);
+    // Shutting the runtime down drops the attempts still running: their
+    // process groups are killed before this process exits.
+    runtime.shutdown_timeout(Duration::from_secs(3));
     clear_owner(&opts.state);
     let _ = std::fs::remove_file(opts.state.join("live.json"));
     if let Ok(mut v) = view.lock() {

@@ -11,7 +11,7 @@ use crate::engine::{
     StepState,
 };
 use crate::error::Error;
-use crate::store::inbox::{Inbox, Owner, Request};
+use crate::store::inbox::{Inbox, Owner, Request, Waited};
 use crate::store::SledStore;
 use serde::{Deserialize, Serialize};
 use std::fmt::Write;
@@ -209,7 +209,11 @@ pub fn status(state_dir: &Path, run: Option<u64>, json: bool) -> Result<u8, Erro
         None => store.runs().map_err(store_error)?,
     };
     if metas.is_empty() {
-        say!("no runs yet in {}", state_dir.display());
+        if json {
+            say!("[]");
+        } else {
+            say!("no runs yet in {}", state_dir.display());
+        }
         return Ok(super::EXIT_OK);
     }
     let mut views = Vec::new();
@@ -336,12 +340,14 @@ pub fn logs(state_dir: &Path, run: u64, step: Option<&str>) -> Result<u8, Error>
 const ANSWER_WITHIN: Duration = Duration::from_secs(10);
 
 /// Sends a request to the process driving `run`, and waits for its answer.
+/// `Ok(false)` when that process ended before it answered: the request is
+/// withdrawn and the caller looks at the journal itself.
 fn ask_live(
     state_dir: &Path,
     owner: Option<Owner>,
     run: u64,
     request: Request,
-) -> Result<(), Error> {
+) -> Result<bool, Error> {
     let Some(owner) = owner.clone().filter(|o| o.run == run) else {
         return Err(Error::Run(store::locked_sentence(state_dir, owner)));
     };
@@ -352,10 +358,14 @@ fn ask_live(
             state_dir.display()
         ))
     })?;
-    match inbox.wait_answer(&name, ANSWER_WITHIN) {
-        Some(Ok(())) => Ok(()),
-        Some(Err(why)) => Err(Error::Run(why)),
-        None => {
+    match inbox.wait_answer(&name, ANSWER_WITHIN, || store::alive(owner.pid)) {
+        Waited::Answered(Ok(())) => Ok(true),
+        Waited::Answered(Err(why)) => Err(Error::Run(why)),
+        Waited::Gone => {
+            inbox.withdraw(&name);
+            Ok(false)
+        }
+        Waited::NoAnswer => {
             inbox.withdraw(&name);
             Err(Error::Run(format!(
                 "run {run}'s process ({}) did not answer within {} s; the request was withdrawn; try again",
@@ -363,6 +373,18 @@ fn ask_live(
                 ANSWER_WITHIN.as_secs()
             )))
         }
+    }
+}
+
+/// The store, once the process that held it has ended: its lock goes with
+/// it, but a moment may pass.
+fn store_after_owner_ended(state_dir: &Path, run: u64) -> Result<SledStore, Error> {
+    match store::open_or_owner(state_dir)? {
+        Opened::Store(store) => Ok(store),
+        Opened::HeldBy(owner) => Err(Error::Run(format!(
+            "run {run}'s process ended before it answered, and {}",
+            store::locked_sentence(state_dir, owner)
+        ))),
     }
 }
 
@@ -379,88 +401,115 @@ fn offline(
 
 /// `runbook approve RUN STEP --as NAME`.
 pub fn approve(state_dir: &Path, run: u64, step: &str, by: &str) -> Result<u8, Error> {
-    match store::open_or_owner(state_dir)? {
+    let store = match store::open_or_owner(state_dir)? {
         Opened::HeldBy(owner) => {
+            let pid = owner.as_ref().map_or(0, |o| o.pid);
             let request = Request::Approve {
                 run,
                 step: step.to_string(),
                 by: by.to_string(),
             };
-            ask_live(state_dir, owner, run, request)?;
-            say!("approved `{step}` of run {run} as {by}; the run goes on");
+            if ask_live(state_dir, owner, run, request)? {
+                say!("approved `{step}` of run {run} as {by}; the run goes on");
+                return Ok(super::EXIT_OK);
+            }
+            eprintln!("note: run {run}'s process ({pid}) ended before it answered; the approval is recorded in the journal instead");
+            store_after_owner_ended(state_dir, run)?
         }
-        Opened::Store(store) => {
-            let (meta, plan, state) = offline(state_dir, &store, run)?;
-            let bindings = recorded_bindings(&meta, &plan);
-            let event =
-                approval::approve(&plan, &state, &bindings, step, by, Clock::system().now())
-                    .map_err(Error::Run)?;
-            store.append(meta.id, &event).map_err(store_error)?;
-            say!("approved `{step}` of run {run} as {by}; continue the run with: runbook resume {run}");
+        Opened::Store(store) => store,
+    };
+    let (meta, plan, state) = offline(state_dir, &store, run)?;
+    if let Some(s) = plan.step(step).filter(|_| state.finished.is_none()) {
+        if let StepState::Succeeded = state.step(s.id) {
+            if let Some(who) = approved(&state.outputs[s.id.0]) {
+                say!("`{step}` of run {run} is already approved ({who}); continue the run with: runbook resume {run}");
+                return Ok(super::EXIT_OK);
+            }
         }
     }
+    let bindings = recorded_bindings(&meta, &plan);
+    let event = approval::approve(&plan, &state, &bindings, step, by, Clock::system().now())
+        .map_err(Error::Run)?;
+    store.append(meta.id, &event).map_err(store_error)?;
+    say!("approved `{step}` of run {run} as {by}; continue the run with: runbook resume {run}");
     Ok(super::EXIT_OK)
 }
 
 /// `runbook cancel RUN`.
 pub fn cancel(state_dir: &Path, run: u64) -> Result<u8, Error> {
-    match store::open_or_owner(state_dir)? {
+    let store = match store::open_or_owner(state_dir)? {
         Opened::HeldBy(owner) => {
-            ask_live(state_dir, owner, run, Request::Cancel { run })?;
-            say!("run {run} is being cancelled: its running steps were stopped");
-        }
-        Opened::Store(store) => {
-            let (meta, plan, state) = offline(state_dir, &store, run)?;
-            if let Some(outcome) = state.finished {
-                return Err(Error::Run(format!(
-                    "run {run} has already finished ({}); there is nothing to cancel",
-                    outcome_word(outcome)
-                )));
+            let pid = owner.as_ref().map_or(0, |o| o.pid);
+            if ask_live(state_dir, owner, run, Request::Cancel { run })? {
+                say!("run {run} is being cancelled: its running steps were stopped");
+                return Ok(super::EXIT_OK);
             }
-            let now = Clock::system().now();
-            let mut events = vec![Event::CancelRequested { at: now }];
-            // Waits, approvals and checks lose nothing by being cut short.
-            let interrupted: Vec<&str> = plan
-                .steps
-                .iter()
-                .filter(|s| matches!(state.step(s.id), StepState::Running { .. }))
-                .filter(|s| s.on_interrupt == crate::compile::Interrupt::Ask)
-                .map(|s| s.name.as_str())
-                .collect();
-            let notes = crate::actions::groups::GroupNotes::new(state_dir.join("running"));
-            for s in plan
-                .steps
-                .iter()
-                .filter(|s| matches!(state.step(s.id), StepState::Running { .. }))
-            {
-                // A program a killed runbook left running is stopped too.
-                if let Some(group) = notes.still_running(meta.id, &s.name) {
-                    group.kill();
-                }
+            eprintln!("note: run {run}'s process ({pid}) ended before it answered; the journal says what happened");
+            let store = store_after_owner_ended(state_dir, run)?;
+            let (_, _, state) = offline(state_dir, &store, run)?;
+            if state.cancelled {
+                say!("run {run} was cancelled: its process recorded the cancel, then ended; `runbook status {run}` shows where it stopped");
+                return Ok(super::EXIT_OK);
+            }
+            store
+        }
+        Opened::Store(store) => store,
+    };
+    cancel_in_journal(state_dir, &store, run)
+}
 
-                events.push(Event::StepFailed {
-                    step: s.id.0,
-                    at: now,
-                    error: "cancelled while interrupted".into(),
-                });
-            }
-            events.push(Event::RunFinished {
-                outcome: crate::engine::Outcome::Cancelled,
-                at: now,
-            });
-            for event in &events {
-                store.append(meta.id, event).map_err(store_error)?;
-            }
-            let note = if interrupted.is_empty() {
-                String::new()
-            } else {
-                format!(
-                    "; these steps had been interrupted and may have done part of their work: {}",
-                    interrupted.join(", ")
-                )
-            };
-            say!("run {run} cancelled{note}");
-        }
+/// Cancels a run no process drives by writing to its journal: a program an
+/// earlier process left running is stopped, running steps are failed.
+fn cancel_in_journal(state_dir: &Path, store: &SledStore, run: u64) -> Result<u8, Error> {
+    let (meta, plan, state) = offline(state_dir, store, run)?;
+    if let Some(outcome) = state.finished {
+        return Err(Error::Run(format!(
+            "run {run} has already finished ({}); there is nothing to cancel",
+            outcome_word(outcome)
+        )));
     }
+    let now = Clock::system().now();
+    let mut events = vec![Event::CancelRequested { at: now }];
+    // Waits, approvals and checks lose nothing by being cut short.
+    let interrupted: Vec<&str> = plan
+        .steps
+        .iter()
+        .filter(|s| matches!(state.step(s.id), StepState::Running { .. }))
+        .filter(|s| s.on_interrupt == crate::compile::Interrupt::Ask)
+        .map(|s| s.name.as_str())
+        .collect();
+    let notes = crate::actions::groups::GroupNotes::new(state_dir.join("running"));
+    for s in plan
+        .steps
+        .iter()
+        .filter(|s| matches!(state.step(s.id), StepState::Running { .. }))
+    {
+        // A program a killed runbook left running is stopped too.
+        if let Some(group) = notes.still_running(meta.id, &s.name) {
+            group.kill();
+        }
+
+        events.push(Event::StepFailed {
+            step: s.id.0,
+            at: now,
+            error: "cancelled while interrupted".into(),
+        });
+    }
+    events.push(Event::RunFinished {
+        outcome: crate::engine::Outcome::Cancelled,
+        at: now,
+    });
+    for event in &events {
+        store.append(meta.id, event).map_err(store_error)?;
+    }
+    let note = if interrupted.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; these steps had been interrupted and may have done part of their work: {}",
+            interrupted.join(", ")
+        )
+    };
+    say!("run {run} cancelled{note}");
     Ok(super::EXIT_OK)
 }

@@ -95,10 +95,17 @@ pub fn locked_sentence(state: &Path, owner: Option<Owner>) -> String {
             o.run,
             o.pid
         ),
-        None => format!(
-            "the store at {} is in use by another runbook process; wait for it to finish and try again",
-            state.display()
-        ),
+        None => match SledStore::holder(&state.join("journal")) {
+            Some(pid) => format!(
+                "the store at {} is in use by process {pid}, which did not say which run it drives ({} is missing); wait for it to finish and try again",
+                state.display(),
+                state.join("owner.json").display()
+            ),
+            None => format!(
+                "the store at {} is in use by another runbook process; wait for it to finish and try again",
+                state.display()
+            ),
+        },
     }
 }
 

@@ -106,6 +106,12 @@ pub enum StoreError {
     },
     #[error("the store is damaged: {what}; keep a copy of it for the record before you do anything else")]
     Corrupt { what: String },
+    #[error("the store is damaged: run {run}'s journal reads back {found} of the {recorded} events it recorded, so it cannot be trusted and nothing will act on it; keep a copy of the store for the record before you do anything else")]
+    Short {
+        run: RunId,
+        recorded: u64,
+        found: u64,
+    },
     #[error("there is no run {0}; `runbook status` lists the runs")]
     UnknownRun(RunId),
     #[error("the store at {path} cannot be used: {why}")]

@@ -40,6 +40,15 @@ pub fn open(bytes: &[u8]) -> Result<&[u8], String> {
     Ok(payload)
 }
 
+/// The CRC-32 a record's envelope carries; for a record `open` accepted,
+/// the checksum of its payload.
+pub fn checksum(bytes: &[u8]) -> u32 {
+    bytes
+        .get(1..5)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map_or(0, u32::from_be_bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,6 +24,16 @@ impl Request {
     }
 }
 
+/// How waiting for an answer ended.
+#[derive(Debug, PartialEq)]
+pub enum Waited {
+    Answered(Result<(), String>),
+    /// The process that was to answer ended first.
+    Gone,
+    /// It lives but did not answer in time.
+    NoAnswer,
+}
+
 /// Who holds the store: written by the process that drives a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Owner {
@@ -92,19 +102,32 @@ impl Inbox {
         let _ = std::fs::remove_file(self.dir.join(format!("{name}.request")));
     }
 
-    /// Waits for the answer to a request; `None` if none came in `limit`
-    /// (the request stays, for the process or the next resume to see).
-    pub fn wait_answer(&self, name: &str, limit: Duration) -> Option<Result<(), String>> {
+    /// Waits for the answer to a request, for up to `limit`, and only while
+    /// `alive` says the process that should answer still lives.
+    pub fn wait_answer(&self, name: &str, limit: Duration, alive: impl Fn() -> bool) -> Waited {
         let path = self.dir.join(format!("{name}.answer"));
+        let answered = || {
+            let bytes = std::fs::read(&path).ok()?;
+            let _ = std::fs::remove_file(&path);
+            Some(Waited::Answered(
+                serde_json::from_slice(&bytes)
+                    .unwrap_or_else(|_| Err("the answer came back unreadable".into())),
+            ))
+        };
         let start = Instant::now();
-        while start.elapsed() < limit {
-            if let Ok(bytes) = std::fs::read(&path) {
-                let _ = std::fs::remove_file(&path);
-                return serde_json::from_slice(&bytes).ok();
+        loop {
+            if let Some(answer) = answered() {
+                return answer;
+            }
+            if !alive() {
+                // It may have answered as it ended.
+                return answered().unwrap_or(Waited::Gone);
+            }
+            if start.elapsed() >= limit {
+                return Waited::NoAnswer;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        None
     }
 
     /// Withdraws a request that no one answered.
@@ -133,13 +156,42 @@ pub fn clear_owner(state: &Path) {
 }
 
 /// Writes `name` in `dir` atomically: a reader sees all of it or nothing.
+/// What a writer killed before its rename left is removed.
 pub fn write_whole(dir: &Path, name: &str, body: &[u8]) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
+    sweep_abandoned(dir, name);
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(body)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, dir.join(name))
+    let written = std::fs::File::create(&tmp).and_then(|mut file| {
+        file.write_all(body)?;
+        file.sync_all()
+    });
+    match written.and_then(|()| std::fs::rename(&tmp, dir.join(name))) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+/// Removes the temporary files of `name` whose writers are gone.
+fn sweep_abandoned(dir: &Path, name: &str) {
+    let prefix = format!(".{name}.");
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let file = entry.file_name();
+        let Some(pid) = file
+            .to_str()
+            .and_then(|f| f.strip_prefix(&prefix))
+            .and_then(|f| f.strip_suffix(".tmp"))
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: kill(2) with signal 0 only asks whether the process exists.
+        if pid > 0 && unsafe { libc::kill(pid, 0) } != 0 {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 #[cfg(test)]
@@ -163,11 +215,52 @@ mod tests {
         inbox.answer(&name, &Err("`gate` is not waiting for approval".into()));
         assert!(inbox.take(7).is_empty(), "answered requests are gone");
         assert_eq!(
-            inbox.wait_answer(&name, Duration::from_secs(1)),
-            Some(Err("`gate` is not waiting for approval".into()))
+            inbox.wait_answer(&name, Duration::from_secs(1), || true),
+            Waited::Answered(Err("`gate` is not waiting for approval".into()))
         );
+        let unanswered = inbox.send(&Request::Cancel { run: 7 }).expect("sends");
+        let began = Instant::now();
+        assert_eq!(
+            inbox.wait_answer(&unanswered, Duration::from_secs(5), || false),
+            Waited::Gone
+        );
+        assert!(
+            began.elapsed() < Duration::from_secs(1),
+            "a dead process is not waited for"
+        );
+        assert_eq!(
+            inbox.wait_answer(&unanswered, Duration::from_millis(100), || true),
+            Waited::NoAnswer
+        );
+        inbox.withdraw(&unanswered);
         std::fs::write(dir.join("inbox/7-1-2.request"), b"{half").expect("writes");
         assert!(inbox.take(7).is_empty(), "a torn file is not a request");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_temporary_file_a_killed_writer_left_is_removed_and_a_live_ones_kept() {
+        let dir = std::env::temp_dir().join(format!("runbook-whole-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        // No process has pid i32::MAX - 1 here (pid_max is far below it).
+        let dead = dir.join(format!(".owner.json.{}.tmp", i32::MAX - 1));
+        let live = dir.join(".owner.json.1.tmp");
+        let other = dir.join(format!(".live.json.{}.tmp", i32::MAX - 1));
+        for f in [&dead, &live, &other] {
+            std::fs::write(f, b"{").expect("writes");
+        }
+        write_whole(&dir, "owner.json", b"{}").expect("writes");
+        assert!(!dead.exists(), "left by a writer that is gone");
+        assert!(live.exists(), "pid 1 lives: its file may be being written");
+        assert!(other.exists(), "another name's files are not touched");
+        let left: Vec<String> = std::fs::read_dir(&dir)
+            .expect("lists")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(&std::process::id().to_string()))
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

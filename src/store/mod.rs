@@ -5,7 +5,9 @@ mod envelope;
 pub mod inbox;
 pub mod locks;
 mod schedule_store;
+mod sled_open;
 mod sled_store;
+mod tally;
 
 pub use crate::engine::{Deadline, Journal, RecordedParam, RunId, RunMeta, StepLog, StoreError};
 pub use schedule_store::ScheduleStore;

@@ -19,13 +19,7 @@ impl ScheduleStore {
     /// Opens it, or says in a sentence why not (another scheduler holds it).
     pub fn open(path: &Path) -> Result<Self, String> {
         let shown = path.display().to_string();
-        let fail = |e: sled::Error| {
-            if e.to_string().contains("could not acquire lock") {
-                format!("the scheduler's state at {shown} is in use by another process: is `runbook serve` already running on this state directory?")
-            } else {
-                format!("the scheduler's state at {shown} cannot be used: {e}")
-            }
-        };
+        let fail = |e: sled::Error| format!("the scheduler's state at {shown} cannot be used: {e}");
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| {
                 format!(
@@ -35,7 +29,12 @@ impl ScheduleStore {
                 )
             })?;
         }
-        let (db, _) = super::sled_store::open_sled(path).map_err(fail)?;
+        let (db, _) = super::sled_open::open_sled(path, &|_| Ok(())).map_err(|e| match e {
+            super::StoreError::Locked { .. } => format!("the scheduler's state at {shown} is in use by another process: is `runbook serve` already running on this state directory?"),
+            super::StoreError::Io { why, .. } => format!("the scheduler's state at {shown} cannot be used: {why}"),
+            super::StoreError::Corrupt { what } => format!("the scheduler's state at {shown} is damaged: {what}"),
+            other => other.to_string(),
+        })?;
         Ok(ScheduleStore {
             entries: db.open_tree("entries").map_err(fail)?,
             history: db.open_tree("history").map_err(fail)?,

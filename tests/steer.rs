@@ -129,17 +129,32 @@ fn an_interrupted_step_that_changes_systems_waits_for_a_decision() {
     let file = write(
         &dir,
         "t.runbook",
-        "runbook t {\n  run migrate {\n    command \"sleep\"\n    args [\"60\"]\n  }\n  run after_it after migrate {\n    command \"true\"\n  }\n}\n",
+        "runbook t {\n  run migrate {\n    command \"sh\"\n    args [\"-c\", \"echo copied 1 of 3 tables; echo slow >&2; exec sleep 60\"]\n  }\n  run after_it after migrate {\n    command \"true\"\n  }\n}\n",
     );
     let state = dir.join("state");
     let mut child = spawn(&state, &["run", path(&file)]);
     wait_for(&state, 1, |_, steps| {
         steps.iter().any(|(n, s)| n == "migrate" && s == "running")
     });
+    // What it printed reached the disk before the kill.
+    let began = Instant::now();
+    while !std::fs::read_to_string(state.join("output/1/0.1")).is_ok_and(|t| t.contains("slow")) {
+        assert!(
+            began.elapsed() < Duration::from_secs(10),
+            "no output on disk"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let _ = child.kill();
     let _ = child.wait();
     let (_, steps) = status(&state, 1);
     assert_eq!(steps[0].1, "interrupted");
+    // Before deciding, the person sees what the interrupted attempt printed.
+    let logs = rb(&state, &["logs", "1", "migrate"]);
+    assert_eq!(
+        stdout(&logs),
+        "── migrate (attempt 1, interrupted: what it printed before its runbook stopped) ──\n  copied 1 of 3 tables\n! slow\n"
+    );
     // SIGKILL does not reach the step's program: resume sees it still runs.
     let busy = rb(&state, &["resume", "1"]);
     assert_eq!(busy.status.code(), Some(1));
@@ -175,6 +190,10 @@ fn an_interrupted_step_that_changes_systems_waits_for_a_decision() {
         !stdout(&done).contains("migrate started"),
         "{}",
         stdout(&done)
+    );
+    assert!(
+        !state.join("output/1").exists(),
+        "a finished run's journal holds its output; the files are gone"
     );
 }
 

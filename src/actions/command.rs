@@ -1,14 +1,14 @@
 //! Running a program: argv by default (parameters never pass through a
 //! shell), `/bin/sh -c` only when the step asks for `shell`. The program runs
-//! in its own process group, so a timeout or a cancel stops everything it
-//! started. Output is streamed line by line and kept up to a cap, so a step
-//! that prints 100 MB keeps memory bounded.
+//! in its own process group (`spawn.rs`), so a timeout or a cancel stops
+//! everything it started. Output is streamed line by line and kept up to a
+//! cap, so a step that prints 100 MB keeps memory bounded.
 
+use super::groups::Reserved;
+use super::spawn::{self, Launch, Spawned};
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::process::Command;
 
 #[derive(Debug, Clone, Default)]
 pub struct CommandSpec {
@@ -67,57 +67,50 @@ pub async fn run(
     cap: usize,
     on_line: impl FnMut(Stream, &str),
 ) -> Result<CommandResult, CommandError> {
-    run_watched(spec, timeout, cap, |_| {}, on_line).await
+    run_watched(spec, timeout, cap, None, |_| {}, on_line).await
 }
 
-/// `run`, telling `on_start` the process group as soon as the program runs.
+/// `run`, the program noted in `note` by itself before it runs, and
+/// `on_start` told its process group as soon as it runs.
 pub async fn run_watched(
     spec: &CommandSpec,
     timeout: Option<Duration>,
     cap: usize,
+    note: Option<Reserved>,
     on_start: impl FnOnce(u32),
     mut on_line: impl FnMut(Stream, &str),
 ) -> Result<CommandResult, CommandError> {
-    let mut command = if spec.shell {
-        let mut c = Command::new("/bin/sh");
-        c.arg("-c").arg(&spec.program);
-        c
-    } else {
-        let mut c = Command::new(&spec.program);
-        c.args(&spec.args);
-        c
-    };
-    command
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0)
-        .kill_on_drop(true);
-    if let Some(dir) = &spec.cwd {
-        command.current_dir(dir);
-    }
-    // No `pre_exec` (PR_SET_PDEATHSIG, say): it makes the standard library
-    // fork instead of posix_spawn, about a millisecond per step. A program
-    // whose runbook was killed goes on; the caller records its `Group` so
-    // that resume can see it.
     let program = spec.program.clone();
-    let mut child = start(command).await.map_err(|why| CommandError::Start {
+    let failed = |why: String| CommandError::Start {
         program: program.clone(),
         why,
-    })?;
-    let group = child.id();
-    if let Some(pid) = group {
-        on_start(pid);
+    };
+    let launch = if spec.shell {
+        Launch::new(
+            "/bin/sh",
+            &["-c".to_string(), spec.program.clone()],
+            &spec.env,
+            spec.cwd.as_deref(),
+        )
+    } else {
+        Launch::new(&spec.program, &spec.args, &spec.env, spec.cwd.as_deref())
     }
+    .map_err(failed)?;
+    let spawned = start(launch, note).await.map_err(failed)?;
+    let pid = spawned.pid;
     // Dropped with the future when the step is cancelled or aborted: the
     // whole group goes, not only the direct child.
-    let mut guard = GroupGuard(group);
+    let mut child = Child::new(pid);
+    on_start(pid);
+    let pipe = |fd| tokio::net::unix::pipe::Receiver::from_owned_fd(fd).map(Lines::new);
+    let (out, err) = match (pipe(spawned.stdout), pipe(spawned.stderr)) {
+        (Ok(out), Ok(err)) => (out, err),
+        (Err(e), _) | (_, Err(e)) => return Err(failed(crate::error::io_reason(&e))),
+    };
     // Both pipes are read here, in the task that waits for the program: no
     // task of their own, no channel. A program that prints faster than its
     // lines are handled waits on its pipe, so memory stays bounded.
-    let mut out = child.stdout.take().map(Lines::new);
-    let mut err = child.stderr.take().map(Lines::new);
+    let (mut out, mut err) = (Some(out), Some(err));
     let mut stdout = Captured::default();
     let mut stderr = Captured::default();
     let collect = async {
@@ -148,7 +141,10 @@ pub async fn run_watched(
         Some(limit) => match tokio::time::timeout(limit, waited).await {
             Ok(status) => status,
             Err(_) => {
-                kill_group(group);
+                spawn::kill_group(pid);
+                // The leader is reaped at once; what else was in its group
+                // is for the caller to see gone.
+                let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
                 return Ok(CommandResult {
                     ended: Ended::TimedOut,
                     stdout,
@@ -162,7 +158,6 @@ pub async fn run_watched(
         program,
         why: e.to_string(),
     })?;
-    guard.0 = None;
     use std::os::unix::process::ExitStatusExt;
     let ended = match (status.code(), status.signal()) {
         (Some(code), _) => Ended::Exited(code),
@@ -176,17 +171,23 @@ pub async fn run_watched(
     })
 }
 
-/// Starts the program on a thread of the blocking pool. Starting one blocks
-/// the thread that does it until the program is running (posix_spawn
-/// waits for the new process's exec), and the scheduler often keeps that
-/// thread waiting behind the new program on its CPU: the runtime's thread
-/// meanwhile goes on recording results and starting other steps.
-async fn start(mut command: Command) -> Result<tokio::process::Child, String> {
+/// Starts the program on a thread of the blocking pool: starting one stops
+/// the thread that does it until the program has called exec, and the
+/// scheduler often keeps that thread waiting behind the new program on its
+/// CPU; the runtime's thread meanwhile goes on recording results and
+/// starting other steps.
+async fn start(launch: Launch, note: Option<Reserved>) -> Result<Spawned, String> {
     let started = tokio::task::spawn_blocking(move || {
-        command
-            .spawn()
-            .map(|child| Started(Some(child)))
-            .map_err(|e| crate::error::io_reason(&e))
+        let slot = note.as_ref().map(Reserved::slot);
+        spawn::spawn(&launch, slot)
+            .map(|s| Started(Some(s)))
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::Other {
+                    e.to_string()
+                } else {
+                    crate::error::io_reason(&e)
+                }
+            })
     });
     match started.await {
         Ok(Ok(mut started)) => started
@@ -200,12 +201,76 @@ async fn start(mut command: Command) -> Result<tokio::process::Child, String> {
 
 /// A program just started, on its way to the step that waits for it: if
 /// that step was stopped meanwhile, the program's whole group is killed.
-struct Started(Option<tokio::process::Child>);
+struct Started(Option<Spawned>);
 
 impl Drop for Started {
     fn drop(&mut self) {
-        if let Some(child) = &self.0 {
-            kill_group(child.id());
+        if let Some(spawned) = &self.0 {
+            spawn::kill_group(spawned.pid);
+            spawn::reap_later(spawned.pid);
+        }
+    }
+}
+
+/// A program of ours until it has been waited for: dropped before, its
+/// whole process group is killed and it is reaped later.
+struct Child {
+    pid: u32,
+    /// Readable once the program has ended (pidfd_open, Linux 5.3); without
+    /// it, the end is looked for every 10 ms.
+    ended: Option<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>>,
+    reaped: bool,
+}
+
+impl Child {
+    fn new(pid: u32) -> Child {
+        use std::os::fd::FromRawFd;
+        // SAFETY: pidfd_open(2) returns a new descriptor we then own, or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+        let ended = i32::try_from(fd)
+            .ok()
+            .filter(|fd| *fd >= 0)
+            // SAFETY: a descriptor pidfd_open just returned.
+            .map(|fd| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+            // SAFETY: the OwnedFd keeps the descriptor open and the same
+            // for as long as the AsyncFd that owns it.
+            .and_then(|fd| unsafe {
+                tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
+                    .ok()
+            });
+        Child {
+            pid,
+            ended,
+            reaped: false,
+        }
+    }
+
+    async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        use std::os::unix::process::ExitStatusExt;
+        loop {
+            let mut status = 0;
+            // SAFETY: waitpid(2) with WNOHANG on our own child.
+            let r = unsafe { libc::waitpid(self.pid as libc::pid_t, &mut status, libc::WNOHANG) };
+            if r < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if r > 0 {
+                self.reaped = true;
+                return Ok(std::process::ExitStatus::from_raw(status));
+            }
+            match &self.ended {
+                Some(fd) => fd.readable().await?.clear_ready(),
+                None => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        if !self.reaped {
+            spawn::kill_group(self.pid);
+            spawn::reap_later(self.pid);
         }
     }
 }
@@ -288,95 +353,6 @@ fn keep(kept: &mut Captured, line: &str, cap: usize) {
     }
     kept.text.push_str(&line[..cut]);
     kept.dropped_bytes += (line.len() - cut) as u64;
-}
-
-/// A process group that may outlive the runbook process that started it:
-/// its leader, and when the leader started on the boot clock, so that a
-/// reused pid is not mistaken for it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Group {
-    pub pid: u32,
-    /// Milliseconds since boot, read just after the program started.
-    pub started: u64,
-}
-
-impl Group {
-    /// The group `pid` leads, started a moment ago. Reads the clock, not
-    /// `/proc`: three system calls fewer for every program a step runs.
-    pub fn started_now(pid: u32) -> Group {
-        Group {
-            pid,
-            started: boot_clock_ms(),
-        }
-    }
-
-    /// Whether the same process still runs (not a zombie, not a reused
-    /// pid). The kernel counts start times in ticks (10 ms here); a process
-    /// that started more than a second before the noted time, or after it,
-    /// is another one.
-    pub fn alive(&self) -> bool {
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) else {
-            return false;
-        };
-        let Some((_, rest)) = stat.rsplit_once(") ") else {
-            return false;
-        };
-        let Some(ticks) = rest
-            .split_whitespace()
-            .nth(19)
-            .and_then(|t| t.parse::<u64>().ok())
-        else {
-            return false;
-        };
-        // SAFETY: sysconf reads a configuration value; it touches no memory of ours.
-        let per_second = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
-            .ok()
-            .filter(|t| *t > 0)
-            .unwrap_or(100);
-        let started = ticks.saturating_mul(1000) / per_second;
-        let tick = 1000 / per_second + 1;
-        !rest.starts_with('Z') && started + 1000 >= self.started && started <= self.started + tick
-    }
-
-    pub fn kill(&self) {
-        if self.alive() {
-            kill_group(Some(self.pid));
-        }
-    }
-}
-
-/// `CLOCK_BOOTTIME` in milliseconds: the clock `/proc/PID/stat` counts a
-/// process's start on.
-fn boot_clock_ms() -> u64 {
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes one timespec, which `now` is.
-    unsafe {
-        libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut now);
-    }
-    u64::try_from(now.tv_sec).unwrap_or(0) * 1000
-        + u64::try_from(now.tv_nsec).unwrap_or(0) / 1_000_000
-}
-
-/// Kills the group when dropped before the command ended.
-struct GroupGuard(Option<u32>);
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        kill_group(self.0.take());
-    }
-}
-
-/// Kills the process group the command leads: its children too.
-fn kill_group(leader: Option<u32>) {
-    if let Some(pid) = leader.and_then(|p| i32::try_from(p).ok()) {
-        // SAFETY: kill(2) with a negative pid signals a process group; it reads no memory of ours.
-        unsafe {
-            libc::kill(-pid, libc::SIGKILL);
-        }
-    }
 }
 
 #[cfg(test)]

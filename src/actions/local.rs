@@ -7,6 +7,7 @@
 use super::command::{self, CommandSpec, Ended, Stream};
 use super::groups::GroupNotes;
 use super::notify::{deliver, Channel, Notice, Tries, PAGERDUTY_EVENTS};
+use super::output_file::{OutputDir, OutputFile};
 use crate::compile::eval::{eval_in, Bindings, Value};
 use crate::compile::{Plan, Step};
 use crate::engine::{field_of, LogBuffer, StepCall, StepResult, StepRunner};
@@ -40,6 +41,7 @@ pub struct LocalRunner {
     /// Where each running program's process group is noted, so that a
     /// resume after a crash can see a program still running.
     groups: Option<Arc<GroupNotes>>,
+    output: Option<OutputDir>,
     /// Every secret value the run can reach, for scrubbing any step's
     /// output: programs inherit the environment, so a step may print what
     /// another step reads with `env()`.
@@ -60,6 +62,7 @@ impl LocalRunner {
             env,
             sink,
             groups: None,
+            output: None,
             secrets: Arc::default(),
             http: Arc::default(),
             notify_tries: Tries::default(),
@@ -116,6 +119,13 @@ impl LocalRunner {
         self.groups = Some(Arc::new(GroupNotes::new(dir)));
         self
     }
+
+    /// Keeps what each attempt prints on disk as it comes, besides the
+    /// journal's copy made when the attempt ends.
+    pub fn keeping_output(mut self, dir: OutputDir) -> Self {
+        self.output = Some(dir);
+        self
+    }
 }
 
 /// Why each step of the plan cannot run with this build, if any cannot.
@@ -163,9 +173,14 @@ impl StepRunner for LocalRunner {
         let http = Arc::clone(&self.http);
         let tries = self.notify_tries;
         let groups = self.groups.clone();
+        let output = self
+            .output
+            .as_ref()
+            .map(|o| o.attempt(call.run, call.step.id.0, call.attempt, LOG_CAP));
         Box::pin(async move {
             let mut log = Log::new(&scope, &call.step, call.log, sink);
             log.groups = groups.map(|g| (g, call.run));
+            log.output = output;
             let result = match call.step.kind.name {
                 "run" => run_step(&call.step, &scope, &log).await,
                 "verify" => {
@@ -325,6 +340,8 @@ pub(super) struct Log {
     secrets: Vec<String>,
     kept: LogBuffer,
     groups: Option<(Arc<GroupNotes>, crate::engine::RunId)>,
+    /// The attempt's output as it comes, on disk (`output_file.rs`).
+    output: Option<OutputFile>,
 }
 
 impl Log {
@@ -339,6 +356,7 @@ impl Log {
             secrets,
             kept,
             groups: None,
+            output: None,
         }
     }
 
@@ -383,6 +401,9 @@ impl Log {
             err,
             text: &text,
         });
+        if let Some(output) = &self.output {
+            output.line(err, &text);
+        }
         self.kept.push(err, text, LOG_CAP);
     }
 }
@@ -425,18 +446,29 @@ pub(super) async fn execute(
     log: &Log,
 ) -> Result<command::CommandResult, String> {
     let spec = command_spec(step, scope)?;
-    let noted = |pid: u32| {
-        if let Some((notes, run)) = &log.groups {
-            notes.note(*run, &step.name, command::Group::started_now(pid));
-        }
+    // The program notes itself in this slot before it runs; the slot is
+    // blanked only once its whole group is gone. If this future is dropped
+    // (a second Ctrl-C), the note stays for `resume` to see.
+    let reserved = match &log.groups {
+        Some((notes, run)) => Some(notes.reserve(*run, &step.name)?),
+        None => None,
     };
-    let result = command::run_watched(&spec, None, OUTPUT_CAP, noted, |stream, line| {
-        log.line(stream == Stream::Stderr, line)
-    })
+    let mut leader = None;
+    let result = command::run_watched(
+        &spec,
+        None,
+        OUTPUT_CAP,
+        reserved,
+        |pid| leader = Some(pid),
+        |stream, line| log.line(stream == Stream::Stderr, line),
+    )
     .await
     .map_err(|e| e.to_string());
     if let Some((notes, run)) = &log.groups {
-        notes.forget(*run, &step.name);
+        let gone = leader.is_none_or(|pid| !super::spawn::group_exists(pid as i32));
+        if gone {
+            notes.forget(*run, &step.name);
+        }
     }
     result
 }

@@ -3,8 +3,9 @@
 
 use super::store::{self, parse_params, plan_and_state, rebind, store_error, CompileAhead};
 use super::view::{Mode, View};
-use crate::actions::groups::GroupNotes;
+use crate::actions::groups::{GroupNotes, Noted};
 use crate::actions::local::{unsupported, Env, LocalRunner, Sink};
+use crate::actions::output_file::OutputDir;
 use crate::compile::eval::{bind_for_run, format_duration, Bindings};
 use crate::compile::{Phase, Plan, StepId, Type};
 use crate::engine::{
@@ -257,8 +258,10 @@ fn refuse_while_still_running(
         .iter()
         .filter(|s| matches!(state.step(s.id), StepState::Running { .. }))
         .filter_map(|s| {
-            let group = notes.still_running(meta.id, &s.name)?;
-            Some(format!("`{}` (process group {})", s.name, group.pid))
+            Some(match notes.still_running(meta.id, &s.name)? {
+                Noted::Running(group) => format!("`{}` (process group {})", s.name, group.pid),
+                Noted::Starting => format!("`{}` (being started)", s.name),
+            })
         })
         .collect();
     if running.is_empty() {
@@ -345,7 +348,8 @@ fn drive_run(
         LocalRunner::new(bindings.clone(), env, sink)
             .scrubbing(&plan)
             .for_plan(&plan)
-            .noting_groups(opts.state.join("running")),
+            .noting_groups(opts.state.join("running"))
+            .keeping_output(OutputDir::new(&opts.state)),
     );
     let mut state = how.state;
     if let Some(steps) = how.reset {
@@ -411,12 +415,29 @@ fn drive_run(
     // Shutting the runtime down drops the attempts still running: their
     // process groups are killed before this process exits.
     runtime.shutdown_timeout(Duration::from_secs(3));
+    // A program this process killed (a second Ctrl-C, a timeout, a cancel)
+    // is gone before it exits, or named: its note stays, and `resume`
+    // refuses while it lives.
+    let left = crate::actions::spawn::wait_killed_gone(Duration::from_secs(5));
+    if !left.is_empty() {
+        let groups: Vec<String> = left.iter().map(u32::to_string).collect();
+        if let Ok(v) = view.lock() {
+            v.say(&format!(
+                "these programs did not end within 5 s of being killed (process groups {}); they may be stuck in the kernel (a disk or network file system that does not answer); `runbook resume {run}` waits until they have ended",
+                groups.join(", ")
+            ));
+        }
+    }
     clear_owner(&opts.state);
     let _ = std::fs::remove_file(opts.state.join("live.json"));
     if let Ok(mut v) = view.lock() {
         v.close();
     }
     let state = mirror.lock().ok().map(|m| m.0.clone());
+    // Once the run is over, the journal holds what every attempt printed.
+    if matches!(ended, Ok(Ended::Finished(_))) {
+        OutputDir::new(&opts.state).forget_run(run);
+    }
     // The process ends after this: freeing the plan would only cost time
     // (about 2.5 ms for 5,000 steps).
     std::mem::forget(Arc::clone(&plan));

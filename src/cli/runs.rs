@@ -4,11 +4,13 @@
 
 use super::store::{self, plan_and_state, plan_of, store_error, CompileAhead, Opened};
 use super::view::clock;
+use crate::actions::groups::Noted;
+use crate::actions::output_file::OutputDir;
 use crate::compile::eval::{bind, format_duration, Bindings};
 use crate::compile::Plan;
 use crate::engine::{
     approval, outcome_word, Clock, Event, Journal, RecordedParam, RunId, RunMeta, RunState,
-    StepState,
+    StepLog, StepState,
 };
 use crate::error::Error;
 use crate::store::inbox::{Inbox, Owner, Request, Waited};
@@ -318,9 +320,32 @@ pub fn logs(state_dir: &Path, run: u64, step: Option<&str>) -> Result<u8, Error>
             .ok_or_else(|| Error::Usage(format!("run {run} has no step `{name}`")))?],
         None => plan.steps.iter().collect(),
     };
+    let streamed = OutputDir::new(state_dir);
     for s in steps {
-        for (attempt, log) in store.logs(meta.id, s.id.0).map_err(store_error)? {
-            say!("── {} (attempt {attempt}) ──", s.name);
+        // (attempt, what it printed, whether it ended): an attempt whose
+        // runbook stopped before it ended has only what it printed on its
+        // way, on disk.
+        let mut attempts: Vec<(u32, StepLog, bool)> = store
+            .logs(meta.id, s.id.0)
+            .map_err(store_error)?
+            .into_iter()
+            .map(|(attempt, log)| (attempt, log, true))
+            .collect();
+        for (attempt, log) in streamed.read(meta.id, s.id.0) {
+            if !attempts.iter().any(|(a, _, _)| *a == attempt) {
+                attempts.push((attempt, log, false));
+            }
+        }
+        attempts.sort_by_key(|(attempt, _, _)| *attempt);
+        for (attempt, log, ended) in attempts {
+            if ended {
+                say!("── {} (attempt {attempt}) ──", s.name);
+            } else {
+                say!(
+                    "── {} (attempt {attempt}, interrupted: what it printed before its runbook stopped) ──",
+                    s.name
+                );
+            }
             for line in &log.lines {
                 let mark = if line.err { "!" } else { " " };
                 say!("{mark} {}", line.text);
@@ -485,8 +510,15 @@ fn cancel_in_journal(state_dir: &Path, store: &SledStore, run: u64) -> Result<u8
         .filter(|s| matches!(state.step(s.id), StepState::Running { .. }))
     {
         // A program a killed runbook left running is stopped too.
-        if let Some(group) = notes.still_running(meta.id, &s.name) {
-            group.kill();
+        match notes.still_running(meta.id, &s.name) {
+            Some(Noted::Running(group)) => group.kill(),
+            Some(Noted::Starting) => {
+                return Err(Error::Run(format!(
+                    "run {run}'s step `{}` was having its program started when its process ended, and that program may be about to run; try again in a moment",
+                    s.name
+                )))
+            }
+            None => {}
         }
 
         events.push(Event::StepFailed {
@@ -494,6 +526,14 @@ fn cancel_in_journal(state_dir: &Path, store: &SledStore, run: u64) -> Result<u8
             at: now,
             error: "cancelled while interrupted".into(),
         });
+    }
+    // What was killed is gone before the journal says the run is over.
+    let left = crate::actions::spawn::wait_killed_gone(Duration::from_secs(5));
+    if !left.is_empty() {
+        return Err(Error::Run(format!(
+            "run {run} was not cancelled: its programs did not end within 5 s of being killed (process groups {}); they may be stuck in the kernel (a disk or network file system that does not answer); try again when they have ended",
+            left.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+        )));
     }
     events.push(Event::RunFinished {
         outcome: crate::engine::Outcome::Cancelled,

@@ -1,0 +1,139 @@
+//! The notes of running programs: written by the program itself before it
+//! runs, seen until its group is gone, and blanked after.
+
+use super::*;
+use std::time::Duration;
+
+/// A fresh directory per test, and the notes kept under it.
+fn notes(name: &str) -> (PathBuf, GroupNotes) {
+    let dir = std::env::temp_dir().join(format!("runbook-groups-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let notes = GroupNotes::new(dir.join("running"));
+    (dir, notes)
+}
+
+/// Starts `sleep` for `step` of run 7, noted as the executor does.
+fn start_sleep(notes: &GroupNotes, step: &str) -> u32 {
+    let reserved = notes.reserve(RunId(7), step).expect("reserves");
+    let launch = spawn::Launch::new("sleep", &["30".to_string()], &[], None).expect("prepares");
+    spawn::spawn(&launch, Some(reserved.slot()))
+        .expect("starts")
+        .pid
+}
+
+fn end(pid: u32) {
+    spawn::kill_group(pid);
+    spawn::reap_later(pid);
+    assert!(spawn::wait_killed_gone(Duration::from_secs(5)).is_empty());
+}
+
+#[test]
+fn a_started_program_is_seen_until_it_ends_and_then_forgotten() {
+    let (_dir, notes) = notes("seen");
+    let deploy = start_sleep(&notes, "deploy");
+    let backup = start_sleep(&notes, "backup");
+    let seen = |step| match notes.still_running(RunId(7), step) {
+        Some(Noted::Running(g)) => Some(g.pid),
+        other => {
+            assert_eq!(other, None);
+            None
+        }
+    };
+    assert_eq!(seen("deploy"), Some(deploy));
+    assert_eq!(seen("backup"), Some(backup));
+    assert_eq!(seen("other"), None);
+    assert_eq!(notes.still_running(RunId(8), "deploy"), None);
+    end(deploy);
+    assert_eq!(seen("deploy"), None, "its group is gone");
+    notes.forget(RunId(7), "deploy");
+    assert_eq!(seen("backup"), Some(backup));
+    // The freed slot is used again: the file does not grow.
+    let verify = start_sleep(&notes, "verify");
+    let len = std::fs::metadata(notes.path(RunId(7))).expect("file").len();
+    assert_eq!(len, 2 * NOTE as u64);
+    assert_eq!(seen("verify"), Some(verify));
+    end(backup);
+    end(verify);
+}
+
+#[test]
+fn a_group_whose_leader_is_gone_is_running_while_members_are_left() {
+    let (_dir, notes) = notes("members");
+    let reserved = notes.reserve(RunId(7), "migrate").expect("reserves");
+    let launch = spawn::Launch::new(
+        "sh",
+        &["-c".to_string(), "sleep 30 & exit 0".to_string()],
+        &[],
+        None,
+    )
+    .expect("prepares");
+    let leader = spawn::spawn(&launch, Some(reserved.slot()))
+        .expect("starts")
+        .pid;
+    let mut status = 0;
+    // SAFETY: waitpid(2) on the child this test started.
+    unsafe { libc::waitpid(leader as i32, &mut status, 0) };
+    assert!(matches!(
+        notes.still_running(RunId(7), "migrate"),
+        Some(Noted::Running(g)) if g.pid == leader
+    ));
+    spawn::kill_group(leader);
+    assert!(spawn::wait_killed_gone(Duration::from_secs(5)).is_empty());
+    assert_eq!(notes.still_running(RunId(7), "migrate"), None);
+}
+
+#[test]
+fn a_reused_pid_is_not_the_program_noted() {
+    let (_dir, notes) = notes("reused");
+    notes.reserve(RunId(1), "deploy").expect("reserves");
+    // This process's pid, noted as started an hour after it really did.
+    let line = format!(
+        "{:>10} {:>16} deploy",
+        std::process::id(),
+        spawn::boot_clock_ms() + 3_600_000
+    );
+    std::fs::write(notes.path(RunId(1)), format!("{line:<127}\n")).expect("writes");
+    assert_eq!(notes.still_running(RunId(1), "deploy"), None);
+}
+
+#[test]
+fn a_slot_still_being_started_by_a_dead_process_is_no_program() {
+    let (_dir, notes) = notes("starting");
+    notes.reserve(RunId(1), "deploy").expect("reserves");
+    let text = std::fs::read_to_string(notes.path(RunId(1))).expect("reads");
+    assert!(
+        text.trim_start()
+            .starts_with(&format!("~{}", std::process::id())),
+        "{text}"
+    );
+    // No clone of this binary is about to run anything.
+    assert_eq!(notes.still_running(RunId(1), "deploy"), None);
+}
+
+#[test]
+fn a_very_long_step_name_is_noted_by_its_hash() {
+    let (_dir, notes) = notes("long");
+    let long = "s".repeat(500);
+    let pid = start_sleep(&notes, &long);
+    assert!(matches!(
+        notes.still_running(RunId(7), &long),
+        Some(Noted::Running(g)) if g.pid == pid
+    ));
+    assert_eq!(notes.still_running(RunId(7), &"s".repeat(499)), None);
+    end(pid);
+}
+
+#[test]
+fn a_run_whose_programs_ended_leaves_no_file() {
+    let (dir, notes) = notes("ended");
+    notes.reserve(RunId(3), "a").expect("reserves");
+    notes.forget(RunId(3), "a");
+    notes.reserve(RunId(4), "b").expect("reserves");
+    drop(notes);
+    let running = dir.join("running");
+    assert!(!running.join("3").exists());
+    assert!(
+        running.join("4").exists(),
+        "a program still noted stays noted"
+    );
+}

@@ -1,0 +1,504 @@
+//! Starting a step's program so that it is never alive unseen and never
+//! hit by the terminal's Ctrl-C.
+//!
+//! `posix_spawn` (what the standard library uses) leaves two holes. The new
+//! process is in runbook's process group until it moves to its own, so a
+//! Ctrl-C the terminal sends then stays pending and kills the program as it
+//! starts. And its process group is known only once it runs, so a runbook
+//! killed in between leaves a program that no note names.
+//!
+//! So programs start the way `posix_spawn` itself does it, a `clone` that
+//! shares memory and stops this thread until the new process has called
+//! `exec` (or failed), with two more things done in the new process before
+//! `exec`: it writes its own note (its pid and start time) into the slot
+//! `groups.rs` reserved for it, first of all, so that no program ever runs
+//! without one, whoever dies when; and after it has its own process group,
+//! it discards every signal that reached it while it was still in runbook's.
+//!
+//! Between `clone` and `exec` the new process may only make system calls:
+//! it shares this process's memory while other threads run.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Bytes of a note: `PID STARTED KEY`, padded with spaces, ending in `\n`.
+pub const NOTE: usize = 128;
+/// Where the key begins: the first `PID_AND_START` bytes are the pid and
+/// the start time, which the new process fills in itself.
+pub const PID_AND_START: usize = 28;
+
+/// A program ready to start: every string already in the form `exec` takes,
+/// so that nothing is allocated in the new process.
+pub struct Launch {
+    path: CString,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    cwd: Option<CString>,
+}
+
+/// Where the new process writes its note: the file of the run's notes and
+/// the slot's offset, and the slot's text with the pid and time left out.
+pub struct NoteSlot<'a> {
+    pub file: &'a std::fs::File,
+    pub offset: u64,
+    pub text: [u8; NOTE],
+}
+
+/// A started program: its pid (the leader of its own process group) and
+/// the read ends of its standard output and error.
+pub struct Spawned {
+    pub pid: u32,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+}
+
+impl Launch {
+    /// `program` found as `execvp` would (a name without `/` is looked up in
+    /// the `PATH` the program will have), with `args` and the environment
+    /// of this process changed by `env`.
+    pub fn new(
+        program: &str,
+        args: &[String],
+        env: &[(String, String)],
+        cwd: Option<&std::path::Path>,
+    ) -> Result<Launch, String> {
+        let text = |s: &str| CString::new(s).map_err(|_| format!("`{s}` holds a NUL byte"));
+        let mut vars: Vec<(std::ffi::OsString, std::ffi::OsString)> = std::env::vars_os()
+            .filter(|(k, _)| !env.iter().any(|(name, _)| k == name.as_str()))
+            .collect();
+        vars.extend(env.iter().map(|(k, v)| (k.into(), v.into())));
+        let path_var = vars
+            .iter()
+            .find(|(k, _)| k == "PATH")
+            .map(|(_, v)| v.to_string_lossy().into_owned());
+        let path = resolve(program, path_var.as_deref(), cwd)?;
+        let mut argv = vec![text(program)?];
+        for a in args {
+            argv.push(text(a)?);
+        }
+        let mut envp = Vec::with_capacity(vars.len());
+        for (k, v) in vars {
+            use std::os::unix::ffi::OsStrExt;
+            let mut pair = k.as_bytes().to_vec();
+            pair.push(b'=');
+            pair.extend_from_slice(v.as_bytes());
+            envp.push(CString::new(pair).map_err(|_| "an environment value holds a NUL byte")?);
+        }
+        let cwd = match cwd {
+            Some(dir) => Some(
+                CString::new(dir.as_os_str().as_encoded_bytes())
+                    .map_err(|_| "the working directory holds a NUL byte")?,
+            ),
+            None => None,
+        };
+        Ok(Launch {
+            path,
+            argv,
+            envp,
+            cwd,
+        })
+    }
+}
+
+/// Where `program` is, as `execvp` finds it.
+fn resolve(
+    program: &str,
+    path_var: Option<&str>,
+    cwd: Option<&std::path::Path>,
+) -> Result<CString, String> {
+    let missing = || "no such file".to_string();
+    if program.is_empty() {
+        return Err(missing());
+    }
+    if program.contains('/') {
+        // Relative to the program's working directory, as exec sees it.
+        let full = match cwd {
+            Some(dir) if !program.starts_with('/') => dir.join(program),
+            _ => std::path::PathBuf::from(program),
+        };
+        return CString::new(full.as_os_str().as_encoded_bytes())
+            .map_err(|_| format!("`{program}` holds a NUL byte"));
+    }
+    let dirs = path_var.unwrap_or("/usr/local/bin:/usr/bin:/bin");
+    let mut denied = false;
+    for dir in dirs.split(':') {
+        let dir = if dir.is_empty() { "." } else { dir };
+        let base = std::path::Path::new(dir);
+        let base = match cwd {
+            Some(cwd) if base.is_relative() => cwd.join(base),
+            _ => base.to_path_buf(),
+        };
+        let candidate = base.join(program);
+        let Ok(c) = CString::new(candidate.as_os_str().as_encoded_bytes()) else {
+            continue;
+        };
+        let is_file = std::fs::metadata(&candidate).is_ok_and(|m| m.is_file());
+        // SAFETY: access(2) reads the NUL-terminated path it is given.
+        if is_file && unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0 {
+            return Ok(c);
+        }
+        denied |= is_file;
+    }
+    Err(if denied {
+        "permission denied".into()
+    } else {
+        missing()
+    })
+}
+
+/// What the new process reads, all of it prepared before `clone`.
+struct ChildArgs {
+    path: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    cwd: *const libc::c_char,
+    stdin: RawFd,
+    stdout: RawFd,
+    stderr: RawFd,
+    note_fd: RawFd,
+    note_offset: libc::off_t,
+    note: [u8; NOTE],
+    /// The errno of a new process that failed before `exec`, and what it
+    /// was doing then.
+    error: AtomicI32,
+    stage: AtomicI32,
+}
+
+const STAGES: [&str; 6] = [
+    "",
+    "noting it",
+    "giving it its own process group",
+    "connecting its output",
+    "entering its working directory",
+    "starting it",
+];
+
+/// Starts the program: the note (if any) is written before it runs.
+pub fn spawn(launch: &Launch, note: Option<NoteSlot<'_>>) -> std::io::Result<Spawned> {
+    reap_ready();
+    let devnull = devnull()?;
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let argv: Vec<*const libc::c_char> = launch
+        .argv
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let envp: Vec<*const libc::c_char> = launch
+        .envp
+        .iter()
+        .map(|a| a.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let (note_fd, note_offset, note_text) = match &note {
+        Some(slot) => (
+            slot.file.as_raw_fd(),
+            libc::off_t::try_from(slot.offset)
+                .map_err(|_| std::io::Error::other("a note slot beyond the file's reach"))?,
+            slot.text,
+        ),
+        None => (-1, 0, [b' '; NOTE]),
+    };
+    let args = ChildArgs {
+        path: launch.path.as_ptr(),
+        argv: argv.as_ptr(),
+        envp: envp.as_ptr(),
+        cwd: launch.cwd.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
+        stdin: devnull.as_raw_fd(),
+        stdout: out_w.as_raw_fd(),
+        stderr: err_w.as_raw_fd(),
+        note_fd,
+        note_offset,
+        note: note_text,
+        error: AtomicI32::new(0),
+        stage: AtomicI32::new(0),
+    };
+    let mut stack = vec![0u8; 64 * 1024];
+    // The stack grows down from its end, 16-byte aligned.
+    let top = (stack.as_mut_ptr() as usize + stack.len()) & !15;
+    // SAFETY: all signals are blocked in this thread so that no handler of
+    // ours runs in the new process, which inherits the mask; clone(2) with
+    // CLONE_VM | CLONE_VFORK runs `child` on `stack` and returns here only
+    // once the new process has called exec or exited, so `args`, `stack`
+    // and everything they point to outlive its use of them.
+    let pid = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let pid = libc::clone(
+            child,
+            top as *mut libc::c_void,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            std::ptr::addr_of!(args) as *mut libc::c_void,
+        );
+        let cloned = std::io::Error::last_os_error();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        if pid < 0 {
+            return Err(cloned);
+        }
+        pid
+    };
+    drop((out_w, err_w, stack));
+    let errno = args.error.load(Ordering::SeqCst);
+    if errno != 0 {
+        // It never ran the program: reap what is left of it.
+        let mut status = 0;
+        // SAFETY: waitpid(2) on our own child, which has exited.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        let stage = STAGES
+            .get(args.stage.load(Ordering::SeqCst) as usize)
+            .copied()
+            .unwrap_or("starting it");
+        let e = std::io::Error::from_raw_os_error(errno);
+        return Err(std::io::Error::new(
+            e.kind(),
+            format!("{stage}: {}", crate::error::io_reason(&e)),
+        ));
+    }
+    Ok(Spawned {
+        pid: pid as u32,
+        stdout: out_r,
+        stderr: err_r,
+    })
+}
+
+/// The new process, from `clone` to `exec`: system calls only.
+extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `ChildArgs` that `spawn` keeps alive until this
+    // process has called exec or exited; every call below is a system call
+    // on memory this process owns or was handed.
+    unsafe {
+        let a = &*(arg as *const ChildArgs);
+        let fail = |stage: i32| -> ! {
+            a.stage.store(stage, Ordering::SeqCst);
+            a.error.store(*libc::__errno_location(), Ordering::SeqCst);
+            libc::_exit(127)
+        };
+        // 1. The note, before anything else can go wrong or wait.
+        if a.note_fd >= 0 {
+            let mut note = a.note;
+            let pid = libc::syscall(libc::SYS_getpid) as u64;
+            put_right(&mut note[..10], pid);
+            note[10] = b' ';
+            put_right(&mut note[11..27], boot_clock_ms());
+            note[27] = b' ';
+            let wrote = libc::pwrite(
+                a.note_fd,
+                note.as_ptr() as *const libc::c_void,
+                NOTE,
+                a.note_offset,
+            );
+            if wrote != NOTE as isize {
+                fail(1);
+            }
+        }
+        // 2. Its own process group; then what reached it while it was still
+        // in ours (a Ctrl-C, a hangup, a terminal stop) is dropped: setting
+        // a pending signal to "ignore" discards it.
+        if libc::setpgid(0, 0) != 0 {
+            fail(2);
+        }
+        let mut pending: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut pending);
+        libc::sigpending(&mut pending);
+        for sig in 1..=64 {
+            // KILL and STOP cannot be changed; 32 and 33 are the C library's.
+            if sig == libc::SIGKILL || sig == libc::SIGSTOP || sig == 32 || sig == 33 {
+                continue;
+            }
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(sig, std::ptr::null(), &mut old) != 0 {
+                continue;
+            }
+            let ignored = old.sa_sigaction == libc::SIG_IGN;
+            let handled = !ignored && old.sa_sigaction != libc::SIG_DFL;
+            let was_pending = libc::sigismember(&pending, sig) == 1;
+            if was_pending {
+                set_handler(sig, libc::SIG_IGN);
+            }
+            // Handlers are ours, not the program's; SIGPIPE is ignored by
+            // Rust's runtime, not by whoever started runbook. What runbook
+            // was started with ignoring stays ignored, as exec keeps it.
+            if handled || sig == libc::SIGPIPE || (was_pending && !ignored) {
+                set_handler(sig, libc::SIG_DFL);
+            }
+        }
+        // 3. Standard input from /dev/null, output and error to the pipes.
+        for (fd, to) in [(a.stdin, 0), (a.stdout, 1), (a.stderr, 2)] {
+            if libc::dup2(fd, to) < 0 {
+                fail(3);
+            }
+        }
+        // 4. Its working directory.
+        if !a.cwd.is_null() && libc::chdir(a.cwd) != 0 {
+            fail(4);
+        }
+        // 5. No signal blocked, as a program expects; then the program.
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        libc::execve(a.path, a.argv, a.envp);
+        fail(5)
+    }
+}
+
+/// # Safety
+/// A system call: `sig` gets `handler`, with no flags and no mask.
+unsafe fn set_handler(sig: libc::c_int, handler: libc::sighandler_t) {
+    let mut sa: libc::sigaction = std::mem::zeroed();
+    sa.sa_sigaction = handler;
+    libc::sigaction(sig, &sa, std::ptr::null_mut());
+}
+
+/// Writes `n` right-aligned into `buf`, spaces before it.
+fn put_right(buf: &mut [u8], mut n: u64) {
+    for b in buf.iter_mut() {
+        *b = b' ';
+    }
+    let mut i = buf.len();
+    loop {
+        if i == 0 {
+            return;
+        }
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return;
+        }
+    }
+}
+
+/// `CLOCK_BOOTTIME` in milliseconds: the clock `/proc/PID/stat` counts a
+/// process's start on.
+pub fn boot_clock_ms() -> u64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec, which `now` is.
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut now);
+    }
+    u64::try_from(now.tv_sec).unwrap_or(0) * 1000
+        + u64::try_from(now.tv_nsec).unwrap_or(0) / 1_000_000
+}
+
+/// `/dev/null` for reading, opened once.
+fn devnull() -> std::io::Result<&'static OwnedFd> {
+    static NULL: std::sync::OnceLock<OwnedFd> = std::sync::OnceLock::new();
+    if let Some(fd) = NULL.get() {
+        return Ok(fd);
+    }
+    let opened = std::fs::File::open("/dev/null")?;
+    let fd = above_stdio(OwnedFd::from(opened))?;
+    Ok(NULL.get_or_init(|| fd))
+}
+
+/// A pipe, both ends closed on exec, neither 0, 1 or 2 (so that wiring the
+/// new process's standard streams cannot close one before it is copied).
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2(2) writes two descriptors into `fds`, which we then own.
+    let (r, w) = unsafe {
+        if libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]))
+    };
+    Ok((above_stdio(r)?, above_stdio(w)?))
+}
+
+fn above_stdio(fd: OwnedFd) -> std::io::Result<OwnedFd> {
+    if fd.as_raw_fd() > 2 {
+        return Ok(fd);
+    }
+    // SAFETY: fcntl(2) duplicates a descriptor we own into one we then own.
+    unsafe {
+        let moved = libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3);
+        if moved < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(OwnedFd::from_raw_fd(moved))
+    }
+}
+
+/// Children that were killed and not waited for, reaped when they are done.
+static UNREAPED: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+/// Process groups killed by this process whose end nobody has seen yet.
+static KILLED: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+/// Kills the process group `leader` leads, and remembers it until it is gone.
+pub fn kill_group(leader: u32) {
+    let Ok(pgid) = i32::try_from(leader) else {
+        return;
+    };
+    if pgid <= 0 {
+        return;
+    }
+    // SAFETY: kill(2) with a negative pid signals a process group.
+    unsafe {
+        libc::kill(-pgid, libc::SIGKILL);
+    }
+    if let Ok(mut killed) = KILLED.lock() {
+        if !killed.contains(&pgid) {
+            killed.push(pgid);
+        }
+    }
+}
+
+/// A child of ours that nobody will wait for: reaped once it has ended.
+pub fn reap_later(pid: u32) {
+    if let (Ok(pid), Ok(mut list)) = (i32::try_from(pid), UNREAPED.lock()) {
+        list.push(pid);
+    }
+    reap_ready();
+}
+
+fn reap_ready() {
+    let Ok(mut list) = UNREAPED.lock() else {
+        return;
+    };
+    list.retain(|pid| {
+        let mut status = 0;
+        // SAFETY: waitpid(2) with WNOHANG on a child of ours.
+        let r = unsafe { libc::waitpid(*pid, &mut status, libc::WNOHANG) };
+        r == 0
+    });
+}
+
+/// Waits, up to `bound`, until every process group this process killed is
+/// gone (its leader reaped, no member left); returns those still alive.
+pub fn wait_killed_gone(bound: Duration) -> Vec<u32> {
+    let began = Instant::now();
+    loop {
+        reap_ready();
+        let alive: Vec<u32> = match KILLED.lock() {
+            Ok(mut killed) => {
+                killed.retain(|pgid| group_exists(*pgid));
+                killed.iter().map(|g| *g as u32).collect()
+            }
+            Err(_) => Vec::new(),
+        };
+        if alive.is_empty() || began.elapsed() >= bound {
+            return alive;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Whether any process (a zombie too) is in process group `pgid`.
+pub fn group_exists(pgid: i32) -> bool {
+    // SAFETY: kill(2) with signal 0 only asks; EPERM means it exists.
+    let r = unsafe { libc::kill(-pgid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+#[cfg(test)]
+#[path = "spawn_tests.rs"]
+mod tests;

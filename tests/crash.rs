@@ -62,6 +62,8 @@ mod look;
 mod proc;
 #[path = "crash/rng.rs"]
 mod rng;
+#[path = "crash/spawn_window.rs"]
+mod spawn_window;
 #[path = "crash/trial.rs"]
 mod trial;
 

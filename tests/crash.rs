@@ -54,6 +54,8 @@ mod common;
 
 #[path = "crash/ctrl_c.rs"]
 mod ctrl_c;
+#[path = "crash/disrupt.rs"]
+mod disrupt;
 #[path = "crash/fixture.rs"]
 mod fixture;
 #[path = "crash/look.rs"]
@@ -62,6 +64,8 @@ mod look;
 mod proc;
 #[path = "crash/rng.rs"]
 mod rng;
+#[path = "crash/shapes.rs"]
+mod shapes;
 #[path = "crash/spawn_window.rs"]
 mod spawn_window;
 #[path = "crash/trial.rs"]
@@ -69,7 +73,7 @@ mod trial;
 
 use common::{root, scratch};
 use ctrl_c::{counts, gate_args, ledger_has, starts_and_ends, wait_for};
-use fixture::{calibrate, resume_args, run_args};
+use fixture::{calibrate, calibrate_file, resume_args, run_args};
 use look::{read_ledger, status};
 use proc::{command, step_processes, Proc};
 use rng::{env_count, say, seed, trials, Rng};
@@ -85,10 +89,8 @@ const LEDGER_FIXTURE: &str = "tests/fixtures/crash_ledger.runbook";
 const ASKS: &str = "interrupted while running";
 const CONTINUE: &str = "continue it with: runbook resume 1";
 
-#[test]
-fn sigkill_at_random_moments_then_resume_until_done() {
-    let seed = seed("sigkill");
-    let count = trials();
+/// The trials to run (`RUNBOOK_CRASH_ONLY` picks one) on how many threads.
+fn plan(count: usize) -> (Vec<usize>, usize) {
     let only: Option<usize> = std::env::var("RUNBOOK_CRASH_ONLY")
         .ok()
         .and_then(|s| s.trim().parse().ok());
@@ -97,20 +99,15 @@ fn sigkill_at_random_moments_then_resume_until_done() {
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
         .clamp(1, 8);
-    let indices: Vec<usize> = match only {
+    let indices = match only {
         Some(i) => vec![i],
         None => (0..count).collect(),
     };
-    let began = Instant::now();
-    let fx = calibrate(jobs);
-    say(&format!(
-        "crash: a whole run takes {:?} with {jobs} at once, {:?} of it to start ({} steps, {} ledger lines); {} trials on {jobs} threads, kills from 0 to that",
-        fx.full,
-        fx.startup,
-        fx.steps.len(),
-        fx.lines,
-        indices.len()
-    ));
+    (indices, jobs)
+}
+
+/// Runs `each` for every index on `jobs` threads; stops all at a failure.
+fn run_trials(indices: &[usize], jobs: usize, each: impl Fn(usize, &mut Stats) + Sync) -> Stats {
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let stats = Mutex::new(Stats::default());
@@ -123,36 +120,88 @@ fn sigkill_at_random_moments_then_resume_until_done() {
                     let Some(&index) = indices.get(next.fetch_add(1, Ordering::Relaxed)) else {
                         break;
                     };
-                    trial(&fx, seed, index, &mut mine);
+                    each(index, &mut mine);
                 }
                 stats.lock().expect("stats").add(&mine);
             });
         }
     });
-    let stats = stats.into_inner().expect("stats");
-    let s = &stats;
+    stats.into_inner().expect("stats")
+}
+
+fn report(s: &Stats, began: Instant) {
     say(&format!(
-        "crash: {} trials in {:.1?}: {} runbook processes, {} SIGKILLs landed ({} of resumes; {} more came after the process had finished)",
-        s.trials, began.elapsed(), s.processes, s.kills, s.kills_of_resumes, s.missed
+        "crash: {} trials in {:.1?}: {} runbook processes, {} SIGKILLs landed ({} of resumes; {} more disruptions came after the process had finished); Ctrl-C once {}, twice {}, SIGSTOP/SIGCONT {}",
+        s.trials, began.elapsed(), s.processes, s.kills, s.kills_of_resumes, s.missed, s.ctrl_c, s.ctrl_c_twice, s.stops
     ));
     say(&format!(
         "crash: kills that left a step interrupted: {}; with no step process alive (startup, decisions, journal writes): {}; between a step's end and the record of its success: {}; between the record of a start and the step's first line: {}; before run 1 was recorded: {}",
         s.with_interrupted, s.no_step_alive, s.ended_unrecorded, s.started_not_begun, s.before_created
     ));
     say(&format!(
-        "crash: steps alive at a kill: killed {} times, left to end {} times",
-        s.orphans_killed, s.orphans_left_to_end
+        "crash: steps alive at a kill: killed {} times, left to end {} times, left running for the next process {} times (a resume refused beside them {} times)",
+        s.orphans_killed, s.orphans_left_to_end, s.orphans_left_running, s.refused_while_running
     ));
     say(&format!(
-        "crash: {} resumes; {} asked about interrupted steps (answered --done {} times, --rerun {} times); steps run again after an interruption: {} by themselves, {} on --rerun; no recorded step ran again; slowest status: {:?}",
+        "crash: {} resumes; {} asked about interrupted steps (answered --done {} times, --rerun {} times); steps run again after an interruption: {} by themselves, {} on --rerun; no recorded step ran again, no two programs of a step alive at once; slowest status: {:?}",
         s.resumes, s.asked, s.chose_done, s.chose_rerun, s.reran_by_themselves, s.reran_on_request, s.slowest_status
     ));
+}
+
+#[test]
+fn sigkill_at_random_moments_then_resume_until_done() {
+    let seed = seed("sigkill");
+    let (indices, jobs) = plan(trials());
+    let began = Instant::now();
+    let fx = calibrate(jobs);
+    say(&format!(
+        "crash: a whole run takes {:?} with {jobs} at once, {:?} of it to start ({} steps, {} ledger lines); {} trials on {jobs} threads, kills from 0 to that",
+        fx.full,
+        fx.startup,
+        fx.steps.len(),
+        fx.lines,
+        indices.len()
+    ));
+    let s = run_trials(&indices, jobs, |index, mine| {
+        trial(&fx, seed, index, mine, false)
+    });
+    report(&s, began);
     assert!(
         s.kills >= indices.len(),
         "every trial kills at least once: {} kills for {} trials",
         s.kills,
         indices.len()
     );
+}
+
+/// Runbooks of random shapes (`crash/shapes.rs`), each run disrupted by a
+/// SIGKILL, one or two Ctrl-Cs or a SIGSTOP held a while, at random
+/// moments, and resumed (its resumes disrupted too) until it is done; the
+/// programs of a killed run are sometimes left running for the next
+/// resume to find. `RUNBOOK_SHAPES_TRIALS` sets the count (default 30).
+#[test]
+fn random_shapes_disrupted_every_way_then_resumed_until_done() {
+    let seed = seed("shapes");
+    let (indices, jobs) = plan(env_count("RUNBOOK_SHAPES_TRIALS", 30));
+    let began = Instant::now();
+    let s = run_trials(&indices, jobs, |index, mine| {
+        let mut rng = Rng::new(seed ^ (index as u64 + 1).wrapping_mul(0x9E37_79B9));
+        let dir = scratch(&format!("crash-shape-{index}-runbook"));
+        let file = dir.join(format!("shape-{index}.runbook"));
+        std::fs::write(&file, shapes::generate(&mut rng, index)).expect("writes");
+        let locks = dir.join("locks");
+        let clear = |_: &std::path::Path| {
+            let _ = std::fs::remove_dir_all(&locks);
+            let _ = std::fs::create_dir_all(&locks);
+        };
+        clear(&dir);
+        let params = [format!("locks={}", locks.display())];
+        let mut fx = calibrate_file(&file, &params, 1, 1, clear);
+        fx.scratch = Some(locks.clone());
+        trial(&fx, seed, index, mine, true);
+        let _ = std::fs::remove_dir_all(&dir);
+    });
+    report(&s, began);
 }
 
 #[test]

@@ -131,6 +131,9 @@ pub(crate) fn read_ledger(path: &Path) -> Result<Vec<Entry>, String> {
         .map(|line| {
             let parts: Vec<&str> = line.split(' ').collect();
             match parts.as_slice() {
+                [step, "overlap", pid] => Err(format!(
+                    "two programs of {step} were alive at once: {pid} started while another held its lock"
+                )),
                 [step, word @ ("start" | "end"), pid] => Ok(Entry {
                     step: step.to_string(),
                     end: *word == "end",

@@ -102,6 +102,12 @@ impl Ended {
         self.status.signal() == Some(libc::SIGKILL)
     }
 
+    /// Ended by a Ctrl-C: exit 130, or the default action of SIGINT when it
+    /// came before runbook's first instructions had set its own.
+    pub(crate) fn interrupted(&self) -> bool {
+        self.status.code() == Some(130) || self.status.signal() == Some(libc::SIGINT)
+    }
+
     pub(crate) fn code(&self) -> Option<i32> {
         self.status.code()
     }

@@ -1,9 +1,10 @@
 //! One SIGKILL trial, from the first run to the end, and its figures.
 
 use crate::common::scratch;
-use crate::fixture::{resume_args, run_args, Fixture};
+use crate::disrupt::Disruption;
+use crate::fixture::{resume_args, Fixture};
 use crate::look::{count, read_ledger, status, Entry, RunStatus};
-use crate::proc::{copy_dir, settle, Ended, Proc};
+use crate::proc::{copy_dir, settle, step_processes, Ended, Proc};
 use crate::rng::Rng;
 use crate::{ASKS, CONTINUE};
 use std::collections::BTreeSet;
@@ -38,6 +39,13 @@ pub(crate) struct Stats {
     /// Fresh stores a kill left unusable (the known bug).
     pub(crate) orphans_killed: usize,
     pub(crate) orphans_left_to_end: usize,
+    /// Left running for the next process, which had to find them.
+    pub(crate) orphans_left_running: usize,
+    /// Resumes that refused because a killed run's program still ran.
+    pub(crate) refused_while_running: usize,
+    pub(crate) ctrl_c: usize,
+    pub(crate) ctrl_c_twice: usize,
+    pub(crate) stops: usize,
     pub(crate) resumes: usize,
     /// Resumes that refused and named interrupted `ask` steps.
     pub(crate) asked: usize,
@@ -63,6 +71,11 @@ impl Stats {
         self.before_created += other.before_created;
         self.orphans_killed += other.orphans_killed;
         self.orphans_left_to_end += other.orphans_left_to_end;
+        self.orphans_left_running += other.orphans_left_running;
+        self.refused_while_running += other.refused_while_running;
+        self.ctrl_c += other.ctrl_c;
+        self.ctrl_c_twice += other.ctrl_c_twice;
+        self.stops += other.stops;
         self.resumes += other.resumes;
         self.asked += other.asked;
         self.chose_done += other.chose_done;
@@ -105,6 +118,11 @@ struct Trial<'a> {
     marker: String,
     log: Vec<String>,
     procs: usize,
+    /// The widened trials: every kind of disruption, and step programs a
+    /// SIGKILL left sometimes still alive when the next process starts.
+    widened: bool,
+    /// Step programs of the last kill were left running for the next process.
+    left_alive: bool,
 }
 
 impl Trial<'_> {
@@ -129,41 +147,70 @@ impl Trial<'_> {
         Proc::spawn(&self.dir, &format!("p{:02}", self.procs), args)
     }
 
-    /// Runs a process, killed after `kill` if given; after a kill, settles
-    /// its steps' processes.
+    /// Runs a process, disrupted as `how` says; after a kill, settles its
+    /// steps' processes: killed, left to end, or (widened) left running for
+    /// the next process to find.
     fn drive(
         &mut self,
         args: &[String],
-        kill: Option<Duration>,
+        how: Disruption,
         rng: &mut Rng,
         stats: &mut Stats,
     ) -> Ended {
         let proc = self.spawn(args, stats);
-        let ended = proc.end(kill, &self.marker);
+        let ended = how.apply(proc, &self.marker);
         let shown = args[2..].join(" ");
-        match kill {
-            Some(d) => self.note(format!("{shown} (kill at {d:?}): {}", ended.describe())),
-            None => self.note(format!("{shown}: {}", ended.describe())),
+        match how {
+            Disruption::None => self.note(format!("{shown}: {}", ended.describe())),
+            how => self.note(format!("{shown} ({how:?}): {}", ended.describe())),
+        }
+        let left_before = std::mem::take(&mut self.left_alive);
+        if left_before {
+            // The programs left running were this process's to find; now
+            // they may end.
+            if let Err(e) = settle(&self.marker, false) {
+                self.fail(e);
+            }
+        }
+        match how {
+            Disruption::CtrlC(_) => stats.ctrl_c += 1,
+            Disruption::CtrlCTwice(..) => stats.ctrl_c_twice += 1,
+            Disruption::Stop(..) => stats.stops += 1,
+            _ => {}
+        }
+        if matches!(how, Disruption::CtrlCTwice(..)) && ended.code() == Some(130) && !left_before {
+            let alive = step_processes(&self.marker);
+            if !alive.is_empty() {
+                self.fail(format!(
+                    "after a second Ctrl-C, runbook exited while programs it killed were alive: {alive:?}"
+                ));
+            }
         }
         if ended.killed() {
             stats.kills += 1;
             if ended.alive.is_empty() {
                 stats.no_step_alive += 1;
             }
-            let kill_them = rng.one_in(2);
+            let choice = if self.widened {
+                rng.below(3)
+            } else {
+                rng.below(2)
+            };
             if !ended.alive.is_empty() {
-                if kill_them {
-                    stats.orphans_killed += 1;
-                } else {
-                    stats.orphans_left_to_end += 1;
+                match choice {
+                    0 => stats.orphans_killed += 1,
+                    1 => stats.orphans_left_to_end += 1,
+                    _ => stats.orphans_left_running += 1,
                 }
                 self.note(format!(
                     "  steps alive at the kill: {:?}; {}",
                     ended.alive,
-                    if kill_them { "killed" } else { "left to end" }
+                    ["killed", "left to end", "left running for the next process"][choice as usize]
                 ));
             }
-            if let Err(e) = settle(&self.marker, kill_them) {
+            if choice == 2 && !ended.alive.is_empty() {
+                self.left_alive = true;
+            } else if let Err(e) = settle(&self.marker, choice == 0) {
                 self.fail(e);
             }
             // For the record if something fails: the journal as the kill
@@ -171,7 +218,7 @@ impl Trial<'_> {
             let kept = self.dir.join("journal-as-killed");
             let _ = std::fs::remove_dir_all(&kept);
             copy_dir(&self.state.join("journal"), &kept);
-        } else if kill.is_some() {
+        } else if how.stops() && ended.code() == Some(0) {
             stats.missed += 1;
         }
         ended
@@ -221,7 +268,15 @@ impl Trial<'_> {
             self.fail(format!("the run is {:?}", now.status.state));
         }
         for s in &now.status.steps {
-            if !matches!(s.state.as_str(), "pending" | "interrupted" | "succeeded") {
+            let info = self.fx.step(&s.name);
+            let allowed = match s.state.as_str() {
+                "pending" | "interrupted" | "succeeded" => true,
+                "skipped" => info.skipped,
+                // A step whose first attempt failed, killed before its next.
+                "waiting to retry" => s.name.ends_with("_rt"),
+                _ => false,
+            };
+            if !allowed {
                 self.fail(format!("{} is {:?}", s.name, s.state));
             }
             let before = was(&s.name);
@@ -251,6 +306,7 @@ impl Trial<'_> {
             }
             if starts == 1 {
                 let allowed = before == "pending"
+                    || before == "waiting to retry"
                     || (before == "interrupted" && (info.rerun_safe || last.rerun.contains(name)));
                 if !allowed {
                     self.fail(format!(
@@ -333,18 +389,37 @@ impl Drop for Failed<'_> {
     }
 }
 
-/// A moment to kill a resume: from its start to about its end, which comes
-/// sooner the more steps already succeeded.
-fn kill_delay(rng: &mut Rng, fx: &Fixture, now: &RunStatus) -> Duration {
+/// How long a resume may take: from its start to about its end, which
+/// comes sooner the more steps already succeeded.
+fn resume_span(fx: &Fixture, now: &RunStatus) -> Duration {
     let left = now.steps.len() - now.in_state("succeeded").len();
     let work = fx.full.saturating_sub(fx.startup) * left as u32 / now.steps.len() as u32;
-    rng.up_to(fx.startup + work)
+    fx.startup + work
 }
 
-pub(crate) fn trial(fx: &Fixture, seed: u64, index: usize, stats: &mut Stats) {
+/// How to disrupt the next process: a SIGKILL within `span` for the
+/// SIGKILL trials, anything for the widened ones.
+fn disruption(widened: bool, rng: &mut Rng, span: Duration) -> Disruption {
+    if widened {
+        Disruption::pick(rng, span)
+    } else {
+        Disruption::Kill(rng.up_to(span))
+    }
+}
+
+/// Removes what the runbook's steps keep between attempts.
+fn reset(fx: &Fixture) {
+    if let Some(dir) = &fx.scratch {
+        let _ = std::fs::remove_dir_all(dir);
+        let _ = std::fs::create_dir_all(dir);
+    }
+}
+
+pub(crate) fn trial(fx: &Fixture, seed: u64, index: usize, stats: &mut Stats, widened: bool) {
     let mut rng = Rng::new(seed ^ (index as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03));
     let rng = &mut rng;
-    let dir = scratch(&format!("crash-trial-{index}"));
+    let kind = if widened { "shape" } else { "trial" };
+    let dir = scratch(&format!("crash-{kind}-{index}"));
     let mut t = Trial {
         fx,
         seed,
@@ -355,17 +430,27 @@ pub(crate) fn trial(fx: &Fixture, seed: u64, index: usize, stats: &mut Stats) {
         dir,
         log: Vec::new(),
         procs: 0,
+        widened,
+        left_alive: false,
     };
-    let run = run_args(&t.state, &t.ledger);
+    if widened {
+        t.note(format!(
+            "the runbook: {}\n{}",
+            fx.file.display(),
+            std::fs::read_to_string(&fx.file).unwrap_or_default()
+        ));
+    }
+    let run = fx.run_args(&t.state, &t.ledger);
 
-    // A run, killed at a random moment; when it finishes first, a fresh one
-    // is killed within the time that one took, until a kill lands.
+    // A run, disrupted at a random moment; when it finishes first, a fresh
+    // one is disrupted within the time that one took, until one lands.
     let mut limit = fx.full;
     let mut first = loop {
         let _ = std::fs::remove_dir_all(&t.state);
         let _ = std::fs::remove_file(&t.ledger);
-        let ended = t.drive(&run, Some(rng.up_to(limit)), rng, stats);
-        if ended.killed() {
+        reset(fx);
+        let ended = t.drive(&run, disruption(widened, rng, limit), rng, stats);
+        if ended.killed() || ended.interrupted() {
             break ended;
         }
         if ended.code() != Some(0) || !ended.stdout.contains("run 1 succeeded") {
@@ -401,8 +486,12 @@ pub(crate) fn trial(fx: &Fixture, seed: u64, index: usize, stats: &mut Stats) {
                 t.fail("steps ran before the run was recorded");
             }
             stats.before_created += 1;
-            let kill = rng.one_in(2).then(|| rng.up_to(fx.full));
-            first = t.drive(&run, kill, rng, stats);
+            let how = if rng.one_in(2) {
+                disruption(widened, rng, fx.full)
+            } else {
+                Disruption::None
+            };
+            first = t.drive(&run, how, rng, stats);
             last = Last {
                 killed: first.killed(),
                 alive: first.alive.clone(),
@@ -412,7 +501,7 @@ pub(crate) fn trial(fx: &Fixture, seed: u64, index: usize, stats: &mut Stats) {
             continue;
         };
         if let Some(line) = first.stdout.lines().next() {
-            if !line.starts_with("run 1: crash_ledger (") || !line.ends_with(CONTINUE) {
+            if !line.starts_with(&format!("run 1: {} (", fx.name)) || !line.ends_with(CONTINUE) {
                 t.fail(format!("the first line is {line:?}"));
             }
         }
@@ -425,6 +514,32 @@ pub(crate) fn trial(fx: &Fixture, seed: u64, index: usize, stats: &mut Stats) {
             break;
         }
 
+        // Programs of the last kill still run: a resume now must find them
+        // and refuse, or find they have just ended.
+        if t.left_alive {
+            stats.resumes += 1;
+            let ended = t.drive(&resume_args(&t.state, &[]), Disruption::None, rng, stats);
+            let said = &ended.stderr;
+            let refused = ended.code() == Some(1)
+                && (said.contains("are still running") || said.contains(ASKS));
+            if refused && said.contains("are still running") {
+                stats.refused_while_running += 1;
+            }
+            if !refused && ended.code() != Some(0) {
+                t.fail(format!(
+                    "a resume beside a killed run's programs: {}",
+                    ended.describe()
+                ));
+            }
+            last = Last {
+                killed: false,
+                finished: ended.code() == Some(0),
+                ..Last::default()
+            };
+            prev = Some(now);
+            continue;
+        }
+
         // Resume as a person would: plainly first; if it asks, read the ledger.
         let interrupted = now.status.in_state("interrupted");
         let asking: BTreeSet<String> = interrupted
@@ -432,14 +547,16 @@ pub(crate) fn trial(fx: &Fixture, seed: u64, index: usize, stats: &mut Stats) {
             .filter(|n| !fx.step(n).rerun_safe)
             .cloned()
             .collect();
-        let mut kill = (killed_resumes < KILLED_RESUMES && rng.one_in(2)).then(|| {
+        let mut how = if killed_resumes < KILLED_RESUMES && rng.one_in(2) {
             killed_resumes += 1;
-            kill_delay(rng, fx, &now.status)
-        });
+            disruption(widened, rng, resume_span(fx, &now.status))
+        } else {
+            Disruption::None
+        };
         let mut choices: Vec<(String, &str)> = Vec::new();
         if !asking.is_empty() {
             stats.resumes += 1;
-            let ended = t.drive(&resume_args(&t.state, &[]), None, rng, stats);
+            let ended = t.drive(&resume_args(&t.state, &[]), Disruption::None, rng, stats);
             let said = ended.stderr.clone();
             if ended.code() != Some(1) || !said.contains(ASKS) {
                 t.fail(format!(
@@ -476,14 +593,17 @@ pub(crate) fn trial(fx: &Fixture, seed: u64, index: usize, stats: &mut Stats) {
                 }
                 choices.push((name.clone(), choice));
             }
-        } else if kill.is_none() && rng.one_in(4) {
+        } else if !how.stops() && rng.one_in(4) {
             // Sometimes kill a resume around its first writes.
-            kill = Some(fx.startup / 2 + rng.up_to(fx.startup / 2 + fx.full / 8));
+            how = Disruption::Kill(fx.startup / 2 + rng.up_to(fx.startup / 2 + fx.full / 8));
         }
         stats.resumes += 1;
-        let ended = t.drive(&resume_args(&t.state, &choices), kill, rng, stats);
+        let ended = t.drive(&resume_args(&t.state, &choices), how, rng, stats);
+        let stopped_by_ctrl_c =
+            ended.interrupted() && matches!(how, Disruption::CtrlC(_) | Disruption::CtrlCTwice(..));
         if ended.killed() {
             stats.kills_of_resumes += 1;
+        } else if stopped_by_ctrl_c {
         } else if ended.code() != Some(0) || !ended.stdout.contains("run 1 succeeded") {
             t.fail(format!(
                 "resume did not finish the run: {}",
@@ -510,10 +630,17 @@ pub(crate) fn trial(fx: &Fixture, seed: u64, index: usize, stats: &mut Stats) {
 
     // The end: every step succeeded, each did its work, nothing left to resume.
     let end = prev.expect("a last snapshot");
-    if end.status.in_state("succeeded").len() != fx.steps.len() {
-        t.fail("the run succeeded with steps not succeeded");
+    for info in &fx.steps {
+        let want = if info.skipped { "skipped" } else { "succeeded" };
+        if end.status.state_of(&info.name) != want {
+            t.fail(format!(
+                "the run succeeded with {} {:?}",
+                info.name,
+                end.status.state_of(&info.name)
+            ));
+        }
     }
-    for info in fx.steps.iter().filter(|s| s.ledger) {
+    for info in fx.steps.iter().filter(|s| s.ledger && !s.skipped) {
         let starts = count(&end.ledger, &info.name, false);
         if starts == 0 || count(&end.ledger, &info.name, true) == 0 {
             t.fail(format!("{} never ran to its end", info.name));
@@ -529,7 +656,7 @@ pub(crate) fn trial(fx: &Fixture, seed: u64, index: usize, stats: &mut Stats) {
         }
     }
     if index % 4 == 0 {
-        let again = t.drive(&resume_args(&t.state, &[]), None, rng, stats);
+        let again = t.drive(&resume_args(&t.state, &[]), Disruption::None, rng, stats);
         if again.code() != Some(1) || !again.stderr.contains("has already finished") {
             t.fail(format!("resuming a finished run: {}", again.describe()));
         }

@@ -4,7 +4,7 @@
 //! everything it started. Output is streamed line by line and kept up to a
 //! cap, so a step that prints 100 MB keeps memory bounded.
 
-use super::groups::Reserved;
+use super::groups::{Reserved, StepNotes};
 use super::spawn::{self, Launch, Spawned};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -18,6 +18,8 @@ pub struct CommandSpec {
     pub shell: bool,
     pub env: Vec<(String, String)>,
     pub cwd: Option<PathBuf>,
+    /// Where the program notes itself before it runs, when it is a step's.
+    pub notes: Option<StepNotes>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,12 +69,48 @@ pub async fn run(
     cap: usize,
     on_line: impl FnMut(Stream, &str),
 ) -> Result<CommandResult, CommandError> {
-    run_watched(spec, timeout, cap, None, |_| {}, on_line).await
+    run_watched(spec, timeout, cap, |_| {}, on_line).await
 }
 
-/// `run`, the program noted in `note` by itself before it runs, and
-/// `on_start` told its process group as soon as it runs.
+/// `run`, `on_start` told the program's process group as soon as it runs.
+/// With `spec.notes`, the program notes itself before it runs, and its note
+/// is blanked once it has ended and its group is gone; if this future is
+/// dropped first (a second Ctrl-C), the note stays for `resume` to see.
 pub async fn run_watched(
+    spec: &CommandSpec,
+    timeout: Option<Duration>,
+    cap: usize,
+    on_start: impl FnOnce(u32),
+    on_line: impl FnMut(Stream, &str),
+) -> Result<CommandResult, CommandError> {
+    let reserved = match &spec.notes {
+        Some(notes) => Some(notes.reserve().map_err(|why| CommandError::Start {
+            program: spec.program.clone(),
+            why,
+        })?),
+        None => None,
+    };
+    let slot = reserved.as_ref().map(Reserved::index);
+    let mut leader = None;
+    let result = run_noted(
+        spec,
+        timeout,
+        cap,
+        reserved,
+        |pid| {
+            leader = Some(pid);
+            on_start(pid);
+        },
+        on_line,
+    )
+    .await;
+    if let (Some(notes), Some(slot)) = (&spec.notes, slot) {
+        notes.release(slot, leader);
+    }
+    result
+}
+
+async fn run_noted(
     spec: &CommandSpec,
     timeout: Option<Duration>,
     cap: usize,
@@ -182,7 +220,8 @@ async fn start(launch: Launch, note: Option<Reserved>) -> Result<Spawned, String
         spawn::spawn(&launch, slot)
             .map(|s| Started(Some(s)))
             .map_err(|e| {
-                if e.kind() == std::io::ErrorKind::Other {
+                // spawn's own errors say what failed; a bare OS error not.
+                if e.get_ref().is_some() {
                     e.to_string()
                 } else {
                     crate::error::io_reason(&e)

@@ -144,6 +144,7 @@ pub(super) async fn backup_step(
         format,
         keep,
         SystemTime::now(),
+        log.step_notes(),
         |s, l| log.line(s == super::command::Stream::Stderr, l),
     )
     .await
@@ -186,7 +187,7 @@ pub(super) async fn restore_step(
         Some(Value::Int(n)) => u32::try_from(n).ok().filter(|n| *n > 0),
         _ => None,
     };
-    postgres::restore(&connection, &from, jobs, |s, l| {
+    postgres::restore(&connection, &from, jobs, log.step_notes(), |s, l| {
         log.line(s == super::command::Stream::Stderr, l)
     })
     .await

@@ -3,14 +3,14 @@
 //! running (a SIGKILL of runbook does not reach its programs).
 //!
 //! One file per run, `STATE/running/RUN`, of fixed-size slots. Before a
-//! program starts, its slot is reserved: runbook writes `~PID SINCE STEP`
-//! there (this process, and when). The new process then writes its own pid
-//! and start time over the first part, as the first thing it does, before
-//! it runs the program (`spawn.rs`). So a program never runs without a
-//! note, whenever runbook is killed; a slot still saying `~` is a program
-//! that was being started, which `resume` looks for among this binary's
-//! clones that have not yet called exec. When the program has ended and
-//! its group is gone, the slot is blanked.
+//! program starts, its slot is reserved: runbook writes `~PGID SINCE STEP`
+//! there (its own process group, and when). The new process then writes
+//! its pid over `~PGID`, as the first thing it does, before it runs the
+//! program (`spawn.rs`). So a program never runs without a note, whenever
+//! runbook is killed; a slot still saying `~` is a program that was being
+//! started, which `resume` looks for among the processes still in that
+//! group that have not called exec yet. When the program has ended and its
+//! group is gone, the slot is blanked.
 //!
 //! Written without fsync: a note only has to outlive this process, not the
 //! machine, since a reboot ends the program too. The page cache holds it
@@ -42,16 +42,59 @@ struct RunFile {
 /// A slot reserved for a program about to start.
 pub struct Reserved {
     file: Arc<File>,
-    offset: u64,
+    slot: usize,
     text: [u8; NOTE],
 }
 
 impl Reserved {
+    /// Which slot it is, to release it once the program has ended.
+    pub fn index(&self) -> usize {
+        self.slot
+    }
+
     pub fn slot(&self) -> NoteSlot<'_> {
         NoteSlot {
             file: &self.file,
-            offset: self.offset,
+            offset: (self.slot * NOTE) as u64,
             text: self.text,
+        }
+    }
+}
+
+/// Where the programs of one step of one run are noted: what a program of
+/// the step is started with (`CommandSpec::notes`).
+#[derive(Clone)]
+pub struct StepNotes {
+    notes: Arc<GroupNotes>,
+    run: RunId,
+    step: String,
+}
+
+impl std::fmt::Debug for StepNotes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StepNotes({}, {})", self.run, self.step)
+    }
+}
+
+impl StepNotes {
+    pub fn new(notes: Arc<GroupNotes>, run: RunId, step: &str) -> StepNotes {
+        StepNotes {
+            notes,
+            run,
+            step: step.to_string(),
+        }
+    }
+
+    pub fn reserve(&self) -> Result<Reserved, String> {
+        self.notes.reserve(self.run, &self.step)
+    }
+
+    /// The program of `reserved` has ended (or never started): its slot is
+    /// blanked, unless members of its group (`leader`) are still alive.
+    pub fn release(&self, slot: usize, leader: Option<u32>) {
+        let gone = leader.is_none_or(|pid| !spawn::group_exists(pid as i32));
+        if gone {
+            self.notes.forget(self.run, slot);
         }
     }
 }
@@ -113,12 +156,13 @@ impl GroupNotes {
                 notes.used.len() - 1
             }
         };
+        // `~PGID`: being started by a process of that group (the new
+        // process stays in it until its note is written); the time is when
+        // the slot was reserved, before the program was started.
         let mut text = [b' '; NOTE];
-        let head = format!(
-            "{:>10} {:>16} ",
-            format!("~{}", std::process::id()),
-            spawn::boot_clock_ms()
-        );
+        // SAFETY: getpgrp(2) cannot fail.
+        let pgid = unsafe { libc::getpgrp() };
+        let head = format!("{:>10} {:>16} ", format!("~{pgid}"), spawn::boot_clock_ms());
         text[..PID_AND_START].copy_from_slice(&head.as_bytes()[..PID_AND_START]);
         let n = key.len().min(NOTE - 1 - PID_AND_START);
         text[PID_AND_START..PID_AND_START + n].copy_from_slice(&key.as_bytes()[..n]);
@@ -130,22 +174,22 @@ impl GroupNotes {
         notes.used[slot] = Some(key);
         Ok(Reserved {
             file: Arc::clone(&notes.file),
-            offset,
+            slot,
             text,
         })
     }
 
-    /// The program of `step` ended and its group is gone: its slot is blanked.
-    pub fn forget(&self, run: RunId, step: &str) {
+    /// The program noted in `slot` ended and its group is gone: the slot is
+    /// blanked, for the next program.
+    pub fn forget(&self, run: RunId, slot: usize) {
         let Ok(mut open) = self.open.lock() else {
             return;
         };
         let Some(notes) = open.get_mut(&run) else {
             return;
         };
-        let key = key(step);
-        if let Some(slot) = notes.used.iter().position(|k| k.as_deref() == Some(&key)) {
-            notes.used[slot] = None;
+        if let Some(used) = notes.used.get_mut(slot) {
+            *used = None;
             let mut blank = [b' '; NOTE];
             blank[NOTE - 1] = b'\n';
             let _ = notes.file.write_all_at(&blank, (slot * NOTE) as u64);
@@ -155,24 +199,56 @@ impl GroupNotes {
     /// The program an earlier process left running, or was starting, for
     /// `step`, if any.
     pub fn still_running(&self, run: RunId, step: &str) -> Option<Noted> {
-        let text = std::fs::read_to_string(self.path(run)).ok()?;
         let key = key(step);
-        text.lines().find_map(|line| {
-            let mut parts = line.split_whitespace();
-            let first = parts.next()?;
-            let since = parts.next()?.parse::<u64>().ok()?;
-            if parts.next()? != key {
+        let mut looked_for_clones = false;
+        loop {
+            let text = std::fs::read_to_string(self.path(run)).ok()?;
+            let mut found = None;
+            for line in text.lines() {
+                match parse(line, &key) {
+                    Some(Slot::Program(group)) if group.alive() => {
+                        return Some(Noted::Running(group))
+                    }
+                    Some(Slot::Starting { pgid, since }) => found = Some((pgid, since)),
+                    _ => {}
+                }
+            }
+            let (pgid, since) = found?;
+            if looked_for_clones {
+                // Still `~` after no clone was left: it never ran.
                 return None;
             }
-            if first.starts_with('~') {
-                return starting_clone_since(since).then_some(Noted::Starting);
+            if starting_clone(pgid, since) {
+                return Some(Noted::Starting);
             }
-            let group = Group {
-                pid: first.parse().ok()?,
-                started: since,
-            };
-            group.alive().then_some(Noted::Running(group))
-        })
+            // A clone may have noted itself and run meanwhile: read again.
+            looked_for_clones = true;
+        }
+    }
+}
+
+/// What a line of the notes says, for a step's key.
+enum Slot {
+    Program(Group),
+    Starting { pgid: u32, since: u64 },
+}
+
+fn parse(line: &str, key: &str) -> Option<Slot> {
+    let mut parts = line.split_whitespace();
+    let first = parts.next()?;
+    let since = parts.next()?.parse::<u64>().ok()?;
+    if parts.next()? != key {
+        return None;
+    }
+    match first.strip_prefix('~') {
+        Some(pgid) => Some(Slot::Starting {
+            pgid: pgid.parse().ok()?,
+            since,
+        }),
+        None => Some(Slot::Program(Group {
+            pid: first.parse().ok()?,
+            started: since,
+        })),
     }
 }
 
@@ -204,14 +280,18 @@ fn key(step: &str) -> String {
 }
 
 /// A process group that may outlive the runbook process that started it:
-/// its leader, and when the leader started on the boot clock, so that a
-/// reused pid is not mistaken for it.
+/// its leader, and when its slot was reserved, just before the leader was
+/// started (boot clock), so that a reused pid is not mistaken for it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Group {
     pub pid: u32,
-    /// Milliseconds since boot, read as the program started.
+    /// Milliseconds since boot, read just before the program started.
     pub started: u64,
 }
+
+/// How long after its slot was reserved a program may have started: the
+/// new process is made at once, unless the machine is starved.
+const START_WITHIN_MS: u64 = 10_000;
 
 impl Group {
     /// Whether the program runs: its leader is the process noted (not a
@@ -222,7 +302,7 @@ impl Group {
         match proc_stat(self.pid) {
             Some(stat)
                 if stat.started_ms + 1000 >= self.started
-                    && stat.started_ms <= self.started + stat.tick_ms =>
+                    && stat.started_ms <= self.started + START_WITHIN_MS =>
             {
                 !stat.zombie || members_alive(self.pid)
             }
@@ -285,25 +365,25 @@ fn members_alive(pgid: u32) -> bool {
     all_pids().any(|pid| proc_stat(pid).is_some_and(|s| s.pgrp == i64::from(pgid) && !s.zombie))
 }
 
-/// Whether a clone of this binary that has not called exec yet, made at or
-/// after `since` (boot clock, ms), exists: what becomes a step's program
-/// once it runs. A single thread, running runbook's executable, started
-/// then; other runbook processes started since are rarer still, and cost
-/// only a refusal to resume, to be tried again.
-fn starting_clone_since(since: u64) -> bool {
+/// Whether a process that may become a step's program is still on its way:
+/// made by runbook at or after `since` (boot clock, ms), not yet out of
+/// runbook's process group `pgid` (it leaves it only after it has written
+/// its note), and a single thread. Another single-threaded process that
+/// joined that group since (rare) costs only a refusal to resume, to be
+/// tried again.
+fn starting_clone(pgid: u32, since: u64) -> bool {
     let me = std::process::id();
-    let Ok(exe) = std::fs::read_link("/proc/self/exe") else {
-        return true;
-    };
-    // A clone that was about to note itself does so within microseconds
-    // of being scheduled: look for a while before saying there is none.
+    // A clone that was about to note itself does so within microseconds of
+    // being scheduled: look for a while before saying it is still there.
     let began = std::time::Instant::now();
     loop {
         let found = all_pids().filter(|pid| *pid != me).any(|pid| {
-            let started_then =
-                proc_stat(pid).is_some_and(|s| s.started_ms + s.tick_ms >= since && !s.zombie);
-            started_then
-                && std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|e| e == exe)
+            let Some(stat) = proc_stat(pid) else {
+                return false;
+            };
+            stat.pgrp == i64::from(pgid)
+                && !stat.zombie
+                && stat.started_ms + stat.tick_ms >= since
                 && std::fs::read_to_string(format!("/proc/{pid}/status"))
                     .is_ok_and(|s| s.lines().any(|l| l == "Threads:\t1"))
         });

@@ -12,13 +12,15 @@ fn notes(name: &str) -> (PathBuf, GroupNotes) {
     (dir, notes)
 }
 
-/// Starts `sleep` for `step` of run 7, noted as the executor does.
-fn start_sleep(notes: &GroupNotes, step: &str) -> u32 {
+/// Starts `sleep` for `step` of run 7, noted as the executor does; its
+/// pid and slot.
+fn start_sleep(notes: &GroupNotes, step: &str) -> (u32, usize) {
     let reserved = notes.reserve(RunId(7), step).expect("reserves");
     let launch = spawn::Launch::new("sleep", &["30".to_string()], &[], None).expect("prepares");
-    spawn::spawn(&launch, Some(reserved.slot()))
+    let pid = spawn::spawn(&launch, Some(reserved.slot()))
         .expect("starts")
-        .pid
+        .pid;
+    (pid, reserved.index())
 }
 
 fn end(pid: u32) {
@@ -30,8 +32,8 @@ fn end(pid: u32) {
 #[test]
 fn a_started_program_is_seen_until_it_ends_and_then_forgotten() {
     let (_dir, notes) = notes("seen");
-    let deploy = start_sleep(&notes, "deploy");
-    let backup = start_sleep(&notes, "backup");
+    let (deploy, deploy_slot) = start_sleep(&notes, "deploy");
+    let (backup, _) = start_sleep(&notes, "backup");
     let seen = |step| match notes.still_running(RunId(7), step) {
         Some(Noted::Running(g)) => Some(g.pid),
         other => {
@@ -45,10 +47,10 @@ fn a_started_program_is_seen_until_it_ends_and_then_forgotten() {
     assert_eq!(notes.still_running(RunId(8), "deploy"), None);
     end(deploy);
     assert_eq!(seen("deploy"), None, "its group is gone");
-    notes.forget(RunId(7), "deploy");
+    notes.forget(RunId(7), deploy_slot);
     assert_eq!(seen("backup"), Some(backup));
     // The freed slot is used again: the file does not grow.
-    let verify = start_sleep(&notes, "verify");
+    let (verify, _) = start_sleep(&notes, "verify");
     let len = std::fs::metadata(notes.path(RunId(7))).expect("file").len();
     assert_eq!(len, 2 * NOTE as u64);
     assert_eq!(seen("verify"), Some(verify));
@@ -97,24 +99,78 @@ fn a_reused_pid_is_not_the_program_noted() {
 }
 
 #[test]
-fn a_slot_still_being_started_by_a_dead_process_is_no_program() {
+fn a_slot_still_being_started_is_a_program_while_its_group_has_a_new_process() {
     let (_dir, notes) = notes("starting");
     notes.reserve(RunId(1), "deploy").expect("reserves");
     let text = std::fs::read_to_string(notes.path(RunId(1))).expect("reads");
+    // SAFETY: getpgrp(2) cannot fail.
+    let ours = unsafe { libc::getpgrp() };
     assert!(
-        text.trim_start()
-            .starts_with(&format!("~{}", std::process::id())),
+        text.trim_start().starts_with(&format!("~{ours} ")),
         "{text}"
     );
-    // No clone of this binary is about to run anything.
-    assert_eq!(notes.still_running(RunId(1), "deploy"), None);
+    // A single-threaded process started since, still in the group the slot
+    // names, may be about to become the program: one stands in for it.
+    let since = spawn::boot_clock_ms();
+    let launch = spawn::Launch::new("sleep", &["30".to_string()], &[], None).expect("prepares");
+    let stand_in = spawn::spawn(&launch, None).expect("starts").pid;
+    let line = format!("{:>10} {since:>16} deploy", format!("~{stand_in}"));
+    std::fs::write(notes.path(RunId(1)), format!("{line:<127}\n")).expect("writes");
+    assert_eq!(
+        notes.still_running(RunId(1), "deploy"),
+        Some(Noted::Starting)
+    );
+    spawn::kill_group(stand_in);
+    spawn::reap_later(stand_in);
+    assert!(spawn::wait_killed_gone(Duration::from_secs(5)).is_empty());
+    assert_eq!(
+        notes.still_running(RunId(1), "deploy"),
+        None,
+        "it never ran"
+    );
+}
+
+#[test]
+fn a_program_that_noted_itself_late_is_still_the_program() {
+    let (_dir, notes) = notes("late");
+    let reserved = notes.reserve(RunId(1), "deploy").expect("reserves");
+    // The new process was not scheduled for over a second after its slot
+    // was reserved (a starved machine, a SIGSTOP).
+    std::thread::sleep(Duration::from_millis(1_200));
+    let launch = spawn::Launch::new("sleep", &["30".to_string()], &[], None).expect("prepares");
+    let pid = spawn::spawn(&launch, Some(reserved.slot()))
+        .expect("starts")
+        .pid;
+    assert!(matches!(
+        notes.still_running(RunId(1), "deploy"),
+        Some(Noted::Running(g)) if g.pid == pid
+    ));
+    end(pid);
+}
+
+#[test]
+fn releasing_a_retry_leaves_an_earlier_attempt_that_still_runs_noted() {
+    let (_dir, notes) = notes("retry");
+    let notes = Arc::new(notes);
+    let step = StepNotes::new(Arc::clone(&notes), RunId(7), "flaky");
+    let (first, first_slot) = start_sleep(&notes, "flaky");
+    // Its attempt ended, but its group lives on: its note stays.
+    step.release(first_slot, Some(first));
+    let second = step.reserve().expect("reserves");
+    assert_ne!(second.index(), first_slot);
+    step.release(second.index(), None);
+    assert!(matches!(
+        notes.still_running(RunId(7), "flaky"),
+        Some(Noted::Running(g)) if g.pid == first
+    ));
+    end(first);
 }
 
 #[test]
 fn a_very_long_step_name_is_noted_by_its_hash() {
     let (_dir, notes) = notes("long");
     let long = "s".repeat(500);
-    let pid = start_sleep(&notes, &long);
+    let (pid, _) = start_sleep(&notes, &long);
     assert!(matches!(
         notes.still_running(RunId(7), &long),
         Some(Noted::Running(g)) if g.pid == pid
@@ -126,8 +182,8 @@ fn a_very_long_step_name_is_noted_by_its_hash() {
 #[test]
 fn a_run_whose_programs_ended_leaves_no_file() {
     let (dir, notes) = notes("ended");
-    notes.reserve(RunId(3), "a").expect("reserves");
-    notes.forget(RunId(3), "a");
+    let a = notes.reserve(RunId(3), "a").expect("reserves");
+    notes.forget(RunId(3), a.index());
     notes.reserve(RunId(4), "b").expect("reserves");
     drop(notes);
     let running = dir.join("running");

@@ -5,7 +5,7 @@
 //! scrubs secret values out of everything printed or kept.
 
 use super::command::{self, CommandSpec, Ended, Stream};
-use super::groups::GroupNotes;
+use super::groups::{GroupNotes, StepNotes};
 use super::notify::{deliver, Channel, Notice, Tries, PAGERDUTY_EVENTS};
 use super::output_file::{OutputDir, OutputFile};
 use crate::compile::eval::{eval_in, Bindings, Value};
@@ -360,6 +360,13 @@ impl Log {
         }
     }
 
+    /// Where the step's programs note themselves, when the run keeps notes.
+    pub(super) fn step_notes(&self) -> Option<StepNotes> {
+        self.groups
+            .as_ref()
+            .map(|(notes, run)| StepNotes::new(Arc::clone(notes), *run, &self.step))
+    }
+
     pub(super) fn scrub(&self, text: &str) -> String {
         let mut out = text.to_string();
         for secret in &self.secrets {
@@ -436,6 +443,7 @@ fn command_spec(step: &Step, scope: &Scope) -> Result<CommandSpec, String> {
         shell,
         env,
         cwd: scope.text(step, "cwd", 0)?.map(Into::into),
+        notes: None,
     })
 }
 
@@ -445,32 +453,17 @@ pub(super) async fn execute(
     scope: &Scope,
     log: &Log,
 ) -> Result<command::CommandResult, String> {
-    let spec = command_spec(step, scope)?;
-    // The program notes itself in this slot before it runs; the slot is
-    // blanked only once its whole group is gone. If this future is dropped
-    // (a second Ctrl-C), the note stays for `resume` to see.
-    let reserved = match &log.groups {
-        Some((notes, run)) => Some(notes.reserve(*run, &step.name)?),
-        None => None,
-    };
-    let mut leader = None;
-    let result = command::run_watched(
+    let mut spec = command_spec(step, scope)?;
+    spec.notes = log.step_notes();
+    command::run_watched(
         &spec,
         None,
         OUTPUT_CAP,
-        reserved,
-        |pid| leader = Some(pid),
+        |_| {},
         |stream, line| log.line(stream == Stream::Stderr, line),
     )
     .await
-    .map_err(|e| e.to_string());
-    if let Some((notes, run)) = &log.groups {
-        let gone = leader.is_none_or(|pid| !super::spawn::group_exists(pid as i32));
-        if gone {
-            notes.forget(*run, &step.name);
-        }
-    }
-    result
+    .map_err(|e| e.to_string())
 }
 
 pub(super) fn outputs(result: &command::CommandResult, log: &Log) -> BTreeMap<String, String> {

@@ -52,17 +52,22 @@ impl OutputDir {
         }
     }
 
-    /// The attempts of `step` that have a file, and what each printed,
-    /// oldest attempt first.
-    pub fn read(&self, run: RunId, step: usize) -> Vec<(u32, StepLog)> {
+    /// The files of `step`'s attempts, oldest first: the attempt, whether
+    /// the file was set aside by a later start of the same attempt (after
+    /// an interruption), and what it printed.
+    pub fn read(&self, run: RunId, step: usize) -> Vec<(u32, bool, StepLog)> {
         let prefix = format!("{step}.");
-        let mut found: Vec<(u32, StepLog)> = std::fs::read_dir(self.run_dir(run))
+        let mut found: Vec<(u32, u32, StepLog)> = std::fs::read_dir(self.run_dir(run))
             .into_iter()
             .flatten()
             .flatten()
             .filter_map(|e| {
                 let name = e.file_name().to_str()?.to_string();
-                let attempt = name.strip_prefix(&prefix)?.parse::<u32>().ok()?;
+                let rest = name.strip_prefix(&prefix)?;
+                let (attempt, aside) = match rest.split_once('.') {
+                    Some((a, k)) => (a.parse::<u32>().ok()?, k.parse::<u32>().ok()?),
+                    None => (rest.parse::<u32>().ok()?, u32::MAX),
+                };
                 let text = std::fs::read(e.path()).ok()?;
                 let lines = String::from_utf8_lossy(&text)
                     .lines()
@@ -79,6 +84,7 @@ impl OutputDir {
                     .collect();
                 Some((
                     attempt,
+                    aside,
                     StepLog {
                         lines,
                         dropped_bytes: 0,
@@ -86,8 +92,11 @@ impl OutputDir {
                 ))
             })
             .collect();
-        found.sort_by_key(|(attempt, _)| *attempt);
+        found.sort_by_key(|(attempt, aside, _)| (*attempt, *aside));
         found
+            .into_iter()
+            .map(|(attempt, aside, log)| (attempt, aside != u32::MAX, log))
+            .collect()
     }
 
     /// The run has finished: the journal holds what every attempt printed.
@@ -134,6 +143,17 @@ impl OutputFile {
                 .mode(0o700)
                 .create(dir)?;
         }
+        // The same attempt started again after an interruption: what the
+        // interrupted one printed is set aside, not written over.
+        if self.path.exists() {
+            let name = self.path.file_name().unwrap_or_default().to_string_lossy();
+            if let Some(free) = (1..1000)
+                .map(|k| self.path.with_file_name(format!("{name}.{k}")))
+                .find(|p| !p.exists())
+            {
+                std::fs::rename(&self.path, free)?;
+            }
+        }
         std::fs::OpenOptions::new()
             .write(true)
             .create(true)
@@ -164,7 +184,7 @@ mod tests {
         let read: Vec<(u32, Vec<(bool, String)>)> = dir
             .read(RunId(1), 3)
             .into_iter()
-            .map(|(a, log)| (a, log.lines.into_iter().map(|l| (l.err, l.text)).collect()))
+            .map(|(a, _, log)| (a, log.lines.into_iter().map(|l| (l.err, l.text)).collect()))
             .collect();
         assert_eq!(
             read,
@@ -179,6 +199,15 @@ mod tests {
                 ),
             ]
         );
+        // Attempt 2 started again (after a crash) sets the first aside.
+        let again = dir.attempt(RunId(1), 3, 2, 40);
+        again.line(false, "copying 1 of 2, again");
+        let asides: Vec<(u32, bool, usize)> = dir
+            .read(RunId(1), 3)
+            .into_iter()
+            .map(|(a, aside, log)| (a, aside, log.lines.len()))
+            .collect();
+        assert_eq!(asides, vec![(1, false, 1), (2, true, 2), (2, false, 1)]);
         use std::os::unix::fs::PermissionsExt;
         let mode = |p: PathBuf| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(state.join("output/1")), 0o700);

@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use super::{PgError, Target};
 use crate::actions::command::{self, CommandSpec, Ended, Stream};
+use crate::actions::groups::StepNotes;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DumpKind {
@@ -75,6 +76,7 @@ pub async fn restore(
     connection: &str,
     path: &Path,
     jobs: Option<u32>,
+    notes: Option<StepNotes>,
     on_line: impl FnMut(Stream, &str),
 ) -> Result<(), PgError> {
     let target = Target::parse(connection)?;
@@ -107,7 +109,7 @@ pub async fn restore(
     if program == "pg_restore" {
         args.push(file);
     }
-    run_program(&target, program, args, on_line).await
+    run_program(&target, program, args, notes, on_line).await
 }
 
 /// Dumps the database of `connection` to `DIR/DBNAME-YYYYMMDDTHHMMSSZ.dump`
@@ -119,6 +121,7 @@ pub async fn backup(
     format: DumpFormat,
     keep: Option<Duration>,
     now: SystemTime,
+    notes: Option<StepNotes>,
     on_line: impl FnMut(Stream, &str),
 ) -> Result<PathBuf, PgError> {
     let target = Target::parse(connection)?;
@@ -149,7 +152,7 @@ pub async fn backup(
         "--dbname".into(),
         libpq_string(&target),
     ];
-    if let Err(e) = run_program(&target, "pg_dump", args, on_line).await {
+    if let Err(e) = run_program(&target, "pg_dump", args, notes, on_line).await {
         let _ = std::fs::remove_file(&partial);
         return Err(e);
     }
@@ -274,6 +277,7 @@ async fn run_program(
     target: &Target,
     program: &str,
     args: Vec<String>,
+    notes: Option<StepNotes>,
     mut on_line: impl FnMut(Stream, &str),
 ) -> Result<(), PgError> {
     let mut env = Vec::new();
@@ -284,6 +288,7 @@ async fn run_program(
         program: program.into(),
         args,
         env,
+        notes,
         ..CommandSpec::default()
     };
     // The lines that say "error", else the last lines: pg_restore follows

@@ -447,13 +447,14 @@ async fn round_trip(test: &str, format: DumpFormat) {
         format,
         None,
         SystemTime::now(),
+        None,
         |_, _| lines += 1,
     )
     .await
     .expect("backup");
     assert!(lines > 0, "pg_dump's progress was streamed");
     assert_eq!(dump_kind(&path).await.expect("kind"), format);
-    restore(&copy.url(), &path, Some(2), |_, _| {})
+    restore(&copy.url(), &path, Some(2), None, |_, _| {})
         .await
         .expect("restore");
     assert_eq!(
@@ -461,7 +462,7 @@ async fn round_trip(test: &str, format: DumpFormat) {
         Some("250")
     );
     // Restoring again fails: the table exists. The error says so.
-    let err = restore(&copy.url(), &path, None, |_, _| {})
+    let err = restore(&copy.url(), &path, None, None, |_, _| {})
         .await
         .unwrap_err();
     assert!(err.to_string().contains("already exists"), "{err}");
@@ -522,6 +523,7 @@ async fn backups_older_than_keep_are_deleted_and_nothing_else() {
         DumpKind::Custom,
         Some(Duration::from_secs(7 * day)),
         now,
+        None,
         |_, _| {},
     )
     .await
@@ -551,6 +553,7 @@ async fn a_failed_dump_leaves_no_file_behind() {
         DumpKind::Plain,
         None,
         SystemTime::now(),
+        None,
         |_, _| {},
     )
     .await

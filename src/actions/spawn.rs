@@ -10,10 +10,10 @@
 //! So programs start the way `posix_spawn` itself does it, a `clone` that
 //! shares memory and stops this thread until the new process has called
 //! `exec` (or failed), with two more things done in the new process before
-//! `exec`: it writes its own note (its pid and start time) into the slot
-//! `groups.rs` reserved for it, first of all, so that no program ever runs
-//! without one, whoever dies when; and after it has its own process group,
-//! it discards every signal that reached it while it was still in runbook's.
+//! `exec`: it writes its own pid into the slot `groups.rs` reserved for it,
+//! first of all, so that no program ever runs without a note, whoever dies
+//! when; and after it has its own process group, it discards every signal
+//! that reached it while it was still in runbook's.
 //!
 //! Between `clone` and `exec` the new process may only make system calls:
 //! it shares this process's memory while other threads run.
@@ -24,10 +24,10 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// Bytes of a note: `PID STARTED KEY`, padded with spaces, ending in `\n`.
+/// Bytes of a note: `PID SINCE KEY`, padded with spaces, ending in `\n`.
 pub const NOTE: usize = 128;
-/// Where the key begins: the first `PID_AND_START` bytes are the pid and
-/// the start time, which the new process fills in itself.
+/// Where the key begins: the first 10 bytes are the pid, which the new
+/// process writes itself; then the time the slot was reserved.
 pub const PID_AND_START: usize = 28;
 
 /// A program ready to start: every string already in the form `exec` takes,
@@ -40,7 +40,8 @@ pub struct Launch {
 }
 
 /// Where the new process writes its note: the file of the run's notes and
-/// the slot's offset, and the slot's text with the pid and time left out.
+/// the slot's offset, and the slot's text, whose first 10 bytes it replaces
+/// with its pid.
 pub struct NoteSlot<'a> {
     pub file: &'a std::fs::File,
     pub offset: u64,
@@ -103,7 +104,8 @@ impl Launch {
     }
 }
 
-/// Where `program` is, as `execvp` finds it.
+/// Where `program` is, as `execvp` finds it from the program's working
+/// directory `cwd`: the path to exec after `chdir(cwd)`.
 fn resolve(
     program: &str,
     path_var: Option<&str>,
@@ -113,32 +115,31 @@ fn resolve(
     if program.is_empty() {
         return Err(missing());
     }
+    let bytes = |p: &std::path::Path| {
+        CString::new(p.as_os_str().as_encoded_bytes())
+            .map_err(|_| format!("`{program}` holds a NUL byte"))
+    };
     if program.contains('/') {
-        // Relative to the program's working directory, as exec sees it.
-        let full = match cwd {
-            Some(dir) if !program.starts_with('/') => dir.join(program),
-            _ => std::path::PathBuf::from(program),
-        };
-        return CString::new(full.as_os_str().as_encoded_bytes())
-            .map_err(|_| format!("`{program}` holds a NUL byte"));
+        // exec finds it, relative to the working directory it then has.
+        return bytes(std::path::Path::new(program));
     }
     let dirs = path_var.unwrap_or("/usr/local/bin:/usr/bin:/bin");
     let mut denied = false;
     for dir in dirs.split(':') {
-        let dir = if dir.is_empty() { "." } else { dir };
-        let base = std::path::Path::new(dir);
-        let base = match cwd {
-            Some(cwd) if base.is_relative() => cwd.join(base),
-            _ => base.to_path_buf(),
+        let dir = std::path::Path::new(if dir.is_empty() { "." } else { dir });
+        let candidate = dir.join(program);
+        // Looked at from here, as exec will see it from `cwd`.
+        let seen = match cwd {
+            Some(cwd) if candidate.is_relative() => cwd.join(&candidate),
+            _ => candidate.clone(),
         };
-        let candidate = base.join(program);
-        let Ok(c) = CString::new(candidate.as_os_str().as_encoded_bytes()) else {
+        let Ok(c) = bytes(&seen) else {
             continue;
         };
-        let is_file = std::fs::metadata(&candidate).is_ok_and(|m| m.is_file());
+        let is_file = std::fs::metadata(&seen).is_ok_and(|m| m.is_file());
         // SAFETY: access(2) reads the NUL-terminated path it is given.
         if is_file && unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0 {
-            return Ok(c);
+            return bytes(&candidate);
         }
         denied |= is_file;
     }
@@ -255,10 +256,14 @@ pub fn spawn(launch: &Launch, note: Option<NoteSlot<'_>>) -> std::io::Result<Spa
             .copied()
             .unwrap_or("starting it");
         let e = std::io::Error::from_raw_os_error(errno);
-        return Err(std::io::Error::new(
-            e.kind(),
-            format!("{stage}: {}", crate::error::io_reason(&e)),
-        ));
+        let why = crate::error::io_reason(&e);
+        // "cannot start X: no such file" says it all when exec failed.
+        let why = if stage == "starting it" {
+            why
+        } else {
+            format!("{stage}: {why}")
+        };
+        return Err(std::io::Error::new(e.kind(), why));
     }
     Ok(Spawned {
         pid: pid as u32,
@@ -279,14 +284,13 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
             a.error.store(*libc::__errno_location(), Ordering::SeqCst);
             libc::_exit(127)
         };
-        // 1. The note, before anything else can go wrong or wait.
+        // 1. The note, before anything else can go wrong or wait: its pid
+        // over the `~PGID` the slot was reserved with.
         if a.note_fd >= 0 {
             let mut note = a.note;
             let pid = libc::syscall(libc::SYS_getpid) as u64;
             put_right(&mut note[..10], pid);
             note[10] = b' ';
-            put_right(&mut note[11..27], boot_clock_ms());
-            note[27] = b' ';
             let wrote = libc::pwrite(
                 a.note_fd,
                 note.as_ptr() as *const libc::c_void,
@@ -294,6 +298,10 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
                 a.note_offset,
             );
             if wrote != NOTE as isize {
+                if wrote >= 0 {
+                    // A short write sets no errno.
+                    *libc::__errno_location() = libc::EIO;
+                }
                 fail(1);
             }
         }

@@ -39,7 +39,9 @@ fn the_program_finds_its_own_note_written_before_it_ran() {
         .open(&notes)
         .expect("opens");
     let mut text = [b' '; NOTE];
-    text[PID_AND_START..PID_AND_START + 6].copy_from_slice(b"deploy");
+    let reserved = boot_clock_ms();
+    let head = format!("{:>10} {:>16} deploy", "~1", reserved);
+    text[..head.len()].copy_from_slice(head.as_bytes());
     text[NOTE - 1] = b'\n';
     let script = format!("echo $$; cat {}", notes.display());
     let spawned = spawn(
@@ -60,8 +62,11 @@ fn the_program_finds_its_own_note_written_before_it_ran() {
     let note = lines.next().expect("the note").trim_start_matches('\0');
     let fields: Vec<&str> = note.split_whitespace().collect();
     assert_eq!(fields[0], pid.to_string());
-    let started: u64 = fields[1].parse().expect("a start time");
-    assert!(started <= boot_clock_ms() && started + 5_000 > boot_clock_ms());
+    assert_eq!(
+        fields[1],
+        reserved.to_string(),
+        "the time of the reservation"
+    );
     assert_eq!(fields[2], "deploy");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -121,7 +126,7 @@ fn what_cannot_start_says_why_and_leaves_no_child() {
     let denied = spawn(&launch(not_executable.to_str().expect("utf-8"), &[]), None)
         .err()
         .map(|e| e.to_string());
-    assert_eq!(denied.as_deref(), Some("starting it: permission denied"));
+    assert_eq!(denied.as_deref(), Some("permission denied"));
     let gone = Launch::new("true", &[], &[], Some(&dir.join("nowhere"))).expect("prepares");
     let err = spawn(&gone, None).err().map(|e| e.to_string());
     assert_eq!(
@@ -165,4 +170,39 @@ fn a_killed_group_is_waited_until_it_is_gone() {
     reap_later(pid);
     assert!(wait_killed_gone(Duration::from_secs(5)).is_empty());
     assert!(!group_exists(pid as i32));
+}
+
+#[test]
+fn a_relative_program_is_found_from_its_working_directory() {
+    let dir = temp("relative");
+    let deploy = dir.join("deploy");
+    std::fs::create_dir_all(&deploy).expect("dir");
+    let script = deploy.join("run.sh");
+    std::fs::write(&script, "#!/bin/sh\necho ran from $(pwd)\n").expect("writes");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    // `./run.sh` in `deploy`, with a working directory given relative to
+    // where runbook runs.
+    let here = std::env::current_dir().expect("cwd");
+    let relative = pathdiff(&deploy, &here);
+    let l = Launch::new("./run.sh", &[], &[], Some(&relative)).expect("prepares");
+    let (out, status) = output(spawn(&l, None).expect("starts"));
+    assert_eq!(status, 0, "{out}");
+    assert_eq!(out, format!("ran from {}\n", deploy.display()));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `to` relative to `from` (both absolute), with `..` as needed.
+fn pathdiff(to: &std::path::Path, from: &std::path::Path) -> std::path::PathBuf {
+    let to: Vec<_> = to.components().collect();
+    let from: Vec<_> = from.components().collect();
+    let common = to.iter().zip(&from).take_while(|(a, b)| a == b).count();
+    let mut out = std::path::PathBuf::new();
+    for _ in common..from.len() {
+        out.push("..");
+    }
+    for c in &to[common..] {
+        out.push(c);
+    }
+    out
 }

@@ -275,10 +275,15 @@ pub(crate) fn leave_within(bound: std::time::Duration) {
         .name("leaving".into())
         .spawn(move || {
             std::thread::sleep(bound);
-            eprintln!(
-                "error: runbook could not finish closing within {} s (is the state directory's disk answering?); it exits now, and everything it recorded is kept",
-                bound.as_secs()
-            );
+            // Said from a thread of its own: a stderr that does not take it
+            // (a full pipe) must not hold the exit.
+            let _ = std::thread::Builder::new().spawn(move || {
+                eprintln!(
+                    "error: runbook could not finish closing within {} s (is the state directory's disk answering?); it exits now, and everything it recorded is kept",
+                    bound.as_secs()
+                );
+            });
+            std::thread::sleep(std::time::Duration::from_millis(200));
             // SAFETY: _exit ends the process at once; no destructor of ours
             // runs, which is the point: one of them did not return.
             unsafe { libc::_exit(i32::from(EXIT_ERROR)) }

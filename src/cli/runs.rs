@@ -331,12 +331,14 @@ pub fn logs(state_dir: &Path, run: u64, step: Option<&str>) -> Result<u8, Error>
             .into_iter()
             .map(|(attempt, log)| (attempt, log, true))
             .collect();
-        for (attempt, log) in streamed.read(meta.id, s.id.0) {
-            if !attempts.iter().any(|(a, _, _)| *a == attempt) {
+        let kept: Vec<u32> = attempts.iter().map(|(a, _, _)| *a).collect();
+        for (attempt, set_aside, log) in streamed.read(meta.id, s.id.0) {
+            if set_aside || !kept.contains(&attempt) {
                 attempts.push((attempt, log, false));
             }
         }
-        attempts.sort_by_key(|(attempt, _, _)| *attempt);
+        // Stable: an interrupted attempt before the same attempt run again.
+        attempts.sort_by_key(|(attempt, _, ended)| (*attempt, *ended));
         for (attempt, log, ended) in attempts {
             if ended {
                 say!("── {} (attempt {attempt}) ──", s.name);
@@ -504,23 +506,24 @@ fn cancel_in_journal(state_dir: &Path, store: &SledStore, run: u64) -> Result<u8
         .map(|s| s.name.as_str())
         .collect();
     let notes = crate::actions::groups::GroupNotes::new(state_dir.join("running"));
-    for s in plan
+    let running: Vec<(&crate::compile::Step, Option<Noted>)> = plan
         .steps
         .iter()
         .filter(|s| matches!(state.step(s.id), StepState::Running { .. }))
-    {
+        .map(|s| (s, notes.still_running(meta.id, &s.name)))
+        .collect();
+    // Nothing is stopped unless everything can be.
+    if let Some((s, _)) = running.iter().find(|(_, n)| *n == Some(Noted::Starting)) {
+        return Err(Error::Run(format!(
+            "run {run}'s step `{}` was having its program started when its process ended, and that program may be about to run; nothing was stopped; try again in a moment",
+            s.name
+        )));
+    }
+    for (s, noted) in running {
         // A program a killed runbook left running is stopped too.
-        match notes.still_running(meta.id, &s.name) {
-            Some(Noted::Running(group)) => group.kill(),
-            Some(Noted::Starting) => {
-                return Err(Error::Run(format!(
-                    "run {run}'s step `{}` was having its program started when its process ended, and that program may be about to run; try again in a moment",
-                    s.name
-                )))
-            }
-            None => {}
+        if let Some(Noted::Running(group)) = noted {
+            group.kill();
         }
-
         events.push(Event::StepFailed {
             step: s.id.0,
             at: now,

@@ -174,6 +174,13 @@ pub fn write_whole(dir: &Path, name: &str, body: &[u8]) -> std::io::Result<()> {
     }
 }
 
+/// Whether process `pid` exists (another user's too: EPERM says it does).
+pub fn process_exists(pid: i32) -> bool {
+    // SAFETY: kill(2) with signal 0 only asks whether the process exists.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
 /// Removes the temporary files of `name` whose writers are gone.
 fn sweep_abandoned(dir: &Path, name: &str) {
     let prefix = format!(".{name}.");
@@ -187,8 +194,7 @@ fn sweep_abandoned(dir: &Path, name: &str) {
         else {
             continue;
         };
-        // SAFETY: kill(2) with signal 0 only asks whether the process exists.
-        if pid > 0 && unsafe { libc::kill(pid, 0) } != 0 {
+        if pid > 0 && !process_exists(pid) {
             let _ = std::fs::remove_file(entry.path());
         }
     }

@@ -124,9 +124,7 @@ fn forget_abandoned(path: &Path, name: &str) {
         else {
             continue;
         };
-        // SAFETY: kill(2) with signal 0 only asks whether the process exists.
-        let alive = unsafe { libc::kill(pid, 0) } == 0;
-        if !alive {
+        if !super::inbox::process_exists(pid) {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }

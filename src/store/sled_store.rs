@@ -271,9 +271,9 @@ impl SledStore {
             .map_err(|e| classify(&self.path, e.into()))?;
         for (id, read) in all {
             let Read::Found { tally, .. } = read else {
-                return Err(self.lost(id).unwrap_or(StoreError::Corrupt {
+                return Err(StoreError::Corrupt {
                     what: format!("the record of how far run {id} went is unreadable"),
-                }));
+                });
             };
             if !self
                 .sled
@@ -319,7 +319,9 @@ impl SledStore {
                 ),
             }),
             Read::Damaged => Some(StoreError::Corrupt {
-                what: format!("run {id} is missing from it"),
+                what: format!(
+                    "run {id} is missing from it, and the record of how far it went is unreadable"
+                ),
             }),
         }
     }
@@ -444,9 +446,10 @@ impl Journal for SledStore {
     }
 
     fn sync(&self) -> Result<(), StoreError> {
+        // Held across the flush: what is tallied below is what was flushed.
+        let mut known = self.lock()?;
         self.flush()?;
         // Only now, with what they count on disk, are the tallies written.
-        let mut known = self.lock()?;
         for (id, at) in known.iter_mut().filter(|(_, at)| at.untallied) {
             let generation = at.generation.map_or(0, |g| g.wrapping_add(1));
             let tally = Tally {

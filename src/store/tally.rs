@@ -86,8 +86,10 @@ impl Tallies {
     /// The highest run number that has a slot written, whole or not: a
     /// number that must not be given out again.
     pub fn highest_run(&self) -> std::io::Result<u64> {
+        // A run whose first tally is in its first slot has only half its
+        // bytes in the file: round up.
         let len = self.file.metadata()?.len();
-        let mut run = len / PER_RUN as u64;
+        let mut run = len.div_ceil(PER_RUN as u64);
         while run > 0 {
             let mut both = [0u8; PER_RUN];
             let n = read_at_most(&self.file, &mut both, (run - 1) * PER_RUN as u64)?;
@@ -275,6 +277,16 @@ mod tests {
         bytes.copy_within(0..PER_RUN, PER_RUN);
         std::fs::write(&path, &bytes).unwrap();
         assert_eq!(t.read(RunId(2)).unwrap(), Read::Damaged);
+        let _ = std::fs::remove_file(&path);
+    }
+
+    #[test]
+    fn a_run_with_only_its_first_tally_is_known() {
+        let (path, t) = file("first");
+        t.write(RunId(1), 0, tally(0)).unwrap();
+        t.write(RunId(2), 0, tally(0)).unwrap();
+        assert_eq!(t.highest_run().unwrap(), 2);
+        assert_eq!(t.all().unwrap().len(), 2);
         let _ = std::fs::remove_file(&path);
     }
 

@@ -1,6 +1,6 @@
 //! One SIGKILL trial, from the first run to the end, and its figures.
 
-use crate::common::scratch;
+use crate::common::{root, scratch};
 use crate::disrupt::Disruption;
 use crate::fixture::{resume_args, Fixture};
 use crate::look::{count, read_ledger, status, Entry, RunStatus};
@@ -419,6 +419,12 @@ pub(crate) fn trial(fx: &Fixture, seed: u64, index: usize, stats: &mut Stats, wi
     let mut rng = Rng::new(seed ^ (index as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03));
     let rng = &mut rng;
     let kind = if widened { "shape" } else { "trial" };
+    let dir = root().join(format!("target/test-scratch/crash-{kind}-{index}"));
+    // A test run that was itself killed may have left processes of this
+    // trial behind (stopped ones too): they would look like this trial's.
+    if let Err(e) = settle(&format!("{}/", dir.display()), true) {
+        panic!("crash trial {index}: leftovers of an earlier test run: {e}");
+    }
     let dir = scratch(&format!("crash-{kind}-{index}"));
     let mut t = Trial {
         fx,

@@ -12,6 +12,7 @@ mod fmt;
 mod graph;
 mod plan;
 mod run;
+mod run_end;
 mod runs;
 mod schedule;
 mod scheduled;

@@ -6,11 +6,11 @@ use super::view::{Mode, View};
 use crate::actions::groups::{GroupNotes, Noted};
 use crate::actions::local::{unsupported, Env, LocalRunner, Sink};
 use crate::actions::output_file::OutputDir;
-use crate::compile::eval::{bind_for_run, format_duration, Bindings};
+use crate::compile::eval::{bind_for_run, Bindings};
 use crate::compile::{Phase, Plan, StepId, Type};
 use crate::engine::{
-    drive_from, outcome_word, Choices, Clock, Control, Deadline, DriveError, Driver, Ended, Event,
-    Journal, Outcome, RecordedParam, RunMeta, RunState, StepState, StoreError, SKIPPED_BY_HAND,
+    drive_from, outcome_word, Choices, Clock, Control, Deadline, Driver, Ended, Event, Journal,
+    RecordedParam, RunMeta, RunState, StepState, StoreError,
 };
 use crate::error::Error;
 use crate::store::inbox::{clear_owner, write_owner, Inbox, Owner};
@@ -441,113 +441,7 @@ fn drive_run(
     // The process ends after this: freeing the plan would only cost time
     // (about 2.5 ms for 5,000 steps).
     std::mem::forget(Arc::clone(&plan));
-    finish(run.0, &plan, state.as_ref(), ended, mode == Mode::Json)
-}
-
-/// The last words: how the run ended, what failed, what to do next.
-fn finish(
-    run: u64,
-    plan: &Plan,
-    state: Option<&RunState>,
-    ended: Result<Ended, DriveError>,
-    json: bool,
-) -> Result<u8, Error> {
-    let ended = match ended {
-        Ok(ended) => ended,
-        Err(DriveError::Interrupted(steps)) => {
-            let first = steps.first().cloned().unwrap_or_default();
-            return Err(Error::Run(format!(
-                "run {run} cannot go on by itself: these steps were interrupted while running and may have done part of their work: {}. Check what each did, then resume with `runbook resume {run} --rerun {first}` (run it again), `--skip {first}` (leave it undone) or `--done {first}` (you finished it by hand)",
-                steps.join(", ")
-            )));
-        }
-        Err(DriveError::Store(e)) => {
-            return Err(Error::Run(format!(
-                "run {run} stopped because its progress could not be recorded: {e}. Everything recorded before is kept; fix this, then continue with `runbook resume {run}`"
-            )))
-        }
-        Err(DriveError::Choice(why)) => return Err(Error::Usage(why)),
-    };
-    let elapsed = state
-        .and_then(|s| s.clock_from)
-        .map(|t| format!(" in {}", format_duration(now_ms().saturating_sub(t))))
-        .unwrap_or_default();
-    let by_hand: Vec<&str> = plan
-        .steps
-        .iter()
-        .filter(|s| {
-            state.is_some_and(|st| {
-                matches!(st.step(s.id), StepState::Skipped { reason } if reason == SKIPPED_BY_HAND)
-            })
-        })
-        .map(|s| s.name.as_str())
-        .collect();
-    let by_hand = if by_hand.is_empty() {
-        String::new()
-    } else {
-        format!(" (skipped by the operator: {})", by_hand.join(", "))
-    };
-    let (code, text) = match &ended {
-        Ended::Finished(Outcome::Succeeded) => (
-            super::EXIT_OK,
-            format!("run {run} succeeded{elapsed}{by_hand}"),
-        ),
-        Ended::Finished(outcome) => {
-            let failed: Vec<&crate::compile::Step> = plan
-                .steps
-                .iter()
-                .filter(|s| {
-                    state.is_some_and(|st| matches!(st.step(s.id), StepState::Failed { .. }))
-                })
-                .collect();
-            let code = match outcome {
-                Outcome::RolledBack => EXIT_ROLLED_BACK,
-                Outcome::Cancelled => EXIT_CANCELLED,
-                _ => super::EXIT_ERROR,
-            };
-            let mut text = format!("run {run} {}{elapsed}", ended_word(*outcome));
-            if !failed.is_empty() {
-                let names: Vec<&str> = failed.iter().map(|s| s.name.as_str()).collect();
-                text.push_str(&format!("; failed: {}.", names.join(", ")));
-                // An approval prints nothing: point at a step that did.
-                if let Some(printed) = failed.iter().find(|s| s.kind.name != "approve") {
-                    text.push_str(&format!(" Output: `runbook logs {run} {}`;", printed.name));
-                }
-                text.push_str(&format!(
-                    " run again from a step: `runbook retry {run} --from {}`",
-                    names[0]
-                ));
-            }
-            (code, text)
-        }
-        Ended::Stopped { interrupted } => {
-            let mut text = format!("run {run} stopped");
-            if !interrupted.is_empty() {
-                text.push_str(&format!(" (interrupted: {})", interrupted.join(", ")));
-            }
-            text.push_str(&format!("; continue it with: runbook resume {run}"));
-            (EXIT_STOPPED, text)
-        }
-    };
-    if json {
-        let word = match &ended {
-            Ended::Finished(o) => outcome_word(*o),
-            Ended::Stopped { .. } => "stopped",
-        };
-        super::view::out(&serde_json::json!({"run": run, "ended": word}).to_string());
-    } else {
-        super::view::out(&text);
-    }
-    Ok(code)
-}
-
-fn ended_word(outcome: Outcome) -> &'static str {
-    match outcome {
-        Outcome::Succeeded => "succeeded",
-        Outcome::Failed => "failed",
-        Outcome::RolledBack => "was rolled back",
-        Outcome::Cancelled => "was cancelled",
-    }
+    super::run_end::finish(run.0, &plan, state.as_ref(), ended, mode == Mode::Json)
 }
 
 /// First Ctrl-C (or SIGTERM): start nothing new,

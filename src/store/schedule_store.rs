@@ -13,6 +13,22 @@ pub struct ScheduleStore {
     entries: sled::Tree,
     history: sled::Tree,
     path: String,
+    /// A write failed: nothing more is written, and the sled handles are
+    /// never dropped (sled 0.34's drop waits for ever after a failed write).
+    failed: std::sync::atomic::AtomicBool,
+}
+
+impl Drop for ScheduleStore {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering;
+        if self.failed.load(Ordering::SeqCst) {
+            let db = self.db.clone();
+            let trees = (self.entries.clone(), self.history.clone());
+            // Dropping ours would be no last reference while these live:
+            // leak them, and ours go without a flush.
+            std::mem::forget((db, trees));
+        }
+    }
 }
 
 impl ScheduleStore {
@@ -40,6 +56,7 @@ impl ScheduleStore {
             history: db.open_tree("history").map_err(fail)?,
             db,
             path: shown,
+            failed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -76,8 +93,24 @@ impl ScheduleStore {
         Ok((all, damaged))
     }
 
-    /// Writes the state and its new history lines, then flushes.
+    /// Writes the state and its new history lines, then flushes. After a
+    /// failed write, every later one fails at once.
     pub fn save(&self, name: &str, state: &EntryState, records: &[Record]) -> Result<(), String> {
+        use std::sync::atomic::Ordering;
+        if self.failed.load(Ordering::SeqCst) {
+            return Err(format!(
+                "the scheduler's state at {} cannot be written: an earlier write failed",
+                self.path
+            ));
+        }
+        let written = self.write(name, state, records);
+        if written.is_err() {
+            self.failed.store(true, Ordering::SeqCst);
+        }
+        written
+    }
+
+    fn write(&self, name: &str, state: &EntryState, records: &[Record]) -> Result<(), String> {
         let payload = serde_json::to_vec(state).map_err(|e| e.to_string())?;
         self.entries
             .insert(name, envelope::seal(&payload))

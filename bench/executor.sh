@@ -19,6 +19,10 @@
 #                      the disk measured
 #   BENCH_KEEP=1       keep that directory afterwards
 #   BENCH_NO_HYPERFINE=1  time with the shell loop even when hyperfine is there
+#   BENCH_BASELINE=BIN another runbook binary (an earlier commit's release
+#                      build) timed in the same rounds as this one on the
+#                      chain and the fan-out, so that a change is measured
+#                      side by side
 #
 # Needs bash, awk, make, du, cargo (to build the release binary when needed);
 # uses hyperfine when it is installed, else a loop timed with bash's
@@ -85,6 +89,12 @@ rb="$t/runbook"
 # runbook does, cannot go below on this machine.
 cp "$root/target/release/examples/durable_floor" "$t/durable_floor"
 floor="$t/durable_floor"
+# A baseline: another build, run on the same shapes in the same rounds.
+base=()
+if [ -n "${BENCH_BASELINE:-}" ]; then
+  [ -x "$BENCH_BASELINE" ] || die "BENCH_BASELINE is not an executable: $BENCH_BASELINE"
+  cp "$BENCH_BASELINE" "$t/baseline"
+fi
 
 # Prepare commands run without a shell under hyperfine -N: small scripts.
 cat >"$t/fresh.sh" <<'EOF'
@@ -238,11 +248,13 @@ load_before=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
 
 # --- 1. a chain of run steps against make ----------------------------------------------
 log "1/6 chain of $chain_n run steps against make ($rounds rounds) ..."
+[ -z "${BENCH_BASELINE:-}" ] || base=("$t/baseline --state $t/st-chain run $t/chain.runbook")
 measure chain "$t/fresh.sh $t/st-chain" 1 \
   "$rb --state $t/st-chain run $t/chain.runbook" \
   "make -s -f $t/chain.mk" \
   "$floor chain $chain_n 1 sled $t/st-chain" \
-  "$floor chain $chain_n 1 none $t/st-chain"
+  "$floor chain $chain_n 1 none $t/st-chain" \
+  "${base[@]}"
 chain_rb=$(median chain 0)
 chain_make=$(median chain 1)
 chain_ratio=$(ratio chain 0 1)
@@ -250,6 +262,10 @@ row "chain of $chain_n \`run true\`: runbook / make" "$chain_ratio" "x" "<=" 1.5
   "median of $(count chain 0) paired runs; runbook $(num "$chain_rb * 1000") ms, make $(num "$chain_make * 1000") ms (medians: $(num "$chain_rb * 1e6 / $chain_n") vs $(num "$chain_make * 1e6 / $chain_n") us/step)"
 row "  floor: a bare loop, sled flush before each start / make" "$(ratio chain 2 1)" "x" "-" "-" \
   "durable_floor chain $chain_n 1 sled: $(num "$(median chain 2) * 1000") ms; with no journal (none): $(num "$(median chain 3) * 1000") ms, $(num "$(ratio chain 3 1)") x make"
+if [ -n "${BENCH_BASELINE:-}" ]; then
+  row "  baseline ($BENCH_BASELINE) / make" "$(ratio chain 4 1)" "x" "-" "-" \
+    "the same chain, the other build, in the same rounds: $(num "$(median chain 4) * 1000") ms; this build / the baseline: $(num "$(ratio chain 0 4)") x"
+fi
 
 # --- 2. no-op steps ------------------------------------------------------------------------
 log "2/6 chains of wait-0s steps: 1, $wait_ns ..."
@@ -268,6 +284,8 @@ done
 
 # --- 3. fan-out against make -j2 -------------------------------------------------------------
 log "3/6 fan-out 1 -> $fan_n -> 1 at concurrency 2 against make -j2 ($rounds rounds) ..."
+base=()
+[ -z "${BENCH_BASELINE:-}" ] || base=("$t/baseline --state $t/st-fan run $t/fan.runbook")
 measure fan "$t/fresh.sh $t/st-fan" 1 \
   "$rb --state $t/st-fan run $t/fan.runbook" \
   "make -s -j2 -f $t/fan.mk" \
@@ -275,7 +293,8 @@ measure fan "$t/fresh.sh $t/st-fan" 1 \
   "$floor fan $fan_n 2 none $t/st-fan" \
   "$floor fan $fan_n 2 sled-ahead $t/st-fan" \
   "$floor fan $fan_n 2 fdatasync $t/st-fan" \
-  "$floor fan $fan_n 2 sled-batched $t/st-fan"
+  "$floor fan $fan_n 2 sled-batched $t/st-fan" \
+  "${base[@]}"
 fan_rb=$(median fan 0)
 fan_make=$(median fan 1)
 fan_steps=$((fan_n + 2))
@@ -284,6 +303,10 @@ row "fan-out 1 -> $fan_n -> 1, concurrency 2: throughput / make -j2's" "$fan_rat
   "median of $(count fan 0) paired runs; runbook $(num "$fan_steps / $fan_rb") steps/s ($(num "$fan_rb * 1000") ms), make $(num "$fan_steps / $fan_make") steps/s ($(num "$fan_make * 1000") ms) (medians)"
 row "  floor: a bare loop, sled flush before each start: / make -j2's" "$(ratio fan 1 2)" "x" "-" "-" \
   "durable_floor fan $fan_n 2 sled: $(num "$(median fan 2) * 1000") ms; none (no journal): $(num "$(median fan 3) * 1000") ms, $(num "$(ratio fan 1 3)") x; sled-ahead (starts recorded early, off the critical path): $(num "$(median fan 4) * 1000") ms, $(num "$(ratio fan 1 4)") x; fdatasync of a plain file instead of sled: $(num "$(median fan 5) * 1000") ms, $(num "$(ratio fan 1 5)") x; sled-batched (starts early, and up to 1 ms of records gathered per flush): $(num "$(median fan 6) * 1000") ms, $(num "$(ratio fan 1 6)") x"
+if [ -n "${BENCH_BASELINE:-}" ]; then
+  row "  baseline ($BENCH_BASELINE): / make -j2's" "$(ratio fan 1 7)" "x" "-" "-" \
+    "the same fan-out, the other build, in the same rounds: $(num "$(median fan 7) * 1000") ms; this build's throughput / the baseline's: $(num "$(ratio fan 7 0)") x"
+fi
 # What a sled flush costs in CPU time, the floor's and its programs' (bash's
 # \`time\`: user + system of the loop and its children), with and without
 # the journal: on two CPUs, CPU time is what the fan-out is short of.

@@ -62,25 +62,14 @@ pub enum CommandError {
 
 /// Runs the command to its end, or until `timeout`. `on_line` sees every
 /// line as it comes (for the terminal); the result keeps the first `cap`
-/// bytes of each stream.
+/// bytes of each stream. With `spec.notes`, the program notes itself
+/// before it runs, and its note is blanked once it has ended and its group
+/// is gone; if this future is dropped first (a second Ctrl-C), the note
+/// stays for `resume` to see.
 pub async fn run(
     spec: &CommandSpec,
     timeout: Option<Duration>,
     cap: usize,
-    on_line: impl FnMut(Stream, &str),
-) -> Result<CommandResult, CommandError> {
-    run_watched(spec, timeout, cap, |_| {}, on_line).await
-}
-
-/// `run`, `on_start` told the program's process group as soon as it runs.
-/// With `spec.notes`, the program notes itself before it runs, and its note
-/// is blanked once it has ended and its group is gone; if this future is
-/// dropped first (a second Ctrl-C), the note stays for `resume` to see.
-pub async fn run_watched(
-    spec: &CommandSpec,
-    timeout: Option<Duration>,
-    cap: usize,
-    on_start: impl FnOnce(u32),
     on_line: impl FnMut(Stream, &str),
 ) -> Result<CommandResult, CommandError> {
     let reserved = match &spec.notes {
@@ -92,18 +81,7 @@ pub async fn run_watched(
     };
     let slot = reserved.as_ref().map(Reserved::index);
     let mut leader = None;
-    let result = run_noted(
-        spec,
-        timeout,
-        cap,
-        reserved,
-        |pid| {
-            leader = Some(pid);
-            on_start(pid);
-        },
-        on_line,
-    )
-    .await;
+    let result = run_noted(spec, timeout, cap, reserved, &mut leader, on_line).await;
     if let (Some(notes), Some(slot)) = (&spec.notes, slot) {
         notes.release(slot, leader);
     }
@@ -115,7 +93,7 @@ async fn run_noted(
     timeout: Option<Duration>,
     cap: usize,
     note: Option<Reserved>,
-    on_start: impl FnOnce(u32),
+    leader: &mut Option<u32>,
     mut on_line: impl FnMut(Stream, &str),
 ) -> Result<CommandResult, CommandError> {
     let program = spec.program.clone();
@@ -139,7 +117,7 @@ async fn run_noted(
     // Dropped with the future when the step is cancelled or aborted: the
     // whole group goes, not only the direct child.
     let mut child = Child::new(pid);
-    on_start(pid);
+    *leader = Some(pid);
     let pipe = |fd| tokio::net::unix::pipe::Receiver::from_owned_fd(fd).map(Lines::new);
     let (out, err) = match (pipe(spawned.stdout), pipe(spawned.stderr)) {
         (Ok(out), Ok(err)) => (out, err),

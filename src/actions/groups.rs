@@ -140,8 +140,21 @@ impl GroupNotes {
         let notes = match open.entry(run) {
             Entry::Occupied(known) => known.into_mut(),
             Entry::Vacant(new) => {
-                std::fs::create_dir_all(&self.dir).map_err(cannot)?;
-                let file = File::create(self.dir.join(run.to_string())).map_err(cannot)?;
+                use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&self.dir)
+                    .map_err(cannot)?;
+                // Private, and never written through a link planted there.
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .custom_flags(libc::O_NOFOLLOW)
+                    .open(self.dir.join(run.to_string()))
+                    .map_err(cannot)?;
                 new.insert(RunFile {
                     file: Arc::new(file),
                     used: Vec::new(),

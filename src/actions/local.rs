@@ -455,13 +455,9 @@ pub(super) async fn execute(
 ) -> Result<command::CommandResult, String> {
     let mut spec = command_spec(step, scope)?;
     spec.notes = log.step_notes();
-    command::run_watched(
-        &spec,
-        None,
-        OUTPUT_CAP,
-        |_| {},
-        |stream, line| log.line(stream == Stream::Stderr, line),
-    )
+    command::run(&spec, None, OUTPUT_CAP, |stream, line| {
+        log.line(stream == Stream::Stderr, line)
+    })
     .await
     .map_err(|e| e.to_string())
 }

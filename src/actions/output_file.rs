@@ -127,7 +127,9 @@ impl OutputFile {
         }
         let mut line = Vec::with_capacity(text.len() + 3);
         line.extend_from_slice(if err { b"! " } else { b"  " });
-        line.extend_from_slice(text.replace('\n', " ").as_bytes());
+        // One line each: a newline inside (a piece of an endless line never
+        // has one) would read back as two.
+        line.extend(text.bytes().map(|b| if b == b'\n' { b' ' } else { b }));
         line.push(b'\n');
         let wrote = open.file.as_mut().map(|f| f.write_all(&line));
         match wrote {
@@ -159,6 +161,7 @@ impl OutputFile {
             .create(true)
             .truncate(true)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&self.path)
     }
 }

@@ -18,7 +18,7 @@
 //! Between `clone` and `exec` the new process may only make system calls:
 //! it shares this process's memory while other threads run.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Mutex;
@@ -35,8 +35,29 @@ pub const PID_AND_START: usize = 28;
 pub struct Launch {
     path: CString,
     argv: Vec<CString>,
+    /// This process's environment, less what `env` replaces, then `env`.
+    inherited: Vec<&'static CStr>,
     envp: Vec<CString>,
     cwd: Option<CString>,
+}
+
+/// This process's environment as `exec` takes it, `KEY=VALUE` by key, made
+/// once: runbook never changes its own environment, and copying it for
+/// every program cost an allocation per variable per step.
+fn own_environment() -> &'static [(std::ffi::OsString, CString)] {
+    static ENV: std::sync::OnceLock<Vec<(std::ffi::OsString, CString)>> =
+        std::sync::OnceLock::new();
+    ENV.get_or_init(|| {
+        use std::os::unix::ffi::OsStrExt;
+        std::env::vars_os()
+            .filter_map(|(k, v)| {
+                let mut pair = k.as_bytes().to_vec();
+                pair.push(b'=');
+                pair.extend_from_slice(v.as_bytes());
+                Some((k, CString::new(pair).ok()?))
+            })
+            .collect()
+    })
 }
 
 /// Where the new process writes its note: the file of the run's notes and
@@ -67,26 +88,27 @@ impl Launch {
         cwd: Option<&std::path::Path>,
     ) -> Result<Launch, String> {
         let text = |s: &str| CString::new(s).map_err(|_| format!("`{s}` holds a NUL byte"));
-        let mut vars: Vec<(std::ffi::OsString, std::ffi::OsString)> = std::env::vars_os()
-            .filter(|(k, _)| !env.iter().any(|(name, _)| k == name.as_str()))
-            .collect();
-        vars.extend(env.iter().map(|(k, v)| (k.into(), v.into())));
-        let path_var = vars
+        let replaced = |k: &std::ffi::OsString| env.iter().any(|(name, _)| k == name.as_str());
+        let inherited: Vec<&'static CStr> = own_environment()
             .iter()
-            .find(|(k, _)| k == "PATH")
-            .map(|(_, v)| v.to_string_lossy().into_owned());
+            .filter(|(k, _)| !replaced(k))
+            .map(|(_, pair)| pair.as_c_str())
+            .collect();
+        let path_var = match env.iter().find(|(k, _)| k == "PATH") {
+            Some((_, v)) => Some(v.clone()),
+            None => std::env::var_os("PATH").map(|v| v.to_string_lossy().into_owned()),
+        };
         let path = resolve(program, path_var.as_deref(), cwd)?;
         let mut argv = vec![text(program)?];
         for a in args {
             argv.push(text(a)?);
         }
-        let mut envp = Vec::with_capacity(vars.len());
-        for (k, v) in vars {
-            use std::os::unix::ffi::OsStrExt;
-            let mut pair = k.as_bytes().to_vec();
-            pair.push(b'=');
-            pair.extend_from_slice(v.as_bytes());
-            envp.push(CString::new(pair).map_err(|_| "an environment value holds a NUL byte")?);
+        let mut envp = Vec::with_capacity(env.len());
+        for (k, v) in env {
+            envp.push(
+                CString::new(format!("{k}={v}"))
+                    .map_err(|_| "an environment value holds a NUL byte")?,
+            );
         }
         let cwd = match cwd {
             Some(dir) => Some(
@@ -98,6 +120,7 @@ impl Launch {
         Ok(Launch {
             path,
             argv,
+            inherited,
             envp,
             cwd,
         })
@@ -190,9 +213,10 @@ pub fn spawn(launch: &Launch, note: Option<NoteSlot<'_>>) -> std::io::Result<Spa
         .chain(std::iter::once(std::ptr::null()))
         .collect();
     let envp: Vec<*const libc::c_char> = launch
-        .envp
+        .inherited
         .iter()
         .map(|a| a.as_ptr())
+        .chain(launch.envp.iter().map(|a| a.as_ptr()))
         .chain(std::iter::once(std::ptr::null()))
         .collect();
     let (note_fd, note_offset, note_text) = match &note {

@@ -418,13 +418,10 @@ fn drive_run(
     // A program this process killed (a second Ctrl-C, a timeout, a cancel)
     // is gone before it exits, or named: its note stays, and `resume`
     // refuses while it lives.
-    let left = crate::actions::spawn::wait_killed_gone(Duration::from_secs(5));
-    if !left.is_empty() {
-        let groups: Vec<String> = left.iter().map(u32::to_string).collect();
+    if let Some(stuck) = store::killed_groups_left() {
         if let Ok(v) = view.lock() {
             v.say(&format!(
-                "these programs did not end within 5 s of being killed (process groups {}); they may be stuck in the kernel (a disk or network file system that does not answer); `runbook resume {run}` waits until they have ended",
-                groups.join(", ")
+                "these programs {stuck}; `runbook resume {run}` waits until they have ended"
             ));
         }
     }

@@ -531,11 +531,9 @@ fn cancel_in_journal(state_dir: &Path, store: &SledStore, run: u64) -> Result<u8
         });
     }
     // What was killed is gone before the journal says the run is over.
-    let left = crate::actions::spawn::wait_killed_gone(Duration::from_secs(5));
-    if !left.is_empty() {
+    if let Some(stuck) = store::killed_groups_left() {
         return Err(Error::Run(format!(
-            "run {run} was not cancelled: its programs did not end within 5 s of being killed (process groups {}); they may be stuck in the kernel (a disk or network file system that does not answer); try again when they have ended",
-            left.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+            "run {run} was not cancelled: its programs {stuck}; try again when they have ended"
         )));
     }
     events.push(Event::RunFinished {

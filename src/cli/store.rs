@@ -117,6 +117,20 @@ pub fn locked_sentence(state: &Path, owner: Option<Owner>) -> String {
     }
 }
 
+/// Waits, up to 5 s, for the process groups this process killed to be gone;
+/// if some are not, the middle of a sentence naming them.
+pub(super) fn killed_groups_left() -> Option<String> {
+    let left = crate::actions::spawn::wait_killed_gone(std::time::Duration::from_secs(5));
+    if left.is_empty() {
+        return None;
+    }
+    let groups: Vec<String> = left.iter().map(u32::to_string).collect();
+    Some(format!(
+        "did not end within 5 s of being killed (process groups {}); they may be stuck in the kernel (a disk or network file system that does not answer)",
+        groups.join(", ")
+    ))
+}
+
 pub fn store_error(e: StoreError) -> Error {
     Error::Run(e.to_string())
 }

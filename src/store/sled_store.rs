@@ -184,11 +184,7 @@ impl SledStore {
             .range(event_key(id, 0)..=event_key(id, u64::MAX))
         {
             let (key, bytes) = entry.map_err(self.io())?;
-            let seq = key
-                .get(8..16)
-                .and_then(|s| <[u8; 8]>::try_from(s).ok())
-                .map(u64::from_be_bytes);
-            if seq != Some(at.next) {
+            if event_seq(&key) != Some(at.next) {
                 return Err(StoreError::Corrupt {
                     what: format!("run {id}: its event {} is missing", at.next),
                 });
@@ -264,11 +260,13 @@ impl SledStore {
     /// counts: before a new run is written into the store, since sled
     /// writes after where it stopped reading and a damaged log would lose
     /// more. The counts alone: each run's chain is checked when it is read.
-    fn check_counts(&self) -> Result<(), StoreError> {
+    /// Returns the highest run number the tallies hold.
+    fn check_counts(&self) -> Result<u64, StoreError> {
         let all = self
             .tallies
             .all()
             .map_err(|e| classify(&self.path, e.into()))?;
+        let highest = all.last().map_or(0, |(id, _)| id.0);
         for (id, read) in all {
             let Read::Found { tally, .. } = read else {
                 return Err(StoreError::Corrupt {
@@ -292,9 +290,7 @@ impl SledStore {
                 None => 0,
                 Some(entry) => {
                     let (key, _) = entry.map_err(self.io())?;
-                    key.get(8..16)
-                        .and_then(|s| <[u8; 8]>::try_from(s).ok())
-                        .map_or(0, |s| u64::from_be_bytes(s) + 1)
+                    event_seq(&key).map_or(0, |s| s + 1)
                 }
             };
             if found < tally.events {
@@ -305,7 +301,7 @@ impl SledStore {
                 });
             }
         }
-        Ok(())
+        Ok(highest)
     }
 
     /// A run the tallies know of that sled does not: it was lost.
@@ -325,6 +321,13 @@ impl SledStore {
             }),
         }
     }
+}
+
+/// The event number an event's key holds.
+fn event_seq(key: &[u8]) -> Option<u64> {
+    key.get(8..16)
+        .and_then(|s| <[u8; 8]>::try_from(s).ok())
+        .map(u64::from_be_bytes)
 }
 
 fn event_key(run: RunId, seq: u64) -> [u8; 16] {
@@ -380,11 +383,7 @@ impl Journal for SledStore {
                 })?,
             None => 0,
         };
-        self.check_counts()?;
-        let tallied = self
-            .tallies
-            .highest_run()
-            .map_err(|e| classify(&self.path, e.into()))?;
+        let tallied = self.check_counts()?;
         let id = RunId(last.max(tallied) + 1);
         let meta = RunMeta {
             id,

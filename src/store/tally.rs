@@ -60,6 +60,7 @@ impl Tallies {
             .create(true)
             .truncate(false)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(path)?;
         Ok(Tallies { file })
     }
@@ -83,36 +84,26 @@ impl Tallies {
             .write_all_at(&encode(run, generation, tally), slot)
     }
 
-    /// The highest run number that has a slot written, whole or not: a
-    /// number that must not be given out again.
-    pub fn highest_run(&self) -> std::io::Result<u64> {
-        // A run whose first tally is in its first slot has only half its
-        // bytes in the file: round up.
-        let len = self.file.metadata()?.len();
-        let mut run = len.div_ceil(PER_RUN as u64);
-        while run > 0 {
-            let mut both = [0u8; PER_RUN];
-            let n = read_at_most(&self.file, &mut both, (run - 1) * PER_RUN as u64)?;
-            if both[..n].iter().any(|b| *b != 0) {
-                return Ok(run);
-            }
-            run -= 1;
-        }
-        Ok(0)
-    }
-
-    /// Every run with a slot written, and what was read of it.
+    /// Every run with a slot written, whole or not (the last is the highest
+    /// number that must not be given out again), and what was read of it:
+    /// the file
+    /// read once, whole (a run whose first tally is in its first slot has
+    /// only half its bytes in it).
     pub fn all(&self) -> std::io::Result<Vec<(RunId, Read)>> {
-        let highest = self.highest_run()?;
-        let mut found = Vec::new();
-        for n in 1..=highest {
-            let run = RunId(n);
-            match self.read(run)? {
-                Read::Missing => {}
-                read => found.push((run, read)),
-            }
-        }
-        Ok(found)
+        let len = usize::try_from(self.file.metadata()?.len()).unwrap_or(usize::MAX);
+        let mut bytes = vec![0u8; len];
+        let n = read_at_most(&self.file, &mut bytes, 0)?;
+        Ok(bytes[..n]
+            .chunks(PER_RUN)
+            .enumerate()
+            .filter_map(|(i, both)| {
+                let run = RunId(i as u64 + 1);
+                match pick(run, both) {
+                    Read::Missing => None,
+                    read => Some((run, read)),
+                }
+            })
+            .collect())
     }
 }
 
@@ -203,6 +194,11 @@ mod tests {
         (path, tallies)
     }
 
+    /// The highest run number with a slot written.
+    fn highest(t: &Tallies) -> u64 {
+        t.all().unwrap().last().map_or(0, |(run, _)| run.0)
+    }
+
     fn tally(events: u64) -> Tally {
         Tally {
             events,
@@ -214,7 +210,7 @@ mod tests {
     fn the_newest_tally_is_read_and_the_highest_run_is_known() {
         let (path, t) = file("newest");
         assert_eq!(t.read(RunId(3)).unwrap(), Read::Missing);
-        assert_eq!(t.highest_run().unwrap(), 0);
+        assert_eq!(highest(&t), 0);
         for g in 0..5 {
             t.write(RunId(3), g, tally(g + 10)).unwrap();
         }
@@ -227,7 +223,7 @@ mod tests {
             }
         );
         assert_eq!(t.read(RunId(2)).unwrap(), Read::Missing);
-        assert_eq!(t.highest_run().unwrap(), 3);
+        assert_eq!(highest(&t), 3);
         let all: Vec<u64> = t.all().unwrap().iter().map(|(r, _)| r.0).collect();
         assert_eq!(all, [1, 3]);
         let mode = std::fs::metadata(&path).unwrap();
@@ -264,7 +260,7 @@ mod tests {
         bytes[PER_RUN + SLOT + 5] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
         assert_eq!(t.read(RunId(2)).unwrap(), Read::Damaged);
-        assert_eq!(t.highest_run().unwrap(), 2);
+        assert_eq!(highest(&t), 2);
         let _ = std::fs::remove_file(&path);
     }
 
@@ -285,7 +281,7 @@ mod tests {
         let (path, t) = file("first");
         t.write(RunId(1), 0, tally(0)).unwrap();
         t.write(RunId(2), 0, tally(0)).unwrap();
-        assert_eq!(t.highest_run().unwrap(), 2);
+        assert_eq!(highest(&t), 2);
         assert_eq!(t.all().unwrap().len(), 2);
         let _ = std::fs::remove_file(&path);
     }

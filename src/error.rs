@@ -25,21 +25,53 @@ pub fn read_source(path: &Path) -> Result<String, Error> {
         path: path.to_path_buf(),
         why,
     };
-    let meta = std::fs::metadata(path).map_err(|e| fail(io_reason(&e)))?;
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Opened without waiting (a pipe with no writer would block here), then
+    // refused unless it is a plain file: a device or a pipe has no size to
+    // check, and /dev/zero never ends.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| fail(io_reason(&e)))?;
+    let meta = file.metadata().map_err(|e| fail(io_reason(&e)))?;
     if meta.is_dir() {
         return Err(fail(
             "it is a directory; pass the .runbook files in it".into(),
         ));
     }
-    let limit = crate::syntax::MAX_SOURCE_BYTES as u64;
-    if meta.len() > limit {
-        return Err(fail(format!(
-            "it is {:.1} MB; a runbook is limited to {} MB",
-            meta.len() as f64 / (1024.0 * 1024.0),
-            limit / (1024 * 1024)
-        )));
+    if !meta.is_file() {
+        return Err(fail(
+            "it is not a plain file (a pipe, a device or a socket); save the runbook to a file first".into(),
+        ));
     }
-    let bytes = std::fs::read(path).map_err(|e| fail(io_reason(&e)))?;
+    let limit = crate::syntax::MAX_SOURCE_BYTES as u64;
+    let too_big = |len: u64| {
+        fail(format!(
+            "it is {:.1} MB; a runbook is limited to {} MB",
+            len as f64 / (1024.0 * 1024.0),
+            limit / (1024 * 1024)
+        ))
+    };
+    if meta.len() > limit {
+        return Err(too_big(meta.len()));
+    }
+    let too_big = |_| {
+        fail(format!(
+            "it is larger than the {} MB a runbook is limited to",
+            limit / (1024 * 1024)
+        ))
+    };
+    // Read through a bound as well: a file that grows (or a /proc file,
+    // whose size says 0) cannot make this read more than the limit.
+    let mut bytes = Vec::new();
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| fail(io_reason(&e)))?;
+    if bytes.len() as u64 > limit {
+        return Err(too_big(bytes.len() as u64));
+    }
     // A byte-order mark is not part of the runbook; editors on Windows add one.
     let bytes = match bytes.strip_prefix("\u{feff}".as_bytes()) {
         Some(rest) => rest.to_vec(),
@@ -54,6 +86,9 @@ pub fn read_source(path: &Path) -> Result<String, Error> {
 }
 
 pub fn io_reason(e: &std::io::Error) -> String {
+    if e.raw_os_error() == Some(libc::ELOOP) {
+        return "it is a link, and runbook opens nothing of its own through a link".into();
+    }
     match e.kind() {
         std::io::ErrorKind::NotFound => "no such file".into(),
         std::io::ErrorKind::PermissionDenied => "permission denied".into(),

@@ -45,15 +45,41 @@ fn a_second_process_is_told_who_holds_the_store_within_a_second() {
 fn bad_run_ids_and_choices_are_plain_sentences() {
     let dir = scratch("run-bad-ids");
     let state = dir.join("state");
-    for args in [
+    let commands = [
         vec!["resume", "42"],
         vec!["status", "42"],
         vec!["logs", "42"],
         vec!["cancel", "42"],
         vec!["approve", "42", "gate", "--as", "alice"],
         vec!["retry", "42", "--from", "x"],
-    ] {
-        let out = rb(&state, &args);
+    ];
+    // A state directory no run was recorded in (a mistyped --state): each
+    // says so, and none of them creates it.
+    for args in &commands {
+        let out = rb(&state, args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert_eq!(
+            stderr(&out),
+            format!("error: there is no run 42: no runbook has run with the state directory {}; is --state right?\n", state.display()),
+            "{args:?}"
+        );
+        assert!(!state.exists(), "{args:?} created the state directory");
+    }
+    let status = rb(&state, &["status"]);
+    assert_eq!(
+        stdout(&status),
+        format!("no runs yet in {}\n", state.display())
+    );
+    assert!(!state.exists(), "status created the state directory");
+    // A store with runs, none of them 42.
+    let ok = write(
+        &dir,
+        "ok.runbook",
+        "runbook ok {\n  run a {\n    shell \"true\"\n  }\n}\n",
+    );
+    assert_eq!(rb(&state, &["run", path(&ok)]).status.code(), Some(0));
+    for args in &commands {
+        let out = rb(&state, args);
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         assert_eq!(
             stderr(&out),

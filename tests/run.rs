@@ -257,15 +257,22 @@ fn the_copy_of_the_source_beside_the_journal_counts_only_when_it_is_the_recorded
     assert_eq!(shown.status.code(), Some(0), "{}", stderr(&shown));
     assert!(stdout(&shown).contains("succeeded"), "{}", stdout(&shown));
     assert_eq!(std::fs::read_to_string(&copy).expect("a copy again"), src);
-    // A link there is not followed, nor written through; a pipe is not
-    // waited for.
+    // A link there is refused, never followed nor written through; a pipe
+    // is refused, not waited for.
     let victim = write(&dir, "victim", "keep me");
     std::fs::remove_file(&copy).expect("removes");
     std::os::unix::fs::symlink(&victim, &copy).expect("links");
     let shown = rb(&state, &["status", "1"]);
-    assert_eq!(shown.status.code(), Some(0), "{}", stderr(&shown));
+    assert_eq!(shown.status.code(), Some(1), "{}", stderr(&shown));
+    assert!(
+        stderr(&shown).starts_with(&format!(
+            "error: {} is refused: it is a link",
+            copy.display()
+        )),
+        "{}",
+        stderr(&shown)
+    );
     assert_eq!(std::fs::read_to_string(&victim).expect("reads"), "keep me");
-    assert_eq!(std::fs::read_to_string(&copy).expect("a plain copy"), src);
     std::fs::remove_file(&copy).expect("removes");
     let fifo = std::ffi::CString::new(path(&copy)).expect("a path");
     // SAFETY: mkfifo(3) with a NUL-terminated path.
@@ -282,5 +289,5 @@ fn the_copy_of_the_source_beside_the_journal_counts_only_when_it_is_the_recorded
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    assert_eq!(status.wait().expect("ended").code(), Some(0));
+    assert_eq!(status.wait().expect("ended").code(), Some(1));
 }

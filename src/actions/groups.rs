@@ -143,7 +143,7 @@ impl GroupNotes {
                 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
                 std::fs::DirBuilder::new()
                     .recursive(true)
-                    .mode(0o700)
+                    .mode(crate::store::private::dir_mode())
                     .create(&self.dir)
                     .map_err(cannot)?;
                 // Private, and never written through a link planted there.
@@ -151,7 +151,7 @@ impl GroupNotes {
                     .write(true)
                     .create(true)
                     .truncate(true)
-                    .mode(0o600)
+                    .mode(crate::store::private::file_mode())
                     .custom_flags(libc::O_NOFOLLOW)
                     .open(self.dir.join(run.to_string()))
                     .map_err(cannot)?;
@@ -215,7 +215,10 @@ impl GroupNotes {
         let key = key(step);
         let mut looked_for_clones = false;
         loop {
-            let text = std::fs::read_to_string(self.path(run)).ok()?;
+            // Private, never through a link, and bounded (a run with
+            // 80,000 steps running at once notes 10 MB).
+            let bytes = crate::store::private::read(&self.path(run), 64 << 20).ok()?;
+            let text = String::from_utf8(bytes).ok()?;
             let mut found = None;
             for line in text.lines() {
                 match parse(line, &key) {
@@ -313,23 +316,48 @@ impl Group {
     /// its group has members).
     pub fn alive(&self) -> bool {
         match proc_stat(self.pid) {
-            Some(stat)
-                if stat.started_ms + 1000 >= self.started
-                    && stat.started_ms <= self.started + START_WITHIN_MS =>
-            {
-                !stat.zombie || members_alive(self.pid)
-            }
+            Some(stat) if self.started_at(&stat) => !stat.zombie || members_alive(self.pid),
             // The pid is another process's now: our group has no members.
             Some(_) => false,
             None => members_alive(self.pid),
         }
     }
 
+    /// Kills the group, if it is the program noted: its leader started
+    /// when it was noted and is this user's, or the leader is gone and a
+    /// member is this user's. A note never makes runbook signal a process
+    /// of another user (root could), nor one started at another time.
     pub fn kill(&self) {
-        if self.alive() {
+        let leader = proc_stat(self.pid).map(|s| (s, owner(self.pid)));
+        let ours = match leader {
+            Some((stat, uid)) => self.started_at(&stat) && uid == Some(me()),
+            None => all_pids().any(|pid| {
+                proc_stat(pid).is_some_and(|s| s.pgrp == i64::from(self.pid) && !s.zombie)
+                    && owner(pid) == Some(me())
+            }),
+        };
+        if ours && self.alive() {
             spawn::kill_group(self.pid);
         }
     }
+
+    /// Whether a process that started at `stat`'s time is the one noted.
+    fn started_at(&self, stat: &Stat) -> bool {
+        stat.started_ms + 1000 >= self.started && stat.started_ms <= self.started + START_WITHIN_MS
+    }
+}
+
+/// The user a process runs as (its real uid: `/proc/PID`'s owner).
+fn owner(pid: u32) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/{pid}"))
+        .ok()
+        .map(|m| m.uid())
+}
+
+fn me() -> u32 {
+    // SAFETY: geteuid(2) cannot fail.
+    unsafe { libc::geteuid() }
 }
 
 /// What `/proc/PID/stat` says of a process that we need.

@@ -104,8 +104,24 @@ pub(super) fn target(url: &reqwest::Url) -> String {
 }
 
 /// A URL shown without what may be a credential: no user info, no query,
-/// no fragment; text that is not a URL at all is not shown.
+/// no fragment; text that is not a URL at all is not shown. Text with an
+/// `@` that does not parse as a URL is not shown either: its user info
+/// cannot be told apart from the rest (`http://admin:Pw#x@host`). (A URL
+/// that is a secret also has its path and query hidden by the masks.)
 pub fn shown_url(url: &str) -> String {
+    if url.contains('@') {
+        return match reqwest::Url::parse(url) {
+            Ok(parsed) if parsed.host_str().is_some() => {
+                let mut shown = parsed.clone();
+                let _ = shown.set_username("");
+                let _ = shown.set_password(None);
+                shown.set_query(None);
+                shown.set_fragment(None);
+                shown.to_string().trim_end_matches('/').to_string()
+            }
+            _ => "(not a URL)".into(),
+        };
+    }
     let head = url.split(['?', '#']).next().unwrap_or_default();
     match head.split_once("://") {
         Some((scheme, rest)) => {

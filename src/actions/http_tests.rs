@@ -303,4 +303,11 @@ fn a_url_is_shown_without_credentials_or_query() {
     );
     assert_eq!(shown_url("http://host"), "http://host");
     assert_eq!(shown_url(":pw@cache:6379"), "(not a URL)");
+    // A `#` or `?` in a password: no part of the password is shown.
+    assert_eq!(shown_url("http://admin:Pw#tail@host/x"), "(not a URL)");
+    assert_eq!(shown_url("http://admin:Pw?tail@host/x"), "(not a URL)");
+    assert_eq!(
+        shown_url("http://admin:Pw%23tail@host/x?y=1"),
+        "http://host/x"
+    );
 }

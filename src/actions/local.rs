@@ -6,6 +6,7 @@
 
 use super::command::{self, CommandSpec, Ended, Stream};
 use super::groups::{GroupNotes, StepNotes};
+use super::mask::Masks;
 use super::notify::{deliver, Channel, Notice, Tries, PAGERDUTY_EVENTS};
 use super::output_file::{OutputDir, OutputFile};
 use crate::compile::eval::{eval_in, Bindings, Value};
@@ -217,6 +218,7 @@ impl StepRunner for LocalRunner {
                 }
                 other => Err(format!("`{other}` steps do not run yet")),
             };
+            log.end_of_output();
             result.map_err(|e| log.scrub(&e))
         })
     }
@@ -337,7 +339,10 @@ fn unknown(prop: &str, value: &Value) -> String {
 pub(super) struct Log {
     step: String,
     sink: Sink,
-    secrets: Vec<String>,
+    masks: Masks,
+    /// The end of a cut line (standard output, standard error) that may be
+    /// the beginning of a secret, held until the rest of it comes.
+    held: std::sync::Mutex<[String; 2]>,
     kept: LogBuffer,
     groups: Option<(Arc<GroupNotes>, crate::engine::RunId)>,
     /// The attempt's output as it comes, on disk (`output_file.rs`).
@@ -346,14 +351,11 @@ pub(super) struct Log {
 
 impl Log {
     fn new(scope: &Scope, step: &Step, kept: LogBuffer, sink: Sink) -> Self {
-        let mut secrets = scope.secrets(step);
-        // Longest first, so that a secret containing another is hidden whole.
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        secrets.dedup();
         Log {
             step: step.name.clone(),
             sink,
-            secrets,
+            masks: Masks::new(scope.secrets(step)),
+            held: std::sync::Mutex::default(),
             kept,
             groups: None,
             output: None,
@@ -368,50 +370,62 @@ impl Log {
     }
 
     pub(super) fn scrub(&self, text: &str) -> String {
-        let mut out = text.to_string();
-        for secret in &self.secrets {
-            if out.contains(secret.as_str()) {
-                out = out.replace(secret.as_str(), "***");
-            }
-        }
-        out
+        self.masks.scrub(text)
     }
 
     /// `scrub` for text that was cut short: a secret's beginning left at
     /// the end is hidden too.
     fn scrub_cut(&self, text: &str) -> String {
-        let mut out = self.scrub(text);
-        for secret in &self.secrets {
-            let longest = (1..secret.len())
-                .rev()
-                .filter(|k| secret.is_char_boundary(*k))
-                .find(|k| out.ends_with(&secret[..*k]));
-            if let Some(k) = longest {
-                out.truncate(out.len() - k);
-                out.push_str("***");
-            }
-        }
-        out
+        self.masks.scrub_cut(text)
     }
 
+    /// A line (or a piece of one longer than the reader's 64 KiB) of a
+    /// program's output. The end of a piece that may begin a secret is held
+    /// back and put before the next piece, so a secret cut between two
+    /// pieces is hidden whole.
     pub(super) fn line(&self, err: bool, text: &str) {
-        // Lines longer than the reader's 64 KiB come in pieces.
         let cut = text.len() >= 64 * 1024 && !text.ends_with('\n');
         let text = text.strip_suffix('\n').unwrap_or(text);
-        let text = if cut {
-            self.scrub_cut(text)
-        } else {
-            self.scrub(text)
+        let (shown, rest) = match self.held.lock() {
+            Ok(mut held) => {
+                let slot = &mut held[usize::from(err)];
+                let whole = std::mem::take(slot) + text;
+                let (shown, rest) = self.masks.split(&whole, cut);
+                *slot = rest;
+                (shown, cut)
+            }
+            Err(_) => (self.scrub_cut(text), false),
         };
+        if shown.is_empty() && rest {
+            return;
+        }
+        self.emit(err, &shown);
+    }
+
+    /// The program's output has ended: what was held back, which began a
+    /// secret and never went on, is shown hidden.
+    pub(super) fn end_of_output(&self) {
+        let held = match self.held.lock() {
+            Ok(mut held) => std::mem::take(&mut *held),
+            Err(_) => return,
+        };
+        for (err, text) in [false, true].into_iter().zip(held) {
+            if !text.is_empty() {
+                self.emit(err, &self.scrub_cut(&text));
+            }
+        }
+    }
+
+    fn emit(&self, err: bool, text: &str) {
         (self.sink)(Line {
             step: &self.step,
             err,
-            text: &text,
+            text,
         });
         if let Some(output) = &self.output {
-            output.line(err, &text);
+            output.line(err, text);
         }
-        self.kept.push(err, text, LOG_CAP);
+        self.kept.push(err, text.to_string(), LOG_CAP);
     }
 }
 

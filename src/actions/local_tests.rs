@@ -263,3 +263,52 @@ async fn an_http_check_judges_status_body_and_json_fields() {
         "{missing}"
     );
 }
+
+const PEM_KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj\n-----END PRIVATE KEY-----";
+
+/// Everything a step's output reached: the live lines, the kept log, the
+/// outputs.
+fn everything(seen: &Mutex<Vec<String>>, attempt: &Attempt) -> String {
+    let mut all = seen.lock().expect("lines").join("\n");
+    for line in &attempt.log.lines {
+        all.push('\n');
+        all.push_str(&line.text);
+    }
+    if let Ok(out) = &attempt.result {
+        for value in out.values() {
+            all.push('\n');
+            all.push_str(value);
+        }
+    }
+    all
+}
+
+#[tokio::test]
+async fn every_line_of_a_multi_line_secret_is_hidden_when_printed_line_by_line() {
+    let src = "runbook r {\n  param key: secret = env(\"RB_KEY\")\n  run show {\n    shell \"printf '%s\\\\n' \\\"$K\\\"; printf '%s\\\\n' \\\"$K\\\" >&2\"\n    env \"K\" key\n  }\n}\n";
+    let (plan, runner, seen) = local(src, &[("RB_KEY", PEM_KEY)]);
+    let shown = attempt(&plan, &runner, "show").await;
+    let all = everything(&seen, &shown);
+    for line in PEM_KEY.lines() {
+        assert!(!all.contains(line), "{line} shown in:\n{all}");
+    }
+    assert!(all.contains("show: ***"), "{all}");
+}
+
+#[tokio::test]
+async fn secrets_cut_at_the_64_kib_boundary_of_a_long_line_are_hidden_whole() {
+    // The line is cut after 65,536 bytes: 6 bytes into the first secret.
+    let src = "runbook r {\n  param a: secret = env(\"RB_A\")\n  param b: secret = env(\"RB_B\")\n  run long {\n    shell \"head -c 65530 /dev/zero | tr '\\\\0' x; printf '%s%s tail\\\\n' \\\"$A\\\" \\\"$B\\\"\"\n    env \"A\" a\n    env \"B\" b\n  }\n}\n";
+    let a = "first-secret-0123456789";
+    let b = "second-secret-abcdefghij";
+    let (plan, runner, seen) = local(src, &[("RB_A", a), ("RB_B", b)]);
+    let shown = attempt(&plan, &runner, "long").await;
+    assert!(shown.result.is_ok(), "{:?}", shown.result);
+    let all = everything(&seen, &shown);
+    for secret in [a, b] {
+        for piece in (0..secret.len() - 4).map(|i| &secret[i..i + 5]) {
+            assert!(!all.contains(piece), "{piece} of {secret} shown");
+        }
+    }
+    assert!(all.contains("*** tail"), "both hidden, then the rest");
+}

@@ -9,6 +9,7 @@ pub mod groups;
 pub mod http;
 pub mod kube;
 pub mod local;
+pub mod mask;
 pub mod notify;
 pub mod output_file;
 pub mod postgres;

@@ -142,7 +142,7 @@ impl OutputFile {
         if let Some(dir) = self.path.parent() {
             std::fs::DirBuilder::new()
                 .recursive(true)
-                .mode(0o700)
+                .mode(crate::store::private::dir_mode())
                 .create(dir)?;
         }
         // The same attempt started again after an interruption: what the
@@ -160,7 +160,7 @@ impl OutputFile {
             .write(true)
             .create(true)
             .truncate(true)
-            .mode(0o600)
+            .mode(crate::store::private::file_mode())
             .custom_flags(libc::O_NOFOLLOW)
             .open(&self.path)
     }

@@ -185,6 +185,8 @@ struct ChildArgs {
     note_fd: RawFd,
     note_offset: libc::off_t,
     note: [u8; NOTE],
+    /// The umask runbook was started with, or `u32::MAX` to keep this one.
+    umask: u32,
     /// The errno of a new process that failed before `exec`, and what it
     /// was doing then.
     error: AtomicI32,
@@ -239,6 +241,7 @@ pub fn spawn(launch: &Launch, note: Option<NoteSlot<'_>>) -> std::io::Result<Spa
         note_fd,
         note_offset,
         note: note_text,
+        umask: CHILD_UMASK.load(Ordering::Relaxed),
         error: AtomicI32::new(0),
         stage: AtomicI32::new(0),
     };
@@ -294,6 +297,18 @@ pub fn spawn(launch: &Launch, note: Option<NoteSlot<'_>>) -> std::io::Result<Spa
         stdout: out_r,
         stderr: err_r,
     })
+}
+
+/// The umask step programs get; `u32::MAX`: the process's own.
+static CHILD_UMASK: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(u32::MAX);
+
+/// Makes runbook's own files private whatever the umask it was started
+/// with (`umask`), and gives its step programs the one it was started with:
+/// a step that writes a report for others still can.
+pub fn private_umask(umask: u32) {
+    // SAFETY: umask(2) cannot fail; it swaps the process's file mode mask.
+    let started_with = unsafe { libc::umask(umask) };
+    CHILD_UMASK.store(started_with, Ordering::Relaxed);
 }
 
 /// The new process, from `clone` to `exec`: system calls only.
@@ -366,7 +381,11 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
                 fail(3);
             }
         }
-        // 4. Its working directory.
+        // 4. The umask runbook was started with (runbook's own is private),
+        // and its working directory.
+        if a.umask != u32::MAX {
+            libc::umask(a.umask);
+        }
         if !a.cwd.is_null() && libc::chdir(a.cwd) != 0 {
             fail(4);
         }

@@ -207,6 +207,11 @@ pub fn main() -> ExitCode {
         }
     };
     let state = store::state_dir(cli.state);
+    crate::actions::spawn::private_umask(crate::store::private::umask());
+    if let Err(why) = check_state(&cli.command, &state) {
+        eprintln!("error: {why}");
+        return ExitCode::from(EXIT_ERROR);
+    }
     let opts = |json: bool| run::RunOptions {
         state: state.clone(),
         json,
@@ -266,6 +271,20 @@ pub fn main() -> ExitCode {
             })
         }
     }
+}
+
+/// The state directory, checked before a command reads or writes it, and
+/// made only by the commands that record runs.
+fn check_state(command: &Command, state: &std::path::Path) -> Result<(), String> {
+    let creates = match command {
+        Command::Check { .. }
+        | Command::Fmt { .. }
+        | Command::Graph { .. }
+        | Command::Plan { .. } => return Ok(()),
+        Command::Run { .. } | Command::Serve { .. } => true,
+        _ => false,
+    };
+    crate::store::private::state_dir(state, creates).map(|_| ())
 }
 
 /// Makes sure the process ends within `bound` from now: a thread that, if

@@ -99,7 +99,7 @@ pub fn start(path: &Path, params: &[String], opts: &RunOptions) -> Result<u8, Er
         })
         .collect();
     let mut held = take_locks(&plan, opts, None)?;
-    let store = store::open(&opts.state)?;
+    let store = store::open_to_write(&opts.state)?;
     let meta = store
         .create_run(
             &path.display().to_string(),
@@ -174,7 +174,7 @@ pub fn resume(
 ) -> Result<u8, Error> {
     let exec = Executor::new()?;
     let ahead = CompileAhead::start(&opts.state, run);
-    let store = store::open(&opts.state)?;
+    let store = store::open(&opts.state, run)?;
     let meta = store.run(crate::engine::RunId(run)).map_err(store_error)?;
     let (plan, state) = plan_and_state(&opts.state, &store, &meta, ahead)?;
     if let Some(outcome) = state.finished {
@@ -200,7 +200,7 @@ pub fn resume(
 pub fn retry(run: u64, from: &str, params: &[String], opts: &RunOptions) -> Result<u8, Error> {
     let exec = Executor::new()?;
     let ahead = CompileAhead::start(&opts.state, run);
-    let store = store::open(&opts.state)?;
+    let store = store::open(&opts.state, run)?;
     let meta = store.run(crate::engine::RunId(run)).map_err(store_error)?;
     let (plan, state) = plan_and_state(&opts.state, &store, &meta, ahead)?;
     if state.finished.is_none() {
@@ -492,10 +492,7 @@ impl Live {
         let view = super::runs::view(&self.meta, &self.plan, &m.0, &self.bindings, true);
         drop(m);
         let body = serde_json::to_vec(&view).unwrap_or_default();
-        let tmp = self.state_dir.join(".live.json.tmp");
-        if std::fs::write(&tmp, body).is_ok() {
-            let _ = std::fs::rename(&tmp, self.state_dir.join("live.json"));
-        }
+        let _ = crate::store::private::write_view(&self.state_dir, "live.json", &body);
     }
 }
 

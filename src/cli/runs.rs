@@ -199,10 +199,21 @@ pub fn render(v: &RunView) -> String {
     out
 }
 
+/// The most a live view may hold (80,000 steps take about 20 MB).
+const VIEW_LIMIT: u64 = 256 << 20;
+
 /// `runbook status [RUN]`.
 pub fn status(state_dir: &Path, run: Option<u64>, json: bool) -> Result<u8, Error> {
+    if run.is_none() && !store::has_journal(state_dir) {
+        match json {
+            true => say!("[]"),
+            false => say!("no runs yet in {}", state_dir.display()),
+        }
+        return Ok(super::EXIT_OK);
+    }
     let mut ahead = run.map(|id| CompileAhead::start(state_dir, id));
-    let store = match store::open_or_owner(state_dir)? {
+    // Without a run number, a state directory with no journal was answered above.
+    let store = match store::open_or_owner(state_dir, run.unwrap_or_default())? {
         Opened::Store(store) => store,
         Opened::HeldBy(owner) => return status_live(state_dir, owner, run, json),
     };
@@ -267,7 +278,7 @@ fn status_live(
     run: Option<u64>,
     json: bool,
 ) -> Result<u8, Error> {
-    let live = std::fs::read(state_dir.join("live.json")).ok();
+    let live = crate::store::private::read(&state_dir.join("live.json"), VIEW_LIMIT).ok();
     let parsed: Option<serde_json::Value> = live.and_then(|b| serde_json::from_slice(&b).ok());
     let matches = match (&owner, run) {
         (Some(o), Some(r)) => o.run == r,
@@ -303,7 +314,7 @@ fn date(ms: u64) -> String {
 
 /// `runbook logs RUN [STEP]`: what each attempt printed, as kept.
 pub fn logs(state_dir: &Path, run: u64, step: Option<&str>) -> Result<u8, Error> {
-    let store = match store::open_or_owner(state_dir)? {
+    let store = match store::open_or_owner(state_dir, run)? {
         Opened::Store(store) => store,
         Opened::HeldBy(owner) => {
             return Err(Error::Run(format!(
@@ -406,7 +417,7 @@ fn ask_live(
 /// The store, once the process that held it has ended: its lock goes with
 /// it, but a moment may pass.
 fn store_after_owner_ended(state_dir: &Path, run: u64) -> Result<SledStore, Error> {
-    match store::open_or_owner(state_dir)? {
+    match store::open_or_owner(state_dir, run)? {
         Opened::Store(store) => Ok(store),
         Opened::HeldBy(owner) => Err(Error::Run(format!(
             "run {run}'s process ended before it answered, and {}",
@@ -428,7 +439,7 @@ fn offline(
 
 /// `runbook approve RUN STEP --as NAME`.
 pub fn approve(state_dir: &Path, run: u64, step: &str, by: &str) -> Result<u8, Error> {
-    let store = match store::open_or_owner(state_dir)? {
+    let store = match store::open_or_owner(state_dir, run)? {
         Opened::HeldBy(owner) => {
             let pid = owner.as_ref().map_or(0, |o| o.pid);
             let request = Request::Approve {
@@ -464,7 +475,7 @@ pub fn approve(state_dir: &Path, run: u64, step: &str, by: &str) -> Result<u8, E
 
 /// `runbook cancel RUN`.
 pub fn cancel(state_dir: &Path, run: u64) -> Result<u8, Error> {
-    let store = match store::open_or_owner(state_dir)? {
+    let store = match store::open_or_owner(state_dir, run)? {
         Opened::HeldBy(owner) => {
             let pid = owner.as_ref().map_or(0, |o| o.pid);
             if ask_live(state_dir, owner, run, Request::Cancel { run })? {

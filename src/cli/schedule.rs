@@ -38,7 +38,7 @@ pub fn run(dir: &Path, state: &Path, count: usize, from: Option<&str>) -> Result
     // While a scheduler runs, it holds the store and keeps its last lines here.
     let live: Option<super::serve::Live> = store
         .is_err()
-        .then(|| std::fs::read(state.join(super::serve::LIVE_FILE)).ok())
+        .then(|| crate::store::private::read(&state.join(super::serve::LIVE_FILE), 64 << 20).ok())
         .flatten()
         .and_then(|b| serde_json::from_slice(&b).ok());
     let mut out = String::new();

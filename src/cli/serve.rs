@@ -75,8 +75,8 @@ pub async fn serve(
 ) -> Result<(), Error> {
     // One spelling of the state directory: a run's process is recognised
     // by it on its command line after a restart.
-    let state = std::fs::create_dir_all(&cfg.state)
-        .and_then(|_| std::fs::canonicalize(&cfg.state))
+    let state = crate::store::private::make_dir(&cfg.state)
+        .and_then(|()| std::fs::canonicalize(&cfg.state))
         .map_err(|e| {
             Error::Run(format!(
                 "cannot use the state directory {}: {}; choose another with --state DIR",

@@ -295,9 +295,10 @@ fn exit_words(code: Option<i32>) -> String {
 }
 
 /// Opens a run's store as the other commands do, waiting out for a moment
-/// a `status` or `logs` that holds it for milliseconds.
-fn open_runs(state: &Path) -> Result<SledStore, String> {
-    match open_or_owner(state).map_err(|e| e.to_string())? {
+/// a `status` or `logs` that holds it for milliseconds (`run`: the run
+/// looked for, named if the store is missing).
+fn open_runs(state: &Path, run: u64) -> Result<SledStore, String> {
+    match open_or_owner(state, run).map_err(|e| e.to_string())? {
         Opened::Store(store) => Ok(store),
         Opened::HeldBy(_) => Err(format!(
             "the runs at {} are held by another process",
@@ -308,7 +309,7 @@ fn open_runs(state: &Path) -> Result<SledStore, String> {
 
 /// How the run ended, or `None` while it has not.
 fn run_outcome(state: &Path, run: u64) -> Result<Option<Outcome>, String> {
-    let store = open_runs(state)?;
+    let store = open_runs(state, run)?;
     let events = store.events(RunId(run)).map_err(|e| e.to_string())?;
     let mut outcome = None;
     for event in events {
@@ -324,7 +325,7 @@ fn run_outcome(state: &Path, run: u64) -> Result<Option<Outcome>, String> {
 /// The newest run of the store created at or after `since`.
 fn run_since(state: &Path, since: Option<i64>) -> Option<u64> {
     let since = since?;
-    let store = open_runs(state).ok()?;
+    let store = open_runs(state, 0).ok()?;
     let runs = store.runs().ok()?;
     runs.iter()
         .filter(|m| m.created_at as i64 >= since)

@@ -29,27 +29,47 @@ pub fn state_dir(given: Option<PathBuf>) -> PathBuf {
 }
 
 /// The journal lives in `STATE/journal`.
-pub fn open(state: &Path) -> Result<SledStore, Error> {
-    match open_or_owner(state)? {
+pub fn open(state: &Path, run: u64) -> Result<SledStore, Error> {
+    match open_or_owner(state, run)? {
         Opened::Store(store) => Ok(store),
         Opened::HeldBy(owner) => Err(Error::Run(locked_sentence(state, owner))),
     }
 }
 
-/// Opening the store, or learning which process holds it.
+/// Opening the store to look at or steer run `run` (named if there is no
+/// store at all), or learning which process holds it.
 pub enum Opened {
     Store(SledStore),
     HeldBy(Option<Owner>),
 }
 
-pub fn open_or_owner(state: &Path) -> Result<Opened, Error> {
-    if let Err(e) = std::fs::create_dir_all(state) {
+pub fn open_or_owner(state: &Path, run: u64) -> Result<Opened, Error> {
+    if !has_journal(state) {
         return Err(Error::Run(format!(
-            "cannot create the state directory {}: {}; choose another with --state DIR",
-            state.display(),
-            crate::error::io_reason(&e)
+            "there is no run {run}: no runbook has run with the state directory {}; is --state right?",
+            state.display()
         )));
     }
+    open_or_owner_creating(state)
+}
+
+/// Whether runs were ever recorded in `state`: commands that only read or
+/// steer existing runs create nothing.
+pub fn has_journal(state: &Path) -> bool {
+    state.join("journal").is_dir()
+}
+
+/// The store, made when missing: for `runbook run`.
+pub fn open_to_write(state: &Path) -> Result<SledStore, Error> {
+    match open_or_owner_creating(state)? {
+        Opened::Store(store) => Ok(store),
+        Opened::HeldBy(owner) => Err(Error::Run(locked_sentence(state, owner))),
+    }
+}
+
+/// The state directory was checked, and made if need be, before any
+/// command used it (`private::state_dir`).
+fn open_or_owner_creating(state: &Path) -> Result<Opened, Error> {
     // `status`, `logs` and `approve` hold the store for milliseconds: wait
     // them out for up to a second. A process driving a run holds it for
     // as long as the run goes: say so at once.
@@ -177,15 +197,15 @@ pub fn keep_source(state: &Path, meta: &RunMeta) {
     use std::io::Write;
     let path = source_copy(state, meta.id.0);
     let Some(dir) = path.parent() else { return };
-    let tmp = dir.join(format!(".{}.{}.tmp", meta.id, std::process::id()));
+    let tmp = dir.join(format!(
+        ".{}.{}.{:016x}.tmp",
+        meta.id,
+        std::process::id(),
+        crate::store::private::random()
+    ));
     // A new file, never one already there (nor what a link there points at).
-    let written = std::fs::create_dir_all(dir)
-        .and_then(|()| {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .open(&tmp)
-        })
+    let written = crate::store::private::make_dir(dir)
+        .and_then(|()| crate::store::private::create_new(&tmp))
         .and_then(|mut file| file.write_all(meta.source.as_bytes()))
         .and_then(|()| std::fs::rename(&tmp, &path));
     if written.is_err() {
@@ -196,12 +216,9 @@ pub fn keep_source(state: &Path, meta: &RunMeta) {
 /// The copy's text, if it is a plain file no bigger than a runbook may be
 /// (a pipe or a huge file there is not waited for or read).
 fn read_source_copy(state: &Path, run: u64) -> Option<String> {
-    let path = source_copy(state, run);
-    let meta = std::fs::symlink_metadata(&path).ok()?;
-    if !meta.is_file() || meta.len() > crate::syntax::MAX_SOURCE_BYTES as u64 {
-        return None;
-    }
-    std::fs::read_to_string(path).ok()
+    let limit = crate::syntax::MAX_SOURCE_BYTES as u64;
+    let bytes = crate::store::private::read(&source_copy(state, run), limit).ok()?;
+    String::from_utf8(bytes).ok()
 }
 
 /// A run's source, compiling from the copy kept beside the journal before

@@ -6,7 +6,6 @@
 //! leaves half of one.
 
 use serde::{Deserialize, Serialize};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -41,6 +40,10 @@ pub struct Owner {
     pub run: u64,
 }
 
+/// The most a request, an answer or the owner file may hold: a few
+/// hundred bytes are written; more was not written by runbook.
+const REQUEST_LIMIT: u64 = 64 * 1024;
+
 pub struct Inbox {
     dir: PathBuf,
 }
@@ -54,7 +57,7 @@ impl Inbox {
 
     /// Leaves a request; returns its name, to wait for the answer.
     pub fn send(&self, request: &Request) -> std::io::Result<String> {
-        std::fs::create_dir_all(&self.dir)?;
+        super::private::make_dir(&self.dir)?;
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
@@ -81,7 +84,7 @@ impl Inbox {
             if !name.starts_with(&format!("{run}-")) {
                 continue;
             }
-            match std::fs::read(entry.path())
+            match super::private::read(&entry.path(), REQUEST_LIMIT)
                 .ok()
                 .and_then(|b| serde_json::from_slice::<Request>(&b).ok())
             {
@@ -107,7 +110,7 @@ impl Inbox {
     pub fn wait_answer(&self, name: &str, limit: Duration, alive: impl Fn() -> bool) -> Waited {
         let path = self.dir.join(format!("{name}.answer"));
         let answered = || {
-            let bytes = std::fs::read(&path).ok()?;
+            let bytes = super::private::read(&path, REQUEST_LIMIT).ok()?;
             let _ = std::fs::remove_file(&path);
             Some(Waited::Answered(
                 serde_json::from_slice(&bytes)
@@ -147,7 +150,7 @@ pub fn write_owner(state: &Path, owner: &Owner) -> std::io::Result<()> {
 }
 
 pub fn read_owner(state: &Path) -> Option<Owner> {
-    let bytes = std::fs::read(state.join("owner.json")).ok()?;
+    let bytes = super::private::read(&state.join("owner.json"), REQUEST_LIMIT).ok()?;
     serde_json::from_slice(&bytes).ok()
 }
 
@@ -155,23 +158,9 @@ pub fn clear_owner(state: &Path) {
     let _ = std::fs::remove_file(state.join("owner.json"));
 }
 
-/// Writes `name` in `dir` atomically: a reader sees all of it or nothing.
-/// What a writer killed before its rename left is removed.
+/// Writes `name` in `dir` atomically (see `private::write_whole`).
 pub fn write_whole(dir: &Path, name: &str, body: &[u8]) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
-    sweep_abandoned(dir, name);
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let written = std::fs::File::create(&tmp).and_then(|mut file| {
-        file.write_all(body)?;
-        file.sync_all()
-    });
-    match written.and_then(|()| std::fs::rename(&tmp, dir.join(name))) {
-        Ok(()) => Ok(()),
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(e)
-        }
-    }
+    super::private::write_whole(dir, name, body)
 }
 
 /// Whether process `pid` exists (another user's too: EPERM says it does).
@@ -179,25 +168,6 @@ pub fn process_exists(pid: i32) -> bool {
     // SAFETY: kill(2) with signal 0 only asks whether the process exists.
     let r = unsafe { libc::kill(pid, 0) };
     r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-}
-
-/// Removes the temporary files of `name` whose writers are gone.
-fn sweep_abandoned(dir: &Path, name: &str) {
-    let prefix = format!(".{name}.");
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let file = entry.file_name();
-        let Some(pid) = file
-            .to_str()
-            .and_then(|f| f.strip_prefix(&prefix))
-            .and_then(|f| f.strip_suffix(".tmp"))
-            .and_then(|p| p.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if pid > 0 && !process_exists(pid) {
-            let _ = std::fs::remove_file(entry.path());
-        }
-    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 //! file says who holds it, for messages; `probe` looks without taking.
 
 use serde::{Deserialize, Serialize};
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -50,8 +50,11 @@ pub fn lock_dir(state: &Path) -> PathBuf {
     if let Some(dir) = std::env::var_os("RUNBOOK_LOCKS").filter(|d| !d.is_empty()) {
         return PathBuf::from(dir);
     }
-    match std::fs::read_to_string(state.join(POINTER)) {
-        Ok(dir) if !dir.trim().is_empty() => PathBuf::from(dir.trim_end_matches('\n')),
+    let pointed = super::private::read(&state.join(POINTER), 4096)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok());
+    match pointed {
+        Some(dir) if !dir.trim().is_empty() => PathBuf::from(dir.trim_end_matches('\n')),
         _ => state.join("locks"),
     }
 }
@@ -59,7 +62,7 @@ pub fn lock_dir(state: &Path) -> PathBuf {
 /// Makes `lock_dir(state)` answer `locks`.
 pub fn point_at(state: &Path, locks: &Path) -> std::io::Result<()> {
     let text = locks.display().to_string();
-    if std::fs::read_to_string(state.join(POINTER)).is_ok_and(|t| t == text) {
+    if super::private::read(&state.join(POINTER), 4096).is_ok_and(|t| t == text.as_bytes()) {
         return Ok(());
     }
     super::inbox::write_whole(state, POINTER, text.as_bytes())
@@ -71,7 +74,8 @@ pub fn acquire(dir: &Path, names: &[String], who: &Holder) -> Result<Held, LockE
     if names.is_empty() {
         return Ok(held);
     }
-    std::fs::create_dir_all(dir).map_err(|e| io(dir, &e))?;
+    // Outside the state directory (the scheduler's), so checked as one.
+    super::private::outside_dir(dir).map_err(LockError::Io)?;
     let mut sorted: Vec<&String> = names.iter().collect();
     sorted.sort();
     sorted.dedup();
@@ -93,8 +97,12 @@ pub fn acquire(dir: &Path, names: &[String], who: &Holder) -> Result<Held, LockE
 pub fn probe(dir: &Path, names: &[String]) -> Option<String> {
     for name in names {
         let path = dir.join(format!("{name}.lock"));
-        let Ok(mut file) = OpenOptions::new().read(true).write(true).open(&path) else {
+        if !path.exists() {
             continue; // never taken
+        }
+        let mut file = match open(&path) {
+            Ok(file) => file,
+            Err(LockError::Io(why) | LockError::Busy(why)) => return Some(why),
         };
         match taken(&file) {
             Ok(false) => {}
@@ -122,14 +130,9 @@ impl Held {
     }
 }
 
+/// Never through a link, never a file another user could write.
 fn open(path: &Path) -> Result<File, LockError> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map_err(|e| io(path, &e))
+    super::private::open_rw(path).map_err(|e| io(path, &e))
 }
 
 /// An exclusive lock on the whole file, as `fcntl` wants it described.

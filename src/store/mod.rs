@@ -4,6 +4,7 @@
 mod envelope;
 pub mod inbox;
 pub mod locks;
+pub mod private;
 mod schedule_store;
 mod sled_open;
 mod sled_store;

@@ -37,7 +37,7 @@ impl ScheduleStore {
         let shown = path.display().to_string();
         let fail = |e: sled::Error| format!("the scheduler's state at {shown} cannot be used: {e}");
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| {
+            super::private::make_dir(parent).map_err(|e| {
                 format!(
                     "cannot create {}: {}",
                     parent.display(),

@@ -59,7 +59,7 @@ impl Tallies {
             .write(true)
             .create(true)
             .truncate(false)
-            .mode(0o600)
+            .mode(super::private::file_mode())
             .custom_flags(libc::O_NOFOLLOW)
             .open(path)?;
         Ok(Tallies { file })

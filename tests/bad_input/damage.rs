@@ -254,6 +254,16 @@ fn a_missing_tally_file_is_damage_and_an_empty_store_says_no_runs_in_json_too() 
         (empty.status.code(), stdout(&empty)),
         (Some(0), "[]\n".to_string())
     );
+    let one = dir.join("one.runbook");
+    std::fs::write(
+        &one,
+        "runbook one {\n  run a {\n    shell \"true\"\n  }\n}\n",
+    )
+    .expect("writes");
+    assert_eq!(
+        rb(&state, &["run", one.to_str().unwrap()]).status.code(),
+        Some(0)
+    );
     std::fs::remove_file(state.join("journal/runbook.tally")).expect("removes");
     let out = rb(&state, &["status"]);
     assert_eq!(out.status.code(), Some(1));

@@ -1,0 +1,224 @@
+//! Secret values out of everything printed or kept. A secret is hidden in
+//! every form in which it can come back: as it is; line by line when it
+//! spans several lines (a PEM key printed by a program comes one line at a
+//! time, as GitHub Actions masks each line); and the forms runbook itself
+//! derives from it (the password of a URL's userinfo, and the
+//! `Basic base64(user:password)` that the HTTP client sends for it, which a
+//! server may echo). All forms are matched at once, so two secrets that
+//! overlap in a text are both hidden.
+
+use base64::Engine;
+
+/// What a hidden value is replaced by.
+pub const HIDDEN: &str = "***";
+
+/// A line of a multi-line secret shorter than this is not hidden on its
+/// own: it would hide every `}` or blank line (GitHub draws the line at
+/// the same place).
+const SHORTEST_LINE: usize = 4;
+
+#[derive(Debug, Default, Clone)]
+pub struct Masks {
+    /// Longest first.
+    forms: Vec<String>,
+}
+
+impl Masks {
+    pub fn new<S: AsRef<str>>(secrets: impl IntoIterator<Item = S>) -> Masks {
+        let mut forms: Vec<String> = secrets
+            .into_iter()
+            .flat_map(|s| forms_of(s.as_ref()))
+            .filter(|f| !f.is_empty())
+            .collect();
+        forms.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        forms.dedup();
+        Masks { forms }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.forms.is_empty()
+    }
+
+    /// `text` with every form of every secret replaced by `***`.
+    pub fn scrub(&self, text: &str) -> String {
+        let (shown, _) = self.split(text, false);
+        shown
+    }
+
+    /// `scrub` for text that was cut short: what may be the beginning of a
+    /// secret at its end is hidden too.
+    pub fn scrub_cut(&self, text: &str) -> String {
+        let (mut shown, held) = self.split(text, true);
+        if !held.is_empty() {
+            shown.push_str(HIDDEN);
+        }
+        shown
+    }
+
+    /// Splits a piece of a longer text for showing now: the piece scrubbed,
+    /// and, when `more` text follows, its end that may be the beginning
+    /// of a secret (or a secret that may go on), held back to be put before
+    /// the next piece.
+    pub fn split(&self, text: &str, more: bool) -> (String, String) {
+        let mut hidden = self.matches(text);
+        let mut cut = text.len();
+        if more {
+            cut -= self.pending(text);
+            // A match that reaches into the held-back end is held back
+            // whole: it may be the head of a longer secret.
+            while let Some(last) = hidden.last() {
+                if last.1 <= cut {
+                    break;
+                }
+                cut = cut.min(last.0);
+                hidden.pop();
+            }
+        }
+        let mut shown = String::with_capacity(cut);
+        let mut at = 0;
+        for (start, end) in hidden {
+            shown.push_str(&text[at..start]);
+            shown.push_str(HIDDEN);
+            at = end;
+        }
+        shown.push_str(&text[at..cut]);
+        (shown, text[cut..].to_string())
+    }
+
+    /// Where forms occur in `text`, overlapping ones merged, in order.
+    fn matches(&self, text: &str) -> Vec<(usize, usize)> {
+        let mut found: Vec<(usize, usize)> = Vec::new();
+        for form in &self.forms {
+            if form.len() > text.len() {
+                continue;
+            }
+            found.extend(
+                text.match_indices(form.as_str())
+                    .map(|(i, m)| (i, i + m.len())),
+            );
+        }
+        found.sort_unstable();
+        let mut merged: Vec<(usize, usize)> = Vec::with_capacity(found.len());
+        for (start, end) in found {
+            match merged.last_mut() {
+                Some(last) if start <= last.1 => last.1 = last.1.max(end),
+                _ => merged.push((start, end)),
+            }
+        }
+        merged
+    }
+
+    /// The length of the longest end of `text` that is the beginning of a
+    /// form (not the whole form).
+    fn pending(&self, text: &str) -> usize {
+        self.forms
+            .iter()
+            .filter_map(|form| {
+                (1..form.len().min(text.len() + 1))
+                    .rev()
+                    .filter(|k| form.is_char_boundary(*k))
+                    .find(|k| text.ends_with(&form[..*k]))
+            })
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+/// Every form in which `secret` may come back.
+fn forms_of(secret: &str) -> Vec<String> {
+    let mut forms = vec![secret.to_string()];
+    if secret.contains(['\n', '\r']) {
+        forms.extend(
+            secret
+                .split(['\n', '\r'])
+                .map(str::trim)
+                .filter(|line| line.len() >= SHORTEST_LINE)
+                .map(str::to_string),
+        );
+    }
+    forms.extend(url_parts(secret.trim()));
+    if let Some((user, password)) = userinfo(secret.trim()) {
+        for (user, password) in [
+            (user.clone(), password.clone()),
+            (decoded(&user), decoded(&password)),
+        ] {
+            let basic =
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+            forms.push(basic);
+            if password.len() >= SHORTEST_LINE {
+                forms.push(password);
+            }
+        }
+    }
+    forms
+}
+
+/// A URL kept as a secret may carry its credential in its path (a Slack
+/// webhook) or query: those parts are hidden wherever they show up alone,
+/// when long enough not to hide every `/api`.
+fn url_parts(text: &str) -> Vec<String> {
+    let Ok(url) = reqwest::Url::parse(text) else {
+        return Vec::new();
+    };
+    if !url.has_host() {
+        return Vec::new();
+    }
+    let mut parts = Vec::new();
+    let path = url.path();
+    if path.len() >= SHORTEST_PATH {
+        parts.push(path.to_string());
+        parts.push(path.trim_start_matches('/').to_string());
+    }
+    for part in [url.query(), url.fragment()].into_iter().flatten() {
+        parts.push(part.to_string());
+        for pair in part.split('&') {
+            let value = pair.split_once('=').map_or(pair, |(_, v)| v);
+            if value.len() >= SHORTEST_LINE {
+                parts.push(value.to_string());
+            }
+        }
+    }
+    parts.retain(|p| p.len() >= SHORTEST_LINE);
+    parts
+}
+
+/// A secret URL's path shorter than this is not hidden on its own.
+const SHORTEST_PATH: usize = 8;
+
+/// The user and password of a URL with credentials in it.
+fn userinfo(text: &str) -> Option<(String, String)> {
+    let (_, rest) = text.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let (info, _) = authority.rsplit_once('@')?;
+    let (user, password) = info.split_once(':').unwrap_or((info, ""));
+    Some((user.to_string(), password.to_string()))
+}
+
+/// Percent-decoding, as the HTTP client does before it builds the header.
+fn decoded(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                out.push((hi * 16 + lo) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+#[path = "mask_tests.rs"]
+mod tests;

@@ -1,0 +1,444 @@
+//! The state directory is trusted: what is recorded there decides which
+//! programs run, as whoever runs runbook, and which process groups `cancel`
+//! kills. So it must be writable by no one else. A state directory, one of
+//! its parents, or anything in it that another user could have written is
+//! refused, in one sentence, before anything in it is read or written;
+//! nothing in it is opened through a link; everything runbook creates there
+//! is private (0700 directories, 0600 files), whatever the umask.
+//!
+//! A team that shares a state directory names the group it trusts with
+//! `RUNBOOK_SHARED_GROUP`: then files of that group may be group-writable,
+//! and what runbook creates is 0660/2770 for the group. Other users are
+//! never trusted.
+
+use std::fs::{File, Metadata, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+use std::sync::OnceLock;
+
+/// The variable that names the group trusted with a shared state directory.
+pub const SHARED_GROUP: &str = "RUNBOOK_SHARED_GROUP";
+
+/// How deep the state directory is looked through (the scheduler's run
+/// directories sit at `STATE/runs/NAME/journal`).
+const DEPTH: usize = 6;
+
+/// The group of `$RUNBOOK_SHARED_GROUP`, if one is named.
+pub fn shared_group() -> Result<Option<u32>, String> {
+    static GROUP: OnceLock<Result<Option<u32>, String>> = OnceLock::new();
+    GROUP
+        .get_or_init(|| {
+            let Some(name) = std::env::var_os(SHARED_GROUP).filter(|n| !n.is_empty()) else {
+                return Ok(None);
+            };
+            let name = name.to_string_lossy().into_owned();
+            if let Ok(gid) = name.parse::<u32>() {
+                return Ok(Some(gid));
+            }
+            group_id(&name).map(Some).ok_or_else(|| {
+                format!("{SHARED_GROUP} names the group `{name}`, which this machine does not have")
+            })
+        })
+        .clone()
+}
+
+/// The mode of a directory runbook creates.
+pub fn dir_mode() -> u32 {
+    match shared_group() {
+        Ok(Some(_)) => 0o2770,
+        _ => 0o700,
+    }
+}
+
+/// The mode of a file runbook creates.
+pub fn file_mode() -> u32 {
+    match shared_group() {
+        Ok(Some(_)) => 0o660,
+        _ => 0o600,
+    }
+}
+
+/// The umask runbook works under: what it creates itself and what sled
+/// creates come out private. Step programs get the umask runbook was
+/// started with (`spawn`).
+pub fn umask() -> u32 {
+    match shared_group() {
+        Ok(Some(_)) => 0o007,
+        _ => 0o077,
+    }
+}
+
+/// Whether a state directory was there to be looked at.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Found {
+    Present,
+    Missing,
+}
+
+/// Checks the state directory `dir` and everything in it, and tightens the
+/// modes of what an earlier version created readable by others. With
+/// `create`, a missing directory is made (private); without, it is left
+/// missing, so that a command that only reads creates nothing.
+pub fn state_dir(dir: &Path, create: bool) -> Result<Found, String> {
+    shared_group()?;
+    match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if !create {
+                return Ok(Found::Missing);
+            }
+            make_dir(dir).map_err(|e| cannot_create(dir, &e))?;
+        }
+        Err(e) => return Err(cannot_use(dir, &crate::error::io_reason(&e))),
+        Ok(_) => {}
+    }
+    check_path(dir)?;
+    walk(dir, DEPTH)?;
+    Ok(Found::Present)
+}
+
+/// Checks a directory runbook keeps files in outside the state directory
+/// (the scheduler's locks), creating it when missing.
+pub fn outside_dir(dir: &Path) -> Result<(), String> {
+    state_dir(dir, true).map(|_| ())
+}
+
+fn cannot_create(dir: &Path, e: &std::io::Error) -> String {
+    format!(
+        "cannot create the state directory {}: {}; choose another with --state DIR",
+        dir.display(),
+        crate::error::io_reason(e)
+    )
+}
+
+fn cannot_use(dir: &Path, why: &str) -> String {
+    format!(
+        "cannot use the state directory {}: {why}; choose another with --state DIR",
+        dir.display()
+    )
+}
+
+/// The directory itself (followed if it is a link the user owns) and each
+/// of its parents: a parent another user can write lets them move the
+/// state directory aside and put theirs in its place, unless the parent
+/// is sticky (`/tmp`).
+fn check_path(dir: &Path) -> Result<(), String> {
+    let link = std::fs::symlink_metadata(dir)
+        .map_err(|e| cannot_use(dir, &crate::error::io_reason(&e)))?;
+    if link.file_type().is_symlink() {
+        if let Some(why) = not_owned(&link) {
+            return Err(refusal(dir, &format!("it is a link that {why}")));
+        }
+    }
+    let meta = std::fs::metadata(dir).map_err(|e| cannot_use(dir, &crate::error::io_reason(&e)))?;
+    if !meta.is_dir() {
+        return Err(cannot_use(dir, "it is not a directory"));
+    }
+    if let Some(why) = distrust(&meta) {
+        return Err(refusal(dir, &format!("it {why}")));
+    }
+    let real =
+        std::fs::canonicalize(dir).map_err(|e| cannot_use(dir, &crate::error::io_reason(&e)))?;
+    for parent in real.ancestors().skip(1) {
+        let Ok(meta) = std::fs::metadata(parent) else {
+            continue;
+        };
+        let sticky = meta.mode() & 0o1000 != 0;
+        let why = not_owned(&meta).or_else(|| writable_by_others(&meta));
+        if let (Some(why), false) = (why, sticky) {
+            return Err(format!(
+                "the state directory {} is refused: its parent {} {why}, so they could put another directory in its place; use a directory under one only you can write (for example one made by `mktemp -d`)",
+                dir.display(),
+                parent.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Everything in `dir`, `depth` levels down: no links, nothing of another
+/// user, nothing others can write; readable-by-others is tightened.
+fn walk(dir: &Path, depth: usize) -> Result<(), String> {
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| cannot_use(dir, &crate::error::io_reason(&e)))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| cannot_use(dir, &crate::error::io_reason(&e)))?;
+        let path = entry.path();
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue; // removed meanwhile
+        };
+        let kind = meta.file_type();
+        if kind.is_symlink() {
+            return Err(refusal(
+                &path,
+                "it is a link, and runbook follows no links in its state directory",
+            ));
+        }
+        if !kind.is_dir() && !kind.is_file() {
+            return Err(refusal(&path, "it is neither a file nor a directory"));
+        }
+        if let Some(why) = distrust(&meta) {
+            return Err(refusal(&path, &format!("it {why}")));
+        }
+        tighten(&path, &meta);
+        if kind.is_dir() && depth > 0 {
+            walk(&path, depth - 1)?;
+        }
+    }
+    Ok(())
+}
+
+/// Takes from group and others what an earlier runbook left them (read).
+fn tighten(path: &Path, meta: &Metadata) {
+    let mode = meta.mode() & 0o7777;
+    let keep = if meta.is_dir() {
+        dir_mode()
+    } else {
+        file_mode()
+    } | 0o6000;
+    if mode & !keep != 0 && meta.uid() == me() {
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & keep));
+    }
+}
+
+fn refusal(path: &Path, why: &str) -> String {
+    let share = match shared_group() {
+        Ok(Some(_)) => String::new(),
+        _ => format!(" (a directory shared with a trusted group needs {SHARED_GROUP}=GROUP)"),
+    };
+    format!(
+        "{} is refused: {why}; what runbook keeps there decides what runs as you, so only you may write it{share}. Use a directory only you can write, for example `--state \"$(mktemp -d)\"`",
+        path.display()
+    )
+}
+
+/// Why a file or directory of the state directory is not to be trusted.
+pub fn distrust(meta: &Metadata) -> Option<String> {
+    not_owned(meta).or_else(|| writable_by_others(meta))
+}
+
+fn not_owned(meta: &Metadata) -> Option<String> {
+    let owner = meta.uid();
+    let shared = matches!(shared_group(), Ok(Some(g)) if g == meta.gid());
+    (owner != me() && owner != 0 && !shared)
+        .then(|| format!("belongs to {}, not to you ({})", user(owner), user(me())))
+}
+
+fn writable_by_others(meta: &Metadata) -> Option<String> {
+    let mode = meta.mode() & 0o7777;
+    let shared = matches!(shared_group(), Ok(Some(g)) if g == meta.gid());
+    if mode & 0o002 != 0 {
+        return Some(format!("can be written by every user (mode {mode:04o})"));
+    }
+    (mode & 0o020 != 0 && !shared).then(|| {
+        format!(
+            "can be written by the group {} (mode {mode:04o})",
+            group(meta.gid())
+        )
+    })
+}
+
+/// Makes `dir` and its missing parents, private.
+pub fn make_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(dir_mode())
+        .create(dir)?;
+    // The umask may have taken bits the group needs.
+    if dir_mode() != 0o700 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(dir_mode()))?;
+    }
+    Ok(())
+}
+
+/// A new private file, never one already there nor what a link there
+/// points at.
+pub fn create_new(path: &Path) -> std::io::Result<File> {
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(file_mode())
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)?;
+    file.set_permissions(std::fs::Permissions::from_mode(file_mode()))?;
+    Ok(file)
+}
+
+/// Opens (creating when missing) a file to read and write, without
+/// following a link, and only if it is a plain file no one else can write.
+pub fn open_rw(path: &Path) -> std::io::Result<File> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(file_mode())
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(path)?;
+    trusted_file(path, &file)?;
+    Ok(file)
+}
+
+/// Reads a whole file of the state directory, up to `limit` bytes: not
+/// through a link, not a pipe or device (which could block), not one
+/// another user could have written.
+pub fn read(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(path)?;
+    trusted_file(path, &file)?;
+    let mut bytes = Vec::new();
+    file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(std::io::Error::other(format!(
+            "{} is larger than the {limit} bytes it may be",
+            path.display()
+        )));
+    }
+    Ok(bytes)
+}
+
+fn trusted_file(path: &Path, file: &File) -> std::io::Result<()> {
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(std::io::Error::other(format!(
+            "{} is not a plain file",
+            path.display()
+        )));
+    }
+    match distrust(&meta) {
+        Some(why) => Err(std::io::Error::other(format!("{} {why}", path.display()))),
+        None => Ok(()),
+    }
+}
+
+/// Writes `name` in `dir` atomically: a reader sees all of it or nothing.
+/// The temporary file is new (never one planted there) and private; what a
+/// writer killed before its rename left is removed.
+pub fn write_whole(dir: &Path, name: &str, body: &[u8]) -> std::io::Result<()> {
+    replace(dir, name, body, true)
+}
+
+/// As `write_whole`, without waiting for the disk: for a view that is
+/// written again within a second and is worth nothing after a crash.
+pub fn write_view(dir: &Path, name: &str, body: &[u8]) -> std::io::Result<()> {
+    replace(dir, name, body, false)
+}
+
+fn replace(dir: &Path, name: &str, body: &[u8], sync: bool) -> std::io::Result<()> {
+    make_dir(dir)?;
+    sweep_abandoned(dir, name);
+    let tmp = dir.join(format!(
+        ".{name}.{}.{:016x}.tmp",
+        std::process::id(),
+        random()
+    ));
+    let written = create_new(&tmp).and_then(|mut file| {
+        file.write_all(body)?;
+        if sync {
+            file.sync_all()?;
+        }
+        Ok(())
+    });
+    match written.and_then(|()| std::fs::rename(&tmp, dir.join(name))) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            Err(e)
+        }
+    }
+}
+
+/// Removes the temporary files of `name` whose writers are gone.
+fn sweep_abandoned(dir: &Path, name: &str) {
+    let prefix = format!(".{name}.");
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let file = entry.file_name();
+        let Some(pid) = file
+            .to_str()
+            .and_then(|f| f.strip_prefix(&prefix))
+            .and_then(|f| f.strip_suffix(".tmp"))
+            .and_then(|f| f.split('.').next())
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if pid > 0 && !super::inbox::process_exists(pid) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// 64 bits from the kernel's random source, for names no one can guess.
+pub fn random() -> u64 {
+    let mut bytes = [0u8; 8];
+    // SAFETY: getrandom(2) writes at most `bytes.len()` bytes into `bytes`.
+    let got = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    if got != bytes.len() as isize {
+        // Never short for 8 bytes once the pool is ready; the time is a
+        // fallback that is still unique.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        return nanos ^ u64::from(std::process::id()).rotate_left(40);
+    }
+    u64::from_ne_bytes(bytes)
+}
+
+fn me() -> u32 {
+    // SAFETY: geteuid(2) cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// A user's name and number, for messages.
+pub fn user(uid: u32) -> String {
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 4096];
+    let mut out: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: getpwuid_r writes into `pw` and `buf`, both ours and sized.
+    let r = unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut out) };
+    if r == 0 && !out.is_null() && !pw.pw_name.is_null() {
+        // SAFETY: pw_name points into `buf`, NUL-terminated by getpwuid_r.
+        let name = unsafe { std::ffi::CStr::from_ptr(pw.pw_name) };
+        return format!("user {} ({uid})", name.to_string_lossy());
+    }
+    format!("user {uid}")
+}
+
+fn group(gid: u32) -> String {
+    let mut gr: libc::group = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 4096];
+    let mut out: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: getgrgid_r writes into `gr` and `buf`, both ours and sized.
+    let r = unsafe { libc::getgrgid_r(gid, &mut gr, buf.as_mut_ptr(), buf.len(), &mut out) };
+    if r == 0 && !out.is_null() && !gr.gr_name.is_null() {
+        // SAFETY: gr_name points into `buf`, NUL-terminated by getgrgid_r.
+        let name = unsafe { std::ffi::CStr::from_ptr(gr.gr_name) };
+        return format!("{} ({gid})", name.to_string_lossy());
+    }
+    gid.to_string()
+}
+
+fn group_id(name: &str) -> Option<u32> {
+    let name = std::ffi::CString::new(name).ok()?;
+    let mut gr: libc::group = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 1 << 16];
+    let mut out: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: getgrnam_r reads `name` and writes into `gr` and `buf`.
+    let r = unsafe {
+        libc::getgrnam_r(
+            name.as_ptr(),
+            &mut gr,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut out,
+        )
+    };
+    (r == 0 && !out.is_null()).then_some(gr.gr_gid)
+}
+
+#[cfg(test)]
+#[path = "private_tests.rs"]
+mod tests;

@@ -15,3 +15,5 @@ mod files;
 mod other_user;
 #[path = "security/secrets.rs"]
 mod secrets;
+#[path = "security/terminal.rs"]
+mod terminal;

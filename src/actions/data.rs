@@ -104,6 +104,16 @@ fn typed(text: &str, column: &str) -> Value {
     }
 }
 
+/// Makes the backup directory if it is missing (private), and refuses one
+/// that another user owns or can write, or under a parent they can: they
+/// could read the dumps, or replace them. Done off the runtime's thread.
+async fn backup_dir(dir: &std::path::Path) -> Result<(), String> {
+    let owned = dir.to_path_buf();
+    super::files::off_thread(move || Ok(crate::store::private::own_dir(&owned)))
+        .await
+        .map_err(|e| crate::error::io_reason(&e))?
+}
+
 /// `backup`: pg_dump into the directory, then the database's backups
 /// older than `keep` are deleted. Output `file`: the new dump.
 pub(super) async fn backup_step(
@@ -115,13 +125,7 @@ pub(super) async fn backup_step(
         .text(step, "postgres", 0)?
         .ok_or("the step has no `postgres`")?;
     let dir = PathBuf::from(scope.text(step, "to", 0)?.ok_or("the step has no `to`")?);
-    std::fs::create_dir_all(&dir).map_err(|e| {
-        format!(
-            "cannot create the backup directory {}: {}",
-            dir.display(),
-            crate::error::io_reason(&e)
-        )
-    })?;
+    backup_dir(&dir).await?;
     let keep = match step
         .property("keep")
         .and_then(|p| p.args.first())

@@ -5,6 +5,7 @@
 pub mod cluster;
 pub mod command;
 pub mod data;
+pub mod files;
 pub mod groups;
 pub mod http;
 pub mod kube;

@@ -26,7 +26,17 @@ pub type DumpFormat = DumpKind;
 
 /// Tells a dump's format from its first bytes.
 pub async fn dump_kind(path: &Path) -> Result<DumpKind, PgError> {
-    let file = std::fs::File::open(path).map_err(|e| {
+    // A pipe or a device is refused; a hung mount stalls only this step.
+    let owned = path.to_path_buf();
+    let head = crate::actions::files::off_thread(move || {
+        let mut head = Vec::with_capacity(4096);
+        crate::actions::files::open_plain(&owned)?
+            .take(4096)
+            .read_to_end(&mut head)?;
+        Ok(head)
+    })
+    .await
+    .map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             PgError::DumpMissing {
                 path: path.to_path_buf(),
@@ -35,10 +45,6 @@ pub async fn dump_kind(path: &Path) -> Result<DumpKind, PgError> {
             file_error(path, &e)
         }
     })?;
-    let mut head = Vec::with_capacity(4096);
-    file.take(4096)
-        .read_to_end(&mut head)
-        .map_err(|e| file_error(path, &e))?;
     if head.starts_with(b"PGDMP") {
         return Ok(DumpKind::Custom);
     }
@@ -138,7 +144,14 @@ pub async fn backup(
     }
     // Written under another name first: a dump that failed halfway never
     // looks like a good one, and never matches the pattern retention reads.
-    let partial = dir.join(format!(".{name}.partial"));
+    // The file is made here, new and private, under a name no one can
+    // guess, so pg_dump never writes into a file or through a link someone
+    // put there first (and the directory was checked: `backup_dir`).
+    let partial = dir.join(format!(
+        ".{name}.{:016x}.partial",
+        crate::store::private::random()
+    ));
+    crate::store::private::create_new(&partial).map_err(|e| file_error(&partial, &e))?;
     let format_arg = match format {
         DumpKind::Custom => "--format=custom",
         DumpKind::Plain => "--format=plain",
@@ -158,7 +171,10 @@ pub async fn backup(
     }
     std::fs::rename(&partial, &path).map_err(|e| file_error(&path, &e))?;
     if let Some(keep) = keep {
-        prune(dir, &base, ext, now, keep)?;
+        let owned = dir.to_path_buf();
+        crate::actions::files::off_thread(move || Ok(prune(&owned, &base, ext, now, keep)))
+            .await
+            .map_err(|e| file_error(dir, &e))??;
     }
     Ok(path)
 }

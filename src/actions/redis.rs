@@ -135,7 +135,7 @@ pub async fn restore(
     mut on_line: impl FnMut(Stream, &str),
 ) -> Result<u64, RedisError> {
     let target = Target::parse(url)?;
-    check_rdb(rdb)?;
+    check_rdb(rdb).await?;
     // A target that cannot be reached or refuses the credentials fails the
     // step now, not after a long load; the connection is opened again after
     // it, as a target with an idle `timeout` would close this one meanwhile.
@@ -254,14 +254,28 @@ async fn databases(source: &mut Connection) -> Result<Vec<u32>, RedisError> {
         .collect())
 }
 
-fn check_rdb(rdb: &Path) -> Result<(), RedisError> {
+/// A plain file that starts as an RDB snapshot does; read off the
+/// runtime's thread, and a pipe or a device is refused (`files`).
+async fn check_rdb(rdb: &Path) -> Result<(), RedisError> {
     let shown = rdb.display().to_string();
-    let mut head = [0u8; 5];
-    let mut file = std::fs::File::open(rdb).map_err(|_| RedisError::Missing(shown.clone()))?;
-    use std::io::Read;
-    match file.read_exact(&mut head) {
-        Ok(()) if &head == b"REDIS" => Ok(()),
-        _ => Err(RedisError::NotRdb(shown)),
+    let owned = rdb.to_path_buf();
+    let head = super::files::off_thread(move || {
+        use std::io::Read;
+        let mut head = [0u8; 5];
+        let file = super::files::open_plain(&owned);
+        Ok(file.map(|mut f| f.read_exact(&mut head).map(|()| head)))
+    })
+    .await
+    .map_err(|_| RedisError::Missing(shown.clone()))?;
+    match head {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(RedisError::Missing(shown)),
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => Err(RedisError::Loader(format!(
+            "{shown}: {}",
+            crate::error::io_reason(&e)
+        ))),
+        Err(_) => Err(RedisError::Missing(shown)),
+        Ok(Ok(head)) if &head == b"REDIS" => Ok(()),
+        Ok(_) => Err(RedisError::NotRdb(shown)),
     }
 }
 
@@ -329,7 +343,10 @@ impl Loader {
                 )
             })
             .map_err(io)?;
-        std::fs::copy(rdb, dir.0.join("dump.rdb")).map_err(io)?;
+        let (from, to) = (rdb.to_path_buf(), dir.0.join("dump.rdb"));
+        super::files::off_thread(move || std::fs::copy(from, to))
+            .await
+            .map_err(io)?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(io)?

@@ -33,7 +33,7 @@ pub enum TlsError {
 /// that exists, is a file; otherwise `host:port` (port 443 if left out).
 pub async fn days_left(target: &str, now: SystemTime, timeout: Duration) -> Result<f64, TlsError> {
     let der = if target.contains('/') || std::path::Path::new(target).is_file() {
-        from_file(target)?
+        from_file(target).await?
     } else {
         presented(target, timeout).await?
     };
@@ -44,14 +44,20 @@ pub async fn days_left(target: &str, now: SystemTime, timeout: Duration) -> Resu
     Ok((expires - now) as f64 / 86_400.0)
 }
 
-fn from_file(path: &str) -> Result<Vec<u8>, TlsError> {
-    // A certificate file is a few KiB; a megabyte is plenty, and bounds what
-    // a wrong path (`/dev/zero`) can cost.
-    let mut text = Vec::new();
-    use std::io::Read;
-    std::fs::File::open(path)
-        .and_then(|f| f.take(1 << 20).read_to_end(&mut text))
-        .map_err(|e| TlsError::File(path.into(), crate::error::io_reason(&e)))?;
+async fn from_file(path: &str) -> Result<Vec<u8>, TlsError> {
+    // A certificate file is a few KiB; a megabyte is plenty. A pipe or a
+    // device is refused, and the reading cannot stall the run (`files`).
+    let owned = std::path::PathBuf::from(path);
+    let text = super::files::off_thread(move || {
+        use std::io::Read;
+        let mut text = Vec::new();
+        super::files::open_plain(&owned)?
+            .take(1 << 20)
+            .read_to_end(&mut text)?;
+        Ok(text)
+    })
+    .await
+    .map_err(|e| TlsError::File(path.into(), crate::error::io_reason(&e)))?;
     let text = String::from_utf8_lossy(&text);
     let begin = "-----BEGIN CERTIFICATE-----";
     let start = text

@@ -18,7 +18,7 @@ pub fn run(files: &[PathBuf], json: bool) -> Result<u8, Error> {
                 if json {
                     out.push(&serde_json::json!({"file": name, "error": e.to_string()}));
                 } else {
-                    eprintln!("error: {e}");
+                    eprintln!("error: {}", super::view::printable(&e.to_string()));
                 }
                 continue;
             }

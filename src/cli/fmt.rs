@@ -12,7 +12,7 @@ pub fn run(files: &[PathBuf], check: bool) -> Result<u8, Error> {
         let source = match read_source(path) {
             Ok(s) => s,
             Err(e) => {
-                eprintln!("error: {e}");
+                eprintln!("error: {}", super::view::printable(&e.to_string()));
                 failed = true;
                 continue;
             }

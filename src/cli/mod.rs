@@ -209,7 +209,7 @@ pub fn main() -> ExitCode {
     let state = store::state_dir(cli.state);
     crate::actions::spawn::private_umask(crate::store::private::umask());
     if let Err(why) = check_state(&cli.command, &state) {
-        eprintln!("error: {why}");
+        eprintln!("error: {}", view::printable(&why));
         return ExitCode::from(EXIT_ERROR);
     }
     let opts = |json: bool| run::RunOptions {
@@ -264,7 +264,7 @@ pub fn main() -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", view::printable(&e.to_string()));
             ExitCode::from(match e {
                 Error::Busy(_) => run::EXIT_BUSY,
                 _ => EXIT_ERROR,

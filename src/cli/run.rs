@@ -8,6 +8,7 @@ use crate::actions::local::{unsupported, Env, LocalRunner, Sink};
 use crate::actions::output_file::OutputDir;
 use crate::compile::eval::{bind_for_run, Bindings};
 use crate::compile::{Phase, Plan, StepId, Type};
+use crate::engine::approval::Approver;
 use crate::engine::{
     drive_from, outcome_word, Choices, Clock, Control, Deadline, Driver, Ended, Event, Journal,
     RecordedParam, RunMeta, RunState, StepState, StoreError,
@@ -515,10 +516,14 @@ async fn tend(
     }
     loop {
         live.write_if_changed();
-        for (name, request) in inbox.take(run) {
+        for (name, request, account) in inbox.take(run) {
             let (reply, answer) = tokio::sync::oneshot::channel();
             let control = match request {
-                Request::Approve { step, by, .. } => Control::Approve { step, by, reply },
+                Request::Approve { step, by, .. } => Control::Approve {
+                    step,
+                    by: Approver { name: by, account },
+                    reply,
+                },
                 Request::Cancel { .. } => Control::Cancel { reply: Some(reply) },
             };
             if tx.send(control).is_err() {

@@ -166,7 +166,7 @@ pub fn recorded_bindings(meta: &RunMeta, plan: &Plan) -> Bindings {
 }
 
 fn approved(outputs: &std::collections::BTreeMap<String, String>) -> Option<String> {
-    let by = outputs.get("approved_by")?;
+    let by = super::view::approver(outputs)?;
     let at = outputs.get("approved_at").cloned().unwrap_or_default();
     Some(format!("approved by {by} at {at}"))
 }
@@ -466,8 +466,19 @@ pub fn approve(state_dir: &Path, run: u64, step: &str, by: &str) -> Result<u8, E
         }
     }
     let bindings = recorded_bindings(&meta, &plan);
-    let event = approval::approve(&plan, &state, &bindings, step, by, Clock::system().now())
-        .map_err(Error::Run)?;
+    let approver = approval::Approver {
+        name: by.to_string(),
+        account: crate::store::private::this_account(),
+    };
+    let event = approval::approve(
+        &plan,
+        &state,
+        &bindings,
+        step,
+        &approver,
+        Clock::system().now(),
+    )
+    .map_err(Error::Run)?;
     store.append(meta.id, &event).map_err(store_error)?;
     say!("approved `{step}` of run {run} as {by}; continue the run with: runbook resume {run}");
     Ok(super::EXIT_OK)

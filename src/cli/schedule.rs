@@ -76,7 +76,7 @@ pub fn run(dir: &Path, state: &Path, count: usize, from: Option<&str>) -> Result
         return Ok(super::EXIT_OK);
     }
     for why in loader.problems.values() {
-        eprintln!("{why}\n");
+        eprintln!("{}\n", super::view::printable(why));
     }
     Ok(super::EXIT_DIAGNOSTICS)
 }

@@ -73,7 +73,7 @@ impl View {
         match (&self.bars, self.mode) {
             (_, Mode::Json) => {}
             (Some(bars), _) => {
-                let _ = bars.println(text);
+                let _ = bars.println(printable(text));
             }
             (None, _) => out(text),
         }
@@ -129,8 +129,7 @@ impl View {
             Event::StepSucceeded { step, at, outputs } => {
                 self.hide_running(*step);
                 let took = self.took(*step, *at);
-                let by = outputs
-                    .get("approved_by")
+                let by = approver(outputs)
                     .map(|b| format!(", approved by {b}"))
                     .unwrap_or_default();
                 Some(format!("{} succeeded{took}{by}", name(step)))
@@ -217,12 +216,59 @@ impl View {
     }
 }
 
+/// Who approved, as recorded: the name given, and the Unix account it came
+/// from when that is another name.
+pub fn approver(outputs: &std::collections::BTreeMap<String, String>) -> Option<String> {
+    let name = outputs.get("approved_by")?;
+    Some(match outputs.get("approved_by_account") {
+        Some(account) if account != name => format!("{name} (Unix user {account})"),
+        _ => name.clone(),
+    })
+}
+
 /// A line on standard output. A closed pipe (`runbook run x | head`) must
 /// not stop the run: what cannot be shown is still recorded.
 pub fn out(text: &str) {
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
-    let _ = writeln!(stdout, "{text}");
+    let _ = writeln!(stdout, "{}", printable(text));
+}
+
+/// Text for a terminal, with every control character a step's program or
+/// a server could send shown as an escape instead of obeyed: no colour, no
+/// title or clipboard write (OSC 52), no cleared screen, no line rewritten
+/// by a carriage return to look like runbook's own. Tabs and line breaks
+/// stay; a carriage return ending a line (CRLF) is dropped. Characters
+/// that reorder text (bidirectional overrides) are escaped too.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    use std::fmt::Write;
+    if !text.chars().any(escaped) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut shown = String::with_capacity(text.len() + 16);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\r' && matches!(chars.peek(), None | Some('\n')) {
+            continue;
+        }
+        if !escaped(c) {
+            shown.push(c);
+        } else if (c as u32) < 0x80 {
+            let _ = write!(shown, "\\x{:02x}", c as u32);
+        } else {
+            let _ = write!(shown, "\\u{{{:x}}}", c as u32);
+        }
+    }
+    std::borrow::Cow::Owned(shown)
+}
+
+fn escaped(c: char) -> bool {
+    match c {
+        '\n' | '\t' => false,
+        '\0'..='\x1f' | '\x7f'..='\u{9f}' => true,
+        '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => true,
+        _ => false,
+    }
 }
 
 fn step_of(event: &Event) -> Option<usize> {
@@ -283,5 +329,24 @@ mod tests {
                 .unwrap_or_default();
             assert_eq!(super::clock(Some(ms)), by_chrono, "{ms}");
         }
+    }
+
+    #[test]
+    fn control_characters_are_shown_not_obeyed() {
+        use super::printable;
+        assert_eq!(printable("plain\ttext"), "plain\ttext");
+        assert_eq!(
+            printable("\x1b[2J\x1b]52;c;cHduZWQ=\x07"),
+            "\\x1b[2J\\x1b]52;c;cHduZWQ=\\x07"
+        );
+        assert_eq!(
+            printable("evil\r✓ deploy succeeded"),
+            "evil\\x0d✓ deploy succeeded"
+        );
+        assert_eq!(printable("windows line\r"), "windows line");
+        assert_eq!(printable("two\nlines"), "two\nlines");
+        assert_eq!(printable("c1 \u{9b}31m"), "c1 \\u{9b}31m");
+        assert_eq!(printable("abc\u{202e}fed"), "abc\\u{202e}fed");
+        assert_eq!(printable("ünïcödé"), "ünïcödé");
     }
 }

@@ -9,16 +9,41 @@ use crate::compile::Plan;
 use std::collections::BTreeMap;
 
 /// The event recording `by`'s approval of `step`, or why there is none.
+/// Who approves: the name given (`--as`), which the runbook's `approvers`
+/// list is checked against, and the account the approval came from (the
+/// Unix user of the process that asked, as the system says), recorded
+/// beside it so that a name cannot hide who typed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approver {
+    pub name: String,
+    pub account: String,
+}
+
+/// The longest name `--as` takes.
+const LONGEST_NAME: usize = 64;
+
+/// What a name may not hold: line breaks, terminal controls, and the
+/// characters that reorder text on screen.
+fn unprintable(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
 pub fn approve(
     plan: &Plan,
     state: &RunState,
     bindings: &Bindings,
     step: &str,
-    by: &str,
+    approver: &Approver,
     at: Millis,
 ) -> Result<Event, String> {
+    let by = approver.name.as_str();
     if by.trim().is_empty() {
         return Err("say who approves with --as NAME".into());
+    }
+    if by.chars().count() > LONGEST_NAME || by.chars().any(unprintable) {
+        return Err(format!(
+            "the name given with --as must be one line of printable text of at most {LONGEST_NAME} characters"
+        ));
     }
     if let Some(outcome) = state.finished {
         return Err(format!(
@@ -79,6 +104,7 @@ pub fn approve(
         at,
         outputs: BTreeMap::from([
             ("approved_by".to_string(), by.to_string()),
+            ("approved_by_account".to_string(), approver.account.clone()),
             ("approved_at".to_string(), when),
         ]),
     })
@@ -88,6 +114,13 @@ pub fn approve(
 mod tests {
     use super::*;
     use crate::compile::check;
+
+    fn who(name: &str) -> Approver {
+        Approver {
+            name: name.into(),
+            account: "tester".into(),
+        }
+    }
 
     fn waiting(src: &str) -> (Plan, RunState) {
         let plan = check(src).expect("checks");
@@ -108,8 +141,15 @@ mod tests {
     #[test]
     fn an_approver_on_the_list_approves_a_waiting_step() {
         let (plan, state) = waiting(GATE);
-        let event =
-            approve(&plan, &state, &Bindings::default(), "gate", "alice", 0).expect("approves");
+        let event = approve(
+            &plan,
+            &state,
+            &Bindings::default(),
+            "gate",
+            &who("alice"),
+            0,
+        )
+        .expect("approves");
         assert_eq!(
             event,
             Event::StepSucceeded {
@@ -117,6 +157,7 @@ mod tests {
                 at: 0,
                 outputs: BTreeMap::from([
                     ("approved_by".into(), "alice".into()),
+                    ("approved_by_account".into(), "tester".into()),
                     ("approved_at".into(), "1970-01-01T00:00:00Z".into()),
                 ]),
             }
@@ -127,7 +168,8 @@ mod tests {
     fn each_refusal_is_one_sentence() {
         let (plan, state) = waiting(GATE);
         let b = Bindings::default();
-        let refuse = |step: &str, by: &str| approve(&plan, &state, &b, step, by, 0).unwrap_err();
+        let refuse =
+            |step: &str, by: &str| approve(&plan, &state, &b, step, &who(by), 0).unwrap_err();
         assert_eq!(
             refuse("gate", "mallory"),
             "`mallory` may not approve `gate`; its approvers are alice, bob"
@@ -141,9 +183,15 @@ mod tests {
             "`later` is a `wait` step, not an approval"
         );
         assert_eq!(refuse("gate", " "), "say who approves with --as NAME");
+        let printable =
+            "the name given with --as must be one line of printable text of at most 64 characters";
+        assert_eq!(refuse("gate", "alice\n  gate  approved by root"), printable);
+        assert_eq!(refuse("gate", "alice\x1b[2J"), printable);
+        assert_eq!(refuse("gate", "alice\u{202e}"), printable);
+        assert_eq!(refuse("gate", &"a".repeat(65)), printable);
         let fresh = RunState::new(&plan);
         assert_eq!(
-            approve(&plan, &fresh, &b, "gate", "alice", 0).unwrap_err(),
+            approve(&plan, &fresh, &b, "gate", &who("alice"), 0).unwrap_err(),
             "`gate` is not waiting for approval (its state: pending)"
         );
     }
@@ -153,9 +201,9 @@ mod tests {
         let src = "runbook r {\n  approve gate {\n    prompt \"go?\"\n    timeout 1m\n  }\n}\n";
         let (plan, state) = waiting(src);
         let b = Bindings::default();
-        assert!(approve(&plan, &state, &b, "gate", "alice", 60_000).is_ok());
+        assert!(approve(&plan, &state, &b, "gate", &who("alice"), 60_000).is_ok());
         assert_eq!(
-            approve(&plan, &state, &b, "gate", "alice", 60_001).unwrap_err(),
+            approve(&plan, &state, &b, "gate", &who("alice"), 60_001).unwrap_err(),
             "the time to approve `gate` ran out (its timeout is 1m); `runbook resume` records that it failed"
         );
     }

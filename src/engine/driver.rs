@@ -155,7 +155,7 @@ impl Clock {
 pub enum Control {
     Approve {
         step: String,
-        by: String,
+        by: super::approval::Approver,
         reply: oneshot::Sender<Result<(), String>>,
     },
     /// Stop the running steps (their process groups are killed), start

@@ -233,7 +233,10 @@ async fn an_approval_arrives_as_a_control_and_a_wrong_one_is_refused() {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let control = Control::Approve {
             step: "gate".into(),
-            by: by.into(),
+            by: crate::engine::approval::Approver {
+                name: by.into(),
+                account: "tester".into(),
+            },
             reply,
         };
         (control, answer)

@@ -376,7 +376,11 @@ impl<J: Journal> Running<'_, '_, J> {
         self.d.journal.put_log(self.d.run, step, task.attempt, &log)
     }
 
-    fn approve(&mut self, step: &str, by: &str) -> Result<Result<(), String>, StoreError> {
+    fn approve(
+        &mut self,
+        step: &str,
+        by: &approval::Approver,
+    ) -> Result<Result<(), String>, StoreError> {
         let event = approval::approve(
             &self.d.plan,
             &self.state,

@@ -68,14 +68,15 @@ impl Inbox {
         Ok(name)
     }
 
-    /// The requests for `run`, oldest first. Unreadable files are removed:
-    /// a request is written whole or not at all, so one that does not parse
-    /// was never sent.
-    pub fn take(&self, run: u64) -> Vec<(String, Request)> {
+    /// The requests for `run`, oldest first, each with the account that
+    /// wrote it (its file's owner, as the system says). Unreadable files
+    /// are removed: a request is written whole or not at all, so one that
+    /// does not parse was never sent.
+    pub fn take(&self, run: u64) -> Vec<(String, Request, String)> {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return Vec::new();
         };
-        let mut found: Vec<(String, Request)> = Vec::new();
+        let mut found: Vec<(String, Request, String)> = Vec::new();
         for entry in entries.flatten() {
             let file = entry.file_name().to_string_lossy().into_owned();
             let Some(name) = file.strip_suffix(".request") else {
@@ -84,17 +85,20 @@ impl Inbox {
             if !name.starts_with(&format!("{run}-")) {
                 continue;
             }
-            match super::private::read(&entry.path(), REQUEST_LIMIT)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<Request>(&b).ok())
+            let read = super::private::read_with_owner(&entry.path(), REQUEST_LIMIT).ok();
+            match read.and_then(|(b, uid)| Some((serde_json::from_slice::<Request>(&b).ok()?, uid)))
             {
-                Some(request) => found.push((name.to_string(), request)),
+                Some((request, uid)) => {
+                    found.push((name.to_string(), request, super::private::account(uid)))
+                }
                 None => {
                     let _ = std::fs::remove_file(entry.path());
                 }
             }
         }
-        found.sort_by_key(|(name, _)| name.rsplit('-').next().and_then(|n| n.parse::<u128>().ok()));
+        found.sort_by_key(|(name, _, _)| {
+            name.rsplit('-').next().and_then(|n| n.parse::<u128>().ok())
+        });
         found
     }
 
@@ -187,7 +191,10 @@ mod tests {
         let name = inbox.send(&approve).expect("sends");
         inbox.send(&Request::Cancel { run: 8 }).expect("sends");
         let taken = inbox.take(7);
-        assert_eq!(taken, vec![(name.clone(), approve)]);
+        assert_eq!(
+            taken,
+            vec![(name.clone(), approve, crate::store::private::this_account())]
+        );
         inbox.answer(&name, &Err("`gate` is not waiting for approval".into()));
         assert!(inbox.take(7).is_empty(), "answered requests are gone");
         assert_eq!(

@@ -92,9 +92,54 @@ pub fn state_dir(dir: &Path, create: bool) -> Result<Found, String> {
         Err(e) => return Err(cannot_use(dir, &crate::error::io_reason(&e))),
         Ok(_) => {}
     }
-    check_path(dir)?;
+    check_path(dir, Role::State)?;
     walk(dir, DEPTH)?;
     Ok(Found::Present)
+}
+
+/// What a checked directory is for, for its messages.
+#[derive(Clone, Copy)]
+enum Role {
+    State,
+    Backup,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::State => "the state directory",
+            Role::Backup => "the backup directory",
+        }
+    }
+
+    fn refusal(self, path: &Path, why: &str) -> String {
+        match self {
+            Role::State => refusal(path, why),
+            Role::Backup => format!(
+                "the backup directory {} is refused: {why}; others could read or replace the dumps in it. Use a directory only you can write",
+                path.display()
+            ),
+        }
+    }
+}
+
+/// A directory of the user's own that runbook writes into but does not
+/// keep (a `backup` step's): made private when missing; refused when
+/// another user owns it or can write it, or a parent of it. What is in it
+/// is not looked at.
+pub fn own_dir(dir: &Path) -> Result<(), String> {
+    shared_group()?;
+    if std::fs::symlink_metadata(dir).is_err() {
+        make_dir(dir).map_err(|e| {
+            format!(
+                "cannot create {} {}: {}",
+                Role::Backup.name(),
+                dir.display(),
+                crate::error::io_reason(&e)
+            )
+        })?;
+    }
+    check_path(dir, Role::Backup)
 }
 
 /// Checks a directory runbook keeps files in outside the state directory
@@ -122,12 +167,12 @@ fn cannot_use(dir: &Path, why: &str) -> String {
 /// of its parents: a parent another user can write lets them move the
 /// state directory aside and put theirs in its place, unless the parent
 /// is sticky (`/tmp`).
-fn check_path(dir: &Path) -> Result<(), String> {
+fn check_path(dir: &Path, role: Role) -> Result<(), String> {
     let link = std::fs::symlink_metadata(dir)
         .map_err(|e| cannot_use(dir, &crate::error::io_reason(&e)))?;
     if link.file_type().is_symlink() {
         if let Some(why) = not_owned(&link) {
-            return Err(refusal(dir, &format!("it is a link that {why}")));
+            return Err(role.refusal(dir, &format!("it is a link that {why}")));
         }
     }
     let meta = std::fs::metadata(dir).map_err(|e| cannot_use(dir, &crate::error::io_reason(&e)))?;
@@ -135,7 +180,7 @@ fn check_path(dir: &Path) -> Result<(), String> {
         return Err(cannot_use(dir, "it is not a directory"));
     }
     if let Some(why) = distrust(&meta) {
-        return Err(refusal(dir, &format!("it {why}")));
+        return Err(role.refusal(dir, &format!("it {why}")));
     }
     let real =
         std::fs::canonicalize(dir).map_err(|e| cannot_use(dir, &crate::error::io_reason(&e)))?;
@@ -147,7 +192,8 @@ fn check_path(dir: &Path) -> Result<(), String> {
         let why = not_owned(&meta).or_else(|| writable_by_others(&meta));
         if let (Some(why), false) = (why, sticky) {
             return Err(format!(
-                "the state directory {} is refused: its parent {} {why}, so they could put another directory in its place; use a directory under one only you can write (for example one made by `mktemp -d`)",
+                "{} {} is refused: its parent {} {why}, so they could put another directory in its place; use a directory under one only you can write (for example one made by `mktemp -d`)",
+                role.name(),
                 dir.display(),
                 parent.display()
             ));
@@ -283,11 +329,16 @@ pub fn open_rw(path: &Path) -> std::io::Result<File> {
 /// through a link, not a pipe or device (which could block), not one
 /// another user could have written.
 pub fn read(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    read_with_owner(path, limit).map(|(bytes, _)| bytes)
+}
+
+/// `read`, and the uid of the file's owner: who wrote it.
+pub fn read_with_owner(path: &Path, limit: u64) -> std::io::Result<(Vec<u8>, u32)> {
     let file = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
         .open(path)?;
-    trusted_file(path, &file)?;
+    let owner = trusted_file(path, &file)?;
     let mut bytes = Vec::new();
     file.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > limit {
@@ -296,10 +347,11 @@ pub fn read(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
             path.display()
         )));
     }
-    Ok(bytes)
+    Ok((bytes, owner))
 }
 
-fn trusted_file(path: &Path, file: &File) -> std::io::Result<()> {
+/// Checks an open file of the state directory; its owner's uid.
+fn trusted_file(path: &Path, file: &File) -> std::io::Result<u32> {
     let meta = file.metadata()?;
     if !meta.is_file() {
         return Err(std::io::Error::other(format!(
@@ -309,7 +361,7 @@ fn trusted_file(path: &Path, file: &File) -> std::io::Result<()> {
     }
     match distrust(&meta) {
         Some(why) => Err(std::io::Error::other(format!("{} {why}", path.display()))),
-        None => Ok(()),
+        None => Ok(meta.uid()),
     }
 }
 
@@ -394,6 +446,25 @@ fn me() -> u32 {
 
 /// A user's name and number, for messages.
 pub fn user(uid: u32) -> String {
+    match user_name(uid) {
+        Some(name) => format!("user {name} ({uid})"),
+        None => format!("user {uid}"),
+    }
+}
+
+/// The account a record names: the user's name, or its number when the
+/// system has no name for it.
+pub fn account(uid: u32) -> String {
+    user_name(uid).unwrap_or_else(|| uid.to_string())
+}
+
+/// The account of this process's real user: who typed the command.
+pub fn this_account() -> String {
+    // SAFETY: getuid(2) cannot fail.
+    account(unsafe { libc::getuid() })
+}
+
+fn user_name(uid: u32) -> Option<String> {
     let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
     let mut buf = vec![0 as libc::c_char; 4096];
     let mut out: *mut libc::passwd = std::ptr::null_mut();
@@ -402,9 +473,9 @@ pub fn user(uid: u32) -> String {
     if r == 0 && !out.is_null() && !pw.pw_name.is_null() {
         // SAFETY: pw_name points into `buf`, NUL-terminated by getpwuid_r.
         let name = unsafe { std::ffi::CStr::from_ptr(pw.pw_name) };
-        return format!("user {} ({uid})", name.to_string_lossy());
+        return Some(name.to_string_lossy().into_owned());
     }
-    format!("user {uid}")
+    None
 }
 
 fn group(gid: u32) -> String {

@@ -231,6 +231,8 @@ const MISTAKES: &[(&str, &str, &str)] = &[
         ("  blackout \"2026-12-24\" timezone \"Europe/Amsterdm\"\n", "RB020", "unknown time zone `Europe/Amsterdm`"),
         ("  param day: string = \"2026-12-24\"\n  blackout day\n", "RB020", "`blackout` must be written out"),
         ("  blackout \"2026-12-24\" until 3\n", "RB009", "`blackout` expects text, found an integer"),
+        ("  param pw: secret = env(\"PW\")\n  sql q {\n    postgres \"postgres://db/app\"\n    query \"SELECT $1\"\n    params [pw]\n  }\n", "RB009", "a secret cannot be a query parameter"),
+        ("  param pw: secret = env(\"PW\")\n  run r {\n    command \"echo\"\n    args [pw]\n  }\n", "RB009", "a secret cannot be a command argument"),
         ("  lock \".hidden\"\n", "RB020", "the lock name \".hidden\" starts with `.`"),
         ("  lock \"neo db\"\n", "RB020", "the lock name \"neo db\" has ' '"),
         ("  param db: string = \"x\"\n  lock \"neo-${db}\"\n", "RB020", "`lock` must be written out"),

@@ -20,6 +20,10 @@ pub struct CommandSpec {
     pub cwd: Option<PathBuf>,
     /// Where the program notes itself before it runs, when it is a step's.
     pub notes: Option<StepNotes>,
+    /// Variables of runbook's environment the program does not get: those
+    /// the run's secrets were read from (a step that needs one maps it
+    /// with `env NAME value`).
+    pub withheld: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +115,7 @@ async fn run_noted(
     } else {
         Launch::new(&spec.program, &spec.args, &spec.env, spec.cwd.as_deref())
     }
+    .map(|launch| launch.withholding(&spec.withheld, &spec.env))
     .map_err(failed)?;
     let spawned = start(launch, note).await.map_err(failed)?;
     let pid = spawned.pid;

@@ -276,6 +276,30 @@ impl Scope {
         (self.env)(name)
     }
 
+    /// A property's argument that is a URL: values interpolated into its
+    /// path, query or fragment are percent-encoded (`compile::url`).
+    pub(super) fn url(
+        &self,
+        step: &Step,
+        prop: &str,
+        index: usize,
+    ) -> Result<Option<String>, String> {
+        let Some(arg) = step.property(prop).and_then(|p| p.args.get(index)) else {
+            return Ok(None);
+        };
+        let fields = |path: &[Ident]| {
+            let head = path.first()?;
+            let (_, state, outputs) = self.inputs.iter().find(|(n, _, _)| *n == head.name)?;
+            field_of(state, outputs, &path[1..])
+        };
+        let env = |name: &str| (self.env)(name);
+        let value = crate::compile::url::url_in(arg, &self.bindings, &env, &fields);
+        value
+            .expose()
+            .map(Some)
+            .ok_or_else(|| unknown(prop, &value))
+    }
+
     /// A property's argument as text a program receives.
     pub(super) fn text(
         &self,
@@ -301,7 +325,13 @@ impl Scope {
             Value::List(items) => items
                 .iter()
                 .map(|v| match v {
-                    // Any user of the machine can read a program's arguments.
+                    // Any user of the machine can read a program's arguments;
+                    // a query's parameters are shown in its log. (`check`
+                    // refuses both; this is the guard for values known only
+                    // at run time.)
+                    Value::Sealed(_) if prop == "params" => Err(
+                        "`params` holds a secret; a query's parameters are shown in its log, so a secret belongs in the connection string".to_string()
+                    ),
                     Value::Sealed(_) => Err(format!(
                         "`{prop}` holds a secret; pass secrets to a program with `env NAME VALUE`, never as an argument"
                     )),
@@ -310,6 +340,12 @@ impl Scope {
                 .collect(),
             other => Err(format!("`{prop}` is not a list: {other}")),
         }
+    }
+
+    /// The variables the run's secrets were read from, which programs do
+    /// not inherit.
+    fn secret_vars(&self) -> Vec<String> {
+        self.bindings.secret_vars.clone()
     }
 
     /// Every secret value in reach of the step, for scrubbing: the run's
@@ -458,6 +494,7 @@ fn command_spec(step: &Step, scope: &Scope) -> Result<CommandSpec, String> {
         env,
         cwd: scope.text(step, "cwd", 0)?.map(Into::into),
         notes: None,
+        withheld: scope.secret_vars(),
     })
 }
 

@@ -305,6 +305,7 @@ async fn run_program(
         args,
         env,
         notes,
+        withheld: Vec::new(),
         ..CommandSpec::default()
     };
     // The lines that say "error", else the last lines: pg_restore follows

@@ -78,6 +78,22 @@ pub struct Spawned {
 }
 
 impl Launch {
+    /// Leaves out of the program's environment the variables of this
+    /// process named in `names` (those secrets were read from), unless the
+    /// step set them itself.
+    pub fn withholding(mut self, names: &[String], set: &[(String, String)]) -> Launch {
+        if names.is_empty() {
+            return self;
+        }
+        self.inherited.retain(|pair| {
+            let bytes = pair.to_bytes();
+            let name = bytes.split(|b| *b == b'=').next().unwrap_or_default();
+            !names.iter().any(|n| n.as_bytes() == name)
+                || set.iter().any(|(k, _)| k.as_bytes() == name)
+        });
+        self
+    }
+
     /// `program` found as `execvp` would (a name without `/` is looked up in
     /// the `PATH` the program will have), with `args` and the environment
     /// of this process changed by `env`.

@@ -115,7 +115,7 @@ async fn http_sample(
         .and_then(|p| p.args.first())
         .map(format::expr)
         .unwrap_or_default();
-    let url = scope.text(step, "http", 1)?.unwrap_or_default();
+    let url = scope.url(step, "http", 1)?.unwrap_or_default();
     let mut headers = Vec::new();
     for p in step.properties.iter().filter(|p| p.name == "header") {
         let pair = (p.args.first(), p.args.get(1));

@@ -119,6 +119,9 @@ pub struct Bindings {
     /// Secrets whose environment variable is not set: a plan can still be
     /// shown, but a run cannot start.
     pub unset_secrets: Vec<(String, String)>,
+    /// The environment variables secrets are read from: step programs do
+    /// not inherit them (a step that needs one maps it with `env`).
+    pub secret_vars: Vec<String>,
     /// For a run: secrets and `env()` evaluate to their values, sealed.
     /// Otherwise (plan, check) to a marker saying where they come from.
     pub reveal: bool,
@@ -241,6 +244,7 @@ fn default_value(
     // A secret's default is `env("NAME")`: report where it comes from, not what it is.
     if let ExprKind::Call { args, .. } = &default.kind {
         if let Some(Value::Str(var)) = args.first().map(|a| eval(a, b, env)) {
+            b.secret_vars.push(var.clone());
             return Ok(match env(&var) {
                 Some(value) if b.reveal => Value::Sealed(Sealed::new(value)),
                 Some(_) => Value::Secret(format!("from ${var}")),

@@ -10,6 +10,7 @@ mod props;
 pub mod schedule;
 pub mod schema;
 pub mod types;
+pub mod url;
 
 pub use blackouts::{check_lock_name, directory_blackouts};
 pub use plan::{

@@ -302,16 +302,24 @@ fn check_arg(
 }
 
 fn check_list_items(prop: &str, expr: &Expr, typer: &mut Typer) {
-    if prop != "args" {
-        return;
-    }
+    let (message, help) = match prop {
+        "args" => (
+            "a secret cannot be a command argument",
+            "arguments are visible to every user of the machine (ps); pass the secret with `env NAME VALUE`",
+        ),
+        "params" => (
+            "a secret cannot be a query parameter",
+            "a query's parameters are shown in its log; put the secret in the connection string (`postgres`)",
+        ),
+        _ => return,
+    };
     if let ExprKind::List(items) = &expr.kind {
         for item in items {
             if typer.type_of(item) == Type::Secret {
                 typer.diagnostics.push(
-                    Diagnostic::new(Code::TypeMismatch, "a secret cannot be a command argument")
+                    Diagnostic::new(Code::TypeMismatch, message)
                         .label(item.span, "this is a secret")
-                        .help("arguments are visible to every user of the machine (ps); pass the secret with `env NAME VALUE`"),
+                        .help(help),
                 );
             }
         }

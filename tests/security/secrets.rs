@@ -102,3 +102,22 @@ fn no_form_of_a_secret_reaches_any_channel() {
         );
     }
 }
+
+#[test]
+fn programs_do_not_inherit_the_variables_secrets_are_read_from() {
+    let dir = scratch("sec-withheld");
+    let file = write(
+        &dir,
+        "t.runbook",
+        "runbook t {\n  param token: secret = env(\"RB_SEC_TOKEN\")\n  run inherits {\n    shell \"echo inherited [$(printenv RB_SEC_TOKEN || echo none)] other [$RB_SEC_OTHER]\"\n  }\n  run maps {\n    shell \"echo mapped [$RB_SEC_TOKEN]\"\n    env \"RB_SEC_TOKEN\" token\n  }\n}\n",
+    );
+    let out = command(&dir.join("state"), &["run", path(&file)])
+        .env("RB_SEC_TOKEN", "tok-7f3a9")
+        .env("RB_SEC_OTHER", "plain")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let shown = stdout(&out);
+    assert!(shown.contains("inherited [none] other [plain]"), "{shown}");
+    assert!(shown.contains("mapped [***]"), "{shown}");
+}

@@ -271,6 +271,9 @@ fn usage_mistakes_exit_1_not_2() {
         vec!["check"],
         vec!["check", "--bogus", "x.runbook"],
         vec!["frobnicate"],
+        // Unbounded work is refused before any is done.
+        vec!["schedule", "workflows", "--count", "100000000"],
+        vec!["schedule", "workflows", "--count", "0"],
     ] {
         let out = runbook(&args);
         assert_eq!(out.status.code(), Some(1), "{args:?}");

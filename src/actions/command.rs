@@ -154,8 +154,27 @@ async fn run_noted(
             keep(kept, &line, cap);
         }
     };
+    let left_behind = std::sync::atomic::AtomicBool::new(false);
     let waited = async {
-        let (status, ()) = tokio::join!(child.wait(), collect);
+        let mut collect = std::pin::pin!(collect);
+        let mut wait = std::pin::pin!(child.wait());
+        let status = tokio::select! {
+            status = &mut wait => status,
+            () = &mut collect => return wait.await,
+        };
+        // The program has ended, but what it started in the background may
+        // hold its output open: the step ends with its program, and the
+        // rest of its process group is stopped (a step's programs do not
+        // outlive it, as on a timeout or a cancel).
+        if tokio::time::timeout(OUTPUT_AFTER_EXIT, &mut collect)
+            .await
+            .is_err()
+        {
+            left_behind.store(true, std::sync::atomic::Ordering::Relaxed);
+            spawn::kill_group(pid);
+            // A holder outside the group (it called setsid) is not waited for.
+            let _ = tokio::time::timeout(OUTPUT_AFTER_EXIT, &mut collect).await;
+        }
         status
     };
     let status = match timeout {
@@ -179,6 +198,12 @@ async fn run_noted(
         program,
         why: e.to_string(),
     })?;
+    if left_behind.into_inner() {
+        on_line(
+            Stream::Stderr,
+            "runbook: the program ended, but processes it started kept its output open; they were stopped with it (start a service through its manager, not with `&`)\n",
+        );
+    }
     use std::os::unix::process::ExitStatusExt;
     let ended = match (status.code(), status.signal()) {
         (Some(code), _) => Ended::Exited(code),
@@ -191,6 +216,10 @@ async fn run_noted(
         stderr,
     })
 }
+
+/// How long, after a step's program has ended, its output may stay open
+/// (a last line still in a pipe) before what holds it is stopped.
+const OUTPUT_AFTER_EXIT: Duration = Duration::from_secs(1);
 
 /// Starts the program on a thread of the blocking pool: starting one stops
 /// the thread that does it until the program has called exec, and the
@@ -387,6 +416,53 @@ mod tests {
             args: args.iter().map(|a| a.to_string()).collect(),
             ..CommandSpec::default()
         }
+    }
+
+    #[tokio::test]
+    async fn a_background_process_holding_the_output_ends_with_its_program() {
+        let dir = std::env::temp_dir().join(format!("runbook-holder-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let pidfile = dir.join("pid");
+        let script = format!("sleep 60 & echo $! > {}; echo started", pidfile.display());
+        let began = std::time::Instant::now();
+        let mut lines = Vec::new();
+        let result = run(
+            &spec("sh", &["-c", &script]),
+            Some(Duration::from_secs(30)),
+            1 << 20,
+            |_, line| lines.push(line.to_string()),
+        )
+        .await
+        .expect("runs");
+        assert_eq!(result.ended, Ended::Exited(0));
+        assert!(
+            began.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            began.elapsed()
+        );
+        assert!(
+            lines.iter().any(|l| l.contains("kept its output open")),
+            "{lines:?}"
+        );
+        let holder: i32 = std::fs::read_to_string(&pidfile)
+            .expect("pid")
+            .trim()
+            .parse()
+            .expect("a pid");
+        let gone = (0..100).any(|_| {
+            // SAFETY: kill(2) with signal 0 only asks whether it exists.
+            let alive = unsafe { libc::kill(holder, 0) } == 0
+                && !std::fs::read_to_string(format!("/proc/{holder}/stat"))
+                    .unwrap_or_default()
+                    .contains(") Z");
+            if alive {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            !alive
+        });
+        assert!(gone, "the background sleep outlived its step");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     async fn run_quietly(

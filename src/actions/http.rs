@@ -51,6 +51,15 @@ pub async fn send(client: &reqwest::Client, request: &Request) -> Result<Answer,
     let target = target(&url);
     let method = reqwest::Method::from_bytes(request.method.to_ascii_uppercase().as_bytes())
         .map_err(|_| HttpError::BadMethod(request.method.clone()))?;
+    // The client drops `Authorization` and cookies when a redirect leads to
+    // another host, but not a header of the step's own (`X-Api-Key`), which
+    // may hold a secret: a request with such headers follows redirects only
+    // within its own origin.
+    let client = if request.headers.is_empty() {
+        client
+    } else {
+        same_origin_client()
+    };
     let mut builder = client
         .request(method, url)
         .timeout(request.timeout.unwrap_or(REQUEST_TIMEOUT));
@@ -91,6 +100,41 @@ pub async fn send(client: &reqwest::Client, request: &Request) -> Result<Answer,
         status,
         body: String::from_utf8_lossy(&body).into_owned(),
         cut,
+    })
+}
+
+/// A client that follows a redirect only to the same scheme, host and port
+/// (or from http to https on the same host), and otherwise fails the
+/// request, naming only the host it was sent to.
+fn same_origin_client() -> &'static reqwest::Client {
+    static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+    CLIENT.get_or_init(|| {
+        let policy = reqwest::redirect::Policy::custom(|attempt| {
+            let Some(first) = attempt.previous().first() else {
+                return attempt.follow();
+            };
+            let next = attempt.url();
+            let upgrade = first.scheme() == "http" && next.scheme() == "https";
+            let same = first.host_str() == next.host_str()
+                && (first.origin() == next.origin() || upgrade);
+            if attempt.previous().len() >= 10 {
+                attempt.error("it redirected more than 10 times")
+            } else if same {
+                attempt.follow()
+            } else {
+                let to = target(next);
+                attempt.error(format!(
+                    "it redirected to {to}, another server; runbook does not follow, so that the step's headers are sent only where the step says"
+                ))
+            }
+        });
+        // No idle connections kept: the client outlives any one runtime
+        // (tests make several), and a pooled connection belongs to one.
+        reqwest::Client::builder()
+            .redirect(policy)
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap_or_default()
     })
 }
 

@@ -115,6 +115,48 @@ async fn headers_and_body_are_sent_as_given() {
 }
 
 #[tokio::test]
+async fn a_request_with_its_own_headers_follows_no_redirect_to_another_server() {
+    let other = serve(|_| ok(200, "")).await;
+    // The same port on another name: another origin.
+    let elsewhere = other.url.replace("127.0.0.1", "localhost");
+    let redirecting = serve(move |request| {
+        let to = if request.starts_with("GET /here ") {
+            "/there".to_string()
+        } else if request.starts_with("GET /there ") {
+            return ok(200, "arrived");
+        } else {
+            format!("{elsewhere}/steal")
+        };
+        format!("HTTP/1.1 302 Found\r\nlocation: {to}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").into_bytes()
+    })
+    .await;
+    let with_key = |path: &str| Request {
+        headers: vec![("X-Api-Key".into(), "k3y-s3cret".into())],
+        ..get(&format!("{}{path}", redirecting.url))
+    };
+    let e = send(&reqwest::Client::new(), &with_key("/away"))
+        .await
+        .expect_err("not followed");
+    assert!(e.to_string().contains("redirected to localhost:"), "{e}");
+    assert!(!e.to_string().contains("k3y"), "{e}");
+    assert!(
+        other.seen.lock().expect("lock").is_empty(),
+        "the key went elsewhere"
+    );
+    // Within the same server, redirects are followed with the header.
+    let answer = send(&reqwest::Client::new(), &with_key("/here"))
+        .await
+        .expect("followed");
+    assert_eq!(answer.body, "arrived");
+    let seen = redirecting.seen.lock().expect("lock").clone();
+    assert!(seen
+        .last()
+        .expect("a request")
+        .to_lowercase()
+        .contains("x-api-key: k3y-s3cret"));
+}
+
+#[tokio::test]
 async fn a_huge_body_is_cut_at_the_cap_without_reading_the_rest() {
     // Announces a gigabyte, sends 8 MB: the check keeps 1 MiB and stops.
     let server = serve(|_| {

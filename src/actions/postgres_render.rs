@@ -10,15 +10,15 @@ use std::fmt::Write;
 use tokio_postgres::types::{FromSql, Type};
 use tokio_postgres::Row;
 
-/// The bytes of one value, whatever its type.
-struct Raw(Vec<u8>);
+/// The bytes of one value, whatever its type, borrowed from the row.
+struct Raw<'a>(&'a [u8]);
 
-impl<'a> FromSql<'a> for Raw {
+impl<'a> FromSql<'a> for Raw<'a> {
     fn from_sql(
         _ty: &Type,
         raw: &'a [u8],
     ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
-        Ok(Raw(raw.to_vec()))
+        Ok(Raw(raw))
     }
 
     fn accepts(_ty: &Type) -> bool {
@@ -26,19 +26,46 @@ impl<'a> FromSql<'a> for Raw {
     }
 }
 
+/// The most of one value that is kept and shown: a 200 MB value is not
+/// copied into the log, the outputs and the journal.
+pub(super) const VALUE_CAP: usize = 64 << 10;
+
 pub(super) fn row(row: &Row) -> Vec<Option<String>> {
     row.columns()
         .iter()
         .enumerate()
         .map(|(i, column)| match row.try_get::<_, Option<Raw>>(i) {
             Ok(Some(Raw(bytes))) => Some(
-                value(column.type_(), &bytes)
+                capped(column.type_(), bytes)
                     .unwrap_or_else(|| format!("(type {} cannot be shown)", column.type_())),
             ),
             Ok(None) => None,
             Err(_) => Some(format!("(type {} cannot be shown)", column.type_())),
         })
         .collect()
+}
+
+/// `value`, for a value longer than `VALUE_CAP` its beginning only (text
+/// cut at a character, bytea at a byte), saying how long it was.
+fn capped(ty: &Type, b: &[u8]) -> Option<String> {
+    if b.len() <= VALUE_CAP {
+        return value(ty, b);
+    }
+    let head = if *ty == Type::BYTEA {
+        value(ty, &b[..VALUE_CAP / 2])?
+    } else {
+        let cut = &b[..VALUE_CAP];
+        let cut = match std::str::from_utf8(cut) {
+            Ok(_) => cut,
+            Err(e) => &cut[..e.valid_up_to()],
+        };
+        value(ty, cut)?
+    };
+    Some(format!(
+        "{head}… (cut: the value is {} bytes; runbook keeps the first {})",
+        b.len(),
+        VALUE_CAP
+    ))
 }
 
 /// One value as PostgreSQL would print it, or `None` for a type not known

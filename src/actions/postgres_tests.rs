@@ -119,6 +119,39 @@ async fn parameters_are_bound_and_an_injection_attempt_is_data() {
 }
 
 #[tokio::test]
+async fn a_huge_value_is_kept_and_shown_only_in_part() {
+    let Some(db) = TestDb::new("huge").await else {
+        return;
+    };
+    let text = db
+        .value("select repeat('x', 10000000)")
+        .await
+        .expect("a value");
+    assert!(text.len() < 70_000, "{} bytes kept", text.len());
+    assert!(text.starts_with(&"x".repeat(65_536)));
+    assert!(
+        text.ends_with("… (cut: the value is 10000000 bytes; runbook keeps the first 65536)"),
+        "{}",
+        &text[65_000..]
+    );
+    // Cut at a character, never inside one.
+    let text = db
+        .value("select repeat('é', 100000)")
+        .await
+        .expect("a value");
+    assert!(
+        text.starts_with(&"é".repeat(32_768)),
+        "cut inside a character"
+    );
+    let bytes = db
+        .value("select decode(repeat('ab', 100000), 'hex')")
+        .await
+        .expect("a value");
+    assert!(bytes.starts_with("\\xabab"), "{}", &bytes[..10]);
+    assert!(bytes.ends_with("(cut: the value is 100000 bytes; runbook keeps the first 65536)"));
+}
+
+#[tokio::test]
 async fn a_select_counts_its_rows_and_shows_the_first_as_text() {
     let Some(db) = TestDb::new("select").await else {
         return;

@@ -157,9 +157,9 @@ enum Command {
     )]
     Schedule {
         dir: PathBuf,
-        /// How many fire times to list per runbook.
-        #[arg(long, default_value_t = 3)]
-        count: usize,
+        /// How many fire times to list per runbook (1 to 1000).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        count: u16,
         /// List the fires after this time (RFC 3339) instead of after now.
         #[arg(long, value_name = "TIME")]
         from: Option<String>,
@@ -237,7 +237,7 @@ pub fn main() -> ExitCode {
         }),
         Command::Serve { dir } => serve::run(&dir, &state),
         Command::Schedule { dir, count, from } => {
-            schedule::run(&dir, &state, count, from.as_deref())
+            schedule::run(&dir, &state, usize::from(count), from.as_deref())
         }
         Command::Resume {
             run,

@@ -331,7 +331,7 @@ pub fn logs(state_dir: &Path, run: u64, step: Option<&str>) -> Result<u8, Error>
             .ok_or_else(|| Error::Usage(format!("run {run} has no step `{name}`")))?],
         None => plan.steps.iter().collect(),
     };
-    let streamed = OutputDir::new(state_dir);
+    let mut streamed = OutputDir::new(state_dir).read_run(meta.id);
     for s in steps {
         // (attempt, what it printed, whether it ended): an attempt whose
         // runbook stopped before it ended has only what it printed on its
@@ -343,7 +343,7 @@ pub fn logs(state_dir: &Path, run: u64, step: Option<&str>) -> Result<u8, Error>
             .map(|(attempt, log)| (attempt, log, true))
             .collect();
         let kept: Vec<u32> = attempts.iter().map(|(a, _, _)| *a).collect();
-        for (attempt, set_aside, log) in streamed.read(meta.id, s.id.0) {
+        for (attempt, set_aside, log) in streamed.remove(&s.id.0).unwrap_or_default() {
             if set_aside || !kept.contains(&attempt) {
                 attempts.push((attempt, log, false));
             }

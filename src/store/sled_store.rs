@@ -506,7 +506,16 @@ impl Journal for SledStore {
     }
 
     fn logs(&self, id: RunId, step: usize) -> Result<Vec<(u32, StepLog)>, StoreError> {
-        self.run(id)?;
+        // That the run exists, without decoding its record (which holds its
+        // source): `logs` asks once per step, and a run may have 80,000.
+        let known = self
+            .sled
+            .runs
+            .contains_key(id.0.to_be_bytes())
+            .map_err(self.io())?;
+        if !known {
+            return Err(self.lost(id).unwrap_or(StoreError::UnknownRun(id)));
+        }
         self.sled
             .logs
             .range(log_key(id, step, 0, 0)..=log_key(id, step, u32::MAX, u32::MAX))

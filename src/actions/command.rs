@@ -378,10 +378,38 @@ impl<R: AsyncRead + Unpin> Lines<R> {
         if self.line.is_empty() {
             return None;
         }
+        // A piece cut at 64 KiB ends at a character, not inside one: the
+        // bytes of a character cut in two would each become U+FFFD, and a
+        // secret containing it would no longer be recognised.
+        let keep = if self.done || self.line.ends_with(b"\n") {
+            0
+        } else {
+            incomplete_tail(&self.line)
+        };
+        let rest = self.line.split_off(self.line.len() - keep);
         let text = String::from_utf8_lossy(&self.line).into_owned();
-        self.line.clear();
+        self.line = rest;
         Some(text)
     }
+}
+
+/// How many bytes at the end of `bytes` begin a UTF-8 character that is
+/// not complete (0 to 3).
+fn incomplete_tail(bytes: &[u8]) -> usize {
+    for back in 1..=bytes.len().min(4) {
+        let b = bytes[bytes.len() - back];
+        if b & 0xC0 == 0x80 {
+            continue; // a continuation byte: look further back
+        }
+        let needed = match b {
+            0xC0..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF7 => 4,
+            _ => 1,
+        };
+        return if needed > back { back } else { 0 };
+    }
+    0
 }
 
 /// The next line of a pipe, if there is a pipe and it has not ended.
@@ -416,6 +444,17 @@ mod tests {
             args: args.iter().map(|a| a.to_string()).collect(),
             ..CommandSpec::default()
         }
+    }
+
+    #[test]
+    fn a_piece_never_ends_inside_a_character() {
+        assert_eq!(incomplete_tail(b"abc"), 0);
+        assert_eq!(incomplete_tail("aé".as_bytes()), 0);
+        assert_eq!(incomplete_tail(&"aé".as_bytes()[..2]), 1);
+        assert_eq!(incomplete_tail(&"a€".as_bytes()[..3]), 2);
+        assert_eq!(incomplete_tail(&"a😀".as_bytes()[..4]), 3);
+        assert_eq!(incomplete_tail("a😀".as_bytes()), 0);
+        assert_eq!(incomplete_tail(&[0x80, 0x80, 0x80, 0x80, 0x80]), 0);
     }
 
     #[tokio::test]

@@ -347,17 +347,24 @@ impl Group {
     }
 }
 
-/// The user a process runs as (its real uid: `/proc/PID`'s owner).
+/// The real user of a process (the first `Uid:` of `/proc/PID/status`;
+/// `/proc/PID`'s owner would be root for a program that made itself
+/// undumpable, such as `ssh`).
 fn owner(pid: u32) -> Option<u32> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(format!("/proc/{pid}"))
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
         .ok()
-        .map(|m| m.uid())
 }
 
+/// This process's real user, the one its programs run as.
 fn me() -> u32 {
-    // SAFETY: geteuid(2) cannot fail.
-    unsafe { libc::geteuid() }
+    // SAFETY: getuid(2) cannot fail.
+    unsafe { libc::getuid() }
 }
 
 /// What `/proc/PID/stat` says of a process that we need.

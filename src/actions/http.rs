@@ -114,7 +114,11 @@ fn same_origin_client() -> &'static reqwest::Client {
                 return attempt.follow();
             };
             let next = attempt.url();
-            let upgrade = first.scheme() == "http" && next.scheme() == "https";
+            // http://host to https://host on the default ports only.
+            let upgrade = first.scheme() == "http"
+                && next.scheme() == "https"
+                && first.port_or_known_default() == Some(80)
+                && next.port_or_known_default() == Some(443);
             let same = first.host_str() == next.host_str()
                 && (first.origin() == next.origin() || upgrade);
             if attempt.previous().len() >= 10 {

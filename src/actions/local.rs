@@ -219,7 +219,10 @@ impl StepRunner for LocalRunner {
                 other => Err(format!("`{other}` steps do not run yet")),
             };
             log.end_of_output();
-            result.map_err(|e| log.scrub(&e))
+            // A failure is one line wherever it is shown (`status`, the
+            // live view): a line break in what a server said cannot add a
+            // line that looks like runbook's own.
+            result.map_err(|e| log.scrub(&e).trim_end().replace('\n', "\\n"))
         })
     }
 }
@@ -411,7 +414,7 @@ impl Log {
 
     /// `scrub` for text that was cut short: a secret's beginning left at
     /// the end is hidden too.
-    fn scrub_cut(&self, text: &str) -> String {
+    pub(super) fn scrub_cut(&self, text: &str) -> String {
         self.masks.scrub_cut(text)
     }
 

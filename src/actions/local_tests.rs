@@ -312,3 +312,16 @@ async fn secrets_cut_at_the_64_kib_boundary_of_a_long_line_are_hidden_whole() {
     }
     assert!(all.contains("*** tail"), "both hidden, then the rest");
 }
+
+#[tokio::test]
+async fn a_secret_whose_character_is_cut_at_the_64_kib_boundary_is_hidden() {
+    // 65,535 bytes, then the secret: its `é` straddles the 65,536th byte.
+    let src = "runbook r {\n  param a: secret = env(\"RB_A\")\n  run long {\n    shell \"head -c 65535 /dev/zero | tr '\\\\0' x; printf '%s tail\\\\n' \\\"$A\\\"\"\n    env \"A\" a\n  }\n}\n";
+    let a = "é-secret-ü-0123456789";
+    let (plan, runner, seen) = local(src, &[("RB_A", a)]);
+    let shown = attempt(&plan, &runner, "long").await;
+    let all = everything(&seen, &shown);
+    assert!(!all.contains("secret-ü"), "the secret's rest is shown");
+    assert!(!all.contains('\u{fffd}'), "a character was cut in two");
+    assert!(all.contains("*** tail"), "hidden, then the rest");
+}

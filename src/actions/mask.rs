@@ -13,14 +13,20 @@ use base64::Engine;
 pub const HIDDEN: &str = "***";
 
 /// A line of a multi-line secret shorter than this is not hidden on its
-/// own: it would hide every `}` or blank line (GitHub draws the line at
-/// the same place).
-const SHORTEST_LINE: usize = 4;
+/// own: it would hide every `}`, `---` or `data:` line. (A key's lines are
+/// 64 characters.)
+const SHORTEST_LINE: usize = 8;
+
+/// A password or secret shorter than this is not hidden in its derived
+/// forms (its encodings); the secret itself always is.
+const SHORTEST_PART: usize = 4;
 
 #[derive(Debug, Default, Clone)]
 pub struct Masks {
     /// Longest first.
     forms: Vec<String>,
+    /// All of them, for one pass over a text.
+    finder: Option<aho_corasick::AhoCorasick>,
 }
 
 impl Masks {
@@ -32,7 +38,10 @@ impl Masks {
             .collect();
         forms.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         forms.dedup();
-        Masks { forms }
+        let finder = (!forms.is_empty())
+            .then(|| aho_corasick::AhoCorasick::new(&forms).ok())
+            .flatten();
+        Masks { forms, finder }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -60,23 +69,36 @@ impl Masks {
     /// of a secret (or a secret that may go on), held back to be put before
     /// the next piece.
     pub fn split(&self, text: &str, more: bool) -> (String, String) {
-        let mut hidden = self.matches(text);
+        let hidden = self.matches(text);
         let mut cut = text.len();
         if more {
             cut -= self.pending(text);
             // A match that reaches into the held-back end is held back
             // whole: it may be the head of a longer secret.
-            while let Some(last) = hidden.last() {
-                if last.1 <= cut {
+            for &(start, end) in hidden.iter().rev() {
+                if end <= cut {
                     break;
                 }
-                cut = cut.min(last.0);
-                hidden.pop();
+                cut = cut.min(start);
+            }
+            // Never more than twice the longest form, whatever a program
+            // prints: past that, a run of matches (only secrets that repeat
+            // themselves make one) is shown hidden up to its end.
+            let most = 2 * self.forms.first().map_or(0, String::len);
+            if text.len() - cut > most {
+                let mut bound = text.len() - most;
+                while !text.is_char_boundary(bound) {
+                    bound += 1;
+                }
+                cut = hidden
+                    .iter()
+                    .find(|(start, end)| *start < bound && *end > bound)
+                    .map_or(bound, |(_, end)| *end);
             }
         }
         let mut shown = String::with_capacity(cut);
         let mut at = 0;
-        for (start, end) in hidden {
+        for (start, end) in hidden.into_iter().filter(|(_, end)| *end <= cut) {
             shown.push_str(&text[at..start]);
             shown.push_str(HIDDEN);
             at = end;
@@ -87,16 +109,20 @@ impl Masks {
 
     /// Where forms occur in `text`, overlapping ones merged, in order.
     fn matches(&self, text: &str) -> Vec<(usize, usize)> {
-        let mut found: Vec<(usize, usize)> = Vec::new();
-        for form in &self.forms {
-            if form.len() > text.len() {
-                continue;
-            }
-            found.extend(
-                text.match_indices(form.as_str())
-                    .map(|(i, m)| (i, i + m.len())),
-            );
-        }
+        let mut found: Vec<(usize, usize)> = match &self.finder {
+            Some(finder) => finder
+                .find_overlapping_iter(text)
+                .map(|m| (m.start(), m.end()))
+                .collect(),
+            // The automaton could not be built (never for a few thousand
+            // forms): one search per form.
+            None => self
+                .forms
+                .iter()
+                .flat_map(|form| text.match_indices(form.as_str()))
+                .map(|(i, m)| (i, i + m.len()))
+                .collect(),
+        };
         found.sort_unstable();
         let mut merged: Vec<(usize, usize)> = Vec::with_capacity(found.len());
         for (start, end) in found {
@@ -136,6 +162,11 @@ fn forms_of(secret: &str) -> Vec<String> {
                 .map(str::to_string),
         );
     }
+    // As it goes into a URL's path or query (`compile::url`).
+    let encoded = crate::compile::url::encode(secret);
+    if encoded != secret {
+        forms.push(encoded);
+    }
     forms.extend(url_parts(secret.trim()));
     if let Some((user, password)) = userinfo(secret.trim()) {
         for (user, password) in [
@@ -145,7 +176,7 @@ fn forms_of(secret: &str) -> Vec<String> {
             let basic =
                 base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
             forms.push(basic);
-            if password.len() >= SHORTEST_LINE {
+            if password.len() >= SHORTEST_PART {
                 forms.push(password);
             }
         }
@@ -160,7 +191,8 @@ fn url_parts(text: &str) -> Vec<String> {
     let Ok(url) = reqwest::Url::parse(text) else {
         return Vec::new();
     };
-    if !url.has_host() {
+    // A database URL's `?sslmode=require` is no credential.
+    if !url.has_host() || !matches!(url.scheme(), "http" | "https") {
         return Vec::new();
     }
     let mut parts = Vec::new();
@@ -182,8 +214,9 @@ fn url_parts(text: &str) -> Vec<String> {
     parts
 }
 
-/// A secret URL's path shorter than this is not hidden on its own.
-const SHORTEST_PATH: usize = 8;
+/// A secret URL's path shorter than this is not hidden on its own
+/// (`/production`, `/api/v1/health`).
+const SHORTEST_PATH: usize = 16;
 
 /// The user and password of a URL with credentials in it.
 fn userinfo(text: &str) -> Option<(String, String)> {

@@ -136,22 +136,31 @@ pub async fn backup(
     let stamp = chrono::DateTime::<chrono::Utc>::from(now).format(STAMP);
     let name = format!("{base}-{stamp}.{ext}");
     let path = dir.join(&name);
-    if path.exists() {
+    // Written under another name first: a dump that failed halfway never
+    // looks like a good one, and never matches the pattern retention reads.
+    // The file is made here, new and private, under a name no one can
+    // guess, so pg_dump never writes into a file or through a link someone
+    // put there first (and the directory was checked: `backup_dir`). Off
+    // the runtime's thread: the directory may be on a network mount.
+    let partial = dir.join(format!(
+        ".{name}.{:016x}.partial",
+        crate::store::private::random()
+    ));
+    let (there, new) = (path.clone(), partial.clone());
+    let made = crate::actions::files::off_thread(move || {
+        if there.exists() {
+            return Ok(false);
+        }
+        crate::store::private::create_new(&new).map(|_| true)
+    })
+    .await
+    .map_err(|e| file_error(&partial, &e))?;
+    if !made {
         return Err(PgError::File {
             path,
             why: "a backup of that name already exists".into(),
         });
     }
-    // Written under another name first: a dump that failed halfway never
-    // looks like a good one, and never matches the pattern retention reads.
-    // The file is made here, new and private, under a name no one can
-    // guess, so pg_dump never writes into a file or through a link someone
-    // put there first (and the directory was checked: `backup_dir`).
-    let partial = dir.join(format!(
-        ".{name}.{:016x}.partial",
-        crate::store::private::random()
-    ));
-    crate::store::private::create_new(&partial).map_err(|e| file_error(&partial, &e))?;
     let format_arg = match format {
         DumpKind::Custom => "--format=custom",
         DumpKind::Plain => "--format=plain",
@@ -165,11 +174,18 @@ pub async fn backup(
         "--dbname".into(),
         libpq_string(&target),
     ];
-    if let Err(e) = run_program(&target, "pg_dump", args, notes, on_line).await {
-        let _ = std::fs::remove_file(&partial);
-        return Err(e);
-    }
-    std::fs::rename(&partial, &path).map_err(|e| file_error(&path, &e))?;
+    let dumped = run_program(&target, "pg_dump", args, notes, on_line).await;
+    let (from, to, failed) = (partial.clone(), path.clone(), dumped.is_err());
+    let renamed = crate::actions::files::off_thread(move || {
+        if failed {
+            let _ = std::fs::remove_file(&from);
+            return Ok(());
+        }
+        std::fs::rename(&from, &to)
+    })
+    .await;
+    dumped?;
+    renamed.map_err(|e| file_error(&path, &e))?;
     if let Some(keep) = keep {
         let owned = dir.to_path_buf();
         crate::actions::files::off_thread(move || Ok(prune(&owned, &base, ext, now, keep)))

@@ -72,11 +72,29 @@ fn write_atomically(path: &std::path::Path, text: &str) -> Result<(), Error> {
     };
     let target = std::fs::canonicalize(path).map_err(fail)?;
     let mut tmp = target.as_os_str().to_owned();
-    tmp.push(".fmt-tmp");
+    // A new file under a name no one can guess, never one already there nor
+    // what a link there points at (the directory may be shared).
+    tmp.push(format!(".fmt-{:016x}.tmp", crate::store::private::random()));
     let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, text).map_err(fail)?;
-    if let Ok(meta) = std::fs::metadata(&target) {
-        let _ = std::fs::set_permissions(&tmp, meta.permissions());
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)
+        .map_err(fail)?;
+    let written = file
+        .write_all(text.as_bytes())
+        .and_then(|()| match std::fs::metadata(&target) {
+            Ok(meta) => file.set_permissions(meta.permissions()),
+            Err(_) => Ok(()),
+        });
+    drop(file);
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(fail(e));
     }
     std::fs::rename(&tmp, &target).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);

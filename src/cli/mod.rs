@@ -208,9 +208,19 @@ pub fn main() -> ExitCode {
     };
     let state = store::state_dir(cli.state);
     crate::actions::spawn::private_umask(crate::store::private::umask());
-    if let Err(why) = check_state(&cli.command, &state) {
-        eprintln!("error: {}", view::printable(&why));
-        return ExitCode::from(EXIT_ERROR);
+    let found = match check_state(&cli.command, &state) {
+        Ok(found) => found,
+        Err(why) => {
+            eprintln!("error: {}", view::printable(&why));
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    // A state directory that was missing when checked is not opened: one
+    // made meanwhile (by someone else) was never checked.
+    if found == Some(Found::Missing) {
+        if let Some(code) = without_state(&cli.command, &state) {
+            return ExitCode::from(code);
+        }
     }
     let opts = |json: bool| run::RunOptions {
         state: state.clone(),
@@ -237,7 +247,8 @@ pub fn main() -> ExitCode {
         }),
         Command::Serve { dir } => serve::run(&dir, &state),
         Command::Schedule { dir, count, from } => {
-            schedule::run(&dir, &state, usize::from(count), from.as_deref())
+            let present = found == Some(Found::Present);
+            schedule::run(&dir, &state, present, usize::from(count), from.as_deref())
         }
         Command::Resume {
             run,
@@ -274,18 +285,47 @@ pub fn main() -> ExitCode {
 }
 
 /// The state directory, checked before a command reads or writes it, and
-/// made only by the commands that record runs.
-fn check_state(command: &Command, state: &std::path::Path) -> Result<(), String> {
+/// made only by the commands that record runs; `None` for the commands that
+/// do not use one.
+fn check_state(command: &Command, state: &std::path::Path) -> Result<Option<Found>, String> {
     let creates = match command {
         Command::Check { .. }
         | Command::Fmt { .. }
         | Command::Graph { .. }
-        | Command::Plan { .. } => return Ok(()),
+        | Command::Plan { .. } => return Ok(None),
         Command::Run { .. } | Command::Serve { .. } => true,
         _ => false,
     };
-    crate::store::private::state_dir(state, creates).map(|_| ())
+    crate::store::private::state_dir(state, creates).map(Some)
 }
+
+/// What a command that reads or steers runs says when there is no state
+/// directory: its exit code; `None` for one that goes on without it.
+fn without_state(command: &Command, state: &std::path::Path) -> Option<u8> {
+    let run = match command {
+        Command::Status { run: None, json } => {
+            match json {
+                true => say!("[]"),
+                false => say!("no runs yet in {}", state.display()),
+            }
+            return Some(EXIT_OK);
+        }
+        Command::Status { run: Some(run), .. }
+        | Command::Logs { run, .. }
+        | Command::Approve { run, .. }
+        | Command::Cancel { run }
+        | Command::Resume { run, .. }
+        | Command::Retry { run, .. } => *run,
+        _ => return None,
+    };
+    eprintln!(
+        "error: {}",
+        view::printable(&store::no_store_sentence(state, run))
+    );
+    Some(EXIT_ERROR)
+}
+
+use crate::store::private::Found;
 
 /// Makes sure the process ends within `bound` from now: a thread that, if
 /// it is still alive then, says so and exits with `EXIT_ERROR`. What was

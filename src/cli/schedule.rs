@@ -15,7 +15,15 @@ use std::fmt::Write;
 use std::path::Path;
 use std::str::FromStr;
 
-pub fn run(dir: &Path, state: &Path, count: usize, from: Option<&str>) -> Result<u8, Error> {
+/// `present`: whether the scheduler's state directory `state` was there
+/// when it was checked (one made since is not read).
+pub fn run(
+    dir: &Path,
+    state: &Path,
+    present: bool,
+    count: usize,
+    from: Option<&str>,
+) -> Result<u8, Error> {
     let now = match from {
         None => Utc::now(),
         Some(text) => DateTime::parse_from_rfc3339(text)
@@ -30,14 +38,13 @@ pub fn run(dir: &Path, state: &Path, count: usize, from: Option<&str>) -> Result
     loader.refresh().map_err(Error::Run)?;
     let entries = loader.entries();
     // The scheduler holds its state while it serves; then its log has the history.
-    let store = if state.join("scheduler").exists() {
+    let store = if present && state.join("scheduler").exists() {
         ScheduleStore::open(&state.join("scheduler"))
     } else {
         Err(String::new())
     };
     // While a scheduler runs, it holds the store and keeps its last lines here.
-    let live: Option<super::serve::Live> = store
-        .is_err()
+    let live: Option<super::serve::Live> = (present && store.is_err())
         .then(|| crate::store::private::read(&state.join(super::serve::LIVE_FILE), 64 << 20).ok())
         .flatten()
         .and_then(|b| serde_json::from_slice(&b).ok());

@@ -280,11 +280,24 @@ fn driver_of(dir: &Path, pid: Option<u32>) -> Option<u32> {
 }
 
 /// Whether `pid` is a runbook process on this state directory (not
-/// another program that got the number after the run's process died).
+/// another program that got the number after the run's process died, nor
+/// another user's process that names the directory to be taken for it).
 fn drives(pid: u32, dir: &Path) -> bool {
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let wanted = dir.as_os_str().as_encoded_bytes();
-    alive(pid) && cmdline.split(|b| *b == 0).any(|arg| arg == wanted)
+    alive(pid) && same_user(pid) && cmdline.split(|b| *b == 0).any(|arg| arg == wanted)
+}
+
+/// Whether process `pid`'s real user is this process's.
+fn same_user(pid: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|u| u.parse::<u32>().ok());
+    // SAFETY: getuid(2) cannot fail.
+    uid == Some(unsafe { libc::getuid() })
 }
 
 fn exit_words(code: Option<i32>) -> String {

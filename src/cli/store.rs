@@ -45,12 +45,16 @@ pub enum Opened {
 
 pub fn open_or_owner(state: &Path, run: u64) -> Result<Opened, Error> {
     if !has_journal(state) {
-        return Err(Error::Run(format!(
-            "there is no run {run}: no runbook has run with the state directory {}; is --state right?",
-            state.display()
-        )));
+        return Err(Error::Run(no_store_sentence(state, run)));
     }
     open_or_owner_creating(state)
+}
+
+pub fn no_store_sentence(state: &Path, run: u64) -> String {
+    format!(
+        "there is no run {run}: no runbook has run with the state directory {}; is --state right?",
+        state.display()
+    )
 }
 
 /// Whether runs were ever recorded in `state`: commands that only read or

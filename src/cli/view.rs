@@ -253,10 +253,13 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
         }
         if !escaped(c) {
             shown.push(c);
-        } else if (c as u32) < 0x80 {
+        } else if (c as u32) < 0x20 {
             let _ = write!(shown, "\\x{:02x}", c as u32);
         } else {
-            let _ = write!(shown, "\\u{{{:x}}}", c as u32);
+            // `\u007f`: also a valid escape inside a JSON string, where
+            // serde_json leaves these characters as they are; `--json`
+            // output stays JSON that decodes to the same text.
+            let _ = write!(shown, "\\u{:04x}", c as u32);
         }
     }
     std::borrow::Cow::Owned(shown)
@@ -345,8 +348,12 @@ mod tests {
         );
         assert_eq!(printable("windows line\r"), "windows line");
         assert_eq!(printable("two\nlines"), "two\nlines");
-        assert_eq!(printable("c1 \u{9b}31m"), "c1 \\u{9b}31m");
-        assert_eq!(printable("abc\u{202e}fed"), "abc\\u{202e}fed");
+        assert_eq!(printable("c1 \u{9b}31m"), "c1 \\u009b31m");
+        assert_eq!(printable("abc\u{202e}fed\x7f"), "abc\\u202efed\\u007f");
+        // JSON stays JSON, decoding to the same text.
+        let json = serde_json::json!({ "line": "a\u{9b}b\u{202e}\x7f\x1b" }).to_string();
+        let back: serde_json::Value = serde_json::from_str(&printable(&json)).expect("JSON");
+        assert_eq!(back["line"], "a\u{9b}b\u{202e}\x7f\x1b");
         assert_eq!(printable("ünïcödé"), "ünïcödé");
     }
 }

@@ -188,9 +188,17 @@ fn check_path(dir: &Path, role: Role) -> Result<(), String> {
         let Ok(meta) = std::fs::metadata(parent) else {
             continue;
         };
+        // A sticky parent (`/tmp`) lets others write in it but not move
+        // what is yours; its owner still can, so it must be you or root.
         let sticky = meta.mode() & 0o1000 != 0;
-        let why = not_owned(&meta).or_else(|| writable_by_others(&meta));
-        if let (Some(why), false) = (why, sticky) {
+        let why = not_owned(&meta).or_else(|| {
+            if sticky {
+                None
+            } else {
+                writable_by_others(&meta)
+            }
+        });
+        if let Some(why) = why {
             return Err(format!(
                 "{} {} is refused: its parent {} {why}, so they could put another directory in its place; use a directory under one only you can write (for example one made by `mktemp -d`)",
                 role.name(),
@@ -276,7 +284,7 @@ fn writable_by_others(meta: &Metadata) -> Option<String> {
     if mode & 0o002 != 0 {
         return Some(format!("can be written by every user (mode {mode:04o})"));
     }
-    (mode & 0o020 != 0 && !shared).then(|| {
+    (mode & 0o020 != 0 && !shared && !own_private_group(meta.gid())).then(|| {
         format!(
             "can be written by the group {} (mode {mode:04o})",
             group(meta.gid())
@@ -284,17 +292,49 @@ fn writable_by_others(meta: &Metadata) -> Option<String> {
     })
 }
 
-/// Makes `dir` and its missing parents, private.
+/// Whether `gid` is the user's own private group (named as the user, the
+/// user's primary group, no other member): the default on Debian and
+/// Fedora, with umask 002, so `~/.local` is group-writable by it. Its
+/// group-write grants no one else anything.
+fn own_private_group(gid: u32) -> bool {
+    static MINE: OnceLock<Option<u32>> = OnceLock::new();
+    let mine = MINE.get_or_init(|| {
+        // SAFETY: getgid(2) cannot fail.
+        let primary = unsafe { libc::getgid() };
+        let me = user_name(me())?;
+        let (name, members) = group_entry(primary)?;
+        (name == me && members.iter().all(|m| *m == me)).then_some(primary)
+    });
+    *mine == Some(gid)
+}
+
+/// Makes `dir` and its missing parents, private (for a shared group:
+/// that group's, `2770`).
 pub fn make_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(dir_mode())
         .create(dir)?;
-    // The umask may have taken bits the group needs.
-    if dir_mode() != 0o700 {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(dir_mode()))?;
+    share(dir)
+}
+
+/// Gives what this user just made to the shared group, with the group's
+/// mode (the umask may have taken its bits); nothing without one.
+fn share(path: &Path) -> std::io::Result<()> {
+    let Ok(Some(gid)) = shared_group() else {
+        return Ok(());
+    };
+    let meta = std::fs::symlink_metadata(path)?;
+    if meta.uid() != me() || meta.file_type().is_symlink() {
+        return Ok(());
     }
-    Ok(())
+    std::os::unix::fs::lchown(path, None, Some(gid))?;
+    let mode = if meta.is_dir() {
+        dir_mode()
+    } else {
+        file_mode()
+    };
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
 }
 
 /// A new private file, never one already there nor what a link there
@@ -307,6 +347,9 @@ pub fn create_new(path: &Path) -> std::io::Result<File> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
         .open(path)?;
     file.set_permissions(std::fs::Permissions::from_mode(file_mode()))?;
+    if let Ok(Some(gid)) = shared_group() {
+        std::os::unix::fs::fchown(&file, None, Some(gid))?;
+    }
     Ok(file)
 }
 
@@ -476,6 +519,32 @@ fn user_name(uid: u32) -> Option<String> {
         return Some(name.to_string_lossy().into_owned());
     }
     None
+}
+
+/// A group's name and its members' names.
+fn group_entry(gid: u32) -> Option<(String, Vec<String>)> {
+    let mut gr: libc::group = unsafe { std::mem::zeroed() };
+    let mut buf = vec![0 as libc::c_char; 1 << 16];
+    let mut out: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: getgrgid_r writes into `gr` and `buf`, both ours and sized.
+    let r = unsafe { libc::getgrgid_r(gid, &mut gr, buf.as_mut_ptr(), buf.len(), &mut out) };
+    if r != 0 || out.is_null() || gr.gr_name.is_null() {
+        return None;
+    }
+    // SAFETY: the name and the member list point into `buf`, NUL-terminated
+    // strings and a NULL-terminated array, as getgrgid_r leaves them.
+    unsafe {
+        let name = std::ffi::CStr::from_ptr(gr.gr_name)
+            .to_string_lossy()
+            .into_owned();
+        let mut members = Vec::new();
+        let mut at = gr.gr_mem;
+        while !at.is_null() && !(*at).is_null() {
+            members.push(std::ffi::CStr::from_ptr(*at).to_string_lossy().into_owned());
+            at = at.add(1);
+        }
+        Some((name, members))
+    }
 }
 
 fn group(gid: u32) -> String {

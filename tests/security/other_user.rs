@@ -202,6 +202,27 @@ fn a_state_directory_under_a_parent_another_user_can_write_is_refused() {
         stderr(&out)
     );
     let _ = std::fs::remove_dir_all(&parent);
+    // Sticky like /tmp, but theirs: its owner can still move what is in it.
+    let sticky = in_tmp("sticky");
+    assert!(
+        as_other(other, "mkdir", &["-m", "1777", sticky.to_str().unwrap()])
+            .status()
+            .expect("mkdir")
+            .success()
+    );
+    let state = sticky.join("state");
+    std::fs::create_dir(&state).expect("makes");
+    let out = rb(&state, &["status"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(&format!(
+            "its parent {} belongs to user {OTHER}",
+            sticky.display()
+        )),
+        "{}",
+        stderr(&out)
+    );
+    let _ = std::fs::remove_dir_all(&sticky);
 }
 
 /// When process `pid` started, in ms since boot, as a note records it.

@@ -16,6 +16,8 @@ pub struct Request {
     /// `get`, `head`, `post`, `put`, `patch` or `delete`.
     pub method: String,
     pub url: String,
+    /// The URL is a secret: messages show only its scheme, host and port.
+    pub secret: bool,
     pub headers: Vec<(String, String)>,
     pub body: Option<String>,
     pub timeout: Option<Duration>,
@@ -47,7 +49,13 @@ pub async fn send(client: &reqwest::Client, request: &Request) -> Result<Answer,
     let url = reqwest::Url::parse(&request.url)
         .ok()
         .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
-        .ok_or_else(|| HttpError::BadUrl(shown_url(&request.url)))?;
+        .ok_or_else(|| {
+            HttpError::BadUrl(if request.secret {
+                origin(&request.url)
+            } else {
+                shown_url(&request.url)
+            })
+        })?;
     let target = target(&url);
     let method = reqwest::Method::from_bytes(request.method.to_ascii_uppercase().as_bytes())
         .map_err(|_| HttpError::BadMethod(request.method.clone()))?;
@@ -151,6 +159,22 @@ pub(super) fn target(url: &reqwest::Url) -> String {
     }
 }
 
+/// A URL that is (or may be) a secret, as messages show it: its scheme,
+/// host and port only (a Prometheus server's URL is taken as one).
+pub fn origin(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(parsed) if parsed.host_str().is_some() => {
+            let port = parsed.port().map(|p| format!(":{p}")).unwrap_or_default();
+            format!(
+                "{}://{}{port}",
+                parsed.scheme(),
+                parsed.host_str().unwrap_or_default()
+            )
+        }
+        _ => "(not a URL)".into(),
+    }
+}
+
 /// A URL shown without what may be a credential: no user info, no query,
 /// no fragment; text that is not a URL at all is not shown. Text with an
 /// `@` that does not parse as a URL is not shown either: its user info
@@ -238,9 +262,9 @@ pub async fn prometheus(
     let mut url = reqwest::Url::parse(server)
         .ok()
         .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
-        .ok_or_else(|| HttpError::BadUrl(shown_url(server)))?;
+        .ok_or_else(|| HttpError::BadUrl(origin(server)))?;
     url.path_segments_mut()
-        .map_err(|_| HttpError::BadUrl(shown_url(server)))?
+        .map_err(|_| HttpError::BadUrl(origin(server)))?
         .pop_if_empty()
         .extend(["api", "v1", "query"]);
     url.query_pairs_mut().append_pair("query", query);

@@ -98,6 +98,7 @@ async fn headers_and_body_are_sent_as_given() {
         headers: vec![("Authorization".into(), "Bearer t0ken".into())],
         body: Some("{\"deep\": true}".into()),
         timeout: None,
+        secret: false,
     };
     send(&reqwest::Client::new(), &request)
         .await
@@ -352,4 +353,14 @@ fn a_url_is_shown_without_credentials_or_query() {
         shown_url("http://admin:Pw%23tail@host/x?y=1"),
         "http://host/x"
     );
+    // A URL that is a secret: its origin only.
+    assert_eq!(
+        origin("https://hooks.example:8443/services/T0/B0/XYZ?token=1"),
+        "https://hooks.example:8443"
+    );
+    assert_eq!(
+        origin("https://hooks.example/short"),
+        "https://hooks.example"
+    );
+    assert_eq!(origin("http://admin:Pw#tail@host/x"), "(not a URL)");
 }

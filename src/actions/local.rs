@@ -281,12 +281,13 @@ impl Scope {
 
     /// A property's argument that is a URL: values interpolated into its
     /// path, query or fragment are percent-encoded (`compile::url`).
+    /// With it, whether it holds a secret (then only its origin is shown).
     pub(super) fn url(
         &self,
         step: &Step,
         prop: &str,
         index: usize,
-    ) -> Result<Option<String>, String> {
+    ) -> Result<Option<(String, bool)>, String> {
         let Some(arg) = step.property(prop).and_then(|p| p.args.get(index)) else {
             return Ok(None);
         };
@@ -297,9 +298,10 @@ impl Scope {
         };
         let env = |name: &str| (self.env)(name);
         let value = crate::compile::url::url_in(arg, &self.bindings, &env, &fields);
+        let secret = matches!(value, Value::Sealed(_));
         value
             .expose()
-            .map(Some)
+            .map(|url| Some((url, secret)))
             .ok_or_else(|| unknown(prop, &value))
     }
 

@@ -115,7 +115,7 @@ async fn http_sample(
         .and_then(|p| p.args.first())
         .map(format::expr)
         .unwrap_or_default();
-    let url = scope.url(step, "http", 1)?.unwrap_or_default();
+    let (url, secret) = scope.url(step, "http", 1)?.unwrap_or_default();
     let mut headers = Vec::new();
     for p in step.properties.iter().filter(|p| p.name == "header") {
         let pair = (p.args.first(), p.args.get(1));
@@ -130,6 +130,7 @@ async fn http_sample(
     let request = Request {
         method: method.clone(),
         url: url.clone(),
+        secret,
         headers,
         body: scope.text(step, "body", 0)?,
         timeout: None,
@@ -143,7 +144,11 @@ async fn http_sample(
         &format!(
             "{} {} answered {} ({} bytes{})\n",
             method.to_uppercase(),
-            http::shown_url(&url),
+            if secret {
+                http::origin(&url)
+            } else {
+                http::shown_url(&url)
+            },
             answer.status,
             answer.body.len(),
             if answer.cut {

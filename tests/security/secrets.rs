@@ -121,3 +121,31 @@ fn programs_do_not_inherit_the_variables_secrets_are_read_from() {
     assert!(shown.contains("inherited [none] other [plain]"), "{shown}");
     assert!(shown.contains("mapped [***]"), "{shown}");
 }
+
+#[test]
+fn a_url_that_is_a_secret_is_shown_by_its_origin_only() {
+    let dir = scratch("sec-secret-url");
+    let port = echo_server();
+    let file = write(
+        &dir,
+        "t.runbook",
+        "runbook t {\n  param odd: secret = env(\"RB_ODD\")\n  param hook: secret = env(\"RB_HOOK\")\n  verify broken {\n    http get odd\n  }\n  verify short {\n    http get hook\n    expect status == 500\n  }\n}\n",
+    );
+    let out = command(&dir.join("state"), &["run", path(&file)])
+        .env("RB_ODD", "http://admin:Pw7q#t4il9@127.0.0.1:9/x")
+        .env("RB_HOOK", format!("http://127.0.0.1:{port}/s/tok9z?k=v1x"))
+        .output()
+        .expect("runs");
+    let shown = format!("{}{}", stdout(&out), stderr(&out));
+    for part in ["Pw7q", "t4il9", "tok9z", "v1x", "/s/"] {
+        assert!(!shown.contains(part), "`{part}` shown in:\n{shown}");
+    }
+    assert!(
+        shown.contains(&format!("GET http://127.0.0.1:{port} answered 500")),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("`(not a URL)` is not a URL runbook can request"),
+        "{shown}"
+    );
+}

@@ -5,13 +5,13 @@
 //! scrubs secret values out of everything printed or kept.
 
 use super::command::{self, CommandSpec, Ended, Stream};
-use super::groups::{GroupNotes, StepNotes};
-use super::mask::Masks;
+use super::groups::GroupNotes;
+pub(super) use super::log::Log;
 use super::notify::{deliver, Channel, Notice, Tries, PAGERDUTY_EVENTS};
-use super::output_file::{OutputDir, OutputFile};
+use super::output_file::OutputDir;
 use crate::compile::eval::{eval_in, Bindings, Value};
 use crate::compile::{Plan, Step};
-use crate::engine::{field_of, LogBuffer, StepCall, StepResult, StepRunner};
+use crate::engine::{field_of, StepCall, StepResult, StepRunner};
 use crate::syntax::ast::{Expr, Ident};
 use crate::syntax::format;
 use std::collections::BTreeMap;
@@ -355,7 +355,7 @@ impl Scope {
 
     /// Every secret value in reach of the step, for scrubbing: the run's
     /// secrets, and what its own properties read with `env()`.
-    fn secrets(&self, step: &Step) -> Vec<String> {
+    pub(super) fn secrets(&self, step: &Step) -> Vec<String> {
         let mut found = self.bindings.sealed_values();
         found.extend(self.run_secrets.iter().cloned());
         for arg in step.properties.iter().flat_map(|p| &p.args) {
@@ -372,101 +372,6 @@ fn unknown(prop: &str, value: &Value) -> String {
             "`{prop}` uses `{expr}`, which has no value in this run (a step recorded as done by hand has no outputs)"
         ),
         other => format!("`{prop}` has no value a program can take: {other}"),
-    }
-}
-
-/// What one attempt printed: streamed to the sink and kept (by the
-/// driver's buffer, up to `LOG_CAP`), secret values replaced by `***` in both.
-pub(super) struct Log {
-    step: String,
-    sink: Sink,
-    masks: Masks,
-    /// The end of a cut line (standard output, standard error) that may be
-    /// the beginning of a secret, held until the rest of it comes.
-    held: std::sync::Mutex<[String; 2]>,
-    kept: LogBuffer,
-    groups: Option<(Arc<GroupNotes>, crate::engine::RunId)>,
-    /// The attempt's output as it comes, on disk (`output_file.rs`).
-    output: Option<OutputFile>,
-}
-
-impl Log {
-    fn new(scope: &Scope, step: &Step, kept: LogBuffer, sink: Sink) -> Self {
-        Log {
-            step: step.name.clone(),
-            sink,
-            masks: Masks::new(scope.secrets(step)),
-            held: std::sync::Mutex::default(),
-            kept,
-            groups: None,
-            output: None,
-        }
-    }
-
-    /// Where the step's programs note themselves, when the run keeps notes.
-    pub(super) fn step_notes(&self) -> Option<StepNotes> {
-        self.groups
-            .as_ref()
-            .map(|(notes, run)| StepNotes::new(Arc::clone(notes), *run, &self.step))
-    }
-
-    pub(super) fn scrub(&self, text: &str) -> String {
-        self.masks.scrub(text)
-    }
-
-    /// `scrub` for text that was cut short: a secret's beginning left at
-    /// the end is hidden too.
-    pub(super) fn scrub_cut(&self, text: &str) -> String {
-        self.masks.scrub_cut(text)
-    }
-
-    /// A line (or a piece of one longer than the reader's 64 KiB) of a
-    /// program's output. The end of a piece that may begin a secret is held
-    /// back and put before the next piece, so a secret cut between two
-    /// pieces is hidden whole.
-    pub(super) fn line(&self, err: bool, text: &str) {
-        let cut = text.len() >= 64 * 1024 && !text.ends_with('\n');
-        let text = text.strip_suffix('\n').unwrap_or(text);
-        let (shown, rest) = match self.held.lock() {
-            Ok(mut held) => {
-                let slot = &mut held[usize::from(err)];
-                let whole = std::mem::take(slot) + text;
-                let (shown, rest) = self.masks.split(&whole, cut);
-                *slot = rest;
-                (shown, cut)
-            }
-            Err(_) => (self.scrub_cut(text), false),
-        };
-        if shown.is_empty() && rest {
-            return;
-        }
-        self.emit(err, &shown);
-    }
-
-    /// The program's output has ended: what was held back, which began a
-    /// secret and never went on, is shown hidden.
-    pub(super) fn end_of_output(&self) {
-        let held = match self.held.lock() {
-            Ok(mut held) => std::mem::take(&mut *held),
-            Err(_) => return,
-        };
-        for (err, text) in [false, true].into_iter().zip(held) {
-            if !text.is_empty() {
-                self.emit(err, &self.scrub_cut(&text));
-            }
-        }
-    }
-
-    fn emit(&self, err: bool, text: &str) {
-        (self.sink)(Line {
-            step: &self.step,
-            err,
-            text,
-        });
-        if let Some(output) = &self.output {
-            output.line(err, text);
-        }
-        self.kept.push(err, text.to_string(), LOG_CAP);
     }
 }
 

@@ -10,6 +10,7 @@ pub mod groups;
 pub mod http;
 pub mod kube;
 pub mod local;
+mod log;
 pub mod mask;
 pub mod notify;
 pub mod output_file;

@@ -34,7 +34,7 @@ pub(super) async fn sql_step(
 /// be the beginning of a secret at the cut.
 fn scrub_value(log: &Log, text: &str) -> String {
     match text.rfind("… (cut: the value is ") {
-        Some(at) => format!("{}{}", log.scrub_cut(&text[..at]), &text[at..]),
+        Some(at) => format!("{}{}", log.scrub_cut(&text[..at]), log.scrub(&text[at..])),
         None => log.scrub(text),
     }
 }

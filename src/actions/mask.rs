@@ -13,9 +13,10 @@ use base64::Engine;
 pub const HIDDEN: &str = "***";
 
 /// A line of a multi-line secret shorter than this is not hidden on its
-/// own: it would hide every `}`, `---` or `data:` line. (A key's lines are
-/// 64 characters.)
-const SHORTEST_LINE: usize = 8;
+/// own: it would hide every `}` or `---` line. Kept low: a credentials
+/// file's password line may be five characters, and hiding a common word
+/// too often costs less than showing a password.
+const SHORTEST_LINE: usize = 4;
 
 /// A password or secret shorter than this is not hidden in its derived
 /// forms (its encodings); the secret itself always is.
@@ -90,18 +91,23 @@ impl Masks {
                 while !text.is_char_boundary(bound) {
                     bound += 1;
                 }
+                // The run across the bound is shown hidden, up to where a
+                // secret may begin that goes on in the next piece.
+                let open = text.len() - self.pending(text);
                 cut = hidden
                     .iter()
                     .find(|(start, end)| *start < bound && *end > bound)
-                    .map_or(bound, |(_, end)| *end);
+                    .map_or(bound, |(_, end)| (*end).min(open).max(bound));
             }
         }
         let mut shown = String::with_capacity(cut);
         let mut at = 0;
-        for (start, end) in hidden.into_iter().filter(|(_, end)| *end <= cut) {
+        // A match across the cut (only after the bound above) is hidden up
+        // to the cut; its rest is held.
+        for (start, end) in hidden.into_iter().filter(|(start, _)| *start < cut) {
             shown.push_str(&text[at..start]);
             shown.push_str(HIDDEN);
-            at = end;
+            at = end.min(cut);
         }
         shown.push_str(&text[at..cut]);
         (shown, text[cut..].to_string())
@@ -214,9 +220,9 @@ fn url_parts(text: &str) -> Vec<String> {
     parts
 }
 
-/// A secret URL's path shorter than this is not hidden on its own
-/// (`/production`, `/api/v1/health`).
-const SHORTEST_PATH: usize = 16;
+/// A secret URL's path shorter than this is not hidden on its own (`/`,
+/// `/api`).
+const SHORTEST_PATH: usize = 8;
 
 /// The user and password of a URL with credentials in it.
 fn userinfo(text: &str) -> Option<(String, String)> {

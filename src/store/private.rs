@@ -33,14 +33,36 @@ pub fn shared_group() -> Result<Option<u32>, String> {
                 return Ok(None);
             };
             let name = name.to_string_lossy().into_owned();
-            if let Ok(gid) = name.parse::<u32>() {
-                return Ok(Some(gid));
+            let gid = match name.parse::<u32>() {
+                Ok(gid) => gid,
+                Err(_) => group_id(&name).ok_or_else(|| {
+                    format!("{SHARED_GROUP} names the group `{name}`, which this machine does not have")
+                })?,
+            };
+            if !in_group(gid) {
+                return Err(format!(
+                    "{SHARED_GROUP} names the group `{name}`, which you are not in (or not yet in this session: log in again after being added)"
+                ));
             }
-            group_id(&name).map(Some).ok_or_else(|| {
-                format!("{SHARED_GROUP} names the group `{name}`, which this machine does not have")
-            })
+            Ok(Some(gid))
         })
         .clone()
+}
+
+/// Whether this process is in group `gid` (primary or supplementary).
+fn in_group(gid: u32) -> bool {
+    // SAFETY: getgid(2) cannot fail.
+    if unsafe { libc::getgid() } == gid {
+        return true;
+    }
+    // SAFETY: getgroups(2) with size 0 only counts; then it writes at most
+    // `groups.len()` ids into `groups`.
+    let count = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
+    let mut groups = vec![0 as libc::gid_t; usize::try_from(count).unwrap_or(0)];
+    // SAFETY: as above; `groups` holds `count` ids.
+    let got = unsafe { libc::getgroups(count, groups.as_mut_ptr()) };
+    groups.truncate(usize::try_from(got).unwrap_or(0));
+    groups.contains(&gid)
 }
 
 /// The mode of a directory runbook creates.
@@ -303,7 +325,19 @@ fn own_private_group(gid: u32) -> bool {
         let primary = unsafe { libc::getgid() };
         let me = user_name(me())?;
         let (name, members) = group_entry(primary)?;
-        (name == me && members.iter().all(|m| *m == me)).then_some(primary)
+        // Group 0 is shared by system accounts (sync, halt, operator) on
+        // some systems; and a group that is another local user's primary
+        // group too is not private.
+        let shared_as_primary = std::fs::read_to_string("/etc/passwd")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let fields: Vec<&str> = l.split(':').collect();
+                Some((*fields.first()?, fields.get(3)?.parse::<u32>().ok()?))
+            })
+            .any(|(user, gid)| gid == primary && user != me);
+        (primary != 0 && name == me && members.iter().all(|m| *m == me) && !shared_as_primary)
+            .then_some(primary)
     });
     *mine == Some(gid)
 }
@@ -311,11 +345,19 @@ fn own_private_group(gid: u32) -> bool {
 /// Makes `dir` and its missing parents, private (for a shared group:
 /// that group's, `2770`).
 pub fn make_dir(dir: &Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let missing: Vec<&Path> = dir.ancestors().take_while(|a| !a.exists()).collect();
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(dir_mode())
         .create(dir)?;
-    share(dir)
+    // Only what was made here goes to the shared group.
+    for made in missing {
+        share(made)?;
+    }
+    Ok(())
 }
 
 /// Gives what this user just made to the shared group, with the group's

@@ -2,6 +2,7 @@
 //! process group of theirs named in a forged note.
 
 use crate::common::*;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -300,4 +301,38 @@ fn a_note_naming_another_users_process_group_never_gets_it_killed() {
         alive,
         "cancel killed another user's process group from a note"
     );
+}
+
+#[test]
+fn a_users_own_private_group_may_write_their_directories() {
+    let Some(other) = other_user("a_users_own_private_group_may_write_their_directories") else {
+        return;
+    };
+    // Debian's default for a user with a group of their own: umask 002, so
+    // what they make is group-writable by that group, which only they are in.
+    let base = in_tmp("upg");
+    let file = in_tmp("upg.runbook");
+    std::fs::write(
+        &file,
+        "runbook upg {\n  wait w {\n    duration 1ms\n  }\n}\n",
+    )
+    .expect("writes");
+    let script = format!(
+        "umask 002 && mkdir -p {base}/ops && {bin} --state {base}/ops/state run {file}",
+        base = base.display(),
+        bin = runbook_bin(),
+        file = file.display()
+    );
+    let out = as_other(other, "sh", &["-c", &script])
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let mode = std::fs::metadata(base.join("ops"))
+        .expect("stat")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o775, "the parent stays as the user made it");
+    let _ = std::fs::remove_dir_all(&base);
+    let _ = std::fs::remove_file(&file);
 }

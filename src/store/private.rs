@@ -348,7 +348,11 @@ pub fn make_dir(dir: &Path) -> std::io::Result<()> {
     if dir.is_dir() {
         return Ok(());
     }
-    let missing: Vec<&Path> = dir.ancestors().take_while(|a| !a.exists()).collect();
+    // (A relative path's last ancestor is "", which never exists.)
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|a| !a.as_os_str().is_empty() && !a.exists())
+        .collect();
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(dir_mode())

@@ -328,12 +328,12 @@ impl Group {
     /// member is this user's. A note never makes runbook signal a process
     /// of another user (root could), nor one started at another time.
     pub fn kill(&self) {
-        let leader = proc_stat(self.pid).map(|s| (s, owner(self.pid)));
+        let leader = proc_stat(self.pid).map(|s| (s, real_uid(self.pid)));
         let ours = match leader {
             Some((stat, uid)) => self.started_at(&stat) && uid == Some(me()),
             None => all_pids().any(|pid| {
                 proc_stat(pid).is_some_and(|s| s.pgrp == i64::from(self.pid) && !s.zombie)
-                    && owner(pid) == Some(me())
+                    && real_uid(pid) == Some(me())
             }),
         };
         if ours && self.alive() {
@@ -350,7 +350,7 @@ impl Group {
 /// The real user of a process (the first `Uid:` of `/proc/PID/status`;
 /// `/proc/PID`'s owner would be root for a program that made itself
 /// undumpable, such as `ssh`).
-fn owner(pid: u32) -> Option<u32> {
+pub fn real_uid(pid: u32) -> Option<u32> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()

@@ -279,7 +279,7 @@ impl Serve {
                 history: self.recent.clone(),
             };
             let body = serde_json::to_vec_pretty(&live).unwrap_or_default();
-            if let Err(e) = crate::store::inbox::write_whole(&self.state, LIVE_FILE, &body) {
+            if let Err(e) = crate::store::private::write_whole(&self.state, LIVE_FILE, &body) {
                 self.say(&format!(
                     "cannot write {}: {e}",
                     self.state.join(LIVE_FILE).display()

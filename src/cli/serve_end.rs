@@ -290,14 +290,8 @@ fn drives(pid: u32, dir: &Path) -> bool {
 
 /// Whether process `pid`'s real user is this process's.
 fn same_user(pid: u32) -> bool {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let uid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|u| u.parse::<u32>().ok());
     // SAFETY: getuid(2) cannot fail.
-    uid == Some(unsafe { libc::getuid() })
+    crate::actions::groups::real_uid(pid) == Some(unsafe { libc::getuid() })
 }
 
 fn exit_words(code: Option<i32>) -> String {

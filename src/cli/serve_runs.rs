@@ -91,7 +91,7 @@ impl Runs {
             None
         } else {
             let copy = format!("{name}.last-good.runbook");
-            crate::store::inbox::write_whole(&dir, &copy, source.as_bytes()).map_err(|e| {
+            crate::store::private::write_whole(&dir, &copy, source.as_bytes()).map_err(|e| {
                 format!(
                     "cannot keep the last good version in {}: {e}",
                     dir.display()

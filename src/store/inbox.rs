@@ -64,7 +64,7 @@ impl Inbox {
             .unwrap_or(0);
         let name = format!("{}-{}-{nanos}", request.run(), std::process::id());
         let body = serde_json::to_vec(request).unwrap_or_default();
-        write_whole(&self.dir, &format!("{name}.request"), &body)?;
+        super::private::write_whole(&self.dir, &format!("{name}.request"), &body)?;
         Ok(name)
     }
 
@@ -105,7 +105,7 @@ impl Inbox {
     /// Answers a request taken with `take`, and removes it.
     pub fn answer(&self, name: &str, answer: &Result<(), String>) {
         let body = serde_json::to_vec(answer).unwrap_or_default();
-        let _ = write_whole(&self.dir, &format!("{name}.answer"), &body);
+        let _ = super::private::write_whole(&self.dir, &format!("{name}.answer"), &body);
         let _ = std::fs::remove_file(self.dir.join(format!("{name}.request")));
     }
 
@@ -146,7 +146,7 @@ impl Inbox {
 /// Records which process drives which run, for the commands that find the
 /// store locked.
 pub fn write_owner(state: &Path, owner: &Owner) -> std::io::Result<()> {
-    write_whole(
+    super::private::write_whole(
         state,
         "owner.json",
         &serde_json::to_vec(owner).unwrap_or_default(),
@@ -160,11 +160,6 @@ pub fn read_owner(state: &Path) -> Option<Owner> {
 
 pub fn clear_owner(state: &Path) {
     let _ = std::fs::remove_file(state.join("owner.json"));
-}
-
-/// Writes `name` in `dir` atomically (see `private::write_whole`).
-pub fn write_whole(dir: &Path, name: &str, body: &[u8]) -> std::io::Result<()> {
-    super::private::write_whole(dir, name, body)
 }
 
 /// Whether process `pid` exists (another user's too: EPERM says it does).
@@ -218,32 +213,6 @@ mod tests {
         inbox.withdraw(&unanswered);
         std::fs::write(dir.join("inbox/7-1-2.request"), b"{half").expect("writes");
         assert!(inbox.take(7).is_empty(), "a torn file is not a request");
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn a_temporary_file_a_killed_writer_left_is_removed_and_a_live_ones_kept() {
-        let dir = std::env::temp_dir().join(format!("runbook-whole-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("dir");
-        // No process has pid i32::MAX - 1 here (pid_max is far below it).
-        let dead = dir.join(format!(".owner.json.{}.tmp", i32::MAX - 1));
-        let live = dir.join(".owner.json.1.tmp");
-        let other = dir.join(format!(".live.json.{}.tmp", i32::MAX - 1));
-        for f in [&dead, &live, &other] {
-            std::fs::write(f, b"{").expect("writes");
-        }
-        write_whole(&dir, "owner.json", b"{}").expect("writes");
-        assert!(!dead.exists(), "left by a writer that is gone");
-        assert!(live.exists(), "pid 1 lives: its file may be being written");
-        assert!(other.exists(), "another name's files are not touched");
-        let left: Vec<String> = std::fs::read_dir(&dir)
-            .expect("lists")
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.contains(&std::process::id().to_string()))
-            .collect();
-        assert!(left.is_empty(), "{left:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

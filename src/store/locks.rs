@@ -65,7 +65,7 @@ pub fn point_at(state: &Path, locks: &Path) -> std::io::Result<()> {
     if super::private::read(&state.join(POINTER), 4096).is_ok_and(|t| t == text.as_bytes()) {
         return Ok(());
     }
-    super::inbox::write_whole(state, POINTER, text.as_bytes())
+    super::private::write_whole(state, POINTER, text.as_bytes())
 }
 
 /// Takes every lock in `names`, or none: never waits.

@@ -593,18 +593,12 @@ fn group_entry(gid: u32) -> Option<(String, Vec<String>)> {
     }
 }
 
+/// A group's name and number, for messages.
 fn group(gid: u32) -> String {
-    let mut gr: libc::group = unsafe { std::mem::zeroed() };
-    let mut buf = vec![0 as libc::c_char; 4096];
-    let mut out: *mut libc::group = std::ptr::null_mut();
-    // SAFETY: getgrgid_r writes into `gr` and `buf`, both ours and sized.
-    let r = unsafe { libc::getgrgid_r(gid, &mut gr, buf.as_mut_ptr(), buf.len(), &mut out) };
-    if r == 0 && !out.is_null() && !gr.gr_name.is_null() {
-        // SAFETY: gr_name points into `buf`, NUL-terminated by getgrgid_r.
-        let name = unsafe { std::ffi::CStr::from_ptr(gr.gr_name) };
-        return format!("{} ({gid})", name.to_string_lossy());
+    match group_entry(gid) {
+        Some((name, _)) => format!("{name} ({gid})"),
+        None => gid.to_string(),
     }
-    gid.to_string()
 }
 
 fn group_id(name: &str) -> Option<u32> {

@@ -172,3 +172,29 @@ fn reading_refuses_pipes_links_and_what_is_too_large_without_waiting() {
     std::os::unix::fs::symlink(dir.join("big"), dir.join("l")).expect("link");
     assert!(read(&dir.join("l"), 100).is_err());
 }
+
+#[test]
+fn a_temporary_file_a_killed_writer_left_is_removed_and_a_live_ones_kept() {
+    let dir = std::env::temp_dir().join(format!("runbook-whole-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    // No process has pid i32::MAX - 1 here (pid_max is far below it).
+    let dead = dir.join(format!(".owner.json.{}.tmp", i32::MAX - 1));
+    let live = dir.join(".owner.json.1.tmp");
+    let other = dir.join(format!(".live.json.{}.tmp", i32::MAX - 1));
+    for f in [&dead, &live, &other] {
+        std::fs::write(f, b"{").expect("writes");
+    }
+    write_whole(&dir, "owner.json", b"{}").expect("writes");
+    assert!(!dead.exists(), "left by a writer that is gone");
+    assert!(live.exists(), "pid 1 lives: its file may be being written");
+    assert!(other.exists(), "another name's files are not touched");
+    let left: Vec<String> = std::fs::read_dir(&dir)
+        .expect("lists")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(&std::process::id().to_string()))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

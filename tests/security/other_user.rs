@@ -181,49 +181,31 @@ fn a_state_directory_under_a_parent_another_user_can_write_is_refused() {
     else {
         return;
     };
-    let parent = in_tmp("parent");
-    assert!(
-        as_other(other, "mkdir", &["-m", "0755", parent.to_str().unwrap()])
-            .status()
-            .expect("mkdir")
-            .success()
-    );
     // The victim's own directory, inside one the attacker owns: they could
-    // move it aside and put theirs in its place.
-    let state = parent.join("state");
-    std::fs::create_dir(&state).expect("makes");
-    let out = rb(&state, &["status"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains(&format!(
-            "its parent {} belongs to user {OTHER}",
-            parent.display()
-        )),
-        "{}",
-        stderr(&out)
-    );
-    let _ = std::fs::remove_dir_all(&parent);
-    // Sticky like /tmp, but theirs: its owner can still move what is in it.
-    let sticky = in_tmp("sticky");
-    assert!(
-        as_other(other, "mkdir", &["-m", "1777", sticky.to_str().unwrap()])
-            .status()
-            .expect("mkdir")
-            .success()
-    );
-    let state = sticky.join("state");
-    std::fs::create_dir(&state).expect("makes");
-    let out = rb(&state, &["status"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains(&format!(
-            "its parent {} belongs to user {OTHER}",
-            sticky.display()
-        )),
-        "{}",
-        stderr(&out)
-    );
-    let _ = std::fs::remove_dir_all(&sticky);
+    // move it aside and put theirs in its place; sticky like /tmp, but
+    // theirs, it is the same.
+    for (name, mode) in [("parent", "0755"), ("sticky", "1777")] {
+        let parent = in_tmp(name);
+        assert!(
+            as_other(other, "mkdir", &["-m", mode, parent.to_str().unwrap()])
+                .status()
+                .expect("mkdir")
+                .success()
+        );
+        let state = parent.join("state");
+        std::fs::create_dir(&state).expect("makes");
+        let out = rb(&state, &["status"]);
+        assert_eq!(out.status.code(), Some(1), "{mode}");
+        assert!(
+            stderr(&out).contains(&format!(
+                "its parent {} belongs to user {OTHER}",
+                parent.display()
+            )),
+            "{}",
+            stderr(&out)
+        );
+        let _ = std::fs::remove_dir_all(&parent);
+    }
 }
 
 /// When process `pid` started, in ms since boot, as a note records it.

@@ -3,8 +3,6 @@
 //! `status`, `logs`, and every byte of the state directory.
 
 use crate::common::*;
-use std::io::{Read, Write};
-use std::net::TcpListener;
 
 const PEM_KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj\n-----END PRIVATE KEY-----";
 const CUT: &str = "cutX9qZ7w3LmV5tR2yKp";
@@ -13,25 +11,15 @@ const PASSWORD: &str = "pw-Secret-42";
 /// A server that answers every request 500, with the request's head as
 /// the body: a server that echoes what it was sent.
 fn echo_server() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("binds");
-    let port = listener.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten().take(20) {
-            let mut stream = stream;
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
-                head.push(byte[0]);
-            }
-            let answer = format!(
-                "HTTP/1.1 500 Oops\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-                head.len()
-            );
-            let _ = stream.write_all(answer.as_bytes());
-            let _ = stream.write_all(&head);
-        }
-    });
-    port
+    crate::http_server(|head| {
+        let mut answer = format!(
+            "HTTP/1.1 500 Oops\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            head.len()
+        )
+        .into_bytes();
+        answer.extend_from_slice(head);
+        answer
+    })
 }
 
 /// Every form of the test's secrets that must never be seen.

@@ -2,28 +2,16 @@
 //! escapes on every channel a person reads, never obeyed by the terminal.
 
 use crate::common::*;
-use std::io::{Read, Write};
-use std::net::TcpListener;
 
 /// A server that answers every request with `status` and `body`.
 fn server(status: u16, body: &'static str) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("binds");
-    let port = listener.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        for mut stream in listener.incoming().flatten().take(20) {
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).unwrap_or(0) == 1 {
-                head.push(byte[0]);
-            }
-            let answer = format!(
-                "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(answer.as_bytes());
-        }
-    });
-    port
+    crate::http_server(move |_| {
+        format!(
+            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    })
 }
 
 /// No byte a terminal would obey: escape, bell, carriage return, C1.

@@ -9,6 +9,8 @@
 
 mod common;
 
+#[path = "security/containment.rs"]
+mod containment;
 #[path = "security/files.rs"]
 mod files;
 #[path = "security/other_user.rs"]

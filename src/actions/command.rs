@@ -1,9 +1,11 @@
 //! Running a program: argv by default (parameters never pass through a
 //! shell), `/bin/sh -c` only when the step asks for `shell`. The program runs
-//! in its own process group (`spawn.rs`), so a timeout or a cancel stops
-//! everything it started. Output is streamed line by line and kept up to a
+//! in its own process group (`spawn.rs`), and in a cgroup of its own where
+//! there are (`contain.rs`), so a timeout or a cancel stops everything it
+//! started. Output is streamed line by line and kept up to a
 //! cap, so a step that prints 100 MB keeps memory bounded.
 
+use super::contain::Cgroup;
 use super::groups::{Reserved, StepNotes};
 use super::spawn::{self, Launch, Spawned};
 use std::path::PathBuf;
@@ -68,8 +70,9 @@ pub enum CommandError {
 /// line as it comes (for the terminal); the result keeps the first `cap`
 /// bytes of each stream. With `spec.notes`, the program notes itself
 /// before it runs, and its note is blanked once it has ended and its group
-/// is gone; if this future is dropped first (a second Ctrl-C), the note
-/// stays for `resume` to see.
+/// (and cgroup) is gone, whether this returns or is dropped (a step's
+/// timeout, a second Ctrl-C kill it then); a note stays, for `resume` to
+/// see, while something it names is alive.
 pub async fn run(
     spec: &CommandSpec,
     timeout: Option<Duration>,
@@ -83,13 +86,29 @@ pub async fn run(
         })?),
         None => None,
     };
-    let slot = reserved.as_ref().map(Reserved::index);
-    let mut leader = None;
-    let result = run_noted(spec, timeout, cap, reserved, &mut leader, on_line).await;
-    if let (Some(notes), Some(slot)) = (&spec.notes, slot) {
-        notes.release(slot, leader);
+    let mut release = Release {
+        notes: spec.notes.as_ref(),
+        slot: reserved.as_ref().map(Reserved::index),
+        leader: None,
+        cgroup: reserved.as_ref().and_then(Reserved::cgroup),
+    };
+    run_noted(spec, timeout, cap, reserved, &mut release.leader, on_line).await
+}
+
+/// Releases a program's note slot when its run ends or is dropped.
+struct Release<'a> {
+    notes: Option<&'a StepNotes>,
+    slot: Option<usize>,
+    leader: Option<u32>,
+    cgroup: Option<Cgroup>,
+}
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        if let (Some(notes), Some(slot)) = (self.notes, self.slot) {
+            notes.release(slot, self.leader, self.cgroup.as_ref());
+        }
     }
-    result
 }
 
 async fn run_noted(
@@ -117,11 +136,13 @@ async fn run_noted(
     }
     .map(|launch| launch.withholding(&spec.withheld, &spec.env))
     .map_err(failed)?;
+    let cgroup = note.as_ref().and_then(Reserved::cgroup);
     let spawned = start(launch, note).await.map_err(failed)?;
     let pid = spawned.pid;
+    let started = Program { pid, cgroup };
     // Dropped with the future when the step is cancelled or aborted: the
     // whole group goes, not only the direct child.
-    let mut child = Child::new(pid);
+    let mut child = Child::new(started.clone());
     *leader = Some(pid);
     let pipe = |fd| tokio::net::unix::pipe::Receiver::from_owned_fd(fd).map(Lines::new);
     let (out, err) = match (pipe(spawned.stdout), pipe(spawned.stderr)) {
@@ -171,8 +192,9 @@ async fn run_noted(
             .is_err()
         {
             left_behind.store(true, std::sync::atomic::Ordering::Relaxed);
-            spawn::kill_group(pid);
-            // A holder outside the group (it called setsid) is not waited for.
+            started.kill();
+            // A holder outside the group (it called setsid) and not
+            // contained in a cgroup is not waited for.
             let _ = tokio::time::timeout(OUTPUT_AFTER_EXIT, &mut collect).await;
         }
         status
@@ -181,7 +203,7 @@ async fn run_noted(
         Some(limit) => match tokio::time::timeout(limit, waited).await {
             Ok(status) => status,
             Err(_) => {
-                spawn::kill_group(pid);
+                started.kill();
                 // The leader is reaped at once; what else was in its group
                 // is for the caller to see gone.
                 let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
@@ -229,8 +251,9 @@ const OUTPUT_AFTER_EXIT: Duration = Duration::from_secs(1);
 async fn start(launch: Launch, note: Option<Reserved>) -> Result<Spawned, String> {
     let started = tokio::task::spawn_blocking(move || {
         let slot = note.as_ref().map(Reserved::slot);
+        let cgroup = note.as_ref().and_then(Reserved::cgroup);
         spawn::spawn(&launch, slot)
-            .map(|s| Started(Some(s)))
+            .map(|s| Started(Some(s), cgroup))
             .map_err(|e| {
                 // spawn's own errors say what failed; a bare OS error not.
                 if e.get_ref().is_some() {
@@ -252,13 +275,36 @@ async fn start(launch: Launch, note: Option<Reserved>) -> Result<Spawned, String
 
 /// A program just started, on its way to the step that waits for it: if
 /// that step was stopped meanwhile, the program's whole group is killed.
-struct Started(Option<Spawned>);
+struct Started(Option<Spawned>, Option<Cgroup>);
 
 impl Drop for Started {
     fn drop(&mut self) {
         if let Some(spawned) = &self.0 {
-            spawn::kill_group(spawned.pid);
+            Program {
+                pid: spawned.pid,
+                cgroup: self.1.take(),
+            }
+            .kill();
             spawn::reap_later(spawned.pid);
+        }
+    }
+}
+
+/// A started program: the leader of its process group, and its cgroup if
+/// it is contained in one.
+#[derive(Clone)]
+struct Program {
+    pid: u32,
+    cgroup: Option<Cgroup>,
+}
+
+impl Program {
+    /// Kills everything it started: its process group, and its cgroup
+    /// (which holds what left the group too).
+    fn kill(&self) {
+        spawn::kill_group(self.pid);
+        if let Some(cgroup) = &self.cgroup {
+            cgroup.kill();
         }
     }
 }
@@ -266,7 +312,7 @@ impl Drop for Started {
 /// A program of ours until it has been waited for: dropped before, its
 /// whole process group is killed and it is reaped later.
 struct Child {
-    pid: u32,
+    program: Program,
     /// Readable once the program has ended (pidfd_open, Linux 5.3); without
     /// it, the end is looked for every 10 ms.
     ended: Option<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>>,
@@ -274,7 +320,8 @@ struct Child {
 }
 
 impl Child {
-    fn new(pid: u32) -> Child {
+    fn new(program: Program) -> Child {
+        let pid = program.pid;
         use std::os::fd::FromRawFd;
         // SAFETY: pidfd_open(2) returns a new descriptor we then own, or -1.
         let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
@@ -290,7 +337,7 @@ impl Child {
                     .ok()
             });
         Child {
-            pid,
+            program,
             ended,
             reaped: false,
         }
@@ -301,7 +348,9 @@ impl Child {
         loop {
             let mut status = 0;
             // SAFETY: waitpid(2) with WNOHANG on our own child.
-            let r = unsafe { libc::waitpid(self.pid as libc::pid_t, &mut status, libc::WNOHANG) };
+            let r = unsafe {
+                libc::waitpid(self.program.pid as libc::pid_t, &mut status, libc::WNOHANG)
+            };
             if r < 0 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -320,8 +369,8 @@ impl Child {
 impl Drop for Child {
     fn drop(&mut self) {
         if !self.reaped {
-            spawn::kill_group(self.pid);
-            spawn::reap_later(self.pid);
+            self.program.kill();
+            spawn::reap_later(self.program.pid);
         }
     }
 }

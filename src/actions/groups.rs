@@ -12,10 +12,16 @@
 //! group that have not called exec yet. When the program has ended and its
 //! group is gone, the slot is blanked.
 //!
+//! Where this process may make cgroups (`contain.rs`), each slot also has
+//! a cgroup, which the new process joins right after writing its note: a
+//! program is then running while its cgroup holds a process, whatever
+//! process group those processes moved to.
+//!
 //! Written without fsync: a note only has to outlive this process, not the
 //! machine, since a reboot ends the program too. The page cache holds it
 //! for a process that is killed.
 
+use super::contain::{self, Cgroup, Cgroups};
 use super::spawn::{self, NoteSlot, NOTE, PID_AND_START};
 use crate::engine::RunId;
 use std::collections::hash_map::Entry;
@@ -31,12 +37,35 @@ const LONGEST_NAME: usize = 80;
 pub struct GroupNotes {
     dir: PathBuf,
     open: Mutex<HashMap<RunId, RunFile>>,
+    /// Where programs are contained, if this process may make cgroups.
+    cgroups: Option<Cgroups>,
 }
 
-/// The file of one run this process writes, and which slots are taken.
+/// The file of one run this process writes, which slots are taken, and
+/// the directory of the slots' cgroups.
 struct RunFile {
     file: Arc<File>,
     used: Vec<Option<String>>,
+    cgroups: Option<PathBuf>,
+    left: Vec<Left>,
+}
+
+impl RunFile {
+    /// Frees the slots of programs whose leftovers are gone now.
+    fn free_left(&mut self) {
+        let mut blank = [b' '; NOTE];
+        blank[NOTE - 1] = b'\n';
+        let (gone, left): (Vec<Left>, Vec<Left>) = std::mem::take(&mut self.left)
+            .into_iter()
+            .partition(Left::gone);
+        self.left = left;
+        for program in gone {
+            if let Some(used) = self.used.get_mut(program.slot) {
+                *used = None;
+                let _ = self.file.write_all_at(&blank, (program.slot * NOTE) as u64);
+            }
+        }
+    }
 }
 
 /// A slot reserved for a program about to start.
@@ -44,6 +73,8 @@ pub struct Reserved {
     file: Arc<File>,
     slot: usize,
     text: [u8; NOTE],
+    /// The slot's cgroup, and its `cgroup.procs` for the program to join.
+    cgroup: Option<(Cgroup, File)>,
 }
 
 impl Reserved {
@@ -52,11 +83,17 @@ impl Reserved {
         self.slot
     }
 
+    /// The cgroup the program will be in, if it is contained.
+    pub fn cgroup(&self) -> Option<Cgroup> {
+        self.cgroup.as_ref().map(|(c, _)| c.clone())
+    }
+
     pub fn slot(&self) -> NoteSlot<'_> {
         NoteSlot {
             file: &self.file,
             offset: (self.slot * NOTE) as u64,
             text: self.text,
+            join: self.cgroup.as_ref().map(|(_, procs)| procs),
         }
     }
 }
@@ -90,17 +127,42 @@ impl StepNotes {
     }
 
     /// The program of `reserved` has ended (or never started): its slot is
-    /// blanked, unless members of its group (`leader`) are still alive.
-    pub fn release(&self, slot: usize, leader: Option<u32>) {
-        let gone = leader.is_none_or(|pid| !spawn::group_exists(pid as i32));
-        if gone {
+    /// blanked, unless members of its group (`leader`) or processes in its
+    /// cgroup are still alive.
+    pub fn release(&self, slot: usize, leader: Option<u32>, cgroup: Option<&Cgroup>) {
+        let left = Left {
+            slot,
+            leader,
+            cgroup: cgroup.cloned(),
+        };
+        if left.gone() {
             self.notes.forget(self.run, slot);
+        } else if let Ok(mut open) = self.notes.open.lock() {
+            if let Some(notes) = open.get_mut(&self.run) {
+                notes.left.push(left);
+            }
         }
     }
 }
 
+/// A program that ended while processes it started were still alive (or
+/// still dying, just killed): its slot is freed once they are gone.
+struct Left {
+    slot: usize,
+    leader: Option<u32>,
+    cgroup: Option<Cgroup>,
+}
+
+impl Left {
+    fn gone(&self) -> bool {
+        self.leader
+            .is_none_or(|pid| !spawn::group_exists(pid as i32))
+            && !self.cgroup.as_ref().is_some_and(Cgroup::populated)
+    }
+}
+
 /// What a slot says of a step's program.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Noted {
     /// It runs (or its process group still has members).
     Running(Group),
@@ -114,11 +176,47 @@ impl GroupNotes {
         GroupNotes {
             dir,
             open: Mutex::new(HashMap::new()),
+            cgroups: None,
         }
+    }
+
+    /// Contains each program in a cgroup below `cgroups` too, if any.
+    pub fn containing(mut self, cgroups: Option<Cgroups>) -> Self {
+        self.cgroups = cgroups;
+        self
     }
 
     fn path(&self, run: RunId) -> PathBuf {
         self.dir.join(run.to_string())
+    }
+
+    /// Where the directory of a run's cgroups is named.
+    fn cgroups_note(&self, run: RunId) -> PathBuf {
+        self.dir.join(format!("{run}.cgroup"))
+    }
+
+    /// A new directory for the cgroups of `run`'s programs, named in its
+    /// note; the one an earlier process named is removed where it is empty
+    /// (what is still in it belonged to steps that have finished: a step
+    /// whose program was left running is not started again while it runs).
+    fn make_cgroups(&self, run: RunId) -> Option<PathBuf> {
+        let cgroups = self.cgroups.as_ref()?;
+        let note = self.cgroups_note(run);
+        if let Some(earlier) = contain::run_dir_named(&note) {
+            contain::tidy(&earlier);
+        }
+        let _ = std::fs::remove_file(&note);
+        let dir = cgroups.make_run_dir(run).ok()?;
+        let named = crate::store::private::write_whole(
+            &self.dir,
+            &format!("{run}.cgroup"),
+            dir.as_os_str().as_encoded_bytes(),
+        );
+        if named.is_err() {
+            contain::tidy(&dir);
+            return None;
+        }
+        Some(dir)
     }
 
     /// Reserves a slot for `step`'s program and marks it as being started
@@ -155,12 +253,18 @@ impl GroupNotes {
                     .custom_flags(libc::O_NOFOLLOW)
                     .open(self.dir.join(run.to_string()))
                     .map_err(cannot)?;
+                let cgroups = self.make_cgroups(run);
                 new.insert(RunFile {
                     file: Arc::new(file),
                     used: Vec::new(),
+                    cgroups,
+                    left: Vec::new(),
                 })
             }
         };
+        if !notes.left.is_empty() {
+            notes.free_left();
+        }
         let key = key(step);
         let slot = match notes.used.iter().position(Option::is_none) {
             Some(free) => free,
@@ -185,10 +289,19 @@ impl GroupNotes {
         // process only overwrites it (it cannot fail for a full disk then).
         notes.file.write_all_at(&text, offset).map_err(cannot)?;
         notes.used[slot] = Some(key);
+        // A cgroup that cannot be made or opened leaves the program in its
+        // process group alone, as where there are no cgroups.
+        let cgroup = notes.cgroups.as_ref().and_then(|dir| {
+            let cgroup = Cgroup::at(dir.join(slot.to_string()));
+            cgroup.make().ok()?;
+            let procs = cgroup.procs_for_joining().ok()?;
+            Some((cgroup, procs))
+        });
         Ok(Reserved {
             file: Arc::clone(&notes.file),
             slot,
             text,
+            cgroup,
         })
     }
 
@@ -209,6 +322,21 @@ impl GroupNotes {
         }
     }
 
+    /// A run that has ended (cancelled): its notes, and its cgroups that
+    /// are empty, are removed; what an earlier process noted of it has been
+    /// looked at and stopped.
+    pub fn clear(&self, run: RunId) {
+        let _ = std::fs::remove_file(self.path(run));
+        let note = self.cgroups_note(run);
+        if let Some(dir) = contain::run_dir_named(&note) {
+            contain::tidy(&dir);
+            if dir.exists() {
+                return;
+            }
+        }
+        let _ = std::fs::remove_file(note);
+    }
+
     /// The program an earlier process left running, or was starting, for
     /// `step`, if any.
     pub fn still_running(&self, run: RunId, step: &str) -> Option<Noted> {
@@ -219,11 +347,17 @@ impl GroupNotes {
             // 80,000 steps running at once notes 10 MB).
             let bytes = crate::store::private::read(&self.path(run), 64 << 20).ok()?;
             let text = String::from_utf8(bytes).ok()?;
+            let cgroups = contain::run_dir_named(&self.cgroups_note(run));
             let mut found = None;
-            for line in text.lines() {
+            for (slot, line) in text.lines().enumerate() {
                 match parse(line, &key) {
-                    Some(Slot::Program(group)) if group.alive() => {
-                        return Some(Noted::Running(group))
+                    Some(Slot::Program(mut group)) => {
+                        group.cgroup = cgroups
+                            .as_ref()
+                            .map(|dir| Cgroup::at(dir.join(slot.to_string())));
+                        if group.alive() {
+                            return Some(Noted::Running(group));
+                        }
                     }
                     Some(Slot::Starting { pgid, since }) => found = Some((pgid, since)),
                     _ => {}
@@ -264,6 +398,7 @@ fn parse(line: &str, key: &str) -> Option<Slot> {
         None => Some(Slot::Program(Group {
             pid: first.parse().ok()?,
             started: since,
+            cgroup: None,
         })),
     }
 }
@@ -271,12 +406,21 @@ fn parse(line: &str, key: &str) -> Option<Slot> {
 impl Drop for GroupNotes {
     /// A run whose programs have all ended leaves no file behind.
     fn drop(&mut self) {
+        let dir = self.dir.clone();
         let Ok(open) = self.open.get_mut() else {
             return;
         };
-        for (run, notes) in open.iter() {
-            if notes.used.iter().all(Option::is_none) {
-                let _ = std::fs::remove_file(self.dir.join(run.to_string()));
+        for (run, notes) in open.iter_mut() {
+            notes.free_left();
+            let done = notes.used.iter().all(Option::is_none);
+            if done {
+                let _ = std::fs::remove_file(dir.join(run.to_string()));
+            }
+            if let Some(cgroups) = &notes.cgroups {
+                contain::tidy(cgroups);
+                if done && !cgroups.exists() {
+                    let _ = std::fs::remove_file(dir.join(format!("{run}.cgroup")));
+                }
             }
         }
     }
@@ -297,12 +441,14 @@ fn key(step: &str) -> String {
 
 /// A process group that may outlive the runbook process that started it:
 /// its leader, and when its slot was reserved, just before the leader was
-/// started (boot clock), so that a reused pid is not mistaken for it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// started (boot clock), so that a reused pid is not mistaken for it; and
+/// the cgroup it was contained in, if it was.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Group {
     pub pid: u32,
     /// Milliseconds since boot, read just before the program started.
     pub started: u64,
+    pub cgroup: Option<Cgroup>,
 }
 
 /// How long after its slot was reserved a program may have started: the
@@ -315,6 +461,9 @@ impl Group {
     /// group are left (its pid cannot be given to another process while
     /// its group has members).
     pub fn alive(&self) -> bool {
+        if self.cgroup.as_ref().is_some_and(Cgroup::populated) {
+            return true;
+        }
         match proc_stat(self.pid) {
             Some(stat) if self.started_at(&stat) => !stat.zombie || members_alive(self.pid),
             // The pid is another process's now: our group has no members.
@@ -326,8 +475,12 @@ impl Group {
     /// Kills the group, if it is the program noted: its leader started
     /// when it was noted and is this user's, or the leader is gone and a
     /// member is this user's. A note never makes runbook signal a process
-    /// of another user (root could), nor one started at another time.
+    /// of another user (root could), nor one started at another time. Its
+    /// cgroup, if it has one of this user's, is killed whole.
     pub fn kill(&self) {
+        if let Some(cgroup) = self.cgroup.as_ref().filter(|c| c.ours()) {
+            cgroup.kill();
+        }
         let leader = proc_stat(self.pid).map(|s| (s, real_uid(self.pid)));
         let ours = match leader {
             Some((stat, uid)) => self.started_at(&stat) && uid == Some(me()),
@@ -338,6 +491,24 @@ impl Group {
         };
         if ours && self.alive() {
             spawn::kill_group(self.pid);
+        }
+    }
+
+    /// Where it is, for a person: its process group, and its cgroup with
+    /// the processes in it.
+    pub fn describe(&self) -> String {
+        let group = format!("process group {}", self.pid);
+        match &self.cgroup {
+            Some(cgroup) if cgroup.populated() => {
+                let pids: Vec<String> = cgroup.pids().iter().map(u32::to_string).collect();
+                let held = format!("cgroup {cgroup} holding {}", pids.join(" "));
+                if members_alive(self.pid) {
+                    format!("{group}, {held}")
+                } else {
+                    held
+                }
+            }
+            _ => group,
         }
     }
 

@@ -155,10 +155,10 @@ fn releasing_a_retry_leaves_an_earlier_attempt_that_still_runs_noted() {
     let step = StepNotes::new(Arc::clone(&notes), RunId(7), "flaky");
     let (first, first_slot) = start_sleep(&notes, "flaky");
     // Its attempt ended, but its group lives on: its note stays.
-    step.release(first_slot, Some(first));
+    step.release(first_slot, Some(first), None);
     let second = step.reserve().expect("reserves");
     assert_ne!(second.index(), first_slot);
-    step.release(second.index(), None);
+    step.release(second.index(), None, None);
     assert!(matches!(
         notes.still_running(RunId(7), "flaky"),
         Some(Noted::Running(g)) if g.pid == first
@@ -192,4 +192,55 @@ fn a_run_whose_programs_ended_leaves_no_file() {
         running.join("4").exists(),
         "a program still noted stays noted"
     );
+}
+
+#[test]
+fn a_contained_program_is_running_while_its_cgroup_holds_what_left_its_group() {
+    let Some(cgroups) =
+        super::contain::tests::cgroups_here("a_contained_program_is_running_while_its_cgroup")
+    else {
+        return;
+    };
+    let (dir, notes) = notes("contained");
+    let notes = notes.containing(Some(cgroups));
+    let step = StepNotes::new(std::sync::Arc::new(notes), RunId(9), "daemonize");
+    let reserved = step.reserve().expect("reserves");
+    let cgroup = reserved.cgroup().expect("a cgroup of its own");
+    let launch = spawn::Launch::new(
+        "sh",
+        &[
+            "-c".to_string(),
+            "setsid -f sleep 30 >/dev/null 2>&1".to_string(),
+        ],
+        &[],
+        None,
+    )
+    .expect("prepares");
+    let leader = spawn::spawn(&launch, Some(reserved.slot()))
+        .expect("starts")
+        .pid;
+    let mut status = 0;
+    // SAFETY: waitpid(2) on the child this test started.
+    unsafe { libc::waitpid(leader as i32, &mut status, 0) };
+    step.release(reserved.index(), Some(leader), Some(&cgroup));
+    // A later process (`resume`, `cancel`) reads the notes afresh.
+    let later = GroupNotes::new(dir.join("running"));
+    let Some(Noted::Running(group)) = later.still_running(RunId(9), "daemonize") else {
+        panic!("the program that left its process group is not seen");
+    };
+    assert_eq!(group.cgroup.as_ref(), Some(&cgroup));
+    assert!(
+        group.describe().starts_with("cgroup "),
+        "{}",
+        group.describe()
+    );
+    group.kill();
+    assert!(spawn::wait_killed_gone(Duration::from_secs(5)).is_empty());
+    assert_eq!(later.still_running(RunId(9), "daemonize"), None);
+    // Its slot is freed once its cgroup is empty, and the run's cgroups and
+    // notes are removed with the last of them.
+    drop(step);
+    assert!(!dir.join("running/9").exists());
+    assert!(!dir.join("running/9.cgroup").exists());
+    assert!(!cgroup.to_string().is_empty() && !std::path::Path::new(&cgroup.to_string()).exists());
 }

@@ -115,9 +115,14 @@ impl LocalRunner {
         self
     }
 
-    /// Notes the process group of every program a step runs in `dir`.
-    pub fn noting_groups(mut self, dir: std::path::PathBuf) -> Self {
-        self.groups = Some(Arc::new(GroupNotes::new(dir)));
+    /// Notes the process group of every program a step runs in `dir`, and
+    /// contains each in a cgroup of its own below `cgroups`, if given.
+    pub fn noting_groups(
+        mut self,
+        dir: std::path::PathBuf,
+        cgroups: Option<super::contain::Cgroups>,
+    ) -> Self {
+        self.groups = Some(Arc::new(GroupNotes::new(dir).containing(cgroups)));
         self
     }
 

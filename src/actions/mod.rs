@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod command;
+pub mod contain;
 pub mod data;
 pub mod files;
 pub mod groups;

@@ -15,6 +15,10 @@
 //! when; and after it has its own process group, it discards every signal
 //! that reached it while it was still in runbook's.
 //!
+//! Where the program is contained in a cgroup (`contain.rs`), the new
+//! process moves itself in right after writing its note, before it can
+//! start anything.
+//!
 //! Between `clone` and `exec` the new process may only make system calls:
 //! it shares this process's memory while other threads run.
 
@@ -62,11 +66,13 @@ fn own_environment() -> &'static [(std::ffi::OsString, CString)] {
 
 /// Where the new process writes its note: the file of the run's notes and
 /// the slot's offset, and the slot's text, whose first 10 bytes it replaces
-/// with its pid.
+/// with its pid; and the `cgroup.procs` of the slot's cgroup, if it has
+/// one, which it joins next (`contain.rs`).
 pub struct NoteSlot<'a> {
     pub file: &'a std::fs::File,
     pub offset: u64,
     pub text: [u8; NOTE],
+    pub join: Option<&'a std::fs::File>,
 }
 
 /// A started program: its pid (the leader of its own process group) and
@@ -201,6 +207,8 @@ struct ChildArgs {
     note_fd: RawFd,
     note_offset: libc::off_t,
     note: [u8; NOTE],
+    /// The `cgroup.procs` the new process writes `0` into, or -1.
+    join_fd: RawFd,
     /// The umask runbook was started with, or `u32::MAX` to keep this one.
     umask: u32,
     /// The errno of a new process that failed before `exec`, and what it
@@ -209,13 +217,14 @@ struct ChildArgs {
     stage: AtomicI32,
 }
 
-const STAGES: [&str; 6] = [
+const STAGES: [&str; 7] = [
     "",
     "noting it",
     "giving it its own process group",
     "connecting its output",
     "entering its working directory",
     "starting it",
+    "placing it in its cgroup",
 ];
 
 /// Starts the program: the note (if any) is written before it runs.
@@ -246,6 +255,10 @@ pub fn spawn(launch: &Launch, note: Option<NoteSlot<'_>>) -> std::io::Result<Spa
         ),
         None => (-1, 0, [b' '; NOTE]),
     };
+    let join_fd = note
+        .as_ref()
+        .and_then(|slot| slot.join)
+        .map_or(-1, AsRawFd::as_raw_fd);
     let args = ChildArgs {
         path: launch.path.as_ptr(),
         argv: argv.as_ptr(),
@@ -257,6 +270,7 @@ pub fn spawn(launch: &Launch, note: Option<NoteSlot<'_>>) -> std::io::Result<Spa
         note_fd,
         note_offset,
         note: note_text,
+        join_fd,
         umask: CHILD_UMASK.load(Ordering::Relaxed),
         error: AtomicI32::new(0),
         stage: AtomicI32::new(0),
@@ -359,6 +373,11 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
                 }
                 fail(1);
             }
+        }
+        // 1b. Its cgroup, right after the note and before it can start
+        // anything: from here on, whatever it starts is in there too.
+        if a.join_fd >= 0 && libc::write(a.join_fd, b"0".as_ptr() as *const libc::c_void, 1) != 1 {
+            fail(6);
         }
         // 2. Its own process group; then what reached it while it was still
         // in ours (a Ctrl-C, a hangup, a terminal stop) is dropped: setting
@@ -540,18 +559,27 @@ fn reap_ready() {
 }
 
 /// Waits, up to `bound`, until every process group this process killed is
-/// gone (its leader reaped, no member left); returns those still alive.
-pub fn wait_killed_gone(bound: Duration) -> Vec<u32> {
+/// gone (its leader reaped, no member left) and every cgroup it killed is
+/// empty; names those still alive ("process group 12", "cgroup /sys/...").
+pub fn wait_killed_gone(bound: Duration) -> Vec<String> {
     let began = Instant::now();
     loop {
         reap_ready();
-        let alive: Vec<u32> = match KILLED.lock() {
+        let mut alive: Vec<String> = match KILLED.lock() {
             Ok(mut killed) => {
                 killed.retain(|pgid| group_exists(*pgid));
-                killed.iter().map(|g| *g as u32).collect()
+                killed
+                    .iter()
+                    .map(|g| format!("process group {g}"))
+                    .collect()
             }
             Err(_) => Vec::new(),
         };
+        alive.extend(
+            super::contain::killed_left()
+                .iter()
+                .map(|c| format!("cgroup {c}")),
+        );
         if alive.is_empty() || began.elapsed() >= bound {
             return alive;
         }

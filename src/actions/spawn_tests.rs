@@ -50,6 +50,7 @@ fn the_program_finds_its_own_note_written_before_it_ran() {
             file: &file,
             offset: NOTE as u64,
             text,
+            join: None,
         }),
     )
     .expect("starts");

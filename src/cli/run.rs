@@ -3,6 +3,7 @@
 
 use super::store::{self, parse_params, plan_and_state, rebind, store_error, CompileAhead};
 use super::view::{Mode, View};
+use crate::actions::contain::Cgroups;
 use crate::actions::groups::{GroupNotes, Noted};
 use crate::actions::local::{unsupported, Env, LocalRunner, Sink};
 use crate::actions::output_file::OutputDir;
@@ -260,7 +261,7 @@ fn refuse_while_still_running(
         .filter(|s| matches!(state.step(s.id), StepState::Running { .. }))
         .filter_map(|s| {
             Some(match notes.still_running(meta.id, &s.name)? {
-                Noted::Running(group) => format!("`{}` (process group {})", s.name, group.pid),
+                Noted::Running(group) => format!("`{}` ({})", s.name, group.describe()),
                 Noted::Starting => format!("`{}` (being started)", s.name),
             })
         })
@@ -269,7 +270,7 @@ fn refuse_while_still_running(
         return Ok(());
     }
     Err(Error::Run(format!(
-        "run {} was interrupted, but the programs of these steps are still running: {}; wait for them to end, or stop them (`kill -- -PGID`), then resume",
+        "run {} was interrupted, but the programs of these steps are still running: {}; wait for them to end or stop them (`kill -- -PGID`; for a cgroup, `echo 1 > CGROUP/cgroup.kill`), then resume; or cancel the run, which stops them",
         meta.id,
         running.join(", ")
     )))
@@ -349,7 +350,7 @@ fn drive_run(
         LocalRunner::new(bindings.clone(), env, sink)
             .scrubbing(&plan)
             .for_plan(&plan)
-            .noting_groups(opts.state.join("running"))
+            .noting_groups(opts.state.join("running"), Cgroups::find())
             .keeping_output(OutputDir::new(&opts.state)),
     );
     let mut state = how.state;

@@ -565,6 +565,7 @@ fn cancel_in_journal(state_dir: &Path, store: &SledStore, run: u64) -> Result<u8
     for event in &events {
         store.append(meta.id, event).map_err(store_error)?;
     }
+    notes.clear(meta.id);
     let note = if interrupted.is_empty() {
         String::new()
     } else {

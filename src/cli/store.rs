@@ -148,10 +148,9 @@ pub(super) fn killed_groups_left() -> Option<String> {
     if left.is_empty() {
         return None;
     }
-    let groups: Vec<String> = left.iter().map(u32::to_string).collect();
     Some(format!(
-        "did not end within 5 s of being killed (process groups {}); they may be stuck in the kernel (a disk or network file system that does not answer)",
-        groups.join(", ")
+        "did not end within 5 s of being killed ({}); they may be stuck in the kernel (a disk or network file system that does not answer)",
+        left.join(", ")
     ))
 }
 

@@ -1,0 +1,259 @@
+//! Containing a step's programs in a cgroup of their own, where this
+//! process may make one, so that nothing a program starts gets away from a
+//! timeout, a cancel or a `resume`: a process group holds only the
+//! processes that stay in it, and any program can leave it (`setsid`, a
+//! daemon that forks twice), while leaving a cgroup takes the right to
+//! write a cgroup higher up, which a step's program is not given.
+//!
+//! Where: below this process's own cgroup (cgroup v2), when this user may
+//! write it, as root may, or a user in a cgroup delegated to them (a systemd
+//! service with `Delegate=yes`, `systemd-run --user --scope`). Elsewhere
+//! (cgroup v1 only, a login session's scope, a container without its
+//! cgroup tree) programs are kept in process groups alone, as before.
+//!
+//! Layout: each runbook process makes `runbook.RUN.RANDOM` for a run the
+//! first time it starts one of the run's programs, and in it a cgroup per
+//! slot of the run's notes (`groups.rs`), `0`, `1`, ..., used again by the
+//! next program of that slot once it is empty. The new process moves itself
+//! in before it runs the program (`spawn.rs`). `STATE/running/RUN.cgroup`
+//! names the directory, so that a later `resume` or `cancel` finds it.
+//!
+//! No controller is enabled and no limit set: a cgroup here is a set of
+//! processes to look at and to kill, nothing more.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// This process's own cgroup, where it may make cgroups for its programs.
+#[derive(Debug, Clone)]
+pub struct Cgroups {
+    base: PathBuf,
+}
+
+impl Cgroups {
+    /// This process's cgroup v2 directory, if this process may make cgroups
+    /// in it and move its new processes into them.
+    pub fn find() -> Option<Cgroups> {
+        let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+        let relative = own.lines().find_map(|l| l.strip_prefix("0::"))?;
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+        let mount = cgroup2_mount(&mounts)?;
+        // `/..` when this process is outside the cgroup namespace's root.
+        if !relative.starts_with('/')
+            || relative.contains("/..")
+            || relative.ends_with(" (deleted)")
+        {
+            return None;
+        }
+        let base = mount.join(relative.trim_start_matches('/'));
+        // A threaded cgroup takes no process cgroups below it.
+        if let Ok(kind) = std::fs::read_to_string(base.join("cgroup.type")) {
+            if kind.trim() != "domain" {
+                return None;
+            }
+        }
+        let writable = |p: &Path| {
+            let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) else {
+                return false;
+            };
+            // SAFETY: access(2) reads the NUL-terminated path it is given.
+            unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
+        };
+        // Making a cgroup takes the directory; moving a process from this
+        // cgroup into one below it takes this cgroup's `cgroup.procs`.
+        (writable(&base) && writable(&base.join("cgroup.procs"))).then_some(Cgroups { base })
+    }
+
+    /// A new directory for the programs `run` starts in this process.
+    pub fn make_run_dir(&self, run: crate::engine::RunId) -> std::io::Result<PathBuf> {
+        let dir = self.base.join(format!(
+            "runbook.{run}.{:08x}",
+            crate::store::private::random() as u32
+        ));
+        std::fs::create_dir(&dir)?;
+        Ok(dir)
+    }
+}
+
+/// Where the cgroup v2 hierarchy is mounted, from `/proc/self/mountinfo`.
+fn cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
+    mountinfo.lines().find_map(|line| {
+        let (before, after) = line.split_once(" - ")?;
+        if after.split_whitespace().next()? != "cgroup2" {
+            return None;
+        }
+        let fields: Vec<&str> = before.split_whitespace().collect();
+        // Only a mount of the whole hierarchy (as seen from this namespace).
+        if fields.get(3)? != &"/" {
+            return None;
+        }
+        Some(PathBuf::from(unescape(fields.get(4)?)))
+    })
+}
+
+/// A mount point as mountinfo writes it: space, tab, newline and backslash
+/// as three octal digits after a backslash.
+fn unescape(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .filter(|d| bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        match octal {
+            Some(d) => {
+                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                i += 4;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The cgroup of one slot of a run's notes: one program at a time, with
+/// everything it started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cgroup {
+    path: PathBuf,
+}
+
+impl std::fmt::Display for Cgroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.path.display())
+    }
+}
+
+impl Cgroup {
+    pub fn at(path: PathBuf) -> Cgroup {
+        Cgroup { path }
+    }
+
+    /// Makes it, if it is not there yet.
+    pub fn make(&self) -> std::io::Result<()> {
+        match std::fs::create_dir(&self.path) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Its `cgroup.procs`, for a new process to move itself in by writing
+    /// `0` there before it runs its program.
+    pub fn procs_for_joining(&self) -> std::io::Result<File> {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
+            .open(self.path.join("cgroup.procs"))
+    }
+
+    /// Whether a process is left in it (zombies waiting to be reaped are
+    /// not counted by the kernel).
+    pub fn populated(&self) -> bool {
+        std::fs::read_to_string(self.path.join("cgroup.events"))
+            .is_ok_and(|e| e.lines().any(|l| l == "populated 1"))
+    }
+
+    /// The processes in it.
+    pub fn pids(&self) -> Vec<u32> {
+        std::fs::read_to_string(self.path.join("cgroup.procs"))
+            .map(|p| p.lines().filter_map(|l| l.trim().parse().ok()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether this user made it: a cgroup named in a note is only ever
+    /// killed when it is this user's own.
+    pub fn ours(&self) -> bool {
+        // SAFETY: getuid(2) cannot fail.
+        let me = unsafe { libc::getuid() };
+        std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.is_dir() && m.uid() == me)
+    }
+
+    /// Kills every process in it, and remembers it until it is empty
+    /// (`killed_left`). `cgroup.kill` (Linux 5.14) kills them all at once,
+    /// new forks too; before it, each listed process is killed, a few
+    /// rounds, for what was forked meanwhile.
+    pub fn kill(&self) {
+        let killed = std::fs::OpenOptions::new()
+            .write(true)
+            .open(self.path.join("cgroup.kill"))
+            .and_then(|mut f| f.write_all(b"1"));
+        if killed.is_err() {
+            for _ in 0..10 {
+                let pids = self.pids();
+                if pids.is_empty() {
+                    break;
+                }
+                for pid in pids {
+                    if let Ok(pid) = i32::try_from(pid) {
+                        // SAFETY: kill(2) of a process in a cgroup of ours.
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                    }
+                }
+            }
+        }
+        if let Ok(mut list) = KILLED.lock() {
+            if !list.contains(self) {
+                list.push(self.clone());
+            }
+        }
+    }
+
+    /// Removes it if it is empty; whether it is gone.
+    pub fn remove(&self) -> bool {
+        match std::fs::remove_dir(&self.path) {
+            Ok(()) => true,
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        }
+    }
+}
+
+/// Cgroups this process killed that were not seen empty yet.
+static KILLED: Mutex<Vec<Cgroup>> = Mutex::new(Vec::new());
+
+/// The cgroups this process killed that still hold a process.
+pub fn killed_left() -> Vec<Cgroup> {
+    match KILLED.lock() {
+        Ok(mut list) => {
+            list.retain(Cgroup::populated);
+            list.clone()
+        }
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The directory a run's programs were contained in by the process that
+/// wrote `note` (`STATE/running/RUN.cgroup`), if it is a runbook one.
+pub fn run_dir_named(note: &Path) -> Option<PathBuf> {
+    let text = crate::store::private::read(note, 4096).ok()?;
+    let dir = PathBuf::from(String::from_utf8(text).ok()?.trim_end());
+    let name = dir.file_name()?.to_str()?;
+    (dir.is_absolute() && name.starts_with("runbook.")).then_some(dir)
+}
+
+/// Removes a run's directory and its slots' cgroups, those that are empty.
+pub fn tidy(dir: &Path) {
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let is_slot = entry
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.parse::<usize>().is_ok());
+            if is_slot && entry.file_type().is_ok_and(|t| t.is_dir()) {
+                Cgroup::at(entry.path()).remove();
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
+}
+
+#[cfg(test)]
+#[path = "contain_tests.rs"]
+pub(crate) mod tests;

@@ -1,0 +1,115 @@
+//! Finding where cgroups may be made, and a contained program that leaves
+//! its process group: still seen, and killed whole.
+
+use super::*;
+use crate::actions::spawn;
+use std::time::{Duration, Instant};
+
+#[test]
+fn the_cgroup2_mount_is_the_whole_hierarchy_with_its_escapes_undone() {
+    let mountinfo = "\
+24 29 0:22 / /sys rw,nosuid - sysfs sysfs rw
+30 24 0:26 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory
+31 24 0:27 /sub /mnt/part rw - cgroup2 cgroup2 rw
+32 24 0:28 / /sys/fs/cgroup/my\\040unified rw,relatime - cgroup2 cgroup2 rw
+";
+    assert_eq!(
+        cgroup2_mount(mountinfo),
+        Some(PathBuf::from("/sys/fs/cgroup/my unified")),
+        "a bind mount of part of the hierarchy is passed over"
+    );
+    assert_eq!(
+        cgroup2_mount("30 24 0:26 / /x rw - cgroup cgroup rw\n"),
+        None
+    );
+    assert_eq!(unescape(r"a\134b\011c\0"), "a\\b\tc\\0");
+}
+
+#[test]
+fn only_a_runbook_directory_named_by_absolute_path_is_taken_from_a_note() {
+    let dir = std::env::temp_dir().join(format!("runbook-contain-note-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let note = dir.join("1.cgroup");
+    for (text, taken) in [
+        ("/sys/fs/cgroup/runbook.1.0a0b0c0d", true),
+        ("/sys/fs/cgroup/runbook.1.0a0b0c0d\n", true),
+        ("/sys/fs/cgroup/user.slice", false),
+        ("runbook.1.0a0b0c0d", false),
+        ("", false),
+    ] {
+        std::fs::write(&note, text).expect("writes");
+        assert_eq!(run_dir_named(&note).is_some(), taken, "{text:?}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Where this test may make cgroups, or None (said loudly; CI must have it).
+pub(crate) fn cgroups_here(test: &str) -> Option<Cgroups> {
+    let found = Cgroups::find();
+    if found.is_none() {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "CI must run where runbook may make cgroups (as root, cgroup v2) ({test})"
+        );
+        eprintln!("SKIPPED: {test} needs a cgroup v2 cgroup this user may write (root)");
+    }
+    found
+}
+
+#[test]
+fn a_contained_program_that_left_its_process_group_is_seen_and_killed_whole() {
+    let Some(cgroups) = cgroups_here("a_contained_program_that_left_its_process_group") else {
+        return;
+    };
+    let dir = cgroups
+        .make_run_dir(crate::engine::RunId(1))
+        .expect("makes a run's directory");
+    let cgroup = Cgroup::at(dir.join("0"));
+    cgroup.make().expect("makes a slot's cgroup");
+    cgroup.make().expect("making it again is no error");
+    let procs = cgroup.procs_for_joining().expect("opens cgroup.procs");
+    let notes = std::fs::File::create(
+        std::env::temp_dir().join(format!("runbook-contain-{}", std::process::id())),
+    )
+    .expect("a notes file");
+    let launch = spawn::Launch::new(
+        "sh",
+        &["-c".into(), "setsid -f sleep 30 >/dev/null 2>&1".into()],
+        &[],
+        None,
+    )
+    .expect("prepares");
+    let leader = spawn::spawn(
+        &launch,
+        Some(spawn::NoteSlot {
+            file: &notes,
+            offset: 0,
+            text: [b' '; spawn::NOTE],
+            join: Some(&procs),
+        }),
+    )
+    .expect("starts")
+    .pid;
+    let mut status = 0;
+    // SAFETY: waitpid(2) on our own child.
+    unsafe { libc::waitpid(leader as i32, &mut status, 0) };
+    assert_eq!(status, 0);
+    // The shell has ended, and its process group with it; its `sleep` is
+    // in a session of its own, and still in the cgroup.
+    assert!(!spawn::group_exists(leader as i32));
+    assert!(cgroup.populated(), "the escaped program is in the cgroup");
+    assert_eq!(cgroup.pids().len(), 1);
+    assert!(cgroup.ours());
+    assert!(!cgroup.remove(), "a cgroup holding a process stays");
+    cgroup.kill();
+    let began = Instant::now();
+    while !killed_left().is_empty() {
+        assert!(began.elapsed() < Duration::from_secs(5), "still alive");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(!cgroup.populated());
+    tidy(&dir);
+    assert!(!dir.exists(), "empty cgroups are removed");
+}

@@ -5,9 +5,10 @@
 //! started. Output is streamed line by line and kept up to a
 //! cap, so a step that prints 100 MB keeps memory bounded.
 
+use super::child::{start, Child, Program};
 use super::contain::Cgroup;
 use super::groups::{Reserved, StepNotes};
-use super::spawn::{self, Launch, Spawned};
+use super::spawn::Launch;
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
@@ -242,138 +243,6 @@ async fn run_noted(
 /// How long, after a step's program has ended, its output may stay open
 /// (a last line still in a pipe) before what holds it is stopped.
 const OUTPUT_AFTER_EXIT: Duration = Duration::from_secs(1);
-
-/// Starts the program on a thread of the blocking pool: starting one stops
-/// the thread that does it until the program has called exec, and the
-/// scheduler often keeps that thread waiting behind the new program on its
-/// CPU; the runtime's thread meanwhile goes on recording results and
-/// starting other steps.
-async fn start(launch: Launch, note: Option<Reserved>) -> Result<Spawned, String> {
-    let started = tokio::task::spawn_blocking(move || {
-        let slot = note.as_ref().map(Reserved::slot);
-        let cgroup = note.as_ref().and_then(Reserved::cgroup);
-        spawn::spawn(&launch, slot)
-            .map(|s| Started(Some(s), cgroup))
-            .map_err(|e| {
-                // spawn's own errors say what failed; a bare OS error not.
-                if e.get_ref().is_some() {
-                    e.to_string()
-                } else {
-                    crate::error::io_reason(&e)
-                }
-            })
-    });
-    match started.await {
-        Ok(Ok(mut started)) => started
-            .0
-            .take()
-            .ok_or_else(|| "the started program was lost".to_string()),
-        Ok(Err(why)) => Err(why),
-        Err(_) => Err("the start was interrupted".into()),
-    }
-}
-
-/// A program just started, on its way to the step that waits for it: if
-/// that step was stopped meanwhile, the program's whole group is killed.
-struct Started(Option<Spawned>, Option<Cgroup>);
-
-impl Drop for Started {
-    fn drop(&mut self) {
-        if let Some(spawned) = &self.0 {
-            Program {
-                pid: spawned.pid,
-                cgroup: self.1.take(),
-            }
-            .kill();
-            spawn::reap_later(spawned.pid);
-        }
-    }
-}
-
-/// A started program: the leader of its process group, and its cgroup if
-/// it is contained in one.
-#[derive(Clone)]
-struct Program {
-    pid: u32,
-    cgroup: Option<Cgroup>,
-}
-
-impl Program {
-    /// Kills everything it started: its process group, and its cgroup
-    /// (which holds what left the group too).
-    fn kill(&self) {
-        spawn::kill_group(self.pid);
-        if let Some(cgroup) = &self.cgroup {
-            cgroup.kill();
-        }
-    }
-}
-
-/// A program of ours until it has been waited for: dropped before, its
-/// whole process group is killed and it is reaped later.
-struct Child {
-    program: Program,
-    /// Readable once the program has ended (pidfd_open, Linux 5.3); without
-    /// it, the end is looked for every 10 ms.
-    ended: Option<tokio::io::unix::AsyncFd<std::os::fd::OwnedFd>>,
-    reaped: bool,
-}
-
-impl Child {
-    fn new(program: Program) -> Child {
-        let pid = program.pid;
-        use std::os::fd::FromRawFd;
-        // SAFETY: pidfd_open(2) returns a new descriptor we then own, or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-        let ended = i32::try_from(fd)
-            .ok()
-            .filter(|fd| *fd >= 0)
-            // SAFETY: a descriptor pidfd_open just returned.
-            .map(|fd| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
-            // SAFETY: the OwnedFd keeps the descriptor open and the same
-            // for as long as the AsyncFd that owns it.
-            .and_then(|fd| unsafe {
-                tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE)
-                    .ok()
-            });
-        Child {
-            program,
-            ended,
-            reaped: false,
-        }
-    }
-
-    async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
-        use std::os::unix::process::ExitStatusExt;
-        loop {
-            let mut status = 0;
-            // SAFETY: waitpid(2) with WNOHANG on our own child.
-            let r = unsafe {
-                libc::waitpid(self.program.pid as libc::pid_t, &mut status, libc::WNOHANG)
-            };
-            if r < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if r > 0 {
-                self.reaped = true;
-                return Ok(std::process::ExitStatus::from_raw(status));
-            }
-            match &self.ended {
-                Some(fd) => fd.readable().await?.clear_ready(),
-                None => tokio::time::sleep(Duration::from_millis(10)).await,
-            }
-        }
-    }
-}
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        if !self.reaped {
-            self.program.kill();
-            spawn::reap_later(self.program.pid);
-        }
-    }
-}
 
 /// A pipe read line by line; a line longer than 64 KiB comes in pieces, so
 /// that one endless line cannot grow a buffer without bound.

@@ -22,6 +22,7 @@
 //! for a process that is killed.
 
 use super::contain::{self, Cgroup, Cgroups};
+use super::procs::{me, members_alive, proc_stat, real_uid, starting_clone, Stat};
 use super::spawn::{self, NoteSlot, NOTE, PID_AND_START};
 use crate::engine::RunId;
 use std::collections::hash_map::Entry;
@@ -484,7 +485,7 @@ impl Group {
         let leader = proc_stat(self.pid).map(|s| (s, real_uid(self.pid)));
         let ours = match leader {
             Some((stat, uid)) => self.started_at(&stat) && uid == Some(me()),
-            None => all_pids().any(|pid| {
+            None => super::procs::all_pids().any(|pid| {
                 proc_stat(pid).is_some_and(|s| s.pgrp == i64::from(self.pid) && !s.zombie)
                     && real_uid(pid) == Some(me())
             }),
@@ -515,101 +516,6 @@ impl Group {
     /// Whether a process that started at `stat`'s time is the one noted.
     fn started_at(&self, stat: &Stat) -> bool {
         stat.started_ms + 1000 >= self.started && stat.started_ms <= self.started + START_WITHIN_MS
-    }
-}
-
-/// The real user of a process (the first `Uid:` of `/proc/PID/status`;
-/// `/proc/PID`'s owner would be root for a program that made itself
-/// undumpable, such as `ssh`).
-pub fn real_uid(pid: u32) -> Option<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
-}
-
-/// This process's real user, the one its programs run as.
-fn me() -> u32 {
-    // SAFETY: getuid(2) cannot fail.
-    unsafe { libc::getuid() }
-}
-
-/// What `/proc/PID/stat` says of a process that we need.
-struct Stat {
-    started_ms: u64,
-    tick_ms: u64,
-    zombie: bool,
-    pgrp: i64,
-}
-
-fn proc_stat(pid: u32) -> Option<Stat> {
-    parse_stat(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
-}
-
-fn parse_stat(stat: &str) -> Option<Stat> {
-    let (_, rest) = stat.rsplit_once(") ")?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = fields.get(19)?.parse::<u64>().ok()?;
-    // SAFETY: sysconf reads a configuration value; it touches no memory of ours.
-    let per_second = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
-        .ok()
-        .filter(|t| *t > 0)
-        .unwrap_or(100);
-    Some(Stat {
-        started_ms: ticks.saturating_mul(1000) / per_second,
-        tick_ms: 1000 / per_second + 1,
-        zombie: rest.starts_with('Z'),
-        pgrp: fields.get(2)?.parse().ok()?,
-    })
-}
-
-/// The pids of every process on the machine.
-fn all_pids() -> impl Iterator<Item = u32> {
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-}
-
-/// Whether a process of group `pgid` other than a zombie is left.
-fn members_alive(pgid: u32) -> bool {
-    if !spawn::group_exists(pgid as i32) {
-        return false;
-    }
-    all_pids().any(|pid| proc_stat(pid).is_some_and(|s| s.pgrp == i64::from(pgid) && !s.zombie))
-}
-
-/// Whether a process that may become a step's program is still on its way:
-/// made by runbook at or after `since` (boot clock, ms), not yet out of
-/// runbook's process group `pgid` (it leaves it only after it has written
-/// its note), and a single thread. Another single-threaded process that
-/// joined that group since (rare) costs only a refusal to resume, to be
-/// tried again.
-fn starting_clone(pgid: u32, since: u64) -> bool {
-    let me = std::process::id();
-    // A clone that was about to note itself does so within microseconds of
-    // being scheduled: look for a while before saying it is still there.
-    let began = std::time::Instant::now();
-    loop {
-        let found = all_pids().filter(|pid| *pid != me).any(|pid| {
-            let Some(stat) = proc_stat(pid) else {
-                return false;
-            };
-            stat.pgrp == i64::from(pgid)
-                && !stat.zombie
-                && stat.started_ms + stat.tick_ms >= since
-                && std::fs::read_to_string(format!("/proc/{pid}/status"))
-                    .is_ok_and(|s| s.lines().any(|l| l == "Threads:\t1"))
-        });
-        if !found || began.elapsed() > std::time::Duration::from_millis(500) {
-            return found;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 

@@ -2,6 +2,7 @@
 //! its own tests; `local.rs` is the engine's `StepRunner` that evaluates a
 //! step's properties and calls them.
 
+mod child;
 pub mod cluster;
 pub mod command;
 pub mod contain;
@@ -16,6 +17,7 @@ pub mod mask;
 pub mod notify;
 pub mod output_file;
 pub mod postgres;
+pub mod procs;
 pub mod redis;
 pub mod shell;
 pub mod spawn;

@@ -166,7 +166,7 @@ fn an_interrupted_step_that_changes_systems_waits_for_a_decision() {
     let pgid: i32 = text
         .split("process group ")
         .nth(1)
-        .and_then(|rest| rest.split(')').next())
+        .and_then(|rest| rest.split([')', ',']).next())
         .and_then(|n| n.parse().ok())
         .expect("a process group");
     // SAFETY: kill(2) on the group the test's own step started.

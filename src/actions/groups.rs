@@ -328,6 +328,14 @@ impl GroupNotes {
     /// looked at and stopped.
     pub fn clear(&self, run: RunId) {
         let _ = std::fs::remove_file(self.path(run));
+        self.tidy(run);
+    }
+
+    /// Removes the empty cgroups an earlier process made for `run`, and
+    /// their note once none is left: for a process that takes the run over
+    /// (the run's lock held, so none is being joined), whether or not it
+    /// starts a program of its own.
+    pub fn tidy(&self, run: RunId) {
         let note = self.cgroups_note(run);
         if let Some(dir) = contain::run_dir_named(&note) {
             contain::tidy(&dir);

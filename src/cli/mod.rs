@@ -208,6 +208,14 @@ pub fn main() -> ExitCode {
     };
     let state = store::state_dir(cli.state);
     crate::actions::spawn::private_umask(crate::store::private::umask());
+    let contain = match std::env::var("RUNBOOK_CGROUPS").as_deref() {
+        Err(std::env::VarError::NotPresent) | Ok("auto") => true,
+        Ok("off") => false,
+        _ => {
+            eprintln!("error: RUNBOOK_CGROUPS is `auto` (contain step programs in cgroups where runbook may make them, the default) or `off` (process groups alone)");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
     let found = match check_state(&cli.command, &state) {
         Ok(found) => found,
         Err(why) => {
@@ -226,6 +234,7 @@ pub fn main() -> ExitCode {
         state: state.clone(),
         json,
         until: None,
+        contain,
     };
     let result = match cli.command {
         Command::Check { files, format } => check::run(&files, matches!(format, CheckFormat::Json)),

@@ -37,6 +37,9 @@ pub struct RunOptions {
     pub json: bool,
     /// `run --until`: when the procedure must be over (a new run only).
     pub until: Option<Deadline>,
+    /// Whether step programs are contained in cgroups where runbook may
+    /// make them (`RUNBOOK_CGROUPS`, `auto` unless `off`).
+    pub contain: bool,
 }
 
 /// The runtime a run is driven on, and the signals it answers, caught from
@@ -255,18 +258,28 @@ fn refuse_while_still_running(
     state: &RunState,
 ) -> Result<(), Error> {
     let notes = GroupNotes::new(state_dir.join("running"));
-    let running: Vec<String> = plan
-        .steps
-        .iter()
-        .filter(|s| matches!(state.step(s.id), StepState::Running { .. }))
-        .filter_map(|s| {
-            Some(match notes.still_running(meta.id, &s.name)? {
-                Noted::Running(group) => format!("`{}` ({})", s.name, group.describe()),
-                Noted::Starting => format!("`{}` (being started)", s.name),
+    let still_running = || -> Vec<String> {
+        plan.steps
+            .iter()
+            .filter(|s| matches!(state.step(s.id), StepState::Running { .. }))
+            .filter_map(|s| {
+                Some(match notes.still_running(meta.id, &s.name)? {
+                    Noted::Running(group) => format!("`{}` ({})", s.name, group.describe()),
+                    Noted::Starting => format!("`{}` (being started)", s.name),
+                })
             })
-        })
-        .collect();
+            .collect()
+    };
+    // A program that is ending (its output closed, its exit not complete)
+    // is given a moment before it is said to be running.
+    let began = std::time::Instant::now();
+    let mut running = still_running();
+    while !running.is_empty() && began.elapsed() < Duration::from_secs(1) {
+        std::thread::sleep(Duration::from_millis(50));
+        running = still_running();
+    }
     if running.is_empty() {
+        notes.tidy(meta.id);
         return Ok(());
     }
     Err(Error::Run(format!(
@@ -350,7 +363,10 @@ fn drive_run(
         LocalRunner::new(bindings.clone(), env, sink)
             .scrubbing(&plan)
             .for_plan(&plan)
-            .noting_groups(opts.state.join("running"), Cgroups::find())
+            .noting_groups(
+                opts.state.join("running"),
+                opts.contain.then(Cgroups::find).flatten(),
+            )
             .keeping_output(OutputDir::new(&opts.state)),
     );
     let mut state = how.state;

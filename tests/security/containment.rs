@@ -87,16 +87,18 @@ fn escaping_step(dir: &Path, name: &str, rest: &str, extra: &str) -> String {
     )
 }
 
-#[test]
-fn a_timeout_kills_what_the_program_started_in_a_new_session() {
-    if !cgroups_here("a_timeout_kills_what_the_program_started_in_a_new_session") {
-        return;
-    }
-    let dir = scratch("sec-contain-timeout");
+/// Runs a step that starts `sleep` in a new session and times out after
+/// 1 s, with `RUNBOOK_CGROUPS` set to `cgroups`; whether that `sleep`
+/// outlived the step (it is killed either way before this returns).
+fn escaped_a_timeout(name: &str, cgroups: &str) -> bool {
+    let dir = scratch(name);
     std::fs::create_dir_all(dir.join("pids")).expect("mkdir");
     let body = escaping_step(&dir, "escape", "sleep 300", "    timeout 1s\n");
     let file = write(&dir, "t.runbook", format!("runbook t {{\n{body}}}\n"));
-    let out = rb(&dir.join("state"), &["run", path(&file)]);
+    let out = command(&dir.join("state"), &["run", path(&file)])
+        .env("RUNBOOK_CGROUPS", cgroups)
+        .output()
+        .expect("runs");
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
         stdout(&out).contains("timed out after 1s"),
@@ -108,13 +110,41 @@ fn a_timeout_kills_what_the_program_started_in_a_new_session() {
     if left {
         kill(escaped);
     }
-    assert!(
-        !left,
-        "the program that left its process group outlived the timeout"
-    );
-    // Nothing is left noted: its cgroup and its note are gone with it.
+    // Nothing is left noted either way: its note, its cgroup are gone.
     let running: Vec<_> = walk(&dir.join("state/running"));
     assert!(running.is_empty(), "{running:?}");
+    left
+}
+
+#[test]
+fn a_timeout_kills_what_the_program_started_in_a_new_session() {
+    if !cgroups_here("a_timeout_kills_what_the_program_started_in_a_new_session") {
+        return;
+    }
+    assert!(
+        !escaped_a_timeout("sec-contain-timeout", "auto"),
+        "the program that left its process group outlived the timeout"
+    );
+    // Process groups alone (as before cgroups, and where runbook may make
+    // none) do not see it: what this suite's cgroup tests guard against.
+    assert!(
+        escaped_a_timeout("sec-contain-timeout-off", "off"),
+        "with RUNBOOK_CGROUPS=off, the program in a new session escapes"
+    );
+}
+
+#[test]
+fn runbook_cgroups_takes_auto_or_off() {
+    let dir = scratch("sec-contain-setting");
+    let out = command(&dir.join("state"), &["status"])
+        .env("RUNBOOK_CGROUPS", "yes")
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        "error: RUNBOOK_CGROUPS is `auto` (contain step programs in cgroups where runbook may make them, the default) or `off` (process groups alone)\n"
+    );
 }
 
 #[test]

@@ -25,7 +25,7 @@ use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// This process's own cgroup, where it may make cgroups for its programs.
 #[derive(Debug, Clone)]
@@ -120,10 +120,22 @@ fn unescape(field: &str) -> String {
 
 /// The cgroup of one slot of a run's notes: one program at a time, with
 /// everything it started.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Cgroup {
     path: PathBuf,
+    /// Its `cgroup.events`, kept open by the process that made it: read
+    /// again after every program of the slot, and opening a cgroup file
+    /// costs more than reading one.
+    events: Option<Arc<File>>,
 }
+
+impl PartialEq for Cgroup {
+    fn eq(&self, other: &Cgroup) -> bool {
+        self.path == other.path
+    }
+}
+
+impl Eq for Cgroup {}
 
 impl std::fmt::Display for Cgroup {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -133,15 +145,20 @@ impl std::fmt::Display for Cgroup {
 
 impl Cgroup {
     pub fn at(path: PathBuf) -> Cgroup {
-        Cgroup { path }
+        Cgroup { path, events: None }
     }
 
-    /// Makes it, if it is not there yet.
-    pub fn make(&self) -> std::io::Result<()> {
-        match std::fs::create_dir(&self.path) {
-            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
-            _ => Ok(()),
+    /// Makes it, if it is not there yet, and keeps its events open.
+    pub fn make(path: PathBuf) -> std::io::Result<Cgroup> {
+        match std::fs::create_dir(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+            _ => {}
         }
+        let events = File::open(path.join("cgroup.events"))?;
+        Ok(Cgroup {
+            path,
+            events: Some(Arc::new(events)),
+        })
     }
 
     /// Its `cgroup.procs`, for a new process to move itself in by writing
@@ -157,8 +174,16 @@ impl Cgroup {
     /// Whether a process is left in it (zombies waiting to be reaped are
     /// not counted by the kernel).
     pub fn populated(&self) -> bool {
-        std::fs::read_to_string(self.path.join("cgroup.events"))
-            .is_ok_and(|e| e.lines().any(|l| l == "populated 1"))
+        use std::os::unix::fs::FileExt;
+        let mut buf = [0u8; 256];
+        let read = match &self.events {
+            // A kernel file shows itself afresh when read from the start.
+            Some(events) => events.read_at(&mut buf, 0),
+            None => {
+                File::open(self.path.join("cgroup.events")).and_then(|f| f.read_at(&mut buf, 0))
+            }
+        };
+        read.is_ok_and(|n| buf[..n].split(|b| *b == b'\n').any(|l| l == b"populated 1"))
     }
 
     /// The processes in it.

@@ -66,9 +66,8 @@ fn a_contained_program_that_left_its_process_group_is_seen_and_killed_whole() {
     let dir = cgroups
         .make_run_dir(crate::engine::RunId(1))
         .expect("makes a run's directory");
-    let cgroup = Cgroup::at(dir.join("0"));
-    cgroup.make().expect("makes a slot's cgroup");
-    cgroup.make().expect("making it again is no error");
+    Cgroup::make(dir.join("0")).expect("makes a slot's cgroup");
+    let cgroup = Cgroup::make(dir.join("0")).expect("making it again is no error");
     let procs = cgroup.procs_for_joining().expect("opens cgroup.procs");
     let notes = std::fs::File::create(
         std::env::temp_dir().join(format!("runbook-contain-{}", std::process::id())),
@@ -112,4 +111,39 @@ fn a_contained_program_that_left_its_process_group_is_seen_and_killed_whole() {
     assert!(!cgroup.populated());
     tidy(&dir);
     assert!(!dir.exists(), "empty cgroups are removed");
+}
+
+#[test]
+fn a_cgroup_removed_since_it_was_made_leaves_the_program_running_uncontained() {
+    let Some(cgroups) = cgroups_here("a_cgroup_removed_since_it_was_made") else {
+        return;
+    };
+    let dir = cgroups
+        .make_run_dir(crate::engine::RunId(2))
+        .expect("makes a run's directory");
+    let cgroup = Cgroup::make(dir.join("0")).expect("makes a slot's cgroup");
+    let procs = cgroup.procs_for_joining().expect("opens cgroup.procs");
+    tidy(&dir);
+    assert!(!dir.exists(), "someone removed it");
+    let notes = std::fs::File::create(
+        std::env::temp_dir().join(format!("runbook-contain-gone-{}", std::process::id())),
+    )
+    .expect("a notes file");
+    let launch = spawn::Launch::new("true", &[], &[], None).expect("prepares");
+    let pid = spawn::spawn(
+        &launch,
+        Some(spawn::NoteSlot {
+            file: &notes,
+            offset: 0,
+            text: [b' '; spawn::NOTE],
+            join: Some(&procs),
+        }),
+    )
+    .expect("starts all the same")
+    .pid;
+    let mut status = 0;
+    // SAFETY: waitpid(2) on our own child.
+    unsafe { libc::waitpid(pid as i32, &mut status, 0) };
+    assert_eq!(status, 0, "it ran");
+    assert!(!cgroup.populated());
 }

@@ -48,6 +48,8 @@ struct RunFile {
     file: Arc<File>,
     used: Vec<Option<String>>,
     cgroups: Option<PathBuf>,
+    /// Each slot's cgroup and its `cgroup.procs`, made and opened once.
+    slot_cgroups: Vec<Option<(Cgroup, Arc<File>)>>,
     left: Vec<Left>,
 }
 
@@ -75,7 +77,7 @@ pub struct Reserved {
     slot: usize,
     text: [u8; NOTE],
     /// The slot's cgroup, and its `cgroup.procs` for the program to join.
-    cgroup: Option<(Cgroup, File)>,
+    cgroup: Option<(Cgroup, Arc<File>)>,
 }
 
 impl Reserved {
@@ -94,7 +96,7 @@ impl Reserved {
             file: &self.file,
             offset: (self.slot * NOTE) as u64,
             text: self.text,
-            join: self.cgroup.as_ref().map(|(_, procs)| procs),
+            join: self.cgroup.as_ref().map(|(_, procs)| &**procs),
         }
     }
 }
@@ -259,6 +261,7 @@ impl GroupNotes {
                     file: Arc::new(file),
                     used: Vec::new(),
                     cgroups,
+                    slot_cgroups: Vec::new(),
                     left: Vec::new(),
                 })
             }
@@ -292,12 +295,17 @@ impl GroupNotes {
         notes.used[slot] = Some(key);
         // A cgroup that cannot be made or opened leaves the program in its
         // process group alone, as where there are no cgroups.
-        let cgroup = notes.cgroups.as_ref().and_then(|dir| {
-            let cgroup = Cgroup::at(dir.join(slot.to_string()));
-            cgroup.make().ok()?;
-            let procs = cgroup.procs_for_joining().ok()?;
-            Some((cgroup, procs))
-        });
+        if notes.slot_cgroups.len() <= slot {
+            notes.slot_cgroups.resize(slot + 1, None);
+        }
+        if notes.slot_cgroups[slot].is_none() {
+            notes.slot_cgroups[slot] = notes.cgroups.as_ref().and_then(|dir| {
+                let cgroup = Cgroup::make(dir.join(slot.to_string())).ok()?;
+                let procs = cgroup.procs_for_joining().ok()?;
+                Some((cgroup, Arc::new(procs)))
+            });
+        }
+        let cgroup = notes.slot_cgroups[slot].clone();
         Ok(Reserved {
             file: Arc::clone(&notes.file),
             slot,
@@ -425,6 +433,7 @@ impl Drop for GroupNotes {
             if done {
                 let _ = std::fs::remove_file(dir.join(run.to_string()));
             }
+            notes.slot_cgroups.clear();
             if let Some(cgroups) = &notes.cgroups {
                 contain::tidy(cgroups);
                 if done && !cgroups.exists() {

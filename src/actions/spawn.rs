@@ -217,14 +217,13 @@ struct ChildArgs {
     stage: AtomicI32,
 }
 
-const STAGES: [&str; 7] = [
+const STAGES: [&str; 6] = [
     "",
     "noting it",
     "giving it its own process group",
     "connecting its output",
     "entering its working directory",
     "starting it",
-    "placing it in its cgroup",
 ];
 
 /// Starts the program: the note (if any) is written before it runs.
@@ -375,9 +374,12 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
             }
         }
         // 1b. Its cgroup, right after the note and before it can start
-        // anything: from here on, whatever it starts is in there too.
-        if a.join_fd >= 0 && libc::write(a.join_fd, b"0".as_ptr() as *const libc::c_void, 1) != 1 {
-            fail(6);
+        // anything: from here on, whatever it starts is in there too. A
+        // cgroup that cannot be joined (removed by someone else since it
+        // was made) leaves it in its process group alone, as where there
+        // are no cgroups: containing is never a reason not to run.
+        if a.join_fd >= 0 {
+            libc::write(a.join_fd, b"0".as_ptr() as *const libc::c_void, 1);
         }
         // 2. Its own process group; then what reached it while it was still
         // in ours (a Ctrl-C, a hangup, a terminal stop) is dropped: setting

@@ -512,6 +512,16 @@ impl Group {
         }
     }
 
+    /// Whether everything left of it is on its way out (a program ending
+    /// as it is looked at), so that it is gone within moments.
+    pub fn ending(&self) -> bool {
+        let pids = match &self.cgroup {
+            Some(cgroup) if cgroup.populated() => cgroup.pids(),
+            _ => super::procs::members(self.pid),
+        };
+        pids.iter().all(|pid| super::procs::exiting(*pid))
+    }
+
     /// Where it is, for a person: its process group, and its cgroup with
     /// the processes in it.
     pub fn describe(&self) -> String {

@@ -69,6 +69,24 @@ pub(super) fn members_alive(pgid: u32) -> bool {
     all_pids().any(|pid| proc_stat(pid).is_some_and(|s| s.pgrp == i64::from(pgid) && !s.zombie))
 }
 
+/// The processes of group `pgid` other than zombies.
+pub(super) fn members(pgid: u32) -> Vec<u32> {
+    all_pids()
+        .filter(|pid| proc_stat(*pid).is_some_and(|s| s.pgrp == i64::from(pgid) && !s.zombie))
+        .collect()
+}
+
+/// Whether `pid` is on its way out: its memory already given back (no
+/// command line; the kernel counts it in its groups until its exit is
+/// complete), or gone.
+pub(super) fn exiting(pid: u32) -> bool {
+    use std::io::Read;
+    let mut first = [0u8; 1];
+    std::fs::File::open(format!("/proc/{pid}/cmdline"))
+        .and_then(|mut f| f.read(&mut first))
+        .map_or(true, |n| n == 0)
+}
+
 /// Whether a process that may become a step's program is still on its way:
 /// made by runbook at or after `since` (boot clock, ms), not yet out of
 /// runbook's process group `pgid` (it leaves it only after it has written

@@ -180,6 +180,47 @@ fn secrets_reach_the_program_but_never_the_screen_the_logs_or_the_journal() {
         .contains("the secret `token` is read from $RB_TEST_TOKEN, which is not set"));
 }
 
+/// `run` reads its runbook once: the text the journal records is the text
+/// compiled and run. (It used to read the file a second time to compile
+/// it, so a file saved in between ran unrecorded.) Counted with strace.
+#[test]
+fn run_reads_its_runbook_file_once() {
+    let strace = std::process::Command::new("strace").arg("-V").output();
+    if strace.is_err() {
+        assert_ne!(
+            std::env::var("CI").as_deref(),
+            Ok("true"),
+            "CI must have strace (run_reads_its_runbook_file_once)"
+        );
+        eprintln!("SKIPPED: run_reads_its_runbook_file_once needs strace");
+        return;
+    }
+    let dir = scratch("run-reads-once");
+    let file = write(
+        &dir,
+        "read-once.runbook",
+        "runbook once {\n  run hello {\n    command \"true\"\n  }\n}\n",
+    );
+    let trace = dir.join("trace");
+    let out = std::process::Command::new("strace")
+        .args(["-f", "-qq", "-e", "trace=open,openat,openat2", "-o"])
+        .arg(&trace)
+        .arg(env!("CARGO_BIN_EXE_runbook"))
+        .arg("--state")
+        .arg(dir.join("state"))
+        .args(["run", path(&file)])
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("strace runs");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let trace = std::fs::read_to_string(&trace).expect("the trace");
+    let opens: Vec<&str> = trace
+        .lines()
+        .filter(|l| l.contains("read-once.runbook"))
+        .collect();
+    assert_eq!(opens.len(), 1, "{opens:#?}");
+}
+
 #[test]
 fn resume_runs_the_source_it_started_with_and_reads_secrets_again() {
     let dir = scratch("run-source-kept");

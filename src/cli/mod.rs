@@ -360,15 +360,24 @@ pub(crate) fn leave_within(bound: std::time::Duration) {
 }
 
 /// Reads and compiles one file, printing its diagnostics; `Ok(None)` when it has some.
+/// The plan of the runbook at `path`, or its diagnostics printed and `None`.
 fn load(path: &std::path::Path) -> Result<Option<crate::compile::Plan>, Error> {
-    let source = crate::error::read_source(path)?;
-    match crate::compile::check(&source) {
+    compile_read(path, &crate::error::read_source(path)?)
+}
+
+/// The plan of `source`, the text read from `path` (read once: what a run
+/// records is what it runs), or its diagnostics printed and `None`.
+fn compile_read(
+    path: &std::path::Path,
+    source: &str,
+) -> Result<Option<crate::compile::Plan>, Error> {
+    match crate::compile::check(source) {
         Ok(plan) => Ok(Some(plan)),
         Err(diagnostics) => {
             let name = path.display().to_string();
             eprint!(
                 "{}",
-                crate::diagnostic::render(&name, &source, &diagnostics, color_stderr())
+                crate::diagnostic::render(&name, source, &diagnostics, color_stderr())
             );
             Ok(None)
         }

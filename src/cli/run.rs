@@ -80,8 +80,10 @@ impl Executor {
 pub fn start(path: &Path, params: &[String], opts: &RunOptions) -> Result<u8, Error> {
     let exec = Executor::new()?;
     let given = parse_params(params)?;
+    // Read once: the text the journal records is the text compiled and run
+    // (a file saved meanwhile must not run unrecorded).
     let source = crate::error::read_source(path)?;
-    let Some(plan) = super::load(path)? else {
+    let Some(plan) = super::compile_read(path, &source)? else {
         return Ok(super::EXIT_DIAGNOSTICS);
     };
     refuse_unsupported(&plan)?;
@@ -258,26 +260,33 @@ fn refuse_while_still_running(
     state: &RunState,
 ) -> Result<(), Error> {
     let notes = GroupNotes::new(state_dir.join("running"));
-    let still_running = || -> Vec<String> {
+    let still_running = || -> Vec<(&str, Noted)> {
         plan.steps
             .iter()
             .filter(|s| matches!(state.step(s.id), StepState::Running { .. }))
-            .filter_map(|s| {
-                Some(match notes.still_running(meta.id, &s.name)? {
-                    Noted::Running(group) => format!("`{}` ({})", s.name, group.describe()),
-                    Noted::Starting => format!("`{}` (being started)", s.name),
-                })
-            })
+            .filter_map(|s| Some((s.name.as_str(), notes.still_running(meta.id, &s.name)?)))
             .collect()
     };
-    // A program that is ending (its output closed, its exit not complete)
-    // is given a moment before it is said to be running.
+    // A program caught in the middle of its exit (its memory given back,
+    // the kernel still counting it) is given up to a second to be gone.
     let began = std::time::Instant::now();
     let mut running = still_running();
-    while !running.is_empty() && began.elapsed() < Duration::from_secs(1) {
-        std::thread::sleep(Duration::from_millis(50));
+    while !running.is_empty()
+        && running
+            .iter()
+            .all(|(_, noted)| matches!(noted, Noted::Running(group) if group.ending()))
+        && began.elapsed() < Duration::from_secs(1)
+    {
+        std::thread::sleep(Duration::from_millis(20));
         running = still_running();
     }
+    let running: Vec<String> = running
+        .into_iter()
+        .map(|(name, noted)| match noted {
+            Noted::Running(group) => format!("`{name}` ({})", group.describe()),
+            Noted::Starting => format!("`{name}` (being started)"),
+        })
+        .collect();
     if running.is_empty() {
         notes.tidy(meta.id);
         return Ok(());

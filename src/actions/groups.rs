@@ -363,10 +363,13 @@ impl GroupNotes {
             // Private, never through a link, and bounded (a run with
             // 80,000 steps running at once notes 10 MB).
             let bytes = crate::store::private::read(&self.path(run), 64 << 20).ok()?;
-            let text = String::from_utf8(bytes).ok()?;
             let cgroups = contain::run_dir_named(&self.cgroups_note(run));
             let mut found = None;
-            for (slot, line) in text.lines().enumerate() {
+            // Slot by slot, by offset: slot N's cgroup is `N`.
+            for (slot, note) in bytes.chunks(NOTE).enumerate() {
+                let Ok(line) = std::str::from_utf8(note) else {
+                    continue;
+                };
                 match parse(line, &key) {
                     Some(Slot::Program(mut group)) => {
                         group.cgroup = cgroups

@@ -518,8 +518,11 @@ impl Live {
         m.1 = false;
         let view = super::runs::view(&self.meta, &self.plan, &m.0, &self.bindings, true);
         drop(m);
-        let body = serde_json::to_vec(&view).unwrap_or_default();
-        let _ = crate::store::private::write_view(&self.state_dir, "live.json", &body);
+        // The live view is a courtesy to `status` elsewhere: one that would
+        // not serialize is not written, never written empty.
+        if let Ok(body) = serde_json::to_vec(&view) {
+            let _ = crate::store::private::write_view(&self.state_dir, "live.json", &body);
+        }
     }
 }
 

@@ -242,10 +242,7 @@ pub fn status(state_dir: &Path, run: Option<u64>, json: bool) -> Result<u8, Erro
         ));
     }
     if json {
-        say!(
-            "{}",
-            serde_json::to_string_pretty(&views).unwrap_or_default()
-        );
+        say!("{}", to_json(&views)?);
     } else if run.is_some() {
         views.iter().for_each(|v| say!("{}", render(v).trim_end()));
     } else {
@@ -290,10 +287,7 @@ fn status_live(
         return Err(Error::Run(store::locked_sentence(state_dir, owner)));
     };
     if json {
-        say!(
-            "{}",
-            serde_json::to_string_pretty(&[&view]).unwrap_or_default()
-        );
+        say!("{}", to_json(&[&view])?);
     } else if run.is_some() {
         say!("{}", render(&view).trim_end());
     } else {
@@ -576,4 +570,11 @@ fn cancel_in_journal(state_dir: &Path, store: &SledStore, run: u64) -> Result<u8
     };
     say!("run {run} cancelled{note}");
     Ok(super::EXIT_OK)
+}
+
+/// `--json` output: what cannot be put into JSON is an error, never an
+/// empty line that a script would read as "no runs".
+fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, Error> {
+    serde_json::to_string_pretty(value)
+        .map_err(|e| Error::Run(format!("the status could not be written as JSON: {e}")))
 }

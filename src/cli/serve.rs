@@ -278,8 +278,10 @@ impl Serve {
                 pid: std::process::id(),
                 history: self.recent.clone(),
             };
-            let body = serde_json::to_vec_pretty(&live).unwrap_or_default();
-            if let Err(e) = crate::store::private::write_whole(&self.state, LIVE_FILE, &body) {
+            let written = serde_json::to_vec_pretty(&live)
+                .map_err(std::io::Error::other)
+                .and_then(|body| crate::store::private::write_whole(&self.state, LIVE_FILE, &body));
+            if let Err(e) = written {
                 self.say(&format!(
                     "cannot write {}: {e}",
                     self.state.join(LIVE_FILE).display()

@@ -63,7 +63,7 @@ impl Inbox {
             .map(|d| d.as_nanos())
             .unwrap_or(0);
         let name = format!("{}-{}-{nanos}", request.run(), std::process::id());
-        let body = serde_json::to_vec(request).unwrap_or_default();
+        let body = serde_json::to_vec(request).map_err(std::io::Error::other)?;
         super::private::write_whole(&self.dir, &format!("{name}.request"), &body)?;
         Ok(name)
     }
@@ -104,7 +104,10 @@ impl Inbox {
 
     /// Answers a request taken with `take`, and removes it.
     pub fn answer(&self, name: &str, answer: &Result<(), String>) {
-        let body = serde_json::to_vec(answer).unwrap_or_default();
+        // `Result<(), String>` always serializes; the fallback is an answer
+        // all the same, never an empty file.
+        let body = serde_json::to_vec(answer)
+            .unwrap_or_else(|_| br#"{"Err":"the answer could not be encoded"}"#.to_vec());
         let _ = super::private::write_whole(&self.dir, &format!("{name}.answer"), &body);
         let _ = std::fs::remove_file(self.dir.join(format!("{name}.request")));
     }
@@ -149,7 +152,7 @@ pub fn write_owner(state: &Path, owner: &Owner) -> std::io::Result<()> {
     super::private::write_whole(
         state,
         "owner.json",
-        &serde_json::to_vec(owner).unwrap_or_default(),
+        &serde_json::to_vec(owner).map_err(std::io::Error::other)?,
     )
 }
 

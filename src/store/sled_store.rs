@@ -357,9 +357,16 @@ fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T,
     })
 }
 
-fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    // Serializing our own types to JSON cannot fail: no maps with non-string keys.
-    envelope::seal(&serde_json::to_vec(value).unwrap_or_default())
+/// A record as the journal keeps it. Our own types always serialize (no
+/// map has keys that are not strings); were one ever not to, nothing is
+/// written and the write fails, rather than an empty record being kept.
+fn encode<T: serde::Serialize>(value: &T, path: &str) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value)
+        .map(|json| envelope::seal(&json))
+        .map_err(|e| StoreError::Io {
+            path: path.to_string(),
+            why: format!("a record could not be encoded, so nothing was written: {e}"),
+        })
 }
 
 impl Journal for SledStore {
@@ -395,7 +402,7 @@ impl Journal for SledStore {
         };
         self.sled
             .runs
-            .insert(id.0.to_be_bytes(), encode(&meta))
+            .insert(id.0.to_be_bytes(), encode(&meta, &self.path)?)
             .map_err(|e| self.failing(classify(&self.path, e)))?;
         let mut known = self.lock()?;
         known.insert(
@@ -469,7 +476,7 @@ impl Journal for SledStore {
         let mut known = self.lock()?;
         let at = self.progress_of(&mut known, id)?;
         let seq = at.next;
-        let record = encode(event);
+        let record = encode(event, &self.path)?;
         self.sled
             .events
             .insert(event_key(id, seq), record.as_slice())
@@ -500,7 +507,7 @@ impl Journal for SledStore {
         };
         self.sled
             .logs
-            .insert(log_key(id, step, attempt, part), encode(log))
+            .insert(log_key(id, step, attempt, part), encode(log, &self.path)?)
             .map_err(|e| self.failing(classify(&self.path, e)))?;
         Ok(())
     }

@@ -3,6 +3,7 @@
 //! and the process's peak resident memory. Figures go in book/src/performance.md.
 //! `BENCH_FILE=PATH` checks that file instead; `BENCH_PHASES=1` first times
 //! parsing and compiling apart.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark that cannot set up stops there
 
 use std::time::{Duration, Instant};
 

@@ -3,6 +3,11 @@
 //! Layers, each depending only on those before it in this list:
 //! `diagnostic` → `syntax` → `error` → `compile` → `engine` → `scheduler` → `store` → `actions` → `cli`.
 
+// Programs start with clone(2), processes are read from /proc and contained
+// in cgroups: there is no other platform to fall back to.
+#[cfg(not(target_os = "linux"))]
+compile_error!("runbook runs on Linux only: it starts programs with clone(2), reads /proc and contains them in cgroups");
+
 pub mod actions;
 pub mod cli;
 pub mod compile;

@@ -2,6 +2,7 @@
 //! a store held by another process, bad run ids and choices, a step that
 //! prints 100 MB, a full disk, a damaged or newer store, a closed pipe;
 //! byte-by-byte damage to the journal in `bad_input/damage.rs`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test's expectation failing is its report
 
 mod common;
 

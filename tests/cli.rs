@@ -1,4 +1,5 @@
 //! The commands, driven through the real binary.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test's expectation failing is its report
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! Helpers shared by the integration tests.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test's expectation failing is its report
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};

@@ -47,7 +47,7 @@
 //! starts nothing new (exit 130, "continue it with: runbook resume N"); a
 //! second one stops running steps, which stay interrupted; `resume` then
 //! completes the run without running a recorded step again.
-
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test's expectation failing is its report
 #![cfg(target_os = "linux")]
 
 mod common;

@@ -1,4 +1,5 @@
 //! Every diagnostic, rendered as a person sees it (no colour, fixed width).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test's expectation failing is its report
 
 use runbook::diagnostic::{render, Code};
 

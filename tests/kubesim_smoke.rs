@@ -1,6 +1,7 @@
 //! The real `kube` client against the simulated API server: it connects from a kubeconfig,
 //! patches an image, reads the deployment and its replica sets back, and meets the
 //! simulator's errors as `kube::Error::Api`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test's expectation failing is its report
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};

@@ -1,4 +1,5 @@
 //! Dependencies go one way: a layer never names a layer above it.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test's expectation failing is its report
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! The PostgreSQL action through the library's public API, against the
 //! machine's server at 127.0.0.1:5432 (skipped without it, except in CI).
 //! The details are tested beside the code, in `src/actions/postgres_tests.rs`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test's expectation failing is its report
 
 use runbook::actions::postgres::{dump_kind, query, PgError, Query};
 use std::time::Duration;

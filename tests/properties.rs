@@ -1,4 +1,5 @@
 //! Generated input: the formatter is idempotent and keeps meaning; nothing panics.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test's expectation failing is its report
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Running and resuming through the real binary: parallel steps, outputs,
 //! logs, JSON, failures and retry, secrets, the source a run started with.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test's expectation failing is its report
 
 mod common;
 

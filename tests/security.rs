@@ -6,6 +6,7 @@
 //! Attacks that need a second user make one (`runbook-test-other`) and run
 //! commands as it with `setpriv`; that needs root, which CI has. Elsewhere
 //! they say loudly that they were skipped.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test's expectation failing is its report
 
 mod common;
 

@@ -4,6 +4,7 @@
 //! listener on loopback presents, the gateway restarted on kubesim (a
 //! simulated Kubernetes API server). Stand-ins: `certbot` and `kubectl` on
 //! PATH (they record their arguments), the webhook.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test's expectation failing is its report
 
 mod common;
 mod standin;

@@ -1,5 +1,6 @@
 //! The seed's check workflows, from `workflows/`, run end to end by the
 //! real binary against stand-ins on loopback.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test's expectation failing is its report
 
 mod common;
 mod standin;

@@ -3,6 +3,7 @@
 //! Kubernetes API server: deployments, replica sets, a rollout that moves
 //! over simulated time) and stand-ins for the health endpoints, Prometheus
 //! and the webhook.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test's expectation failing is its report
 
 mod common;
 mod standin;

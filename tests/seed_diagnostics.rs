@@ -3,6 +3,7 @@
 //! its diagnostic queries and the kill of idle connections against the
 //! machine's real PostgreSQL, the restart against kubesim (a simulated
 //! Kubernetes API server), two approvals from another process.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test's expectation failing is its report
 
 mod common;
 

@@ -7,6 +7,7 @@
 //! `kubectl` (a script on PATH that records its arguments), and the
 //! reference's two scripts (`scripts/data-validation.sh` counts the rows,
 //! `scripts/switch-dns.sh` records the switch).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test's expectation failing is its report
 
 mod common;
 mod standin;

@@ -1,6 +1,7 @@
 //! The seed's database workflows, from `workflows/`, run end to end by the
 //! real binary against the machine's PostgreSQL (and Redis for the
 //! snapshot). Each test creates its own database and drops it.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test's expectation failing is its report
 
 mod common;
 mod standin;

@@ -1,6 +1,7 @@
 //! `runbook serve`, through the library with a clock the tests set, and the
 //! runs it starts as the real binary: fires, windows, overlap, locks,
 //! catch-up after days down, a restart that resumes a run, SIGTERM, reload.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test's expectation failing is its report
 
 mod common;
 mod serving;

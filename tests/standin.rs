@@ -2,6 +2,7 @@
 //! workflow checks (health endpoints, a webhook, Prometheus's query API),
 //! on loopback, answering what each test scripts. Plain HTTP/1.1 on a
 //! thread of its own, so tests that run the real binary can use it.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test's expectation failing is its report
 #![allow(dead_code)]
 
 use std::collections::HashMap;

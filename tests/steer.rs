@@ -1,6 +1,7 @@
 //! Steering a run from other terminals and deciding about interrupted
 //! steps: approvals (live and recorded), cancel, a step that changes
 //! systems left mid-flight.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test's expectation failing is its report
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! one, a Prometheus answer that is not a number, wrong credentials): each
 //! fails with one sentence, no secret in sight, and the run stays intact and
 //! resumable.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test's expectation failing is its report
 
 mod common;
 mod standin;

@@ -394,11 +394,8 @@ async fn the_private_server_wants_a_password_no_ps_shows_in_a_directory_of_its_o
     assert!(!String::from_utf8_lossy(&cmdline).contains(&password));
     let pid = i32::try_from(pid).expect("a pid");
     // SAFETY: getpgid only reads the process table.
-    assert_eq!(
-        unsafe { libc::getpgid(pid) },
-        pid,
-        "a process group of its own"
-    );
+    let group = unsafe { libc::getpgid(pid) };
+    assert_eq!(group, pid, "a process group of its own");
 
     let anonymous = Target {
         password: None,

@@ -554,6 +554,7 @@ pub fn this_account() -> String {
 }
 
 fn user_name(uid: u32) -> Option<String> {
+    // SAFETY: a passwd is plain C data; all zeros is a valid (empty) one.
     let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
     let mut buf = vec![0 as libc::c_char; 4096];
     let mut out: *mut libc::passwd = std::ptr::null_mut();
@@ -569,6 +570,7 @@ fn user_name(uid: u32) -> Option<String> {
 
 /// A group's name and its members' names.
 fn group_entry(gid: u32) -> Option<(String, Vec<String>)> {
+    // SAFETY: a group is plain C data; all zeros is a valid (empty) one.
     let mut gr: libc::group = unsafe { std::mem::zeroed() };
     let mut buf = vec![0 as libc::c_char; 1 << 16];
     let mut out: *mut libc::group = std::ptr::null_mut();
@@ -603,6 +605,7 @@ fn group(gid: u32) -> String {
 
 fn group_id(name: &str) -> Option<u32> {
     let name = std::ffi::CString::new(name).ok()?;
+    // SAFETY: a group is plain C data; all zeros is a valid (empty) one.
     let mut gr: libc::group = unsafe { std::mem::zeroed() };
     let mut buf = vec![0 as libc::c_char; 1 << 16];
     let mut out: *mut libc::group = std::ptr::null_mut();

@@ -105,18 +105,7 @@ fn open_or_owner_creating(state: &Path) -> Result<Opened, Error> {
 /// which kill(2) reads as "my process group", is none; a zombie, ended but
 /// not yet reaped by its parent, is none either).
 pub(super) fn alive(pid: u32) -> bool {
-    let Ok(pid) = i32::try_from(pid) else {
-        return false;
-    };
-    // SAFETY: kill(2) with signal 0 only checks that the process exists.
-    let exists = pid > 0 && pid != std::process::id() as i32 && unsafe { libc::kill(pid, 0) } == 0;
-    let zombie = || {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.starts_with('Z')))
-            .unwrap_or(false)
-    };
-    exists && !zombie()
+    pid != std::process::id() && crate::store::process::alive(pid)
 }
 
 pub fn locked_sentence(state: &Path, owner: Option<Owner>) -> String {

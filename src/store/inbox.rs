@@ -165,13 +165,6 @@ pub fn clear_owner(state: &Path) {
     let _ = std::fs::remove_file(state.join("owner.json"));
 }
 
-/// Whether process `pid` exists (another user's too: EPERM says it does).
-pub fn process_exists(pid: i32) -> bool {
-    // SAFETY: kill(2) with signal 0 only asks whether the process exists.
-    let r = unsafe { libc::kill(pid, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

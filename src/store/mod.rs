@@ -5,6 +5,7 @@ mod envelope;
 pub mod inbox;
 pub mod locks;
 pub mod private;
+pub mod process;
 mod schedule_store;
 mod sled_open;
 mod sled_store;

@@ -501,11 +501,11 @@ fn sweep_abandoned(dir: &Path, name: &str) {
             .and_then(|f| f.strip_prefix(&prefix))
             .and_then(|f| f.strip_suffix(".tmp"))
             .and_then(|f| f.split('.').next())
-            .and_then(|p| p.parse::<i32>().ok())
+            .and_then(|p| p.parse::<u32>().ok())
         else {
             continue;
         };
-        if pid > 0 && !super::inbox::process_exists(pid) {
+        if !super::process::alive(pid) {
             let _ = std::fs::remove_file(entry.path());
         }
     }

@@ -120,11 +120,11 @@ fn forget_abandoned(path: &Path, name: &str) {
         let file = entry.file_name().to_string_lossy().into_owned();
         let Some(pid) = file
             .strip_prefix(&prefix)
-            .and_then(|p| p.parse::<i32>().ok())
+            .and_then(|p| p.parse::<u32>().ok())
         else {
             continue;
         };
-        if !super::inbox::process_exists(pid) {
+        if !super::process::alive(pid) {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }

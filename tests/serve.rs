@@ -205,6 +205,17 @@ fn a_restarted_scheduler_resumes_the_run_it_had_started() {
     let clock = TestClock::at(utc("2026-11-28T01:59:57Z"));
     let s = serve_in(&dir, &state, Arc::clone(&clock));
     s.wait_for("started run 1", 10);
+    // Its step's program runs (killed before that, the run's process could
+    // leave it being started, and it would start only after the wait below
+    // had seen no `sleep`).
+    let start = Instant::now();
+    while !sleeping("2.37") {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the step's program never started"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     // The scheduler dies, and so does the run's process (not its step's).
     s.crash();
     let owner =

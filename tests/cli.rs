@@ -3,6 +3,9 @@
 
 mod common;
 
+#[path = "cli/operator_output.rs"]
+mod operator_output;
+
 use common::{runbook, scratch, stderr, stdout, write};
 
 const DEPLOY: &str = "workflows/rolling_deploy.runbook";

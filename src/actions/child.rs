@@ -3,21 +3,69 @@
 //! cgroup) if whatever waits for it is dropped first.
 
 use super::contain::Cgroup;
-use super::groups::Reserved;
+use super::groups::{Reserved, StepNotes};
 use super::spawn::{self, Launch, Spawned};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
+
+/// A program's note slot, released (blanked once what it names is gone)
+/// when the last of those who may start or wait for its program lets go:
+/// the attempt, and the thread starting the program, which goes on with
+/// the start when the attempt is dropped meanwhile.
+pub(super) struct SlotRelease {
+    notes: StepNotes,
+    slot: usize,
+    cgroup: Option<Cgroup>,
+    /// The program's pid once it has started; 0 before.
+    leader: AtomicU32,
+}
+
+impl SlotRelease {
+    pub(super) fn new(notes: StepNotes, reserved: &Reserved) -> Arc<SlotRelease> {
+        Arc::new(SlotRelease {
+            notes,
+            slot: reserved.index(),
+            cgroup: reserved.cgroup(),
+            leader: AtomicU32::new(0),
+        })
+    }
+}
+
+impl Drop for SlotRelease {
+    fn drop(&mut self) {
+        let leader = match self.leader.load(Ordering::SeqCst) {
+            0 => None,
+            pid => Some(pid),
+        };
+        self.notes.release(self.slot, leader, self.cgroup.as_ref());
+    }
+}
 
 /// Starts the program on a thread of the blocking pool: starting one stops
 /// the thread that does it until the program has called exec, and the
 /// scheduler often keeps that thread waiting behind the new program on its
 /// CPU; the runtime's thread meanwhile goes on recording results and
 /// starting other steps.
-pub(super) async fn start(launch: Launch, note: Option<Reserved>) -> Result<Spawned, String> {
+pub(super) async fn start(
+    launch: Launch,
+    note: Option<Reserved>,
+    release: Option<Arc<SlotRelease>>,
+) -> Result<Spawned, String> {
     let started = tokio::task::spawn_blocking(move || {
         let slot = note.as_ref().map(Reserved::slot);
         let cgroup = note.as_ref().and_then(Reserved::cgroup);
         spawn::spawn(&launch, slot)
-            .map(|s| Started(Some(s), cgroup))
+            .map(|s| {
+                if let Some(release) = &release {
+                    release.leader.store(s.pid, Ordering::SeqCst);
+                }
+                Started {
+                    spawned: Some(s),
+                    cgroup,
+                    _release: release,
+                }
+            })
             .map_err(|e| {
                 // spawn's own errors say what failed; a bare OS error not.
                 if e.get_ref().is_some() {
@@ -29,7 +77,7 @@ pub(super) async fn start(launch: Launch, note: Option<Reserved>) -> Result<Spaw
     });
     match started.await {
         Ok(Ok(mut started)) => started
-            .0
+            .spawned
             .take()
             .ok_or_else(|| "the started program was lost".to_string()),
         Ok(Err(why)) => Err(why),
@@ -38,15 +86,21 @@ pub(super) async fn start(launch: Launch, note: Option<Reserved>) -> Result<Spaw
 }
 
 /// A program just started, on its way to the step that waits for it: if
-/// that step was stopped meanwhile, the program's whole group is killed.
-struct Started(Option<Spawned>, Option<Cgroup>);
+/// that step was stopped meanwhile, the program's whole group is killed,
+/// and then its slot released (a field is dropped after `drop` has run).
+struct Started {
+    spawned: Option<Spawned>,
+    cgroup: Option<Cgroup>,
+    /// Held until the program is handed over or killed.
+    _release: Option<Arc<SlotRelease>>,
+}
 
 impl Drop for Started {
     fn drop(&mut self) {
-        if let Some(spawned) = &self.0 {
+        if let Some(spawned) = &self.spawned {
             Program {
                 pid: spawned.pid,
-                cgroup: self.1.take(),
+                cgroup: self.cgroup.take(),
             }
             .kill();
             spawn::reap_later(spawned.pid);

@@ -5,8 +5,7 @@
 //! started. Output is streamed line by line and kept up to a
 //! cap, so a step that prints 100 MB keeps memory bounded.
 
-use super::child::{start, Child, Program};
-use super::contain::Cgroup;
+use super::child::{start, Child, Program, SlotRelease};
 use super::groups::{Reserved, StepNotes};
 use super::spawn::Launch;
 use std::path::PathBuf;
@@ -87,29 +86,15 @@ pub async fn run(
         })?),
         None => None,
     };
-    let mut release = Release {
-        notes: spec.notes.as_ref(),
-        slot: reserved.as_ref().map(Reserved::index),
-        leader: None,
-        cgroup: reserved.as_ref().and_then(Reserved::cgroup),
+    // Held here and by the thread that starts the program: the slot is
+    // released when both have let go, so an attempt dropped while its
+    // program is being started never frees a slot that program then notes
+    // itself in (and joins the cgroup of).
+    let release = match (&spec.notes, &reserved) {
+        (Some(notes), Some(reserved)) => Some(SlotRelease::new(notes.clone(), reserved)),
+        _ => None,
     };
-    run_noted(spec, timeout, cap, reserved, &mut release.leader, on_line).await
-}
-
-/// Releases a program's note slot when its run ends or is dropped.
-struct Release<'a> {
-    notes: Option<&'a StepNotes>,
-    slot: Option<usize>,
-    leader: Option<u32>,
-    cgroup: Option<Cgroup>,
-}
-
-impl Drop for Release<'_> {
-    fn drop(&mut self) {
-        if let (Some(notes), Some(slot)) = (self.notes, self.slot) {
-            notes.release(slot, self.leader, self.cgroup.as_ref());
-        }
-    }
+    run_noted(spec, timeout, cap, reserved, release, on_line).await
 }
 
 async fn run_noted(
@@ -117,7 +102,7 @@ async fn run_noted(
     timeout: Option<Duration>,
     cap: usize,
     note: Option<Reserved>,
-    leader: &mut Option<u32>,
+    release: Option<std::sync::Arc<SlotRelease>>,
     mut on_line: impl FnMut(Stream, &str),
 ) -> Result<CommandResult, CommandError> {
     let program = spec.program.clone();
@@ -138,13 +123,27 @@ async fn run_noted(
     .map(|launch| launch.withholding(&spec.withheld, &spec.env))
     .map_err(failed)?;
     let cgroup = note.as_ref().and_then(Reserved::cgroup);
-    let spawned = start(launch, note).await.map_err(failed)?;
+    let mut uncontained = note
+        .as_ref()
+        .and_then(|n| n.uncontained().map(str::to_string));
+    let spawned = start(launch, note, release).await.map_err(failed)?;
     let pid = spawned.pid;
+    if let Some(e) = &spawned.uncontained {
+        uncontained = Some(format!(
+            "it could not join its cgroup: {}",
+            crate::error::io_reason(e)
+        ));
+    }
+    if let Some(why) = uncontained {
+        on_line(
+            Stream::Stderr,
+            &format!("runbook: this program is not in a cgroup of its own ({why}); what it starts in a new session (setsid) is not stopped with it\n"),
+        );
+    }
     let started = Program { pid, cgroup };
     // Dropped with the future when the step is cancelled or aborted: the
     // whole group goes, not only the direct child.
     let mut child = Child::new(started.clone());
-    *leader = Some(pid);
     let pipe = |fd| tokio::net::unix::pipe::Receiver::from_owned_fd(fd).map(Lines::new);
     let (out, err) = match (pipe(spawned.stdout), pipe(spawned.stderr)) {
         (Ok(out), Ok(err)) => (out, err),

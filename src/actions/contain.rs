@@ -243,6 +243,14 @@ impl Cgroup {
 /// Cgroups this process killed that were not seen empty yet.
 static KILLED: Mutex<Vec<Cgroup>> = Mutex::new(Vec::new());
 
+/// A cgroup given to a new program: whatever it held when it was killed
+/// is gone (a slot is used again only then), so it is no longer waited for.
+pub fn forget_killed(cgroup: &Cgroup) {
+    if let Ok(mut list) = KILLED.lock() {
+        list.retain(|c| c != cgroup);
+    }
+}
+
 /// The cgroups this process killed that still hold a process.
 pub fn killed_left() -> Vec<Cgroup> {
     match KILLED.lock() {

@@ -97,7 +97,12 @@ fn a_contained_program_that_left_its_process_group_is_seen_and_killed_whole() {
     assert_eq!(status, 0);
     // The shell has ended, and its process group with it; its `sleep` is
     // in a session of its own, and still in the cgroup.
-    assert!(!spawn::group_exists(leader as i32));
+    // (`setsid -f` forks first: its child leaves the group a moment later.)
+    let began = Instant::now();
+    while spawn::group_exists(leader as i32) {
+        assert!(began.elapsed() < Duration::from_secs(5), "the group stays");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     assert!(cgroup.populated(), "the escaped program is in the cgroup");
     assert_eq!(cgroup.pids().len(), 1);
     assert!(cgroup.ours());
@@ -130,7 +135,7 @@ fn a_cgroup_removed_since_it_was_made_leaves_the_program_running_uncontained() {
     )
     .expect("a notes file");
     let launch = spawn::Launch::new("true", &[], &[], None).expect("prepares");
-    let pid = spawn::spawn(
+    let spawned = spawn::spawn(
         &launch,
         Some(spawn::NoteSlot {
             file: &notes,
@@ -139,11 +144,60 @@ fn a_cgroup_removed_since_it_was_made_leaves_the_program_running_uncontained() {
             join: Some(&procs),
         }),
     )
-    .expect("starts all the same")
-    .pid;
+    .expect("starts all the same");
+    assert!(
+        spawned.uncontained.is_some(),
+        "the start says it is not contained"
+    );
+    let pid = spawned.pid;
     let mut status = 0;
     // SAFETY: waitpid(2) on our own child.
     unsafe { libc::waitpid(pid as i32, &mut status, 0) };
     assert_eq!(status, 0, "it ran");
     assert!(!cgroup.populated());
+}
+
+#[test]
+fn a_cgroup_killed_for_an_earlier_program_is_not_waited_for_once_given_to_the_next() {
+    let Some(cgroups) = cgroups_here("a_cgroup_killed_for_an_earlier_program") else {
+        return;
+    };
+    let dir = cgroups
+        .make_run_dir(crate::engine::RunId(3))
+        .expect("makes a run's directory");
+    let cgroup = Cgroup::make(dir.join("0")).expect("makes a slot's cgroup");
+    // Killed (empty by now), then the slot's next program starts in it.
+    cgroup.kill();
+    let procs = cgroup.procs_for_joining().expect("opens cgroup.procs");
+    let notes = std::fs::File::create(
+        std::env::temp_dir().join(format!("runbook-contain-next-{}", std::process::id())),
+    )
+    .expect("a notes file");
+    let launch = spawn::Launch::new("sleep", &["30".into()], &[], None).expect("prepares");
+    let next = spawn::spawn(
+        &launch,
+        Some(spawn::NoteSlot {
+            file: &notes,
+            offset: 0,
+            text: [b' '; spawn::NOTE],
+            join: Some(&procs),
+        }),
+    )
+    .expect("starts")
+    .pid;
+    assert!(
+        killed_left().contains(&cgroup),
+        "what the kill list would wait for"
+    );
+    forget_killed(&cgroup);
+    assert!(!killed_left().contains(&cgroup));
+    cgroup.kill();
+    spawn::reap_later(next);
+    let began = Instant::now();
+    while cgroup.populated() {
+        assert!(began.elapsed() < Duration::from_secs(5), "still alive");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    spawn::wait_killed_gone(Duration::from_secs(5));
+    tidy(&dir);
 }

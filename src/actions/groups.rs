@@ -50,6 +50,8 @@ struct RunFile {
     cgroups: Option<PathBuf>,
     /// Each slot's cgroup and its `cgroup.procs`, made and opened once.
     slot_cgroups: Vec<Option<(Cgroup, Arc<File>)>>,
+    /// Why the run's programs are not contained, where they should be.
+    uncontained: Option<String>,
     left: Vec<Left>,
 }
 
@@ -78,6 +80,8 @@ pub struct Reserved {
     text: [u8; NOTE],
     /// The slot's cgroup, and its `cgroup.procs` for the program to join.
     cgroup: Option<(Cgroup, Arc<File>)>,
+    /// Why it has none where programs are contained.
+    uncontained: Option<String>,
 }
 
 impl Reserved {
@@ -89,6 +93,12 @@ impl Reserved {
     /// The cgroup the program will be in, if it is contained.
     pub fn cgroup(&self) -> Option<Cgroup> {
         self.cgroup.as_ref().map(|(c, _)| c.clone())
+    }
+
+    /// Why the program will not be in a cgroup of its own, where this
+    /// process contains programs and could not make or open one for it.
+    pub fn uncontained(&self) -> Option<&str> {
+        self.uncontained.as_deref()
     }
 
     pub fn slot(&self) -> NoteSlot<'_> {
@@ -202,24 +212,34 @@ impl GroupNotes {
     /// note; the one an earlier process named is removed where it is empty
     /// (what is still in it belonged to steps that have finished: a step
     /// whose program was left running is not started again while it runs).
-    fn make_cgroups(&self, run: RunId) -> Option<PathBuf> {
-        let cgroups = self.cgroups.as_ref()?;
+    fn make_cgroups(&self, run: RunId) -> Result<PathBuf, String> {
+        // Whether or not this process contains programs: slot N of its
+        // notes must never be taken for slot N of an earlier process's.
         let note = self.cgroups_note(run);
         if let Some(earlier) = contain::run_dir_named(&note) {
             contain::tidy(&earlier);
         }
         let _ = std::fs::remove_file(&note);
-        let dir = cgroups.make_run_dir(run).ok()?;
+        let cgroups = self.cgroups.as_ref().ok_or_else(String::new)?;
+        let dir = cgroups.make_run_dir(run).map_err(|e| {
+            format!(
+                "its run's cgroup cannot be made: {}",
+                crate::error::io_reason(&e)
+            )
+        })?;
         let named = crate::store::private::write_whole(
             &self.dir,
             &format!("{run}.cgroup"),
             dir.as_os_str().as_encoded_bytes(),
         );
-        if named.is_err() {
+        if let Err(e) = named {
             contain::tidy(&dir);
-            return None;
+            return Err(format!(
+                "its run's cgroup cannot be noted: {}",
+                crate::error::io_reason(&e)
+            ));
         }
-        Some(dir)
+        Ok(dir)
     }
 
     /// Reserves a slot for `step`'s program and marks it as being started
@@ -256,11 +276,15 @@ impl GroupNotes {
                     .custom_flags(libc::O_NOFOLLOW)
                     .open(self.dir.join(run.to_string()))
                     .map_err(cannot)?;
-                let cgroups = self.make_cgroups(run);
+                let (cgroups, uncontained) = match self.make_cgroups(run) {
+                    Ok(dir) => (Some(dir), None),
+                    Err(why) => (None, Some(why).filter(|w| !w.is_empty())),
+                };
                 new.insert(RunFile {
                     file: Arc::new(file),
                     used: Vec::new(),
                     cgroups,
+                    uncontained,
                     slot_cgroups: Vec::new(),
                     left: Vec::new(),
                 })
@@ -298,19 +322,35 @@ impl GroupNotes {
         if notes.slot_cgroups.len() <= slot {
             notes.slot_cgroups.resize(slot + 1, None);
         }
+        let mut uncontained = notes.uncontained.clone();
         if notes.slot_cgroups[slot].is_none() {
-            notes.slot_cgroups[slot] = notes.cgroups.as_ref().and_then(|dir| {
-                let cgroup = Cgroup::make(dir.join(slot.to_string())).ok()?;
-                let procs = cgroup.procs_for_joining().ok()?;
-                Some((cgroup, Arc::new(procs)))
-            });
+            if let Some(dir) = &notes.cgroups {
+                let made = Cgroup::make(dir.join(slot.to_string())).and_then(|cgroup| {
+                    let procs = cgroup.procs_for_joining()?;
+                    Ok((cgroup, Arc::new(procs)))
+                });
+                match made {
+                    Ok(made) => notes.slot_cgroups[slot] = Some(made),
+                    Err(e) => {
+                        uncontained = Some(format!(
+                            "its cgroup cannot be made: {}",
+                            crate::error::io_reason(&e)
+                        ))
+                    }
+                }
+            }
         }
         let cgroup = notes.slot_cgroups[slot].clone();
+        if let Some((cgroup, _)) = &cgroup {
+            // Killed for an earlier program of the slot, and empty since.
+            contain::forget_killed(cgroup);
+        }
         Ok(Reserved {
             file: Arc::clone(&notes.file),
             slot,
             text,
             cgroup,
+            uncontained,
         })
     }
 
@@ -503,8 +543,8 @@ impl Group {
             cgroup.kill();
         }
         let leader = proc_stat(self.pid).map(|s| (s, real_uid(self.pid)));
-        let ours = match leader {
-            Some((stat, uid)) => self.started_at(&stat) && uid == Some(me()),
+        let ours = match &leader {
+            Some((stat, uid)) => self.started_at(stat) && *uid == Some(me()),
             None => super::procs::all_pids().any(|pid| {
                 proc_stat(pid).is_some_and(|s| s.pgrp == i64::from(self.pid) && !s.zombie)
                     && real_uid(pid) == Some(me())
@@ -512,6 +552,13 @@ impl Group {
         };
         if ours && self.alive() {
             spawn::kill_group(self.pid);
+            // A leader caught between its note and its own process group
+            // (its runbook killed as it started it) is in no group yet.
+            if leader.is_some() {
+                // SAFETY: kill(2) of the process noted, checked above to be
+                // this user's and started when the note says.
+                unsafe { libc::kill(self.pid as i32, libc::SIGKILL) };
+            }
         }
     }
 

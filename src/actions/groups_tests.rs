@@ -222,6 +222,12 @@ fn a_contained_program_is_running_while_its_cgroup_holds_what_left_its_group() {
     let mut status = 0;
     // SAFETY: waitpid(2) on the child this test started.
     unsafe { libc::waitpid(leader as i32, &mut status, 0) };
+    // `setsid -f` forks first: its child leaves the group a moment later.
+    let began = std::time::Instant::now();
+    while spawn::group_exists(leader as i32) {
+        assert!(began.elapsed() < Duration::from_secs(5), "the group stays");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     step.release(reserved.index(), Some(leader), Some(&cgroup));
     // A later process (`resume`, `cancel`) reads the notes afresh.
     let later = GroupNotes::new(dir.join("running"));
@@ -243,4 +249,38 @@ fn a_contained_program_is_running_while_its_cgroup_holds_what_left_its_group() {
     assert!(!dir.join("running/9").exists());
     assert!(!dir.join("running/9.cgroup").exists());
     assert!(!cgroup.to_string().is_empty() && !std::path::Path::new(&cgroup.to_string()).exists());
+}
+
+#[test]
+fn a_slot_is_freed_only_once_the_attempt_and_the_starting_thread_let_go() {
+    let (_dir, notes) = notes("release");
+    let step = StepNotes::new(std::sync::Arc::new(notes), RunId(5), "deploy");
+    let reserved = step.reserve().expect("reserves");
+    let attempt = crate::actions::child::SlotRelease::new(step.clone(), &reserved);
+    let starting = std::sync::Arc::clone(&attempt);
+    // The attempt is dropped (a timeout) while its program is being started:
+    // the slot stays taken, for the program about to note itself there.
+    drop(attempt);
+    let next = step.reserve().expect("reserves");
+    assert_ne!(next.index(), reserved.index());
+    step.release(next.index(), None, None);
+    // The start ends (its program killed and gone, or never made).
+    drop(starting);
+    let again = step.reserve().expect("reserves");
+    assert_eq!(again.index(), reserved.index(), "freed now");
+}
+
+#[test]
+fn an_earlier_process_s_cgroup_note_is_dropped_even_where_this_one_contains_nothing() {
+    let (dir, notes) = notes("stale-cgroup-note");
+    let running = dir.join("running");
+    std::fs::create_dir_all(&running).expect("mkdir");
+    // An earlier, contained process's directory: its slot 0 held a
+    // finished step's background program.
+    std::fs::write(running.join("9.cgroup"), "/nonexistent/runbook.9.0a0b0c0d").expect("writes");
+    notes.reserve(RunId(9), "next").expect("reserves");
+    assert!(
+        !running.join("9.cgroup").exists(),
+        "slot 0 of this process is not slot 0 of the earlier one"
+    );
 }

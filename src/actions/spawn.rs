@@ -81,6 +81,8 @@ pub struct Spawned {
     pub pid: u32,
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
+    /// Why it could not join its cgroup, when it was to join one.
+    pub uncontained: Option<std::io::Error>,
 }
 
 impl Launch {
@@ -214,6 +216,8 @@ struct ChildArgs {
     /// The errno of a new process that failed before `exec`, and what it
     /// was doing then.
     error: AtomicI32,
+    /// The errno of joining its cgroup, which it went on without.
+    join_error: AtomicI32,
     stage: AtomicI32,
 }
 
@@ -272,6 +276,7 @@ pub fn spawn(launch: &Launch, note: Option<NoteSlot<'_>>) -> std::io::Result<Spa
         join_fd,
         umask: CHILD_UMASK.load(Ordering::Relaxed),
         error: AtomicI32::new(0),
+        join_error: AtomicI32::new(0),
         stage: AtomicI32::new(0),
     };
     let mut stack = vec![0u8; 64 * 1024];
@@ -321,10 +326,12 @@ pub fn spawn(launch: &Launch, note: Option<NoteSlot<'_>>) -> std::io::Result<Spa
         };
         return Err(std::io::Error::new(e.kind(), why));
     }
+    let joined = args.join_error.load(Ordering::SeqCst);
     Ok(Spawned {
         pid: pid as u32,
         stdout: out_r,
         stderr: err_r,
+        uncontained: (joined != 0).then(|| std::io::Error::from_raw_os_error(joined)),
     })
 }
 
@@ -378,8 +385,9 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
         // cgroup that cannot be joined (removed by someone else since it
         // was made) leaves it in its process group alone, as where there
         // are no cgroups: containing is never a reason not to run.
-        if a.join_fd >= 0 {
-            libc::write(a.join_fd, b"0".as_ptr() as *const libc::c_void, 1);
+        if a.join_fd >= 0 && libc::write(a.join_fd, b"0".as_ptr() as *const libc::c_void, 1) != 1 {
+            a.join_error
+                .store((*libc::__errno_location()).max(1), Ordering::SeqCst);
         }
         // 2. Its own process group; then what reached it while it was still
         // in ours (a Ctrl-C, a hangup, a terminal stop) is dropped: setting

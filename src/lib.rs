@@ -1,7 +1,9 @@
 //! runbook: operational procedures as code that runs, checkpoints itself and resumes.
 //!
 //! Layers, each depending only on those before it in this list:
-//! `diagnostic` → `syntax` → `error` → `compile` → `engine` → `scheduler` → `store` → `actions` → `cli`.
+//! `diagnostic` → `syntax` → `error` → `compile` → `engine` → `scheduler` → `store` → `actions` →
+//! `session` → `cli`. `diagnostic`, `syntax`, `compile`, `engine` and `scheduler` do no I/O and
+//! read no clock (`tests/layers.rs`).
 
 // Programs start with clone(2), processes are read from /proc and contained
 // in cgroups: there is no other platform to fall back to.
@@ -15,5 +17,6 @@ pub mod diagnostic;
 pub mod engine;
 pub mod error;
 pub mod scheduler;
+pub mod session;
 pub mod store;
 pub mod syntax;

@@ -8,10 +8,10 @@
 
 use super::kube::{self, Cluster, Target};
 use super::local::{Log, Scope};
+use super::step::Notes;
 use super::verify::Sample;
 use crate::compile::eval::Value;
 use crate::compile::Step;
-use crate::engine::Notes;
 use std::collections::BTreeMap;
 use std::time::Duration;
 

@@ -48,7 +48,7 @@ async fn attempt(plan: &Plan, runner: &LocalRunner, step: &str) -> Attempt {
             elapsed: Duration::ZERO,
             inputs: Vec::new(),
             log: log.clone(),
-            notes: crate::engine::Notes::unrecorded(Default::default()),
+            notes: crate::actions::step::Notes::unrecorded(Default::default()),
             undone: Vec::new(),
         })
         .await;

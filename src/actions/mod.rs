@@ -21,5 +21,6 @@ pub mod procs;
 pub mod redis;
 pub mod shell;
 pub mod spawn;
+pub mod step;
 pub mod tls;
 pub mod verify;

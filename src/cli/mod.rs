@@ -267,7 +267,7 @@ pub fn main() -> ExitCode {
             params,
             json,
         } => {
-            let choices = crate::engine::Choices { rerun, skip, done };
+            let choices = crate::session::Choices { rerun, skip, done };
             run::resume(run, &params, choices, &opts(json))
         }
         Command::Status { run, json } => runs::status(&state, run, json),

@@ -11,10 +11,10 @@ use crate::compile::eval::{bind_for_run, Bindings};
 use crate::compile::{Phase, Plan, StepId, Type};
 use crate::engine::approval::Approver;
 use crate::engine::{
-    drive_from, outcome_word, Choices, Clock, Control, Deadline, Driver, Ended, Event, Journal,
-    RecordedParam, RunMeta, RunState, StepState, StoreError,
+    outcome_word, Deadline, Event, Journal, RecordedParam, RunMeta, RunState, StepState, StoreError,
 };
 use crate::error::Error;
+use crate::session::{drive_from, Choices, Clock, Control, Driver, Ended};
 use crate::store::inbox::{clear_owner, write_owner, Inbox, Owner};
 use crate::store::locks::{self, Held, Holder, LockError};
 use crate::store::SledStore;

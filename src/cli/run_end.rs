@@ -4,10 +4,9 @@
 use super::run::{EXIT_CANCELLED, EXIT_ROLLED_BACK, EXIT_STOPPED};
 use crate::compile::eval::format_duration;
 use crate::compile::Plan;
-use crate::engine::{
-    outcome_word, Clock, DriveError, Ended, Outcome, RunState, StepState, SKIPPED_BY_HAND,
-};
+use crate::engine::{outcome_word, Outcome, RunState, StepState};
 use crate::error::Error;
+use crate::session::{Clock, DriveError, Ended, SKIPPED_BY_HAND};
 
 fn now_ms() -> u64 {
     Clock::system().now()

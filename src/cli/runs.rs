@@ -9,10 +9,11 @@ use crate::actions::output_file::OutputDir;
 use crate::compile::eval::{bind, format_duration, Bindings};
 use crate::compile::Plan;
 use crate::engine::{
-    approval, outcome_word, Clock, Event, Journal, RecordedParam, RunId, RunMeta, RunState,
-    StepLog, StepState,
+    approval, outcome_word, Event, Journal, RecordedParam, RunId, RunMeta, RunState, StepLog,
+    StepState,
 };
 use crate::error::Error;
+use crate::session::Clock;
 use crate::store::inbox::{Inbox, Owner, Request, Waited};
 use crate::store::SledStore;
 use serde::{Deserialize, Serialize};

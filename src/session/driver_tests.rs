@@ -2,6 +2,7 @@
 
 use super::driver_support::*;
 use super::*;
+use crate::engine::*;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;

@@ -4,6 +4,8 @@
 
 use super::driver_support::*;
 use super::*;
+use crate::actions::step::*;
+use crate::engine::*;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};

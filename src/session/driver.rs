@@ -5,111 +5,16 @@
 //! crash.
 
 use super::running::Running;
-use super::{
-    decide, Deadline, Decision, Event, Journal, LogBuffer, Millis, Outcome, RunId, RunState,
-    StepState, StoreError,
-};
+use crate::actions::step::StepRunner;
 use crate::compile::eval::Bindings;
-use crate::compile::{Plan, Step};
-use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
-use std::pin::Pin;
+use crate::compile::Plan;
+use crate::engine::{
+    decide, Deadline, Decision, Event, Journal, Millis, Outcome, RunId, RunState, StoreError,
+};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-
-/// The outputs of a step that succeeded, or why it failed.
-pub type StepResult = Result<BTreeMap<String, String>, String>;
-
-/// What a runner is asked to do: one attempt of a step.
-#[derive(Debug, Clone)]
-pub struct StepCall {
-    pub run: RunId,
-    pub step: Step,
-    pub attempt: u32,
-    /// Time already spent in this attempt before an interruption: a wait
-    /// continues to its first deadline.
-    pub elapsed: Duration,
-    /// The steps this one depends on, settled: name, state, outputs.
-    pub inputs: Vec<(String, StepState, BTreeMap<String, String>)>,
-    /// Where the attempt's output goes; the driver keeps it in the journal.
-    pub log: LogBuffer,
-    /// What this step noted in earlier attempts, and a way to note more.
-    pub notes: Notes,
-    /// For a step that undoes deploys (`undo STEP`): each deploy step's
-    /// name and what it noted (the pod template from before it), whether
-    /// it succeeded or not.
-    pub undone: Vec<(String, BTreeMap<String, String>)>,
-}
-
-/// A running step's request to record a note.
-#[derive(Debug)]
-pub struct NoteRequest {
-    pub(super) step: usize,
-    pub(super) key: String,
-    pub(super) value: String,
-    pub(super) reply: oneshot::Sender<Result<(), String>>,
-}
-
-/// What a step has noted so far in this run, and a way to note more that
-/// is durable before `keep` returns: a step records what it must not lose
-/// (the state before its change) before it changes anything.
-#[derive(Debug, Clone, Default)]
-pub struct Notes {
-    step: usize,
-    known: BTreeMap<String, String>,
-    to_driver: Option<mpsc::UnboundedSender<NoteRequest>>,
-}
-
-impl Notes {
-    pub(super) fn recorded(
-        step: usize,
-        known: BTreeMap<String, String>,
-        to_driver: mpsc::UnboundedSender<NoteRequest>,
-    ) -> Self {
-        Notes {
-            step,
-            known,
-            to_driver: Some(to_driver),
-        }
-    }
-
-    /// Notes kept in memory only: for a step run outside a run's journal.
-    pub fn unrecorded(known: BTreeMap<String, String>) -> Self {
-        Notes {
-            known,
-            ..Notes::default()
-        }
-    }
-
-    pub fn get(&self, key: &str) -> Option<&str> {
-        self.known.get(key).map(String::as_str)
-    }
-
-    /// Records `key = value` in the journal and waits until it is synced.
-    pub async fn keep(&mut self, key: &str, value: &str) -> Result<(), String> {
-        if let Some(to_driver) = &self.to_driver {
-            let (reply, answer) = oneshot::channel();
-            let request = NoteRequest {
-                step: self.step,
-                key: key.to_string(),
-                value: value.to_string(),
-                reply,
-            };
-            let lost = || "the run stopped before the step's note could be recorded".to_string();
-            to_driver.send(request).map_err(|_| lost())?;
-            answer.await.map_err(|_| lost())??;
-        }
-        self.known.insert(key.to_string(), value.to_string());
-        Ok(())
-    }
-}
-
-/// Performs one attempt of a step. The actions live behind this trait, so
-/// the driver can be tested with steps that only pretend.
-pub trait StepRunner: Send + Sync + 'static {
-    fn run(&self, call: StepCall) -> Pin<Box<dyn Future<Output = StepResult> + Send>>;
-}
 
 /// Milliseconds since the Unix epoch, from tokio's clock (so that tests can
 /// pause and advance it).
@@ -155,7 +60,7 @@ impl Clock {
 pub enum Control {
     Approve {
         step: String,
-        by: super::approval::Approver,
+        by: crate::engine::approval::Approver,
         reply: oneshot::Sender<Result<(), String>>,
     },
     /// Stop the running steps (their process groups are killed), start

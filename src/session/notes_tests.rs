@@ -2,7 +2,7 @@
 //! the run and handed to later attempts and to the steps that undo it.
 
 use super::driver_support::*;
-use super::*;
+use crate::engine::*;
 use std::sync::Arc;
 
 #[tokio::test(start_paused = true)]

@@ -3,12 +3,11 @@
 //! recording events, syncing, starting and stopping attempts.
 
 use super::driver::SKIPPED_BY_HAND;
-use super::driver::{
-    Choices, Control, DriveError, Driver, Ended, NoteRequest, Notes, StepCall, StepResult,
-};
-use super::{approval, Event, Journal, LogBuffer, Millis, RunState, StepState, StoreError};
+use super::driver::{Choices, Control, DriveError, Driver, Ended};
+use crate::actions::step::{NoteRequest, Notes, StepCall, StepResult};
 use crate::compile::eval::format_duration;
 use crate::compile::{Interrupt, Phase, Step, StepId};
+use crate::engine::{approval, Event, Journal, LogBuffer, Millis, RunState, StepState, StoreError};
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -222,7 +221,7 @@ impl<J: Journal> Running<'_, '_, J> {
                 Some(s) if !interrupted.iter().any(|(i, _)| *i == s.id.0) => {
                     return Err(DriveError::Choice(format!(
                         "`{name}` was not interrupted (it is {}); only interrupted steps take --rerun, --skip or --done",
-                        super::state_word(self.state.step(s.id))
+                        crate::engine::state_word(self.state.step(s.id))
                     )))
                 }
                 Some(_) => {}

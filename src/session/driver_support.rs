@@ -2,8 +2,10 @@
 //! pretend, and drives of them.
 
 use super::*;
+use crate::actions::step::*;
 use crate::compile::eval::Bindings;
 use crate::compile::{check, Plan};
+use crate::engine::*;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;

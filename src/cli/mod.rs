@@ -7,6 +7,7 @@ macro_rules! say {
     };
 }
 
+mod args;
 mod check;
 mod fmt;
 mod graph;
@@ -19,7 +20,6 @@ mod scheduled;
 pub mod serve;
 mod serve_end;
 mod serve_runs;
-mod store;
 mod view;
 
 use crate::error::Error;
@@ -206,7 +206,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { EXIT_ERROR } else { EXIT_OK });
         }
     };
-    let state = store::state_dir(cli.state);
+    let state = args::state_dir(cli.state);
     crate::actions::spawn::private_umask(crate::store::private::umask());
     let contain = match std::env::var("RUNBOOK_CGROUPS").as_deref() {
         Err(std::env::VarError::NotPresent) | Ok("auto") => true,
@@ -329,35 +329,12 @@ fn without_state(command: &Command, state: &std::path::Path) -> Option<u8> {
     };
     eprintln!(
         "error: {}",
-        view::printable(&store::no_store_sentence(state, run))
+        view::printable(&crate::session::no_store_sentence(state, run))
     );
     Some(EXIT_ERROR)
 }
 
 use crate::store::private::Found;
-
-/// Makes sure the process ends within `bound` from now: a thread that, if
-/// it is still alive then, says so and exits with `EXIT_ERROR`. What was
-/// recorded stays recorded; only the closing words may be lost.
-pub(crate) fn leave_within(bound: std::time::Duration) {
-    let _ = std::thread::Builder::new()
-        .name("leaving".into())
-        .spawn(move || {
-            std::thread::sleep(bound);
-            // Said from a thread of its own: a stderr that does not take it
-            // (a full pipe) must not hold the exit.
-            let _ = std::thread::Builder::new().spawn(move || {
-                eprintln!(
-                    "error: runbook could not finish closing within {} s (is the state directory's disk answering?); it exits now, and everything it recorded is kept",
-                    bound.as_secs()
-                );
-            });
-            std::thread::sleep(std::time::Duration::from_millis(200));
-            // SAFETY: _exit ends the process at once; no destructor of ours
-            // runs, which is the point: one of them did not return.
-            unsafe { libc::_exit(i32::from(EXIT_ERROR)) }
-        });
-}
 
 /// Reads and compiles one file, printing its diagnostics; `Ok(None)` when it has some.
 /// The plan of the runbook at `path`, or its diagnostics printed and `None`.

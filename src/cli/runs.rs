@@ -2,175 +2,22 @@
 //! runs, whether their process is alive (requests through the inbox) or not
 //! (the journal directly).
 
-use super::store::{self, plan_and_state, plan_of, store_error, CompileAhead, Opened};
-use super::view::clock;
 use crate::actions::groups::Noted;
 use crate::actions::output_file::OutputDir;
-use crate::compile::eval::{bind, format_duration, Bindings};
+use crate::compile::eval::format_duration;
 use crate::compile::Plan;
 use crate::engine::{
-    approval, outcome_word, Event, Journal, RecordedParam, RunId, RunMeta, RunState, StepLog,
-    StepState,
+    approval, outcome_word, Event, Journal, RunId, RunMeta, RunState, StepLog, StepState,
 };
 use crate::error::Error;
 use crate::session::Clock;
+use crate::session::{self, plan_and_state, plan_of, store_error, CompileAhead, Opened};
+use crate::session::{approved, recorded_bindings, view, RunView};
 use crate::store::inbox::{Inbox, Owner, Request, Waited};
 use crate::store::SledStore;
-use serde::{Deserialize, Serialize};
 use std::fmt::Write;
 use std::path::Path;
 use std::time::Duration;
-
-#[derive(Serialize, Deserialize)]
-pub struct RunView {
-    pub run: u64,
-    /// Whether a process is driving the run now.
-    #[serde(default)]
-    pub live: bool,
-    pub runbook: String,
-    pub file: String,
-    pub state: String,
-    pub started_at: Option<u64>,
-    pub steps: Vec<StepView>,
-}
-
-#[derive(Serialize, Deserialize)]
-pub struct StepView {
-    pub name: String,
-    pub kind: String,
-    pub state: String,
-    pub attempt: u32,
-    pub since: Option<u64>,
-    pub detail: Option<String>,
-}
-
-/// How a run stands. `live` says whether a process is driving it now.
-pub fn view(
-    meta: &RunMeta,
-    plan: &Plan,
-    state: &RunState,
-    bindings: &Bindings,
-    live: bool,
-) -> RunView {
-    let now = Clock::system().now();
-    // An approval whose time ran out is not waiting any more: `approve`
-    // refuses it and a resume records that it failed.
-    let expired = |s: &crate::compile::Step| match (state.step(s.id), s.timeout) {
-        (StepState::Running { since, .. }, Some(limit)) => {
-            now.saturating_sub(*since) > limit.as_millis() as u64
-        }
-        _ => false,
-    };
-    let waiting: Vec<_> = state
-        .awaiting_approval(plan)
-        .into_iter()
-        .filter(|s| !expired(s))
-        .collect();
-    let word = match state.finished {
-        Some(outcome) => outcome_word(outcome).to_string(),
-        None if !waiting.is_empty() => "waiting for approval".into(),
-        None if live => "running".into(),
-        None => "stopped (not finished)".into(),
-    };
-    let steps = plan
-        .steps
-        .iter()
-        .map(|s| {
-            let st = state.step(s.id);
-            let (since, detail) = match st {
-                StepState::Running { since, .. } if s.kind.name == "approve" && expired(s) => (
-                    Some(*since),
-                    Some(format!(
-                        "the time to approve ran out; `runbook resume {}` records that it failed",
-                        meta.id
-                    )),
-                ),
-                StepState::Running { since, .. } if s.kind.name == "approve" => (
-                    Some(*since),
-                    Some(format!(
-                        "{} (approve with: runbook approve {} {} --as NAME)",
-                        prompt(s, bindings, plan, state),
-                        meta.id,
-                        s.name
-                    )),
-                ),
-                StepState::Running { since, .. } => (Some(*since), None),
-                StepState::Retrying { at, .. } => {
-                    (None, Some(format!("next attempt at {}", clock(Some(*at)))))
-                }
-                StepState::Failed { error } => (None, Some(error.clone())),
-                StepState::Skipped { reason } => (None, Some(reason.clone())),
-                StepState::Succeeded => (None, approved(&state.outputs[s.id.0])),
-                StepState::Pending => (None, None),
-            };
-            let mut word = crate::engine::state_word(st).to_string();
-            if !live && state.finished.is_none() && matches!(st, StepState::Running { .. }) {
-                word = "interrupted".into();
-            }
-            StepView {
-                name: s.name.clone(),
-                kind: s.kind.name.to_string(),
-                state: word,
-                attempt: state.attempts[s.id.0],
-                since,
-                detail,
-            }
-        })
-        .collect();
-    RunView {
-        run: meta.id.0,
-        live,
-        runbook: plan.name.clone(),
-        file: meta.file.clone(),
-        state: word,
-        started_at: state.started_at,
-        steps,
-    }
-}
-
-/// What an approval asks, with the run's parameters filled in.
-/// An approval's question, with what the steps before it found
-/// (`${idle_now.output.value}`): by the time it is asked, they have settled.
-pub fn prompt(
-    step: &crate::compile::Step,
-    bindings: &Bindings,
-    plan: &Plan,
-    state: &crate::engine::RunState,
-) -> String {
-    let Some(expr) = step.property("prompt").and_then(|p| p.args.first()) else {
-        return String::new();
-    };
-    let fields = |path: &[crate::syntax::ast::Ident]| crate::engine::step_field(plan, state, path);
-    match crate::compile::eval::eval_in(expr, bindings, &|_| None, &fields) {
-        crate::compile::eval::Value::Str(text) => format!("{text:?}"),
-        other => other.to_string(),
-    }
-}
-
-/// A run's parameters as recorded (secrets stay markers): enough to show
-/// prompts and check approvers.
-pub fn recorded_bindings(meta: &RunMeta, plan: &Plan) -> Bindings {
-    let values: Vec<(String, String)> = meta
-        .params
-        .iter()
-        .filter_map(|(n, p)| match p {
-            RecordedParam::Value(v) => Some((n.clone(), v.clone())),
-            _ => None,
-        })
-        .collect();
-    // As the run sees them: `env()` read from this environment, as a
-    // resumed run would; without its secrets, markers instead.
-    let env = |name: &str| std::env::var(name).ok();
-    crate::compile::eval::bind_for_run(plan, &values, &env)
-        .or_else(|_| bind(plan, &values, &env))
-        .unwrap_or_default()
-}
-
-fn approved(outputs: &std::collections::BTreeMap<String, String>) -> Option<String> {
-    let by = super::view::approver(outputs)?;
-    let at = outputs.get("approved_at").cloned().unwrap_or_default();
-    Some(format!("approved by {by} at {at}"))
-}
 
 pub fn render(v: &RunView) -> String {
     let mut out = format!("run {}  {}  {}  {}\n", v.run, v.runbook, v.file, v.state);
@@ -205,7 +52,7 @@ const VIEW_LIMIT: u64 = 256 << 20;
 
 /// `runbook status [RUN]`.
 pub fn status(state_dir: &Path, run: Option<u64>, json: bool) -> Result<u8, Error> {
-    if run.is_none() && !store::has_journal(state_dir) {
+    if run.is_none() && !session::has_journal(state_dir) {
         match json {
             true => say!("[]"),
             false => say!("no runs yet in {}", state_dir.display()),
@@ -214,7 +61,7 @@ pub fn status(state_dir: &Path, run: Option<u64>, json: bool) -> Result<u8, Erro
     }
     let mut ahead = run.map(|id| CompileAhead::start(state_dir, id));
     // Without a run number, a state directory with no journal was answered above.
-    let store = match store::open_or_owner(state_dir, run.unwrap_or_default())? {
+    let store = match session::open_or_owner(state_dir, run.unwrap_or_default())? {
         Opened::Store(store) => store,
         Opened::HeldBy(owner) => return status_live(state_dir, owner, run, json),
     };
@@ -285,7 +132,7 @@ fn status_live(
     };
     let view: Option<RunView> = parsed.and_then(|v| serde_json::from_value(v).ok());
     let Some(view) = view.filter(|_| matches) else {
-        return Err(Error::Run(store::locked_sentence(state_dir, owner)));
+        return Err(Error::Run(session::locked_sentence(state_dir, owner)));
     };
     if json {
         say!("{}", to_json(&[&view])?);
@@ -309,12 +156,12 @@ fn date(ms: u64) -> String {
 
 /// `runbook logs RUN [STEP]`: what each attempt printed, as kept.
 pub fn logs(state_dir: &Path, run: u64, step: Option<&str>) -> Result<u8, Error> {
-    let store = match store::open_or_owner(state_dir, run)? {
+    let store = match session::open_or_owner(state_dir, run)? {
         Opened::Store(store) => store,
         Opened::HeldBy(owner) => {
             return Err(Error::Run(format!(
                 "{}; while it runs, its output is on its terminal",
-                store::locked_sentence(state_dir, owner)
+                session::locked_sentence(state_dir, owner)
             )))
         }
     };
@@ -382,7 +229,7 @@ fn ask_live(
     request: Request,
 ) -> Result<bool, Error> {
     let Some(owner) = owner.clone().filter(|o| o.run == run) else {
-        return Err(Error::Run(store::locked_sentence(state_dir, owner)));
+        return Err(Error::Run(session::locked_sentence(state_dir, owner)));
     };
     let inbox = Inbox::new(state_dir);
     let name = inbox.send(&request).map_err(|e| {
@@ -391,7 +238,7 @@ fn ask_live(
             state_dir.display()
         ))
     })?;
-    match inbox.wait_answer(&name, ANSWER_WITHIN, || store::alive(owner.pid)) {
+    match inbox.wait_answer(&name, ANSWER_WITHIN, || session::alive(owner.pid)) {
         Waited::Answered(Ok(())) => Ok(true),
         Waited::Answered(Err(why)) => Err(Error::Run(why)),
         Waited::Gone => {
@@ -412,11 +259,11 @@ fn ask_live(
 /// The store, once the process that held it has ended: its lock goes with
 /// it, but a moment may pass.
 fn store_after_owner_ended(state_dir: &Path, run: u64) -> Result<SledStore, Error> {
-    match store::open_or_owner(state_dir, run)? {
+    match session::open_or_owner(state_dir, run)? {
         Opened::Store(store) => Ok(store),
         Opened::HeldBy(owner) => Err(Error::Run(format!(
             "run {run}'s process ended before it answered, and {}",
-            store::locked_sentence(state_dir, owner)
+            session::locked_sentence(state_dir, owner)
         ))),
     }
 }
@@ -434,7 +281,7 @@ fn offline(
 
 /// `runbook approve RUN STEP --as NAME`.
 pub fn approve(state_dir: &Path, run: u64, step: &str, by: &str) -> Result<u8, Error> {
-    let store = match store::open_or_owner(state_dir, run)? {
+    let store = match session::open_or_owner(state_dir, run)? {
         Opened::HeldBy(owner) => {
             let pid = owner.as_ref().map_or(0, |o| o.pid);
             let request = Request::Approve {
@@ -481,7 +328,7 @@ pub fn approve(state_dir: &Path, run: u64, step: &str, by: &str) -> Result<u8, E
 
 /// `runbook cancel RUN`.
 pub fn cancel(state_dir: &Path, run: u64) -> Result<u8, Error> {
-    let store = match store::open_or_owner(state_dir, run)? {
+    let store = match session::open_or_owner(state_dir, run)? {
         Opened::HeldBy(owner) => {
             let pid = owner.as_ref().map_or(0, |o| o.pid);
             if ask_live(state_dir, owner, run, Request::Cancel { run })? {
@@ -548,7 +395,7 @@ fn cancel_in_journal(state_dir: &Path, store: &SledStore, run: u64) -> Result<u8
         });
     }
     // What was killed is gone before the journal says the run is over.
-    if let Some(stuck) = store::killed_groups_left() {
+    if let Some(stuck) = session::killed_groups_left() {
         return Err(Error::Run(format!(
             "run {run} was not cancelled: its programs {stuck}; try again when they have ended"
         )));

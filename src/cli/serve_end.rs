@@ -5,10 +5,10 @@
 
 use super::serve::Serve;
 use super::serve_runs::{state_of, RunEvent};
-use super::store::{alive, open_or_owner, Opened};
 use crate::engine::{outcome_word, Event, Journal, Outcome, RunId};
 use crate::error::Error;
 use crate::scheduler::{Active, EntryState, Record, Waiting, What};
+use crate::session::{alive, open_or_owner, Opened};
 use crate::store::inbox::read_owner;
 use crate::store::{locks, SledStore};
 use std::path::Path;

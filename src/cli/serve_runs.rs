@@ -4,7 +4,7 @@
 //! crash in one run touches no other, and `status`, `logs`, `approve` and
 //! `cancel` work on it as on any run. Its output is logged line by line.
 
-use super::store::alive;
+use crate::session::alive;
 use crate::store::inbox::{Inbox, Request};
 use crate::store::locks;
 use std::collections::HashMap;

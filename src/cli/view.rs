@@ -6,6 +6,7 @@ use crate::actions::local::Line;
 use crate::compile::eval::format_duration;
 use crate::compile::Plan;
 use crate::engine::{Event, Millis, RunId, RunState, StepState};
+use crate::session::{approver, clock};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -114,7 +115,7 @@ impl View {
                 let what = if waiting {
                     format!(
                         "waiting for approval: {} (approve with: runbook approve {} {} --as NAME)",
-                        super::runs::prompt(&plan.steps[*step], &self.bindings, &plan, state),
+                        crate::session::prompt(&plan.steps[*step], &self.bindings, &plan, state),
                         self.run,
                         name(step)
                     )
@@ -216,16 +217,6 @@ impl View {
     }
 }
 
-/// Who approved, as recorded: the name given, and the Unix account it came
-/// from when that is another name.
-pub fn approver(outputs: &std::collections::BTreeMap<String, String>) -> Option<String> {
-    let name = outputs.get("approved_by")?;
-    Some(match outputs.get("approved_by_account") {
-        Some(account) if account != name => format!("{name} (Unix user {account})"),
-        _ => name.clone(),
-    })
-}
-
 /// A line on standard output. A closed pipe (`runbook run x | head`) must
 /// not stop the run: what cannot be shown is still recorded.
 pub fn out(text: &str) {
@@ -298,42 +289,8 @@ fn event_time(event: &Event) -> Option<Millis> {
     }
 }
 
-/// `14:02:07` (UTC), or the current time for events that carry none.
-pub fn clock(at: Option<Millis>) -> String {
-    let at = at
-        .map(|ms| ms as i64)
-        .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
-    // Every event gets a line in plain mode: the time of day by arithmetic
-    // is a tenth of what formatting a date costs. Days are 86,400 s in UTC.
-    const YEAR_10000: i64 = 253_402_300_800_000;
-    if (0..YEAR_10000).contains(&at) {
-        let day = (at / 1000) % 86_400;
-        return format!("{:02}:{:02}:{:02}", day / 3600, day / 60 % 60, day % 60);
-    }
-    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(at)
-        .map(|t| t.format("%H:%M:%S").to_string())
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn the_clock_reads_as_chrono_formats_it() {
-        for ms in [
-            0,
-            999,
-            1_000,
-            86_399_999,
-            1_764_244_927_123,
-            253_402_300_799_999,
-        ] {
-            let by_chrono = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms as i64)
-                .map(|t| t.format("%H:%M:%S").to_string())
-                .unwrap_or_default();
-            assert_eq!(super::clock(Some(ms)), by_chrono, "{ms}");
-        }
-    }
-
     #[test]
     fn control_characters_are_shown_not_obeyed() {
         use super::printable;

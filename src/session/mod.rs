@@ -4,11 +4,22 @@
 //! actions behind `StepRunner`.
 
 mod driver;
+mod open;
+mod report;
+mod run;
 mod running;
+mod tending;
 
 pub use driver::{
     drive, drive_from, Choices, Clock, Control, DriveError, Driver, Ended, SKIPPED_BY_HAND,
 };
+pub use open::{
+    alive, has_journal, keep_source, killed_groups_left, locked_sentence, no_store_sentence, open,
+    open_or_owner, open_to_write, plan_and_state, plan_of, rebind, store_error, CompileAhead,
+    Opened,
+};
+pub use report::{approved, approver, clock, prompt, recorded_bindings, view, RunView, StepView};
+pub use run::{leave_within, Driven, Notice, Ready, Session, Watch};
 
 #[cfg(test)]
 mod driver_support;

@@ -1,5 +1,5 @@
-//! Where runs are kept on this machine, and opening that store with plain
-//! sentences for what can go wrong.
+//! Opening the store of a state directory, with plain sentences for what can
+//! go wrong, and a run's plan compiled from the source it recorded.
 
 use crate::compile::eval::{bind_for_run, Bindings};
 use crate::compile::Plan;
@@ -8,25 +8,6 @@ use crate::error::Error;
 use crate::store::inbox::{read_owner, Owner};
 use crate::store::SledStore;
 use std::path::{Path, PathBuf};
-
-/// `--state`, else `$RUNBOOK_STATE`, else `$XDG_STATE_HOME/runbook`, else
-/// `~/.local/state/runbook`: one place per user, so that `resume` finds a
-/// run from any directory.
-pub fn state_dir(given: Option<PathBuf>) -> PathBuf {
-    if let Some(dir) = given {
-        return dir;
-    }
-    if let Some(dir) = std::env::var_os("RUNBOOK_STATE").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir);
-    }
-    if let Some(dir) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir).join("runbook");
-    }
-    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
-        Some(home) => PathBuf::from(home).join(".local/state/runbook"),
-        None => PathBuf::from(".runbook"),
-    }
-}
 
 /// The journal lives in `STATE/journal`.
 pub fn open(state: &Path, run: u64) -> Result<SledStore, Error> {
@@ -104,7 +85,7 @@ fn open_or_owner_creating(state: &Path) -> Result<Opened, Error> {
 /// Whether another process with this id exists and has not ended (0,
 /// which kill(2) reads as "my process group", is none; a zombie, ended but
 /// not yet reaped by its parent, is none either).
-pub(super) fn alive(pid: u32) -> bool {
+pub fn alive(pid: u32) -> bool {
     pid != std::process::id() && crate::store::process::alive(pid)
 }
 
@@ -132,7 +113,7 @@ pub fn locked_sentence(state: &Path, owner: Option<Owner>) -> String {
 
 /// Waits, up to 5 s, for the process groups this process killed to be gone;
 /// if some are not, the middle of a sentence naming them.
-pub(super) fn killed_groups_left() -> Option<String> {
+pub fn killed_groups_left() -> Option<String> {
     let left = crate::actions::spawn::wait_killed_gone(std::time::Duration::from_secs(5));
     if left.is_empty() {
         return None;
@@ -325,14 +306,4 @@ pub fn rebind(
     }
     let env = |name: &str| std::env::var(name).ok();
     bind_for_run(plan, &given, &env).map_err(|e| Error::Usage(e.join("\n       ")))
-}
-
-pub fn parse_params(params: &[String]) -> Result<Vec<(String, String)>, Error> {
-    params
-        .iter()
-        .map(|p| match p.split_once('=') {
-            Some((name, value)) => Ok((name.trim().to_string(), value.to_string())),
-            None => Err(Error::Usage(format!("-p {p}: write NAME=VALUE"))),
-        })
-        .collect()
 }

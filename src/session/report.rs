@@ -1,0 +1,207 @@
+//! How a run stands, as one value: what `runbook status` shows, what the
+//! live view (`live.json`) holds for other terminals while a process drives
+//! the run, and the questions its approvals ask.
+
+use super::Clock;
+use crate::compile::eval::{bind, Bindings};
+use crate::compile::Plan;
+use crate::engine::{outcome_word, Millis, RecordedParam, RunMeta, RunState, StepState};
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize)]
+pub struct RunView {
+    pub run: u64,
+    /// Whether a process is driving the run now.
+    #[serde(default)]
+    pub live: bool,
+    pub runbook: String,
+    pub file: String,
+    pub state: String,
+    pub started_at: Option<u64>,
+    pub steps: Vec<StepView>,
+}
+
+#[derive(Serialize, Deserialize)]
+pub struct StepView {
+    pub name: String,
+    pub kind: String,
+    pub state: String,
+    pub attempt: u32,
+    pub since: Option<u64>,
+    pub detail: Option<String>,
+}
+
+/// How a run stands. `live` says whether a process is driving it now.
+pub fn view(
+    meta: &RunMeta,
+    plan: &Plan,
+    state: &RunState,
+    bindings: &Bindings,
+    live: bool,
+) -> RunView {
+    let now = Clock::system().now();
+    // An approval whose time ran out is not waiting any more: `approve`
+    // refuses it and a resume records that it failed.
+    let expired = |s: &crate::compile::Step| match (state.step(s.id), s.timeout) {
+        (StepState::Running { since, .. }, Some(limit)) => {
+            now.saturating_sub(*since) > limit.as_millis() as u64
+        }
+        _ => false,
+    };
+    let waiting: Vec<_> = state
+        .awaiting_approval(plan)
+        .into_iter()
+        .filter(|s| !expired(s))
+        .collect();
+    let word = match state.finished {
+        Some(outcome) => outcome_word(outcome).to_string(),
+        None if !waiting.is_empty() => "waiting for approval".into(),
+        None if live => "running".into(),
+        None => "stopped (not finished)".into(),
+    };
+    let steps = plan
+        .steps
+        .iter()
+        .map(|s| {
+            let st = state.step(s.id);
+            let (since, detail) = match st {
+                StepState::Running { since, .. } if s.kind.name == "approve" && expired(s) => (
+                    Some(*since),
+                    Some(format!(
+                        "the time to approve ran out; `runbook resume {}` records that it failed",
+                        meta.id
+                    )),
+                ),
+                StepState::Running { since, .. } if s.kind.name == "approve" => (
+                    Some(*since),
+                    Some(format!(
+                        "{} (approve with: runbook approve {} {} --as NAME)",
+                        prompt(s, bindings, plan, state),
+                        meta.id,
+                        s.name
+                    )),
+                ),
+                StepState::Running { since, .. } => (Some(*since), None),
+                StepState::Retrying { at, .. } => {
+                    (None, Some(format!("next attempt at {}", clock(Some(*at)))))
+                }
+                StepState::Failed { error } => (None, Some(error.clone())),
+                StepState::Skipped { reason } => (None, Some(reason.clone())),
+                StepState::Succeeded => (None, approved(&state.outputs[s.id.0])),
+                StepState::Pending => (None, None),
+            };
+            let mut word = crate::engine::state_word(st).to_string();
+            if !live && state.finished.is_none() && matches!(st, StepState::Running { .. }) {
+                word = "interrupted".into();
+            }
+            StepView {
+                name: s.name.clone(),
+                kind: s.kind.name.to_string(),
+                state: word,
+                attempt: state.attempts[s.id.0],
+                since,
+                detail,
+            }
+        })
+        .collect();
+    RunView {
+        run: meta.id.0,
+        live,
+        runbook: plan.name.clone(),
+        file: meta.file.clone(),
+        state: word,
+        started_at: state.started_at,
+        steps,
+    }
+}
+
+/// What an approval asks, with the run's parameters filled in.
+/// An approval's question, with what the steps before it found
+/// (`${idle_now.output.value}`): by the time it is asked, they have settled.
+pub fn prompt(
+    step: &crate::compile::Step,
+    bindings: &Bindings,
+    plan: &Plan,
+    state: &crate::engine::RunState,
+) -> String {
+    let Some(expr) = step.property("prompt").and_then(|p| p.args.first()) else {
+        return String::new();
+    };
+    let fields = |path: &[crate::syntax::ast::Ident]| crate::engine::step_field(plan, state, path);
+    match crate::compile::eval::eval_in(expr, bindings, &|_| None, &fields) {
+        crate::compile::eval::Value::Str(text) => format!("{text:?}"),
+        other => other.to_string(),
+    }
+}
+
+/// A run's parameters as recorded (secrets stay markers): enough to show
+/// prompts and check approvers.
+pub fn recorded_bindings(meta: &RunMeta, plan: &Plan) -> Bindings {
+    let values: Vec<(String, String)> = meta
+        .params
+        .iter()
+        .filter_map(|(n, p)| match p {
+            RecordedParam::Value(v) => Some((n.clone(), v.clone())),
+            _ => None,
+        })
+        .collect();
+    // As the run sees them: `env()` read from this environment, as a
+    // resumed run would; without its secrets, markers instead.
+    let env = |name: &str| std::env::var(name).ok();
+    crate::compile::eval::bind_for_run(plan, &values, &env)
+        .or_else(|_| bind(plan, &values, &env))
+        .unwrap_or_default()
+}
+
+pub fn approved(outputs: &std::collections::BTreeMap<String, String>) -> Option<String> {
+    let by = approver(outputs)?;
+    let at = outputs.get("approved_at").cloned().unwrap_or_default();
+    Some(format!("approved by {by} at {at}"))
+}
+
+/// Who approved, as recorded: the name given, and the Unix account it came
+/// from when that is another name.
+pub fn approver(outputs: &std::collections::BTreeMap<String, String>) -> Option<String> {
+    let name = outputs.get("approved_by")?;
+    Some(match outputs.get("approved_by_account") {
+        Some(account) if account != name => format!("{name} (Unix user {account})"),
+        _ => name.clone(),
+    })
+}
+
+/// `14:02:07` (UTC), or the current time for events that carry none.
+pub fn clock(at: Option<Millis>) -> String {
+    let at = at
+        .map(|ms| ms as i64)
+        .unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+    // Every event gets a line in plain mode: the time of day by arithmetic
+    // is a tenth of what formatting a date costs. Days are 86,400 s in UTC.
+    const YEAR_10000: i64 = 253_402_300_800_000;
+    if (0..YEAR_10000).contains(&at) {
+        let day = (at / 1000) % 86_400;
+        return format!("{:02}:{:02}:{:02}", day / 3600, day / 60 % 60, day % 60);
+    }
+    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(at)
+        .map(|t| t.format("%H:%M:%S").to_string())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_clock_reads_as_chrono_formats_it() {
+        for ms in [
+            0,
+            999,
+            1_000,
+            86_399_999,
+            1_764_244_927_123,
+            253_402_300_799_999,
+        ] {
+            let by_chrono = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms as i64)
+                .map(|t| t.format("%H:%M:%S").to_string())
+                .unwrap_or_default();
+            assert_eq!(super::clock(Some(ms)), by_chrono, "{ms}");
+        }
+    }
+}

@@ -5,9 +5,11 @@
 
 mod driver;
 mod open;
+mod records;
 mod report;
 mod run;
 mod running;
+mod steer;
 mod tending;
 
 pub use driver::{
@@ -18,8 +20,10 @@ pub use open::{
     open_or_owner, open_to_write, plan_and_state, plan_of, rebind, store_error, CompileAhead,
     Opened,
 };
+pub use records::{logs, runs, AttemptLog, Runs};
 pub use report::{approved, approver, clock, prompt, recorded_bindings, view, RunView, StepView};
 pub use run::{leave_within, Driven, Notice, Ready, Session, Watch};
+pub use steer::{approve, cancel, Approved, Cancelled, Unanswered};
 
 #[cfg(test)]
 mod driver_support;

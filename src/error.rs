@@ -3,6 +3,16 @@
 
 use std::path::{Path, PathBuf};
 
+/// How a process of runbook's ends, besides 0 (done), 1 (an error) and 2
+/// (the runbook has diagnostics). `cli` maps errors to these; `serve` reads
+/// them from the run processes it starts.
+pub const EXIT_ROLLED_BACK: u8 = 3;
+pub const EXIT_CANCELLED: u8 = 4;
+/// A named lock the runbook needs is held by another run.
+pub const EXIT_BUSY: u8 = 5;
+/// Stopped by Ctrl-C or SIGTERM before the run finished.
+pub const EXIT_STOPPED: u8 = 130;
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot read {}: {why}", path.display())]

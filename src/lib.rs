@@ -2,7 +2,7 @@
 //!
 //! Layers, each depending only on those before it in this list:
 //! `diagnostic` → `syntax` → `error` → `compile` → `engine` → `scheduler` → `store` → `actions` →
-//! `session` → `cli`. `diagnostic`, `syntax`, `compile`, `engine` and `scheduler` do no I/O and
+//! `session` → `serve` → `cli`. `diagnostic`, `syntax`, `compile`, `engine` and `scheduler` do no I/O and
 //! read no clock (`tests/layers.rs`).
 
 // Programs start with clone(2), processes are read from /proc and contained
@@ -17,6 +17,7 @@ pub mod diagnostic;
 pub mod engine;
 pub mod error;
 pub mod scheduler;
+pub mod serve;
 pub mod session;
 pub mod store;
 pub mod syntax;

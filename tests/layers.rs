@@ -14,6 +14,7 @@ const LAYERS: &[&str] = &[
     "store",
     "actions",
     "session",
+    "serve",
     "cli",
 ];
 

@@ -16,10 +16,7 @@ mod run;
 mod run_end;
 mod runs;
 mod schedule;
-mod scheduled;
-pub mod serve;
-mod serve_end;
-mod serve_runs;
+mod serve;
 mod view;
 
 use crate::error::Error;

@@ -11,12 +11,7 @@ use crate::session::{Choices, Clock, Notice, Ready, Session, Watch};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-/// Exit codes of the run commands, besides 0, 1 and 2.
-pub const EXIT_ROLLED_BACK: u8 = 3;
-pub const EXIT_CANCELLED: u8 = 4;
-/// A named lock the runbook needs is held by another run.
-pub const EXIT_BUSY: u8 = 5;
-pub const EXIT_STOPPED: u8 = 130;
+pub use crate::error::{EXIT_BUSY, EXIT_CANCELLED, EXIT_ROLLED_BACK, EXIT_STOPPED};
 
 pub struct RunOptions {
     pub state: PathBuf,

@@ -3,12 +3,11 @@
 //! window, overlap policy and locks, its recent history when the
 //! scheduler's state can be read, and every file that does not check.
 
-use super::scheduled::Loader;
-use super::serve_runs::state_of;
 use crate::compile::eval::format_duration;
 use crate::compile::Overlap;
 use crate::error::Error;
 use crate::scheduler::{ms, Entry};
+use crate::serve::{state_of, Loader};
 use crate::store::ScheduleStore;
 use chrono::{DateTime, Utc};
 use std::fmt::Write;
@@ -44,8 +43,8 @@ pub fn run(
         Err(String::new())
     };
     // While a scheduler runs, it holds the store and keeps its last lines here.
-    let live: Option<super::serve::Live> = (present && store.is_err())
-        .then(|| crate::store::private::read(&state.join(super::serve::LIVE_FILE), 64 << 20).ok())
+    let live: Option<crate::serve::Live> = (present && store.is_err())
+        .then(|| crate::store::private::read(&state.join(crate::serve::LIVE_FILE), 64 << 20).ok())
         .flatten()
         .and_then(|b| serde_json::from_slice(&b).ok());
     let mut out = String::new();

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use chrono::{DateTime, Utc};
-use runbook::cli::serve::{serve, Log, SchedClock, ServeConfig};
+use runbook::serve::{serve, Log, SchedClock, ServeConfig};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -3,8 +3,8 @@
 //! continued with `resume`), and, after a restart, the runs an earlier
 //! scheduler started and did not see end.
 
-use super::serve::Serve;
-use super::serve_runs::{state_of, RunEvent};
+use super::runs::{state_of, RunEvent};
+use super::Serve;
 use crate::engine::{outcome_word, Event, Journal, Outcome, RunId};
 use crate::error::Error;
 use crate::scheduler::{Active, EntryState, Record, Waiting, What};
@@ -59,7 +59,7 @@ impl Serve {
             return Ok(());
         };
         let dir = state_of(&self.runs.state, name);
-        let busy = code == Some(i32::from(super::run::EXIT_BUSY));
+        let busy = code == Some(i32::from(crate::error::EXIT_BUSY));
         // A process that ended before it said its number may still have
         // created its run: the newest one since it was started.
         let run = active.run.or_else(|| run_since(&dir, active.started_at));

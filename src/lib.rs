@@ -3,7 +3,7 @@
 //! Layers, each depending only on those before it in this list:
 //! `diagnostic` → `syntax` → `error` → `compile` → `engine` → `scheduler` → `store` → `actions` →
 //! `session` → `serve` → `cli`. `diagnostic`, `syntax`, `compile`, `engine` and `scheduler` do no I/O and
-//! read no clock (`tests/layers.rs`).
+//! read no clock (`tests/integration/layers.rs`).
 
 // Programs start with clone(2), processes are read from /proc and contained
 // in cgroups: there is no other platform to fall back to.

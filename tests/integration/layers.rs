@@ -1,0 +1,80 @@
+//! Dependencies go one way: a layer never names a layer above it.
+
+use crate::common;
+/// Lowest first; a module may use only those before it in this list.
+const LAYERS: &[&str] = &[
+    "diagnostic",
+    "syntax",
+    "error",
+    "compile",
+    "engine",
+    "scheduler",
+    "store",
+    "actions",
+    "session",
+    "serve",
+    "cli",
+];
+
+/// The core that knows no I/O: what it decides depends on its inputs only,
+/// so it is tested event by event without a runtime, a clock or a disk.
+const PURE: &[&str] = &["diagnostic", "syntax", "compile", "engine", "scheduler"];
+
+/// What the pure core never names: a runtime, the file system, the
+/// environment, other processes, the clock.
+const IMPURE: &[&str] = &[
+    "tokio",
+    "std::fs",
+    "std::env",
+    "std::process",
+    "SystemTime::now",
+    "Instant::now",
+];
+
+#[test]
+fn no_layer_uses_one_above_it() {
+    let src = common::root().join("src");
+    for (rank, layer) in LAYERS.iter().enumerate() {
+        let dir = src.join(layer);
+        let mut files = common::files_with_extension(&dir, "rs");
+        files.push(src.join(format!("{layer}.rs")));
+        for file in files.into_iter().filter(|f| f.exists()) {
+            let text = std::fs::read_to_string(&file).expect("readable");
+            for higher in &LAYERS[rank + 1..] {
+                assert!(
+                    !text.contains(&format!("crate::{higher}")),
+                    "{} uses `{higher}`, a layer above `{layer}`",
+                    file.display()
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_pure_core_does_no_io_and_reads_no_clock() {
+    let src = common::root().join("src");
+    let mut read = 0;
+    for layer in PURE {
+        let mut files = common::files_with_extension(&src.join(layer), "rs");
+        files.push(src.join(format!("{layer}.rs")));
+        for file in files.into_iter().filter(|f| f.exists()) {
+            read += 1;
+            let text = std::fs::read_to_string(&file).expect("readable");
+            for (n, line) in text.lines().enumerate() {
+                // Comments may say what the core does not do.
+                let code = line.split("//").next().unwrap_or("");
+                for name in IMPURE {
+                    assert!(
+                        !code.contains(name),
+                        "{}:{}: the pure `{layer}` names `{name}`: {}",
+                        file.display(),
+                        n + 1,
+                        line.trim()
+                    );
+                }
+            }
+        }
+    }
+    assert!(read > 20, "only {read} files of the pure core were found");
+}

@@ -288,5 +288,4 @@ pub fn tidy(dir: &Path) {
 }
 
 #[cfg(test)]
-#[path = "contain_tests.rs"]
 pub(crate) mod tests;

@@ -597,5 +597,4 @@ impl Group {
 }
 
 #[cfg(test)]
-#[path = "groups_tests.rs"]
 mod tests;

@@ -339,5 +339,4 @@ fn first_line(text: &str) -> String {
 }
 
 #[cfg(test)]
-#[path = "http_tests.rs"]
 mod tests;

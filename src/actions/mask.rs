@@ -259,5 +259,4 @@ fn decoded(text: &str) -> String {
 }
 
 #[cfg(test)]
-#[path = "mask_tests.rs"]
 mod tests;

@@ -1,26 +1,24 @@
-//! What steps do to the world. Each action is a plain async function with
-//! its own tests; `local.rs` is the engine's `StepRunner` that evaluates a
-//! step's properties and calls them.
+//! What steps do to the world. `steps/` holds the step adapters and the
+//! `StepRunner` (`steps::LocalRunner`) that evaluates a step's properties
+//! and calls them; beside it, the protocol clients (`postgres/`, `kube/`,
+//! `redis/`, `http`, `tls`, `notify`) and what starts and contains programs
+//! (`command`, `spawn`, `child`, `groups`, `contain`, `procs`), each a plain
+//! function or type with its own tests.
 
 mod child;
-pub mod cluster;
 pub mod command;
 pub mod contain;
-pub mod data;
 pub mod files;
 pub mod groups;
 pub mod http;
 pub mod kube;
-pub mod local;
-mod log;
 pub mod mask;
 pub mod notify;
 pub mod output_file;
 pub mod postgres;
 pub mod procs;
 pub mod redis;
-pub mod shell;
 pub mod spawn;
 pub mod step;
+pub mod steps;
 pub mod tls;
-pub mod verify;

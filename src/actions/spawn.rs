@@ -605,5 +605,4 @@ pub fn group_exists(pgid: i32) -> bool {
 }
 
 #[cfg(test)]
-#[path = "spawn_tests.rs"]
 mod tests;

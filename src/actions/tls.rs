@@ -262,5 +262,4 @@ fn base64(text: &str) -> Option<Vec<u8>> {
 }
 
 #[cfg(test)]
-#[path = "tls_tests.rs"]
 mod tests;

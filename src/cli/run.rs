@@ -4,7 +4,7 @@
 
 use super::args::parse_params;
 use super::view::{Mode, View};
-use crate::actions::local::Line;
+use crate::actions::steps::Line;
 use crate::engine::{Deadline, Event, RunState};
 use crate::error::Error;
 use crate::session::{Choices, Clock, Notice, Ready, Session, Watch};

@@ -2,7 +2,7 @@
 //! running step with its attempt and elapsed time, finished steps printed
 //! above), plain lines otherwise, or a JSON event stream with `--json`.
 
-use crate::actions::local::Line;
+use crate::actions::steps::Line;
 use crate::compile::eval::format_duration;
 use crate::compile::Plan;
 use crate::engine::{Event, Millis, RunId, RunState, StepState};

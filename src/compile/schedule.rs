@@ -243,5 +243,4 @@ impl Blackout {
 }
 
 #[cfg(test)]
-#[path = "schedule_tests.rs"]
 mod tests;

@@ -287,5 +287,4 @@ fn start_or_wait(
 }
 
 #[cfg(test)]
-#[path = "decide_tests.rs"]
 mod tests;

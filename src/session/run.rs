@@ -13,8 +13,8 @@ use super::tending::{answer_ctrl_c, tend, Live, Signals};
 use super::{drive_from, Choices, Clock, DriveError, Driver, Ended};
 use crate::actions::contain::Cgroups;
 use crate::actions::groups::{GroupNotes, Noted};
-use crate::actions::local::{unsupported, Env, Line, LocalRunner, Sink};
 use crate::actions::output_file::OutputDir;
+use crate::actions::steps::{unsupported, Env, Line, LocalRunner, Sink};
 use crate::compile::eval::{bind_for_run, Bindings};
 use crate::compile::{Phase, Plan, StepId, Type};
 use crate::engine::{

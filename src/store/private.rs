@@ -623,5 +623,4 @@ fn group_id(name: &str) -> Option<u32> {
 }
 
 #[cfg(test)]
-#[path = "private_tests.rs"]
 mod tests;

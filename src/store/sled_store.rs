@@ -554,5 +554,4 @@ impl Journal for SledStore {
 }
 
 #[cfg(test)]
-#[path = "sled_store_tests.rs"]
 mod tests;

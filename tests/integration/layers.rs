@@ -78,3 +78,26 @@ fn the_pure_core_does_no_io_and_reads_no_clock() {
     }
     assert!(read > 20, "only {read} files of the pure core were found");
 }
+
+/// Inside `actions`, the step adapters (`steps/`) use the protocol clients
+/// beside them, never the other way: a client knows nothing of steps.
+#[test]
+fn no_protocol_client_names_the_step_adapters() {
+    let actions = common::root().join("src/actions");
+    let steps = actions.join("steps");
+    let clients: Vec<_> = common::files_with_extension(&actions, "rs")
+        .into_iter()
+        .filter(|f| !f.starts_with(&steps) && !f.ends_with("actions/mod.rs"))
+        .collect();
+    assert!(clients.len() > 15, "only {} client files were found", clients.len());
+    for file in clients {
+        let text = std::fs::read_to_string(&file).expect("readable");
+        for name in ["actions::steps", "super::steps", "super::super::steps"] {
+            assert!(
+                !text.contains(name),
+                "{} names `{name}`: a protocol client uses no step adapter",
+                file.display()
+            );
+        }
+    }
+}

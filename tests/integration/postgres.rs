@@ -1,6 +1,6 @@
 //! The PostgreSQL action through the library's public API, against the
 //! machine's server at 127.0.0.1:5432 (skipped without it, except in CI).
-//! The details are tested beside the code, in `src/actions/postgres_tests.rs`.
+//! The details are tested beside the code, in `src/actions/postgres/tests.rs`.
 
 use runbook::actions::postgres::{dump_kind, query, PgError, Query};
 use std::time::Duration;

@@ -6,10 +6,11 @@
 //! and a restart run again after an interruption stamps the same instant
 //! (no second restart).
 
-use super::kube::{self, Cluster, Target};
-use super::local::{Log, Scope};
-use super::step::Notes;
-use super::verify::Sample;
+use super::log::Log;
+use super::sample::Sample;
+use super::scope::Scope;
+use crate::actions::kube::{self, Cluster, Target};
+use crate::actions::step::Notes;
 use crate::compile::eval::Value;
 use crate::compile::Step;
 use std::collections::BTreeMap;

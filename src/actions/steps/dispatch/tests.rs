@@ -1,6 +1,7 @@
 //! The local runner on real programs and a real (loopback) webhook.
 
 use super::*;
+use crate::actions::steps::Line;
 use crate::compile::check;
 use crate::compile::eval::bind_for_run;
 use crate::engine::{LogBuffer, RunId, StepLog};

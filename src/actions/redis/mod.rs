@@ -29,7 +29,6 @@ use std::hash::{BuildHasher, RandomState};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-#[path = "redis_resp.rs"]
 mod resp;
 use resp::{Connection, Reply};
 
@@ -443,5 +442,4 @@ impl Loader {
 }
 
 #[cfg(test)]
-#[path = "redis_tests.rs"]
 mod tests;

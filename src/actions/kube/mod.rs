@@ -38,12 +38,9 @@ use kube::api::{Api, ApiResource, DynamicObject};
 use kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError};
 use kube::{Client, Config};
 
-#[path = "kube_deploy.rs"]
 mod deploy;
-#[path = "kube_rollout.rs"]
 mod rollout;
 #[cfg(test)]
-#[path = "kube_tests.rs"]
 mod tests;
 
 pub use deploy::{before_deploy, put_back, replicas, restart, revision, scale, set_image, Before};

@@ -3,9 +3,10 @@
 //! (pg_restore or psql). The connection string is a secret: it reaches the
 //! client library and, without its password, the client programs' argv.
 
-use super::local::{Log, Scope};
-use super::postgres::{self, DumpFormat, Query};
-use super::verify::{judge, Sample};
+use super::log::Log;
+use super::sample::{judge, Sample};
+use super::scope::Scope;
+use crate::actions::postgres::{self, DumpFormat, Query};
 use crate::compile::eval::Value;
 use crate::compile::Step;
 use crate::syntax::format;
@@ -121,7 +122,7 @@ fn typed(text: &str, column: &str) -> Value {
 /// could read the dumps, or replace them. Done off the runtime's thread.
 async fn backup_dir(dir: &std::path::Path) -> Result<(), String> {
     let owned = dir.to_path_buf();
-    super::files::off_thread(move || Ok(crate::store::private::own_dir(&owned)))
+    crate::actions::files::off_thread(move || Ok(crate::store::private::own_dir(&owned)))
         .await
         .map_err(|e| crate::error::io_reason(&e))?
 }
@@ -161,7 +162,7 @@ pub(super) async fn backup_step(
         keep,
         SystemTime::now(),
         log.step_notes(),
-        |s, l| log.line(s == super::command::Stream::Stderr, l),
+        |s, l| log.line(s == crate::actions::command::Stream::Stderr, l),
     )
     .await
     .map_err(|e| log.scrub(&e.to_string()))?;
@@ -185,8 +186,8 @@ pub(super) async fn restore_step(
             .ok_or("the step has no `from`")?,
     );
     if let Some(url) = scope.text(step, "redis", 0)? {
-        let keys = super::redis::restore(&url, &from, |s, l| {
-            log.line(s == super::command::Stream::Stderr, l)
+        let keys = crate::actions::redis::restore(&url, &from, |s, l| {
+            log.line(s == crate::actions::command::Stream::Stderr, l)
         })
         .await
         .map_err(|e| log.scrub(&e.to_string()))?;
@@ -204,7 +205,7 @@ pub(super) async fn restore_step(
         _ => None,
     };
     postgres::restore(&connection, &from, jobs, log.step_notes(), |s, l| {
-        log.line(s == super::command::Stream::Stderr, l)
+        log.line(s == crate::actions::command::Stream::Stderr, l)
     })
     .await
     .map_err(|e| log.scrub(&e.to_string()))?;

@@ -4,7 +4,7 @@
 //! `x; rm -rf /` stays a file name. Secrets are refused: the script is
 //! `/bin/sh`'s argument, which `ps` shows to every user of the machine.
 
-use super::local::Scope;
+use super::scope::Scope;
 use crate::compile::eval::Value;
 use crate::compile::Step;
 use crate::syntax::ast::{ExprKind, StrPart};

@@ -3,9 +3,12 @@
 //! check's own default; with `hold`, again at every interval until the hold
 //! time has passed, each sample judged.
 
-use super::command::Ended;
-use super::http::{self, Request};
-use super::local::{execute, outputs, Log, Scope};
+use super::log::Log;
+use super::program::{execute, outputs};
+use super::sample::{excerpt_bytes, judge, Sample};
+use super::scope::Scope;
+use crate::actions::command::Ended;
+use crate::actions::http::{self, Request};
 use crate::compile::eval::Value;
 use crate::compile::Step;
 use crate::syntax::format;
@@ -16,16 +19,6 @@ use std::time::{Duration, SystemTime};
 const TLS_TIMEOUT: Duration = Duration::from_secs(30);
 /// What an output keeps of an HTTP body.
 const BODY_OUTPUT: usize = 8 << 10;
-
-/// One sample: the names `expect` sees, what the step outputs, and how
-/// a failed judgement describes it.
-pub(super) struct Sample {
-    pub(super) names: BTreeMap<String, Value>,
-    pub(super) json: Option<serde_json::Value>,
-    pub(super) outputs: BTreeMap<String, String>,
-    /// Without `expect`: whether the sample passes, and if not, why.
-    pub(super) default: Result<(), String>,
-}
 
 pub(super) async fn verify_step(
     step: &Step,
@@ -69,11 +62,11 @@ async fn take(
     } else if step.property("command").is_some() {
         command_sample(step, scope, log).await
     } else if step.property("rollout").is_some() {
-        super::cluster::rollout_sample(step, scope, log).await
+        super::kube::rollout_sample(step, scope, log).await
     } else if step.property("sql").is_some() {
         let connection = scope.text(step, "sql", 0)?.unwrap_or_default();
         let sql = scope.text(step, "sql", 1)?.unwrap_or_default();
-        super::data::sql_sample(step, scope, log, connection, sql).await
+        super::sql::sql_sample(step, scope, log, connection, sql).await
     } else {
         Err("this check does not run yet".into())
     }
@@ -210,7 +203,7 @@ async fn prometheus_sample(
 
 async fn certificate_sample(step: &Step, scope: &Scope, log: &Log) -> Result<Sample, String> {
     let target = scope.text(step, "certificate", 0)?.unwrap_or_default();
-    let days = super::tls::days_left(&target, SystemTime::now(), TLS_TIMEOUT)
+    let days = crate::actions::tls::days_left(&target, SystemTime::now(), TLS_TIMEOUT)
         .await
         .map_err(|e| e.to_string())?;
     let expired = days <= 0.0;
@@ -230,83 +223,5 @@ async fn certificate_sample(step: &Step, scope: &Scope, log: &Log) -> Result<Sam
         json: None,
         outputs: BTreeMap::from([("days_left".to_string(), days.to_string())]),
         default,
-    })
-}
-
-/// `expect` on the sample, or the check's default without one.
-pub(super) fn judge(step: &Step, scope: &Scope, sample: &Sample) -> Result<(), String> {
-    let Some(expect) = step.property("expect").and_then(|p| p.args.first()) else {
-        return sample.default.clone();
-    };
-    let mut bindings = scope.bindings().clone();
-    bindings.values.extend(sample.names.clone());
-    let written = format::expr(expect);
-    match scope.eval_check(expect, &bindings, sample.json.as_ref()) {
-        Value::Bool(true) => Ok(()),
-        Value::Bool(false) => {
-            let seen: Vec<String> = sample
-                .names
-                .iter()
-                .filter(|(name, _)| mentions(&written, name))
-                .map(|(name, value)| match value {
-                    Value::Str(text) => format!("{name} was {:?}", excerpt(text)),
-                    other => format!("{name} was {other}"),
-                })
-                .collect();
-            if seen.is_empty() {
-                Err(format!("expected {written}"))
-            } else {
-                Err(format!("expected {written}, but {}", seen.join(", ")))
-            }
-        }
-        other => Err(format!("`expect {written}` could not be decided ({other})")),
-    }
-}
-
-/// Whether `name` appears in the expression as a word, or as `json.`'s base.
-fn mentions(written: &str, name: &str) -> bool {
-    written
-        .split(|c: char| !(c.is_alphanumeric() || c == '_'))
-        .any(|word| word == name)
-}
-
-/// The first 80 characters of a text, for messages.
-fn excerpt(text: &str) -> String {
-    match text.char_indices().nth(80) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_string(),
-    }
-}
-
-fn excerpt_bytes(text: &str, cap: usize) -> String {
-    if text.len() <= cap {
-        return text.to_string();
-    }
-    let mut cut = cap;
-    while !text.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    text[..cut].to_string()
-}
-
-/// A JSON value as the language sees it: `json.a.b`.
-pub(super) fn json_field(json: &serde_json::Value, path: &[&str]) -> Option<Value> {
-    let mut here = json;
-    for key in path {
-        here = match here {
-            serde_json::Value::Object(map) => map.get(*key)?,
-            serde_json::Value::Array(items) => items.get(key.parse::<usize>().ok()?)?,
-            _ => return None,
-        };
-    }
-    Some(match here {
-        serde_json::Value::String(s) => Value::Str(s.clone()),
-        serde_json::Value::Bool(b) => Value::Bool(*b),
-        serde_json::Value::Number(n) => match n.as_i64() {
-            Some(i) => Value::Int(i),
-            None => Value::Float(n.as_f64()?),
-        },
-        serde_json::Value::Null => return None,
-        other => Value::Str(other.to_string()),
     })
 }

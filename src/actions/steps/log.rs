@@ -2,10 +2,10 @@
 //! (the sink), the attempt's file on disk and the journal's log, with every
 //! form of every secret hidden on the way (`mask.rs`).
 
-use super::groups::{GroupNotes, StepNotes};
-use super::local::{Line, Scope, Sink, LOG_CAP};
-use super::mask::Masks;
-use super::output_file::OutputFile;
+use super::scope::{Line, Scope, Sink, LOG_CAP};
+use crate::actions::groups::{GroupNotes, StepNotes};
+use crate::actions::mask::Masks;
+use crate::actions::output_file::OutputFile;
 use crate::compile::Step;
 use crate::engine::LogBuffer;
 use std::sync::Arc;

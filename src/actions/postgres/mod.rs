@@ -14,11 +14,8 @@ use tokio_postgres::types::{Format, IsNull, ToSql, Type};
 use tokio_postgres::{CancelToken, Client, Config};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-#[path = "postgres_dump.rs"]
 mod dump;
-#[path = "postgres_render.rs"]
 mod render;
-#[path = "postgres_tls.rs"]
 mod tls;
 
 pub use dump::{backup, dump_kind, restore, DumpFormat, DumpKind};
@@ -504,5 +501,4 @@ fn sql_error(target: &Target, e: &tokio_postgres::Error) -> PgError {
 }
 
 #[cfg(test)]
-#[path = "postgres_tests.rs"]
 mod tests;

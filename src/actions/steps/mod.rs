@@ -1,0 +1,18 @@
+//! Step adapters: what each kind of step does, in terms of the protocol
+//! clients beside this folder (`postgres/`, `kube/`, `redis/`, `http`, `tls`,
+//! `command`). `dispatch.rs` is the `StepRunner` that evaluates a step's
+//! properties and calls the adapter for its kind; `scope.rs`, `log.rs` and
+//! `sample.rs` are what the adapters share.
+
+mod dispatch;
+mod kube;
+mod log;
+mod program;
+mod sample;
+mod scope;
+mod shell;
+mod sql;
+mod verify;
+
+pub use dispatch::{unsupported, LocalRunner};
+pub use scope::{Env, Line, Sink, LOG_CAP, OUTPUT_CAP};

@@ -1,0 +1,195 @@
+//! What every step adapter shares: what a step's expressions can see
+//! (`Scope`: the run's bindings, the settled steps before it, runbook's
+//! environment), and where what a step prints goes.
+
+use crate::compile::eval::{eval_in, Bindings, Value};
+use crate::compile::Step;
+use crate::engine::field_of;
+use crate::syntax::ast::{Expr, Ident};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// A line a step printed, as it comes, for the terminal.
+pub struct Line<'a> {
+    pub step: &'a str,
+    pub err: bool,
+    pub text: &'a str,
+}
+
+pub type Sink = Arc<dyn Fn(Line) + Send + Sync>;
+pub type Env = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// What a step's log keeps per attempt; beyond it, bytes are counted.
+pub const LOG_CAP: usize = 1 << 20;
+/// What an output (`stdout`, `stderr`) keeps.
+pub const OUTPUT_CAP: usize = 8 << 10;
+
+/// What a step's expressions can see.
+pub(super) struct Scope {
+    pub(super) run_secrets: Arc<Vec<String>>,
+    pub(super) bindings: Bindings,
+    pub(super) env: Env,
+    pub(super) inputs: Vec<(String, crate::engine::StepState, BTreeMap<String, String>)>,
+    /// The runbook's `namespace` and `context`, for Kubernetes steps that
+    /// name none of their own.
+    pub(super) kube_defaults: crate::actions::kube::Target,
+    pub(super) runbook: Arc<str>,
+}
+
+impl Scope {
+    pub(super) fn eval(&self, e: &Expr) -> Value {
+        self.eval_with(e, &self.bindings)
+    }
+
+    fn eval_with(&self, e: &Expr, bindings: &Bindings) -> Value {
+        self.eval_check(e, bindings, None)
+    }
+
+    /// An expression of a check: the check's names bound, and `json.a.b`
+    /// read from the answer when there is one.
+    pub(super) fn eval_check(
+        &self,
+        e: &Expr,
+        bindings: &Bindings,
+        json: Option<&serde_json::Value>,
+    ) -> Value {
+        let fields = |path: &[Ident]| {
+            let head = path.first()?;
+            if let (Some(json), "json") = (json, head.name.as_str()) {
+                let keys: Vec<&str> = path[1..].iter().map(|i| i.name.as_str()).collect();
+                return json_field(json, &keys);
+            }
+            let (_, state, outputs) = self.inputs.iter().find(|(n, _, _)| *n == head.name)?;
+            field_of(state, outputs, &path[1..])
+        };
+        let env = |name: &str| (self.env)(name);
+        eval_in(e, bindings, &env, &fields)
+    }
+
+    pub(super) fn bindings(&self) -> &Bindings {
+        &self.bindings
+    }
+
+    /// A variable of runbook's own environment, for defaults such as
+    /// `PROMETHEUS_URL`.
+    pub(super) fn env_var(&self, name: &str) -> Option<String> {
+        (self.env)(name)
+    }
+
+    /// A property's argument that is a URL: values interpolated into its
+    /// path, query or fragment are percent-encoded (`compile::url`).
+    /// With it, whether it holds a secret (then only its origin is shown).
+    pub(super) fn url(
+        &self,
+        step: &Step,
+        prop: &str,
+        index: usize,
+    ) -> Result<Option<(String, bool)>, String> {
+        let Some(arg) = step.property(prop).and_then(|p| p.args.get(index)) else {
+            return Ok(None);
+        };
+        let fields = |path: &[Ident]| {
+            let head = path.first()?;
+            let (_, state, outputs) = self.inputs.iter().find(|(n, _, _)| *n == head.name)?;
+            field_of(state, outputs, &path[1..])
+        };
+        let env = |name: &str| (self.env)(name);
+        let value = crate::compile::url::url_in(arg, &self.bindings, &env, &fields);
+        let secret = matches!(value, Value::Sealed(_));
+        value
+            .expose()
+            .map(|url| Some((url, secret)))
+            .ok_or_else(|| unknown(prop, &value))
+    }
+
+    /// A property's argument as text a program receives.
+    pub(super) fn text(
+        &self,
+        step: &Step,
+        prop: &str,
+        index: usize,
+    ) -> Result<Option<String>, String> {
+        let Some(arg) = step.property(prop).and_then(|p| p.args.get(index)) else {
+            return Ok(None);
+        };
+        let value = self.eval(arg);
+        value
+            .expose()
+            .map(Some)
+            .ok_or_else(|| unknown(prop, &value))
+    }
+
+    pub(super) fn list(&self, step: &Step, prop: &str) -> Result<Vec<String>, String> {
+        let Some(arg) = step.property(prop).and_then(|p| p.args.first()) else {
+            return Ok(Vec::new());
+        };
+        match self.eval(arg) {
+            Value::List(items) => items
+                .iter()
+                .map(|v| match v {
+                    // Any user of the machine can read a program's arguments;
+                    // a query's parameters are shown in its log. (`check`
+                    // refuses both; this is the guard for values known only
+                    // at run time.)
+                    Value::Sealed(_) if prop == "params" => Err(
+                        "`params` holds a secret; a query's parameters are shown in its log, so a secret belongs in the connection string".to_string()
+                    ),
+                    Value::Sealed(_) => Err(format!(
+                        "`{prop}` holds a secret; pass secrets to a program with `env NAME VALUE`, never as an argument"
+                    )),
+                    v => v.expose().ok_or_else(|| unknown(prop, v)),
+                })
+                .collect(),
+            other => Err(format!("`{prop}` is not a list: {other}")),
+        }
+    }
+
+    /// The variables the run's secrets were read from, which programs do
+    /// not inherit.
+    pub(super) fn secret_vars(&self) -> Vec<String> {
+        self.bindings.secret_vars.clone()
+    }
+
+    /// Every secret value in reach of the step, for scrubbing: the run's
+    /// secrets, and what its own properties read with `env()`.
+    pub(super) fn secrets(&self, step: &Step) -> Vec<String> {
+        let mut found = self.bindings.sealed_values();
+        found.extend(self.run_secrets.iter().cloned());
+        for arg in step.properties.iter().flat_map(|p| &p.args) {
+            self.eval(arg).collect_sealed(&mut found);
+        }
+        found
+    }
+}
+
+/// Why a property has no value a program can take.
+pub(super) fn unknown(prop: &str, value: &Value) -> String {
+    match value {
+        Value::Later(expr) => format!(
+            "`{prop}` uses `{expr}`, which has no value in this run (a step recorded as done by hand has no outputs)"
+        ),
+        other => format!("`{prop}` has no value a program can take: {other}"),
+    }
+}
+
+/// A JSON value as the language sees it: `json.a.b`.
+pub(super) fn json_field(json: &serde_json::Value, path: &[&str]) -> Option<Value> {
+    let mut here = json;
+    for key in path {
+        here = match here {
+            serde_json::Value::Object(map) => map.get(*key)?,
+            serde_json::Value::Array(items) => items.get(key.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(match here {
+        serde_json::Value::String(s) => Value::Str(s.clone()),
+        serde_json::Value::Bool(b) => Value::Bool(*b),
+        serde_json::Value::Number(n) => match n.as_i64() {
+            Some(i) => Value::Int(i),
+            None => Value::Float(n.as_f64()?),
+        },
+        serde_json::Value::Null => return None,
+        other => Value::Str(other.to_string()),
+    })
+}

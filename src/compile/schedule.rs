@@ -45,7 +45,7 @@ pub fn check_timezone(name: &str) -> Result<chrono_tz::Tz, String> {
 /// does not exist that day fires at the first instant after the gap; one
 /// that occurs twice fires once, at the first. An interval (`*/15`) keeps
 /// its pace in wall-clock time: it skips the gap and runs through both
-/// passes of a repeated hour. `schedule_tests.rs` pins this down.
+/// passes of a repeated hour. `schedule/tests.rs` pins this down.
 pub fn next_fire(cron: &str, timezone: &str, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
     let cron = Cron::from_str(cron).ok()?;
     let tz = chrono_tz::Tz::from_str(timezone).ok()?;

@@ -16,6 +16,4 @@ pub use journal::{
 pub use state::{outcome_word, state_word, Event, Millis, Outcome, RunState, StepState};
 
 #[cfg(test)]
-mod ready_tests;
-#[cfg(test)]
 mod tests;

@@ -26,10 +26,4 @@ pub use run::{leave_within, Driven, Notice, Ready, Session, Watch};
 pub use steer::{approve, cancel, Approved, Cancelled, Unanswered};
 
 #[cfg(test)]
-mod driver_support;
-#[cfg(test)]
-mod driver_tests;
-#[cfg(test)]
-mod durable_tests;
-#[cfg(test)]
-mod notes_tests;
+mod tests;

@@ -89,7 +89,11 @@ fn no_protocol_client_names_the_step_adapters() {
         .into_iter()
         .filter(|f| !f.starts_with(&steps) && !f.ends_with("actions/mod.rs"))
         .collect();
-    assert!(clients.len() > 15, "only {} client files were found", clients.len());
+    assert!(
+        clients.len() > 15,
+        "only {} client files were found",
+        clients.len()
+    );
     for file in clients {
         let text = std::fs::read_to_string(&file).expect("readable");
         for name in ["actions::steps", "super::steps", "super::super::steps"] {

@@ -1,6 +1,10 @@
 //! What the driver's tests share: an in-memory journal, steps that only
 //! pretend, and drives of them.
 
+mod driver;
+mod durable;
+mod notes;
+
 use super::*;
 use crate::actions::step::*;
 use crate::compile::eval::Bindings;

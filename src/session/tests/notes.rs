@@ -1,7 +1,7 @@
 //! Notes: what a running step records before it acts, kept for the rest of
 //! the run and handed to later attempts and to the steps that undo it.
 
-use super::driver_support::*;
+use super::*;
 use crate::engine::*;
 use std::sync::Arc;
 

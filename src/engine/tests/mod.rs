@@ -1,6 +1,8 @@
 //! The engine driven event by event, as examples; and a seeded simulation
 //! that checks the invariants after every event.
 
+mod ready;
+
 use super::*;
 use crate::compile::eval::Bindings;
 use crate::compile::{check, Plan, StepId};

@@ -3,10 +3,10 @@
 //! (with retries, cancels and resets), the index kept event by event must
 //! equal one computed afresh, and `decide` must decide what the scan does.
 
-use super::decide::{main_outcome, readiness, stop_main, Readiness};
-use super::*;
 use crate::compile::eval::Bindings;
 use crate::compile::{check, Phase, Plan, StepId};
+use crate::engine::decide::{main_outcome, readiness, stop_main, Readiness};
+use crate::engine::*;
 use std::collections::BTreeMap;
 
 /// `decide` before the ready index: every step looked at, every turn.

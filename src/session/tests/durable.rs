@@ -2,10 +2,10 @@
 //! (its future is first polled) before its start, and every event recorded
 //! before it, is durable.
 
-use super::driver_support::*;
 use super::*;
 use crate::actions::step::*;
 use crate::engine::*;
+use crate::session::*;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};

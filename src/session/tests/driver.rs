@@ -1,8 +1,8 @@
 //! The driver against an in-memory journal and steps that only pretend.
 
-use super::driver_support::*;
 use super::*;
 use crate::engine::*;
+use crate::session::*;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;

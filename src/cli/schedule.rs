@@ -8,7 +8,6 @@ use crate::compile::Overlap;
 use crate::error::Error;
 use crate::scheduler::{ms, Entry};
 use crate::serve::{state_of, Loader};
-use crate::store::ScheduleStore;
 use chrono::{DateTime, Utc};
 use std::fmt::Write;
 use std::path::Path;
@@ -38,7 +37,7 @@ pub fn run(
     let entries = loader.entries();
     // The scheduler holds its state while it serves; then its log has the history.
     let store = if present && state.join("scheduler").exists() {
-        ScheduleStore::open(&state.join("scheduler"))
+        crate::store::open_schedules(&state.join("scheduler"))
     } else {
         Err(String::new())
     };

@@ -5,12 +5,12 @@
 
 use super::runs::{state_of, RunEvent};
 use super::Serve;
-use crate::engine::{outcome_word, Event, Journal, Outcome, RunId};
+use crate::engine::{outcome_word, Event, Outcome, RunId};
 use crate::error::Error;
 use crate::scheduler::{Active, EntryState, Record, Waiting, What};
 use crate::session::{alive, open_or_owner, Opened};
 use crate::store::inbox::read_owner;
-use crate::store::{locks, SledStore};
+use crate::store::{locks, RunStore};
 use std::path::Path;
 
 impl Serve {
@@ -304,7 +304,7 @@ fn exit_words(code: Option<i32>) -> String {
 /// Opens a run's store as the other commands do, waiting out for a moment
 /// a `status` or `logs` that holds it for milliseconds (`run`: the run
 /// looked for, named if the store is missing).
-fn open_runs(state: &Path, run: u64) -> Result<SledStore, String> {
+fn open_runs(state: &Path, run: u64) -> Result<Box<dyn RunStore>, String> {
     match open_or_owner(state, run).map_err(|e| e.to_string())? {
         Opened::Store(store) => Ok(store),
         Opened::HeldBy(_) => Err(format!(

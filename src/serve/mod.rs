@@ -10,7 +10,7 @@ mod scheduled;
 
 use crate::error::Error;
 use crate::scheduler::{ms, short_time, tick, Action, EntryState, Ms, Record, What};
-use crate::store::{locks, ScheduleStore};
+use crate::store::{locks, open_schedules, ScheduleStore};
 use chrono::{DateTime, Utc};
 use runs::Runs;
 pub use runs::{state_of, Log};
@@ -46,7 +46,7 @@ pub struct ServeConfig {
 
 struct Serve {
     clock: Arc<dyn SchedClock>,
-    store: ScheduleStore,
+    store: Box<dyn ScheduleStore>,
     loader: Loader,
     states: BTreeMap<String, EntryState>,
     runs: Runs,
@@ -333,10 +333,10 @@ impl Serve {
 
 /// Opens the scheduler's store, waiting a moment for a `runbook schedule`
 /// that reads it.
-fn open_store(path: &Path) -> Result<ScheduleStore, Error> {
+fn open_store(path: &Path) -> Result<Box<dyn ScheduleStore>, Error> {
     let start = std::time::Instant::now();
     loop {
-        match ScheduleStore::open(path) {
+        match open_schedules(path) {
             Err(why) if why.contains("in use") && start.elapsed() < Duration::from_secs(2) => {
                 std::thread::sleep(Duration::from_millis(50));
             }

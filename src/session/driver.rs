@@ -107,7 +107,7 @@ pub enum DriveError {
 }
 
 /// Everything a drive needs besides its inputs of the moment.
-pub struct Driver<'a, J: Journal> {
+pub struct Driver<'a, J: Journal + ?Sized> {
     pub plan: Arc<Plan>,
     pub journal: &'a J,
     pub run: RunId,
@@ -128,7 +128,7 @@ pub const SKIPPED_BY_HAND: &str = "skipped by the operator when resuming";
 /// earlier process start again when their kind (or `on-interrupt rerun`)
 /// says that is safe, or when `choices` says so; otherwise the driver stops
 /// before doing anything and names them.
-pub async fn drive<J: Journal>(
+pub async fn drive<J: Journal + ?Sized>(
     d: &Driver<'_, J>,
     choices: &Choices,
     controls: mpsc::UnboundedReceiver<Control>,
@@ -138,7 +138,7 @@ pub async fn drive<J: Journal>(
 }
 
 /// `drive`, from the state the caller has already replayed from the journal.
-pub async fn drive_from<J: Journal>(
+pub async fn drive_from<J: Journal + ?Sized>(
     d: &Driver<'_, J>,
     state: RunState,
     choices: &Choices,

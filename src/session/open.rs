@@ -3,14 +3,14 @@
 
 use crate::compile::eval::{bind_for_run, Bindings};
 use crate::compile::Plan;
-use crate::engine::{Journal, RecordedParam, RunMeta, RunState, StoreError};
+use crate::engine::{RecordedParam, RunMeta, RunState, StoreError};
 use crate::error::Error;
 use crate::store::inbox::{read_owner, Owner};
-use crate::store::SledStore;
+use crate::store::{open_runs, runs_holder, RunStore};
 use std::path::{Path, PathBuf};
 
 /// The journal lives in `STATE/journal`.
-pub fn open(state: &Path, run: u64) -> Result<SledStore, Error> {
+pub fn open(state: &Path, run: u64) -> Result<Box<dyn RunStore>, Error> {
     match open_or_owner(state, run)? {
         Opened::Store(store) => Ok(store),
         Opened::HeldBy(owner) => Err(Error::Run(locked_sentence(state, owner))),
@@ -20,7 +20,7 @@ pub fn open(state: &Path, run: u64) -> Result<SledStore, Error> {
 /// Opening the store to look at or steer run `run` (named if there is no
 /// store at all), or learning which process holds it.
 pub enum Opened {
-    Store(SledStore),
+    Store(Box<dyn RunStore>),
     HeldBy(Option<Owner>),
 }
 
@@ -45,7 +45,7 @@ pub fn has_journal(state: &Path) -> bool {
 }
 
 /// The store, made when missing: for `runbook run`.
-pub fn open_to_write(state: &Path) -> Result<SledStore, Error> {
+pub fn open_to_write(state: &Path) -> Result<Box<dyn RunStore>, Error> {
     match open_or_owner_creating(state)? {
         Opened::Store(store) => Ok(store),
         Opened::HeldBy(owner) => Err(Error::Run(locked_sentence(state, owner))),
@@ -60,13 +60,10 @@ fn open_or_owner_creating(state: &Path) -> Result<Opened, Error> {
     // as long as the run goes: say so at once.
     let start = std::time::Instant::now();
     loop {
-        match SledStore::open(&state.join("journal")) {
+        match open_runs(&state.join("journal")) {
             Ok(store) => {
-                if let Some(aside) = &store.set_aside {
-                    eprintln!(
-                        "note: the store's snapshot was damaged (sled 0.34 can leave one so when it is killed); it was moved to {} and the store was rebuilt from its log",
-                        aside.display()
-                    );
+                if let Some(repaired) = store.repaired() {
+                    eprintln!("note: {repaired}");
                 }
                 return Ok(Opened::Store(store));
             }
@@ -97,7 +94,7 @@ pub fn locked_sentence(state: &Path, owner: Option<Owner>) -> String {
             o.run,
             o.pid
         ),
-        None => match SledStore::holder(&state.join("journal")) {
+        None => match runs_holder(&state.join("journal")) {
             Some(pid) => format!(
                 "the store at {} is in use by process {pid}, which did not say which run it drives ({} is missing); wait for it to finish and try again",
                 state.display(),
@@ -155,7 +152,7 @@ fn compile_on_a_thread(
 
 /// Where a copy of a run's recorded source is kept, outside the journal,
 /// so that `resume`, `retry` and `status` can compile it while the store
-/// opens (sled takes 6 to 17 ms to open a journal of 10,000 events, then
+/// opens (the embedded store takes 6 to 17 ms to open a journal of 10,000 events, then
 /// compiling a large runbook takes longer than reading it). The journal's
 /// copy is the one that counts: this one is used only when it is the same,
 /// byte for byte.
@@ -239,7 +236,7 @@ impl CompileAhead {
 /// opened), that plan is used.
 pub fn plan_and_state(
     state_dir: &Path,
-    store: &SledStore,
+    store: &dyn RunStore,
     meta: &RunMeta,
     ahead: CompileAhead,
 ) -> Result<(Plan, RunState), Error> {

@@ -8,7 +8,7 @@ use super::open::{
 };
 use super::report::{recorded_bindings, view, RunView};
 use crate::actions::output_file::OutputDir;
-use crate::engine::{Journal, RunId, StepLog};
+use crate::engine::{RunId, StepLog};
 use crate::error::Error;
 use crate::store::inbox::Owner;
 use std::path::Path;
@@ -43,7 +43,7 @@ pub fn runs(state_dir: &Path, run: Option<u64>) -> Result<Runs, Error> {
     let mut views = Vec::new();
     for meta in &metas {
         let ahead = ahead.take().unwrap_or_else(CompileAhead::none);
-        let (plan, state) = plan_and_state(state_dir, &store, meta, ahead)?;
+        let (plan, state) = plan_and_state(state_dir, &*store, meta, ahead)?;
         views.push(view(
             meta,
             &plan,

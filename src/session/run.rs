@@ -18,13 +18,12 @@ use crate::actions::steps::{unsupported, Env, Line, LocalRunner, Sink};
 use crate::compile::eval::{bind_for_run, Bindings};
 use crate::compile::{Phase, Plan, StepId, Type};
 use crate::engine::{
-    outcome_word, Deadline, Event, Journal, RecordedParam, RunId, RunMeta, RunState, StepState,
-    StoreError,
+    outcome_word, Deadline, Event, RecordedParam, RunId, RunMeta, RunState, StepState, StoreError,
 };
 use crate::error::Error;
 use crate::store::inbox::{clear_owner, write_owner, Inbox, Owner};
 use crate::store::locks::{self, Held, Holder, LockError};
-use crate::store::SledStore;
+use crate::store::RunStore;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -166,7 +165,7 @@ impl Session {
         let ahead = CompileAhead::start(&self.state, run);
         let store = open(&self.state, run)?;
         let meta = store.run(RunId(run)).map_err(store_error)?;
-        let (plan, state) = plan_and_state(&self.state, &store, &meta, ahead)?;
+        let (plan, state) = plan_and_state(&self.state, &*store, &meta, ahead)?;
         if let Some(outcome) = state.finished {
             return Err(Error::Run(format!(
                 "run {run} has already finished ({}); nothing to resume. `runbook retry {run} --from STEP` runs steps again",
@@ -191,7 +190,7 @@ impl Session {
         let ahead = CompileAhead::start(&self.state, run);
         let store = open(&self.state, run)?;
         let meta = store.run(RunId(run)).map_err(store_error)?;
-        let (plan, state) = plan_and_state(&self.state, &store, &meta, ahead)?;
+        let (plan, state) = plan_and_state(&self.state, &*store, &meta, ahead)?;
         if state.finished.is_none() {
             return Err(Error::Run(format!(
                 "run {run} has not finished; continue it with `runbook resume {run}`"
@@ -219,7 +218,7 @@ impl Session {
 
     fn ready(
         self,
-        store: SledStore,
+        store: Box<dyn RunStore>,
         meta: RunMeta,
         plan: Plan,
         bindings: Bindings,
@@ -244,7 +243,7 @@ impl Session {
 /// A run prepared and holding its store and locks, ready to be driven.
 pub struct Ready {
     session: Session,
-    store: SledStore,
+    store: Box<dyn RunStore>,
     meta: RunMeta,
     plan: Arc<Plan>,
     bindings: Bindings,
@@ -343,7 +342,7 @@ impl Ready {
         let clock = Clock::system();
         let driver = Driver {
             plan: Arc::clone(&plan),
-            journal: &store,
+            journal: &*store,
             run,
             bindings: &bindings,
             env: &env_now,

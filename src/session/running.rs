@@ -64,7 +64,7 @@ impl Future for CatchPanic {
 
 /// A drive in progress: the journal, the state folded from it, and the
 /// attempts running now.
-pub(super) struct Running<'a, 'd, J: Journal> {
+pub(super) struct Running<'a, 'd, J: Journal + ?Sized> {
     pub(super) d: &'a Driver<'d, J>,
     pub(super) state: RunState,
     /// Per step: the attempt running.
@@ -88,7 +88,7 @@ pub(super) struct Running<'a, 'd, J: Journal> {
     pub(super) paused: Vec<String>,
 }
 
-impl<J: Journal> Running<'_, '_, J> {
+impl<J: Journal + ?Sized> Running<'_, '_, J> {
     /// Writes an event, then folds it into the state. It is durable before
     /// the driver acts on it: `sync` comes before any effect and any wait.
     pub(super) fn record(&mut self, event: Event) -> Result<(), StoreError> {

@@ -10,10 +10,10 @@ use super::report::{approved, recorded_bindings};
 use super::Clock;
 use crate::actions::groups::Noted;
 use crate::compile::Plan;
-use crate::engine::{approval, outcome_word, Event, Journal, RunId, RunMeta, RunState, StepState};
+use crate::engine::{approval, outcome_word, Event, RunId, RunMeta, RunState, StepState};
 use crate::error::Error;
 use crate::store::inbox::{Inbox, Owner, Request, Waited};
-use crate::store::SledStore;
+use crate::store::RunStore;
 use std::path::Path;
 use std::time::Duration;
 
@@ -91,7 +91,7 @@ fn ask_live(
 
 /// The store, once the process that held it has ended: its lock goes with
 /// it, but a moment may pass.
-fn store_after_owner_ended(state_dir: &Path, run: u64) -> Result<SledStore, Error> {
+fn store_after_owner_ended(state_dir: &Path, run: u64) -> Result<Box<dyn RunStore>, Error> {
     match open_or_owner(state_dir, run)? {
         Opened::Store(store) => Ok(store),
         Opened::HeldBy(owner) => Err(Error::Run(format!(
@@ -104,7 +104,7 @@ fn store_after_owner_ended(state_dir: &Path, run: u64) -> Result<SledStore, Erro
 /// A run's plan and state when no process drives it.
 fn offline(
     state_dir: &Path,
-    store: &SledStore,
+    store: &dyn RunStore,
     run: u64,
 ) -> Result<(RunMeta, Plan, RunState), Error> {
     let meta = store.run(RunId(run)).map_err(store_error)?;
@@ -140,7 +140,7 @@ pub fn approve(
         }
         Opened::Store(store) => store,
     };
-    let (meta, plan, state) = offline(state_dir, &store, run)?;
+    let (meta, plan, state) = offline(state_dir, &*store, run)?;
     if let Some(s) = plan.step(step).filter(|_| state.finished.is_none()) {
         if let StepState::Succeeded = state.step(s.id) {
             if let Some(who) = approved(&state.outputs[s.id.0]) {
@@ -184,7 +184,7 @@ pub fn cancel(
                 pid,
             });
             let store = store_after_owner_ended(state_dir, run)?;
-            let (_, _, state) = offline(state_dir, &store, run)?;
+            let (_, _, state) = offline(state_dir, &*store, run)?;
             if state.cancelled {
                 return Ok(Cancelled::ByItsProcessBeforeItEnded);
             }
@@ -192,12 +192,12 @@ pub fn cancel(
         }
         Opened::Store(store) => store,
     };
-    cancel_in_journal(state_dir, &store, run)
+    cancel_in_journal(state_dir, &*store, run)
 }
 
 /// Cancels a run no process drives by writing to its journal: a program an
 /// earlier process left running is stopped, running steps are failed.
-fn cancel_in_journal(state_dir: &Path, store: &SledStore, run: u64) -> Result<Cancelled, Error> {
+fn cancel_in_journal(state_dir: &Path, store: &dyn RunStore, run: u64) -> Result<Cancelled, Error> {
     let (meta, plan, state) = offline(state_dir, store, run)?;
     if let Some(outcome) = state.finished {
         return Err(Error::Run(format!(

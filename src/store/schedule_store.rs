@@ -8,7 +8,7 @@ use super::envelope;
 use crate::scheduler::{EntryState, Record};
 use std::path::Path;
 
-pub struct ScheduleStore {
+pub struct SledSchedules {
     db: sled::Db,
     entries: sled::Tree,
     history: sled::Tree,
@@ -18,7 +18,7 @@ pub struct ScheduleStore {
     failed: std::sync::atomic::AtomicBool,
 }
 
-impl Drop for ScheduleStore {
+impl Drop for SledSchedules {
     fn drop(&mut self) {
         use std::sync::atomic::Ordering;
         if self.failed.load(Ordering::SeqCst) {
@@ -31,7 +31,7 @@ impl Drop for ScheduleStore {
     }
 }
 
-impl ScheduleStore {
+impl SledSchedules {
     /// Opens it, or says in a sentence why not (another scheduler holds it).
     pub fn open(path: &Path) -> Result<Self, String> {
         let shown = path.display().to_string();
@@ -51,7 +51,7 @@ impl ScheduleStore {
             super::StoreError::Corrupt { what } => format!("the scheduler's state at {shown} is damaged: {what}"),
             other => other.to_string(),
         })?;
-        Ok(ScheduleStore {
+        Ok(SledSchedules {
             entries: db.open_tree("entries").map_err(fail)?,
             history: db.open_tree("history").map_err(fail)?,
             db,
@@ -69,7 +69,24 @@ impl ScheduleStore {
         }
     }
 
-    pub fn entry(&self, name: &str) -> Result<Option<EntryState>, String> {
+    fn write(&self, name: &str, state: &EntryState, records: &[Record]) -> Result<(), String> {
+        let payload = serde_json::to_vec(state).map_err(|e| e.to_string())?;
+        self.entries
+            .insert(name, envelope::seal(&payload))
+            .map_err(self.io())?;
+        for record in records {
+            let seq = self.db.generate_id().map_err(self.io())?;
+            let payload = serde_json::to_vec(record).map_err(|e| e.to_string())?;
+            self.history
+                .insert(history_key(name, seq), envelope::seal(&payload))
+                .map_err(self.io())?;
+        }
+        self.db.flush().map(|_| ()).map_err(self.io())
+    }
+}
+
+impl super::ScheduleStore for SledSchedules {
+    fn entry(&self, name: &str) -> Result<Option<EntryState>, String> {
         match self.entries.get(name).map_err(self.io())? {
             None => Ok(None),
             Some(bytes) => decode(&bytes).map(Some),
@@ -79,7 +96,7 @@ impl ScheduleStore {
     /// Every runbook the scheduler has a state for, by name; and a
     /// sentence for each whose state is damaged (left out: it starts afresh).
     #[allow(clippy::type_complexity)]
-    pub fn entries(&self) -> Result<(Vec<(String, EntryState)>, Vec<String>), String> {
+    fn entries(&self) -> Result<super::Entries, String> {
         let mut all = Vec::new();
         let mut damaged = Vec::new();
         for item in self.entries.iter() {
@@ -95,7 +112,7 @@ impl ScheduleStore {
 
     /// Writes the state and its new history lines, then flushes. After a
     /// failed write, every later one fails at once.
-    pub fn save(&self, name: &str, state: &EntryState, records: &[Record]) -> Result<(), String> {
+    fn save(&self, name: &str, state: &EntryState, records: &[Record]) -> Result<(), String> {
         use std::sync::atomic::Ordering;
         if self.failed.load(Ordering::SeqCst) {
             return Err(format!(
@@ -110,23 +127,8 @@ impl ScheduleStore {
         written
     }
 
-    fn write(&self, name: &str, state: &EntryState, records: &[Record]) -> Result<(), String> {
-        let payload = serde_json::to_vec(state).map_err(|e| e.to_string())?;
-        self.entries
-            .insert(name, envelope::seal(&payload))
-            .map_err(self.io())?;
-        for record in records {
-            let seq = self.db.generate_id().map_err(self.io())?;
-            let payload = serde_json::to_vec(record).map_err(|e| e.to_string())?;
-            self.history
-                .insert(history_key(name, seq), envelope::seal(&payload))
-                .map_err(self.io())?;
-        }
-        self.db.flush().map(|_| ()).map_err(self.io())
-    }
-
     /// The runbook's last `limit` history lines, oldest first.
-    pub fn history(&self, name: &str, limit: usize) -> Result<Vec<Record>, String> {
+    fn history(&self, name: &str, limit: usize) -> Result<Vec<Record>, String> {
         let mut found = Vec::new();
         for item in self.history.scan_prefix(prefix(name)).rev().take(limit) {
             let (_, bytes) = item.map_err(self.io())?;
@@ -180,19 +182,21 @@ mod tests {
             },
         };
         {
-            let store = ScheduleStore::open(&path).expect("opens");
+            let store = super::super::open_schedules(&path).expect("opens");
             store
                 .save("db", &state, &[line(1), line(2)])
                 .expect("saved");
             store.save("dbx", &state, &[line(9)]).expect("saved");
             store.save("db", &state, &[line(3)]).expect("saved");
-            let again = ScheduleStore::open(&path).err().unwrap_or_default();
+            let again = super::super::open_schedules(&path)
+                .err()
+                .unwrap_or_default();
             assert!(
                 again.contains("is `runbook serve` already running"),
                 "{again}"
             );
         }
-        let store = ScheduleStore::open(&path).expect("reopens");
+        let store = super::super::open_schedules(&path).expect("reopens");
         assert_eq!(store.entry("db").ok().flatten(), Some(state));
         let at: Vec<i64> = store
             .history("db", 2)

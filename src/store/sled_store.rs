@@ -369,6 +369,17 @@ fn encode<T: serde::Serialize>(value: &T, path: &str) -> Result<Vec<u8>, StoreEr
         })
 }
 
+impl super::RunStore for SledStore {
+    fn repaired(&self) -> Option<String> {
+        self.set_aside.as_ref().map(|aside| {
+            format!(
+                "the store's snapshot was damaged (sled 0.34 can leave one so when it is killed); it was moved to {} and the store was rebuilt from its log",
+                aside.display()
+            )
+        })
+    }
+}
+
 impl Journal for SledStore {
     fn create_run(
         &self,

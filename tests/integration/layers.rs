@@ -105,3 +105,29 @@ fn no_protocol_client_names_the_step_adapters() {
         }
     }
 }
+
+/// Above `store`, runs and schedules are kept behind its interface
+/// (`RunStore`, `ScheduleStore`): no code there names the embedded store.
+#[test]
+fn nothing_above_the_store_names_sled() {
+    let src = common::root().join("src");
+    let above = ["actions", "session", "serve", "cli"];
+    let mut read = 0;
+    for layer in above {
+        for file in common::files_with_extension(&src.join(layer), "rs") {
+            read += 1;
+            let text = std::fs::read_to_string(&file).expect("readable");
+            for (n, line) in text.lines().enumerate() {
+                let code = line.split("//").next().unwrap_or("");
+                assert!(
+                    !code.contains("sled") && !code.contains("Sled"),
+                    "{}:{}: names sled above the store: {}",
+                    file.display(),
+                    n + 1,
+                    line.trim()
+                );
+            }
+        }
+    }
+    assert!(read > 40, "only {read} files above the store were found");
+}

@@ -3,6 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+/// Any error but the ones below.
+pub const EXIT_ERROR: u8 = 1;
 /// How a process of runbook's ends, besides 0 (done), 1 (an error) and 2
 /// (the runbook has diagnostics). `cli` maps errors to these; `serve` reads
 /// them from the run processes it starts.
@@ -27,6 +29,20 @@ pub enum Error {
     /// A named lock the runbook needs is held by another run.
     #[error("{0}")]
     Busy(String),
+}
+
+impl Error {
+    /// The status a process that stops with this error exits with: every
+    /// error is 1, except a named lock held by another run (`EXIT_BUSY`),
+    /// which `runbook serve` reads to wait for the lock instead of failing.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Busy(_) => EXIT_BUSY,
+            Error::Read { .. } | Error::Write { .. } | Error::Usage(_) | Error::Run(_) => {
+                EXIT_ERROR
+            }
+        }
+    }
 }
 
 /// Reads a runbook file, refusing what cannot be one with a plain sentence.

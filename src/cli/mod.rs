@@ -191,7 +191,7 @@ enum GraphFormat {
 
 /// Exit codes shared by the commands.
 pub const EXIT_OK: u8 = 0;
-pub const EXIT_ERROR: u8 = 1;
+pub use crate::error::EXIT_ERROR;
 pub const EXIT_DIAGNOSTICS: u8 = 2;
 
 pub fn main() -> ExitCode {
@@ -282,10 +282,7 @@ pub fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("error: {}", view::printable(&e.to_string()));
-            ExitCode::from(match e {
-                Error::Busy(_) => run::EXIT_BUSY,
-                _ => EXIT_ERROR,
-            })
+            ExitCode::from(e.exit_code())
         }
     }
 }

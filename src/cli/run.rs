@@ -11,7 +11,7 @@ use crate::session::{Choices, Clock, Notice, Ready, Session, Watch};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-pub use crate::error::{EXIT_BUSY, EXIT_CANCELLED, EXIT_ROLLED_BACK, EXIT_STOPPED};
+pub use crate::error::{EXIT_CANCELLED, EXIT_ROLLED_BACK, EXIT_STOPPED};
 
 pub struct RunOptions {
     pub state: PathBuf,

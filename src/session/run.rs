@@ -400,7 +400,7 @@ impl Ready {
 }
 
 /// Makes sure the process ends within `bound` from now: a thread that, if
-/// it is still alive then, says so and exits with status 1, an error. What
+/// it is still alive then, says so and exits with `EXIT_ERROR`. What
 /// was recorded stays recorded; only the closing words may be lost.
 pub fn leave_within(bound: Duration) {
     let _ = std::thread::Builder::new()
@@ -418,7 +418,7 @@ pub fn leave_within(bound: Duration) {
             std::thread::sleep(Duration::from_millis(200));
             // SAFETY: _exit ends the process at once; no destructor of ours
             // runs, which is the point: one of them did not return.
-            unsafe { libc::_exit(1) }
+            unsafe { libc::_exit(i32::from(crate::error::EXIT_ERROR)) }
         });
 }
 

@@ -7,7 +7,6 @@ use crate::compile::eval::format_duration;
 use crate::compile::Overlap;
 use crate::error::Error;
 use crate::scheduler::{ms, Entry};
-use crate::serve::{state_of, Loader};
 use chrono::{DateTime, Utc};
 use std::fmt::Write;
 use std::path::Path;
@@ -32,55 +31,32 @@ pub fn run(
                 ))
             })?,
     };
-    let mut loader = Loader::new(dir, false);
-    loader.refresh().map_err(Error::Run)?;
-    let entries = loader.entries();
-    // The scheduler holds its state while it serves; then its log has the history.
-    let store = if present && state.join("scheduler").exists() {
-        crate::store::open_schedules(&state.join("scheduler"))
-    } else {
-        Err(String::new())
-    };
-    // While a scheduler runs, it holds the store and keeps its last lines here.
-    let live: Option<crate::serve::Live> = (present && store.is_err())
-        .then(|| crate::store::private::read(&state.join(crate::serve::LIVE_FILE), 64 << 20).ok())
-        .flatten()
-        .and_then(|b| serde_json::from_slice(&b).ok());
+    let seen = crate::serve::overview(dir, state, present)?;
     let mut out = String::new();
-    if entries.is_empty() {
+    if seen.scheduled.is_empty() {
         let _ = writeln!(out, "no runbook in {} has a schedule", dir.display());
     }
-    for entry in &entries {
-        let mut history = match (&store, &live) {
-            (Ok(store), _) => store.history(&entry.name, 3).unwrap_or_default(),
-            (Err(_), Some(live)) => live.history.get(&entry.name).cloned().unwrap_or_default(),
-            (Err(_), None) => Vec::new(),
-        };
-        let extra = history.len().saturating_sub(3);
-        history.drain(..extra);
-        describe(&mut out, entry, now, count);
-        for record in history {
+    for scheduled in &seen.scheduled {
+        describe(&mut out, &scheduled.entry, now, count);
+        for record in &scheduled.history {
             let _ = writeln!(out, "  {:<10} {}", "history", record.sentence());
         }
-        let runs = state_of(state, &entry.name);
         let _ = writeln!(
             out,
             "  {:<10} runbook status --state {}",
             "runs",
-            runs.display()
+            scheduled.runs.display()
         );
         out.push('\n');
     }
-    if let Err(why) = &store {
-        if !why.is_empty() && live.is_none() {
-            let _ = writeln!(out, "history: {why}; the scheduler's log has it\n");
-        }
+    if let Some(why) = &seen.no_history {
+        let _ = writeln!(out, "history: {why}; the scheduler's log has it\n");
     }
     print!("{out}");
-    if loader.problems.is_empty() {
+    if seen.problems.is_empty() {
         return Ok(super::EXIT_OK);
     }
-    for why in loader.problems.values() {
+    for why in &seen.problems {
         eprintln!("{}\n", super::view::printable(why));
     }
     Ok(super::EXIT_DIAGNOSTICS)

@@ -5,6 +5,7 @@
 //! to cancel. The clock is a parameter, so tests move time as they like.
 
 mod ends;
+mod overview;
 mod runs;
 mod scheduled;
 
@@ -12,6 +13,7 @@ use crate::error::Error;
 use crate::scheduler::{ms, short_time, tick, Action, EntryState, Ms, Record, What};
 use crate::store::{locks, open_schedules, ScheduleStore};
 use chrono::{DateTime, Utc};
+pub use overview::{overview, Overview, Scheduled};
 use runs::Runs;
 pub use runs::{state_of, Log};
 pub use scheduled::Loader;

@@ -3,6 +3,7 @@
 
 use super::run::{EXIT_CANCELLED, EXIT_ROLLED_BACK, EXIT_STOPPED};
 use crate::compile::eval::format_duration;
+use crate::compile::schema::StepKind;
 use crate::compile::Plan;
 use crate::engine::{outcome_word, Outcome, RunState, StepState};
 use crate::error::Error;
@@ -78,7 +79,7 @@ pub(super) fn finish(
                 let names: Vec<&str> = failed.iter().map(|s| s.name.as_str()).collect();
                 text.push_str(&format!("; failed: {}.", names.join(", ")));
                 // An approval prints nothing: point at a step that did.
-                if let Some(printed) = failed.iter().find(|s| s.kind.name != "approve") {
+                if let Some(printed) = failed.iter().find(|s| s.kind.id != StepKind::Approve) {
                     text.push_str(&format!(" Output: `runbook logs {run} {}`;", printed.name));
                 }
                 text.push_str(&format!(

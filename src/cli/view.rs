@@ -4,6 +4,7 @@
 
 use crate::actions::steps::Line;
 use crate::compile::eval::format_duration;
+use crate::compile::schema::StepKind;
 use crate::compile::Plan;
 use crate::engine::{Event, Millis, RunId, RunState, StepState};
 use crate::session::{approver, clock};
@@ -111,7 +112,7 @@ impl View {
         let text = match event {
             Event::StepStarted { step, attempt, at } => {
                 self.started.insert(*step, *at);
-                let waiting = self.plan.steps[*step].kind.name == "approve";
+                let waiting = self.plan.steps[*step].kind.id == StepKind::Approve;
                 let what = if waiting {
                     format!(
                         "waiting for approval: {} (approve with: runbook approve {} {} --as NAME)",

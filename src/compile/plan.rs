@@ -200,7 +200,7 @@ impl Step {
     }
 
     pub fn needs_approval(&self) -> bool {
-        self.kind.name == "approve"
+        self.kind.id == schema::StepKind::Approve
     }
 
     pub fn changes_systems(&self) -> bool {

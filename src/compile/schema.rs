@@ -52,8 +52,28 @@ pub struct Group {
     pub what: &'static str,
 }
 
+/// A kind of step, as a value: what the engine, the session and the
+/// runner match on (the name is for people and the parser).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StepKind {
+    Deploy,
+    Verify,
+    RollbackIf,
+    Restore,
+    Backup,
+    Run,
+    Sql,
+    Restart,
+    Scale,
+    Undo,
+    Wait,
+    Approve,
+    Notify,
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct Kind {
+    pub id: StepKind,
     pub name: &'static str,
     pub changes_systems: bool,
     /// Safe to run again after a crash interrupted it (the default for `on-interrupt`).
@@ -152,6 +172,7 @@ const KUBE_TARGET: [Prop; 2] = [
 
 pub const KINDS: &[Kind] = &[
     Kind {
+        id: StepKind::Deploy,
         name: "deploy",
         changes_systems: true,
         rerun_safe: false,
@@ -167,6 +188,7 @@ pub const KINDS: &[Kind] = &[
         check_names: &[],
     },
     Kind {
+        id: StepKind::Verify,
         name: "verify",
         changes_systems: false,
         rerun_safe: true,
@@ -255,6 +277,7 @@ pub const KINDS: &[Kind] = &[
         ],
     },
     Kind {
+        id: StepKind::RollbackIf,
         name: "rollback-if",
         changes_systems: true,
         rerun_safe: false,
@@ -293,6 +316,7 @@ pub const KINDS: &[Kind] = &[
         check_names: &[],
     },
     Kind {
+        id: StepKind::Restore,
         name: "restore",
         changes_systems: true,
         rerun_safe: false,
@@ -316,6 +340,7 @@ pub const KINDS: &[Kind] = &[
         check_names: &[],
     },
     Kind {
+        id: StepKind::Backup,
         name: "backup",
         changes_systems: true,
         rerun_safe: false,
@@ -333,6 +358,7 @@ pub const KINDS: &[Kind] = &[
         check_names: &[],
     },
     Kind {
+        id: StepKind::Run,
         name: "run",
         changes_systems: true,
         rerun_safe: false,
@@ -356,6 +382,7 @@ pub const KINDS: &[Kind] = &[
         check_names: &[],
     },
     Kind {
+        id: StepKind::Sql,
         name: "sql",
         changes_systems: true,
         rerun_safe: false,
@@ -370,6 +397,7 @@ pub const KINDS: &[Kind] = &[
         check_names: &[("rows", CheckName::Int), ("value", CheckName::Number)],
     },
     Kind {
+        id: StepKind::Restart,
         name: "restart",
         changes_systems: true,
         rerun_safe: false,
@@ -383,6 +411,7 @@ pub const KINDS: &[Kind] = &[
         check_names: &[],
     },
     Kind {
+        id: StepKind::Scale,
         name: "scale",
         changes_systems: true,
         rerun_safe: false,
@@ -397,6 +426,7 @@ pub const KINDS: &[Kind] = &[
         check_names: &[],
     },
     Kind {
+        id: StepKind::Undo,
         name: "undo",
         changes_systems: true,
         rerun_safe: false,
@@ -409,6 +439,7 @@ pub const KINDS: &[Kind] = &[
         check_names: &[],
     },
     Kind {
+        id: StepKind::Wait,
         name: "wait",
         changes_systems: false,
         rerun_safe: true,
@@ -421,6 +452,7 @@ pub const KINDS: &[Kind] = &[
         check_names: &[],
     },
     Kind {
+        id: StepKind::Approve,
         name: "approve",
         changes_systems: false,
         rerun_safe: true,
@@ -433,6 +465,7 @@ pub const KINDS: &[Kind] = &[
         check_names: &[],
     },
     Kind {
+        id: StepKind::Notify,
         name: "notify",
         changes_systems: false,
         rerun_safe: false,
@@ -518,5 +551,20 @@ impl Kind {
 
     pub fn prop_names(&self) -> impl Iterator<Item = &'static str> + '_ {
         self.props.iter().chain(COMMON.iter()).map(|p| p.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_has_its_own_typed_id_and_is_found_by_its_name() {
+        let mut seen = std::collections::HashSet::new();
+        for k in KINDS {
+            assert!(seen.insert(k.id), "{} shares its id", k.name);
+            assert_eq!(kind(k.name).map(|found| found.id), Some(k.id), "{}", k.name);
+        }
+        assert_eq!(seen.len(), 13);
     }
 }

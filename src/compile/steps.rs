@@ -4,7 +4,7 @@ use super::names::did_you_mean;
 use super::plan::{Edge, Interrupt, Phase, Property, Retry, Step, StepId};
 
 use super::props;
-use super::schema::{self, CheckName, Kind};
+use super::schema::{self, CheckName, Kind, StepKind};
 use super::Compiler;
 use crate::diagnostic::{Code, Diagnostic};
 use crate::syntax::ast::{self, ExprKind, Item};
@@ -268,7 +268,7 @@ impl Compiler {
     /// A query's answer means nothing without a rule for it: sql and
     /// prometheus checks must say what they expect.
     fn expectation_required(&mut self, step: &ast::Step, kind: &Kind) {
-        if kind.name != "verify" || step.body.iter().any(|p| p.name.name == "expect") {
+        if kind.id != StepKind::Verify || step.body.iter().any(|p| p.name.name == "expect") {
             return;
         }
         if let Some(check) = step
@@ -370,13 +370,13 @@ fn check_names(kind: &Kind, step: &ast::Step) -> Vec<(&'static str, CheckName)> 
             "http" | "sql" | "prometheus" | "command" | "rollout" | "certificate"
         )
     });
-    let allowed: &[&str] = match (kind.name, check) {
-        ("verify", Some("http")) => &["status", "body", "json"],
-        ("verify", Some("sql")) | ("sql", _) => &["value", "rows"],
-        ("verify", Some("prometheus")) => &["value"],
-        ("verify", Some("command")) => &["exit_code", "stdout", "stderr"],
-        ("verify", Some("rollout")) => &["ready"],
-        ("verify", Some("certificate")) => &["days_left"],
+    let allowed: &[&str] = match (kind.id, check) {
+        (StepKind::Verify, Some("http")) => &["status", "body", "json"],
+        (StepKind::Verify, Some("sql")) | (StepKind::Sql, _) => &["value", "rows"],
+        (StepKind::Verify, Some("prometheus")) => &["value"],
+        (StepKind::Verify, Some("command")) => &["exit_code", "stdout", "stderr"],
+        (StepKind::Verify, Some("rollout")) => &["ready"],
+        (StepKind::Verify, Some("certificate")) => &["days_left"],
         _ => &[],
     };
     kind.check_names

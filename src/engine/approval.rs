@@ -5,6 +5,7 @@
 use super::state::{Millis, RunState, StepState};
 use super::Event;
 use crate::compile::eval::{eval, Bindings, Value};
+use crate::compile::schema::StepKind;
 use crate::compile::Plan;
 use std::collections::BTreeMap;
 
@@ -58,7 +59,7 @@ pub fn approve(
             .unwrap_or_default();
         return Err(format!("the runbook has no step `{step}`{hint}"));
     };
-    if found.kind.name != "approve" {
+    if found.kind.id != StepKind::Approve {
         return Err(format!(
             "`{step}` is {}, not an approval",
             found.kind.a_step()

@@ -2,6 +2,7 @@
 
 use super::state::{Millis, Outcome, RunState, StepState};
 use crate::compile::eval::{eval_in, Bindings, Value};
+use crate::compile::schema::StepKind;
 use crate::compile::{Edge, Phase, Plan, Step, StepId};
 use crate::syntax::ast::Ident;
 
@@ -216,7 +217,7 @@ pub(super) fn main_outcome(plan: &Plan, state: &RunState) -> Outcome {
     let rollbacks: Vec<&Step> = plan
         .steps
         .iter()
-        .filter(|s| s.kind.name == "rollback-if" && *state.step(s.id) == StepState::Succeeded)
+        .filter(|s| s.kind.id == StepKind::RollbackIf && *state.step(s.id) == StepState::Succeeded)
         .collect();
     let watched = |f: &StepId| {
         rollbacks.iter().any(|r| {

@@ -1,6 +1,7 @@
 //! Events, and the state of a run folded from them.
 
 use super::ready::{Class, ReadyIndex};
+use crate::compile::schema::StepKind;
 use crate::compile::{Phase, Plan, StepId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -272,7 +273,7 @@ impl RunState {
     pub fn awaiting_approval<'p>(&self, plan: &'p Plan) -> Vec<&'p crate::compile::Step> {
         plan.steps
             .iter()
-            .filter(|s| s.kind.name == "approve")
+            .filter(|s| s.kind.id == StepKind::Approve)
             .filter(|s| matches!(self.step(s.id), StepState::Running { .. }))
             .collect()
     }

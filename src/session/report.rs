@@ -4,6 +4,7 @@
 
 use super::Clock;
 use crate::compile::eval::{bind, Bindings};
+use crate::compile::schema::StepKind;
 use crate::compile::Plan;
 use crate::engine::{outcome_word, Millis, RecordedParam, RunMeta, RunState, StepState};
 use serde::{Deserialize, Serialize};
@@ -65,14 +66,18 @@ pub fn view(
         .map(|s| {
             let st = state.step(s.id);
             let (since, detail) = match st {
-                StepState::Running { since, .. } if s.kind.name == "approve" && expired(s) => (
-                    Some(*since),
-                    Some(format!(
+                StepState::Running { since, .. }
+                    if s.kind.id == StepKind::Approve && expired(s) =>
+                {
+                    (
+                        Some(*since),
+                        Some(format!(
                         "the time to approve ran out; `runbook resume {}` records that it failed",
                         meta.id
                     )),
-                ),
-                StepState::Running { since, .. } if s.kind.name == "approve" => (
+                    )
+                }
+                StepState::Running { since, .. } if s.kind.id == StepKind::Approve => (
                     Some(*since),
                     Some(format!(
                         "{} (approve with: runbook approve {} {} --as NAME)",

@@ -6,6 +6,7 @@ use super::driver::SKIPPED_BY_HAND;
 use super::driver::{Choices, Control, DriveError, Driver, Ended};
 use crate::actions::step::{NoteRequest, Notes, StepCall, StepResult};
 use crate::compile::eval::format_duration;
+use crate::compile::schema::StepKind;
 use crate::compile::{Interrupt, Phase, Step, StepId};
 use crate::engine::{approval, Event, Journal, LogBuffer, Millis, RunState, StepState, StoreError};
 use std::collections::{BTreeMap, HashMap};
@@ -277,13 +278,14 @@ impl<J: Journal + ?Sized> Running<'_, '_, J> {
         // A wait continues to its first deadline, and an approval must come
         // within its time of being asked; any other step that starts again
         // gets its whole timeout.
-        let carried = match step.kind.name {
-            "wait" | "approve" => elapsed,
+        let carried = match step.kind.id {
+            StepKind::Wait | StepKind::Approve => elapsed,
             _ => Duration::ZERO,
         };
         let timeout = step.timeout;
         let log = LogBuffer::default();
-        let work: Pin<Box<dyn Future<Output = StepResult> + Send>> = if step.kind.name == "approve"
+        let work: Pin<Box<dyn Future<Output = StepResult> + Send>> = if step.kind.id
+            == StepKind::Approve
         {
             // Waits for `runbook approve`, which arrives as a control.
             Box::pin(std::future::pending())
@@ -489,7 +491,7 @@ impl<J: Journal + ?Sized> Running<'_, '_, J> {
             .tasks
             .keys()
             .copied()
-            .filter(|s| matches!(plan.steps[*s].kind.name, "wait" | "approve"))
+            .filter(|s| matches!(plan.steps[*s].kind.id, StepKind::Wait | StepKind::Approve))
             .collect();
         for step in waiting {
             if let Some(task) = self.tasks.remove(&step) {

@@ -196,7 +196,19 @@ mod tests {
                 "{again}"
             );
         }
-        let store = super::super::open_schedules(&path).expect("reopens");
+        // sled lets go of its lock when its flusher thread has seen the
+        // last handle dropped, a moment later: the scheduler waits up to
+        // 2 s for it (`serve::open_store`), and so does this test.
+        let began = std::time::Instant::now();
+        let store = loop {
+            match super::super::open_schedules(&path) {
+                Ok(store) => break store,
+                Err(why) if why.contains("in use") && began.elapsed().as_secs() < 2 => {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(why) => panic!("reopens: {why}"),
+            }
+        };
         assert_eq!(store.entry("db").ok().flatten(), Some(state));
         let at: Vec<i64> = store
             .history("db", 2)

@@ -12,6 +12,7 @@ use crate::actions::notify::{deliver, Channel, Notice, Tries, PAGERDUTY_EVENTS};
 use crate::actions::output_file::OutputDir;
 use crate::actions::step::{StepCall, StepResult, StepRunner};
 use crate::compile::eval::{eval_in, Bindings, Value};
+use crate::compile::schema::StepKind;
 use crate::compile::{Plan, Step};
 use crate::syntax::ast::Ident;
 use crate::syntax::format;
@@ -125,12 +126,23 @@ pub fn unsupported(plan: &Plan) -> Vec<(&Step, String)> {
     plan.steps
         .iter()
         .filter_map(|s| {
-            let why = match s.kind.name {
-                "run" | "wait" | "approve" | "notify" | "sql" | "backup" => return None,
-                "deploy" | "undo" | "restart" | "scale" | "rollback-if" => return None,
-                "restore" if s.property("files").is_none() => return None,
-                "restore" => "only `restore` into `postgres` or `redis` runs so far".to_string(),
-                "verify"
+            let why = match s.kind.id {
+                StepKind::Run
+                | StepKind::Wait
+                | StepKind::Approve
+                | StepKind::Notify
+                | StepKind::Sql
+                | StepKind::Backup => return None,
+                StepKind::Deploy
+                | StepKind::Undo
+                | StepKind::Restart
+                | StepKind::Scale
+                | StepKind::RollbackIf => return None,
+                StepKind::Restore if s.property("files").is_none() => return None,
+                StepKind::Restore => {
+                    "only `restore` into `postgres` or `redis` runs so far".to_string()
+                }
+                StepKind::Verify
                     if [
                         "command",
                         "http",
@@ -144,7 +156,7 @@ pub fn unsupported(plan: &Plan) -> Vec<(&Step, String)> {
                 {
                     return None
                 }
-                other => format!("`{other}` steps do not run yet"),
+                StepKind::Verify => format!("`{}` steps do not run yet", s.kind.name),
             };
             Some((s, why))
         })
@@ -173,26 +185,32 @@ impl StepRunner for LocalRunner {
             let mut log = Log::new(&scope, &call.step, call.log, sink);
             log.groups = groups.map(|g| (g, call.run));
             log.output = output;
-            let result = match call.step.kind.name {
-                "run" => run_step(&call.step, &scope, &log).await,
-                "verify" => {
+            let result = match call.step.kind.id {
+                StepKind::Run => run_step(&call.step, &scope, &log).await,
+                StepKind::Verify => {
                     let http = http.get_or_init(reqwest::Client::new);
                     super::verify::verify_step(&call.step, &scope, &log, http).await
                 }
-                "wait" => wait_step(&call.step, &scope, call.elapsed).await,
-                "sql" => super::sql::sql_step(&call.step, &scope, &log).await,
-                "backup" => super::sql::backup_step(&call.step, &scope, &log).await,
-                "restore" => super::sql::restore_step(&call.step, &scope, &log).await,
-                "deploy" => super::kube::deploy_step(&call.step, &scope, &log, call.notes).await,
-                "restart" => {
+                StepKind::Wait => wait_step(&call.step, &scope, call.elapsed).await,
+                StepKind::Sql => super::sql::sql_step(&call.step, &scope, &log).await,
+                StepKind::Backup => super::sql::backup_step(&call.step, &scope, &log).await,
+                StepKind::Restore => super::sql::restore_step(&call.step, &scope, &log).await,
+                StepKind::Deploy => {
+                    super::kube::deploy_step(&call.step, &scope, &log, call.notes).await
+                }
+                StepKind::Restart => {
                     super::kube::restart_step(&call.step, &scope, &log, call.attempt, call.notes)
                         .await
                 }
-                "scale" => super::kube::scale_step(&call.step, &scope, &log, call.notes).await,
-                "undo" => super::kube::undo(&call.undone, &log, &|name| scope.env_var(name))
-                    .await
-                    .map(|()| BTreeMap::new()),
-                "rollback-if" => {
+                StepKind::Scale => {
+                    super::kube::scale_step(&call.step, &scope, &log, call.notes).await
+                }
+                StepKind::Undo => {
+                    super::kube::undo(&call.undone, &log, &|name| scope.env_var(name))
+                        .await
+                        .map(|()| BTreeMap::new())
+                }
+                StepKind::RollbackIf => {
                     super::kube::rollback_step(
                         &call.step,
                         &scope,
@@ -203,11 +221,14 @@ impl StepRunner for LocalRunner {
                     )
                     .await
                 }
-                "notify" => {
+                StepKind::Notify => {
                     let http = http.get_or_init(reqwest::Client::new);
                     notify_step(&call.step, &scope, http, call.run, tries).await
                 }
-                other => Err(format!("`{other}` steps do not run yet")),
+                // Approvals are answered by the driver, never run.
+                StepKind::Approve => {
+                    Err("an approval is not run; it waits for `runbook approve`".into())
+                }
             };
             log.end_of_output();
             // A failure is one line wherever it is shown (`status`, the

@@ -101,7 +101,7 @@ impl StepRunner for Pretend {
             if step.name.starts_with("noting") {
                 return noting(&mut notes, attempt).await;
             }
-            if step.kind.name == "undo" {
+            if step.kind.id == crate::compile::schema::StepKind::Undo {
                 let undid: Vec<String> = undone
                     .iter()
                     .map(|(name, notes)| {

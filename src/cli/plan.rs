@@ -155,7 +155,7 @@ fn shown(
     b: &Bindings,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> String {
-    if spec.is_some_and(|s| s.name == "expect") {
+    if spec.is_some_and(|s| s.shape.args.contains(&Arg::Condition)) {
         return format::expr(arg);
     }
     if let Some(name) = arg.as_name() {

@@ -7,8 +7,8 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::visit::EdgeRef;
 use std::collections::{HashMap, HashSet};
 
-pub fn build(
-    steps: &[Step],
+pub fn build<A>(
+    steps: &[Step<A>],
     edges: &[(StepId, StepId, Edge)],
     diagnostics: &mut Vec<Diagnostic>,
 ) -> DiGraph<StepId, Edge> {
@@ -35,7 +35,7 @@ pub fn build(
     graph
 }
 
-fn cycles(steps: &[Step], graph: &DiGraph<StepId, Edge>, diagnostics: &mut Vec<Diagnostic>) {
+fn cycles<A>(steps: &[Step<A>], graph: &DiGraph<StepId, Edge>, diagnostics: &mut Vec<Diagnostic>) {
     for scc in petgraph::algo::tarjan_scc(graph) {
         let self_loop = scc.len() == 1 && graph.contains_edge(scc[0], scc[0]);
         if scc.len() < 2 && !self_loop {
@@ -109,8 +109,8 @@ fn shortest_cycle(
 
 /// Steps that can never run: a condition that is always false, `after X`
 /// with a condition that needs X to fail, or waiting for a step that never runs.
-pub fn unreachable(
-    steps: &[Step],
+pub fn unreachable<A>(
+    steps: &[Step<A>],
     graph: &DiGraph<StepId, Edge>,
     diagnostics: &mut Vec<Diagnostic>,
 ) {

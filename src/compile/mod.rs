@@ -1,6 +1,7 @@
 //! The compile layer: names resolved, properties and expressions type-checked,
 //! a DAG of steps built, every mistake reported at once.
 
+pub mod action;
 mod blackouts;
 pub mod eval;
 mod graph;
@@ -49,6 +50,7 @@ pub fn compile(runbook: ast::Runbook) -> Result<Plan, Vec<Diagnostic>> {
         diagnostics.dedup();
         return Err(diagnostics);
     }
+    let steps = steps::lower(steps)?;
     Ok(Plan::new(name, settings, c.params, c.lets, steps, graph))
 }
 

@@ -1,5 +1,6 @@
 //! The compiled, checked, immutable form of a runbook: what the executor runs.
 
+use super::action::Action;
 use super::schema;
 use crate::diagnostic::Span;
 use crate::syntax::ast::Expr;
@@ -176,14 +177,18 @@ pub struct Property {
     pub span: Span,
 }
 
+/// A step: `A` is its action once lowered (`compile` checks steps as
+/// `Step<()>` and lowers them only when nothing was found wrong).
 #[derive(Debug, Clone)]
-pub struct Step {
+pub struct Step<A = Action> {
     pub id: StepId,
     pub name: String,
     pub kind: &'static schema::Kind,
     pub phase: Phase,
     pub when: Option<Expr>,
-    /// The properties as written, checked against the kind's schema.
+    /// The properties as written, checked against the kind's schema: for
+    /// showing the step (`plan`) and finding every expression it holds.
+    /// What the step does is read from `action`.
     pub properties: Vec<Property>,
     pub timeout: Option<Duration>,
     pub retry: Option<Retry>,
@@ -192,11 +197,27 @@ pub struct Step {
     pub undoes: Vec<StepId>,
     pub span: Span,
     pub name_span: Span,
+    pub action: A,
 }
 
-impl Step {
-    pub fn property(&self, name: &str) -> Option<&Property> {
-        self.properties.iter().find(|p| p.name == name)
+impl<A> Step<A> {
+    /// The same step with its action.
+    pub(super) fn with_action<B>(self, action: B) -> Step<B> {
+        Step {
+            id: self.id,
+            name: self.name,
+            kind: self.kind,
+            phase: self.phase,
+            when: self.when,
+            properties: self.properties,
+            timeout: self.timeout,
+            retry: self.retry,
+            on_interrupt: self.on_interrupt,
+            undoes: self.undoes,
+            span: self.span,
+            name_span: self.name_span,
+            action,
+        }
     }
 
     pub fn needs_approval(&self) -> bool {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 /// Moves each step's condition and properties from the syntax tree into the
 /// compiled steps, in the order `Compiler::steps` numbered them.
-pub(super) fn take_bodies(runbook: ast::Runbook, steps: &mut [Step]) {
+pub(super) fn take_bodies(runbook: ast::Runbook, steps: &mut [Step<()>]) {
     let mut ast_steps = Vec::with_capacity(steps.len());
     for item in runbook.items {
         match item {
@@ -35,8 +35,33 @@ pub(super) fn take_bodies(runbook: ast::Runbook, steps: &mut [Step]) {
     }
 }
 
+/// Each checked step with its typed action. Lowering fails only where the
+/// checker let a mistake through; that is reported, never run.
+pub(super) fn lower(steps: Vec<Step<()>>) -> Result<Vec<Step>, Vec<Diagnostic>> {
+    let mut lowered = Vec::with_capacity(steps.len());
+    let mut diagnostics = Vec::new();
+    for step in steps {
+        match super::action::lower(step.kind.id, &step.properties) {
+            Ok(action) => lowered.push(step.with_action(action)),
+            Err(why) => diagnostics.push(
+                Diagnostic::new(
+                    Code::InvalidValue,
+                    format!("the step `{}` cannot run: {why}", step.name),
+                )
+                .label(step.name_span, "this step")
+                .help("this is a mistake in runbook's checker; please report it with the runbook"),
+            ),
+        }
+    }
+    if diagnostics.is_empty() {
+        Ok(lowered)
+    } else {
+        Err(diagnostics)
+    }
+}
+
 impl Compiler {
-    pub(super) fn steps(&mut self, runbook: &ast::Runbook) -> Vec<Step> {
+    pub(super) fn steps(&mut self, runbook: &ast::Runbook) -> Vec<Step<()>> {
         let mut all: Vec<(&ast::Step, Phase)> = Vec::new();
         let mut on_failure: Option<crate::diagnostic::Span> = None;
         for item in &runbook.items {
@@ -129,7 +154,7 @@ impl Compiler {
         step: &ast::Step,
         phase: Phase,
         kind: Option<&'static Kind>,
-    ) -> Step {
+    ) -> Step<()> {
         for dep in &step.after {
             match self.steps.get(&dep.name) {
                 Some((from, _)) => self.edges.push((*from, id, Edge::Succeeded)),
@@ -166,6 +191,7 @@ impl Compiler {
             undoes: Vec::new(),
             span: step.span,
             name_span: step.name.span,
+            action: (),
         };
         if let Some(kind) = kind {
             self.properties(&mut compiled, step, kind);
@@ -174,7 +200,7 @@ impl Compiler {
     }
 
     fn condition(&mut self, id: StepId, step: &ast::Step, kind: Option<&'static Kind>) {
-        let is_rollback = kind.is_some_and(|k| k.name == "rollback-if");
+        let is_rollback = kind.is_some_and(|k| k.id == StepKind::RollbackIf);
         let Some(when) = &step.when else {
             if is_rollback {
                 self.diagnostics.push(
@@ -208,7 +234,7 @@ impl Compiler {
         }
     }
 
-    fn properties(&mut self, compiled: &mut Step, step: &ast::Step, kind: &'static Kind) {
+    fn properties(&mut self, compiled: &mut Step<()>, step: &ast::Step, kind: &'static Kind) {
         let lookup = |n: &str| kind.prop(n);
         let table = props::Table {
             owner: kind.a_step(),

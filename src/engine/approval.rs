@@ -4,6 +4,7 @@
 
 use super::state::{Millis, RunState, StepState};
 use super::Event;
+use crate::compile::action::Action;
 use crate::compile::eval::{eval, Bindings, Value};
 use crate::compile::schema::StepKind;
 use crate::compile::Plan;
@@ -79,9 +80,13 @@ pub fn approve(
             ));
         }
     }
-    if let Some(list) = found.property("approvers").and_then(|p| p.args.first()) {
+    let approvers = match &found.action {
+        Action::Approve(approve) => approve.approvers.as_ref(),
+        _ => None,
+    };
+    if let Some(list) = approvers {
         // Fails closed: a list that cannot be read lets no one approve.
-        let allowed: Vec<String> = match eval(list, bindings, &|_| None) {
+        let allowed: Vec<String> = match eval(&list.expr, bindings, &|_| None) {
             Value::List(names) => names.iter().filter_map(Value::expose).collect(),
             _ => Vec::new(),
         };

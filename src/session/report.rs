@@ -129,9 +129,10 @@ pub fn prompt(
     plan: &Plan,
     state: &crate::engine::RunState,
 ) -> String {
-    let Some(expr) = step.property("prompt").and_then(|p| p.args.first()) else {
+    let crate::compile::action::Action::Approve(approve) = &step.action else {
         return String::new();
     };
+    let expr = &approve.prompt.expr;
     let fields = |path: &[crate::syntax::ast::Ident]| crate::engine::step_field(plan, state, path);
     match crate::compile::eval::eval_in(expr, bindings, &|_| None, &fields) {
         crate::compile::eval::Value::Str(text) => format!("{text:?}"),

@@ -15,8 +15,14 @@ fn every_workflow_checks_clean_and_is_formatted() {
     for path in files {
         let source = std::fs::read_to_string(&path).expect("readable");
         let name = path.display().to_string();
-        if let Err(d) = runbook::compile::check(&source) {
-            panic!("{}", runbook::diagnostic::render(&name, &source, &d, false));
+        match runbook::compile::check(&source) {
+            Err(d) => panic!("{}", runbook::diagnostic::render(&name, &source, &d, false)),
+            // Each step is lowered to a typed action of its own kind.
+            Ok(plan) => {
+                for step in &plan.steps {
+                    assert_eq!(step.action.kind(), step.kind.id, "{name}: {}", step.name);
+                }
+            }
         }
         let parsed = parse(&source).expect("parses");
         assert_eq!(

@@ -11,11 +11,10 @@ use crate::actions::groups::GroupNotes;
 use crate::actions::notify::{deliver, Channel, Notice, Tries, PAGERDUTY_EVENTS};
 use crate::actions::output_file::OutputDir;
 use crate::actions::step::{StepCall, StepResult, StepRunner};
-use crate::compile::eval::{eval_in, Bindings, Value};
-use crate::compile::schema::StepKind;
+use crate::compile::action::{self, Action, Input, Notify, Restore, RestoreTarget};
+use crate::compile::eval::{eval_in, Bindings};
 use crate::compile::{Plan, Step};
 use crate::syntax::ast::Ident;
-use crate::syntax::format;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -125,40 +124,15 @@ impl LocalRunner {
 pub fn unsupported(plan: &Plan) -> Vec<(&Step, String)> {
     plan.steps
         .iter()
-        .filter_map(|s| {
-            let why = match s.kind.id {
-                StepKind::Run
-                | StepKind::Wait
-                | StepKind::Approve
-                | StepKind::Notify
-                | StepKind::Sql
-                | StepKind::Backup => return None,
-                StepKind::Deploy
-                | StepKind::Undo
-                | StepKind::Restart
-                | StepKind::Scale
-                | StepKind::RollbackIf => return None,
-                StepKind::Restore if s.property("files").is_none() => return None,
-                StepKind::Restore => {
-                    "only `restore` into `postgres` or `redis` runs so far".to_string()
-                }
-                StepKind::Verify
-                    if [
-                        "command",
-                        "http",
-                        "prometheus",
-                        "certificate",
-                        "sql",
-                        "rollout",
-                    ]
-                    .iter()
-                    .any(|check| s.property(check).is_some()) =>
-                {
-                    return None
-                }
-                StepKind::Verify => format!("`{}` steps do not run yet", s.kind.name),
-            };
-            Some((s, why))
+        .filter_map(|s| match &s.action {
+            Action::Restore(Restore {
+                target: RestoreTarget::Files(_),
+                ..
+            }) => Some((
+                s,
+                "only `restore` into `postgres` or `redis` runs so far".to_string(),
+            )),
+            _ => None,
         })
         .collect()
 }
@@ -185,34 +159,34 @@ impl StepRunner for LocalRunner {
             let mut log = Log::new(&scope, &call.step, call.log, sink);
             log.groups = groups.map(|g| (g, call.run));
             log.output = output;
-            let result = match call.step.kind.id {
-                StepKind::Run => run_step(&call.step, &scope, &log).await,
-                StepKind::Verify => {
+            let step = &call.step;
+            let result = match &step.action {
+                Action::Run(program) => run_step(program, &scope, &log).await,
+                Action::Verify(verify) => {
                     let http = http.get_or_init(reqwest::Client::new);
-                    super::verify::verify_step(&call.step, &scope, &log, http).await
+                    super::verify::verify_step(verify, step, &scope, &log, http).await
                 }
-                StepKind::Wait => wait_step(&call.step, &scope, call.elapsed).await,
-                StepKind::Sql => super::sql::sql_step(&call.step, &scope, &log).await,
-                StepKind::Backup => super::sql::backup_step(&call.step, &scope, &log).await,
-                StepKind::Restore => super::sql::restore_step(&call.step, &scope, &log).await,
-                StepKind::Deploy => {
-                    super::kube::deploy_step(&call.step, &scope, &log, call.notes).await
+                Action::Wait { duration } => wait_step(duration, &scope, call.elapsed).await,
+                Action::Sql(sql) => super::sql::sql_step(sql, step, &scope, &log).await,
+                Action::Backup(backup) => super::sql::backup_step(backup, &scope, &log).await,
+                Action::Restore(restore) => super::sql::restore_step(restore, &scope, &log).await,
+                Action::Deploy(deploy) => {
+                    super::kube::deploy_step(deploy, &scope, &log, call.notes).await
                 }
-                StepKind::Restart => {
-                    super::kube::restart_step(&call.step, &scope, &log, call.attempt, call.notes)
-                        .await
+                Action::Restart(restart) => {
+                    super::kube::restart_step(restart, &scope, &log, call.attempt, call.notes).await
                 }
-                StepKind::Scale => {
-                    super::kube::scale_step(&call.step, &scope, &log, call.notes).await
+                Action::Scale(scale) => {
+                    super::kube::scale_step(scale, &scope, &log, call.notes).await
                 }
-                StepKind::Undo => {
+                Action::Undo { .. } => {
                     super::kube::undo(&call.undone, &log, &|name| scope.env_var(name))
                         .await
                         .map(|()| BTreeMap::new())
                 }
-                StepKind::RollbackIf => {
+                Action::RollbackIf(rollback) => {
                     super::kube::rollback_step(
-                        &call.step,
+                        rollback,
                         &scope,
                         &log,
                         call.attempt,
@@ -221,12 +195,12 @@ impl StepRunner for LocalRunner {
                     )
                     .await
                 }
-                StepKind::Notify => {
+                Action::Notify(notify) => {
                     let http = http.get_or_init(reqwest::Client::new);
-                    notify_step(&call.step, &scope, http, call.run, tries).await
+                    notify_step(notify, &step.name, &scope, http, call.run, tries).await
                 }
                 // Approvals are answered by the driver, never run.
-                StepKind::Approve => {
+                Action::Approve(_) => {
                     Err("an approval is not run; it waits for `runbook approve`".into())
                 }
             };
@@ -240,15 +214,11 @@ impl StepRunner for LocalRunner {
 }
 
 async fn wait_step(
-    step: &Step,
+    duration: &Input,
     scope: &Scope,
     elapsed: Duration,
 ) -> Result<BTreeMap<String, String>, String> {
-    let arg = step.property("duration").and_then(|p| p.args.first());
-    let Some(Value::Duration(ms)) = arg.map(|a| scope.eval(a)) else {
-        return Err("the duration could not be worked out".into());
-    };
-    let left = Duration::from_millis(ms).saturating_sub(elapsed);
+    let left = Duration::from_millis(scope.millis(duration)?).saturating_sub(elapsed);
     // tokio's timer ticks in milliseconds: even a zero sleep waits for a tick.
     if !left.is_zero() {
         tokio::time::sleep(left).await;
@@ -268,36 +238,31 @@ fn host_name() -> String {
 /// A webhook POST or a PagerDuty alert, tried again while the receiver is
 /// down or busy.
 async fn notify_step(
-    step: &Step,
+    notify: &Notify,
+    step: &str,
     scope: &Scope,
     http: &reqwest::Client,
     run: crate::engine::RunId,
     tries: Tries,
 ) -> Result<BTreeMap<String, String>, String> {
-    let channel = if let Some(url) = scope.text(step, "webhook", 0)? {
-        Channel::Webhook(url)
-    } else {
-        let routing_key = scope
-            .text(step, "pagerduty", 0)?
-            .ok_or("the notify step has neither a webhook nor a PagerDuty key")?;
-        let url = scope
-            .env_var("PAGERDUTY_EVENTS_URL")
-            .unwrap_or_else(|| PAGERDUTY_EVENTS.to_string());
-        Channel::PagerDuty { routing_key, url }
+    let channel = match &notify.channel {
+        action::Channel::Webhook(url) => Channel::Webhook(scope.text(url)?),
+        action::Channel::PagerDuty(key) => Channel::PagerDuty {
+            routing_key: scope.text(key)?,
+            url: scope
+                .env_var("PAGERDUTY_EVENTS_URL")
+                .unwrap_or_else(|| PAGERDUTY_EVENTS.to_string()),
+        },
     };
-    let message = scope.text(step, "message", 0)?.unwrap_or_default();
-    let severity = step
-        .property("severity")
-        .and_then(|p| p.args.first())
-        .map(format::expr)
-        .unwrap_or_else(|| "info".into());
+    let message = scope.text(&notify.message)?;
+    let severity = notify.severity.as_str();
     let notice = Notice {
         runbook: &scope.runbook,
         host: &host_name(),
         message: &message,
-        severity: &severity,
+        severity,
         run: run.0,
-        step: &step.name,
+        step,
     };
     let status = deliver(http, &channel, &notice, tries).await?;
     Ok(BTreeMap::from([("status".into(), status.to_string())]))

@@ -11,8 +11,8 @@ use super::sample::Sample;
 use super::scope::Scope;
 use crate::actions::kube::{self, Cluster, Target};
 use crate::actions::step::Notes;
+use crate::compile::action::{Deploy, Input, KubeTarget, Restart, Rollback, RollbackIf, Scale};
 use crate::compile::eval::Value;
-use crate::compile::Step;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -33,13 +33,13 @@ struct Recorded {
     image: String,
 }
 
-async fn connect(step: &Step, scope: &Scope) -> Result<Cluster, String> {
+async fn connect(target: &KubeTarget, scope: &Scope) -> Result<Cluster, String> {
     let target = Target {
         context: scope
-            .text(step, "context", 0)?
+            .text_of(target.context.as_ref())?
             .or_else(|| scope.kube_defaults.context.clone()),
         namespace: scope
-            .text(step, "namespace", 0)?
+            .text_of(target.namespace.as_ref())?
             .or_else(|| scope.kube_defaults.namespace.clone()),
     };
     kube::connect(&target, &|name| scope.env_var(name))
@@ -47,13 +47,6 @@ async fn connect(step: &Step, scope: &Scope) -> Result<Cluster, String> {
         .map_err(|e| e.to_string())
 }
 
-fn required(step: &Step, scope: &Scope, prop: &str) -> Result<String, String> {
-    scope
-        .text(step, prop, 0)?
-        .ok_or_else(|| format!("the step has no `{prop}`"))
-}
-
-/// Which deployment of which cluster, for the keys of notes.
 fn where_(cluster: &Cluster, name: &str) -> String {
     format!("{}/{}/{name}", cluster.context, cluster.namespace)
 }
@@ -71,15 +64,15 @@ async fn wait(cluster: &Cluster, name: &str, log: &Log) -> Result<(), String> {
 
 /// `deploy`: note the pod template, set the image, wait for the rollout.
 pub(super) async fn deploy_step(
-    step: &Step,
+    deploy: &Deploy,
     scope: &Scope,
     log: &Log,
     mut notes: Notes,
 ) -> Result<Outputs, String> {
-    let name = required(step, scope, "deployment")?;
-    let image = required(step, scope, "image")?;
-    let container = scope.text(step, "container", 0)?;
-    let cluster = connect(step, scope).await?;
+    let name = scope.text(&deploy.deployment)?;
+    let image = scope.text(&deploy.image)?;
+    let container = scope.text_of(deploy.container.as_ref())?;
+    let cluster = connect(&deploy.target, scope).await?;
     // An attempt after the first keeps the first one's record: by then the
     // deployment may already hold the new image. The record is per target,
     // so an attempt that addresses another deployment records its own.
@@ -282,34 +275,27 @@ async fn scale(
 }
 
 pub(super) async fn restart_step(
-    step: &Step,
+    step: &Restart,
     scope: &Scope,
     log: &Log,
     attempt: u32,
     mut notes: Notes,
 ) -> Result<Outputs, String> {
-    let name = required(step, scope, "deployment")?;
-    let cluster = connect(step, scope).await?;
+    let name = scope.text(&step.deployment)?;
+    let cluster = connect(&step.target, scope).await?;
     restart(&cluster, &name, attempt, &mut notes, log).await?;
     Ok(Outputs::new())
 }
 
 pub(super) async fn scale_step(
-    step: &Step,
+    step: &Scale,
     scope: &Scope,
     log: &Log,
     mut notes: Notes,
 ) -> Result<Outputs, String> {
-    let name = required(step, scope, "deployment")?;
-    let replicas = match step
-        .property("replicas")
-        .and_then(|p| p.args.first())
-        .map(|a| scope.eval(a))
-    {
-        Some(Value::Int(n)) => n,
-        _ => return Err("the number of replicas could not be worked out".into()),
-    };
-    let cluster = connect(step, scope).await?;
+    let name = scope.text(&step.deployment)?;
+    let replicas = scope.int(&step.replicas)?;
+    let cluster = connect(&step.target, scope).await?;
     let previous = scale(&cluster, &name, replicas, &mut notes, log).await?;
     Ok(BTreeMap::from([(
         "previous_replicas".to_string(),
@@ -319,7 +305,7 @@ pub(super) async fn scale_step(
 
 /// `rollback-if`: its actions in the order written.
 pub(super) async fn rollback_step(
-    step: &Step,
+    step: &RollbackIf,
     scope: &Scope,
     log: &Log,
     attempt: u32,
@@ -327,43 +313,33 @@ pub(super) async fn rollback_step(
     undone: &[(String, BTreeMap<String, String>)],
 ) -> Result<Outputs, String> {
     let mut cluster = None;
-    for p in &step.properties {
-        match p.name.as_str() {
-            "undo" => {
-                let target = p
-                    .args
-                    .first()
-                    .map(crate::syntax::format::expr)
-                    .unwrap_or_default();
+    for action in &step.actions {
+        let (deployment, replicas) = match action {
+            Rollback::Undo(target) => {
                 let these: Vec<_> = undone
                     .iter()
-                    .filter(|(n, _)| *n == target)
+                    .filter(|(n, _)| n == target)
                     .cloned()
                     .collect();
                 undo(&these, log, &|name| scope.env_var(name)).await?;
+                continue;
             }
-            "restart" | "scale" => {
-                let name = p
-                    .args
-                    .first()
-                    .map(|a| scope.eval(a))
-                    .and_then(|v| v.expose())
-                    .ok_or("the deployment's name could not be worked out")?;
-                if cluster.is_none() {
-                    cluster = Some(connect(step, scope).await?);
-                }
-                let Some(c) = cluster.as_ref() else { continue };
-                if p.name == "restart" {
-                    restart(c, &name, attempt, &mut notes, log).await?;
-                } else {
-                    let replicas = match p.args.get(2).map(|a| scope.eval(a)) {
-                        Some(Value::Int(n)) => n,
-                        _ => return Err("the number of replicas could not be worked out".into()),
-                    };
-                    scale(c, &name, replicas, &mut notes, log).await?;
-                }
+            Rollback::Restart { deployment } => (deployment, None),
+            Rollback::Scale {
+                deployment,
+                replicas,
+            } => (deployment, Some(scope.int(replicas)?)),
+        };
+        let name = scope.text(deployment)?;
+        if cluster.is_none() {
+            cluster = Some(connect(&step.target, scope).await?);
+        }
+        let Some(c) = cluster.as_ref() else { continue };
+        match replicas {
+            None => restart(c, &name, attempt, &mut notes, log).await?,
+            Some(replicas) => {
+                scale(c, &name, replicas, &mut notes, log).await?;
             }
-            _ => {}
         }
     }
     Ok(Outputs::new())
@@ -371,12 +347,13 @@ pub(super) async fn rollback_step(
 
 /// `verify` with `rollout`: `ready` when kubectl's rule says complete.
 pub(super) async fn rollout_sample(
-    step: &Step,
+    deployment: &Input,
+    target: &KubeTarget,
     scope: &Scope,
     log: &Log,
 ) -> Result<Sample, String> {
-    let name = required(step, scope, "rollout")?;
-    let cluster = connect(step, scope).await?;
+    let name = scope.text(deployment)?;
+    let cluster = connect(target, scope).await?;
     let state = kube::rollout_now(&cluster, &name)
         .await
         .map_err(|e| e.to_string())?;

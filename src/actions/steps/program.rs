@@ -5,37 +5,22 @@
 use super::log::Log;
 use super::scope::{Scope, OUTPUT_CAP};
 use crate::actions::command::{self, CommandSpec, Ended, Stream};
-use crate::compile::Step;
+use crate::compile::action::{Launch, Program};
 use std::collections::BTreeMap;
 
-pub(super) fn command_spec(step: &Step, scope: &Scope) -> Result<CommandSpec, String> {
-    let (program, shell) = match super::shell::script(step, scope)? {
-        Some(script) => (script, true),
-        None => (scope.text(step, "command", 0)?.unwrap_or_default(), false),
-    };
-    let mut env = Vec::new();
-    for p in step.properties.iter().filter(|p| p.name == "env") {
-        let name = p
-            .args
-            .first()
-            .map(|a| scope.eval(a))
-            .and_then(|v| v.expose());
-        let value = p
-            .args
-            .get(1)
-            .map(|a| scope.eval(a))
-            .and_then(|v| v.expose());
-        match (name, value) {
-            (Some(n), Some(v)) => env.push((n, v)),
-            _ => return Err("an `env` value could not be worked out".into()),
+pub(super) fn command_spec(program: &Program, scope: &Scope) -> Result<CommandSpec, String> {
+    let (text, args, shell) = match &program.launch {
+        Launch::Shell(script) => (super::shell::script(script, scope)?, Vec::new(), true),
+        Launch::Command { program, args } => {
+            (scope.text(program)?, scope.list(args.as_ref())?, false)
         }
-    }
+    };
     Ok(CommandSpec {
-        program,
-        args: scope.list(step, "args")?,
+        program: text,
+        args,
         shell,
-        env,
-        cwd: scope.text(step, "cwd", 0)?.map(Into::into),
+        env: scope.pairs(&program.env)?,
+        cwd: scope.text_of(program.cwd.as_ref())?.map(Into::into),
         notes: None,
         withheld: scope.secret_vars(),
     })
@@ -43,11 +28,11 @@ pub(super) fn command_spec(step: &Step, scope: &Scope) -> Result<CommandSpec, St
 
 /// Runs the step's program; the result, or why it could not start.
 pub(super) async fn execute(
-    step: &Step,
+    program: &Program,
     scope: &Scope,
     log: &Log,
 ) -> Result<command::CommandResult, String> {
-    let mut spec = command_spec(step, scope)?;
+    let mut spec = command_spec(program, scope)?;
     spec.notes = log.step_notes();
     command::run(&spec, None, OUTPUT_CAP, |stream, line| {
         log.line(stream == Stream::Stderr, line)
@@ -76,11 +61,11 @@ pub(super) fn outputs(result: &command::CommandResult, log: &Log) -> BTreeMap<St
 }
 
 pub(super) async fn run_step(
-    step: &Step,
+    program: &Program,
     scope: &Scope,
     log: &Log,
 ) -> Result<BTreeMap<String, String>, String> {
-    let result = execute(step, scope, log).await?;
+    let result = execute(program, scope, log).await?;
     match result.ended {
         Ended::Exited(0) => Ok(outputs(&result, log)),
         Ended::Exited(code) => Err(format!("exited with code {code}")),

@@ -3,7 +3,7 @@
 
 use super::scope::Scope;
 use crate::compile::eval::Value;
-use crate::compile::Step;
+use crate::syntax::ast::Expr;
 use crate::syntax::format;
 use std::collections::BTreeMap;
 
@@ -18,8 +18,8 @@ pub(super) struct Sample {
 }
 
 /// `expect` on the sample, or the check's default without one.
-pub(super) fn judge(step: &Step, scope: &Scope, sample: &Sample) -> Result<(), String> {
-    let Some(expect) = step.property("expect").and_then(|p| p.args.first()) else {
+pub(super) fn judge(expect: Option<&Expr>, scope: &Scope, sample: &Sample) -> Result<(), String> {
+    let Some(expect) = expect else {
         return sample.default.clone();
     };
     let mut bindings = scope.bindings().clone();

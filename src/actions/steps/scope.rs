@@ -2,6 +2,7 @@
 //! (`Scope`: the run's bindings, the settled steps before it, runbook's
 //! environment), and where what a step prints goes.
 
+use crate::compile::action::{Input, Pair};
 use crate::compile::eval::{eval_in, Bindings, Value};
 use crate::compile::Step;
 use crate::engine::field_of;
@@ -76,54 +77,76 @@ impl Scope {
         (self.env)(name)
     }
 
-    /// A property's argument that is a URL: values interpolated into its
-    /// path, query or fragment are percent-encoded (`compile::url`).
-    /// With it, whether it holds a secret (then only its origin is shown).
-    pub(super) fn url(
-        &self,
-        step: &Step,
-        prop: &str,
-        index: usize,
-    ) -> Result<Option<(String, bool)>, String> {
-        let Some(arg) = step.property(prop).and_then(|p| p.args.get(index)) else {
-            return Ok(None);
-        };
+    /// A value that is a URL: values interpolated into its path, query or
+    /// fragment are percent-encoded (`compile::url`). With it, whether it
+    /// holds a secret (then only its origin is shown).
+    pub(super) fn url(&self, input: &Input) -> Result<(String, bool), String> {
         let fields = |path: &[Ident]| {
             let head = path.first()?;
             let (_, state, outputs) = self.inputs.iter().find(|(n, _, _)| *n == head.name)?;
             field_of(state, outputs, &path[1..])
         };
         let env = |name: &str| (self.env)(name);
-        let value = crate::compile::url::url_in(arg, &self.bindings, &env, &fields);
+        let value = crate::compile::url::url_in(&input.expr, &self.bindings, &env, &fields);
         let secret = matches!(value, Value::Sealed(_));
         value
             .expose()
-            .map(|url| Some((url, secret)))
-            .ok_or_else(|| unknown(prop, &value))
+            .map(|url| (url, secret))
+            .ok_or_else(|| unknown(input.prop, &value))
     }
 
-    /// A property's argument as text a program receives.
-    pub(super) fn text(
-        &self,
-        step: &Step,
-        prop: &str,
-        index: usize,
-    ) -> Result<Option<String>, String> {
-        let Some(arg) = step.property(prop).and_then(|p| p.args.get(index)) else {
-            return Ok(None);
-        };
-        let value = self.eval(arg);
-        value
-            .expose()
-            .map(Some)
-            .ok_or_else(|| unknown(prop, &value))
+    /// A value as text a program receives.
+    pub(super) fn text(&self, input: &Input) -> Result<String, String> {
+        let value = self.eval(&input.expr);
+        value.expose().ok_or_else(|| unknown(input.prop, &value))
     }
 
-    pub(super) fn list(&self, step: &Step, prop: &str) -> Result<Vec<String>, String> {
-        let Some(arg) = step.property(prop).and_then(|p| p.args.first()) else {
+    /// An optional value as text.
+    pub(super) fn text_of(&self, input: Option<&Input>) -> Result<Option<String>, String> {
+        input.map(|i| self.text(i)).transpose()
+    }
+
+    /// `env NAME VALUE` and `header NAME VALUE`, worked out.
+    pub(super) fn pairs(&self, pairs: &[Pair]) -> Result<Vec<(String, String)>, String> {
+        pairs
+            .iter()
+            .map(|p| {
+                match (
+                    self.eval(&p.name.expr).expose(),
+                    self.eval(&p.value.expr).expose(),
+                ) {
+                    (Some(n), Some(v)) => Ok((n, v)),
+                    _ => Err(format!(
+                        "a value of `{}` could not be worked out",
+                        p.name.prop
+                    )),
+                }
+            })
+            .collect()
+    }
+
+    /// A whole number (`replicas`, `jobs`).
+    pub(super) fn int(&self, input: &Input) -> Result<i64, String> {
+        match self.eval(&input.expr) {
+            Value::Int(n) => Ok(n),
+            other => Err(format!("`{}` is not a whole number: {other}", input.prop)),
+        }
+    }
+
+    /// A duration in milliseconds (`duration`, `keep`, `hold`).
+    pub(super) fn millis(&self, input: &Input) -> Result<u64, String> {
+        match self.eval(&input.expr) {
+            Value::Duration(ms) => Ok(ms),
+            other => Err(format!("`{}` is not a duration: {other}", input.prop)),
+        }
+    }
+
+    pub(super) fn list(&self, input: Option<&Input>) -> Result<Vec<String>, String> {
+        let Some(input) = input else {
             return Ok(Vec::new());
         };
-        match self.eval(arg) {
+        let prop = input.prop;
+        match self.eval(&input.expr) {
             Value::List(items) => items
                 .iter()
                 .map(|v| match v {

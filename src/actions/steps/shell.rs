@@ -5,22 +5,20 @@
 //! `/bin/sh`'s argument, which `ps` shows to every user of the machine.
 
 use super::scope::Scope;
+use crate::compile::action::Input;
 use crate::compile::eval::Value;
-use crate::compile::Step;
 use crate::syntax::ast::{ExprKind, StrPart};
 
 const SECRET: &str = "the `shell` script would hold a secret, and `ps` shows a script to every user of the machine; pass the secret with `env NAME VALUE` and write \"$NAME\" in the script";
 
-/// The script, with every interpolated value quoted; `None` without `shell`.
-pub(super) fn script(step: &Step, scope: &Scope) -> Result<Option<String>, String> {
-    let Some(arg) = step.property("shell").and_then(|p| p.args.first()) else {
-        return Ok(None);
-    };
+/// The script, with every interpolated value quoted.
+pub(super) fn script(script: &Input, scope: &Scope) -> Result<String, String> {
+    let arg = &script.expr;
     let ExprKind::Str(literal) = &arg.kind else {
         // A whole script from a `let` or a parameter is the author's text.
         return match scope.eval(arg) {
             Value::Sealed(_) | Value::Secret(_) => Err(SECRET.into()),
-            Value::Str(text) => Ok(Some(text)),
+            Value::Str(text) => Ok(text),
             other => Err(format!("`shell` is not a script: {other}")),
         };
     };
@@ -42,7 +40,7 @@ pub(super) fn script(step: &Step, scope: &Scope) -> Result<Option<String>, Strin
             },
         }
     }
-    Ok(Some(out))
+    Ok(out)
 }
 
 /// One word for `/bin/sh`: as it is when it holds only characters the shell

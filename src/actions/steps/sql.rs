@@ -7,8 +7,10 @@ use super::log::Log;
 use super::sample::{judge, Sample};
 use super::scope::Scope;
 use crate::actions::postgres::{self, DumpFormat, Query};
+use crate::compile::action::{self, Backup, Restore, RestoreTarget, Sql};
 use crate::compile::eval::Value;
 use crate::compile::Step;
+use crate::syntax::ast::Expr;
 use crate::syntax::format;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -16,17 +18,21 @@ use std::time::{Duration, SystemTime};
 
 /// `sql`: runs the query; with `expect`, judges the result.
 pub(super) async fn sql_step(
+    sql: &Sql,
     step: &Step,
     scope: &Scope,
     log: &Log,
 ) -> Result<BTreeMap<String, String>, String> {
-    let connection = scope
-        .text(step, "database", 0)?
-        .ok_or("the step has no `database`")?;
-    let sql = scope.text(step, "query", 0)?.unwrap_or_default();
-    let sample = sql_sample(step, scope, log, connection, sql).await?;
-    if step.property("expect").is_some() {
-        judge(step, scope, &sample)?;
+    let query = Query {
+        connection: scope.text(&sql.database)?,
+        sql: scope.text(&sql.query)?,
+        params: scope.list(sql.params.as_ref())?,
+        timeout: step.timeout,
+    };
+    let expect = sql.expect.as_ref();
+    let sample = sql_sample(&query, expect, log).await?;
+    if expect.is_some() {
+        judge(expect, scope, &sample)?;
     }
     Ok(sample.outputs)
 }
@@ -43,19 +49,11 @@ fn scrub_value(log: &Log, text: &str) -> String {
 /// Runs one statement and offers `rows` and `value` (the first column of
 /// the first row) to `expect`.
 pub(super) async fn sql_sample(
-    step: &Step,
-    scope: &Scope,
+    query: &Query,
+    expect: Option<&Expr>,
     log: &Log,
-    connection: String,
-    sql: String,
 ) -> Result<Sample, String> {
-    let query = Query {
-        connection,
-        sql,
-        params: scope.list(step, "params")?,
-        timeout: step.timeout,
-    };
-    let result = postgres::query(&query)
+    let result = postgres::query(query)
         .await
         .map_err(|e| log.scrub(&e.to_string()))?;
     let shown = match &result.value {
@@ -75,7 +73,6 @@ pub(super) async fn sql_sample(
             outputs.insert("value".into(), scrub_value(log, text));
         }
         None => {
-            let expect = step.property("expect").and_then(|p| p.args.first());
             if expect.is_some_and(|e| mentions_value(&format::expr(e))) {
                 return Err(if result.rows == 0 {
                     "the query returned no rows, so there is no `value` to check".to_string()
@@ -130,30 +127,20 @@ async fn backup_dir(dir: &std::path::Path) -> Result<(), String> {
 /// `backup`: pg_dump into the directory, then the database's backups
 /// older than `keep` are deleted. Output `file`: the new dump.
 pub(super) async fn backup_step(
-    step: &Step,
+    backup: &Backup,
     scope: &Scope,
     log: &Log,
 ) -> Result<BTreeMap<String, String>, String> {
-    let connection = scope
-        .text(step, "postgres", 0)?
-        .ok_or("the step has no `postgres`")?;
-    let dir = PathBuf::from(scope.text(step, "to", 0)?.ok_or("the step has no `to`")?);
+    let connection = scope.text(&backup.postgres)?;
+    let dir = PathBuf::from(scope.text(&backup.to)?);
     backup_dir(&dir).await?;
-    let keep = match step
-        .property("keep")
-        .and_then(|p| p.args.first())
-        .map(|a| scope.eval(a))
-    {
-        Some(Value::Duration(ms)) => Some(Duration::from_millis(ms)),
-        _ => None,
+    let keep = match &backup.keep {
+        Some(keep) => Some(Duration::from_millis(scope.millis(keep)?)),
+        None => None,
     };
-    let format = match step
-        .property("format")
-        .and_then(|p| p.args.first())
-        .map(format::expr)
-    {
-        Some(word) if word == "plain" => DumpFormat::Plain,
-        _ => DumpFormat::Custom,
+    let format = match backup.format {
+        action::DumpFormat::Plain => DumpFormat::Plain,
+        action::DumpFormat::Custom => DumpFormat::Custom,
     };
     let file = postgres::backup(
         &connection,
@@ -176,33 +163,35 @@ pub(super) async fn backup_step(
 /// plain SQL) or into Redis (every key of an RDB snapshot). File restores
 /// do not run yet.
 pub(super) async fn restore_step(
-    step: &Step,
+    restore: &Restore,
     scope: &Scope,
     log: &Log,
 ) -> Result<BTreeMap<String, String>, String> {
-    let from = PathBuf::from(
-        scope
-            .text(step, "from", 0)?
-            .ok_or("the step has no `from`")?,
-    );
-    if let Some(url) = scope.text(step, "redis", 0)? {
-        let keys = crate::actions::redis::restore(&url, &from, |s, l| {
-            log.line(s == crate::actions::command::Stream::Stderr, l)
-        })
-        .await
-        .map_err(|e| log.scrub(&e.to_string()))?;
-        return Ok(BTreeMap::from([("keys".to_string(), keys.to_string())]));
-    }
-    let connection = scope
-        .text(step, "postgres", 0)?
-        .ok_or("only `restore` into `postgres` or `redis` runs so far")?;
-    let jobs = match step
-        .property("jobs")
-        .and_then(|p| p.args.first())
-        .map(|a| scope.eval(a))
-    {
-        Some(Value::Int(n)) => u32::try_from(n).ok().filter(|n| *n > 0),
-        _ => None,
+    let from = PathBuf::from(scope.text(&restore.from)?);
+    let (connection, jobs) = match &restore.target {
+        RestoreTarget::Redis(url) => {
+            let url = scope.text(url)?;
+            let keys = crate::actions::redis::restore(&url, &from, |s, l| {
+                log.line(s == crate::actions::command::Stream::Stderr, l)
+            })
+            .await
+            .map_err(|e| log.scrub(&e.to_string()))?;
+            return Ok(BTreeMap::from([("keys".to_string(), keys.to_string())]));
+        }
+        RestoreTarget::Files(_) => {
+            return Err("only `restore` into `postgres` or `redis` runs so far".into())
+        }
+        RestoreTarget::Postgres { connection, jobs } => (connection, jobs),
+    };
+    let connection = scope.text(connection)?;
+    let jobs = match jobs {
+        Some(jobs) => Some(
+            u32::try_from(scope.int(jobs)?)
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or("`jobs` must be a whole number from 1")?,
+        ),
+        None => None,
     };
     postgres::restore(&connection, &from, jobs, log.step_notes(), |s, l| {
         log.line(s == crate::actions::command::Stream::Stderr, l)

@@ -9,9 +9,10 @@ use super::sample::{excerpt_bytes, judge, Sample};
 use super::scope::Scope;
 use crate::actions::command::Ended;
 use crate::actions::http::{self, Request};
+use crate::actions::postgres::Query;
+use crate::compile::action::{Check, Http, Input, Program, Verify};
 use crate::compile::eval::Value;
 use crate::compile::Step;
-use crate::syntax::format;
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
@@ -21,23 +22,23 @@ const TLS_TIMEOUT: Duration = Duration::from_secs(30);
 const BODY_OUTPUT: usize = 8 << 10;
 
 pub(super) async fn verify_step(
+    verify: &Verify,
     step: &Step,
     scope: &Scope,
     log: &Log,
     client: &reqwest::Client,
 ) -> Result<BTreeMap<String, String>, String> {
-    let hold = step.property("hold").and_then(|p| {
-        let total = scope.eval(p.args.first()?);
-        let every = scope.eval(p.args.get(2)?);
-        match (total, every) {
-            (Value::Duration(t), Value::Duration(e)) => Some((t, e.max(1))),
-            _ => None,
-        }
-    });
+    let hold = match &verify.hold {
+        Some(hold) => Some((
+            scope.millis(&hold.total)?,
+            scope.millis(&hold.every)?.max(1),
+        )),
+        None => None,
+    };
     let started = tokio::time::Instant::now();
     loop {
-        let sample = take(step, scope, log, client).await?;
-        judge(step, scope, &sample)?;
+        let sample = take(verify, step, scope, log, client).await?;
+        judge(verify.expect.as_ref(), scope, &sample)?;
         match hold {
             Some((total, every)) if (started.elapsed().as_millis() as u64) < total => {
                 tokio::time::sleep(Duration::from_millis(every)).await;
@@ -48,32 +49,41 @@ pub(super) async fn verify_step(
 }
 
 async fn take(
+    verify: &Verify,
     step: &Step,
     scope: &Scope,
     log: &Log,
     client: &reqwest::Client,
 ) -> Result<Sample, String> {
-    if step.property("http").is_some() {
-        http_sample(step, scope, log, client).await
-    } else if step.property("prometheus").is_some() {
-        prometheus_sample(step, scope, log, client).await
-    } else if step.property("certificate").is_some() {
-        certificate_sample(step, scope, log).await
-    } else if step.property("command").is_some() {
-        command_sample(step, scope, log).await
-    } else if step.property("rollout").is_some() {
-        super::kube::rollout_sample(step, scope, log).await
-    } else if step.property("sql").is_some() {
-        let connection = scope.text(step, "sql", 0)?.unwrap_or_default();
-        let sql = scope.text(step, "sql", 1)?.unwrap_or_default();
-        super::sql::sql_sample(step, scope, log, connection, sql).await
-    } else {
-        Err("this check does not run yet".into())
+    let expect = verify.expect.as_ref();
+    match &verify.check {
+        Check::Http(http) => http_sample(http, scope, log, client).await,
+        Check::Prometheus { query, server } => {
+            prometheus_sample(query, server.as_ref(), scope, log, client).await
+        }
+        Check::Certificate { target } => certificate_sample(target, scope, log).await,
+        Check::Command(program) => command_sample(program, scope, log).await,
+        Check::Rollout { deployment, target } => {
+            super::kube::rollout_sample(deployment, target, scope, log).await
+        }
+        Check::Sql {
+            connection,
+            query,
+            params,
+        } => {
+            let query = Query {
+                connection: scope.text(connection)?,
+                sql: scope.text(query)?,
+                params: scope.list(params.as_ref())?,
+                timeout: step.timeout,
+            };
+            super::sql::sql_sample(&query, expect, log).await
+        }
     }
 }
 
-async fn command_sample(step: &Step, scope: &Scope, log: &Log) -> Result<Sample, String> {
-    let result = execute(step, scope, log).await?;
+async fn command_sample(program: &Program, scope: &Scope, log: &Log) -> Result<Sample, String> {
+    let result = execute(program, scope, log).await?;
     let out = outputs(&result, log);
     let code: i64 = match result.ended {
         Ended::Exited(code) => code.into(),
@@ -98,34 +108,19 @@ async fn command_sample(step: &Step, scope: &Scope, log: &Log) -> Result<Sample,
 }
 
 async fn http_sample(
-    step: &Step,
+    http: &Http,
     scope: &Scope,
     log: &Log,
     client: &reqwest::Client,
 ) -> Result<Sample, String> {
-    let method = step
-        .property("http")
-        .and_then(|p| p.args.first())
-        .map(format::expr)
-        .unwrap_or_default();
-    let (url, secret) = scope.url(step, "http", 1)?.unwrap_or_default();
-    let mut headers = Vec::new();
-    for p in step.properties.iter().filter(|p| p.name == "header") {
-        let pair = (p.args.first(), p.args.get(1));
-        let (Some(name), Some(value)) = pair else {
-            continue;
-        };
-        match (scope.eval(name).expose(), scope.eval(value).expose()) {
-            (Some(n), Some(v)) => headers.push((n, v)),
-            _ => return Err("a `header` value could not be worked out".into()),
-        }
-    }
+    let method = http.method.as_str();
+    let (url, secret) = scope.url(&http.url)?;
     let request = Request {
-        method: method.clone(),
+        method: method.to_string(),
         url: url.clone(),
         secret,
-        headers,
-        body: scope.text(step, "body", 0)?,
+        headers: scope.pairs(&http.headers)?,
+        body: scope.text_of(http.body.as_ref())?,
         timeout: None,
     };
     let answer = http::send(client, &request)
@@ -177,13 +172,14 @@ async fn http_sample(
 }
 
 async fn prometheus_sample(
-    step: &Step,
+    query: &Input,
+    server: Option<&Input>,
     scope: &Scope,
     log: &Log,
     client: &reqwest::Client,
 ) -> Result<Sample, String> {
-    let query = scope.text(step, "prometheus", 0)?.unwrap_or_default();
-    let server = match scope.text(step, "server", 0)? {
+    let query = scope.text(query)?;
+    let server = match scope.text_of(server)? {
         Some(server) => server,
         None => scope
             .env_var("PROMETHEUS_URL")
@@ -201,8 +197,8 @@ async fn prometheus_sample(
     })
 }
 
-async fn certificate_sample(step: &Step, scope: &Scope, log: &Log) -> Result<Sample, String> {
-    let target = scope.text(step, "certificate", 0)?.unwrap_or_default();
+async fn certificate_sample(target: &Input, scope: &Scope, log: &Log) -> Result<Sample, String> {
+    let target = scope.text(target)?;
     let days = crate::actions::tls::days_left(&target, SystemTime::now(), TLS_TIMEOUT)
         .await
         .map_err(|e| e.to_string())?;

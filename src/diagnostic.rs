@@ -252,6 +252,46 @@ impl<'a> LineIndex<'a> {
     }
 }
 
+/// The line of `source` that `span` starts on, with the span underlined and
+/// labelled, as hurl shows a failed assertion: for what went wrong while a
+/// step ran, which is not a mistake in the file and so has no code. Plain
+/// text; tabs become spaces so that the marks line up.
+///
+/// ```text
+///   --> deploy.runbook:14:12
+///    |
+/// 14 |     expect status == 200
+///    |            ^^^^^^^^^^^^^ the expectation failed
+/// ```
+pub fn excerpt(file: &str, source: &str, span: Span, label: &str) -> String {
+    let lines = LineIndex::new(source);
+    let (line, column) = lines.line_col(span.start);
+    let start = lines.starts[line - 1];
+    let text = source[start..]
+        .split('\n')
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches('\r');
+    let expand = |t: &str| t.replace('\t', "    ");
+    let before = text.chars().take(column - 1).collect::<String>();
+    // The span's part on this line; at least one mark.
+    let within = source
+        .get(span.start..span.end.max(span.start))
+        .unwrap_or_default()
+        .split('\n')
+        .next()
+        .unwrap_or_default();
+    let marks = expand(within).chars().count().max(1);
+    let number = line.to_string();
+    let pad = " ".repeat(number.len());
+    format!(
+        "{pad}--> {file}:{line}:{column}\n{pad} |\n{number} | {}\n{pad} | {}{} {label}\n",
+        expand(text),
+        " ".repeat(expand(&before).chars().count()),
+        "^".repeat(marks),
+    )
+}
+
 /// The JSON form used by `check --format json`.
 pub fn to_json(file: &str, lines: &LineIndex, diagnostic: &Diagnostic) -> serde_json::Value {
     let (line, column) = lines.line_col(diagnostic.offset());
@@ -281,5 +321,28 @@ mod tests {
         assert_eq!(lines.line_col(3), (2, 1));
         assert_eq!(lines.line_col(9), (2, 6));
         assert_eq!(lines.line_col(100), (3, 1));
+    }
+
+    #[test]
+    fn an_excerpt_underlines_the_span_on_its_line() {
+        let source = "runbook r {\n  verify v {\n\texpect status == 200\n  }\n}\n";
+        let start = source.find("status").expect("there");
+        let span = Span::new(start, start + "status == 200".len());
+        assert_eq!(
+            excerpt("r.runbook", source, span, "the expectation failed"),
+            " --> r.runbook:3:9\n  |\n3 |     expect status == 200\n  |            ^^^^^^^^^^^^^ the expectation failed\n"
+        );
+    }
+
+    #[test]
+    fn an_excerpt_of_a_span_over_several_lines_marks_its_first_line() {
+        let source = "a\n\"café\nb\" x\n";
+        let span = Span::new(2, source.len() - 3);
+        assert_eq!(
+            excerpt("f", source, span, "here"),
+            " --> f:2:1\n  |\n2 | \"café\n  | ^^^^^ here\n"
+        );
+        let empty = Span::new(source.len(), source.len());
+        assert!(excerpt("f", source, empty, "end").ends_with("| ^ end\n"));
     }
 }

@@ -111,12 +111,15 @@ pub fn read_source(path: &Path) -> Result<String, Error> {
     })
 }
 
+/// How a missing file is said, wherever one is found missing.
+pub const NO_SUCH_FILE: &str = "no such file";
+
 pub fn io_reason(e: &std::io::Error) -> String {
     if e.raw_os_error() == Some(libc::ELOOP) {
         return "it is a link, and runbook opens nothing of its own through a link".into();
     }
     match e.kind() {
-        std::io::ErrorKind::NotFound => "no such file".into(),
+        std::io::ErrorKind::NotFound => NO_SUCH_FILE.into(),
         std::io::ErrorKind::PermissionDenied => "permission denied".into(),
         std::io::ErrorKind::StorageFull => "no space is left on its disk".into(),
         std::io::ErrorKind::FileTooLarge => {

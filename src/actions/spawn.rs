@@ -158,7 +158,7 @@ fn resolve(
     path_var: Option<&str>,
     cwd: Option<&std::path::Path>,
 ) -> Result<CString, String> {
-    let missing = || "no such file".to_string();
+    let missing = || crate::error::NO_SUCH_FILE.to_string();
     if program.is_empty() {
         return Err(missing());
     }

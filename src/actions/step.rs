@@ -4,6 +4,7 @@
 //! before it changes anything, what it must not lose.
 
 use crate::compile::Step;
+use crate::diagnostic::Span;
 use crate::engine::{LogBuffer, RunId, StepState};
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -12,7 +13,93 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 /// The outputs of a step that succeeded, or why it failed.
-pub type StepResult = Result<BTreeMap<String, String>, String>;
+pub type StepResult = Result<BTreeMap<String, String>, StepError>;
+
+/// Why an attempt failed: one sentence (what the journal keeps), what kind
+/// of failure it was, and where in the runbook it points, when one place
+/// is what the failure concerns (the `expect` that did not hold, the
+/// `database` that refused the login, the value that has no value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepError {
+    pub kind: FailureKind,
+    pub message: String,
+    pub at: Option<Span>,
+}
+
+/// What kind of failure ended an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureKind {
+    /// The step's program ended with a code other than 0, or by a signal.
+    Exited,
+    /// The step, or what it waited for, took longer than it may.
+    TimedOut,
+    /// The server could not be reached, or the connection was lost.
+    Unreachable,
+    /// The server refused the credentials, or a permission is missing.
+    Unauthorised,
+    /// What the step names does not exist (a deployment, a database, a file).
+    NotFound,
+    /// The server answered with an error (an SQL error, an API error).
+    Rejected,
+    /// The check's answer was not what the step expects.
+    Expectation,
+    /// A value of the step could not be worked out, or cannot be used.
+    Value,
+    /// Anything else.
+    Other,
+}
+
+impl FailureKind {
+    /// How the source line it points at is labelled.
+    pub fn describe(self) -> &'static str {
+        match self {
+            FailureKind::Exited => "the program failed",
+            FailureKind::TimedOut => "timed out",
+            FailureKind::Unreachable => "could not be reached",
+            FailureKind::Unauthorised => "not authorised",
+            FailureKind::NotFound => "not found",
+            FailureKind::Rejected => "the server answered with an error",
+            FailureKind::Expectation => "the expectation failed",
+            FailureKind::Value => "no usable value",
+            FailureKind::Other => "failed here",
+        }
+    }
+}
+
+impl StepError {
+    pub fn new(kind: FailureKind, message: impl Into<String>) -> Self {
+        StepError {
+            kind,
+            message: message.into(),
+            at: None,
+        }
+    }
+
+    /// Points the failure at `span`, unless it already points somewhere.
+    pub fn at(mut self, span: Span) -> Self {
+        self.at.get_or_insert(span);
+        self
+    }
+}
+
+impl std::fmt::Display for StepError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<String> for StepError {
+    fn from(message: String) -> Self {
+        StepError::new(FailureKind::Other, message)
+    }
+}
+
+impl From<&str> for StepError {
+    fn from(message: &str) -> Self {
+        StepError::new(FailureKind::Other, message)
+    }
+}
 
 /// What a runner is asked to do: one attempt of a step.
 #[derive(Debug, Clone)]

@@ -84,6 +84,7 @@ fn drive(ready: Ready, json: bool) -> Result<u8, Error> {
     let run = meta.id;
     let mut view = View::new(mode, Arc::clone(plan), run, Arc::clone(ready.shown()));
     view.until = meta.until.clone();
+    view.source = Some((meta.file.clone(), Arc::from(meta.source.as_str())));
     view.say(&format!(
         "run {run}: {} ({}); if it is interrupted, continue it with: runbook resume {run}",
         plan.name, meta.file
@@ -118,6 +119,12 @@ impl Watch for Shown {
     fn line(&self, line: Line) {
         if let Ok(v) = self.0.lock() {
             v.line(line);
+        }
+    }
+
+    fn failure(&self, step: usize, failure: &crate::actions::step::StepError) {
+        if let Ok(v) = self.0.lock() {
+            v.failure(step, failure);
         }
     }
 

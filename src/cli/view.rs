@@ -2,10 +2,12 @@
 //! running step with its attempt and elapsed time, finished steps printed
 //! above), plain lines otherwise, or a JSON event stream with `--json`.
 
+use crate::actions::step::StepError;
 use crate::actions::steps::Line;
 use crate::compile::eval::format_duration;
 use crate::compile::schema::StepKind;
 use crate::compile::Plan;
+use crate::diagnostic::{excerpt, LineIndex};
 use crate::engine::{Event, Millis, RunId, RunState, StepState};
 use crate::session::{approver, clock};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -47,6 +49,9 @@ pub struct View {
     started: HashMap<usize, Millis>,
     /// The run's `--until`, to say why it stops.
     pub until: Option<crate::engine::Deadline>,
+    /// The runbook's file name and the source the run runs, to show a
+    /// failure under the line it concerns.
+    pub source: Option<(String, Arc<str>)>,
 }
 
 impl View {
@@ -67,6 +72,7 @@ impl View {
             running: HashMap::new(),
             started: HashMap::new(),
             until: None,
+            source: None,
         }
     }
 
@@ -167,6 +173,31 @@ impl View {
         };
         if let Some(text) = text {
             self.say(&format!("{} {text}", clock(event_time(event))));
+        }
+    }
+
+    /// Why an attempt failed, after its line: under the line of the
+    /// runbook it concerns, as hurl shows a failed assertion; in JSON, its
+    /// kind and place.
+    pub fn failure(&self, step: usize, failure: &StepError) {
+        let at = failure.at.zip(self.source.as_ref());
+        if self.mode == Mode::Json {
+            let place = at.map(|(span, (_, source))| {
+                let (line, column) = LineIndex::new(source).line_col(span.start);
+                serde_json::json!({"line": line, "column": column})
+            });
+            let name = self.plan.steps.get(step).map(|s| s.name.as_str());
+            out(&serde_json::json!({
+                "run": self.run.0,
+                "step": name,
+                "failure": {"kind": failure.kind, "at": place},
+            })
+            .to_string());
+            return;
+        }
+        if let Some((span, (file, source))) = at {
+            let shown = excerpt(file, source, span, failure.kind.describe());
+            self.say(shown.trim_end());
         }
     }
 

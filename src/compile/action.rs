@@ -115,6 +115,16 @@ pub enum Launch {
     Shell(Input),
 }
 
+impl Launch {
+    /// What names the program: the `command` or the `shell` script.
+    pub fn input(&self) -> &Input {
+        match self {
+            Launch::Command { program, .. } => program,
+            Launch::Shell(script) => script,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Verify {
     pub check: Check,
@@ -293,6 +303,40 @@ impl Action {
             Action::Approve(_) => StepKind::Approve,
             Action::Notify(_) => StepKind::Notify,
         }
+    }
+}
+
+impl Action {
+    /// What the step acts on, as written: where a failure that names no
+    /// other place points (the deployment, the check's URL or query, the
+    /// program, the database). `None` for steps that act on other steps.
+    pub fn subject(&self) -> Option<&Input> {
+        Some(match self {
+            Action::Deploy(d) => &d.deployment,
+            Action::Restart(r) => &r.deployment,
+            Action::Scale(s) => &s.deployment,
+            Action::Verify(v) => match &v.check {
+                Check::Http(http) => &http.url,
+                Check::Sql { connection, .. } => connection,
+                Check::Prometheus { query, .. } => query,
+                Check::Command(program) => program.launch.input(),
+                Check::Rollout { deployment, .. } => deployment,
+                Check::Certificate { target } => target,
+            },
+            Action::Run(program) => program.launch.input(),
+            Action::Sql(sql) => &sql.database,
+            Action::Backup(backup) => &backup.postgres,
+            Action::Restore(restore) => match &restore.target {
+                RestoreTarget::Postgres { connection, .. } => connection,
+                RestoreTarget::Redis(url) => url,
+                RestoreTarget::Files(dir) => dir,
+            },
+            Action::Wait { duration } => duration,
+            Action::Notify(notify) => match &notify.channel {
+                Channel::Webhook(input) | Channel::PagerDuty(input) => input,
+            },
+            Action::Undo { .. } | Action::RollbackIf(_) | Action::Approve(_) => return None,
+        })
     }
 }
 

@@ -117,6 +117,10 @@ pub struct Driver<'a, J: Journal + ?Sized> {
     pub clock: &'a Clock,
     /// Sees every event once it is recorded, with the state after it.
     pub observe: &'a dyn Fn(&Event, &RunState),
+    /// Sees why an attempt failed, right after its `StepFailed` is
+    /// observed: the kind and the place in the runbook, which the journal
+    /// does not keep (it keeps the sentence).
+    pub failed: &'a dyn Fn(usize, &crate::actions::step::StepError),
     /// When the procedure must be over besides the runbook's `timeout`.
     pub until: Option<Deadline>,
 }

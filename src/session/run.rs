@@ -40,6 +40,9 @@ pub trait Watch: Send + Sync {
     fn line(&self, line: Line);
     /// Something the person driving the run should be told.
     fn notice(&self, notice: Notice);
+    /// Why an attempt failed, after its event: its kind and where in the
+    /// runbook it points.
+    fn failure(&self, _step: usize, _failure: &crate::actions::step::StepError) {}
 }
 
 /// What the session tells a watcher besides events and lines.
@@ -349,6 +352,7 @@ impl Ready {
             runner,
             clock: &clock,
             observe: &observe,
+            failed: &|step, failure| watch.failure(step, failure),
             until: meta.until.clone(),
         };
         let Executor { runtime, signals } = exec;

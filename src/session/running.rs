@@ -4,7 +4,7 @@
 
 use super::driver::SKIPPED_BY_HAND;
 use super::driver::{Choices, Control, DriveError, Driver, Ended};
-use crate::actions::step::{NoteRequest, Notes, StepCall, StepResult};
+use crate::actions::step::{FailureKind, NoteRequest, Notes, StepCall, StepError, StepResult};
 use crate::compile::eval::format_duration;
 use crate::compile::schema::StepKind;
 use crate::compile::{Interrupt, Phase, Step, StepId};
@@ -173,10 +173,10 @@ impl<J: Journal + ?Sized> Running<'_, '_, J> {
             let handle = tokio::spawn(async move {
                 let result = match (CatchPanic { work: Some(p.work) }).await {
                     Ok(result) => result,
-                    Err(panic) => Err(format!(
+                    Err(panic) => Err(StepError::from(format!(
                         "the step stopped unexpectedly: {}; this is a bug in runbook, please report it",
                         panic_message(panic)
-                    )),
+                    ))),
                 };
                 let _ = tx.send((step, attempt, result));
             });
@@ -330,9 +330,12 @@ impl<J: Journal + ?Sized> Running<'_, '_, J> {
                 Some(limit) => {
                     let left = limit.saturating_sub(carried);
                     tokio::time::timeout(left, work).await.unwrap_or_else(|_| {
-                        Err(format!(
-                            "timed out after {}",
-                            format_duration(limit.as_millis() as u64)
+                        Err(StepError::new(
+                            FailureKind::TimedOut,
+                            format!(
+                                "timed out after {}",
+                                format_duration(limit.as_millis() as u64)
+                            ),
                         ))
                     })
                 }
@@ -362,10 +365,15 @@ impl<J: Journal + ?Sized> Running<'_, '_, J> {
             self.keep_log(step, &task)?;
         }
         let at = self.d.clock.now();
-        self.record(match result {
-            Ok(outputs) => Event::StepSucceeded { step, at, outputs },
-            Err(error) => Event::StepFailed { step, at, error },
-        })
+        match result {
+            Ok(outputs) => self.record(Event::StepSucceeded { step, at, outputs }),
+            Err(failure) => {
+                let error = failure.message.clone();
+                self.record(Event::StepFailed { step, at, error })?;
+                (self.d.failed)(step, &failure);
+                Ok(())
+            }
+        }
     }
 
     /// Writes what the attempt printed; the event that follows flushes it.

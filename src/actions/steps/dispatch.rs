@@ -10,6 +10,7 @@ use super::scope::{Env, Scope, Sink, LOG_CAP};
 use crate::actions::groups::GroupNotes;
 use crate::actions::notify::{deliver, Channel, Notice, Tries, PAGERDUTY_EVENTS};
 use crate::actions::output_file::OutputDir;
+use crate::actions::step::StepError;
 use crate::actions::step::{StepCall, StepResult, StepRunner};
 use crate::compile::action::{self, Action, Input, Notify, Restore, RestoreTarget};
 use crate::compile::eval::{eval_in, Bindings};
@@ -208,7 +209,15 @@ impl StepRunner for LocalRunner {
             // A failure is one line wherever it is shown (`status`, the
             // live view): a line break in what a server said cannot add a
             // line that looks like runbook's own.
-            result.map_err(|e| log.scrub(&e).trim_end().replace('\n', "\\n"))
+            result.map_err(|mut e| {
+                e.message = log.scrub(&e.message).trim_end().replace('\n', "\\n");
+                // Where no place was named, the failure concerns what the
+                // step acts on.
+                match step.action.subject() {
+                    Some(subject) => e.at(subject.expr.span),
+                    None => e,
+                }
+            })
         })
     }
 }
@@ -217,7 +226,7 @@ async fn wait_step(
     duration: &Input,
     scope: &Scope,
     elapsed: Duration,
-) -> Result<BTreeMap<String, String>, String> {
+) -> Result<BTreeMap<String, String>, StepError> {
     let left = Duration::from_millis(scope.millis(duration)?).saturating_sub(elapsed);
     // tokio's timer ticks in milliseconds: even a zero sleep waits for a tick.
     if !left.is_zero() {
@@ -244,7 +253,7 @@ async fn notify_step(
     http: &reqwest::Client,
     run: crate::engine::RunId,
     tries: Tries,
-) -> Result<BTreeMap<String, String>, String> {
+) -> Result<BTreeMap<String, String>, StepError> {
     let channel = match &notify.channel {
         action::Channel::Webhook(url) => Channel::Webhook(scope.text(url)?),
         action::Channel::PagerDuty(key) => Channel::PagerDuty {

@@ -11,6 +11,7 @@ use super::sample::Sample;
 use super::scope::Scope;
 use crate::actions::kube::{self, Cluster, Target};
 use crate::actions::step::Notes;
+use crate::actions::step::StepError;
 use crate::compile::action::{Deploy, Input, KubeTarget, Restart, Rollback, RollbackIf, Scale};
 use crate::compile::eval::Value;
 use std::collections::BTreeMap;
@@ -33,7 +34,7 @@ struct Recorded {
     image: String,
 }
 
-async fn connect(target: &KubeTarget, scope: &Scope) -> Result<Cluster, String> {
+async fn connect(target: &KubeTarget, scope: &Scope) -> Result<Cluster, StepError> {
     let target = Target {
         context: scope
             .text_of(target.context.as_ref())?
@@ -44,7 +45,7 @@ async fn connect(target: &KubeTarget, scope: &Scope) -> Result<Cluster, String> 
     };
     kube::connect(&target, &|name| scope.env_var(name))
         .await
-        .map_err(|e| e.to_string())
+        .map_err(StepError::from)
 }
 
 fn where_(cluster: &Cluster, name: &str) -> String {
@@ -54,12 +55,12 @@ fn where_(cluster: &Cluster, name: &str) -> String {
 /// The context a deploy records when runbook ran in a pod, with its service account.
 const IN_CLUSTER: &str = "in-cluster";
 
-async fn wait(cluster: &Cluster, name: &str, log: &Log) -> Result<(), String> {
+async fn wait(cluster: &Cluster, name: &str, log: &Log) -> Result<(), StepError> {
     kube::wait_rollout(cluster, name, POLL, |message| {
         log.line(false, &format!("{message}\n"))
     })
     .await
-    .map_err(|e| e.to_string())
+    .map_err(StepError::from)
 }
 
 /// `deploy`: note the pod template, set the image, wait for the rollout.
@@ -68,7 +69,7 @@ pub(super) async fn deploy_step(
     scope: &Scope,
     log: &Log,
     mut notes: Notes,
-) -> Result<Outputs, String> {
+) -> Result<Outputs, StepError> {
     let name = scope.text(&deploy.deployment)?;
     let image = scope.text(&deploy.image)?;
     let container = scope.text_of(deploy.container.as_ref())?;
@@ -83,14 +84,15 @@ pub(super) async fn deploy_step(
                 return Err(format!(
                     "an earlier attempt of this step recorded container `{}` of deployment {}/{name}, and this one names `{asked}`; to deploy another container, write another step",
                     recorded.container, cluster.namespace
-                ));
+                )
+                .into());
             }
             recorded
         }
         _ => {
             let read = kube::before_deploy(&cluster, &name, container.as_deref())
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(StepError::from)?;
             let recorded = Recorded {
                 deployment: name.clone(),
                 namespace: cluster.namespace.clone(),
@@ -117,11 +119,11 @@ pub(super) async fn deploy_step(
     );
     kube::set_image(&cluster, &name, &before.container, &image)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(StepError::from)?;
     wait(&cluster, &name, log).await?;
     let revision = kube::revision(&cluster, &name)
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(StepError::from)?
         .unwrap_or_default();
     log.line(false, &format!("rolled out: revision {revision}\n"));
     Ok(BTreeMap::from([
@@ -141,7 +143,7 @@ pub(super) async fn undo(
     undone: &[(String, BTreeMap<String, String>)],
     log: &Log,
     env: &(dyn Fn(&str) -> Option<String> + Sync),
-) -> Result<(), String> {
+) -> Result<(), StepError> {
     for (step, notes) in undone {
         let records: Vec<&String> = notes
             .iter()
@@ -169,7 +171,7 @@ async fn put_back(
     text: &str,
     log: &Log,
     env: &(dyn Fn(&str) -> Option<String> + Sync),
-) -> Result<(), String> {
+) -> Result<(), StepError> {
     {
         let before: Recorded = serde_json::from_str(text)
             .map_err(|e| format!("`{step}`'s record cannot be read: {e}"))?;
@@ -179,9 +181,7 @@ async fn put_back(
             context,
             namespace: Some(before.namespace.clone()),
         };
-        let cluster = kube::connect(&target, env)
-            .await
-            .map_err(|e| e.to_string())?;
+        let cluster = kube::connect(&target, env).await.map_err(StepError::from)?;
         log.line(
             false,
             &format!(
@@ -194,7 +194,7 @@ async fn put_back(
         );
         kube::put_back(&cluster, &before.deployment, &before.template)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(StepError::from)?;
         wait(&cluster, &before.deployment, log).await?;
     }
     Ok(())
@@ -210,7 +210,7 @@ async fn restart(
     attempt: u32,
     notes: &mut Notes,
     log: &Log,
-) -> Result<(), String> {
+) -> Result<(), StepError> {
     let key = format!("restarted_at {}", where_(cluster, name));
     let noted = notes
         .get(&key)
@@ -231,7 +231,7 @@ async fn restart(
     );
     kube::restart(cluster, name, &at)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(StepError::from)?;
     wait(cluster, name, log).await
 }
 
@@ -244,7 +244,7 @@ async fn scale(
     replicas: i64,
     notes: &mut Notes,
     log: &Log,
-) -> Result<i32, String> {
+) -> Result<i32, StepError> {
     let replicas = i32::try_from(replicas)
         .ok()
         .filter(|r| *r >= 0)
@@ -255,14 +255,14 @@ async fn scale(
         None => {
             let now = kube::replicas(cluster, name)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(StepError::from)?;
             notes.keep(&key, &now.to_string()).await?;
             now
         }
     };
     kube::scale(cluster, name, replicas)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(StepError::from)?;
     log.line(
         false,
         &format!(
@@ -280,7 +280,7 @@ pub(super) async fn restart_step(
     log: &Log,
     attempt: u32,
     mut notes: Notes,
-) -> Result<Outputs, String> {
+) -> Result<Outputs, StepError> {
     let name = scope.text(&step.deployment)?;
     let cluster = connect(&step.target, scope).await?;
     restart(&cluster, &name, attempt, &mut notes, log).await?;
@@ -292,7 +292,7 @@ pub(super) async fn scale_step(
     scope: &Scope,
     log: &Log,
     mut notes: Notes,
-) -> Result<Outputs, String> {
+) -> Result<Outputs, StepError> {
     let name = scope.text(&step.deployment)?;
     let replicas = scope.int(&step.replicas)?;
     let cluster = connect(&step.target, scope).await?;
@@ -311,7 +311,7 @@ pub(super) async fn rollback_step(
     attempt: u32,
     mut notes: Notes,
     undone: &[(String, BTreeMap<String, String>)],
-) -> Result<Outputs, String> {
+) -> Result<Outputs, StepError> {
     let mut cluster = None;
     for action in &step.actions {
         let (deployment, replicas) = match action {
@@ -351,12 +351,12 @@ pub(super) async fn rollout_sample(
     target: &KubeTarget,
     scope: &Scope,
     log: &Log,
-) -> Result<Sample, String> {
+) -> Result<Sample, StepError> {
     let name = scope.text(deployment)?;
     let cluster = connect(target, scope).await?;
     let state = kube::rollout_now(&cluster, &name)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(StepError::from)?;
     let (ready, default) = match state {
         kube::Rollout::Complete => (true, Ok(())),
         kube::Rollout::Waiting(why) | kube::Rollout::Failed(why) => (false, Err(why)),

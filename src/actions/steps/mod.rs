@@ -5,6 +5,7 @@
 //! `sample.rs` are what the adapters share.
 
 mod dispatch;
+mod failure;
 mod kube;
 mod log;
 mod program;

@@ -5,10 +5,11 @@
 use super::log::Log;
 use super::scope::{Scope, OUTPUT_CAP};
 use crate::actions::command::{self, CommandSpec, Ended, Stream};
+use crate::actions::step::{FailureKind, StepError};
 use crate::compile::action::{Launch, Program};
 use std::collections::BTreeMap;
 
-pub(super) fn command_spec(program: &Program, scope: &Scope) -> Result<CommandSpec, String> {
+pub(super) fn command_spec(program: &Program, scope: &Scope) -> Result<CommandSpec, StepError> {
     let (text, args, shell) = match &program.launch {
         Launch::Shell(script) => (super::shell::script(script, scope)?, Vec::new(), true),
         Launch::Command { program, args } => {
@@ -31,14 +32,14 @@ pub(super) async fn execute(
     program: &Program,
     scope: &Scope,
     log: &Log,
-) -> Result<command::CommandResult, String> {
+) -> Result<command::CommandResult, StepError> {
     let mut spec = command_spec(program, scope)?;
     spec.notes = log.step_notes();
     command::run(&spec, None, OUTPUT_CAP, |stream, line| {
         log.line(stream == Stream::Stderr, line)
     })
     .await
-    .map_err(|e| e.to_string())
+    .map_err(|e| StepError::from(e).at(program.launch.input().expr.span))
 }
 
 pub(super) fn outputs(result: &command::CommandResult, log: &Log) -> BTreeMap<String, String> {
@@ -64,12 +65,13 @@ pub(super) async fn run_step(
     program: &Program,
     scope: &Scope,
     log: &Log,
-) -> Result<BTreeMap<String, String>, String> {
+) -> Result<BTreeMap<String, String>, StepError> {
     let result = execute(program, scope, log).await?;
-    match result.ended {
-        Ended::Exited(0) => Ok(outputs(&result, log)),
-        Ended::Exited(code) => Err(format!("exited with code {code}")),
-        Ended::Signalled(signal) => Err(format!("killed by signal {signal}")),
-        Ended::TimedOut => Err("timed out".into()),
-    }
+    let (kind, why) = match result.ended {
+        Ended::Exited(0) => return Ok(outputs(&result, log)),
+        Ended::Exited(code) => (FailureKind::Exited, format!("exited with code {code}")),
+        Ended::Signalled(signal) => (FailureKind::Exited, format!("killed by signal {signal}")),
+        Ended::TimedOut => (FailureKind::TimedOut, "timed out".to_string()),
+    };
+    Err(StepError::new(kind, why).at(program.launch.input().expr.span))
 }

@@ -2,6 +2,7 @@
 //! outputs, and the sentence a failed judgement gives.
 
 use super::scope::Scope;
+use crate::actions::step::{FailureKind, StepError};
 use crate::compile::eval::Value;
 use crate::syntax::ast::Expr;
 use crate::syntax::format;
@@ -17,11 +18,21 @@ pub(super) struct Sample {
     pub(super) default: Result<(), String>,
 }
 
-/// `expect` on the sample, or the check's default without one.
-pub(super) fn judge(expect: Option<&Expr>, scope: &Scope, sample: &Sample) -> Result<(), String> {
+/// `expect` on the sample, or the check's default without one. A failed
+/// `expect` points at itself; a failed default, nowhere (the caller knows
+/// the check).
+pub(super) fn judge(
+    expect: Option<&Expr>,
+    scope: &Scope,
+    sample: &Sample,
+) -> Result<(), StepError> {
     let Some(expect) = expect else {
-        return sample.default.clone();
+        return sample
+            .default
+            .clone()
+            .map_err(|why| StepError::new(FailureKind::Expectation, why));
     };
+    let failed = |kind, why| Err(StepError::new(kind, why).at(expect.span));
     let mut bindings = scope.bindings().clone();
     bindings.values.extend(sample.names.clone());
     let written = format::expr(expect);
@@ -38,12 +49,18 @@ pub(super) fn judge(expect: Option<&Expr>, scope: &Scope, sample: &Sample) -> Re
                 })
                 .collect();
             if seen.is_empty() {
-                Err(format!("expected {written}"))
+                failed(FailureKind::Expectation, format!("expected {written}"))
             } else {
-                Err(format!("expected {written}, but {}", seen.join(", ")))
+                failed(
+                    FailureKind::Expectation,
+                    format!("expected {written}, but {}", seen.join(", ")),
+                )
             }
         }
-        other => Err(format!("`expect {written}` could not be decided ({other})")),
+        other => failed(
+            FailureKind::Value,
+            format!("`expect {written}` could not be decided ({other})"),
+        ),
     }
 }
 

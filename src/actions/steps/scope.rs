@@ -2,6 +2,7 @@
 //! (`Scope`: the run's bindings, the settled steps before it, runbook's
 //! environment), and where what a step prints goes.
 
+use crate::actions::step::{FailureKind, StepError};
 use crate::compile::action::{Input, Pair};
 use crate::compile::eval::{eval_in, Bindings, Value};
 use crate::compile::Step;
@@ -80,7 +81,7 @@ impl Scope {
     /// A value that is a URL: values interpolated into its path, query or
     /// fragment are percent-encoded (`compile::url`). With it, whether it
     /// holds a secret (then only its origin is shown).
-    pub(super) fn url(&self, input: &Input) -> Result<(String, bool), String> {
+    pub(super) fn url(&self, input: &Input) -> Result<(String, bool), StepError> {
         let fields = |path: &[Ident]| {
             let head = path.first()?;
             let (_, state, outputs) = self.inputs.iter().find(|(n, _, _)| *n == head.name)?;
@@ -92,33 +93,34 @@ impl Scope {
         value
             .expose()
             .map(|url| (url, secret))
-            .ok_or_else(|| unknown(input.prop, &value))
+            .ok_or_else(|| unusable(input, unknown(input.prop, &value)))
     }
 
     /// A value as text a program receives.
-    pub(super) fn text(&self, input: &Input) -> Result<String, String> {
+    pub(super) fn text(&self, input: &Input) -> Result<String, StepError> {
         let value = self.eval(&input.expr);
-        value.expose().ok_or_else(|| unknown(input.prop, &value))
+        value
+            .expose()
+            .ok_or_else(|| unusable(input, unknown(input.prop, &value)))
     }
 
     /// An optional value as text.
-    pub(super) fn text_of(&self, input: Option<&Input>) -> Result<Option<String>, String> {
+    pub(super) fn text_of(&self, input: Option<&Input>) -> Result<Option<String>, StepError> {
         input.map(|i| self.text(i)).transpose()
     }
 
     /// `env NAME VALUE` and `header NAME VALUE`, worked out.
-    pub(super) fn pairs(&self, pairs: &[Pair]) -> Result<Vec<(String, String)>, String> {
+    pub(super) fn pairs(&self, pairs: &[Pair]) -> Result<Vec<(String, String)>, StepError> {
         pairs
             .iter()
             .map(|p| {
-                match (
-                    self.eval(&p.name.expr).expose(),
-                    self.eval(&p.value.expr).expose(),
-                ) {
+                let name = self.eval(&p.name.expr).expose();
+                let value = self.eval(&p.value.expr).expose();
+                match (name, value) {
                     (Some(n), Some(v)) => Ok((n, v)),
-                    _ => Err(format!(
-                        "a value of `{}` could not be worked out",
-                        p.name.prop
+                    _ => Err(unusable(
+                        &p.value,
+                        format!("a value of `{}` could not be worked out", p.name.prop),
                     )),
                 }
             })
@@ -126,45 +128,53 @@ impl Scope {
     }
 
     /// A whole number (`replicas`, `jobs`).
-    pub(super) fn int(&self, input: &Input) -> Result<i64, String> {
+    pub(super) fn int(&self, input: &Input) -> Result<i64, StepError> {
         match self.eval(&input.expr) {
             Value::Int(n) => Ok(n),
-            other => Err(format!("`{}` is not a whole number: {other}", input.prop)),
+            other => Err(unusable(
+                input,
+                format!("`{}` is not a whole number: {other}", input.prop),
+            )),
         }
     }
 
     /// A duration in milliseconds (`duration`, `keep`, `hold`).
-    pub(super) fn millis(&self, input: &Input) -> Result<u64, String> {
+    pub(super) fn millis(&self, input: &Input) -> Result<u64, StepError> {
         match self.eval(&input.expr) {
             Value::Duration(ms) => Ok(ms),
-            other => Err(format!("`{}` is not a duration: {other}", input.prop)),
+            other => Err(unusable(
+                input,
+                format!("`{}` is not a duration: {other}", input.prop),
+            )),
         }
     }
 
-    pub(super) fn list(&self, input: Option<&Input>) -> Result<Vec<String>, String> {
+    pub(super) fn list(&self, input: Option<&Input>) -> Result<Vec<String>, StepError> {
         let Some(input) = input else {
             return Ok(Vec::new());
         };
         let prop = input.prop;
-        match self.eval(&input.expr) {
-            Value::List(items) => items
-                .iter()
-                .map(|v| match v {
-                    // Any user of the machine can read a program's arguments;
-                    // a query's parameters are shown in its log. (`check`
-                    // refuses both; this is the guard for values known only
-                    // at run time.)
-                    Value::Sealed(_) if prop == "params" => Err(
-                        "`params` holds a secret; a query's parameters are shown in its log, so a secret belongs in the connection string".to_string()
-                    ),
-                    Value::Sealed(_) => Err(format!(
-                        "`{prop}` holds a secret; pass secrets to a program with `env NAME VALUE`, never as an argument"
-                    )),
-                    v => v.expose().ok_or_else(|| unknown(prop, v)),
-                })
-                .collect(),
-            other => Err(format!("`{prop}` is not a list: {other}")),
-        }
+        let items = match self.eval(&input.expr) {
+            Value::List(items) => items,
+            other => return Err(unusable(input, format!("`{prop}` is not a list: {other}"))),
+        };
+        items
+            .iter()
+            .map(|v| match v {
+                // Any user of the machine can read a program's arguments;
+                // a query's parameters are shown in its log. (`check`
+                // refuses both; this is the guard for values known only
+                // at run time.)
+                Value::Sealed(_) if prop == "params" => Err(
+                    "`params` holds a secret; a query's parameters are shown in its log, so a secret belongs in the connection string".to_string()
+                ),
+                Value::Sealed(_) => Err(format!(
+                    "`{prop}` holds a secret; pass secrets to a program with `env NAME VALUE`, never as an argument"
+                )),
+                v => v.expose().ok_or_else(|| unknown(prop, v)),
+            })
+            .collect::<Result<_, String>>()
+            .map_err(|why| unusable(input, why))
     }
 
     /// The variables the run's secrets were read from, which programs do
@@ -183,6 +193,11 @@ impl Scope {
         }
         found
     }
+}
+
+/// A value of the step that cannot be used, pointing at where it is written.
+pub(super) fn unusable(input: &Input, why: String) -> StepError {
+    StepError::new(FailureKind::Value, why).at(input.expr.span)
 }
 
 /// Why a property has no value a program can take.

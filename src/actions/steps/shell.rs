@@ -5,21 +5,27 @@
 //! `/bin/sh`'s argument, which `ps` shows to every user of the machine.
 
 use super::scope::Scope;
+use crate::actions::step::{FailureKind, StepError};
 use crate::compile::action::Input;
 use crate::compile::eval::Value;
+use crate::diagnostic::Span;
 use crate::syntax::ast::{ExprKind, StrPart};
 
 const SECRET: &str = "the `shell` script would hold a secret, and `ps` shows a script to every user of the machine; pass the secret with `env NAME VALUE` and write \"$NAME\" in the script";
 
 /// The script, with every interpolated value quoted.
-pub(super) fn script(script: &Input, scope: &Scope) -> Result<String, String> {
+pub(super) fn script(script: &Input, scope: &Scope) -> Result<String, StepError> {
     let arg = &script.expr;
+    let unusable = |at: Span, why: String| StepError::new(FailureKind::Value, why).at(at);
     let ExprKind::Str(literal) = &arg.kind else {
         // A whole script from a `let` or a parameter is the author's text.
         return match scope.eval(arg) {
-            Value::Sealed(_) | Value::Secret(_) => Err(SECRET.into()),
+            Value::Sealed(_) | Value::Secret(_) => Err(unusable(arg.span, SECRET.into())),
             Value::Str(text) => Ok(text),
-            other => Err(format!("`shell` is not a script: {other}")),
+            other => Err(unusable(
+                arg.span,
+                format!("`shell` is not a script: {other}"),
+            )),
         };
     };
     let mut out = String::new();
@@ -27,15 +33,22 @@ pub(super) fn script(script: &Input, scope: &Scope) -> Result<String, String> {
         match part {
             StrPart::Text(text) => out.push_str(text),
             StrPart::Interp(inner) => match scope.eval(inner) {
-                Value::Sealed(_) | Value::Secret(_) => return Err(SECRET.into()),
+                Value::Sealed(_) | Value::Secret(_) => {
+                    return Err(unusable(inner.span, SECRET.into()))
+                }
                 Value::Later(expr) => {
-                    return Err(format!(
+                    return Err(unusable(inner.span, format!(
                         "`shell` uses `{expr}`, which has no value in this run (a step recorded as done by hand has no outputs)"
-                    ))
+                    )))
                 }
                 value => match value.expose() {
                     Some(text) => out.push_str(&quote(&text)),
-                    None => return Err(format!("`shell` has no value a script can take: {value}")),
+                    None => {
+                        return Err(unusable(
+                            inner.span,
+                            format!("`shell` has no value a script can take: {value}"),
+                        ))
+                    }
                 },
             },
         }

@@ -7,7 +7,8 @@ use super::log::Log;
 use super::sample::{judge, Sample};
 use super::scope::Scope;
 use crate::actions::postgres::{self, DumpFormat, Query};
-use crate::compile::action::{self, Backup, Restore, RestoreTarget, Sql};
+use crate::actions::step::{FailureKind, StepError};
+use crate::compile::action::{self, Backup, Input, Restore, RestoreTarget, Sql};
 use crate::compile::eval::Value;
 use crate::compile::Step;
 use crate::syntax::ast::Expr;
@@ -22,7 +23,7 @@ pub(super) async fn sql_step(
     step: &Step,
     scope: &Scope,
     log: &Log,
-) -> Result<BTreeMap<String, String>, String> {
+) -> Result<BTreeMap<String, String>, StepError> {
     let query = Query {
         connection: scope.text(&sql.database)?,
         sql: scope.text(&sql.query)?,
@@ -30,7 +31,7 @@ pub(super) async fn sql_step(
         timeout: step.timeout,
     };
     let expect = sql.expect.as_ref();
-    let sample = sql_sample(&query, expect, log).await?;
+    let sample = sql_sample(&query, &sql.query, expect, log).await?;
     if expect.is_some() {
         judge(expect, scope, &sample)?;
     }
@@ -50,12 +51,19 @@ fn scrub_value(log: &Log, text: &str) -> String {
 /// the first row) to `expect`.
 pub(super) async fn sql_sample(
     query: &Query,
+    written: &Input,
     expect: Option<&Expr>,
     log: &Log,
-) -> Result<Sample, String> {
-    let result = postgres::query(query)
-        .await
-        .map_err(|e| log.scrub(&e.to_string()))?;
+) -> Result<Sample, StepError> {
+    let result = postgres::query(query).await.map_err(|e| {
+        // What the server refused is the query; anything else is the
+        // database's (the step's subject).
+        let failure = StepError::from(e);
+        match failure.kind {
+            FailureKind::Rejected => failure.at(written.expr.span),
+            _ => failure,
+        }
+    })?;
     let shown = match &result.value {
         Some(text) => scrub_value(log, text),
         None => "NULL".to_string(),
@@ -73,12 +81,13 @@ pub(super) async fn sql_sample(
             outputs.insert("value".into(), scrub_value(log, text));
         }
         None => {
-            if expect.is_some_and(|e| mentions_value(&format::expr(e))) {
-                return Err(if result.rows == 0 {
-                    "the query returned no rows, so there is no `value` to check".to_string()
+            if let Some(expect) = expect.filter(|e| mentions_value(&format::expr(e))) {
+                let why = if result.rows == 0 {
+                    "the query returned no rows, so there is no `value` to check"
                 } else {
-                    "the query's first value is NULL, so there is no `value` to check".to_string()
-                });
+                    "the query's first value is NULL, so there is no `value` to check"
+                };
+                return Err(StepError::new(FailureKind::Expectation, why).at(expect.span));
             }
         }
     }
@@ -130,7 +139,7 @@ pub(super) async fn backup_step(
     backup: &Backup,
     scope: &Scope,
     log: &Log,
-) -> Result<BTreeMap<String, String>, String> {
+) -> Result<BTreeMap<String, String>, StepError> {
     let connection = scope.text(&backup.postgres)?;
     let dir = PathBuf::from(scope.text(&backup.to)?);
     backup_dir(&dir).await?;
@@ -152,7 +161,7 @@ pub(super) async fn backup_step(
         |s, l| log.line(s == crate::actions::command::Stream::Stderr, l),
     )
     .await
-    .map_err(|e| log.scrub(&e.to_string()))?;
+    .map_err(StepError::from)?;
     Ok(BTreeMap::from([(
         "file".to_string(),
         file.display().to_string(),
@@ -166,7 +175,7 @@ pub(super) async fn restore_step(
     restore: &Restore,
     scope: &Scope,
     log: &Log,
-) -> Result<BTreeMap<String, String>, String> {
+) -> Result<BTreeMap<String, String>, StepError> {
     let from = PathBuf::from(scope.text(&restore.from)?);
     let (connection, jobs) = match &restore.target {
         RestoreTarget::Redis(url) => {
@@ -175,7 +184,7 @@ pub(super) async fn restore_step(
                 log.line(s == crate::actions::command::Stream::Stderr, l)
             })
             .await
-            .map_err(|e| log.scrub(&e.to_string()))?;
+            .map_err(StepError::from)?;
             return Ok(BTreeMap::from([("keys".to_string(), keys.to_string())]));
         }
         RestoreTarget::Files(_) => {
@@ -197,7 +206,7 @@ pub(super) async fn restore_step(
         log.line(s == crate::actions::command::Stream::Stderr, l)
     })
     .await
-    .map_err(|e| log.scrub(&e.to_string()))?;
+    .map_err(StepError::from)?;
     Ok(BTreeMap::new())
 }
 

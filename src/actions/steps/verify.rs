@@ -10,6 +10,7 @@ use super::scope::Scope;
 use crate::actions::command::Ended;
 use crate::actions::http::{self, Request};
 use crate::actions::postgres::Query;
+use crate::actions::step::StepError;
 use crate::compile::action::{Check, Http, Input, Program, Verify};
 use crate::compile::eval::Value;
 use crate::compile::Step;
@@ -27,7 +28,7 @@ pub(super) async fn verify_step(
     scope: &Scope,
     log: &Log,
     client: &reqwest::Client,
-) -> Result<BTreeMap<String, String>, String> {
+) -> Result<BTreeMap<String, String>, StepError> {
     let hold = match &verify.hold {
         Some(hold) => Some((
             scope.millis(&hold.total)?,
@@ -54,7 +55,7 @@ async fn take(
     scope: &Scope,
     log: &Log,
     client: &reqwest::Client,
-) -> Result<Sample, String> {
+) -> Result<Sample, StepError> {
     let expect = verify.expect.as_ref();
     match &verify.check {
         Check::Http(http) => http_sample(http, scope, log, client).await,
@@ -71,18 +72,19 @@ async fn take(
             query,
             params,
         } => {
+            let written = query;
             let query = Query {
                 connection: scope.text(connection)?,
                 sql: scope.text(query)?,
                 params: scope.list(params.as_ref())?,
                 timeout: step.timeout,
             };
-            super::sql::sql_sample(&query, expect, log).await
+            super::sql::sql_sample(&query, written, expect, log).await
         }
     }
 }
 
-async fn command_sample(program: &Program, scope: &Scope, log: &Log) -> Result<Sample, String> {
+async fn command_sample(program: &Program, scope: &Scope, log: &Log) -> Result<Sample, StepError> {
     let result = execute(program, scope, log).await?;
     let out = outputs(&result, log);
     let code: i64 = match result.ended {
@@ -112,7 +114,7 @@ async fn http_sample(
     scope: &Scope,
     log: &Log,
     client: &reqwest::Client,
-) -> Result<Sample, String> {
+) -> Result<Sample, StepError> {
     let method = http.method.as_str();
     let (url, secret) = scope.url(&http.url)?;
     let request = Request {
@@ -125,7 +127,7 @@ async fn http_sample(
     };
     let answer = http::send(client, &request)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(StepError::from)?;
     let body = log.scrub(&answer.body);
     log.line(
         false,
@@ -177,7 +179,7 @@ async fn prometheus_sample(
     scope: &Scope,
     log: &Log,
     client: &reqwest::Client,
-) -> Result<Sample, String> {
+) -> Result<Sample, StepError> {
     let query = scope.text(query)?;
     let server = match scope.text_of(server)? {
         Some(server) => server,
@@ -187,7 +189,7 @@ async fn prometheus_sample(
     };
     let value = http::prometheus(client, &server, &query, None)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(StepError::from)?;
     log.line(false, &format!("the query's value: {value}\n"));
     Ok(Sample {
         names: BTreeMap::from([("value".to_string(), Value::Float(value))]),
@@ -197,11 +199,11 @@ async fn prometheus_sample(
     })
 }
 
-async fn certificate_sample(target: &Input, scope: &Scope, log: &Log) -> Result<Sample, String> {
+async fn certificate_sample(target: &Input, scope: &Scope, log: &Log) -> Result<Sample, StepError> {
     let target = scope.text(target)?;
     let days = crate::actions::tls::days_left(&target, SystemTime::now(), TLS_TIMEOUT)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(StepError::from)?;
     let expired = days <= 0.0;
     // Two decimals: enough for a message, without a float's noise.
     let days = (days * 100.0).round() / 100.0;

@@ -82,6 +82,7 @@ async fn no_attempt_begins_before_what_was_recorded_is_durable() {
         runner,
         clock: &clock,
         observe: &|_, _| {},
+        failed: &|_, _| {},
         until: None,
     };
     let ended = drive(&driver, &Choices::default(), rx)

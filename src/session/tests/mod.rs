@@ -185,6 +185,7 @@ pub(super) async fn steer_at(
         runner,
         clock: &clock,
         observe: &|_, _| {},
+        failed: &|_, _| {},
         until: None,
     };
     drive(&driver, choices, controls).await

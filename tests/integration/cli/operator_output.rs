@@ -1,8 +1,9 @@
 //! What an operator reads, pinned whole: `run`'s plain lines, `status` and
 //! `status --json`, `plan`, `graph` in every format, `schedule`, and the
-//! sentences a failed step ends with. Times, durations, epoch milliseconds
-//! and the state directory are replaced by placeholders (insta filters);
-//! everything else is compared byte for byte.
+//! sentences a failed step ends with, shown under the line they concern.
+//! Times, durations, epoch milliseconds and the state directory are
+//! replaced by placeholders (insta filters); everything else is compared
+//! byte for byte.
 
 use crate::common::{scratch, stderr, write};
 use std::path::Path;
@@ -40,6 +41,12 @@ const STEPS: &str = r#"runbook snap {
     command "sleep"
     args ["5"]
     timeout 1s
+  }
+
+  verify degraded after check {
+    command "echo"
+    args ["degraded"]
+    expect stdout contains "ok"
   }
 
   run never after fails {
@@ -110,6 +117,14 @@ fn a_run_its_status_and_its_failures_read_the_same_every_time() {
     );
     pinned("status_json", &shown(&rb(&dir, &["status", "1", "--json"])));
     pinned("logs", &shown(&rb(&dir, &["logs", "1"])));
+    // In JSON, each failure's kind and place follow its event.
+    let json = rb(&dir, &["run", "--json", "snap.runbook"]);
+    let failures: Vec<&str> = std::str::from_utf8(&json.stdout)
+        .expect("utf-8")
+        .lines()
+        .filter(|line| line.starts_with(r#"{"failure""#))
+        .collect();
+    pinned("run_json_failures", &failures.join("\n"));
 }
 
 #[test]

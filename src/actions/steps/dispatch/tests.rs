@@ -32,9 +32,11 @@ fn local(src: &str, env: &[(&str, &str)]) -> (Plan, LocalRunner, Arc<Mutex<Vec<S
     (plan, runner, seen)
 }
 
-/// The step's result and what it printed.
+/// The step's result (a failure as its sentence), why it failed, and what
+/// it printed.
 struct Attempt {
-    result: StepResult,
+    result: Result<BTreeMap<String, String>, String>,
+    failure: Option<crate::actions::step::StepError>,
     log: StepLog,
 }
 
@@ -54,7 +56,8 @@ async fn attempt(plan: &Plan, runner: &LocalRunner, step: &str) -> Attempt {
         })
         .await;
     Attempt {
-        result,
+        failure: result.as_ref().err().cloned(),
+        result: result.map_err(|e| e.message),
         log: log.take(),
     }
 }
@@ -72,6 +75,39 @@ async fn a_verify_checks_its_expectation_on_the_output() {
     );
     let crashed = attempt(&plan, &runner, "crashed").await.result.unwrap_err();
     assert_eq!(crashed, "the check exited with code 1");
+}
+
+#[tokio::test]
+async fn a_failure_says_its_kind_and_points_at_what_it_concerns() {
+    use crate::actions::step::FailureKind;
+    let src = "runbook r {\n  param token: secret = env(\"RB_T\")\n  verify down {\n    command \"echo\"\n    args [\"degraded\"]\n    expect stdout contains \"ok\"\n  }\n  verify crashed {\n    command \"false\"\n  }\n  run exits {\n    shell \"exit 3\"\n  }\n  let argv = [\"a\", token]\n  run sneaky {\n    command \"echo\"\n    args argv\n  }\n  run quoted after exits {\n    shell \"echo ${exits.output.stdout}\"\n  }\n}\n";
+    let (plan, runner, _) = local(src, &[("RB_T", "tok-1")]);
+    let failed = |name: &'static str| {
+        let plan = &plan;
+        let runner = &runner;
+        async move {
+            let failure = attempt(plan, runner, name).await.failure.expect("fails");
+            let at = failure.at.expect("points somewhere");
+            (failure.kind, &src[at.start..at.end])
+        }
+    };
+    assert_eq!(
+        failed("down").await,
+        (FailureKind::Expectation, "stdout contains \"ok\"")
+    );
+    // No `expect`: the check's own rule failed; it points at the check.
+    assert_eq!(
+        failed("crashed").await,
+        (FailureKind::Expectation, "\"false\"")
+    );
+    assert_eq!(failed("exits").await, (FailureKind::Exited, "\"exit 3\""));
+    assert_eq!(failed("sneaky").await, (FailureKind::Value, "argv"));
+    // Inside a script: the interpolation itself (the step it reads has no
+    // outputs here).
+    assert_eq!(
+        failed("quoted").await,
+        (FailureKind::Value, "exits.output.stdout")
+    );
 }
 
 #[tokio::test]

@@ -15,20 +15,44 @@ pub const EXIT_BUSY: u8 = 5;
 /// Stopped by Ctrl-C or SIGTERM before the run finished.
 pub const EXIT_STOPPED: u8 = 130;
 
+/// Every variant is one sentence, said where the facts are; the variant
+/// says what kind of trouble it is, and with it the exit code.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot read {}: {why}", path.display())]
     Read { path: PathBuf, why: String },
     #[error("cannot write {}: {why}", path.display())]
     Write { path: PathBuf, why: String },
+    /// A bad argument or value on the command line.
     #[error("{0}")]
     Usage(String),
-    /// The store, a run or a step is not as the command needs it.
+    /// Another process holds the store (a run, the scheduler), or the
+    /// programs a run left are still running.
     #[error("{0}")]
-    Run(String),
+    InUse(String),
+    /// The store cannot be opened, read or written, or it is damaged.
+    #[error("{0}")]
+    Store(String),
+    /// There is no such run, or no store to hold it.
+    #[error("{0}")]
+    NoRun(String),
+    /// The run is not as the command needs it: finished, not finished,
+    /// steps interrupted that need a choice, steps this version cannot run.
+    #[error("{0}")]
+    Refused(String),
+    /// The process driving a run did not answer a request in time.
+    #[error("{0}")]
+    Unanswered(String),
+    /// This process could not set up what it needs (its runtime, its signals,
+    /// its own binary).
+    #[error("{0}")]
+    Start(String),
     /// A named lock the runbook needs is held by another run.
     #[error("{0}")]
-    Busy(String),
+    LockHeld(String),
+    /// runbook itself went wrong (a bug): the sentence asks for a report.
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl Error {
@@ -37,10 +61,17 @@ impl Error {
     /// which `runbook serve` reads to wait for the lock instead of failing.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Busy(_) => EXIT_BUSY,
-            Error::Read { .. } | Error::Write { .. } | Error::Usage(_) | Error::Run(_) => {
-                EXIT_ERROR
-            }
+            Error::LockHeld(_) => EXIT_BUSY,
+            Error::Read { .. }
+            | Error::Write { .. }
+            | Error::Usage(_)
+            | Error::InUse(_)
+            | Error::Store(_)
+            | Error::NoRun(_)
+            | Error::Refused(_)
+            | Error::Unanswered(_)
+            | Error::Start(_)
+            | Error::Internal(_) => EXIT_ERROR,
         }
     }
 }
@@ -126,5 +157,40 @@ pub fn io_reason(e: &std::io::Error) -> String {
             "a file grew past the size this process may write (ulimit -f)".into()
         }
         _ => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_of_error_carries_its_exit_code() {
+        let said = || "x".to_string();
+        assert_eq!(Error::LockHeld(said()).exit_code(), EXIT_BUSY);
+        for e in [
+            Error::Usage(said()),
+            Error::InUse(said()),
+            Error::Store(said()),
+            Error::NoRun(said()),
+            Error::Refused(said()),
+            Error::Unanswered(said()),
+            Error::Start(said()),
+            Error::Internal(said()),
+            Error::Read {
+                path: "f".into(),
+                why: said(),
+            },
+        ] {
+            assert_eq!(e.exit_code(), EXIT_ERROR, "{e:?}");
+            assert_eq!(
+                e.to_string(),
+                if matches!(e, Error::Read { .. }) {
+                    "cannot read f: x"
+                } else {
+                    "x"
+                }
+            );
+        }
     }
 }

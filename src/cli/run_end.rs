@@ -25,13 +25,13 @@ pub(super) fn finish(
         Ok(ended) => ended,
         Err(DriveError::Interrupted(steps)) => {
             let first = steps.first().cloned().unwrap_or_default();
-            return Err(Error::Run(format!(
+            return Err(Error::Refused(format!(
                 "run {run} cannot go on by itself: these steps were interrupted while running and may have done part of their work: {}. Check what each did, then resume with `runbook resume {run} --rerun {first}` (run it again), `--skip {first}` (leave it undone) or `--done {first}` (you finished it by hand)",
                 steps.join(", ")
             )));
         }
         Err(DriveError::Store(e)) => {
-            return Err(Error::Run(format!(
+            return Err(Error::Store(format!(
                 "run {run} stopped because its progress could not be recorded: {e}. Everything recorded before is kept; fix this, then continue with `runbook resume {run}`"
             )))
         }

@@ -160,5 +160,5 @@ pub fn cancel(state_dir: &Path, run: u64) -> Result<u8, Error> {
 /// empty line that a script would read as "no runs".
 fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, Error> {
     serde_json::to_string_pretty(value)
-        .map_err(|e| Error::Run(format!("the status could not be written as JSON: {e}")))
+        .map_err(|e| Error::Internal(format!("the status could not be written as JSON: {e}")))
 }

@@ -14,9 +14,9 @@ pub fn run(dir: &Path, state: &Path) -> Result<u8, Error> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::Run(format!("cannot start the scheduler: {e}")))?;
+        .map_err(|e| Error::Start(format!("cannot start the scheduler: {e}")))?;
     let exe = std::env::current_exe().map_err(|e| {
-        Error::Run(format!(
+        Error::Start(format!(
             "cannot find the runbook binary to start runs with: {e}"
         ))
     })?;
@@ -34,7 +34,7 @@ pub fn run(dir: &Path, state: &Path) -> Result<u8, Error> {
     };
     runtime.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
-        let fail = |e: std::io::Error| Error::Run(format!("cannot start the scheduler: {e}"));
+        let fail = |e: std::io::Error| Error::Start(format!("cannot start the scheduler: {e}"));
         let mut term = signal(SignalKind::terminate()).map_err(fail)?;
         let mut int = signal(SignalKind::interrupt()).map_err(fail)?;
         let (tx, rx) = watch::channel(0u32);

@@ -84,7 +84,7 @@ pub async fn serve(
     let state = crate::store::private::make_dir(&cfg.state)
         .and_then(|()| std::fs::canonicalize(&cfg.state))
         .map_err(|e| {
-            Error::Run(format!(
+            Error::Store(format!(
                 "cannot use the state directory {}: {}; choose another with --state DIR",
                 cfg.state.display(),
                 crate::error::io_reason(&e)
@@ -93,7 +93,7 @@ pub async fn serve(
     let cfg = ServeConfig { state, ..cfg };
     let store = open_store(&cfg.state.join("scheduler"))?;
     let mut loader = Loader::new(&cfg.dir, true);
-    let said = loader.refresh().map_err(Error::Run)?;
+    let said = loader.refresh().map_err(Error::Usage)?;
     let lock_dir = locks::lock_dir(&cfg.state);
     let runs = Runs::new(
         cfg.exe.clone(),
@@ -102,7 +102,7 @@ pub async fn serve(
         Arc::clone(&cfg.log),
         cfg.tick,
     );
-    let (entries, damaged) = store.entries().map_err(Error::Run)?;
+    let (entries, damaged) = store.entries().map_err(Error::Store)?;
     let states: BTreeMap<String, EntryState> = entries.into_iter().collect();
     let recent = states
         .keys()
@@ -265,7 +265,7 @@ impl Serve {
     }
 
     fn save(&mut self, name: &str, st: &EntryState, records: &[Record]) -> Result<(), Error> {
-        self.store.save(name, st, records).map_err(Error::Run)?;
+        self.store.save(name, st, records).map_err(Error::Store)?;
         self.states.insert(name.to_string(), st.clone());
         for r in records {
             self.say(&format!("{name}: {}", r.sentence()));
@@ -342,7 +342,7 @@ fn open_store(path: &Path) -> Result<Box<dyn ScheduleStore>, Error> {
             Err(why) if why.contains("in use") && start.elapsed() < Duration::from_secs(2) => {
                 std::thread::sleep(Duration::from_millis(50));
             }
-            other => return other.map_err(Error::Run),
+            other => return other.map_err(Error::Store),
         }
     }
 }

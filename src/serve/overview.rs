@@ -35,7 +35,7 @@ pub struct Overview {
 /// since is not read).
 pub fn overview(dir: &Path, state: &Path, present: bool) -> Result<Overview, Error> {
     let mut loader = Loader::new(dir, false);
-    loader.refresh().map_err(Error::Run)?;
+    loader.refresh().map_err(Error::Usage)?;
     // The scheduler holds its state while it serves; then its log has the history.
     let store = if present && state.join("scheduler").exists() {
         crate::store::open_schedules(&state.join("scheduler"))

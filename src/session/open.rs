@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 pub fn open(state: &Path, run: u64) -> Result<Box<dyn RunStore>, Error> {
     match open_or_owner(state, run)? {
         Opened::Store(store) => Ok(store),
-        Opened::HeldBy(owner) => Err(Error::Run(locked_sentence(state, owner))),
+        Opened::HeldBy(owner) => Err(Error::InUse(locked_sentence(state, owner))),
     }
 }
 
@@ -26,7 +26,7 @@ pub enum Opened {
 
 pub fn open_or_owner(state: &Path, run: u64) -> Result<Opened, Error> {
     if !has_journal(state) {
-        return Err(Error::Run(no_store_sentence(state, run)));
+        return Err(Error::NoRun(no_store_sentence(state, run)));
     }
     open_or_owner_creating(state)
 }
@@ -48,7 +48,7 @@ pub fn has_journal(state: &Path) -> bool {
 pub fn open_to_write(state: &Path) -> Result<Box<dyn RunStore>, Error> {
     match open_or_owner_creating(state)? {
         Opened::Store(store) => Ok(store),
-        Opened::HeldBy(owner) => Err(Error::Run(locked_sentence(state, owner))),
+        Opened::HeldBy(owner) => Err(Error::InUse(locked_sentence(state, owner))),
     }
 }
 
@@ -122,7 +122,7 @@ pub fn killed_groups_left() -> Option<String> {
 }
 
 pub fn store_error(e: StoreError) -> Error {
-    Error::Run(e.to_string())
+    Error::Store(e.to_string())
 }
 
 /// A run's plan, compiled from the exact source it started with.
@@ -132,7 +132,7 @@ pub fn plan_of(meta: &RunMeta) -> Result<Plan, Error> {
 
 fn compile_recorded(source: &str, run: u64) -> Result<Plan, Error> {
     crate::compile::check(source).map_err(|_| {
-        Error::Run(format!(
+        Error::Refused(format!(
             "run {run} was recorded with a runbook this version of runbook no longer accepts; run it with the version that started it"
         ))
     })
@@ -254,7 +254,7 @@ pub fn plan_and_state(
     let events = store.events(meta.id).map_err(store_error);
     let plan = match compiling.map(std::thread::JoinHandle::join) {
         Some(Ok(plan)) => plan,
-        Some(Err(_)) => Err(Error::Run(format!(
+        Some(Err(_)) => Err(Error::Internal(format!(
             "compiling the runbook of run {} failed unexpectedly; please report this",
             meta.id
         ))),

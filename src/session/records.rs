@@ -66,7 +66,7 @@ fn live(state_dir: &Path, owner: Option<Owner>, run: Option<u64>) -> Result<RunV
     };
     let view: Option<RunView> = parsed.and_then(|v| serde_json::from_value(v).ok());
     view.filter(|_| matches)
-        .ok_or_else(|| Error::Run(locked_sentence(state_dir, owner)))
+        .ok_or_else(|| Error::InUse(locked_sentence(state_dir, owner)))
 }
 
 /// What one attempt of a step printed.
@@ -88,7 +88,7 @@ pub fn logs(
     let store = match open_or_owner(state_dir, run)? {
         Opened::Store(store) => store,
         Opened::HeldBy(owner) => {
-            return Err(Error::Run(format!(
+            return Err(Error::InUse(format!(
                 "{}; while it runs, its output is on its terminal",
                 locked_sentence(state_dir, owner)
             )))

@@ -66,7 +66,7 @@ struct Executor {
 impl Executor {
     fn new() -> Result<Executor, Error> {
         use tokio::signal::unix::{signal, SignalKind};
-        let fail = |e: std::io::Error| Error::Run(format!("cannot start the executor: {e}"));
+        let fail = |e: std::io::Error| Error::Start(format!("cannot start the executor: {e}"));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -143,7 +143,7 @@ impl Session {
                 until,
             )
             .map_err(|e| match e {
-                e @ (StoreError::Short { .. } | StoreError::Corrupt { .. }) => Error::Run(format!(
+                e @ (StoreError::Short { .. } | StoreError::Corrupt { .. }) => Error::Store(format!(
                     "{e}. No new run is written into it; to run now, use another state directory (--state DIR)"
                 )),
                 e => store_error(e),
@@ -170,7 +170,7 @@ impl Session {
         let meta = store.run(RunId(run)).map_err(store_error)?;
         let (plan, state) = plan_and_state(&self.state, &*store, &meta, ahead)?;
         if let Some(outcome) = state.finished {
-            return Err(Error::Run(format!(
+            return Err(Error::Refused(format!(
                 "run {run} has already finished ({}); nothing to resume. `runbook retry {run} --from STEP` runs steps again",
                 outcome_word(outcome)
             )));
@@ -195,7 +195,7 @@ impl Session {
         let meta = store.run(RunId(run)).map_err(store_error)?;
         let (plan, state) = plan_and_state(&self.state, &*store, &meta, ahead)?;
         if state.finished.is_none() {
-            return Err(Error::Run(format!(
+            return Err(Error::Refused(format!(
                 "run {run} has not finished; continue it with `runbook resume {run}`"
             )));
         }
@@ -431,10 +431,10 @@ pub fn leave_within(bound: Duration) {
 fn take_locks(plan: &Plan, state: &Path, run: Option<u64>) -> Result<Held, Error> {
     let dir = locks::lock_dir(state);
     locks::acquire(&dir, &plan.settings.locks, &holder(plan, state, run)).map_err(|e| match e {
-        LockError::Busy(why) => Error::Busy(format!(
+        LockError::Busy(why) => Error::LockHeld(format!(
             "{why}; run it when that has finished (`runbook serve` waits for it within the window)"
         )),
-        LockError::Io(why) => Error::Run(why),
+        LockError::Io(why) => Error::Store(why),
     })
 }
 
@@ -504,7 +504,7 @@ fn refuse_while_still_running(
         notes.tidy(meta.id);
         return Ok(());
     }
-    Err(Error::Run(format!(
+    Err(Error::InUse(format!(
         "run {} was interrupted, but the programs of these steps are still running: {}; wait for them to end or stop them (`kill -- -PGID`; for a cgroup, `echo 1 > CGROUP/cgroup.kill`), then resume; or cancel the run, which stops them",
         meta.id,
         running.join(", ")
@@ -520,7 +520,7 @@ fn refuse_unsupported(plan: &Plan) -> Result<(), Error> {
         .iter()
         .map(|(s, why)| format!("`{}` ({why})", s.name))
         .collect();
-    Err(Error::Run(format!(
+    Err(Error::Refused(format!(
         "this runbook has steps this version cannot run yet: {}; `runbook plan` shows what a run would do",
         list.join(", ")
     )))

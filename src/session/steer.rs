@@ -62,25 +62,25 @@ fn ask_live(
     request: Request,
 ) -> Result<bool, Error> {
     let Some(owner) = owner.clone().filter(|o| o.run == run) else {
-        return Err(Error::Run(locked_sentence(state_dir, owner)));
+        return Err(Error::InUse(locked_sentence(state_dir, owner)));
     };
     let inbox = Inbox::new(state_dir);
     let name = inbox.send(&request).map_err(|e| {
-        Error::Run(format!(
+        Error::Store(format!(
             "cannot leave the request in {}: {e}",
             state_dir.display()
         ))
     })?;
     match inbox.wait_answer(&name, ANSWER_WITHIN, || alive(owner.pid)) {
         Waited::Answered(Ok(())) => Ok(true),
-        Waited::Answered(Err(why)) => Err(Error::Run(why)),
+        Waited::Answered(Err(why)) => Err(Error::Refused(why)),
         Waited::Gone => {
             inbox.withdraw(&name);
             Ok(false)
         }
         Waited::NoAnswer => {
             inbox.withdraw(&name);
-            Err(Error::Run(format!(
+            Err(Error::Unanswered(format!(
                 "run {run}'s process ({}) did not answer within {} s; the request was withdrawn; try again",
                 owner.pid,
                 ANSWER_WITHIN.as_secs()
@@ -94,7 +94,7 @@ fn ask_live(
 fn store_after_owner_ended(state_dir: &Path, run: u64) -> Result<Box<dyn RunStore>, Error> {
     match open_or_owner(state_dir, run)? {
         Opened::Store(store) => Ok(store),
-        Opened::HeldBy(owner) => Err(Error::Run(format!(
+        Opened::HeldBy(owner) => Err(Error::InUse(format!(
             "run {run}'s process ended before it answered, and {}",
             locked_sentence(state_dir, owner)
         ))),
@@ -161,7 +161,7 @@ pub fn approve(
         &approver,
         Clock::system().now(),
     )
-    .map_err(Error::Run)?;
+    .map_err(Error::Refused)?;
     store.append(meta.id, &event).map_err(store_error)?;
     Ok(Approved::InJournal)
 }
@@ -200,7 +200,7 @@ pub fn cancel(
 fn cancel_in_journal(state_dir: &Path, store: &dyn RunStore, run: u64) -> Result<Cancelled, Error> {
     let (meta, plan, state) = offline(state_dir, store, run)?;
     if let Some(outcome) = state.finished {
-        return Err(Error::Run(format!(
+        return Err(Error::Refused(format!(
             "run {run} has already finished ({}); there is nothing to cancel",
             outcome_word(outcome)
         )));
@@ -224,7 +224,7 @@ fn cancel_in_journal(state_dir: &Path, store: &dyn RunStore, run: u64) -> Result
         .collect();
     // Nothing is stopped unless everything can be.
     if let Some((s, _)) = running.iter().find(|(_, n)| *n == Some(Noted::Starting)) {
-        return Err(Error::Run(format!(
+        return Err(Error::InUse(format!(
             "run {run}'s step `{}` was having its program started when its process ended, and that program may be about to run; nothing was stopped; try again in a moment",
             s.name
         )));
@@ -242,7 +242,7 @@ fn cancel_in_journal(state_dir: &Path, store: &dyn RunStore, run: u64) -> Result
     }
     // What was killed is gone before the journal says the run is over.
     if let Some(stuck) = killed_groups_left() {
-        return Err(Error::Run(format!(
+        return Err(Error::InUse(format!(
             "run {run} was not cancelled: its programs {stuck}; try again when they have ended"
         )));
     }

@@ -226,6 +226,8 @@ log "generating runbooks and Makefiles in $t ..."
 "$gen" chain "$chain_n" >"$t/chain.runbook"
 "$gen" make-chain "$chain_n" >"$t/chain.mk"
 "$gen" chain 1 >"$t/one.runbook"
+"$gen" chain 10 >"$t/chain-10.runbook"
+"$gen" make-chain 10 >"$t/chain-10.mk"
 "$gen" waits 1 >"$t/waits-1.runbook"
 for n in $wait_ns; do "$gen" waits "$n" >"$t/waits-$n.runbook"; done
 "$gen" fan "$fan_n" >"$t/fan.runbook"
@@ -339,7 +341,22 @@ measure one "$t/fresh.sh $t/st-one" "$short_runs" \
   "$rb --state $t/st-one run $t/one.runbook" \
   "$rb --state $t/st-one run $t/waits-1.runbook" \
   "$rb check $t/one.runbook"
+# A ten-step chain from process start to exit, paired with make on the same
+# chain: what a short procedure costs beyond its programs (the process, the
+# store's opening, the checks of the state directory, the first syncs). In a
+# new state directory (the first run), and in one that holds a run already.
+measure ten "$t/fresh.sh $t/st-ten" "$short_runs" \
+  "$rb --state $t/st-ten run $t/chain-10.runbook" \
+  "make -s -f $t/chain-10.mk"
+"$rb" --state "$t/st-ten-base" run "$t/chain-10.runbook" >/dev/null || die "the ten-step chain failed"
+measure ten-again "$t/restore.sh $t/st-ten-base $t/st-ten" "$short_runs" \
+  "$rb --state $t/st-ten run $t/chain-10.runbook" \
+  "make -s -f $t/chain-10.mk"
 rounds=$saved_rounds
+row "chain of 10 \`run true\`, start to exit, new state dir: runbook / make" "$(ratio ten 0 1)" "x" "<=" 1.5 \
+  "medians: runbook $(num "$(median ten 0) * 1000") ms, make $(num "$(median ten 1) * 1000") ms; $(count ten 0) paired runs"
+row "  the same in a state dir that holds a run: runbook / make" "$(ratio ten-again 0 1)" "x" "-" "-" \
+  "medians: runbook $(num "$(median ten-again 0) * 1000") ms, make $(num "$(median ten-again 1) * 1000") ms"
 one_run=$(median one 0)
 row "one-step run (\`run true\`), start to exit, new state dir" "$(calc "$one_run * 1000")" "ms" "<=" 20 \
   "\`wait 0s\` instead: $(num "$(median one 1) * 1000") ms; \`runbook check\` of the file: $(num "$(median one 2) * 1000") ms; $(count one 0) runs"

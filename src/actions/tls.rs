@@ -7,6 +7,7 @@
 //! measurable, and nothing is sent over the connection.
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use std::sync::Arc;
@@ -58,16 +59,11 @@ async fn from_file(path: &str) -> Result<Vec<u8>, TlsError> {
     })
     .await
     .map_err(|e| TlsError::File(path.into(), crate::error::io_reason(&e)))?;
-    let text = String::from_utf8_lossy(&text);
-    let begin = "-----BEGIN CERTIFICATE-----";
-    let start = text
-        .find(begin)
-        .ok_or_else(|| TlsError::NotPem(path.into()))?
-        + begin.len();
-    let end = text[start..]
-        .find("-----END CERTIFICATE-----")
-        .ok_or_else(|| TlsError::NotPem(path.into()))?;
-    base64(&text[start..start + end]).ok_or_else(|| TlsError::NotPem(path.into()))
+    // The first CERTIFICATE section; a key or anything else beside it is
+    // passed over.
+    CertificateDer::from_pem_slice(&text)
+        .map(|der| der.to_vec())
+        .map_err(|_| TlsError::NotPem(path.into()))
 }
 
 async fn presented(target: &str, timeout: Duration) -> Result<Vec<u8>, TlsError> {
@@ -166,99 +162,18 @@ impl ServerCertVerifier for AnyCertificate {
     }
 }
 
-/// `notAfter` of an X.509 certificate, in seconds since 1970. A walk of
-/// the DER structure down to `tbsCertificate.validity`; nothing else of the
-/// certificate is interpreted.
+/// `notAfter` of an X.509 certificate, in seconds since 1970, read by
+/// x509-cert's DER decoder. The `Raw` profile: a certificate RFC 5280 would
+/// frown at (a serial number longer than 20 bytes, say) still has an
+/// expiry worth reporting.
 pub fn not_after(der: &[u8]) -> Result<i64, String> {
-    let (certificate, _) = element(der, 0x30).ok_or("not a DER certificate")?;
-    let (mut tbs, _) = element(certificate, 0x30).ok_or("no tbsCertificate")?;
-    if tbs.first() == Some(&0xa0) {
-        tbs = skip(tbs).ok_or("a broken version field")?;
-    }
-    // serialNumber, signature, issuer; then validity.
-    for _ in 0..3 {
-        tbs = skip(tbs).ok_or("a broken field before the validity")?;
-    }
-    let (validity, _) = element(tbs, 0x30).ok_or("no validity")?;
-    let after = skip(validity).ok_or("no notBefore")?;
-    let (tag, value) = (after.first().copied(), after);
-    let (time, _) = match tag {
-        Some(0x17) => element(value, 0x17),
-        Some(0x18) => element(value, 0x18),
-        _ => None,
-    }
-    .ok_or("no notAfter")?;
-    let text = std::str::from_utf8(time).map_err(|_| "notAfter is not text")?;
-    seconds(text, tag == Some(0x17)).ok_or_else(|| format!("notAfter `{text}` is not a time"))
-}
-
-/// The content of the element at the start of `der`, if it has `tag`, and what follows it.
-fn element(der: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
-    if *der.first()? != tag {
-        return None;
-    }
-    let (len, header) = match *der.get(1)? {
-        n if n < 0x80 => (n as usize, 2),
-        0x81 => (*der.get(2)? as usize, 3),
-        0x82 => ((*der.get(2)? as usize) << 8 | *der.get(3)? as usize, 4),
-        0x83 => {
-            let b = der.get(2..5)?;
-            (
-                (b[0] as usize) << 16 | (b[1] as usize) << 8 | b[2] as usize,
-                5,
-            )
-        }
-        _ => return None,
-    };
-    let body = der.get(header..header + len)?;
-    Some((body, &der[header + len..]))
-}
-
-fn skip(der: &[u8]) -> Option<&[u8]> {
-    element(der, *der.first()?).map(|(_, rest)| rest)
-}
-
-/// `YYMMDDHHMMSSZ` (UTCTime, 1950–2049) or `YYYYMMDDHHMMSSZ` (GeneralizedTime).
-fn seconds(text: &str, utc_time: bool) -> Option<i64> {
-    let digits = text.strip_suffix('Z')?;
-    let (year, rest) = if utc_time {
-        let yy: i64 = digits.get(..2)?.parse().ok()?;
-        (
-            if yy < 50 { 2000 + yy } else { 1900 + yy },
-            digits.get(2..)?,
-        )
-    } else {
-        (digits.get(..4)?.parse().ok()?, digits.get(4..)?)
-    };
-    let field = |i: usize| rest.get(i..i + 2)?.parse::<i64>().ok();
-    let (month, day, hour, minute, second) =
-        (field(0)?, field(2)?, field(4)?, field(6)?, field(8)?);
-    let date = chrono::NaiveDate::from_ymd_opt(year as i32, month as u32, day as u32)?;
-    let time = date.and_hms_opt(hour as u32, minute as u32, second as u32)?;
-    Some(time.and_utc().timestamp())
-}
-
-fn base64(text: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    let (mut acc, mut bits) = (0u32, 0);
-    for c in text.bytes().filter(|c| !c.is_ascii_whitespace()) {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            b'=' => break,
-            _ => return None,
-        };
-        acc = acc << 6 | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    Some(out)
+    use x509_cert::certificate::{CertificateInner, Raw};
+    use x509_cert::der::Decode;
+    let certificate = CertificateInner::<Raw>::from_der(der)
+        .map_err(|e| format!("not a DER certificate: {e}"))?;
+    let after = certificate.tbs_certificate.validity.not_after;
+    i64::try_from(after.to_unix_duration().as_secs())
+        .map_err(|_| format!("notAfter {after} is beyond any date runbook can compute"))
 }
 
 #[cfg(test)]

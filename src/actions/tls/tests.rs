@@ -46,6 +46,46 @@ fn garbage_is_not_a_certificate() {
     assert!(not_after(&[0x30, 0x03, 0x02, 0x01, 0x01]).is_err());
 }
 
+#[test]
+fn a_serial_number_longer_than_rfc_5280_allows_still_has_an_expiry() {
+    let key = rcgen::KeyPair::generate().expect("a key");
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+    params.not_after = rcgen::date_time_ymd(2031, 6, 15);
+    params.serial_number = Some(rcgen::SerialNumber::from_slice(&[0x11; 24]));
+    let der = params.self_signed(&key).expect("signs").der().to_vec();
+    assert!(not_after(&der).is_ok(), "{:?}", not_after(&der));
+}
+
+proptest::proptest! {
+    /// The bytes a server presents are anyone's: no input panics, and a
+    /// certificate cut short or with a byte changed is an error or a time,
+    /// never a crash.
+    #[test]
+    fn any_bytes_are_an_error_or_a_time(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..2048)) {
+        let _ = not_after(&bytes);
+    }
+
+    #[test]
+    fn a_damaged_certificate_is_an_error_or_a_time(cut in 0usize..2048, at in 0usize..2048, byte in proptest::num::u8::ANY) {
+        let (_, der, _) = certificate((2031, 6, 15));
+        let mut damaged = der.clone();
+        let at = at % damaged.len();
+        damaged[at] = byte;
+        let _ = not_after(&damaged);
+        let _ = not_after(&der[..cut.min(der.len())]);
+    }
+}
+
+#[test]
+fn a_pem_file_s_certificate_is_found_beside_a_key_and_bad_base64_is_refused() {
+    let (pem, der, key) = certificate((2031, 6, 15));
+    let both = format!("{}{pem}", key.serialize_pem());
+    let found = CertificateDer::from_pem_slice(both.as_bytes()).expect("found");
+    assert_eq!(found.as_ref(), der.as_slice());
+    let broken = "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n";
+    assert!(CertificateDer::from_pem_slice(broken.as_bytes()).is_err());
+}
+
 #[tokio::test]
 async fn a_pem_file_gives_days_left() {
     let (pem, _, _) = certificate((2030, 1, 31));

@@ -339,4 +339,6 @@ fn first_line(text: &str) -> String {
 }
 
 #[cfg(test)]
+pub(crate) mod standin;
+#[cfg(test)]
 mod tests;

@@ -172,45 +172,17 @@ fn detail(body: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use crate::actions::http::standin::Standin;
 
-    /// A server that answers each request with the next status of `script`
-    /// (the last one repeated) and keeps the bodies.
-    async fn server(
-        script: Vec<(u16, &'static str)>,
-    ) -> (String, tokio::task::JoinHandle<Vec<String>>) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("binds");
-        let url = format!(
-            "http://{}/x/secret-path",
-            listener.local_addr().expect("addr")
-        );
-        let served = tokio::spawn(async move {
-            let mut bodies = Vec::new();
-            for (status, body) in script {
-                let Ok((mut socket, _)) = listener.accept().await else {
-                    break;
-                };
-                let mut request = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !String::from_utf8_lossy(&request).contains('}') {
-                    let n = socket.read(&mut buf).await.unwrap_or(0);
-                    if n == 0 {
-                        break;
-                    }
-                    request.extend_from_slice(&buf[..n]);
-                }
-                let answer = format!(
-                    "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = socket.write_all(answer.as_bytes()).await;
-                bodies.push(String::from_utf8_lossy(&request).into_owned());
-            }
-            bodies
-        });
-        (url, served)
+    /// The stand-in, answering each request with the next status of
+    /// `script` (the last one repeated), at a path that must never be shown.
+    async fn server(script: Vec<(u16, &'static str)>) -> (String, Standin) {
+        let standin = Standin::answering(move |_, before| {
+            let (status, body) = script[before.min(script.len() - 1)];
+            (status, body.to_string())
+        })
+        .await;
+        (format!("{}/x/secret-path", standin.url), standin)
     }
 
     fn notice() -> Notice<'static> {
@@ -242,7 +214,7 @@ mod tests {
             .await
             .expect("accepted");
         assert_eq!(status, 202);
-        let request = served.await.expect("served").remove(0);
+        let request = served.seen().remove(0);
         let body = request.split("\r\n\r\n").nth(1).expect("a body");
         let json: serde_json::Value = serde_json::from_str(body).expect("JSON");
         assert_eq!(json["routing_key"], "R0UTING-KEY");
@@ -264,7 +236,7 @@ mod tests {
         .await
         .expect("the third try is accepted");
         assert_eq!(status, 200);
-        assert_eq!(served.await.expect("served").len(), 3);
+        assert_eq!(served.seen().len(), 3);
     }
 
     #[tokio::test]

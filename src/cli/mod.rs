@@ -204,6 +204,7 @@ pub fn main() -> ExitCode {
         }
     };
     let state = args::state_dir(cli.state);
+    crate::session::say_notes_with(|text| eprintln!("note: {}", view::printable(text)));
     crate::actions::spawn::private_umask(crate::store::private::umask());
     let contain = match std::env::var("RUNBOOK_CGROUPS").as_deref() {
         Err(std::env::VarError::NotPresent) | Ok("auto") => true,

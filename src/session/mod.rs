@@ -4,6 +4,7 @@
 //! actions behind `StepRunner`.
 
 mod driver;
+mod notes;
 mod open;
 mod records;
 mod report;
@@ -15,6 +16,7 @@ mod tending;
 pub use driver::{
     drive, drive_from, Choices, Clock, Control, DriveError, Driver, Ended, SKIPPED_BY_HAND,
 };
+pub use notes::say_notes_with;
 pub use open::{
     alive, has_journal, keep_source, killed_groups_left, locked_sentence, no_store_sentence, open,
     open_or_owner, open_to_write, plan_and_state, plan_of, rebind, store_error, CompileAhead,

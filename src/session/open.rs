@@ -63,7 +63,7 @@ fn open_or_owner_creating(state: &Path) -> Result<Opened, Error> {
         match open_runs(&state.join("journal")) {
             Ok(store) => {
                 if let Some(repaired) = store.repaired() {
-                    eprintln!("note: {repaired}");
+                    super::notes::note(&repaired);
                 }
                 return Ok(Opened::Store(store));
             }

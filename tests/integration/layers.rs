@@ -131,3 +131,35 @@ fn nothing_above_the_store_names_sled() {
     }
     assert!(read > 40, "only {read} files above the store were found");
 }
+
+#[test]
+fn nothing_below_the_cli_prints() {
+    let src = common::root().join("src");
+    let mut found = Vec::new();
+    for layer in LAYERS.iter().filter(|l| **l != "cli") {
+        let mut files = common::files_with_extension(&src.join(layer), "rs");
+        files.push(src.join(format!("{layer}.rs")));
+        // Tests say what they skipped; that is theirs to print.
+        let files = files.into_iter().filter(|f| {
+            f.exists()
+                && !f.ends_with("tests.rs")
+                && !f.components().any(|c| c.as_os_str() == "tests")
+        });
+        for file in files {
+            let text = std::fs::read_to_string(&file).expect("readable");
+            for (n, line) in text.lines().enumerate() {
+                let code = line.split("//").next().unwrap_or("");
+                if ["println!(", "eprintln!(", "print!(", "dbg!("]
+                    .iter()
+                    .any(|m| code.contains(m))
+                {
+                    found.push(format!("{}:{}", file.display(), n + 1));
+                }
+            }
+        }
+    }
+    // The one exception: the last words of a process that could not close
+    // in time (`session::leave_within`), when no sink can be trusted.
+    assert_eq!(found.len(), 1, "printing below the cli: {found:#?}");
+    assert!(found[0].contains("session/run.rs"), "{found:?}");
+}

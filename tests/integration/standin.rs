@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex};
 /// One request as the stand-in saw it.
 #[derive(Debug, Clone)]
 pub struct Seen {
+    /// The request line and the headers, as sent.
+    pub head: String,
     pub method: String,
     /// The path with its query, as sent.
     pub target: String,
@@ -47,6 +49,15 @@ impl Standin {
         Standin { url, seen }
     }
 
+    /// Its port on 127.0.0.1 (it serves on after the value is dropped).
+    pub fn port(&self) -> u16 {
+        self.url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("the stand-in's URL ends with its port")
+    }
+
     pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().map(|s| s.clone()).unwrap_or_default()
     }
@@ -73,11 +84,13 @@ fn answer(
     let method = parts.next().unwrap_or_default().to_string();
     let target = parts.next().unwrap_or_default().to_string();
     let mut length = 0;
+    let mut head = line.clone();
     loop {
         let mut header = String::new();
         if reader.read_line(&mut header)? == 0 || header == "\r\n" {
             break;
         }
+        head.push_str(&header);
         if let Some((name, value)) = header.split_once(':') {
             if name.eq_ignore_ascii_case("content-length") {
                 length = value.trim().parse().unwrap_or(0);
@@ -87,6 +100,7 @@ fn answer(
     let mut body = vec![0; length];
     reader.read_exact(&mut body)?;
     let seen = Seen {
+        head,
         method,
         target,
         body: String::from_utf8_lossy(&body).into_owned(),

@@ -1,70 +1,10 @@
 use super::*;
-use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// A one-connection-at-a-time HTTP/1.1 server on loopback: every request
-/// gets `answer(request_text)`; the requests are kept.
-struct Server {
-    url: String,
-    seen: Arc<Mutex<Vec<String>>>,
-}
+use super::standin::{response as ok, Standin};
 
-async fn serve(answer: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static) -> Server {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("binds");
-    let url = format!("http://{}", listener.local_addr().expect("address"));
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let kept = Arc::clone(&seen);
-    let answer = Arc::new(answer);
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            let answer = Arc::clone(&answer);
-            let kept = Arc::clone(&kept);
-            tokio::spawn(async move {
-                let mut request = Vec::new();
-                let mut buf = [0u8; 4096];
-                // Headers, then as much body as Content-Length says.
-                loop {
-                    let Ok(n) = socket.read(&mut buf).await else {
-                        return;
-                    };
-                    if n == 0 {
-                        return;
-                    }
-                    request.extend_from_slice(&buf[..n]);
-                    let text = String::from_utf8_lossy(&request).to_string();
-                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                        let length = head
-                            .lines()
-                            .find_map(|l| {
-                                l.to_lowercase()
-                                    .strip_prefix("content-length: ")
-                                    .map(str::to_string)
-                            })
-                            .and_then(|l| l.trim().parse::<usize>().ok())
-                            .unwrap_or(0);
-                        if body.len() >= length {
-                            break;
-                        }
-                    }
-                }
-                let text = String::from_utf8_lossy(&request).to_string();
-                kept.lock().expect("lock").push(text.clone());
-                let _ = socket.write_all(&answer(&text)).await;
-                let _ = socket.shutdown().await;
-            });
-        }
-    });
-    Server { url, seen }
-}
-
-fn ok(status: u16, body: &str) -> Vec<u8> {
-    format!(
-        "HTTP/1.1 {status} X\r\ncontent-length: {}\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
+/// The stand-in, answering every request with `answer(request)`.
+async fn serve(answer: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static) -> Standin {
+    Standin::raw(move |request, _| answer(request)).await
 }
 
 fn get(url: &str) -> Request {
@@ -103,7 +43,7 @@ async fn headers_and_body_are_sent_as_given() {
     send(&reqwest::Client::new(), &request)
         .await
         .expect("answers");
-    let seen = server.seen.lock().expect("lock")[0].clone();
+    let seen = server.seen()[0].clone();
     assert!(
         seen.starts_with("POST /health/cache HTTP/1.1\r\n"),
         "{seen}"
@@ -140,16 +80,13 @@ async fn a_request_with_its_own_headers_follows_no_redirect_to_another_server() 
         .expect_err("not followed");
     assert!(e.to_string().contains("redirected to localhost:"), "{e}");
     assert!(!e.to_string().contains("k3y"), "{e}");
-    assert!(
-        other.seen.lock().expect("lock").is_empty(),
-        "the key went elsewhere"
-    );
+    assert!(other.seen().is_empty(), "the key went elsewhere");
     // Within the same server, redirects are followed with the header.
     let answer = send(&reqwest::Client::new(), &with_key("/here"))
         .await
         .expect("followed");
     assert_eq!(answer.body, "arrived");
-    let seen = redirecting.seen.lock().expect("lock").clone();
+    let seen = redirecting.seen();
     assert!(seen
         .last()
         .expect("a request")
@@ -328,7 +265,7 @@ async fn a_query_goes_to_the_query_api_encoded() {
     .await
     .expect("a value");
     assert_eq!(value, 0.5);
-    let seen = server.seen.lock().expect("lock")[0].clone();
+    let seen = server.seen()[0].clone();
     let line = seen.lines().next().unwrap_or_default();
     assert!(
         line.starts_with(

@@ -3,6 +3,7 @@
 //! `status`, `logs`, and every byte of the state directory.
 
 use crate::common::*;
+use crate::standin::Standin;
 
 const PEM_KEY: &str = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj\n-----END PRIVATE KEY-----";
 const CUT: &str = "cutX9qZ7w3LmV5tR2yKp";
@@ -11,15 +12,7 @@ const PASSWORD: &str = "pw-Secret-42";
 /// A server that answers every request 500, with the request's head as
 /// the body: a server that echoes what it was sent.
 fn echo_server() -> u16 {
-    super::http_server(|head| {
-        let mut answer = format!(
-            "HTTP/1.1 500 Oops\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-            head.len()
-        )
-        .into_bytes();
-        answer.extend_from_slice(head);
-        answer
-    })
+    Standin::start(|seen, _| (500, seen.head.clone())).port()
 }
 
 /// Every form of the test's secrets that must never be seen.

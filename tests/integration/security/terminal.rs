@@ -2,16 +2,11 @@
 //! escapes on every channel a person reads, never obeyed by the terminal.
 
 use crate::common::*;
+use crate::standin::Standin;
 
 /// A server that answers every request with `status` and `body`.
 fn server(status: u16, body: &'static str) -> u16 {
-    super::http_server(move |_| {
-        format!(
-            "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .into_bytes()
-    })
+    Standin::start(move |_, _| (status, body.to_string())).port()
 }
 
 /// No byte a terminal would obey: escape, bell, carriage return, C1.

@@ -1,6 +1,7 @@
 //! The local runner on real programs and a real (loopback) webhook.
 
 use super::*;
+use crate::actions::http::standin::Standin;
 use crate::actions::steps::Line;
 use crate::compile::check;
 use crate::compile::eval::bind_for_run;
@@ -151,34 +152,11 @@ async fn secret_values_are_scrubbed_from_lines_outputs_logs_and_errors() {
     );
 }
 
-/// A webhook on loopback that answers `status` and keeps the request.
-async fn webhook(status: u16) -> (String, tokio::task::JoinHandle<String>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("binds");
-    let url = format!(
-        "http://{}/hooks/secret-path-123",
-        listener.local_addr().expect("addr")
-    );
-    let server = tokio::spawn(async move {
-        let (mut socket, _) = listener.accept().await.expect("accepts");
-        let mut request = Vec::new();
-        let mut buf = [0u8; 4096];
-        loop {
-            let n = socket.read(&mut buf).await.unwrap_or(0);
-            request.extend_from_slice(&buf[..n]);
-            let text = String::from_utf8_lossy(&request);
-            if n == 0 || text.contains("}") {
-                break;
-            }
-        }
-        let answer =
-            format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-        let _ = socket.write_all(answer.as_bytes()).await;
-        String::from_utf8_lossy(&request).into_owned()
-    });
-    (url, server)
+/// A webhook on loopback that answers `status`, at a path that must never
+/// be shown; the stand-in keeps the requests.
+async fn webhook(status: u16) -> (String, Standin) {
+    let server = Standin::answering(move |_, _| (status, String::new())).await;
+    (format!("{}/hooks/secret-path-123", server.url), server)
 }
 
 #[tokio::test]
@@ -188,7 +166,7 @@ async fn notify_posts_slack_compatible_json_and_never_names_the_url() {
     let (plan, runner, _) = local(src, &[("RB_HOOK", &url)]);
     let told = attempt(&plan, &runner, "tell").await.result.expect("posts");
     assert_eq!(told["status"], "200");
-    let request = server.await.expect("served");
+    let request = server.seen()[0].clone();
     assert!(
         request.starts_with("POST /hooks/secret-path-123 HTTP/1.1"),
         "{request}"
@@ -266,23 +244,12 @@ async fn a_value_interpolated_into_a_shell_script_stays_one_word() {
 
 #[tokio::test]
 async fn an_http_check_judges_status_body_and_json_fields() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("binds");
-    let url = format!("http://{}/health", listener.local_addr().expect("addr"));
-    tokio::spawn(async move {
-        while let Ok((mut socket, _)) = listener.accept().await {
-            let mut buf = [0u8; 4096];
-            let _ = socket.read(&mut buf).await;
-            let body = r#"{"status":"Healthy","db":{"ok":true,"latency_ms":12}}"#;
-            let answer = format!(
-                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = socket.write_all(answer.as_bytes()).await;
-        }
-    });
+    let server = Standin::answering(|_, _| {
+        let body = r#"{"status":"Healthy","db":{"ok":true,"latency_ms":12}}"#;
+        (200, body.to_string())
+    })
+    .await;
+    let url = format!("{}/health", server.url);
     let src = format!(
         "runbook r {{\n  verify good {{\n    http get \"{url}\"\n    expect status == 200 and json.status == \"Healthy\" and json.db.ok and json.db.latency_ms < 50\n  }}\n  verify bad {{\n    http get \"{url}\"\n    expect json.db.latency_ms < 10\n  }}\n  verify missing {{\n    http get \"{url}\"\n    expect json.nothing == 1\n  }}\n}}\n"
     );

@@ -139,15 +139,10 @@ pub(super) struct Child {
 
 impl Child {
     pub(super) fn new(program: Program) -> Child {
-        let pid = program.pid;
-        use std::os::fd::FromRawFd;
-        // SAFETY: pidfd_open(2) returns a new descriptor we then own, or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-        let ended = i32::try_from(fd)
-            .ok()
-            .filter(|fd| *fd >= 0)
-            // SAFETY: a descriptor pidfd_open just returned.
-            .map(|fd| unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+        let ended = crate::store::process::process_id(program.pid)
+            .and_then(|pid| {
+                rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()
+            })
             // SAFETY: the OwnedFd keeps the descriptor open and the same
             // for as long as the AsyncFd that owns it.
             .and_then(|fd| unsafe {
@@ -164,17 +159,12 @@ impl Child {
     pub(super) async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
         use std::os::unix::process::ExitStatusExt;
         loop {
-            let mut status = 0;
-            // SAFETY: waitpid(2) with WNOHANG on our own child.
-            let r = unsafe {
-                libc::waitpid(self.program.pid as libc::pid_t, &mut status, libc::WNOHANG)
-            };
-            if r < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if r > 0 {
+            let pid = crate::store::process::process_id(self.program.pid)
+                .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+            let waited = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::NOHANG)?;
+            if let Some((_, status)) = waited {
                 self.reaped = true;
-                return Ok(std::process::ExitStatus::from_raw(status));
+                return Ok(std::process::ExitStatus::from_raw(status.as_raw()));
             }
             match &self.ended {
                 Some(fd) => fd.readable().await?.clear_ready(),

@@ -401,17 +401,13 @@ mod tests {
             lines.iter().any(|l| l.contains("kept its output open")),
             "{lines:?}"
         );
-        let holder: i32 = std::fs::read_to_string(&pidfile)
+        let holder: u32 = std::fs::read_to_string(&pidfile)
             .expect("pid")
             .trim()
             .parse()
             .expect("a pid");
         let gone = (0..100).any(|_| {
-            // SAFETY: kill(2) with signal 0 only asks whether it exists.
-            let alive = unsafe { libc::kill(holder, 0) } == 0
-                && !std::fs::read_to_string(format!("/proc/{holder}/stat"))
-                    .unwrap_or_default()
-                    .contains(") Z");
+            let alive = crate::store::process::alive(holder);
             if alive {
                 std::thread::sleep(Duration::from_millis(50));
             }

@@ -55,13 +55,7 @@ impl Cgroups {
                 return None;
             }
         }
-        let writable = |p: &Path| {
-            let Ok(c) = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()) else {
-                return false;
-            };
-            // SAFETY: access(2) reads the NUL-terminated path it is given.
-            unsafe { libc::access(c.as_ptr(), libc::W_OK) == 0 }
-        };
+        let writable = |p: &Path| rustix::fs::access(p, rustix::fs::Access::WRITE_OK).is_ok();
         // Making a cgroup takes the directory; moving a process from this
         // cgroup into one below it takes this cgroup's `cgroup.procs`.
         (writable(&base) && writable(&base.join("cgroup.procs"))).then_some(Cgroups { base })
@@ -196,8 +190,7 @@ impl Cgroup {
     /// Whether this user made it: a cgroup named in a note is only ever
     /// killed when it is this user's own.
     pub fn ours(&self) -> bool {
-        // SAFETY: getuid(2) cannot fail.
-        let me = unsafe { libc::getuid() };
+        let me = rustix::process::getuid().as_raw();
         std::fs::symlink_metadata(&self.path).is_ok_and(|m| m.is_dir() && m.uid() == me)
     }
 
@@ -217,10 +210,7 @@ impl Cgroup {
                     break;
                 }
                 for pid in pids {
-                    if let Ok(pid) = i32::try_from(pid) {
-                        // SAFETY: kill(2) of a process in a cgroup of ours.
-                        unsafe { libc::kill(pid, libc::SIGKILL) };
-                    }
+                    crate::store::process::signal(pid, rustix::process::Signal::KILL);
                 }
             }
         }

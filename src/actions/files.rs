@@ -54,9 +54,14 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("dir");
         let fifo = dir.join("pipe");
-        let c = std::ffi::CString::new(fifo.to_str().expect("utf-8")).expect("a path");
-        // SAFETY: mkfifo(3) with a NUL-terminated path.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .expect("a FIFO");
         for path in [fifo.as_path(), Path::new("/dev/zero"), dir.as_path()] {
             let e = open_plain(path).expect_err("refused");
             assert!(e.to_string().starts_with("it is "), "{e}");

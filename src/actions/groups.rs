@@ -305,8 +305,7 @@ impl GroupNotes {
         // process stays in it until its note is written); the time is when
         // the slot was reserved, before the program was started.
         let mut text = [b' '; NOTE];
-        // SAFETY: getpgrp(2) cannot fail.
-        let pgid = unsafe { libc::getpgrp() };
+        let pgid = rustix::process::getpgrp().as_raw_nonzero();
         let head = format!("{:>10} {:>16} ", format!("~{pgid}"), spawn::boot_clock_ms());
         text[..PID_AND_START].copy_from_slice(&head.as_bytes()[..PID_AND_START]);
         let n = key.len().min(NOTE - 1 - PID_AND_START);
@@ -555,9 +554,9 @@ impl Group {
             // A leader caught between its note and its own process group
             // (its runbook killed as it started it) is in no group yet.
             if leader.is_some() {
-                // SAFETY: kill(2) of the process noted, checked above to be
-                // this user's and started when the note says.
-                unsafe { libc::kill(self.pid as i32, libc::SIGKILL) };
+                // The process noted, checked above to be this user's and
+                // started when the note says.
+                crate::store::process::signal(self.pid, rustix::process::Signal::KILL);
             }
         }
     }

@@ -19,8 +19,7 @@ pub fn real_uid(pid: u32) -> Option<u32> {
 
 /// This process's real user, the one its programs run as.
 pub(super) fn me() -> u32 {
-    // SAFETY: getuid(2) cannot fail.
-    unsafe { libc::getuid() }
+    rustix::process::getuid().as_raw()
 }
 
 /// What `/proc/PID/stat` says of a process that we need.
@@ -39,9 +38,7 @@ pub(super) fn parse_stat(stat: &str) -> Option<Stat> {
     let (_, rest) = stat.rsplit_once(") ")?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks = fields.get(19)?.parse::<u64>().ok()?;
-    // SAFETY: sysconf reads a configuration value; it touches no memory of ours.
-    let per_second = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) })
-        .ok()
+    let per_second = Some(rustix::param::clock_ticks_per_second())
         .filter(|t| *t > 0)
         .unwrap_or(100);
     Some(Stat {

@@ -290,8 +290,7 @@ fn drives(pid: u32, dir: &Path) -> bool {
 
 /// Whether process `pid`'s real user is this process's.
 fn same_user(pid: u32) -> bool {
-    // SAFETY: getuid(2) cannot fail.
-    crate::actions::procs::real_uid(pid) == Some(unsafe { libc::getuid() })
+    crate::actions::procs::real_uid(pid) == Some(rustix::process::getuid().as_raw())
 }
 
 fn exit_words(code: Option<i32>) -> String {

@@ -174,11 +174,9 @@ impl Runs {
     /// SIGTERM to every run process: the first stops it at a checkpoint,
     /// a second stops its running steps.
     pub fn terminate_all(&self) {
-        for pid in self.live.values().filter(|p| **p > 0) {
-            // SAFETY: kill(2) with a pid this scheduler started or adopted.
-            unsafe {
-                libc::kill(*pid as i32, libc::SIGTERM);
-            }
+        for pid in self.live.values() {
+            // A process this scheduler started or adopted.
+            crate::store::process::signal(*pid, rustix::process::Signal::TERM);
         }
     }
 }

@@ -140,6 +140,9 @@ fn open(path: &Path) -> Result<File, LockError> {
 }
 
 /// An exclusive lock on the whole file, as `fcntl` wants it described.
+/// Open file description locks (`F_OFD_*`), through libc: rustix's
+/// `fcntl_lock` takes process-associated ones, which a child does not hold
+/// and any close of the file in this process would release.
 fn whole_file() -> libc::flock {
     // SAFETY: `flock` is plain old data; zero is a valid value of each field.
     let mut lock: libc::flock = unsafe { std::mem::zeroed() };
@@ -177,13 +180,7 @@ fn taken(file: &File) -> std::io::Result<bool> {
 /// Lets the programs the run starts inherit the descriptor, and with it
 /// the lock: it is released only when the last of them has ended.
 fn inherit(file: &File) -> std::io::Result<()> {
-    // SAFETY: fcntl on a descriptor this `File` owns; clears FD_CLOEXEC.
-    let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFD, 0) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    Ok(rustix::io::fcntl_setfd(file, rustix::io::FdFlags::empty())?)
 }
 
 fn busy_sentence(name: &str, file: &mut File) -> String {

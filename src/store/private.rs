@@ -51,18 +51,13 @@ pub fn shared_group() -> Result<Option<u32>, String> {
 
 /// Whether this process is in group `gid` (primary or supplementary).
 fn in_group(gid: u32) -> bool {
-    // SAFETY: getgid(2) cannot fail.
-    if unsafe { libc::getgid() } == gid {
+    if rustix::process::getgid().as_raw() == gid {
         return true;
     }
-    // SAFETY: getgroups(2) with size 0 only counts; then it writes at most
-    // `groups.len()` ids into `groups`.
-    let count = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
-    let mut groups = vec![0 as libc::gid_t; usize::try_from(count).unwrap_or(0)];
-    // SAFETY: as above; `groups` holds `count` ids.
-    let got = unsafe { libc::getgroups(count, groups.as_mut_ptr()) };
-    groups.truncate(usize::try_from(got).unwrap_or(0));
-    groups.contains(&gid)
+    rustix::process::getgroups()
+        .unwrap_or_default()
+        .iter()
+        .any(|g| g.as_raw() == gid)
 }
 
 /// The mode of a directory runbook creates.
@@ -321,8 +316,7 @@ fn writable_by_others(meta: &Metadata) -> Option<String> {
 fn own_private_group(gid: u32) -> bool {
     static MINE: OnceLock<Option<u32>> = OnceLock::new();
     let mine = MINE.get_or_init(|| {
-        // SAFETY: getgid(2) cannot fail.
-        let primary = unsafe { libc::getgid() };
+        let primary = rustix::process::getgid().as_raw();
         let me = user_name(me())?;
         let (name, members) = group_entry(primary)?;
         // Group 0 is shared by system accounts (sync, halt, operator) on
@@ -514,9 +508,8 @@ fn sweep_abandoned(dir: &Path, name: &str) {
 /// 64 bits from the kernel's random source, for names no one can guess.
 pub fn random() -> u64 {
     let mut bytes = [0u8; 8];
-    // SAFETY: getrandom(2) writes at most `bytes.len()` bytes into `bytes`.
-    let got = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
-    if got != bytes.len() as isize {
+    let got = rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty());
+    if got.ok() != Some(bytes.len()) {
         // Never short for 8 bytes once the pool is ready; the time is a
         // fallback that is still unique.
         let nanos = std::time::SystemTime::now()
@@ -529,8 +522,7 @@ pub fn random() -> u64 {
 }
 
 fn me() -> u32 {
-    // SAFETY: geteuid(2) cannot fail.
-    unsafe { libc::geteuid() }
+    rustix::process::geteuid().as_raw()
 }
 
 /// A user's name and number, for messages.
@@ -549,8 +541,7 @@ pub fn account(uid: u32) -> String {
 
 /// The account of this process's real user: who typed the command.
 pub fn this_account() -> String {
-    // SAFETY: getuid(2) cannot fail.
-    account(unsafe { libc::getuid() })
+    account(rustix::process::getuid().as_raw())
 }
 
 fn user_name(uid: u32) -> Option<String> {

@@ -7,16 +7,31 @@
 /// not; 0 and numbers beyond a pid's range are no process (kill(2) would
 /// read 0 as "my process group" and a negative number as a group).
 pub fn alive(pid: u32) -> bool {
-    let Ok(pid) = i32::try_from(pid) else {
+    let Some(id) = process_id(pid) else {
         return false;
     };
-    if pid <= 0 {
-        return false;
+    let exists = match rustix::process::test_kill_process(id) {
+        Ok(()) => true,
+        Err(e) => e == rustix::io::Errno::PERM,
+    };
+    exists && !zombie(id.as_raw_nonzero().get())
+}
+
+/// A process id as the kernel takes it: never 0 (my process group) nor
+/// negative (a group), which a number from a file could be.
+pub fn process_id(pid: u32) -> Option<rustix::process::Pid> {
+    i32::try_from(pid)
+        .ok()
+        .filter(|p| *p > 0)
+        .and_then(rustix::process::Pid::from_raw)
+}
+
+/// Sends `signal` to process `pid`, if it is a process id at all; whether
+/// it was delivered is not asked (it may have ended meanwhile).
+pub fn signal(pid: u32, signal: rustix::process::Signal) {
+    if let Some(id) = process_id(pid) {
+        let _ = rustix::process::kill_process(id, signal);
     }
-    // SAFETY: kill(2) with signal 0 only asks whether the process exists.
-    let r = unsafe { libc::kill(pid, 0) };
-    let exists = r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-    exists && !zombie(pid)
 }
 
 fn zombie(pid: i32) -> bool {

@@ -207,8 +207,8 @@ pub(super) fn lock_holder(path: &Path) -> Option<u32> {
     let dev = meta.dev();
     let wanted = format!(
         "{:02x}:{:02x}:{}",
-        libc::major(dev),
-        libc::minor(dev),
+        rustix::fs::major(dev),
+        rustix::fs::minor(dev),
         meta.ino()
     );
     let locks = std::fs::read_to_string("/proc/locks").ok()?;

@@ -163,3 +163,73 @@ fn nothing_below_the_cli_prints() {
     assert_eq!(found.len(), 1, "printing below the cli: {found:#?}");
     assert!(found[0].contains("session/run.rs"), "{found:?}");
 }
+
+/// Where runbook itself may be `unsafe` or call libc's functions, and why:
+/// everywhere else, the system is reached through safe functions (rustix,
+/// std, tokio).
+const UNSAFE_ALLOWED: &[(&str, &str)] = &[
+    (
+        "actions/spawn.rs",
+        "a program starts with a raw clone(2) (CLONE_VM | CLONE_VFORK), whose child may only make async-signal-safe calls; rustix offers no clone",
+    ),
+    (
+        "actions/child.rs",
+        "tokio's AsyncFd::register_with_interest on the pidfd is an unsafe function",
+    ),
+    (
+        "session/run.rs",
+        "_exit on the way out of a process that could not close in time",
+    ),
+    (
+        "store/locks.rs",
+        "open file description locks (F_OFD_*), which rustix's fcntl_lock does not take",
+    ),
+    (
+        "store/private.rs",
+        "user and group names (getpwuid_r, getgrgid_r, getgrnam_r): the C library's lookups, which rustix does not make",
+    ),
+    (
+        "store/sled_store.rs",
+        "a failed sled Db is never dropped (ManuallyDrop): its drop would flush into a full disk for ever",
+    ),
+];
+
+#[test]
+fn unsafe_code_and_libc_calls_stay_where_they_are_needed() {
+    let src = common::root().join("src");
+    let mut found = Vec::new();
+    for file in common::files_with_extension(&src, "rs") {
+        let relative = file
+            .strip_prefix(&src)
+            .expect("under src")
+            .to_string_lossy()
+            .into_owned();
+        if relative.ends_with("tests.rs") || relative.contains("/tests/") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).expect("readable");
+        let raw = text.lines().any(|line| {
+            let code = line.split("//").next().unwrap_or("");
+            code.contains("unsafe {")
+                || code.contains("unsafe fn")
+                || code.contains("unsafe impl")
+                || code.match_indices("libc::").any(|(at, _)| {
+                    // A call (`libc::kill(`), not a constant or a type.
+                    let rest = &code[at + 6..];
+                    let name: String = rest
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    name.starts_with(|c: char| c.is_ascii_lowercase())
+                        && rest[name.len()..].starts_with('(')
+                })
+        });
+        if raw && !UNSAFE_ALLOWED.iter().any(|(f, _)| *f == relative) {
+            found.push(relative);
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "unsafe code or libc calls outside the files that need them (use rustix, or add the file with its reason): {found:?}"
+    );
+}

@@ -1,5 +1,6 @@
-//! The engine driven event by event, as examples; and a seeded simulation
-//! that checks the invariants after every event.
+//! The engine driven event by event, as examples; and a simulation of
+//! random runbooks, drawn by proptest, that checks the invariants after
+//! every event.
 
 mod ready;
 
@@ -245,22 +246,51 @@ fn conditions_see_outputs_of_settled_steps() {
     assert_eq!(run.started(), ["slow"]);
 }
 
-/// A small deterministic generator, so that the simulation needs no crate.
-struct Lcg(u64);
+/// The choices a simulation makes (the runbook's shape, each step's fate),
+/// drawn by proptest: a failing case shrinks towards smaller draws, so a
+/// smaller runbook and a shorter run, before it is reported.
+pub(super) struct Draws {
+    values: Vec<u32>,
+    at: usize,
+}
 
-impl Lcg {
-    fn next(&mut self, below: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % below.max(1)
+impl Draws {
+    /// A number below `below`; zero once the draws are used up.
+    pub(super) fn next(&mut self, below: u64) -> u64 {
+        let value = self.values.get(self.at).copied().unwrap_or(0);
+        self.at += 1;
+        u64::from(value) % below.max(1)
     }
+}
+
+/// Runs `simulate` on `cases` sets of draws from a fixed seed (the same
+/// cases every time), each set shrunk by proptest if it fails; returns
+/// what the cases added up to, for the tests to check that the simulation
+/// kept producing varied runs.
+pub(super) fn simulate_cases<T: Default>(cases: u32, simulate: impl Fn(&mut Draws, &mut T)) -> T {
+    use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
+    let totals = std::cell::RefCell::new(T::default());
+    let config = Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    };
+    let rng = TestRng::deterministic_rng(RngAlgorithm::ChaCha);
+    let mut runner = TestRunner::new_with_rng(config, rng);
+    let draws = proptest::collection::vec(proptest::num::u32::ANY, 512);
+    let result = runner.run(&draws, |values| {
+        simulate(&mut Draws { values, at: 0 }, &mut totals.borrow_mut());
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("the simulation failed; the smallest draws that fail it: {e}");
+    }
+    totals.into_inner()
 }
 
 /// A random runbook of wait steps: each may wait for earlier ones, react to
 /// an earlier one's failure, retry; some steps run on failure.
-fn random_runbook(rng: &mut Lcg) -> String {
+fn random_runbook(rng: &mut Draws) -> String {
     let n = 2 + rng.next(12) as usize;
     let mut body = format!("  concurrency {}\n", 1 + rng.next(4));
     let mut failure = String::new();
@@ -292,13 +322,16 @@ fn random_runbook(rng: &mut Lcg) -> String {
 
 #[test]
 fn simulation_keeps_the_invariants_after_every_event() {
-    let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
-    let (mut runs, mut retries) = (0, 0);
-    for seed in 0..400u64 {
-        let mut rng = Lcg(seed);
-        let body = random_runbook(&mut rng);
+    #[derive(Default)]
+    struct Totals {
+        outcomes: BTreeMap<String, usize>,
+        runs: usize,
+        retries: usize,
+    }
+    let totals = simulate_cases(400, |rng, totals: &mut Totals| {
+        let body = random_runbook(rng);
         let Ok(plan) = check(&format!("runbook sim {{\n{body}}}\n")) else {
-            continue; // a generated runbook may be unreachable; that is the compiler's business
+            return; // a generated runbook may be unreachable; that is the compiler's business
         };
         let mut run = Run::new(plan);
         let mut succeeded_once = std::collections::HashSet::new();
@@ -314,18 +347,18 @@ fn simulation_keeps_the_invariants_after_every_event() {
                     for (dep, _) in run.plan.dependencies(*step) {
                         assert!(
                             state.step(*dep).settled(),
-                            "seed {seed}: {step:?} started before {dep:?} settled"
+                            "{step:?} started before {dep:?} settled in\n{body}"
                         );
                     }
                     assert!(
                         !succeeded_once.contains(step),
-                        "seed {seed}: {step:?} ran again after succeeding"
+                        "{step:?} ran again after succeeding in\n{body}"
                     );
                 }
             }
             assert!(
                 after.running() <= run.plan.settings.concurrency,
-                "seed {seed}: over the concurrency"
+                "over the concurrency in\n{body}"
             );
             if let Some(Decision::WakeAt(t)) = decisions.last() {
                 run.now = *t;
@@ -337,8 +370,8 @@ fn simulation_keeps_the_invariants_after_every_event() {
                     .steps
                     .iter()
                     .position(|s| matches!(s, StepState::Running { .. }));
-                let step = running
-                    .unwrap_or_else(|| panic!("seed {seed}: stuck with nothing running\n{body}"));
+                let step =
+                    running.unwrap_or_else(|| panic!("stuck with nothing running in\n{body}"));
                 run.now += 1_000;
                 if rng.next(3) == 0 {
                     run.events.push(Event::StepFailed {
@@ -357,13 +390,10 @@ fn simulation_keeps_the_invariants_after_every_event() {
             }
         }
         let end = run.state();
-        assert!(
-            end.finished.is_some(),
-            "seed {seed}: the run never finished\n{body}"
-        );
+        assert!(end.finished.is_some(), "the run never finished in\n{body}");
         assert!(
             end.steps.iter().all(|s| s.settled()),
-            "seed {seed}: a step was left unsettled"
+            "a step was left unsettled in\n{body}"
         );
         let incremental = run
             .events
@@ -374,17 +404,25 @@ fn simulation_keeps_the_invariants_after_every_event() {
             });
         assert_eq!(
             incremental.steps, end.steps,
-            "seed {seed}: replay and fold disagree"
+            "replay and fold disagree in\n{body}"
         );
-        runs += 1;
-        retries += run
+        totals.runs += 1;
+        totals.retries += run
             .events
             .iter()
             .filter(|e| matches!(e, Event::StepStarted { attempt, .. } if *attempt > 1))
             .count();
-        *outcomes.entry(format!("{:?}", end.finished)).or_default() += 1;
-    }
+        *totals
+            .outcomes
+            .entry(format!("{:?}", end.finished))
+            .or_default() += 1;
+    });
     // The generator must keep producing varied runs, or this test proves little.
+    let Totals {
+        outcomes,
+        runs,
+        retries,
+    } = totals;
     assert!(runs > 300, "only {runs} runs");
     assert!(retries > 50, "only {retries} retries");
     assert!(outcomes.len() >= 2, "outcomes: {outcomes:?}");

@@ -3,6 +3,7 @@
 //! (with retries, cancels and resets), the index kept event by event must
 //! equal one computed afresh, and `decide` must decide what the scan does.
 
+use super::{simulate_cases, Draws};
 use crate::compile::eval::Bindings;
 use crate::compile::{check, Phase, Plan, StepId};
 use crate::engine::decide::{main_outcome, readiness, stop_main, Readiness};
@@ -111,20 +112,8 @@ pub(super) fn assert_same_as_scan(plan: &Plan, folded: &RunState, now: Millis, w
     );
 }
 
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, below: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % below.max(1)
-    }
-}
-
 /// Wait steps with dependencies, conditions and retries, some on failure.
-fn random_plan(rng: &mut Lcg) -> Option<Plan> {
+fn random_plan(rng: &mut Draws) -> Option<Plan> {
     let n = 2 + rng.next(14) as usize;
     let mut body = format!("  concurrency {}\n", 1 + rng.next(4));
     let mut failure = Vec::new();
@@ -188,11 +177,16 @@ fn record(decision: &Decision, now: Millis) -> Option<Event> {
 
 #[test]
 fn the_ready_index_decides_what_a_scan_of_every_step_does() {
-    let (mut runs, mut resets, mut cancels, mut events_seen) = (0, 0, 0, 0usize);
-    for seed in 0..300u64 {
-        let mut rng = Lcg(seed);
-        let Some(plan) = random_plan(&mut rng) else {
-            continue;
+    #[derive(Default)]
+    struct Totals {
+        runs: usize,
+        resets: usize,
+        cancels: usize,
+        events: usize,
+    }
+    let totals = simulate_cases(300, |rng, totals: &mut Totals| {
+        let Some(plan) = random_plan(rng) else {
+            return;
         };
         let mut state = RunState::new(&plan);
         let mut events = Vec::new();
@@ -204,7 +198,7 @@ fn the_ready_index_decides_what_a_scan_of_every_step_does() {
         fold(&mut state, &mut events, Event::RunStarted { at: 0 });
         let mut resets_left = 1 + rng.next(2);
         for round in 0..2_000 {
-            let what = format!("seed {seed}, round {round}");
+            let what = format!("round {round}");
             assert_same_as_scan(&plan, &state, now, &what);
             assert!(
                 RunState::replay(&plan, &events).index_is_current(&plan),
@@ -221,12 +215,12 @@ fn the_ready_index_decides_what_a_scan_of_every_step_does() {
                 let steps: Vec<usize> = (0..plan.steps.len())
                     .filter(|i| *i >= from || plan.steps[*i].phase == Phase::OnFailure)
                     .collect();
-                resets += 1;
+                totals.resets += 1;
                 fold(&mut state, &mut events, Event::Reset { steps, at: now });
                 continue;
             }
             if !state.cancelled && rng.next(40) == 0 {
-                cancels += 1;
+                totals.cancels += 1;
                 fold(&mut state, &mut events, Event::CancelRequested { at: now });
                 continue;
             }
@@ -265,10 +259,16 @@ fn the_ready_index_decides_what_a_scan_of_every_step_does() {
                 fold(&mut state, &mut events, event);
             }
         }
-        assert!(state.finished.is_some(), "seed {seed}: never finished");
-        runs += 1;
-        events_seen += events.len();
-    }
+        assert!(state.finished.is_some(), "never finished");
+        totals.runs += 1;
+        totals.events += events.len();
+    });
+    let Totals {
+        runs,
+        resets,
+        cancels,
+        events: events_seen,
+    } = totals;
     assert!(runs > 200, "only {runs} runs");
     assert!(
         resets > 200 && cancels > 50,

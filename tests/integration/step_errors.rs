@@ -177,3 +177,89 @@ fn a_prometheus_answer_that_is_not_a_number_fails_the_check() {
     );
     assert_eq!(prometheus.count("/api/v1/query"), 1);
 }
+
+/// One step of each way the world can be broken without a server of its
+/// own: what `run` says of each, the sentence and the line it points at,
+/// pinned whole. Ports and times are placeholders.
+#[test]
+fn a_broken_world_reads_the_same_every_time() {
+    let site = Standin::start(|seen, _| match seen.target.as_str() {
+        "/health" => (503, "{}".into()),
+        "/status" => (200, r#"{"status":"degraded"}"#.into()),
+        "/hook" => (500, String::new()),
+        _ => (200, standin::prometheus_value(f64::NAN)),
+    });
+    let dir = scratch("errors-broken-world");
+    write(&dir, "not-a-cert.pem", "not a certificate\n");
+    write(
+        &dir,
+        "broken.runbook",
+        format!(
+            r#"runbook broken {{
+  param site: string = "{site}"
+  param db: secret = env("DB_URL")
+  concurrency 1
+
+  verify health {{
+    http get "${{site}}/health"
+  }}
+
+  verify status {{
+    http get "${{site}}/status"
+    expect json.status == "ok"
+  }}
+
+  verify errors {{
+    prometheus "sum(rate(x[5m]))"
+    server site
+    expect value < 1%
+  }}
+
+  verify database {{
+    sql db "SELECT 1"
+    expect value == 1
+  }}
+
+  verify certificate {{
+    certificate "not-a-cert.pem"
+  }}
+
+  deploy web {{
+    deployment "web"
+    image "web:2"
+  }}
+
+  notify tell {{
+    webhook "${{site}}/hook"
+    message "done"
+  }}
+}}
+"#,
+            site = site.url
+        ),
+    );
+    let port = free_port();
+    let out = Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .args(["--state", "st", "run", "broken.runbook"])
+        .current_dir(&dir)
+        .env("NO_COLOR", "1")
+        .env(
+            "DB_URL",
+            format!("postgres://app:Hunter2pw@127.0.0.1:{port}/app"),
+        )
+        .env("KUBECONFIG", "/nonexistent/kubeconfig")
+        .env_remove("RUNBOOK_STATE")
+        .output()
+        .expect("the runbook binary starts");
+    let mut text = stdout(&out);
+    text.push_str(&format!("--- exit {:?}\n", out.status.code()));
+    assert!(!text.contains("Hunter2pw"), "{text}");
+    let filters = vec![
+        (r"(?m)^\d\d:\d\d:\d\d ", "[time] "),
+        (r"\bin (\d+(ms|h|m|s))+\b", "in [duration]"),
+        (r"127\.0\.0\.1:\d+", "127.0.0.1:[port]"),
+    ];
+    insta::with_settings!({ filters => filters }, {
+        insta::assert_snapshot!(text);
+    });
+}

@@ -51,6 +51,7 @@ impl From<TlsError> for StepError {
     fn from(e: TlsError) -> Self {
         let kind = match &e {
             TlsError::Connect(..) => Unreachable,
+            TlsError::File(_, why) if why == NO_SUCH_FILE => NotFound,
             _ => Other,
         };
         failed(kind, &e)
@@ -83,6 +84,7 @@ impl From<KubeError> for StepError {
                 code: 401 | 403, ..
             } => Unauthorised,
             KubeError::Api { code: 404, .. }
+            | KubeError::NoKubeconfig { .. }
             | KubeError::NotFound { .. }
             | KubeError::NoSuchContainer { .. } => NotFound,
             KubeError::Api { .. } | KubeError::Conflict { .. } => Rejected,

@@ -1,6 +1,7 @@
 //! A step's program from its start until it has been waited for: started
 //! off the runtime's thread, and killed whole (its process group and its
 //! cgroup) if whatever waits for it is dropped first.
+#![allow(unsafe_code)] // tokio's AsyncFd registration: see tests/integration/layers.rs
 
 use super::contain::Cgroup;
 use super::groups::{Reserved, StepNotes};

@@ -21,6 +21,7 @@
 //!
 //! Between `clone` and `exec` the new process may only make system calls:
 //! it shares this process's memory while other threads run.
+#![allow(unsafe_code)] // a raw clone(2): see tests/integration/layers.rs
 
 use std::ffi::{CStr, CString};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};

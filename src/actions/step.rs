@@ -24,6 +24,9 @@ pub struct StepError {
     pub kind: FailureKind,
     pub message: String,
     pub at: Option<Span>,
+    /// Whether `at` is settled: a place, or deliberately none (a missing
+    /// kubeconfig is no line's fault).
+    placed: bool,
 }
 
 /// What kind of failure ended an attempt.
@@ -73,12 +76,23 @@ impl StepError {
             kind,
             message: message.into(),
             at: None,
+            placed: false,
         }
     }
 
-    /// Points the failure at `span`, unless it already points somewhere.
+    /// Points the failure at `span`, unless its place is already settled.
     pub fn at(mut self, span: Span) -> Self {
-        self.at.get_or_insert(span);
+        if !self.placed {
+            self.at = Some(span);
+            self.placed = true;
+        }
+        self
+    }
+
+    /// Settles that the failure concerns no line of the runbook, unless it
+    /// already points somewhere.
+    pub fn nowhere(mut self) -> Self {
+        self.placed = true;
         self
     }
 }

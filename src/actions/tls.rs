@@ -59,11 +59,16 @@ async fn from_file(path: &str) -> Result<Vec<u8>, TlsError> {
     })
     .await
     .map_err(|e| TlsError::File(path.into(), crate::error::io_reason(&e)))?;
-    // The first CERTIFICATE section; a key or anything else beside it is
-    // passed over.
-    CertificateDer::from_pem_slice(&text)
+    // The first CERTIFICATE section that decodes, found by its marker, so
+    // that what comes before it (a byte-order mark, comments, a key in a
+    // form the PEM reader refuses) does not hide it; decoded by rustls's
+    // pki-types.
+    let begin = b"-----BEGIN CERTIFICATE-----";
+    (0..text.len())
+        .filter(|at| text[*at..].starts_with(begin))
+        .find_map(|at| CertificateDer::from_pem_slice(&text[at..]).ok())
         .map(|der| der.to_vec())
-        .map_err(|_| TlsError::NotPem(path.into()))
+        .ok_or_else(|| TlsError::NotPem(path.into()))
 }
 
 async fn presented(target: &str, timeout: Duration) -> Result<Vec<u8>, TlsError> {
@@ -162,18 +167,80 @@ impl ServerCertVerifier for AnyCertificate {
     }
 }
 
-/// `notAfter` of an X.509 certificate, in seconds since 1970, read by
-/// x509-cert's DER decoder. The `Raw` profile: a certificate RFC 5280 would
-/// frown at (a serial number longer than 20 bytes, say) still has an
-/// expiry worth reporting.
+/// `notAfter` of an X.509 certificate, in seconds since 1970. A walk of
+/// the DER structure down to `tbsCertificate.validity`; nothing else of the
+/// certificate is interpreted, so a certificate a strict decoder refuses
+/// (x509-cert, tried: a `notBefore` before 1970, a serial number with a
+/// needless leading byte, a BOOLEAN that is not 0 or 0xFF, bytes after it)
+/// still has its expiry read. It reads bytes from servers runbook does not
+/// control: proptest feeds it any bytes and damaged certificates.
 pub fn not_after(der: &[u8]) -> Result<i64, String> {
-    use x509_cert::certificate::{CertificateInner, Raw};
-    use x509_cert::der::Decode;
-    let certificate = CertificateInner::<Raw>::from_der(der)
-        .map_err(|e| format!("not a DER certificate: {e}"))?;
-    let after = certificate.tbs_certificate.validity.not_after;
-    i64::try_from(after.to_unix_duration().as_secs())
-        .map_err(|_| format!("notAfter {after} is beyond any date runbook can compute"))
+    let (certificate, _) = element(der, 0x30).ok_or("not a DER certificate")?;
+    let (mut tbs, _) = element(certificate, 0x30).ok_or("no tbsCertificate")?;
+    if tbs.first() == Some(&0xa0) {
+        tbs = skip(tbs).ok_or("a broken version field")?;
+    }
+    // serialNumber, signature, issuer; then validity.
+    for _ in 0..3 {
+        tbs = skip(tbs).ok_or("a broken field before the validity")?;
+    }
+    let (validity, _) = element(tbs, 0x30).ok_or("no validity")?;
+    let after = skip(validity).ok_or("no notBefore")?;
+    let (tag, value) = (after.first().copied(), after);
+    let (time, _) = match tag {
+        Some(0x17) => element(value, 0x17),
+        Some(0x18) => element(value, 0x18),
+        _ => None,
+    }
+    .ok_or("no notAfter")?;
+    let text = std::str::from_utf8(time).map_err(|_| "notAfter is not text")?;
+    seconds(text, tag == Some(0x17)).ok_or_else(|| format!("notAfter `{text}` is not a time"))
+}
+
+/// The content of the element at the start of `der`, if it has `tag`, and what follows it.
+fn element(der: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    if *der.first()? != tag {
+        return None;
+    }
+    let (len, header) = match *der.get(1)? {
+        n if n < 0x80 => (n as usize, 2),
+        0x81 => (*der.get(2)? as usize, 3),
+        0x82 => ((*der.get(2)? as usize) << 8 | *der.get(3)? as usize, 4),
+        0x83 => {
+            let b = der.get(2..5)?;
+            (
+                (b[0] as usize) << 16 | (b[1] as usize) << 8 | b[2] as usize,
+                5,
+            )
+        }
+        _ => return None,
+    };
+    let body = der.get(header..header + len)?;
+    Some((body, &der[header + len..]))
+}
+
+fn skip(der: &[u8]) -> Option<&[u8]> {
+    element(der, *der.first()?).map(|(_, rest)| rest)
+}
+
+/// `YYMMDDHHMMSSZ` (UTCTime, 1950–2049) or `YYYYMMDDHHMMSSZ` (GeneralizedTime).
+fn seconds(text: &str, utc_time: bool) -> Option<i64> {
+    let digits = text.strip_suffix('Z')?;
+    let (year, rest) = if utc_time {
+        let yy: i64 = digits.get(..2)?.parse().ok()?;
+        (
+            if yy < 50 { 2000 + yy } else { 1900 + yy },
+            digits.get(2..)?,
+        )
+    } else {
+        (digits.get(..4)?.parse().ok()?, digits.get(4..)?)
+    };
+    let field = |i: usize| rest.get(i..i + 2)?.parse::<i64>().ok();
+    let (month, day, hour, minute, second) =
+        (field(0)?, field(2)?, field(4)?, field(6)?, field(8)?);
+    let date = chrono::NaiveDate::from_ymd_opt(year as i32, month as u32, day as u32)?;
+    let time = date.and_hms_opt(hour as u32, minute as u32, second as u32)?;
+    Some(time.and_utc().timestamp())
 }
 
 #[cfg(test)]

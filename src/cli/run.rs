@@ -84,7 +84,10 @@ fn drive(ready: Ready, json: bool) -> Result<u8, Error> {
     let run = meta.id;
     let mut view = View::new(mode, Arc::clone(plan), run, Arc::clone(ready.shown()));
     view.until = meta.until.clone();
-    view.source = Some((meta.file.clone(), Arc::from(meta.source.as_str())));
+    view.source = Some((
+        meta.file.clone(),
+        Arc::from(super::view::passwords_hidden(&meta.source).as_str()),
+    ));
     view.say(&format!(
         "run {run}: {} ({}); if it is interrupted, continue it with: runbook resume {run}",
         plan.name, meta.file

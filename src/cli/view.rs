@@ -288,6 +288,33 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(shown)
 }
 
+/// The runbook's text as a failure shows its lines: the password of any
+/// URL written in it (`postgres://app:pw@db/app`) replaced by as many `*`
+/// as it has bytes, so that every position in the text stays where it was.
+/// (Secret parameters never have a value in the text; a literal URL can.)
+pub fn passwords_hidden(source: &str) -> String {
+    let mut bytes = source.as_bytes().to_vec();
+    let mut from = 0;
+    while let Some(found) = source[from..].find("://") {
+        let start = from + found + 3;
+        let end = source[start..]
+            .find(|c: char| c == '/' || c == '"' || c == '\'' || c.is_whitespace())
+            .map_or(source.len(), |n| start + n);
+        if let Some(at) = source[start..end].rfind('@') {
+            let userinfo = &source[start..start + at];
+            if let Some(colon) = userinfo.find(':') {
+                for b in &mut bytes[start + colon + 1..start + at] {
+                    *b = b'*';
+                }
+            }
+        }
+        from = end.max(start);
+    }
+    // Whole characters were replaced (the range lies between `:` and `@`):
+    // still UTF-8, and never the text unmasked.
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
 fn escaped(c: char) -> bool {
     match c {
         '\n' | '\t' => false,
@@ -323,6 +350,27 @@ fn event_time(event: &Event) -> Option<Millis> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_url_s_password_in_the_runbook_is_hidden_where_a_failure_shows_it() {
+        use super::passwords_hidden;
+        let source = "  sql \"postgres://app:Hunter2pw@db:5432/app\" \"SELECT 1\"\n  http get \"https://u:pässwörd@h/x?y=z\"\n  http get \"https://h/a:b@c\"\n";
+        let hidden = passwords_hidden(source);
+        assert_eq!(hidden.len(), source.len(), "positions keep their place");
+        assert!(
+            !hidden.contains("Hunter2pw") && !hidden.contains("pässwörd"),
+            "{hidden}"
+        );
+        assert!(
+            hidden.contains("postgres://app:*********@db:5432/app"),
+            "{hidden}"
+        );
+        assert!(
+            hidden.contains("https://h/a:b@c"),
+            "a path is not a password: {hidden}"
+        );
+        assert_eq!(passwords_hidden("no url here"), "no url here");
+    }
+
     #[test]
     fn control_characters_are_shown_not_obeyed() {
         use super::printable;

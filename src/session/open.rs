@@ -122,7 +122,11 @@ pub fn killed_groups_left() -> Option<String> {
 }
 
 pub fn store_error(e: StoreError) -> Error {
-    Error::Store(e.to_string())
+    match e {
+        StoreError::UnknownRun(_) => Error::NoRun(e.to_string()),
+        StoreError::Locked { .. } => Error::InUse(e.to_string()),
+        _ => Error::Store(e.to_string()),
+    }
 }
 
 /// A run's plan, compiled from the exact source it started with.

@@ -406,6 +406,7 @@ impl Ready {
 /// Makes sure the process ends within `bound` from now: a thread that, if
 /// it is still alive then, says so and exits with `EXIT_ERROR`. What
 /// was recorded stays recorded; only the closing words may be lost.
+#[allow(unsafe_code)] // `_exit`: see tests/integration/layers.rs
 pub fn leave_within(bound: Duration) {
     let _ = std::thread::Builder::new()
         .name("leaving".into())

@@ -6,6 +6,7 @@
 //! runbook still holds the lock. The kernel releases a lock when the last
 //! holder ends, even by SIGKILL, so a crash never leaves one behind. The
 //! file says who holds it, for messages; `probe` looks without taking.
+#![allow(unsafe_code)] // OFD locks through fcntl: see tests/integration/layers.rs
 
 use serde::{Deserialize, Serialize};
 use std::fs::File;

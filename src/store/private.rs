@@ -10,6 +10,7 @@
 //! `RUNBOOK_SHARED_GROUP`: then files of that group may be group-writable,
 //! and what runbook creates is 0660/2770 for the group. Other users are
 //! never trusted.
+#![allow(unsafe_code)] // the C library's user and group lookups: see tests/integration/layers.rs
 
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::{Read, Write};

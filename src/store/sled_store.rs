@@ -58,6 +58,7 @@ struct Progress {
     untallied: bool,
 }
 
+#[allow(unsafe_code)] // a failed Db never dropped: see tests/integration/layers.rs
 impl Drop for SledStore {
     fn drop(&mut self) {
         if self.failed.get().is_none() {

@@ -2,6 +2,7 @@
 //! module drives the real binary (`common::runbook`) or the public API.
 //! One binary links once; its tests share two threads, as each binary's did.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test's expectation failing is its report
+#![allow(unsafe_code)] // tests send signals and limits to the processes they drive
 
 mod common;
 mod standin;

@@ -1,5 +1,6 @@
 //! Finding where cgroups may be made, and a contained program that leaves
 //! its process group: still seen, and killed whole.
+#![allow(unsafe_code)] // tests set up processes and files with raw calls
 
 use super::*;
 use crate::actions::spawn;

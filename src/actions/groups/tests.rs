@@ -1,5 +1,6 @@
 //! The notes of running programs: written by the program itself before it
 //! runs, seen until its group is gone, and blanked after.
+#![allow(unsafe_code)] // tests set up processes and files with raw calls
 
 use super::*;
 use std::time::Duration;

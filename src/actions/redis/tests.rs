@@ -1,3 +1,4 @@
+#![allow(unsafe_code)] // tests set up processes and files with raw calls
 use super::*;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;

@@ -1,5 +1,6 @@
 //! Starting programs: noted before they run, their own process group,
 //! no signal of ours blocked, ignored or handled.
+#![allow(unsafe_code)] // tests set up processes and files with raw calls
 
 use super::*;
 use std::io::Read;

@@ -77,6 +77,20 @@ impl From<PgError> for StepError {
 
 impl From<KubeError> for StepError {
     fn from(e: KubeError) -> Self {
+        // How this machine reaches a cluster is no line of the runbook's.
+        if matches!(
+            e,
+            KubeError::NoKubeconfig { .. }
+                | KubeError::Kubeconfig { .. }
+                | KubeError::NoCurrentContext
+                | KubeError::InCluster { .. }
+        ) {
+            let kind = match e {
+                KubeError::NoKubeconfig { .. } => NotFound,
+                _ => Other,
+            };
+            return failed(kind, &e).nowhere();
+        }
         let kind = match &e {
             KubeError::Unreachable { .. } => Unreachable,
             KubeError::Refused { .. } => Unauthorised,
@@ -84,7 +98,6 @@ impl From<KubeError> for StepError {
                 code: 401 | 403, ..
             } => Unauthorised,
             KubeError::Api { code: 404, .. }
-            | KubeError::NoKubeconfig { .. }
             | KubeError::NotFound { .. }
             | KubeError::NoSuchContainer { .. } => NotFound,
             KubeError::Api { .. } | KubeError::Conflict { .. } => Rejected,
@@ -137,5 +150,26 @@ mod tests {
         assert_eq!(e.kind, Unreachable);
         assert_eq!(e.message, "connection refused");
         assert_eq!(StepError::from("x").kind, Other);
+    }
+
+    #[test]
+    fn how_this_machine_reaches_a_cluster_is_no_line_s_fault() {
+        let span = crate::diagnostic::Span::new(3, 7);
+        let e = StepError::from(KubeError::NoKubeconfig {
+            looked: "KUBECONFIG".into(),
+        })
+        .at(span);
+        assert_eq!((e.kind, e.at), (NotFound, None));
+        let e = StepError::from(KubeError::NotFound {
+            name: "web".into(),
+            namespace: "prod".into(),
+        })
+        .at(span);
+        assert_eq!(e.at, Some(span));
+        // The first place given stays.
+        let e = StepError::from("x")
+            .at(span)
+            .at(crate::diagnostic::Span::new(0, 1));
+        assert_eq!(e.at, Some(span));
     }
 }

@@ -4,7 +4,8 @@
 
 use crate::actions::step::{FailureKind, StepError};
 use crate::compile::action::{Input, Pair};
-use crate::compile::eval::{eval_in, Bindings, Value};
+use crate::compile::eval::{eval_in, parse_value, Bindings, Value};
+use crate::compile::plan::Type;
 use crate::compile::Step;
 use crate::engine::field_of;
 use crate::syntax::ast::{Expr, Ident};
@@ -131,6 +132,13 @@ impl Scope {
     pub(super) fn int(&self, input: &Input) -> Result<i64, StepError> {
         match self.eval(&input.expr) {
             Value::Int(n) => Ok(n),
+            // A step's output is text (`${count.output.stdout}`).
+            Value::Str(text) => text.trim().parse::<i64>().map_err(|_| {
+                unusable(
+                    input,
+                    format!("`{}` is not a whole number: {text:?}", input.prop),
+                )
+            }),
             other => Err(unusable(
                 input,
                 format!("`{}` is not a whole number: {other}", input.prop),
@@ -142,6 +150,14 @@ impl Scope {
     pub(super) fn millis(&self, input: &Input) -> Result<u64, StepError> {
         match self.eval(&input.expr) {
             Value::Duration(ms) => Ok(ms),
+            // A step's output is text (`30s`), read as a duration is written.
+            Value::Str(text) => match parse_value(Type::Duration, text.trim()) {
+                Ok(Value::Duration(ms)) => Ok(ms),
+                _ => Err(unusable(
+                    input,
+                    format!("`{}` is not a duration: {text:?}", input.prop),
+                )),
+            },
             other => Err(unusable(
                 input,
                 format!("`{}` is not a duration: {other}", input.prop),

@@ -142,7 +142,9 @@ pub(super) async fn backup_step(
 ) -> Result<BTreeMap<String, String>, StepError> {
     let connection = scope.text(&backup.postgres)?;
     let dir = PathBuf::from(scope.text(&backup.to)?);
-    backup_dir(&dir).await?;
+    backup_dir(&dir)
+        .await
+        .map_err(|why| StepError::from(why).at(backup.to.expr.span))?;
     let keep = match &backup.keep {
         Some(keep) => Some(Duration::from_millis(scope.millis(keep)?)),
         None => None,
@@ -177,6 +179,11 @@ pub(super) async fn restore_step(
     log: &Log,
 ) -> Result<BTreeMap<String, String>, StepError> {
     let from = PathBuf::from(scope.text(&restore.from)?);
+    // A dump that is missing or is not one is the `from` line's.
+    let about_from = |e: StepError| match e.kind {
+        FailureKind::NotFound | FailureKind::Other => e.at(restore.from.expr.span),
+        _ => e,
+    };
     let (connection, jobs) = match &restore.target {
         RestoreTarget::Redis(url) => {
             let url = scope.text(url)?;
@@ -184,7 +191,7 @@ pub(super) async fn restore_step(
                 log.line(s == crate::actions::command::Stream::Stderr, l)
             })
             .await
-            .map_err(StepError::from)?;
+            .map_err(|e| about_from(StepError::from(e)))?;
             return Ok(BTreeMap::from([("keys".to_string(), keys.to_string())]));
         }
         RestoreTarget::Files(_) => {
@@ -198,7 +205,9 @@ pub(super) async fn restore_step(
             u32::try_from(scope.int(jobs)?)
                 .ok()
                 .filter(|n| *n > 0)
-                .ok_or("`jobs` must be a whole number from 1")?,
+                .ok_or_else(|| {
+                    super::scope::unusable(jobs, "`jobs` must be a whole number from 1".into())
+                })?,
         ),
         None => None,
     };
@@ -206,7 +215,12 @@ pub(super) async fn restore_step(
         log.line(s == crate::actions::command::Stream::Stderr, l)
     })
     .await
-    .map_err(StepError::from)?;
+    .map_err(|e| match e {
+        postgres::PgError::DumpMissing { .. }
+        | postgres::PgError::NotADump { .. }
+        | postgres::PgError::File { .. } => about_from(StepError::from(e)),
+        e => StepError::from(e),
+    })?;
     Ok(BTreeMap::new())
 }
 

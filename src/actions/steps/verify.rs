@@ -10,7 +10,7 @@ use super::scope::Scope;
 use crate::actions::command::Ended;
 use crate::actions::http::{self, Request};
 use crate::actions::postgres::Query;
-use crate::actions::step::StepError;
+use crate::actions::step::{FailureKind, StepError};
 use crate::compile::action::{Check, Http, Input, Program, Verify};
 use crate::compile::eval::Value;
 use crate::compile::Step;
@@ -181,7 +181,8 @@ async fn prometheus_sample(
     client: &reqwest::Client,
 ) -> Result<Sample, StepError> {
     let query = scope.text(query)?;
-    let server = match scope.text_of(server)? {
+    let written = server;
+    let server = match scope.text_of(written)? {
         Some(server) => server,
         None => scope
             .env_var("PROMETHEUS_URL")
@@ -189,7 +190,16 @@ async fn prometheus_sample(
     };
     let value = http::prometheus(client, &server, &query, None)
         .await
-        .map_err(StepError::from)?;
+        .map_err(|e| {
+            // A Prometheus that cannot be reached is its `server` line's,
+            // or, from PROMETHEUS_URL, no line's; a bad answer, the query's.
+            let failure = StepError::from(e);
+            match (failure.kind, written) {
+                (FailureKind::Unreachable, Some(server)) => failure.at(server.expr.span),
+                (FailureKind::Unreachable, None) => failure.nowhere(),
+                _ => failure,
+            }
+        })?;
     log.line(false, &format!("the query's value: {value}\n"));
     Ok(Sample {
         names: BTreeMap::from([("value".to_string(), Value::Float(value))]),

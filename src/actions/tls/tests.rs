@@ -76,14 +76,40 @@ proptest::proptest! {
     }
 }
 
-#[test]
-fn a_pem_file_s_certificate_is_found_beside_a_key_and_bad_base64_is_refused() {
-    let (pem, der, key) = certificate((2031, 6, 15));
-    let both = format!("{}{pem}", key.serialize_pem());
-    let found = CertificateDer::from_pem_slice(both.as_bytes()).expect("found");
-    assert_eq!(found.as_ref(), der.as_slice());
+#[tokio::test]
+async fn a_certificate_is_found_after_a_bom_and_a_key_the_pem_reader_refuses() {
+    let (pem, _, _) = certificate((2030, 1, 31));
+    // A legacy encrypted key: its `Proc-Type:` header is not base64.
+    let key = "-----BEGIN RSA PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,00\n\nAAAA\n-----END RSA PRIVATE KEY-----\n";
+    let path = std::env::temp_dir().join(format!("runbook-tls-bundle-{}.pem", std::process::id()));
+    std::fs::write(&path, format!("\u{feff}{key}{pem}")).expect("writes");
+    let shown = path.display().to_string();
+    let days = days_left(&shown, at(2030, 1, 1), Duration::from_secs(5))
+        .await
+        .expect("reads");
+    assert_eq!(days, 30.0);
     let broken = "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n";
-    assert!(CertificateDer::from_pem_slice(broken.as_bytes()).is_err());
+    std::fs::write(&path, broken).expect("writes");
+    let err = days_left(&shown, at(2030, 1, 1), Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert_eq!(err, TlsError::NotPem(shown.clone()));
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn a_certificate_valid_from_before_1970_still_has_its_expiry() {
+    let key = rcgen::KeyPair::generate().expect("a key");
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+    params.not_before = rcgen::date_time_ymd(1950, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2031, 6, 15);
+    let der = params.self_signed(&key).expect("signs").der().to_vec();
+    let expected = chrono::NaiveDate::from_ymd_opt(2031, 6, 15)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .expect("date")
+        .and_utc()
+        .timestamp();
+    assert_eq!(not_after(&der), Ok(expected));
 }
 
 #[tokio::test]

@@ -1,3 +1,4 @@
+#![allow(unsafe_code)] // tests set up processes and files with raw calls
 use super::*;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;

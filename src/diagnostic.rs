@@ -280,7 +280,8 @@ pub fn excerpt(file: &str, source: &str, span: Span, label: &str) -> String {
         .unwrap_or_default()
         .split('\n')
         .next()
-        .unwrap_or_default();
+        .unwrap_or_default()
+        .trim_end_matches('\r');
     let marks = expand(within).chars().count().max(1);
     let number = line.to_string();
     let pad = " ".repeat(number.len());
@@ -344,5 +345,11 @@ mod tests {
         );
         let empty = Span::new(source.len(), source.len());
         assert!(excerpt("f", source, empty, "end").ends_with("| ^ end\n"));
+        // Windows line ends: the `\r` is neither shown nor marked.
+        let crlf = "a\r\nxyz\r\nb\r\n";
+        assert_eq!(
+            excerpt("f", crlf, Span::new(3, 9), "here"),
+            " --> f:2:1\n  |\n2 | xyz\n  | ^^^ here\n"
+        );
     }
 }

@@ -117,12 +117,17 @@ impl Scope {
             .map(|p| {
                 let name = self.eval(&p.name.expr).expose();
                 let value = self.eval(&p.value.expr).expose();
+                let failed = |at: &Input| {
+                    let article = if at.prop.starts_with('e') { "an" } else { "a" };
+                    unusable(
+                        at,
+                        format!("{article} `{}` value could not be worked out", at.prop),
+                    )
+                };
                 match (name, value) {
                     (Some(n), Some(v)) => Ok((n, v)),
-                    _ => Err(unusable(
-                        &p.value,
-                        format!("a value of `{}` could not be worked out", p.name.prop),
-                    )),
+                    (None, _) => Err(failed(&p.name)),
+                    (Some(_), None) => Err(failed(&p.value)),
                 }
             })
             .collect()

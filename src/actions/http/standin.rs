@@ -83,8 +83,9 @@ async fn read_request(socket: &mut tokio::net::TcpStream) -> Option<String> {
             return None;
         }
         request.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&request);
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+        // Counted in bytes, as `content-length` counts.
+        if let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&request[..end]);
             let length = head
                 .lines()
                 .find_map(|l| {
@@ -93,8 +94,8 @@ async fn read_request(socket: &mut tokio::net::TcpStream) -> Option<String> {
                         .and_then(|v| v.trim().parse::<usize>().ok())
                 })
                 .unwrap_or(0);
-            if body.len() >= length {
-                return Some(text.into_owned());
+            if request.len() - (end + 4) >= length {
+                return Some(String::from_utf8_lossy(&request).into_owned());
             }
         }
     }

@@ -255,9 +255,14 @@ pub(super) struct Draws {
 }
 
 impl Draws {
-    /// A number below `below`; zero once the draws are used up.
+    /// A number below `below`. A long run goes round the draws again
+    /// rather than drawing zeros, which would mean "fail" and "cancel"
+    /// every time.
     pub(super) fn next(&mut self, below: u64) -> u64 {
-        let value = self.values.get(self.at).copied().unwrap_or(0);
+        let value = match self.values.len() {
+            0 => 0,
+            len => self.values[self.at % len],
+        };
         self.at += 1;
         u64::from(value) % below.max(1)
     }

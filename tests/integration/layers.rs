@@ -31,14 +31,19 @@ const IMPURE: &[&str] = &[
     "Instant::now",
 ];
 
+/// The source files of a layer: its folder's and its own `LAYER.rs`.
+fn layer_files(src: &std::path::Path, layer: &str) -> Vec<std::path::PathBuf> {
+    let mut files = common::files_with_extension(&src.join(layer), "rs");
+    files.push(src.join(format!("{layer}.rs")));
+    files.retain(|f| f.exists());
+    files
+}
+
 #[test]
 fn no_layer_uses_one_above_it() {
     let src = common::root().join("src");
     for (rank, layer) in LAYERS.iter().enumerate() {
-        let dir = src.join(layer);
-        let mut files = common::files_with_extension(&dir, "rs");
-        files.push(src.join(format!("{layer}.rs")));
-        for file in files.into_iter().filter(|f| f.exists()) {
+        for file in layer_files(&src, layer) {
             let text = std::fs::read_to_string(&file).expect("readable");
             for higher in &LAYERS[rank + 1..] {
                 assert!(
@@ -56,9 +61,7 @@ fn the_pure_core_does_no_io_and_reads_no_clock() {
     let src = common::root().join("src");
     let mut read = 0;
     for layer in PURE {
-        let mut files = common::files_with_extension(&src.join(layer), "rs");
-        files.push(src.join(format!("{layer}.rs")));
-        for file in files.into_iter().filter(|f| f.exists()) {
+        for file in layer_files(&src, layer) {
             read += 1;
             let text = std::fs::read_to_string(&file).expect("readable");
             for (n, line) in text.lines().enumerate() {
@@ -137,13 +140,9 @@ fn nothing_below_the_cli_prints() {
     let src = common::root().join("src");
     let mut found = Vec::new();
     for layer in LAYERS.iter().filter(|l| **l != "cli") {
-        let mut files = common::files_with_extension(&src.join(layer), "rs");
-        files.push(src.join(format!("{layer}.rs")));
         // Tests say what they skipped; that is theirs to print.
-        let files = files.into_iter().filter(|f| {
-            f.exists()
-                && !f.ends_with("tests.rs")
-                && !f.components().any(|c| c.as_os_str() == "tests")
+        let files = layer_files(&src, layer).into_iter().filter(|f| {
+            !f.ends_with("tests.rs") && !f.components().any(|c| c.as_os_str() == "tests")
         });
         for file in files {
             let text = std::fs::read_to_string(&file).expect("readable");

@@ -3,40 +3,43 @@ use super::*;
 /// A self-signed certificate for `localhost` that expires at `not_after`
 /// (seconds since 1970), as PEM and DER, with its key.
 fn certificate(not_after: (i32, u8, u8)) -> (String, Vec<u8>, rcgen::KeyPair) {
+    certificate_with(not_after, |_| {})
+}
+
+/// As `certificate`, with `adjust` applied to its parameters before signing.
+fn certificate_with(
+    not_after: (i32, u8, u8),
+    adjust: impl FnOnce(&mut rcgen::CertificateParams),
+) -> (String, Vec<u8>, rcgen::KeyPair) {
     let key = rcgen::KeyPair::generate().expect("a key");
     let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("params");
     params.not_before = rcgen::date_time_ymd(2020, 1, 1);
     params.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
+    adjust(&mut params);
     let cert = params.self_signed(&key).expect("signs");
     (cert.pem(), cert.der().to_vec(), key)
 }
 
-fn at(y: i32, m: u32, d: u32) -> SystemTime {
-    let secs = chrono::NaiveDate::from_ymd_opt(y, m, d)
+/// Midnight UTC of a day, in seconds since 1970.
+fn midnight(y: i32, m: u32, d: u32) -> i64 {
+    chrono::NaiveDate::from_ymd_opt(y, m, d)
         .and_then(|d| d.and_hms_opt(0, 0, 0))
         .expect("a date")
         .and_utc()
-        .timestamp();
-    SystemTime::UNIX_EPOCH + Duration::from_secs(secs as u64)
+        .timestamp()
+}
+
+fn at(y: i32, m: u32, d: u32) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(midnight(y, m, d) as u64)
 }
 
 #[test]
 fn not_after_is_read_from_the_der() {
     let (_, der, _) = certificate((2031, 6, 15));
-    let expected = chrono::NaiveDate::from_ymd_opt(2031, 6, 15)
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .expect("date")
-        .and_utc()
-        .timestamp();
-    assert_eq!(not_after(&der), Ok(expected));
+    assert_eq!(not_after(&der), Ok(midnight(2031, 6, 15)));
     // GeneralizedTime, from 2050 on.
     let (_, der, _) = certificate((2051, 1, 2));
-    let expected = chrono::NaiveDate::from_ymd_opt(2051, 1, 2)
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .expect("date")
-        .and_utc()
-        .timestamp();
-    assert_eq!(not_after(&der), Ok(expected));
+    assert_eq!(not_after(&der), Ok(midnight(2051, 1, 2)));
 }
 
 #[test]
@@ -48,11 +51,9 @@ fn garbage_is_not_a_certificate() {
 
 #[test]
 fn a_serial_number_longer_than_rfc_5280_allows_still_has_an_expiry() {
-    let key = rcgen::KeyPair::generate().expect("a key");
-    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("params");
-    params.not_after = rcgen::date_time_ymd(2031, 6, 15);
-    params.serial_number = Some(rcgen::SerialNumber::from_slice(&[0x11; 24]));
-    let der = params.self_signed(&key).expect("signs").der().to_vec();
+    let (_, der, _) = certificate_with((2031, 6, 15), |params| {
+        params.serial_number = Some(rcgen::SerialNumber::from_slice(&[0x11; 24]));
+    });
     assert!(not_after(&der).is_ok(), "{:?}", not_after(&der));
 }
 
@@ -99,17 +100,10 @@ async fn a_certificate_is_found_after_a_bom_and_a_key_the_pem_reader_refuses() {
 
 #[test]
 fn a_certificate_valid_from_before_1970_still_has_its_expiry() {
-    let key = rcgen::KeyPair::generate().expect("a key");
-    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("params");
-    params.not_before = rcgen::date_time_ymd(1950, 1, 1);
-    params.not_after = rcgen::date_time_ymd(2031, 6, 15);
-    let der = params.self_signed(&key).expect("signs").der().to_vec();
-    let expected = chrono::NaiveDate::from_ymd_opt(2031, 6, 15)
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .expect("date")
-        .and_utc()
-        .timestamp();
-    assert_eq!(not_after(&der), Ok(expected));
+    let (_, der, _) = certificate_with((2031, 6, 15), |params| {
+        params.not_before = rcgen::date_time_ymd(1950, 1, 1);
+    });
+    assert_eq!(not_after(&der), Ok(midnight(2031, 6, 15)));
 }
 
 #[tokio::test]

@@ -21,7 +21,8 @@
 //! 60 seconds without a byte, the step ends with one sentence.
 //!
 //! The URL may hold a password: no error or progress line names more than
-//! `host:port`.
+//! `host:port`. `rediss://` puts the connection to the target in TLS, the
+//! server's certificate verified (`tls.rs`).
 
 use super::command::Stream;
 use std::collections::HashSet;
@@ -30,11 +31,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 mod resp;
+mod tls;
 use resp::{Connection, Reply};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RedisError {
-    #[error("`{0}` is not a Redis URL runbook can use (redis://[user:password@]host[:port][/db]; rediss:// is not supported yet)")]
+    #[error("`{0}` is not a Redis URL runbook can use (redis://[user:password@]host[:port][/db], or rediss:// with [?cacert=FILE][&cert=FILE&key=FILE] for TLS)")]
     BadUrl(String),
     #[error("the snapshot {0} does not exist")]
     Missing(String),
@@ -42,6 +44,10 @@ pub enum RedisError {
     NotRdb(String),
     #[error("cannot connect to Redis at {target}: {why}")]
     Connect { target: String, why: String },
+    #[error("the TLS handshake with Redis at {target} failed: {why}")]
+    Handshake { target: String, why: String },
+    #[error("cannot use {path} for TLS: {why}")]
+    TlsFile { path: String, why: String },
     #[error("Redis at {target} answered an error: {message}")]
     Refused { target: String, message: String },
     #[error("Redis at {target} broke off: {why}")]
@@ -54,7 +60,7 @@ pub enum RedisError {
     Loader(String),
 }
 
-/// Where a `redis://` URL points, and how to log in.
+/// Where a `redis://` or `rediss://` URL points, and how to log in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub host: String,
@@ -62,13 +68,31 @@ pub struct Target {
     pub user: Option<String>,
     pub password: Option<String>,
     pub db: u32,
+    /// `rediss://`: the connection is in TLS (see `tls.rs`).
+    pub tls: Option<Tls>,
+}
+
+/// How a `rediss://` connection verifies the server, and shows itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tls {
+    /// `cacert=FILE`: the only certificates the server's may chain to;
+    /// without it, the public roots.
+    pub ca_file: Option<PathBuf>,
+    /// `cert=FILE&key=FILE`: this side's certificate and its key.
+    pub client: Option<(PathBuf, PathBuf)>,
 }
 
 impl Target {
     pub fn parse(url: &str) -> Result<Target, RedisError> {
         let bad = || RedisError::BadUrl(shown(url));
         let parsed = reqwest::Url::parse(url).map_err(|_| bad())?;
-        if parsed.scheme() != "redis" {
+        let tls = match parsed.scheme() {
+            "redis" => None,
+            "rediss" => Some(tls_settings(&parsed).ok_or_else(bad)?),
+            _ => return Err(bad()),
+        };
+        // A setting runbook does not know is refused, not ignored.
+        if tls.is_none() && parsed.query().is_some() {
             return Err(bad());
         }
         let host = parsed
@@ -89,12 +113,37 @@ impl Target {
             user: decode(parsed.username()),
             password: parsed.password().and_then(decode),
             db,
+            tls,
         })
     }
 
     fn shown(&self) -> String {
         format!("{}:{}", self.host, self.port)
     }
+}
+
+/// The settings of a `rediss://` URL's query; `None` for one it does not
+/// know, one given twice or empty, or a `cert` without its `key`.
+fn tls_settings(url: &reqwest::Url) -> Option<Tls> {
+    let (mut ca_file, mut cert, mut key) = (None, None, None);
+    for (name, value) in url.query_pairs() {
+        let slot = match &*name {
+            "cacert" => &mut ca_file,
+            "cert" => &mut cert,
+            "key" => &mut key,
+            _ => return None,
+        };
+        if value.is_empty() || slot.is_some() {
+            return None;
+        }
+        *slot = Some(PathBuf::from(value.into_owned()));
+    }
+    let client = match (cert, key) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        _ => return None,
+    };
+    Some(Tls { ca_file, client })
 }
 
 /// A URL without what may be a password, for messages.
@@ -383,6 +432,7 @@ impl Loader {
             user: None,
             password: Some(self.password.clone()),
             db: 0,
+            tls: None,
         }
     }
 

@@ -6,8 +6,14 @@
 
 use super::{RedisError, Target};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+
+/// What a connection's bytes travel on: TCP, or TLS over it (`rediss://`).
+pub(super) trait Wire: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Wire for T {}
+
+pub(super) type Reader = BufReader<Box<dyn Wire>>;
 
 /// The longest status, error or number line a server may send.
 const MAX_LINE: usize = 64 * 1024;
@@ -40,7 +46,7 @@ enum Unread {
 
 /// One connection, commands one at a time.
 pub(super) struct Connection {
-    pub(super) stream: BufReader<TcpStream>,
+    pub(super) stream: Reader,
     pub(super) target: String,
     /// How long the server may send nothing while a reply is awaited.
     pub(super) patience: Duration,
@@ -65,8 +71,12 @@ impl Connection {
                 _ => crate::error::io_reason(&e),
             },
         })?;
+        let wire: Box<dyn Wire> = match &target.tls {
+            None => Box::new(tcp),
+            Some(tls) => Box::new(super::tls::wrap(tcp, &target.host, tls, &shown).await?),
+        };
         let mut connection = Connection {
-            stream: BufReader::new(tcp),
+            stream: BufReader::new(wire),
             target: shown,
             patience: REPLY_TIMEOUT,
         };
@@ -143,7 +153,7 @@ fn not_resp() -> Unread {
 }
 
 /// A line without its CRLF, of at most `MAX_LINE` bytes.
-async fn read_line(r: &mut BufReader<TcpStream>, patience: Duration) -> Result<Vec<u8>, Unread> {
+async fn read_line(r: &mut Reader, patience: Duration) -> Result<Vec<u8>, Unread> {
     let mut line = Vec::new();
     let mut limited = (&mut *r).take(MAX_LINE as u64 + 2);
     within(patience, limited.read_until(b'\n', &mut line)).await?;
@@ -160,11 +170,7 @@ async fn read_line(r: &mut BufReader<TcpStream>, patience: Duration) -> Result<V
 
 /// A bulk string of `n` bytes and its CRLF, read as it arrives: memory
 /// follows what the server sends, not what it announced.
-async fn read_bulk(
-    r: &mut BufReader<TcpStream>,
-    n: usize,
-    patience: Duration,
-) -> Result<Vec<u8>, Unread> {
+async fn read_bulk(r: &mut Reader, n: usize, patience: Duration) -> Result<Vec<u8>, Unread> {
     let mut data = Vec::new();
     while data.len() < n + 2 {
         let chunk = within(patience, r.fill_buf()).await?;
@@ -183,7 +189,7 @@ async fn read_bulk(
 }
 
 fn read_reply<'a>(
-    r: &'a mut BufReader<TcpStream>,
+    r: &'a mut Reader,
     depth: usize,
     patience: Duration,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Reply, Unread>> + Send + 'a>> {

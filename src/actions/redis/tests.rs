@@ -13,6 +13,12 @@ struct Server {
 
 impl Server {
     fn start(name: &str, password: Option<&str>) -> Option<Server> {
+        Server::start_with(name, password, None)
+    }
+
+    /// Given `tls`, the server listens in TLS only, with the certificates
+    /// of `Pki::write` there, and asks every client for its certificate.
+    fn start_with(name: &str, password: Option<&str>, tls: Option<&Path>) -> Option<Server> {
         let dir =
             std::env::temp_dir().join(format!("runbook-redis-test-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -23,17 +29,21 @@ impl Server {
             .port();
         let mut command = std::process::Command::new("redis-server");
         command
-            .args([
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                &port.to_string(),
-                "--save",
-                "",
-            ])
+            .args(["--bind", "127.0.0.1", "--save", ""])
             .args(["--appendonly", "no", "--dbfilename", "dump.rdb", "--dir"])
             .arg(&dir)
             .stdout(std::process::Stdio::null());
+        match tls {
+            None => command.args(["--port", &port.to_string()]),
+            Some(pki) => command
+                .args(["--port", "0", "--tls-port", &port.to_string()])
+                .args(["--tls-auth-clients", "yes", "--tls-cert-file"])
+                .arg(pki.join("server.pem"))
+                .arg("--tls-key-file")
+                .arg(pki.join("server.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(pki.join("ca.pem")),
+        };
         if let Some(p) = password {
             command.args(["--requirepass", p]);
         }
@@ -97,13 +107,14 @@ fn urls_are_read_and_never_shown_with_their_password() {
             user: Some("app".into()),
             password: Some("pa$s".into()),
             db: 2,
+            tls: None,
         }
     );
     assert_eq!(Target::parse("redis://cache").expect("parses").port, 6379);
-    let err = Target::parse("rediss://:s3cret@cache:6380").unwrap_err();
+    let err = Target::parse("rediss://:s3cret@cache:6380?insecure=yes").unwrap_err();
     assert_eq!(
         err.to_string(),
-        "`rediss://cache:6380` is not a Redis URL runbook can use (redis://[user:password@]host[:port][/db]; rediss:// is not supported yet)"
+        "`rediss://cache:6380?insecure=yes` is not a Redis URL runbook can use (redis://[user:password@]host[:port][/db], or rediss:// with [?cacert=FILE][&cert=FILE&key=FILE] for TLS)"
     );
     // Without a scheme there is no telling what is a password.
     for url in [":s3cret@cache:6379", "app:s3cret@cache", "s3cret"] {
@@ -264,7 +275,7 @@ async fn ping_a_server_that_sends(reply: &[u8], then: Then) -> (u16, Result<Repl
         .await
         .expect("connects");
     let mut connection = Connection {
-        stream: BufReader::new(tcp),
+        stream: BufReader::new(Box::new(tcp)),
         target: format!("127.0.0.1:{port}"),
         patience: Duration::from_secs(2),
     };
@@ -411,4 +422,170 @@ async fn the_private_server_wants_a_password_no_ps_shows_in_a_directory_of_its_o
     drop(c);
     drop(loader);
     assert!(!dir.exists(), "{}", dir.display());
+}
+
+#[test]
+fn rediss_urls_say_how_the_server_is_verified_and_anything_else_is_refused() {
+    let t = Target::parse("rediss://:pw@cache.dr:6380/1").expect("parses");
+    assert_eq!((t.port, t.db), (6380, 1));
+    assert_eq!(t.tls, Some(Tls::default()));
+    let t = Target::parse("rediss://cache?cacert=/etc/ca.pem&cert=/etc/me.pem&key=/etc/me.key")
+        .expect("parses");
+    assert_eq!(
+        t.tls,
+        Some(Tls {
+            ca_file: Some("/etc/ca.pem".into()),
+            client: Some(("/etc/me.pem".into(), "/etc/me.key".into())),
+        })
+    );
+    for url in [
+        "redis://cache?cacert=/etc/ca.pem", // TLS settings without TLS
+        "rediss://cache?verify=no",         // a setting runbook does not know
+        "rediss://cache?cert=/etc/me.pem",  // a certificate without its key
+        "rediss://cache?key=/etc/me.key",
+        "rediss://cache?cacert=",
+        "rediss://cache?cacert=/a&cacert=/b",
+    ] {
+        assert!(
+            matches!(Target::parse(url), Err(RedisError::BadUrl(_))),
+            "{url}"
+        );
+    }
+}
+
+/// A private CA, a server certificate for 127.0.0.1 only, and a client
+/// certificate, written as PEM files into a directory.
+struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    fn write(name: &str) -> Pki {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let dir =
+            std::env::temp_dir().join(format!("runbook-redis-pki-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a directory");
+        let ca_key = KeyPair::generate().expect("a key");
+        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "runbook test CA");
+        let ca = ca.self_signed(&ca_key).expect("the CA");
+        std::fs::write(dir.join("ca.pem"), ca.pem()).expect("writes");
+        for (who, names) in [
+            ("server", vec!["127.0.0.1".to_string()]),
+            ("client", vec![]),
+        ] {
+            let key = KeyPair::generate().expect("a key");
+            let params = CertificateParams::new(names).expect("params");
+            let cert = params.signed_by(&key, &ca, &ca_key).expect("signed");
+            std::fs::write(dir.join(format!("{who}.pem")), cert.pem()).expect("writes");
+            std::fs::write(dir.join(format!("{who}.key")), key.serialize_pem()).expect("writes");
+        }
+        Pki { dir }
+    }
+
+    /// A `rediss://` URL for `host:port` trusting this CA, and showing the
+    /// client certificate when `client`.
+    fn url(&self, host: &str, port: u16, client: bool) -> String {
+        let d = self.dir.display();
+        let mine = if client {
+            format!("&cert={d}/client.pem&key={d}/client.key")
+        } else {
+            String::new()
+        };
+        format!("rediss://:t4rget@{host}:{port}/0?cacert={d}/ca.pem{mine}")
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test]
+async fn a_snapshot_is_restored_over_tls_and_an_untrusted_server_is_refused() {
+    let pki = Pki::write("tls");
+    let Some(source) = Server::start("tls-source", None) else {
+        return;
+    };
+    let Some(target) = Server::start_with("tls-target", Some("t4rget"), Some(&pki.dir)) else {
+        return;
+    };
+    let mut s = source.connect(None).await;
+    s.ok(&[b"SET", b"session:1", b"alice"]).await.expect("set");
+    s.ok(&[b"SAVE"]).await.expect("save");
+    let rdb = source.dir.join("dump.rdb");
+    let port = target.port;
+
+    let copied = restore(&pki.url("127.0.0.1", port, true), &rdb, |_, _| {})
+        .await
+        .expect("restores over TLS");
+    assert_eq!(copied, 1);
+    let url = pki.url("127.0.0.1", port, true);
+    let mut t = Connection::open(&Target::parse(&url).expect("a URL"))
+        .await
+        .expect("connects");
+    assert_eq!(t.ok(&[b"GET", b"session:1"]).await, Ok(bulk("alice")));
+
+    let failed = |url: String| {
+        let rdb = rdb.clone();
+        async move {
+            restore(&url, &rdb, |_, _| {})
+                .await
+                .unwrap_err()
+                .to_string()
+        }
+    };
+    let at = format!("Redis at 127.0.0.1:{port}");
+    // Verified against the public roots, the private CA is not trusted.
+    let public = format!("rediss://:t4rget@127.0.0.1:{port}/0");
+    assert_eq!(
+        failed(public).await,
+        format!("the TLS handshake with {at} failed: invalid peer certificate: UnknownIssuer")
+    );
+    // The certificate is for 127.0.0.1, not for localhost.
+    let said = failed(pki.url("localhost", port, true)).await;
+    assert!(
+        said.starts_with(&format!(
+            "the TLS handshake with Redis at localhost:{port} failed: invalid peer certificate: "
+        )),
+        "{said}"
+    );
+    // The server asks for a client certificate and none is shown.
+    let said = failed(pki.url("127.0.0.1", port, false)).await;
+    assert_eq!(
+        said,
+        format!("{at} broke off: received fatal alert: CertificateRequired")
+    );
+    // TLS spoken to a port that does not speak it: that server waits for
+    // a line, and the handshake is given up (after ten seconds).
+    let said = failed(pki.url("127.0.0.1", source.port, true)).await;
+    assert_eq!(
+        said,
+        format!(
+            "the TLS handshake with Redis at 127.0.0.1:{} failed: no answer in 10 seconds (does that port speak TLS?)",
+            source.port
+        )
+    );
+    // A CA file that is not there, or holds no certificate.
+    let missing = pki.dir.join("nope.pem");
+    let url = format!("rediss://127.0.0.1:{port}?cacert={}", missing.display());
+    assert_eq!(
+        failed(url).await,
+        format!("cannot use {} for TLS: no such file", missing.display())
+    );
+    let url = format!(
+        "rediss://127.0.0.1:{port}?cacert={}/server.key",
+        pki.dir.display()
+    );
+    assert_eq!(
+        failed(url).await,
+        format!(
+            "cannot use {}/server.key for TLS: it holds no certificate (-----BEGIN CERTIFICATE-----)",
+            pki.dir.display()
+        )
+    );
 }

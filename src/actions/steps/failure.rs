@@ -112,7 +112,10 @@ impl From<RedisError> for StepError {
         let kind = match &e {
             RedisError::BadUrl(_) => Value,
             RedisError::Missing(_) => NotFound,
-            RedisError::Connect { .. } | RedisError::Lost { .. } => Unreachable,
+            RedisError::Connect { .. } | RedisError::Lost { .. } | RedisError::Handshake { .. } => {
+                Unreachable
+            }
+            RedisError::TlsFile { .. } => Value,
             RedisError::Refused { .. } => Rejected,
             _ => Other,
         };

@@ -227,7 +227,8 @@ impl GroupNotes {
                 crate::error::io_reason(&e)
             )
         })?;
-        let named = crate::store::private::write_whole(
+        // Not synced, as the notes (above): a restart ends the cgroup too.
+        let named = crate::store::private::write_view(
             &self.dir,
             &format!("{run}.cgroup"),
             dir.as_os_str().as_encoded_bytes(),

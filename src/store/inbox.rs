@@ -147,9 +147,10 @@ impl Inbox {
 }
 
 /// Records which process drives which run, for the commands that find the
-/// store locked.
+/// store locked. Not synced: it names a live process, which a power loss
+/// ends, and a killed process leaves it in the page cache.
 pub fn write_owner(state: &Path, owner: &Owner) -> std::io::Result<()> {
-    super::private::write_whole(
+    super::private::write_view(
         state,
         "owner.json",
         &serde_json::to_vec(owner).map_err(std::io::Error::other)?,

@@ -456,8 +456,10 @@ pub fn write_whole(dir: &Path, name: &str, body: &[u8]) -> std::io::Result<()> {
     replace(dir, name, body, true)
 }
 
-/// As `write_whole`, without waiting for the disk: for a view that is
-/// written again within a second and is worth nothing after a crash.
+/// As `write_whole`, without waiting for the disk: for what a power loss
+/// makes worthless anyway (a view written again within a second; a note
+/// about live processes or cgroups, which a restart ends too). A process
+/// that is killed leaves it in the page cache all the same.
 pub fn write_view(dir: &Path, name: &str, body: &[u8]) -> std::io::Result<()> {
     replace(dir, name, body, false)
 }

@@ -7,7 +7,7 @@ use std::fmt;
 use std::sync::Arc;
 
 /// A byte range in the source text.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
 pub struct Span {
     pub start: usize,
     pub end: usize,

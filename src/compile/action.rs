@@ -14,20 +14,54 @@ use crate::syntax::ast::Expr;
 
 /// A property's value as written, worked out when the step runs. `prop`
 /// names it in messages ("`database` uses `x.output.y`, which has no value").
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Input {
     pub prop: &'static str,
     pub expr: Expr,
 }
 
+impl<'de> serde::Deserialize<'de> for Input {
+    fn deserialize<D: serde::Deserializer<'de>>(from: D) -> Result<Input, D::Error> {
+        #[derive(serde::Deserialize)]
+        struct Kept {
+            prop: String,
+            expr: Expr,
+        }
+        let kept = Kept::deserialize(from)?;
+        Ok(Input {
+            prop: interned(kept.prop).map_err(serde::de::Error::custom)?,
+            expr: kept.expr,
+        })
+    }
+}
+
+/// A property name read back from a kept plan, as the `&'static str` the
+/// lowering gives: each distinct name is allocated once for the process
+/// (property names are a few dozen words), never once per step.
+fn interned(name: String) -> Result<&'static str, &'static str> {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static NAMES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    let mut names = NAMES
+        .get_or_init(Mutex::default)
+        .lock()
+        .map_err(|_| "the property names are unusable")?;
+    if let Some(known) = names.get(name.as_str()) {
+        return Ok(known);
+    }
+    let leaked: &'static str = Box::leak(name.into_boxed_str());
+    names.insert(leaked);
+    Ok(leaked)
+}
+
 /// `env NAME VALUE`, `header NAME VALUE`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Pair {
     pub name: Input,
     pub value: Input,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum Action {
     Deploy(Deploy),
     Verify(Verify),
@@ -52,13 +86,13 @@ pub enum Action {
 
 /// The Kubernetes namespace and context a step names, if any (the
 /// runbook's settings stand in for those it does not).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct KubeTarget {
     pub namespace: Option<Input>,
     pub context: Option<Input>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Deploy {
     pub deployment: Input,
     pub image: Input,
@@ -66,27 +100,27 @@ pub struct Deploy {
     pub target: KubeTarget,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Restart {
     pub deployment: Input,
     pub target: KubeTarget,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Scale {
     pub deployment: Input,
     pub replicas: Input,
     pub target: KubeTarget,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RollbackIf {
     /// In the order written.
     pub actions: Vec<Rollback>,
     pub target: KubeTarget,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum Rollback {
     /// The name of the `deploy` step to undo.
     Undo(String),
@@ -100,14 +134,14 @@ pub enum Rollback {
 }
 
 /// A program a step starts: `run`, and `verify` with `command`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Program {
     pub launch: Launch,
     pub env: Vec<Pair>,
     pub cwd: Option<Input>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum Launch {
     /// Started directly, with `args` as its argv.
     Command { program: Input, args: Option<Input> },
@@ -125,7 +159,7 @@ impl Launch {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Verify {
     pub check: Check,
     /// The condition in the check's context (`status == 200`).
@@ -134,13 +168,13 @@ pub struct Verify {
 }
 
 /// `hold DURATION every INTERVAL`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Hold {
     pub total: Input,
     pub every: Input,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum Check {
     Http(Http),
     Sql {
@@ -162,7 +196,7 @@ pub enum Check {
     },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Http {
     pub method: HttpMethod,
     pub url: Input,
@@ -170,7 +204,7 @@ pub struct Http {
     pub body: Option<Input>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum HttpMethod {
     Get,
     Head,
@@ -207,7 +241,7 @@ impl HttpMethod {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Sql {
     pub database: Input,
     pub query: Input,
@@ -215,7 +249,7 @@ pub struct Sql {
     pub expect: Option<Expr>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Backup {
     pub postgres: Input,
     pub to: Input,
@@ -224,19 +258,19 @@ pub struct Backup {
 }
 
 /// `format custom|plain`: pg_dump's archive or plain SQL.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum DumpFormat {
     Custom,
     Plain,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Restore {
     pub target: RestoreTarget,
     pub from: Input,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum RestoreTarget {
     Postgres {
         connection: Input,
@@ -246,27 +280,27 @@ pub enum RestoreTarget {
     Files(Input),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Approve {
     pub prompt: Input,
     pub approvers: Option<Input>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Notify {
     pub channel: Channel,
     pub message: Input,
     pub severity: Severity,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub enum Channel {
     Webhook(Input),
     /// The routing key.
     PagerDuty(Input),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Severity {
     Info,
     Warning,

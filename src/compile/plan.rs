@@ -8,7 +8,9 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use std::time::Duration;
 
 /// Index of a step in `Plan::steps`; also its node in `Plan::graph`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct StepId(pub usize);
 
 impl StepId {
@@ -18,7 +20,7 @@ impl StepId {
 }
 
 /// Why one step waits for another.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Edge {
     /// `after`, or a property uses the step's outputs: it must succeed.
     Succeeded,
@@ -26,7 +28,7 @@ pub enum Edge {
     Settled,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Type {
     Str,
     Int,
@@ -70,7 +72,7 @@ impl Type {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ParamDef {
     pub name: String,
     pub ty: Type,
@@ -78,21 +80,21 @@ pub struct ParamDef {
     pub span: Span,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct LetDef {
     pub name: String,
     pub ty: Type,
     pub value: Expr,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Overlap {
     Skip,
     Queue,
     Cancel,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Schedule {
     pub cron: String,
     /// When it fires, in words ("At 02:00").
@@ -117,7 +119,7 @@ impl Schedule {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Settings {
     pub about: Option<String>,
     pub concurrency: usize,
@@ -149,7 +151,7 @@ impl Default for Settings {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Phase {
     /// The procedure itself.
     Main,
@@ -157,20 +159,20 @@ pub enum Phase {
     OnFailure,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Interrupt {
     Rerun,
     Ask,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Retry {
     pub attempts: u32,
     pub every: Duration,
     pub backoff: f64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Property {
     pub name: String,
     pub args: Vec<Expr>,
@@ -179,10 +181,11 @@ pub struct Property {
 
 /// A step: `A` is its action once lowered (`compile` checks steps as
 /// `Step<()>` and lowers them only when nothing was found wrong).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Step<A = Action> {
     pub id: StepId,
     pub name: String,
+    #[serde(with = "kind_by_name")]
     pub kind: &'static schema::Kind,
     pub phase: Phase,
     pub when: Option<Expr>,
@@ -229,7 +232,8 @@ impl<A> Step<A> {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(into = "PlanParts", from = "PlanParts")]
 pub struct Plan {
     pub name: String,
     pub settings: Settings,
@@ -316,5 +320,74 @@ impl Plan {
         }
         stages.retain(|s| !s.is_empty());
         stages
+    }
+}
+
+/// A plan as it is kept (`session::open`'s plan cache): what `Plan::new`
+/// is given, the graph as its edges in index order, so that the plan read
+/// back is built exactly as the one compiled was.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct PlanParts {
+    name: String,
+    settings: Settings,
+    params: Vec<ParamDef>,
+    lets: Vec<LetDef>,
+    steps: Vec<Step>,
+    edges: Vec<(usize, usize, Edge)>,
+}
+
+impl From<Plan> for PlanParts {
+    fn from(plan: Plan) -> PlanParts {
+        let edges = plan
+            .graph
+            .raw_edges()
+            .iter()
+            .map(|e| (e.source().index(), e.target().index(), e.weight))
+            .collect();
+        PlanParts {
+            name: plan.name,
+            settings: plan.settings,
+            params: plan.params,
+            lets: plan.lets,
+            steps: plan.steps,
+            edges,
+        }
+    }
+}
+
+impl From<PlanParts> for Plan {
+    fn from(parts: PlanParts) -> Plan {
+        // Node i is step i, as `compile` adds them.
+        let mut graph = DiGraph::new();
+        for step in &parts.steps {
+            graph.add_node(step.id);
+        }
+        for (from, to, edge) in parts.edges {
+            graph.add_edge(NodeIndex::new(from), NodeIndex::new(to), edge);
+        }
+        Plan::new(
+            parts.name,
+            parts.settings,
+            parts.params,
+            parts.lets,
+            parts.steps,
+            graph,
+        )
+    }
+}
+
+/// A step's kind kept by its name, and found again in the schema.
+mod kind_by_name {
+    use super::schema::{self, Kind};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(kind: &&'static Kind, to: S) -> Result<S::Ok, S::Error> {
+        to.serialize_str(kind.name)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(from: D) -> Result<&'static Kind, D::Error> {
+        let name = String::deserialize(from)?;
+        schema::kind(&name)
+            .ok_or_else(|| serde::de::Error::custom(format!("no step kind `{name}`")))
     }
 }

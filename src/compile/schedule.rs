@@ -82,7 +82,7 @@ pub fn shortest_gap(cron: &str, timezone: &str) -> Option<Duration> {
 }
 
 /// A local date or date and time as a blackout writes it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Local {
     /// `2026-12-24`: the whole day, from its start.
     Day(NaiveDate),
@@ -173,7 +173,7 @@ const OVERLAPPING: usize = 1_000;
 
 /// A period in which the scheduler starts nothing: `blackout "2026-12-24"
 /// until "2027-01-02"`, or a recurring one, `blackout "0 17 * * FRI" for 63h`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Blackout {
     /// As written, for messages: `"2026-12-24" until "2027-01-02"`.
     pub text: String,
@@ -181,7 +181,7 @@ pub struct Blackout {
     pub period: Period,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Period {
     /// From one local time until another (exclusive).
     Once {

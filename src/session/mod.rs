@@ -4,6 +4,7 @@
 //! actions behind `StepRunner`.
 
 mod driver;
+mod kept_plan;
 mod notes;
 mod open;
 mod records;

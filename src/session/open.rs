@@ -142,15 +142,25 @@ fn compile_recorded(source: &str, run: u64) -> Result<Plan, Error> {
     })
 }
 
-/// Compiles on a thread with the main thread's deep stack (see main.rs);
-/// `None` when no thread is to be had.
+/// The plan of `source` on a thread with the main thread's deep stack (see
+/// main.rs): the one kept for it (`kept_plan`), or compiled, and then kept
+/// for the next time; `None` when no thread is to be had.
 fn compile_on_a_thread(
+    state: &Path,
     source: String,
     run: u64,
 ) -> Option<std::thread::JoinHandle<Result<Plan, Error>>> {
+    let state = state.to_path_buf();
     std::thread::Builder::new()
         .stack_size(64 << 20)
-        .spawn(move || compile_recorded(&source, run))
+        .spawn(move || {
+            if let Some(plan) = super::kept_plan::read(&state, run, &source) {
+                return Ok(plan);
+            }
+            let plan = compile_recorded(&source, run)?;
+            super::kept_plan::keep(&state, run, &source, &plan);
+            Ok(plan)
+        })
         .ok()
 }
 
@@ -209,7 +219,7 @@ impl CompileAhead {
     pub fn start(state: &Path, run: u64) -> CompileAhead {
         let source = read_source_copy(state, run).unwrap_or_default();
         let compiling = (!source.is_empty())
-            .then(|| compile_on_a_thread(source.clone(), run))
+            .then(|| compile_on_a_thread(state, source.clone(), run))
             .flatten();
         CompileAhead {
             run: Some(run),
@@ -253,7 +263,7 @@ pub fn plan_and_state(
         if ahead.run == Some(meta.id.0) {
             keep_source(state_dir, meta);
         }
-        compile_on_a_thread(meta.source.clone(), meta.id.0)
+        compile_on_a_thread(state_dir, meta.source.clone(), meta.id.0)
     };
     let events = store.events(meta.id).map_err(store_error);
     let plan = match compiling.map(std::thread::JoinHandle::join) {

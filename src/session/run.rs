@@ -149,6 +149,7 @@ impl Session {
                 e => store_error(e),
             })?;
         keep_source(&self.state, &meta);
+        super::kept_plan::keep(&self.state, meta.id.0, &meta.source, &plan);
         held.note(&holder(&plan, &self.state, Some(meta.id.0)));
         let how = How {
             choices: Choices::default(),

@@ -3,15 +3,15 @@
 //! formatter reproduces them exactly.
 
 use crate::diagnostic::Span;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Ident {
     pub name: String,
     pub span: Span,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Runbook {
     pub name: Ident,
     pub items: Vec<Item>,
@@ -39,7 +39,7 @@ impl Runbook {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Item {
     Param(Param),
     Let(Let),
@@ -60,7 +60,7 @@ impl Item {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Param {
     pub name: Ident,
     pub ty: Ident,
@@ -68,7 +68,7 @@ pub struct Param {
     pub span: Span,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Let {
     pub name: Ident,
     pub value: Expr,
@@ -76,14 +76,14 @@ pub struct Let {
 }
 
 /// `NAME ARG ARG ...`: a step property, or a runbook-level setting.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Property {
     pub name: Ident,
     pub args: Vec<Expr>,
     pub span: Span,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Step {
     pub kind: Ident,
     pub name: Ident,
@@ -95,19 +95,19 @@ pub struct Step {
     pub span: Span,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OnFailure {
     pub steps: Vec<Step>,
     pub span: Span,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Expr {
     pub kind: ExprKind,
     pub span: Span,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BinaryOp {
     Or,
     And,
@@ -140,7 +140,7 @@ impl BinaryOp {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ExprKind {
     Str(StrLit),
     /// An integer; `None` when the literal does not fit (reported by the compiler).
@@ -177,14 +177,14 @@ pub enum ExprKind {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StrLit {
     /// The literal as written, quotes included.
     pub raw: String,
     pub parts: Vec<StrPart>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum StrPart {
     Text(String),
     Interp(Expr),

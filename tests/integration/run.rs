@@ -330,3 +330,53 @@ fn the_copy_of_the_source_beside_the_journal_counts_only_when_it_is_the_recorded
     }
     assert_eq!(status.wait().expect("ended").code(), Some(1));
 }
+
+/// Waits (up to 5 s) for `file` to exist with other bytes than `not`: the
+/// kept plan is written on a thread of its own.
+fn written_other_than(file: &std::path::Path, not: &[u8]) -> Vec<u8> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match std::fs::read(file) {
+            Ok(bytes) if bytes != not => return bytes,
+            _ if std::time::Instant::now() > deadline => {
+                panic!("{} was not written", file.display())
+            }
+            _ => std::thread::sleep(std::time::Duration::from_millis(10)),
+        }
+    }
+}
+
+#[test]
+fn the_plan_kept_with_a_run_is_compiled_again_when_damaged_and_kept_anew() {
+    let dir = scratch("run-kept-plan");
+    let ledger = dir.join("ledger");
+    let flag = dir.join("fixed");
+    let body = [
+        ledger_step("before", "", ""),
+        format!(
+            "  run flaky after before {{\n    command \"test\"\n    args [\"-e\", \"{}\"]\n  }}\n",
+            path(&flag)
+        ),
+        ledger_step("after_it", "flaky", ""),
+    ]
+    .concat();
+    let file = write(&dir, "t.runbook", ledger_runbook(&body));
+    let state = dir.join("state");
+    let ledger_param = format!("ledger={}", path(&ledger));
+    let out = rb(&state, &["run", path(&file), "-p", &ledger_param]);
+    assert_eq!(out.status.code(), Some(1));
+    let kept = state.join("sources").join("1.plan");
+    let first = written_other_than(&kept, b"");
+    assert!(first.starts_with(b"runbook kept plan\n"));
+    // Damaged: the recorded source is compiled again, and the run goes on
+    // exactly as it would have.
+    let mut damaged = first.clone();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0xff;
+    std::fs::write(&kept, &damaged).expect("writes");
+    std::fs::write(&flag, "").expect("writes");
+    let retried = rb(&state, &["retry", "1", "--from", "flaky"]);
+    assert_eq!(retried.status.code(), Some(0), "{}", stderr(&retried));
+    assert_eq!(ledger_lines(&ledger), ["before", "after_it"]);
+    assert_eq!(written_other_than(&kept, &damaged), first, "kept anew");
+}

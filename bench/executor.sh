@@ -345,18 +345,31 @@ measure one "$t/fresh.sh $t/st-one" "$short_runs" \
 # chain: what a short procedure costs beyond its programs (the process, the
 # store's opening, the checks of the state directory, the first syncs). In a
 # new state directory (the first run), and in one that holds a run already.
-measure ten "$t/fresh.sh $t/st-ten" "$short_runs" \
+# Three rounds of a third of the runs each, in turns, so that the disk's
+# slow spells weigh on both; the baseline build, when given, in the same
+# rounds.
+rounds=3
+ten_runs=$(((short_runs + 2) / 3))
+base=()
+[ -z "${BENCH_BASELINE:-}" ] || base=("$t/baseline --state $t/st-ten run $t/chain-10.runbook")
+measure ten "$t/fresh.sh $t/st-ten" "$ten_runs" \
   "$rb --state $t/st-ten run $t/chain-10.runbook" \
-  "make -s -f $t/chain-10.mk"
+  "make -s -f $t/chain-10.mk" "${base[@]}"
 "$rb" --state "$t/st-ten-base" run "$t/chain-10.runbook" >/dev/null || die "the ten-step chain failed"
-measure ten-again "$t/restore.sh $t/st-ten-base $t/st-ten" "$short_runs" \
+measure ten-again "$t/restore.sh $t/st-ten-base $t/st-ten" "$ten_runs" \
   "$rb --state $t/st-ten run $t/chain-10.runbook" \
-  "make -s -f $t/chain-10.mk"
+  "make -s -f $t/chain-10.mk" "${base[@]}"
 rounds=$saved_rounds
 row "chain of 10 \`run true\`, start to exit, new state dir: runbook / make" "$(ratio ten 0 1)" "x" "<=" 1.5 \
   "medians: runbook $(num "$(median ten 0) * 1000") ms, make $(num "$(median ten 1) * 1000") ms; $(count ten 0) paired runs"
 row "  the same in a state dir that holds a run: runbook / make" "$(ratio ten-again 0 1)" "x" "-" "-" \
   "medians: runbook $(num "$(median ten-again 0) * 1000") ms, make $(num "$(median ten-again 1) * 1000") ms"
+if [ -n "${BENCH_BASELINE:-}" ]; then
+  row "  baseline ($BENCH_BASELINE), new state dir / make" "$(ratio ten 2 1)" "x" "-" "-" \
+    "the same, the other build, in the same rounds: $(num "$(median ten 2) * 1000") ms; this build / the baseline: $(num "$(ratio ten 0 2)") x"
+  row "  baseline, in a state dir that holds a run / make" "$(ratio ten-again 2 1)" "x" "-" "-" \
+    "$(num "$(median ten-again 2) * 1000") ms; this build / the baseline: $(num "$(ratio ten-again 0 2)") x"
+fi
 one_run=$(median one 0)
 row "one-step run (\`run true\`), start to exit, new state dir" "$(calc "$one_run * 1000")" "ms" "<=" 20 \
   "\`wait 0s\` instead: $(num "$(median one 1) * 1000") ms; \`runbook check\` of the file: $(num "$(median one 2) * 1000") ms; $(count one 0) runs"
@@ -420,10 +433,14 @@ small_events=$((small_events + 1))
 log "5/6 resume: timing ..."
 rounds_saved=$rounds
 rounds=1
+# The baseline, when given, resumes the same copy: it compiles the source
+# (an earlier build reads no plan this one kept, as a rebuilt one would not).
+base_resume=()
+[ -z "${BENCH_BASELINE:-}" ] || base_resume=("$t/baseline --state $t/st-resume resume 1")
 measure resume "$t/restore.sh $base $t/st-resume" "$short_runs" \
   "$rb --state $t/st-resume resume 1" \
   "$rb --state $t/st-resume status 1" \
-  "$rb check $t/resume.runbook"
+  "$rb check $t/resume.runbook" "${base_resume[@]}"
 measure resume-small "$t/restore.sh $small $t/st-resume" "$short_runs" \
   "$rb --state $t/st-resume resume 1" \
   "$rb --state $t/st-resume status 1"
@@ -431,6 +448,7 @@ rounds=$rounds_saved
 resume_t=$(median resume 0)
 small_t=$(median resume-small 0)
 resume_note="\`status 1\` (the same reading and replay, no run): $(num "$(median resume 1) * 1000") ms; \`check\` of the runbook alone: $(num "$(median resume 2) * 1000") ms"
+[ -z "${BENCH_BASELINE:-}" ] || resume_note="$resume_note; the baseline's resume: $(num "$(median resume 3) * 1000") ms"
 small_note="\`status 1\`: $(num "$(median resume-small 1) * 1000") ms"
 if [ "$quick" = 1 ]; then
   row "resume, $resume_events events of a $((resume_n + 1))-step run" "$(calc "$resume_t * 1000")" "ms" "-" "-" \

@@ -90,9 +90,18 @@ fn json_mode_prints_one_object_per_event_and_line() {
     );
 }
 
-#[test]
-fn a_failed_step_says_where_to_look_and_retry_runs_from_it_keeping_the_rest() {
-    let dir = scratch("run-retry");
+/// `before`, then `flaky`, which fails until the file `flag` exists, then
+/// `after_it`; run once (it fails at `flaky`). Each records itself in
+/// `ledger`.
+struct Flaky {
+    state: std::path::PathBuf,
+    ledger: std::path::PathBuf,
+    flag: std::path::PathBuf,
+    out: std::process::Output,
+}
+
+fn run_flaky(name: &str) -> Flaky {
+    let dir = scratch(name);
     let ledger = dir.join("ledger");
     let flag = dir.join("fixed");
     let body = [
@@ -109,6 +118,22 @@ fn a_failed_step_says_where_to_look_and_retry_runs_from_it_keeping_the_rest() {
     let ledger_param = format!("ledger={}", path(&ledger));
     let out = rb(&state, &["run", path(&file), "-p", &ledger_param]);
     assert_eq!(out.status.code(), Some(1));
+    Flaky {
+        state,
+        ledger,
+        flag,
+        out,
+    }
+}
+
+#[test]
+fn a_failed_step_says_where_to_look_and_retry_runs_from_it_keeping_the_rest() {
+    let Flaky {
+        state,
+        ledger,
+        flag,
+        out,
+    } = run_flaky("run-retry");
     let text = stdout(&out);
     assert!(text.contains("flaky failed"), "{text}");
     assert!(text.contains("runbook logs 1 flaky"), "{text}");
@@ -348,23 +373,12 @@ fn written_other_than(file: &std::path::Path, not: &[u8]) -> Vec<u8> {
 
 #[test]
 fn the_plan_kept_with_a_run_is_compiled_again_when_damaged_and_kept_anew() {
-    let dir = scratch("run-kept-plan");
-    let ledger = dir.join("ledger");
-    let flag = dir.join("fixed");
-    let body = [
-        ledger_step("before", "", ""),
-        format!(
-            "  run flaky after before {{\n    command \"test\"\n    args [\"-e\", \"{}\"]\n  }}\n",
-            path(&flag)
-        ),
-        ledger_step("after_it", "flaky", ""),
-    ]
-    .concat();
-    let file = write(&dir, "t.runbook", ledger_runbook(&body));
-    let state = dir.join("state");
-    let ledger_param = format!("ledger={}", path(&ledger));
-    let out = rb(&state, &["run", path(&file), "-p", &ledger_param]);
-    assert_eq!(out.status.code(), Some(1));
+    let Flaky {
+        state,
+        ledger,
+        flag,
+        ..
+    } = run_flaky("run-kept-plan");
     let kept = state.join("sources").join("1.plan");
     let first = written_other_than(&kept, b"");
     assert!(first.starts_with(b"runbook kept plan\n"));

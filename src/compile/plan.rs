@@ -233,7 +233,7 @@ impl<A> Step<A> {
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-#[serde(into = "PlanParts", from = "PlanParts")]
+#[serde(into = "PlanParts", try_from = "PlanParts")]
 pub struct Plan {
     pub name: String,
     pub settings: Settings,
@@ -323,9 +323,11 @@ impl Plan {
     }
 }
 
-/// A plan as it is kept (`session::open`'s plan cache): what `Plan::new`
-/// is given, the graph as its edges in index order, so that the plan read
-/// back is built exactly as the one compiled was.
+/// A plan as it is kept (`session::kept_plan`): what `Plan::new` is given,
+/// the graph as its edges in index order, so that the plan read back is
+/// built exactly as the one compiled was. Read back, every step number in
+/// it is checked to name a step: a plan file that says otherwise is
+/// refused (and compiled again), never indexed out of bounds.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct PlanParts {
     name: String,
@@ -355,8 +357,24 @@ impl From<Plan> for PlanParts {
     }
 }
 
-impl From<PlanParts> for Plan {
-    fn from(parts: PlanParts) -> Plan {
+impl TryFrom<PlanParts> for Plan {
+    type Error = &'static str;
+
+    fn try_from(parts: PlanParts) -> Result<Plan, &'static str> {
+        let n = parts.steps.len();
+        let numbered = parts
+            .steps
+            .iter()
+            .enumerate()
+            .all(|(i, step)| step.id.0 == i && step.undoes.iter().all(|undone| undone.0 < n));
+        if !numbered
+            || parts
+                .edges
+                .iter()
+                .any(|(from, to, _)| *from >= n || *to >= n)
+        {
+            return Err("a step number that names no step");
+        }
         // Node i is step i, as `compile` adds them.
         let mut graph = DiGraph::new();
         for step in &parts.steps {
@@ -365,14 +383,14 @@ impl From<PlanParts> for Plan {
         for (from, to, edge) in parts.edges {
             graph.add_edge(NodeIndex::new(from), NodeIndex::new(to), edge);
         }
-        Plan::new(
+        Ok(Plan::new(
             parts.name,
             parts.settings,
             parts.params,
             parts.lets,
             parts.steps,
             graph,
-        )
+        ))
     }
 }
 

@@ -225,4 +225,44 @@ mod tests {
         assert!(read(&state, 7, source).is_some(), "as kept");
         let _ = std::fs::remove_dir_all(&state);
     }
+
+    #[test]
+    fn a_kept_plan_whose_step_numbers_name_no_step_is_refused_not_indexed() {
+        use crate::compile::{Edge, StepId};
+        let state = scratch("numbers");
+        let source = "runbook r {\n  wait a { duration 1s }\n  wait b after a { duration 1s }\n}\n";
+        let plan = crate::compile::check(source).expect("checks clean");
+        let build = this_build().expect("a build");
+        crate::store::private::make_dir(&state.join("sources")).expect("a directory");
+        let kept_as = |plan: &Plan| {
+            std::fs::write(
+                path(&state, 1),
+                encode(build, source, plan).expect("encodes"),
+            )
+            .expect("writes");
+            read(&state, 1, source)
+        };
+        assert!(kept_as(&plan).is_some());
+        // An edge to a node that is no step.
+        let mut graph = plan.graph.clone();
+        let extra = graph.add_node(StepId(2));
+        graph.add_edge(StepId(0).node(), extra, Edge::Succeeded);
+        let edged = Plan::new(
+            plan.name.clone(),
+            plan.settings.clone(),
+            plan.params.clone(),
+            plan.lets.clone(),
+            plan.steps.clone(),
+            graph,
+        );
+        assert!(kept_as(&edged).is_none());
+        // A step numbered as another, or undoing one that is not there.
+        let mut renumbered = plan.clone();
+        renumbered.steps[1].id = StepId(5);
+        assert!(kept_as(&renumbered).is_none());
+        let mut undoing = plan.clone();
+        undoing.steps[1].undoes.push(StepId(9));
+        assert!(kept_as(&undoing).is_none());
+        let _ = std::fs::remove_dir_all(&state);
+    }
 }

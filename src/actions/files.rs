@@ -44,6 +44,20 @@ pub async fn off_thread<T: Send + 'static>(
     }
 }
 
+/// The first `limit` bytes (or fewer) of the plain file at `path`, read on
+/// a thread of its own (`off_thread`), a pipe or a device refused at once
+/// (`open_plain`).
+pub async fn read_at_most(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    let owned = path.to_path_buf();
+    off_thread(move || {
+        use std::io::Read;
+        let mut bytes = Vec::new();
+        open_plain(&owned)?.take(limit).read_to_end(&mut bytes)?;
+        Ok(bytes)
+    })
+    .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

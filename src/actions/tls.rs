@@ -48,17 +48,9 @@ pub async fn days_left(target: &str, now: SystemTime, timeout: Duration) -> Resu
 async fn from_file(path: &str) -> Result<Vec<u8>, TlsError> {
     // A certificate file is a few KiB; a megabyte is plenty. A pipe or a
     // device is refused, and the reading cannot stall the run (`files`).
-    let owned = std::path::PathBuf::from(path);
-    let text = super::files::off_thread(move || {
-        use std::io::Read;
-        let mut text = Vec::new();
-        super::files::open_plain(&owned)?
-            .take(1 << 20)
-            .read_to_end(&mut text)?;
-        Ok(text)
-    })
-    .await
-    .map_err(|e| TlsError::File(path.into(), crate::error::io_reason(&e)))?;
+    let text = super::files::read_at_most(std::path::Path::new(path), 1 << 20)
+        .await
+        .map_err(|e| TlsError::File(path.into(), crate::error::io_reason(&e)))?;
     // The first CERTIFICATE section that decodes, found by its marker, so
     // that what comes before it (a byte-order mark, comments, a key in a
     // form the PEM reader refuses) does not hide it; decoded by rustls's

@@ -28,9 +28,18 @@ const LIMIT: u64 = 64 << 20;
 /// the build, which is checked next.
 const MAGIC: &[u8] = b"runbook kept plan\n";
 
+/// The directory the plans are kept in, beside the copies of the sources.
+fn dir(state: &Path) -> PathBuf {
+    state.join("sources")
+}
+
+fn name(run: u64) -> String {
+    format!("{run}.plan")
+}
+
 /// Where run `run`'s plan is kept.
 fn path(state: &Path, run: u64) -> PathBuf {
-    state.join("sources").join(format!("{run}.plan"))
+    dir(state).join(name(run))
 }
 
 #[derive(serde::Serialize)]
@@ -83,12 +92,8 @@ pub fn write(state: &Path, run: u64, source: &str, plan: &Plan) -> bool {
     let Some(build) = this_build() else {
         return false;
     };
-    let at = path(state, run);
-    let (Some(dir), Some(name)) = (at.parent(), at.file_name().and_then(|n| n.to_str())) else {
-        return false;
-    };
     encode(build, source, plan)
-        .and_then(|body| crate::store::private::write_view(dir, name, &body))
+        .and_then(|body| crate::store::private::write_view(&dir(state), &name(run), &body))
         .is_ok()
 }
 

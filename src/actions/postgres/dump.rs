@@ -5,7 +5,6 @@
 //! a few small local operations, not worth a thread each.
 
 use std::collections::VecDeque;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -27,24 +26,17 @@ pub type DumpFormat = DumpKind;
 /// Tells a dump's format from its first bytes.
 pub async fn dump_kind(path: &Path) -> Result<DumpKind, PgError> {
     // A pipe or a device is refused; a hung mount stalls only this step.
-    let owned = path.to_path_buf();
-    let head = crate::actions::files::off_thread(move || {
-        let mut head = Vec::with_capacity(4096);
-        crate::actions::files::open_plain(&owned)?
-            .take(4096)
-            .read_to_end(&mut head)?;
-        Ok(head)
-    })
-    .await
-    .map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            PgError::DumpMissing {
-                path: path.to_path_buf(),
+    let head = crate::actions::files::read_at_most(path, 4096)
+        .await
+        .map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                PgError::DumpMissing {
+                    path: path.to_path_buf(),
+                }
+            } else {
+                file_error(path, &e)
             }
-        } else {
-            file_error(path, &e)
-        }
-    })?;
+        })?;
     if head.starts_with(b"PGDMP") {
         return Ok(DumpKind::Custom);
     }

@@ -89,23 +89,13 @@ fn unusable(path: &Path, why: &str) -> RedisError {
 
 /// A plain file's bytes, read off the runtime's thread (`files`).
 async fn read(path: &Path) -> Result<Vec<u8>, RedisError> {
-    let owned = path.to_path_buf();
-    super::super::files::off_thread(move || {
-        use std::io::Read;
-        let mut bytes = Vec::new();
-        super::super::files::open_plain(&owned)?
-            .take(MAX_FILE + 1)
-            .read_to_end(&mut bytes)?;
-        if bytes.len() as u64 > MAX_FILE {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "it is larger than 1 MiB",
-            ));
-        }
-        Ok(bytes)
-    })
-    .await
-    .map_err(|e| unusable(path, &crate::error::io_reason(&e)))
+    let bytes = super::super::files::read_at_most(path, MAX_FILE + 1)
+        .await
+        .map_err(|e| unusable(path, &crate::error::io_reason(&e)))?;
+    if bytes.len() as u64 > MAX_FILE {
+        return Err(unusable(path, "it is larger than 1 MiB"));
+    }
+    Ok(bytes)
 }
 
 async fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, RedisError> {

@@ -429,6 +429,17 @@ fn rediss_urls_say_how_the_server_is_verified_and_anything_else_is_refused() {
     let t = Target::parse("rediss://:pw@cache.dr:6380/1").expect("parses");
     assert_eq!((t.port, t.db), (6380, 1));
     assert_eq!(t.tls, Some(Tls::default()));
+    // The book's example (reference/sql.md, "Into `redis`").
+    let book = "rediss://:PASSWORD@cache.dr:6380/0?cacert=/etc/redis/ca.pem&cert=/etc/redis/runbook.pem&key=/etc/redis/runbook.key";
+    let t = Target::parse(book).expect("parses");
+    assert_eq!((t.host.as_str(), t.port, t.db), ("cache.dr", 6380, 0));
+    assert_eq!(
+        t.tls.and_then(|tls| tls.client),
+        Some((
+            "/etc/redis/runbook.pem".into(),
+            "/etc/redis/runbook.key".into()
+        ))
+    );
     let t = Target::parse("rediss://cache?cacert=/etc/ca.pem&cert=/etc/me.pem&key=/etc/me.key")
         .expect("parses");
     assert_eq!(

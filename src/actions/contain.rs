@@ -112,6 +112,16 @@ fn unescape(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A cgroup opened for the programs started in it: its directory, for a
+/// new process to be born inside (clone3's `CLONE_INTO_CGROUP`), and its
+/// `cgroup.procs`, for one to move itself in by writing `0` there before it
+/// runs its program, where the kernel cannot do the first.
+#[derive(Debug)]
+pub struct Joining {
+    pub dir: File,
+    pub procs: File,
+}
+
 /// The cgroup of one slot of a run's notes: one program at a time, with
 /// everything it started.
 #[derive(Debug, Clone)]
@@ -155,14 +165,18 @@ impl Cgroup {
         })
     }
 
-    /// Its `cgroup.procs`, for a new process to move itself in by writing
-    /// `0` there before it runs its program.
-    pub fn procs_for_joining(&self) -> std::io::Result<File> {
+    /// It, opened for new processes to start in (`Joining`).
+    pub fn joining(&self) -> std::io::Result<Joining> {
         use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
+        let dir = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_CLOEXEC | libc::O_DIRECTORY | libc::O_NOFOLLOW)
+            .open(&self.path)?;
+        let procs = std::fs::OpenOptions::new()
             .write(true)
             .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
-            .open(self.path.join("cgroup.procs"))
+            .open(self.path.join("cgroup.procs"))?;
+        Ok(Joining { dir, procs })
     }
 
     /// Whether a process is left in it (zombies waiting to be reaped are

@@ -21,7 +21,7 @@
 //! machine, since a reboot ends the program too. The page cache holds it
 //! for a process that is killed.
 
-use super::contain::{self, Cgroup, Cgroups};
+use super::contain::{self, Cgroup, Cgroups, Joining};
 use super::procs::{me, members_alive, proc_stat, real_uid, starting_clone, Stat};
 use super::spawn::{self, NoteSlot, NOTE, PID_AND_START};
 use crate::engine::RunId;
@@ -48,8 +48,8 @@ struct RunFile {
     file: Arc<File>,
     used: Vec<Option<String>>,
     cgroups: Option<PathBuf>,
-    /// Each slot's cgroup and its `cgroup.procs`, made and opened once.
-    slot_cgroups: Vec<Option<(Cgroup, Arc<File>)>>,
+    /// Each slot's cgroup, made and opened for joining once.
+    slot_cgroups: Vec<Option<(Cgroup, Arc<Joining>)>>,
     /// Why the run's programs are not contained, where they should be.
     uncontained: Option<String>,
     left: Vec<Left>,
@@ -78,8 +78,8 @@ pub struct Reserved {
     file: Arc<File>,
     slot: usize,
     text: [u8; NOTE],
-    /// The slot's cgroup, and its `cgroup.procs` for the program to join.
-    cgroup: Option<(Cgroup, Arc<File>)>,
+    /// The slot's cgroup, opened for the program to start in.
+    cgroup: Option<(Cgroup, Arc<Joining>)>,
     /// Why it has none where programs are contained.
     uncontained: Option<String>,
 }
@@ -106,7 +106,7 @@ impl Reserved {
             file: &self.file,
             offset: (self.slot * NOTE) as u64,
             text: self.text,
-            join: self.cgroup.as_ref().map(|(_, procs)| &**procs),
+            join: self.cgroup.as_ref().map(|(_, joining)| &**joining),
         }
     }
 }
@@ -326,8 +326,8 @@ impl GroupNotes {
         if notes.slot_cgroups[slot].is_none() {
             if let Some(dir) = &notes.cgroups {
                 let made = Cgroup::make(dir.join(slot.to_string())).and_then(|cgroup| {
-                    let procs = cgroup.procs_for_joining()?;
-                    Ok((cgroup, Arc::new(procs)))
+                    let joining = cgroup.joining()?;
+                    Ok((cgroup, Arc::new(joining)))
                 });
                 match made {
                     Ok(made) => notes.slot_cgroups[slot] = Some(made),

@@ -16,8 +16,9 @@
 //! that reached it while it was still in runbook's.
 //!
 //! Where the program is contained in a cgroup (`contain.rs`), the new
-//! process moves itself in right after writing its note, before it can
-//! start anything.
+//! process is born in it (clone3 with `CLONE_INTO_CGROUP`, `clone3.rs`),
+//! or, where the kernel cannot do that, moves itself in right after
+//! writing its note, before it can start anything.
 //!
 //! Between `clone` and `exec` the new process may only make system calls:
 //! it shares this process's memory while other threads run.
@@ -67,13 +68,13 @@ fn own_environment() -> &'static [(std::ffi::OsString, CString)] {
 
 /// Where the new process writes its note: the file of the run's notes and
 /// the slot's offset, and the slot's text, whose first 10 bytes it replaces
-/// with its pid; and the `cgroup.procs` of the slot's cgroup, if it has
-/// one, which it joins next (`contain.rs`).
+/// with its pid; and the slot's cgroup, if it has one, which it is started
+/// in or joins next (`contain.rs`).
 pub struct NoteSlot<'a> {
     pub file: &'a std::fs::File,
     pub offset: u64,
     pub text: [u8; NOTE],
-    pub join: Option<&'a std::fs::File>,
+    pub join: Option<&'a super::contain::Joining>,
 }
 
 /// A started program: its pid (the leader of its own process group) and
@@ -259,11 +260,9 @@ pub fn spawn(launch: &Launch, note: Option<NoteSlot<'_>>) -> std::io::Result<Spa
         ),
         None => (-1, 0, [b' '; NOTE]),
     };
-    let join_fd = note
-        .as_ref()
-        .and_then(|slot| slot.join)
-        .map_or(-1, AsRawFd::as_raw_fd);
-    let args = ChildArgs {
+    let join = note.as_ref().and_then(|slot| slot.join);
+    let cgroup_dir = join.map_or(-1, |j| j.dir.as_raw_fd());
+    let mut args = ChildArgs {
         path: launch.path.as_ptr(),
         argv: argv.as_ptr(),
         envp: envp.as_ptr(),
@@ -274,37 +273,49 @@ pub fn spawn(launch: &Launch, note: Option<NoteSlot<'_>>) -> std::io::Result<Spa
         note_fd,
         note_offset,
         note: note_text,
-        join_fd,
+        // Born in its cgroup, it has nothing to join; set below if not.
+        join_fd: -1,
         umask: CHILD_UMASK.load(Ordering::Relaxed),
         error: AtomicI32::new(0),
         join_error: AtomicI32::new(0),
         stage: AtomicI32::new(0),
     };
     let mut stack = vec![0u8; 64 * 1024];
-    // The stack grows down from its end, 16-byte aligned.
-    let top = (stack.as_mut_ptr() as usize + stack.len()) & !15;
     // SAFETY: all signals are blocked in this thread so that no handler of
-    // ours runs in the new process, which inherits the mask; clone(2) with
-    // CLONE_VM | CLONE_VFORK runs `child` on `stack` and returns here only
-    // once the new process has called exec or exited, so `args`, `stack`
-    // and everything they point to outlive its use of them.
+    // ours runs in the new process, which inherits the mask; clone3 and
+    // clone(2) with CLONE_VM | CLONE_VFORK run `child` on `stack` and
+    // return here only once the new process has called exec or exited, so
+    // `args`, `stack` and everything they point to outlive its use of them.
     let pid = unsafe {
         let mut all: libc::sigset_t = std::mem::zeroed();
         let mut old: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-        let pid = libc::clone(
-            child,
-            top as *mut libc::c_void,
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-            std::ptr::addr_of!(args) as *mut libc::c_void,
-        );
-        let cloned = std::io::Error::last_os_error();
+        let arg = std::ptr::addr_of_mut!(args) as *mut libc::c_void;
+        let pid = match clone3::into_cgroup(child, arg, &mut stack, cgroup_dir) {
+            Some(Ok(pid)) => Ok(pid),
+            // No clone3 here, or it could not start the process in the
+            // cgroup (removed since): clone(2), and the process moves
+            // itself in (or says why it could not).
+            _ => {
+                args.join_fd = join.map_or(-1, |j| j.procs.as_raw_fd());
+                // The stack grows down from its end, 16-byte aligned.
+                let top = (stack.as_mut_ptr() as usize + stack.len()) & !15;
+                let pid = libc::clone(
+                    child,
+                    top as *mut libc::c_void,
+                    libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+                    arg,
+                );
+                if pid < 0 {
+                    Err(std::io::Error::last_os_error())
+                } else {
+                    Ok(pid)
+                }
+            }
+        };
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-        if pid < 0 {
-            return Err(cloned);
-        }
-        pid
+        pid?
     };
     drop((out_w, err_w, stack));
     let errno = args.error.load(Ordering::SeqCst);
@@ -605,5 +616,8 @@ pub fn group_exists(pgid: i32) -> bool {
     r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
+mod clone3;
+#[cfg(test)]
+pub(crate) use clone3::supported as clone3_supported;
 #[cfg(test)]
 mod tests;

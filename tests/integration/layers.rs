@@ -172,6 +172,10 @@ const UNSAFE_ALLOWED: &[(&str, &str)] = &[
         "a program starts with a raw clone(2) (CLONE_VM | CLONE_VFORK), whose child may only make async-signal-safe calls; rustix offers no clone",
     ),
     (
+        "actions/spawn/clone3.rs",
+        "a program in a cgroup starts with a raw clone3(2) (CLONE_INTO_CGROUP), in a few instructions of assembly: no C library wraps it, and with CLONE_VM the new process must run on its own stack",
+    ),
+    (
         "actions/child.rs",
         "tokio's AsyncFd::register_with_interest on the pidfd is an unsafe function",
     ),

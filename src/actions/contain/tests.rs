@@ -69,7 +69,7 @@ fn a_contained_program_that_left_its_process_group_is_seen_and_killed_whole() {
         .expect("makes a run's directory");
     Cgroup::make(dir.join("0")).expect("makes a slot's cgroup");
     let cgroup = Cgroup::make(dir.join("0")).expect("making it again is no error");
-    let procs = cgroup.procs_for_joining().expect("opens cgroup.procs");
+    let procs = cgroup.joining().expect("opens it for joining");
     let notes = std::fs::File::create(
         std::env::temp_dir().join(format!("runbook-contain-{}", std::process::id())),
     )
@@ -128,7 +128,7 @@ fn a_cgroup_removed_since_it_was_made_leaves_the_program_running_uncontained() {
         .make_run_dir(crate::engine::RunId(2))
         .expect("makes a run's directory");
     let cgroup = Cgroup::make(dir.join("0")).expect("makes a slot's cgroup");
-    let procs = cgroup.procs_for_joining().expect("opens cgroup.procs");
+    let procs = cgroup.joining().expect("opens it for joining");
     tidy(&dir);
     assert!(!dir.exists(), "someone removed it");
     let notes = std::fs::File::create(
@@ -169,7 +169,7 @@ fn a_cgroup_killed_for_an_earlier_program_is_not_waited_for_once_given_to_the_ne
     let cgroup = Cgroup::make(dir.join("0")).expect("makes a slot's cgroup");
     // Killed (empty by now), then the slot's next program starts in it.
     cgroup.kill();
-    let procs = cgroup.procs_for_joining().expect("opens cgroup.procs");
+    let procs = cgroup.joining().expect("opens it for joining");
     let notes = std::fs::File::create(
         std::env::temp_dir().join(format!("runbook-contain-next-{}", std::process::id())),
     )
@@ -200,5 +200,65 @@ fn a_cgroup_killed_for_an_earlier_program_is_not_waited_for_once_given_to_the_ne
         std::thread::sleep(Duration::from_millis(10));
     }
     spawn::wait_killed_gone(Duration::from_secs(5));
+    tidy(&dir);
+}
+
+#[test]
+fn a_contained_program_is_born_in_its_cgroup() {
+    let Some(cgroups) = cgroups_here("a_contained_program_is_born_in_its_cgroup") else {
+        return;
+    };
+    let dir = cgroups
+        .make_run_dir(crate::engine::RunId(4))
+        .expect("makes a run's directory");
+    let cgroup = Cgroup::make(dir.join("0")).expect("makes a slot's cgroup");
+    let joining = cgroup.joining().expect("opens it for joining");
+    let notes = std::fs::File::create(
+        std::env::temp_dir().join(format!("runbook-contain-born-{}", std::process::id())),
+    )
+    .expect("a notes file");
+    let launch =
+        spawn::Launch::new("cat", &["/proc/self/cgroup".into()], &[], None).expect("prepares");
+    let spawned = spawn::spawn(
+        &launch,
+        Some(spawn::NoteSlot {
+            file: &notes,
+            offset: 0,
+            text: [b' '; spawn::NOTE],
+            join: Some(&joining),
+        }),
+    )
+    .expect("starts");
+    assert!(spawned.uncontained.is_none());
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut std::fs::File::from(spawned.stdout), &mut out)
+        .expect("reads what it printed");
+    let mut status = 0;
+    // SAFETY: waitpid(2) on our own child.
+    unsafe { libc::waitpid(spawned.pid as i32, &mut status, 0) };
+    assert_eq!(status, 0);
+    let relative = cgroup
+        .to_string()
+        .strip_prefix(&cgroups.base.display().to_string())
+        .map(str::to_string)
+        .expect("under the base");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("0::") && l.ends_with(&relative)),
+        "{out} (wanted {relative})"
+    );
+    // On x86-64 with Linux 5.7 or later it was clone3 that put it there,
+    // not a write of its own (which the test above would also pass).
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut numbers = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse::<u32>().ok());
+    let version = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+    if cfg!(target_arch = "x86_64") && version >= (5, 7) {
+        assert!(
+            spawn::clone3_supported(),
+            "clone3 was given up on, on Linux {release}"
+        );
+    }
     tidy(&dir);
 }

@@ -16,6 +16,7 @@ mod kubesim_smoke;
 mod layers;
 mod postgres;
 mod properties;
+mod real_cluster;
 mod run;
 mod security;
 mod seed_certificate;

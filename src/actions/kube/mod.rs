@@ -96,6 +96,12 @@ pub enum KubeError {
         reason: String,
         message: String,
     },
+    #[error("the Kubernetes API server at {server} accepted the credentials of context {context}, but user \"{}\" may not {} {}{}: a permission (RBAC) is missing; grant it or use another context", .denied.user, .denied.verb, .denied.resource, .denied.place())]
+    Forbidden {
+        server: String,
+        context: String,
+        denied: Box<Denied>,
+    },
     #[error("the Kubernetes API server at {server} answered {code} {reason}: {message}")]
     Api {
         server: String,
@@ -130,6 +136,50 @@ pub enum KubeError {
     RolloutFailed(String),
     #[error("deployment {name} kept changing while runbook wrote it: {attempts} attempts met a conflict (409)")]
     Conflict { name: String, attempts: u32 },
+}
+
+/// What RBAC refused, read from the API server's 403 message (`User "U"
+/// cannot VERB resource "R" in API group "G" in the namespace "N"`, the
+/// authorizer's fixed wording since Kubernetes 1.10).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    pub user: String,
+    pub verb: String,
+    /// `deployments.apps`, kubectl's way of naming a resource of a group.
+    pub resource: String,
+    pub namespace: Option<String>,
+}
+
+impl Denied {
+    pub fn from_message(message: &str) -> Option<Denied> {
+        let quoted = |after: &str| -> Option<String> {
+            let at = message.find(after)? + after.len();
+            let rest = &message[at..];
+            Some(rest[..rest.find('"')?].to_string())
+        };
+        let user = quoted("User \"")?;
+        let after_user = &message[message.find(" cannot ")? + " cannot ".len()..];
+        let verb = after_user.split_whitespace().next()?.to_string();
+        let resource = quoted(" resource \"")?;
+        let group = quoted(" in API group \"").unwrap_or_default();
+        Some(Denied {
+            user,
+            verb,
+            resource: if group.is_empty() {
+                resource
+            } else {
+                format!("{resource}.{group}")
+            },
+            namespace: quoted(" in the namespace \""),
+        })
+    }
+
+    fn place(&self) -> String {
+        match &self.namespace {
+            Some(ns) => format!(" in namespace {ns}"),
+            None => " at the cluster scope".into(),
+        }
+    }
 }
 
 fn list(names: &[String]) -> String {
@@ -368,15 +418,27 @@ impl Cluster {
         let server = self.server.clone();
         match e {
             kube::Error::Api(status) => match status.code {
-                401 | 403 => KubeError::Refused {
+                401 => KubeError::Refused {
                     server,
                     context: self.context.clone(),
-                    reason: if status.code == 401 {
-                        "Unauthorized".into()
-                    } else {
-                        "forbidden".into()
-                    },
+                    reason: "Unauthorized".into(),
                     message: status.message,
+                },
+                // The credentials were taken; a permission is missing
+                // (RBAC), or the request is refused for what it asks (a
+                // namespace being deleted takes nothing new).
+                403 => match Denied::from_message(&status.message) {
+                    Some(denied) => KubeError::Forbidden {
+                        server,
+                        context: self.context.clone(),
+                        denied: Box::new(denied),
+                    },
+                    None => KubeError::Api {
+                        server,
+                        code: 403,
+                        reason: status.reason,
+                        message: status.message,
+                    },
                 },
                 code => KubeError::Api {
                     server,

@@ -558,3 +558,43 @@ async fn a_deployment_deleted_mid_wait_ends_the_wait() {
         "deployment web was deleted while its rollout was watched"
     );
 }
+
+#[test]
+fn a_403_from_rbac_says_who_may_not_do_what_and_that_the_credentials_were_taken() {
+    // The API server's own wording (kube-apiserver 1.20, the RBAC authorizer).
+    let namespaced = Denied::from_message(
+        r#"deployments.apps "api" is forbidden: User "system:serviceaccount:ops:nobody" cannot patch resource "deployments" in API group "apps" in the namespace "ops""#,
+    )
+    .expect("an RBAC refusal");
+    assert_eq!(
+        namespaced,
+        Denied {
+            user: "system:serviceaccount:ops:nobody".into(),
+            verb: "patch".into(),
+            resource: "deployments.apps".into(),
+            namespace: Some("ops".into()),
+        }
+    );
+    let e = KubeError::Forbidden {
+        server: "https://127.0.0.1:6443".into(),
+        context: "ci".into(),
+        denied: Box::new(namespaced),
+    };
+    assert_eq!(
+        e.to_string(),
+        "the Kubernetes API server at https://127.0.0.1:6443 accepted the credentials of context ci, but user \"system:serviceaccount:ops:nobody\" may not patch deployments.apps in namespace ops: a permission (RBAC) is missing; grant it or use another context"
+    );
+    let cluster_wide = Denied::from_message(
+        r#"nodes is forbidden: User "jane" cannot list resource "nodes" in API group "" at the cluster scope"#,
+    )
+    .expect("an RBAC refusal");
+    assert_eq!(cluster_wide.resource, "nodes");
+    assert_eq!(cluster_wide.namespace, None);
+    // Not every 403 is a missing permission.
+    assert_eq!(
+        Denied::from_message(
+            "unable to create new content in namespace ops because it is being terminated"
+        ),
+        None
+    );
+}

@@ -93,10 +93,8 @@ impl From<KubeError> for StepError {
         }
         let kind = match &e {
             KubeError::Unreachable { .. } => Unreachable,
-            KubeError::Refused { .. } => Unauthorised,
-            KubeError::Api {
-                code: 401 | 403, ..
-            } => Unauthorised,
+            KubeError::Refused { .. } | KubeError::Forbidden { .. } => Unauthorised,
+            KubeError::Api { code: 401, .. } => Unauthorised,
             KubeError::Api { code: 404, .. }
             | KubeError::NotFound { .. }
             | KubeError::NoSuchContainer { .. } => NotFound,

@@ -25,6 +25,7 @@ use std::fs::File;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// This process's own cgroup, where it may make cgroups for its programs.
@@ -120,6 +121,28 @@ fn unescape(field: &str) -> String {
 pub struct Joining {
     pub dir: File,
     pub procs: File,
+    killed: Arc<AtomicBool>,
+}
+
+impl Joining {
+    /// Whether a new process may be born in it: not once this process has
+    /// killed it. Since Linux 6.14 a process cloned into a cgroup that was
+    /// written `cgroup.kill` more often than its parent's cgroup, even long
+    /// before and empty since, is killed at birth (`spawn/clone3.rs`),
+    /// while one that moves itself in lives: the tests `a_cgroup_killed_`
+    /// `for_an_earlier_program_is_not_waited_for_once_given_to_the_next`
+    /// and `serve::the_window_closing_stops_the_run_and_its_on_failure_`
+    /// `steps_run` failed that way on Linux 6.18 (the next program, an
+    /// `on failure` step, died unseen) before this.
+    pub fn may_be_born_in(&self) -> bool {
+        !self.killed.load(Ordering::Relaxed)
+    }
+
+    /// A process born in it was killed at birth (a kill count that differs
+    /// from this process's cgroup's): the next ones move in.
+    pub fn not_to_be_born_in(&self) {
+        self.killed.store(true, Ordering::Relaxed);
+    }
 }
 
 /// The cgroup of one slot of a run's notes: one program at a time, with
@@ -131,6 +154,8 @@ pub struct Cgroup {
     /// again after every program of the slot, and opening a cgroup file
     /// costs more than reading one.
     events: Option<Arc<File>>,
+    /// Whether this process has written its `cgroup.kill` (`Joining`).
+    killed: Arc<AtomicBool>,
 }
 
 impl PartialEq for Cgroup {
@@ -149,7 +174,11 @@ impl std::fmt::Display for Cgroup {
 
 impl Cgroup {
     pub fn at(path: PathBuf) -> Cgroup {
-        Cgroup { path, events: None }
+        Cgroup {
+            path,
+            events: None,
+            killed: Arc::default(),
+        }
     }
 
     /// Makes it, if it is not there yet, and keeps its events open.
@@ -162,6 +191,7 @@ impl Cgroup {
         Ok(Cgroup {
             path,
             events: Some(Arc::new(events)),
+            killed: Arc::default(),
         })
     }
 
@@ -176,7 +206,11 @@ impl Cgroup {
             .write(true)
             .custom_flags(libc::O_CLOEXEC | libc::O_NOFOLLOW)
             .open(self.path.join("cgroup.procs"))?;
-        Ok(Joining { dir, procs })
+        Ok(Joining {
+            dir,
+            procs,
+            killed: Arc::clone(&self.killed),
+        })
     }
 
     /// Whether a process is left in it (zombies waiting to be reaped are
@@ -213,6 +247,7 @@ impl Cgroup {
     /// new forks too; before it, each listed process is killed, a few
     /// rounds, for what was forked meanwhile.
     pub fn kill(&self) {
+        self.killed.store(true, Ordering::Relaxed);
         let killed = std::fs::OpenOptions::new()
             .write(true)
             .open(self.path.join("cgroup.kill"))
@@ -246,6 +281,17 @@ impl Cgroup {
 
 /// Cgroups this process killed that were not seen empty yet.
 static KILLED: Mutex<Vec<Cgroup>> = Mutex::new(Vec::new());
+
+/// Held by the unit tests that kill, or wait for what was killed: the list
+/// above is the process's, and one test's empty cgroup would be dropped
+/// from it, or its live one waited for, by another running beside it.
+#[cfg(test)]
+pub(crate) fn kill_list_for_a_test() -> std::sync::MutexGuard<'static, ()> {
+    static TESTS: Mutex<()> = Mutex::new(());
+    TESTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// A cgroup given to a new program: whatever it held when it was killed
 /// is gone (a slot is used again only then), so it is no longer waited for.

@@ -221,6 +221,9 @@ struct ChildArgs {
     /// The errno of joining its cgroup, which it went on without.
     join_error: AtomicI32,
     stage: AtomicI32,
+    /// Set first thing by the new process: a process cloned into its
+    /// cgroup that never got here was killed at birth (`clone3.rs`).
+    reached: AtomicI32,
 }
 
 const STAGES: [&str; 6] = [
@@ -261,7 +264,9 @@ pub fn spawn(launch: &Launch, note: Option<NoteSlot<'_>>) -> std::io::Result<Spa
         None => (-1, 0, [b' '; NOTE]),
     };
     let join = note.as_ref().and_then(|slot| slot.join);
-    let cgroup_dir = join.map_or(-1, |j| j.dir.as_raw_fd());
+    let cgroup_dir = join
+        .filter(|j| j.may_be_born_in())
+        .map_or(-1, |j| j.dir.as_raw_fd());
     let mut args = ChildArgs {
         path: launch.path.as_ptr(),
         argv: argv.as_ptr(),
@@ -279,6 +284,7 @@ pub fn spawn(launch: &Launch, note: Option<NoteSlot<'_>>) -> std::io::Result<Spa
         error: AtomicI32::new(0),
         join_error: AtomicI32::new(0),
         stage: AtomicI32::new(0),
+        reached: AtomicI32::new(0),
     };
     let mut stack = vec![0u8; 64 * 1024];
     // SAFETY: all signals are blocked in this thread so that no handler of
@@ -292,7 +298,23 @@ pub fn spawn(launch: &Launch, note: Option<NoteSlot<'_>>) -> std::io::Result<Spa
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
         let arg = std::ptr::addr_of_mut!(args) as *mut libc::c_void;
-        let pid = match clone3::into_cgroup(child, arg, &mut stack, cgroup_dir) {
+        let born = match clone3::into_cgroup(child, arg, &mut stack, cgroup_dir) {
+            Some(Ok(pid)) if args.reached.load(Ordering::SeqCst) == 0 => {
+                // Killed before it ran a single instruction: the kernel
+                // kills a process cloned into a cgroup whose count of
+                // `cgroup.kill`s differs from its parent's (Linux 6.14 and
+                // later). It did nothing; reap it, and start it the other
+                // way, in this cgroup from now on.
+                let mut status = 0;
+                libc::waitpid(pid, &mut status, 0);
+                if let Some(j) = join {
+                    j.not_to_be_born_in();
+                }
+                None
+            }
+            other => other,
+        };
+        let pid = match born {
             Some(Ok(pid)) => Ok(pid),
             // No clone3 here, or it could not start the process in the
             // cgroup (removed since): clone(2), and the process moves
@@ -366,6 +388,7 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
     // on memory this process owns or was handed.
     unsafe {
         let a = &*(arg as *const ChildArgs);
+        a.reached.store(1, Ordering::SeqCst);
         let fail = |stage: i32| -> ! {
             a.stage.store(stage, Ordering::SeqCst);
             a.error.store(*libc::__errno_location(), Ordering::SeqCst);

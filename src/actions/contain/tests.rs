@@ -61,6 +61,7 @@ pub(crate) fn cgroups_here(test: &str) -> Option<Cgroups> {
 
 #[test]
 fn a_contained_program_that_left_its_process_group_is_seen_and_killed_whole() {
+    let _kill_list = crate::actions::contain::kill_list_for_a_test();
     let Some(cgroups) = cgroups_here("a_contained_program_that_left_its_process_group") else {
         return;
     };
@@ -160,6 +161,7 @@ fn a_cgroup_removed_since_it_was_made_leaves_the_program_running_uncontained() {
 
 #[test]
 fn a_cgroup_killed_for_an_earlier_program_is_not_waited_for_once_given_to_the_next() {
+    let _kill_list = crate::actions::contain::kill_list_for_a_test();
     let Some(cgroups) = cgroups_here("a_cgroup_killed_for_an_earlier_program") else {
         return;
     };
@@ -258,6 +260,58 @@ fn a_contained_program_is_born_in_its_cgroup() {
         assert!(
             spawn::clone3_supported(),
             "clone3 was given up on, on Linux {release}"
+        );
+    }
+    tidy(&dir);
+}
+
+#[test]
+fn a_program_killed_as_it_is_born_in_a_killed_cgroup_is_started_again_the_other_way() {
+    let Some(cgroups) = cgroups_here("a_program_killed_as_it_is_born") else {
+        return;
+    };
+    let dir = cgroups
+        .make_run_dir(crate::engine::RunId(5))
+        .expect("makes a run's directory");
+    let cgroup = Cgroup::make(dir.join("0")).expect("makes a slot's cgroup");
+    // Killed by someone else (runbook's own kill would keep the program
+    // from being born there at all), empty since.
+    std::fs::write(dir.join("0/cgroup.kill"), "1").expect("kills it");
+    let joining = cgroup.joining().expect("opens it for joining");
+    assert!(joining.may_be_born_in());
+    let notes = std::fs::File::create(
+        std::env::temp_dir().join(format!("runbook-contain-reborn-{}", std::process::id())),
+    )
+    .expect("a notes file");
+    let launch =
+        spawn::Launch::new("sh", &["-c".into(), "exit 7".into()], &[], None).expect("prepares");
+    let spawned = spawn::spawn(
+        &launch,
+        Some(spawn::NoteSlot {
+            file: &notes,
+            offset: 0,
+            text: [b' '; spawn::NOTE],
+            join: Some(&joining),
+        }),
+    )
+    .expect("starts");
+    let mut status = 0;
+    // SAFETY: waitpid(2) on our own child.
+    unsafe { libc::waitpid(spawned.pid as i32, &mut status, 0) };
+    assert_eq!(
+        (libc::WIFEXITED(status), libc::WEXITSTATUS(status)),
+        (true, 7),
+        "it ran (status {status}), not killed at birth"
+    );
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut numbers = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse::<u32>().ok());
+    let version = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+    if cfg!(target_arch = "x86_64") && version >= (6, 14) {
+        assert!(
+            !joining.may_be_born_in(),
+            "the start born dead was seen, on Linux {release}"
         );
     }
     tidy(&dir);

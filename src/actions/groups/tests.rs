@@ -25,6 +25,7 @@ fn start_sleep(notes: &GroupNotes, step: &str) -> (u32, usize) {
 }
 
 fn end(pid: u32) {
+    let _kill_list = crate::actions::contain::kill_list_for_a_test();
     spawn::kill_group(pid);
     spawn::reap_later(pid);
     assert!(spawn::wait_killed_gone(Duration::from_secs(5)).is_empty());
@@ -61,6 +62,7 @@ fn a_started_program_is_seen_until_it_ends_and_then_forgotten() {
 
 #[test]
 fn a_group_whose_leader_is_gone_is_running_while_members_are_left() {
+    let _kill_list = crate::actions::contain::kill_list_for_a_test();
     let (_dir, notes) = notes("members");
     let reserved = notes.reserve(RunId(7), "migrate").expect("reserves");
     let launch = spawn::Launch::new(
@@ -101,6 +103,7 @@ fn a_reused_pid_is_not_the_program_noted() {
 
 #[test]
 fn a_slot_still_being_started_is_a_program_while_its_group_has_a_new_process() {
+    let _kill_list = crate::actions::contain::kill_list_for_a_test();
     let (_dir, notes) = notes("starting");
     notes.reserve(RunId(1), "deploy").expect("reserves");
     let text = std::fs::read_to_string(notes.path(RunId(1))).expect("reads");
@@ -197,6 +200,7 @@ fn a_run_whose_programs_ended_leaves_no_file() {
 
 #[test]
 fn a_contained_program_is_running_while_its_cgroup_holds_what_left_its_group() {
+    let _kill_list = crate::actions::contain::kill_list_for_a_test();
     let Some(cgroups) =
         super::contain::tests::cgroups_here("a_contained_program_is_running_while_its_cgroup")
     else {

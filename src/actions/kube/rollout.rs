@@ -1,4 +1,5 @@
-//! Where a rollout stands, by kubectl's rule, and waiting for it by polling.
+//! Where a rollout stands, by kubectl's rule, and waiting for it: watched,
+//! read again when a watch ends, polled where watching is refused.
 
 use std::time::Duration;
 
@@ -61,9 +62,15 @@ pub fn rollout_state(d: &Deployment) -> Rollout {
     Rollout::Complete
 }
 
-/// Polls deployment `name` every `poll` until its rollout is complete.
-/// Each new waiting message, and each transient failure ridden out, goes to
-/// `on_progress`. There is no timeout here: the caller drops the future.
+/// Waits until the rollout of deployment `name` is complete: reads it, then
+/// watches it (a watch on its name from the resourceVersion read), judging
+/// every change as it arrives by the same rule; a broken or expired watch
+/// is followed by a fresh read and a new watch, as kube-runtime's watcher
+/// does. Where the server will not serve a watch (an RBAC role without
+/// `watch`, a proxy that cuts streams, a simulator), it reads every `poll`
+/// instead, and says so once. Each new waiting message, and each transient
+/// failure ridden out, goes to `on_progress`. There is no timeout here:
+/// the caller drops the future.
 pub async fn wait_rollout(
     cluster: &Cluster,
     name: &str,
@@ -73,6 +80,7 @@ pub async fn wait_rollout(
     let api = cluster.deployments();
     let mut last = String::new();
     let mut failures = 0;
+    let mut watch = Watching::Yes { broken: 0 };
     loop {
         let d = match api.get(name).await {
             Ok(d) => d,
@@ -92,21 +100,123 @@ pub async fn wait_rollout(
             Err(e) => return Err(cluster.error(e)),
         };
         failures = 0;
-        if d.spec.paused == Some(true) {
-            return Err(KubeError::Paused { name: name.into() });
+        if let Some(done) = judge(name, &d, &mut last, &mut on_progress) {
+            return done;
         }
-        match rollout_state(&d) {
-            Rollout::Complete => return Ok(()),
-            Rollout::Failed(why) => return Err(KubeError::RolloutFailed(why)),
-            Rollout::Waiting(message) => {
-                if message != last {
-                    on_progress(&message);
-                    last = message;
-                }
+        let Watching::Yes { broken } = watch else {
+            tokio::time::sleep(poll).await;
+            continue;
+        };
+        let from = d.metadata.resource_version.clone().unwrap_or_default();
+        match watch_changes(&api, name, &from, &mut last, &mut on_progress).await {
+            WatchEnd::Done(done) => return done,
+            // Ended by the server's timeout, or expired (410 Gone): read again.
+            WatchEnd::Again => watch = Watching::Yes { broken: 0 },
+            WatchEnd::Broken(_) if broken + 1 < WATCH_TRIES => {
+                watch = Watching::Yes { broken: broken + 1 };
+                tokio::time::sleep(backoff(broken + 1)).await;
+            }
+            WatchEnd::Broken(why) | WatchEnd::Refused(why) => {
+                on_progress(&format!(
+                    "watching deployment {name} is not possible ({why}); reading it every {poll:?} instead"
+                ));
+                watch = Watching::No;
             }
         }
-        tokio::time::sleep(poll).await;
     }
+}
+
+/// Watches in a row that may break before the wait falls back to polling.
+const WATCH_TRIES: u32 = 3;
+
+#[derive(Clone, Copy)]
+enum Watching {
+    Yes { broken: u32 },
+    No,
+}
+
+enum WatchEnd {
+    Done(Result<(), KubeError>),
+    Again,
+    Broken(String),
+    Refused(String),
+}
+
+/// What one read of the deployment decides: `Some` ends the wait.
+fn judge(
+    name: &str,
+    d: &Deployment,
+    last: &mut String,
+    on_progress: &mut impl FnMut(&str),
+) -> Option<Result<(), KubeError>> {
+    if d.spec.paused == Some(true) {
+        return Some(Err(KubeError::Paused { name: name.into() }));
+    }
+    match rollout_state(d) {
+        Rollout::Complete => Some(Ok(())),
+        Rollout::Failed(why) => Some(Err(KubeError::RolloutFailed(why))),
+        Rollout::Waiting(message) => {
+            if message != *last {
+                on_progress(&message);
+                *last = message;
+            }
+            None
+        }
+    }
+}
+
+/// One watch of deployment `name` from resourceVersion `from`, until the
+/// rollout ends or the watch does.
+async fn watch_changes(
+    api: &kube::Api<Deployment>,
+    name: &str,
+    from: &str,
+    last: &mut String,
+    on_progress: &mut impl FnMut(&str),
+) -> WatchEnd {
+    use futures_util::StreamExt;
+    use kube::api::{WatchEvent, WatchParams};
+    // The server ends a watch after `timeout` seconds; a new one follows.
+    let params = WatchParams::default()
+        .fields(&format!("metadata.name={name}"))
+        .timeout(240);
+    let stream = match api.watch(&params, from).await {
+        Ok(stream) => stream,
+        // 403: a role without `watch`; 405: a server that does not watch.
+        Err(kube::Error::Api(status)) if matches!(status.code, 403 | 405) => {
+            return WatchEnd::Refused(format!(
+                "the server answered {} {}",
+                status.code, status.reason
+            ))
+        }
+        Err(e) => return WatchEnd::Broken(e.to_string()),
+    };
+    let began = std::time::Instant::now();
+    let mut events = 0u32;
+    let mut stream = std::pin::pin!(stream);
+    while let Some(event) = stream.next().await {
+        events += 1;
+        match event {
+            Ok(WatchEvent::Added(d) | WatchEvent::Modified(d)) => {
+                if let Some(done) = judge(name, &d, last, on_progress) {
+                    return WatchEnd::Done(done);
+                }
+            }
+            Ok(WatchEvent::Deleted(_)) => {
+                return WatchEnd::Done(Err(KubeError::Deleted { name: name.into() }))
+            }
+            Ok(WatchEvent::Bookmark(_)) => {}
+            Ok(WatchEvent::Error(status)) if status.code == 410 => return WatchEnd::Again,
+            Ok(WatchEvent::Error(status)) => return WatchEnd::Broken(status.message.clone()),
+            Err(e) => return WatchEnd::Broken(e.to_string()),
+        }
+    }
+    // A watch that ends at once with nothing in it is no watch (a proxy
+    // that cuts streams): not a reason to read and watch again at once.
+    if events == 0 && began.elapsed() < Duration::from_secs(1) {
+        return WatchEnd::Broken("the watch ended as soon as it began".into());
+    }
+    WatchEnd::Again
 }
 
 /// The rollout of deployment `name` as it is now: for `verify` with

@@ -315,6 +315,17 @@ async fn a_healthy_deploy_waits_for_the_new_generation_and_reads_revision_2() {
     assert!(seen
         .iter()
         .any(|m| m.contains("new replicas have been updated")));
+    // kubesim serves no watches (405): the wait says so once and polls.
+    let fallbacks: Vec<&String> = seen
+        .iter()
+        .filter(|m| m.starts_with("watching deployment web is not possible"))
+        .collect();
+    assert_eq!(fallbacks.len(), 1, "{seen:?}");
+    assert!(
+        fallbacks[0].contains("(the server answered 405 "),
+        "{}",
+        fallbacks[0]
+    );
     let d = sim.deployment("shop", "web").unwrap();
     assert_eq!(d["status"]["observedGeneration"], 2);
     assert_eq!(d["status"]["updatedReplicas"], 3);

@@ -16,6 +16,16 @@
 //! x86-64 has these instructions; elsewhere, and on a kernel without
 //! clone3 or `CLONE_INTO_CGROUP` (or a seccomp filter that refuses it),
 //! `spawn` falls back to clone(2) and the write.
+//!
+//! Since Linux 6.14 (the fix of a race between fork and `cgroup.kill`), a
+//! process cloned into a cgroup is killed at birth when that cgroup has
+//! been written `cgroup.kill` a different number of times than the
+//! parent's own cgroup: the count is taken from the parent's cgroup before
+//! the target is known, and compared with the target's after. So a cgroup
+//! runbook has killed is never a target (`contain::Joining`), and a start
+//! whose new process never ran its first instruction is reaped and made
+//! again the other way, and that cgroup is not a target again (runbook's
+//! own cgroup may have been killed before, by whoever manages it).
 #![allow(unsafe_code)] // a raw clone3(2): see tests/integration/layers.rs
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -170,6 +170,7 @@ fn path_env_and_working_directory_are_the_programs() {
 
 #[test]
 fn a_killed_group_is_waited_until_it_is_gone() {
+    let _kill_list = crate::actions::contain::kill_list_for_a_test();
     let spawned = spawn(&launch("sh", &["-c", "sleep 30 & sleep 30; wait"]), None).expect("starts");
     let pid = spawned.pid;
     std::thread::sleep(Duration::from_millis(50));

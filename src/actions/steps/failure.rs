@@ -133,11 +133,23 @@ mod tests {
         });
         assert_eq!(e.kind, Unauthorised);
         assert!(e.message.contains("refused the login"), "{}", e.message);
+        // A 403 that is no missing permission (a namespace being deleted).
         let e = StepError::from(KubeError::Api {
             server: "https://k".into(),
             code: 403,
             reason: "Forbidden".into(),
             message: "no".into(),
+        });
+        assert_eq!(e.kind, Rejected);
+        let e = StepError::from(KubeError::Forbidden {
+            server: "https://k".into(),
+            context: "c".into(),
+            denied: Box::new(crate::actions::kube::Denied {
+                user: "u".into(),
+                verb: "get".into(),
+                resource: "deployments.apps".into(),
+                namespace: None,
+            }),
         });
         assert_eq!(e.kind, Unauthorised);
         let e = StepError::from(KubeError::NotFound {

@@ -86,6 +86,14 @@ fn deploy_scale_restart_verify_and_undo_leave_what_the_controllers_make_of_them(
         "4"
     );
     assert_eq!(image_of(&after), "registry.invalid/api:v1");
+    // The real server serves watches: the deploy's wait never fell back.
+    let ship = k8s.runbook(&state, &["logs", "1", "ship"]);
+    assert!(
+        super::stdout(&ship).contains("Waiting for deployment")
+            && !super::stdout(&ship).contains("is not possible"),
+        "{}",
+        report(&ship)
+    );
     let logs = k8s.runbook(&state, &["logs", "1", "more"]);
     assert!(
         super::stdout(&logs).contains(&format!("deployment {ns}/api: 2 -> 3 replicas")),

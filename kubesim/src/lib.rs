@@ -34,6 +34,11 @@
 //!   to a deployment answered 409, the next N requests answered 429 (with `Retry-After`) or
 //!   500, deleting or pausing a deployment from the side, a bearer token requirement (401
 //!   `Unauthorized` without it); every request is recorded.
+//! - [`SimHandle::rollout`], what the tests check a rollout's end against, judges from the
+//!   simulated ReplicaSets (the current template's holds every replica, ready; no other holds
+//!   any), not from the deployment's status by kubectl's rule as runbook does: the oracle
+//!   shares no rule with what it checks. Where both are judged against a real control plane,
+//!   `tests/integration/real_cluster/` is the oracle.
 //!
 //! # What is not
 //!
@@ -196,57 +201,66 @@ impl Drop for SimHandle {
     }
 }
 
-/// Where a rollout stands by kubectl's rule (`rollout status`).
+/// Where a rollout stands, as kubectl's documentation describes a finished
+/// one ("the rollout is complete when all replicas are updated and
+/// available and no old ones are left"; `kubectl rollout status --help`),
+/// read from the simulation's own ReplicaSets rather than from the status
+/// fields runbook reads: the oracle of kubesim's tests shares no rule with
+/// the code it checks (the real-cluster tests are the oracle of both).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rollout {
     Complete,
-    /// Still going, with kubectl's message.
+    /// Still going: what is not there yet.
     Waiting(String),
-    /// `ProgressDeadlineExceeded`.
+    /// The deployment's `Progressing` condition says `ProgressDeadlineExceeded`.
     Failed(String),
     NotFound,
 }
 
-/// kubectl's `DeploymentStatusViewer.Status` (k8s.io/kubectl/pkg/polymorphichelpers/rollout_status.go).
-pub fn rollout_status(d: &Value) -> Rollout {
-    let name = d["metadata"]["name"].as_str().unwrap_or("");
-    let int = |v: &Value| v.as_i64().unwrap_or(0);
-    let status = &d["status"];
-    if int(&d["metadata"]["generation"]) > int(&status["observedGeneration"]) {
-        return Rollout::Waiting("Waiting for deployment spec update to be observed...".into());
-    }
-    let progressing = status["conditions"]
+/// The rollout of `key` judged from its ReplicaSets: the one whose pod
+/// template is the deployment's holds every wanted replica, all of them
+/// ready, and every other holds none.
+fn settled(store: &store::Store, key: &store::Key) -> Rollout {
+    let Some(d) = store.deployments.get(key) else {
+        return Rollout::NotFound;
+    };
+    let deadline = d["status"]["conditions"]
         .as_array()
-        .and_then(|cs| cs.iter().find(|c| c["type"] == "Progressing"));
-    if progressing.is_some_and(|c| c["reason"] == "ProgressDeadlineExceeded") {
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Progressing" && c["reason"] == "ProgressDeadlineExceeded");
+    if deadline && d["status"]["observedGeneration"] == d["metadata"]["generation"] {
         return Rollout::Failed(format!(
-            "deployment {name:?} exceeded its progress deadline"
+            "deployment {:?} exceeded its progress deadline",
+            key.1
         ));
     }
-    let (updated, replicas, available) = (
-        int(&status["updatedReplicas"]),
-        int(&status["replicas"]),
-        int(&status["availableReplicas"]),
-    );
-    if let Some(wanted) = d["spec"]["replicas"].as_i64() {
-        if updated < wanted {
-            return Rollout::Waiting(format!(
-                "Waiting for deployment {name:?} rollout to finish: {updated} out of {wanted} new replicas have been updated..."
-            ));
-        }
+    let wanted = d["spec"]["replicas"].as_i64().unwrap_or(1);
+    let template = store::template_without_hash(&d["spec"]["template"]);
+    let sets = store.replica_sets_of(&key.0, &key.1);
+    let count = |rs: &Value, field: &str| rs[field]["replicas"].as_i64().unwrap_or(0);
+    let ready = |rs: &Value| rs["status"]["readyReplicas"].as_i64().unwrap_or(0);
+    let Some(current) = sets
+        .iter()
+        .find(|rs| store::template_without_hash(&rs["spec"]["template"]) == template)
+    else {
+        return Rollout::Waiting("no ReplicaSet has the deployment's pod template yet".into());
+    };
+    let old: i64 = sets
+        .iter()
+        .filter(|rs| !std::ptr::eq(*rs, current))
+        .map(|rs| count(rs, "spec").max(count(rs, "status")))
+        .sum();
+    if count(current, "spec") != wanted || ready(current) != wanted {
+        Rollout::Waiting(format!(
+            "{} of {wanted} replicas of the current template ready",
+            ready(current)
+        ))
+    } else if old > 0 {
+        Rollout::Waiting(format!("{old} replicas of older templates left"))
+    } else {
+        Rollout::Complete
     }
-    if replicas > updated {
-        return Rollout::Waiting(format!(
-            "Waiting for deployment {name:?} rollout to finish: {} old replicas are pending termination...",
-            replicas - updated
-        ));
-    }
-    if available < updated {
-        return Rollout::Waiting(format!(
-            "Waiting for deployment {name:?} rollout to finish: {available} of {updated} updated replicas are available..."
-        ));
-    }
-    Rollout::Complete
 }
 
 impl SimHandle {
@@ -327,7 +341,7 @@ impl SimHandle {
             let replicas = d["spec"]["replicas"].as_u64().unwrap_or(1);
             for _ in 0..(4 * replicas + 8) {
                 controller::sync(&mut s.store, &s.faults, &key);
-                if rollout_status(&s.store.deployments[&key]) == Rollout::Complete {
+                if settled(&s.store, &key) == Rollout::Complete {
                     break;
                 }
             }
@@ -411,13 +425,12 @@ impl SimHandle {
         self.with(|s| s.requests.clear());
     }
 
-    /// Where the deployment's rollout stands by kubectl's rule.
+    /// Where the deployment's rollout stands, from its ReplicaSets ([`Rollout`]).
     pub fn rollout(&self, ns: &str, name: &str) -> Rollout {
-        self.deployment(ns, name)
-            .map_or(Rollout::NotFound, |d| rollout_status(&d))
+        self.with(|s| settled(&s.store, &(ns.to_string(), name.to_string())))
     }
 
-    /// Waits (blocking, polling every few ms) until the rollout is complete by kubectl's rule;
+    /// Waits (blocking, polling every few ms) until the rollout is complete ([`Rollout`]);
     /// an error when it failed, the deployment is gone, or `timeout` passed. With
     /// [`SimConfig::manual`] it ticks the controller itself between polls. From an async test,
     /// call it in `spawn_blocking` when the background ticker runs.

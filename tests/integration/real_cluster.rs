@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 mod access;
 mod controller;
+mod in_cluster;
 mod seeds;
 mod steps;
 

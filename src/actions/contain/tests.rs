@@ -251,11 +251,7 @@ fn a_contained_program_is_born_in_its_cgroup() {
     );
     // On x86-64 with Linux 5.7 or later it was clone3 that put it there,
     // not a write of its own (which the test above would also pass).
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let mut numbers = release
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|n| n.parse::<u32>().ok());
-    let version = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+    let (release, version) = linux();
     if cfg!(target_arch = "x86_64") && version >= (5, 7) {
         assert!(
             spawn::clone3_supported(),
@@ -303,11 +299,7 @@ fn a_program_killed_as_it_is_born_in_a_killed_cgroup_is_started_again_the_other_
         (true, 7),
         "it ran (status {status}), not killed at birth"
     );
-    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let mut numbers = release
-        .split(|c: char| !c.is_ascii_digit())
-        .filter_map(|n| n.parse::<u32>().ok());
-    let version = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+    let (release, version) = linux();
     if cfg!(target_arch = "x86_64") && version >= (6, 14) {
         assert!(
             !joining.may_be_born_in(),
@@ -315,4 +307,14 @@ fn a_program_killed_as_it_is_born_in_a_killed_cgroup_is_started_again_the_other_
         );
     }
     tidy(&dir);
+}
+
+/// The running kernel's release, and its major and minor numbers.
+fn linux() -> (String, (u32, u32)) {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut numbers = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse::<u32>().ok());
+    let version = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+    (release.trim().to_string(), version)
 }

@@ -20,7 +20,7 @@ fn scale_file(test: &str, ns: &str) -> (std::path::PathBuf, std::path::PathBuf) 
 
 /// The token of a new ServiceAccount `name` in `ns` (the token controller
 /// of Kubernetes 1.20 makes a Secret for it).
-fn service_account_token(k8s: &RealCluster, ns: &str, name: &str) -> String {
+pub(super) fn service_account_token(k8s: &RealCluster, ns: &str, name: &str) -> String {
     let accounts: Api<ServiceAccount> = Api::namespaced(k8s.client(), ns);
     let account: ServiceAccount =
         serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
@@ -81,23 +81,7 @@ fn a_403_says_the_credentials_were_taken_and_which_permission_is_missing() {
     assert!(!text.contains(&token), "the token is never shown");
 
     // Allowed to read but not to write: the sentence names the write.
-    let roles: Api<Role> = Api::namespaced(k8s.client(), &ns);
-    let role: Role = serde_json::from_value(json!({
-        "metadata": {"name": "read-deployments"},
-        "rules": [{"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["get", "list", "watch"]}],
-    }))
-    .unwrap();
-    k8s.block_on(roles.create(&PostParams::default(), &role))
-        .expect("creates the role");
-    let bindings: Api<RoleBinding> = Api::namespaced(k8s.client(), &ns);
-    let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": "nobody-reads"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "read-deployments"},
-        "subjects": [{"kind": "ServiceAccount", "name": "nobody", "namespace": ns}],
-    }))
-    .unwrap();
-    k8s.block_on(bindings.create(&PostParams::default(), &binding))
-        .expect("binds the role");
+    grant(&k8s, &ns, "nobody", &["get", "list", "watch"]);
     let out = k8s.runbook_with(
         &dir.join("state2"),
         &["run", file.to_str().unwrap()],
@@ -179,7 +163,28 @@ fn a_server_certificate_the_named_ca_did_not_sign_is_refused() {
     );
 }
 
-fn port(k8s: &RealCluster) -> u16 {
+/// A Role on deployments with `verbs`, bound to ServiceAccount `account`.
+pub(super) fn grant(k8s: &RealCluster, ns: &str, account: &str, verbs: &[&str]) {
+    let roles: Api<Role> = Api::namespaced(k8s.client(), ns);
+    let role: Role = serde_json::from_value(json!({
+        "metadata": {"name": format!("{account}-deployments")},
+        "rules": [{"apiGroups": ["apps"], "resources": ["deployments"], "verbs": verbs}],
+    }))
+    .unwrap();
+    k8s.block_on(roles.create(&PostParams::default(), &role))
+        .expect("creates the role");
+    let bindings: Api<RoleBinding> = Api::namespaced(k8s.client(), ns);
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": format!("{account}-deployments")},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": format!("{account}-deployments")},
+        "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": ns}],
+    }))
+    .unwrap();
+    k8s.block_on(bindings.create(&PostParams::default(), &binding))
+        .expect("binds the role");
+}
+
+pub(super) fn port(k8s: &RealCluster) -> u16 {
     let text = std::fs::read_to_string(&k8s.kubeconfig).unwrap();
     text.lines()
         .find_map(|l| l.trim().strip_prefix("server: https://127.0.0.1:"))

@@ -119,7 +119,13 @@ pub async fn revision(cluster: &Cluster, name: &str) -> Result<Option<String>, K
 /// between: a PUT of the object as read, so a write by someone else between
 /// the read and the PUT is a 409 and the read is done again. Returns the new
 /// generation.
-pub async fn put_back(cluster: &Cluster, name: &str, template: &Value) -> Result<i64, KubeError> {
+/// Each conflict met is said to `on_conflict`.
+pub async fn put_back(
+    cluster: &Cluster,
+    name: &str,
+    template: &Value,
+    mut on_conflict: impl FnMut(&str),
+) -> Result<i64, KubeError> {
     let api = cluster.raw_deployments();
     for attempt in 1..=CONFLICT_TRIES {
         let mut d = read_raw(cluster, name).await?;
@@ -127,7 +133,7 @@ pub async fn put_back(cluster: &Cluster, name: &str, template: &Value) -> Result
         d.data["spec"]["template"] = template.clone();
         match api.replace(name, &PostParams::default(), &d).await {
             Ok(d) => return Ok(d.metadata.generation.unwrap_or(0)),
-            Err(e) if is_status(&e, 409) => conflict_pause(attempt).await,
+            Err(e) if is_status(&e, 409) => conflicted(name, attempt, &mut on_conflict).await,
             Err(e) => return Err(cluster.about(name, e)),
         }
     }
@@ -153,8 +159,14 @@ pub async fn restart(cluster: &Cluster, name: &str, at: &str) -> Result<i64, Kub
 }
 
 /// Sets `spec.replicas`; returns what it was. The patch carries the read
-/// resourceVersion, so the number returned is the one replaced.
-pub async fn scale(cluster: &Cluster, name: &str, replicas: i32) -> Result<i32, KubeError> {
+/// resourceVersion, so the number returned is the one replaced. Each
+/// conflict met is said to `on_conflict`.
+pub async fn scale(
+    cluster: &Cluster,
+    name: &str,
+    replicas: i32,
+    mut on_conflict: impl FnMut(&str),
+) -> Result<i32, KubeError> {
     let api = cluster.deployments();
     for attempt in 1..=CONFLICT_TRIES {
         let d = api.get(name).await.map_err(|e| cluster.about(name, e))?;
@@ -169,7 +181,7 @@ pub async fn scale(cluster: &Cluster, name: &str, replicas: i32) -> Result<i32, 
             .await
         {
             Ok(_) => return Ok(previous),
-            Err(e) if is_status(&e, 409) => conflict_pause(attempt).await,
+            Err(e) if is_status(&e, 409) => conflicted(name, attempt, &mut on_conflict).await,
             Err(e) => return Err(cluster.about(name, e)),
         }
     }
@@ -207,8 +219,15 @@ fn refuse_paused(name: &str, d: &DynamicObject, what: &str) -> Result<(), KubeEr
     Ok(())
 }
 
-/// A short, growing pause after a conflict, so two writers do not keep colliding.
-async fn conflict_pause(attempt: u32) {
+/// Says the conflict, then pauses a short, growing while, so two writers
+/// do not keep colliding.
+async fn conflicted(name: &str, attempt: u32, on_conflict: &mut impl FnMut(&str)) {
+    if attempt < CONFLICT_TRIES {
+        on_conflict(&format!(
+            "deployment {name} changed between runbook's read and its write (409 Conflict): reading it again ({} of {CONFLICT_TRIES})",
+            attempt + 1
+        ));
+    }
     tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
 }
 

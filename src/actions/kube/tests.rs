@@ -249,7 +249,10 @@ async fn a_missing_deployment_is_named_with_its_namespace() {
     let e = before_deploy(&cluster, "api", None).await.unwrap_err();
     assert_eq!(e.to_string(), "deployment api not found in namespace shop");
     assert_eq!(
-        scale(&cluster, "api", 2).await.unwrap_err().to_string(),
+        scale(&cluster, "api", 2, |_| {})
+            .await
+            .unwrap_err()
+            .to_string(),
         "deployment api not found in namespace shop"
     );
 }
@@ -372,7 +375,7 @@ async fn a_paused_deployment_is_refused() {
         result.unwrap_err().to_string(),
         "deployment web is paused; resume it (kubectl rollout resume) or undo"
     );
-    let e = put_back(&cluster, "web", &before.template)
+    let e = put_back(&cluster, "web", &before.template, |_| {})
         .await
         .unwrap_err();
     assert_eq!(
@@ -395,7 +398,19 @@ async fn put_back_rides_out_a_few_conflicts_and_names_too_many() {
 
     sim.clear_requests();
     sim.conflict_next_writes(2);
-    put_back(&cluster, "web", &before.template).await.unwrap();
+    let mut said = Vec::new();
+    put_back(&cluster, "web", &before.template, |m| {
+        said.push(m.to_string())
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        said,
+        [
+            "deployment web changed between runbook's read and its write (409 Conflict): reading it again (2 of 5)",
+            "deployment web changed between runbook's read and its write (409 Conflict): reading it again (3 of 5)",
+        ]
+    );
     let puts: Vec<u16> = sim
         .requests()
         .into_iter()
@@ -407,7 +422,9 @@ async fn put_back_rides_out_a_few_conflicts_and_names_too_many() {
     assert_eq!(sim.pod_template("shop", "web"), Some(before.template));
 
     sim.conflict_next_writes(50);
-    let e = put_back(&cluster, "web", &json!({})).await.unwrap_err();
+    let e = put_back(&cluster, "web", &json!({}), |_| {})
+        .await
+        .unwrap_err();
     assert_eq!(
         e.to_string(),
         "deployment web kept changing while runbook wrote it: 5 attempts met a conflict (409)"
@@ -439,7 +456,9 @@ async fn put_back_restores_the_recorded_template_after_someone_else_deployed() {
     wait(&cluster, "web").await.0.unwrap();
     assert_ne!(sim.pod_template("shop", "web"), Some(a.template.clone()));
 
-    let generation = put_back(&cluster, "web", &a.template).await.unwrap();
+    let generation = put_back(&cluster, "web", &a.template, |_| {})
+        .await
+        .unwrap();
     assert_eq!(generation, 4);
     wait(&cluster, "web").await.0.unwrap();
     assert_eq!(sim.pod_template("shop", "web"), Some(a.template));
@@ -466,7 +485,9 @@ async fn put_back_needs_no_replica_set_history() {
         .collect();
     assert!(!images.contains(&json!("api:1")), "{images:?}");
 
-    put_back(&cluster, "api", &a.template).await.unwrap();
+    put_back(&cluster, "api", &a.template, |_| {})
+        .await
+        .unwrap();
     wait(&cluster, "api").await.0.unwrap();
     assert_eq!(sim.pod_template("shop", "api"), Some(a.template));
     assert_eq!(
@@ -502,14 +523,14 @@ async fn restart_with_the_same_instant_twice_changes_nothing_the_second_time() {
 async fn scale_returns_the_previous_count() {
     let dir = Dir::new("scale");
     let (sim, cluster) = start(fast(), &dir).await;
-    assert_eq!(scale(&cluster, "web", 5).await.unwrap(), 3);
-    assert_eq!(scale(&cluster, "web", 2).await.unwrap(), 5);
+    assert_eq!(scale(&cluster, "web", 5, |_| {}).await.unwrap(), 3);
+    assert_eq!(scale(&cluster, "web", 2, |_| {}).await.unwrap(), 5);
     assert_eq!(
         sim.deployment("shop", "web").unwrap()["spec"]["replicas"],
         2
     );
     sim.conflict_next_writes(1);
-    assert_eq!(scale(&cluster, "web", 4).await.unwrap(), 2);
+    assert_eq!(scale(&cluster, "web", 4, |_| {}).await.unwrap(), 2);
     wait(&cluster, "web").await.0.unwrap();
 }
 

@@ -192,9 +192,11 @@ async fn put_back(
                 before.revision.as_deref().unwrap_or("none")
             ),
         );
-        kube::put_back(&cluster, &before.deployment, &before.template)
-            .await
-            .map_err(StepError::from)?;
+        kube::put_back(&cluster, &before.deployment, &before.template, |m| {
+            log.line(false, &format!("{m}\n"))
+        })
+        .await
+        .map_err(StepError::from)?;
         wait(&cluster, &before.deployment, log).await?;
     }
     Ok(())
@@ -260,9 +262,11 @@ async fn scale(
             now
         }
     };
-    kube::scale(cluster, name, replicas)
-        .await
-        .map_err(StepError::from)?;
+    kube::scale(cluster, name, replicas, |m| {
+        log.line(false, &format!("{m}\n"))
+    })
+    .await
+    .map_err(StepError::from)?;
     log.line(
         false,
         &format!(

@@ -299,7 +299,7 @@ pub fn spawn(launch: &Launch, note: Option<NoteSlot<'_>>) -> std::io::Result<Spa
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
         let arg = std::ptr::addr_of_mut!(args) as *mut libc::c_void;
         let born = match clone3::into_cgroup(child, arg, &mut stack, cgroup_dir) {
-            Some(Ok(pid)) if args.reached.load(Ordering::SeqCst) == 0 => {
+            Some(Ok(pid)) if (*(arg as *const ChildArgs)).reached.load(Ordering::SeqCst) == 0 => {
                 // Killed before it ran a single instruction: the kernel
                 // kills a process cloned into a cgroup whose count of
                 // `cgroup.kill`s differs from its parent's (Linux 6.14 and
@@ -320,7 +320,9 @@ pub fn spawn(launch: &Launch, note: Option<NoteSlot<'_>>) -> std::io::Result<Spa
             // cgroup (removed since): clone(2), and the process moves
             // itself in (or says why it could not).
             _ => {
-                args.join_fd = join.map_or(-1, |j| j.procs.as_raw_fd());
+                // Through the pointer the new process will read: `args`
+                // is not touched directly while `arg` is in use.
+                (*(arg as *mut ChildArgs)).join_fd = join.map_or(-1, |j| j.procs.as_raw_fd());
                 // The stack grows down from its end, 16-byte aligned.
                 let top = (stack.as_mut_ptr() as usize + stack.len()) & !15;
                 let pid = libc::clone(

@@ -262,7 +262,9 @@ async fn scale(
             now
         }
     };
-    kube::scale(cluster, name, replicas, |m| {
+    // What the write replaced: after a conflict, someone else's count,
+    // which the log must not hide behind the one first read.
+    let replaced = kube::scale(cluster, name, replicas, |m| {
         log.line(false, &format!("{m}\n"))
     })
     .await
@@ -270,7 +272,7 @@ async fn scale(
     log.line(
         false,
         &format!(
-            "deployment {}/{name}: {previous} -> {replicas} replicas\n",
+            "deployment {}/{name}: {replaced} -> {replicas} replicas\n",
             cluster.namespace
         ),
     );

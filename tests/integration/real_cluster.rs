@@ -23,8 +23,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 mod access;
+mod conflict;
 mod controller;
 mod in_cluster;
+mod proxy;
+mod responses;
 mod seeds;
 mod steps;
 
@@ -187,6 +190,25 @@ impl RealCluster {
         .expect("patches the deployment");
     }
 
+    /// Checks that deployment `name`, made by [`RealCluster::deployment`]
+    /// and never changed since, was restarted once as `kubectl rollout
+    /// restart` does: its template carries the restart annotation, the
+    /// controller made a second ReplicaSet (revision 2) that holds every
+    /// replica, and the rollout is complete.
+    pub fn assert_restarted(&self, namespace: &str, name: &str) {
+        self.wait_complete(namespace, name);
+        let d = self.get(namespace, name);
+        assert!(
+            d["spec"]["template"]["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"]
+                .is_string(),
+            "{d}"
+        );
+        let sets = self.replica_sets(namespace, name);
+        let wanted = d["spec"]["replicas"].as_i64().unwrap_or(1);
+        let shape: Vec<(u32, i64)> = sets.iter().map(|s| (s.revision, s.replicas)).collect();
+        assert_eq!(shape, [(1, 0), (2, wanted)], "{sets:#?}");
+    }
+
     /// Waits (at most a minute) until kubectl's rule says the rollout of
     /// `name` is complete.
     pub fn wait_complete(&self, namespace: &str, name: &str) {
@@ -224,19 +246,50 @@ impl RealCluster {
             .expect("the runbook binary starts")
     }
 
+    /// The API server's `host:port`.
+    pub fn server_address(&self) -> String {
+        let admin = Kubeconfig::read_from(&self.kubeconfig).expect("reads");
+        let server = admin.clusters[0]
+            .cluster
+            .clone()
+            .and_then(|c| c.server)
+            .expect("a server");
+        server
+            .strip_prefix("https://")
+            .expect("the test cluster is served over TLS")
+            .trim_end_matches('/')
+            .to_string()
+    }
+
+    /// The admin's bearer token (tests/k8s/k8s-start.sh writes it on a
+    /// line of its own).
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(&self.kubeconfig)
+            .expect("reads the test kubeconfig")
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("token: ").map(str::to_string))
+            .expect("the test kubeconfig's user has a token")
+    }
+
     /// A kubeconfig for the same server and CA with another bearer token.
     pub fn kubeconfig_with_token(&self, dir: &Path, token: &str) -> PathBuf {
+        self.kubeconfig_for(dir, token, "real-someone")
+    }
+
+    /// A kubeconfig for the same server and CA, `token`, and its one
+    /// context named `context`.
+    pub fn kubeconfig_for(&self, dir: &Path, token: &str, context: &str) -> PathBuf {
         let admin = Kubeconfig::read_from(&self.kubeconfig).expect("reads");
         let cluster = admin.clusters[0].cluster.clone().expect("a cluster");
         let server = cluster.server.expect("a server");
         let ca = cluster
             .certificate_authority
             .expect("the test kubeconfig names its CA file");
-        let path = dir.join("kubeconfig-token");
+        let path = dir.join(format!("kubeconfig-{context}"));
         std::fs::write(
             &path,
             format!(
-                "apiVersion: v1\nkind: Config\nclusters:\n- name: real\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\nusers:\n- name: someone\n  user:\n    token: {token}\ncontexts:\n- name: real-someone\n  context:\n    cluster: real\n    user: someone\ncurrent-context: real-someone\n"
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: real\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\nusers:\n- name: someone\n  user:\n    token: {token}\ncontexts:\n- name: {context}\n  context:\n    cluster: real\n    user: someone\ncurrent-context: {context}\n"
             ),
         )
         .expect("writes the kubeconfig");

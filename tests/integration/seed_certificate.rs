@@ -2,13 +2,18 @@
 //! `workflows/certificate_renewal.runbook`, run end to end by the real
 //! binary: the expiry of the renewed file and of the certificate a TLS
 //! listener on loopback presents, the gateway restarted on kubesim (a
-//! simulated Kubernetes API server). Stand-ins: `certbot` and `kubectl` on
-//! PATH (they record their arguments), the webhook.
+//! simulated Kubernetes API server, with `kubectl` a stand-in) and on the
+//! real control plane of `tests/k8s/` (with the real `kubectl`). Stand-ins:
+//! `certbot` on PATH (it records its arguments), the webhook.
 
 use crate::standin;
 
 use crate::common::{root, scratch, stderr, stdout, write};
+use crate::real_cluster::RealCluster;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
 use kubesim::{Sim, SimConfig};
+use serde_json::json;
 use standin::Standin;
 use std::path::Path;
 use std::process::Command;
@@ -84,25 +89,6 @@ fn recorder(bin: &Path, name: &str, log: &Path, extra: &str) {
 #[test]
 fn a_renewal_checks_the_file_and_what_the_server_presents_and_restarts_the_gateway() {
     let dir = scratch("seed-certificate");
-    let calls = dir.join("calls.log");
-    let bin = dir.join("bin");
-    std::fs::create_dir_all(&bin).expect("a directory");
-    recorder(&bin, "certbot", &calls, "");
-    // `kubectl create ... -o yaml` prints the secret; `kubectl apply -f -` reads it.
-    recorder(
-        &bin,
-        "kubectl",
-        &calls,
-        "case \"$1\" in create) echo 'kind: Secret' ;; apply) cat >> \"$0.stdin\" ;; esac\n",
-    );
-    let live = dir.join("letsencrypt/live/neo-service");
-    std::fs::create_dir_all(&live).expect("a directory");
-    let (pem, key_pem, _, _) = certificate(60);
-    std::fs::write(live.join("fullchain.pem"), pem).expect("writes");
-    std::fs::write(live.join("privkey.pem"), key_pem).expect("writes");
-    let (_, _, served, served_key) = certificate(80);
-    let port = tls_listener(served, served_key);
-
     let sim = Sim::start(SimConfig {
         tick: Duration::from_millis(30),
         seconds_per_tick: 5,
@@ -117,43 +103,13 @@ fn a_renewal_checks_the_file_and_what_the_server_presents_and_restarts_the_gatew
     let kubeconfig = dir.join("kubeconfig");
     sim.kubeconfig(&kubeconfig, "default")
         .expect("writes the kubeconfig");
-    let hooks = Standin::start(|_, _| (200, String::new()));
+    // kubesim serves deployments only: `kubectl` is a stand-in too.
+    // `kubectl create ... -o yaml` prints the secret; `kubectl apply -f -` reads it.
+    let kubectl =
+        "case \"$1\" in create) echo 'kind: Secret' ;; apply) cat >> \"$0.stdin\" ;; esac\n";
+    let renewal = renew(&dir, Some(kubectl), &kubeconfig, "neo-production");
 
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let out = Command::new(env!("CARGO_BIN_EXE_runbook"))
-        .arg("--state")
-        .arg(dir.join("state"))
-        .arg("run")
-        .arg(root().join("workflows/certificate_renewal.runbook"))
-        .args(["-p", "host=127.0.0.1", "-p", &format!("port={port}")])
-        .args([
-            "-p",
-            &format!("letsencrypt={}", dir.join("letsencrypt").display()),
-        ])
-        .env("PATH", path)
-        .env("KUBECONFIG", &kubeconfig)
-        .env("ALERT_WEBHOOK_URL", format!("{}/hook", hooks.url))
-        .env("NO_COLOR", "1")
-        .current_dir(root())
-        .output()
-        .expect("the runbook binary starts");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-
-    let calls = std::fs::read_to_string(&calls).expect("the stand-ins ran");
-    assert!(
-        calls.contains("certbot renew --cert-name neo-service --webroot"),
-        "{calls}"
-    );
+    let calls = std::fs::read_to_string(&renewal.calls).expect("the stand-ins ran");
     assert!(
         calls.contains("kubectl create secret tls neo-service-tls --namespace neo-production"),
         "{calls}"
@@ -167,6 +123,107 @@ fn a_renewal_checks_the_file_and_what_the_server_presents_and_restarts_the_gatew
             .is_string(),
         "{d}"
     );
+}
+
+/// The same against the real control plane, with the real `kubectl`: the
+/// secret is made from the renewed files, and the gateway restarted by the
+/// real controllers.
+#[test]
+fn a_renewal_puts_the_certificate_in_a_real_secret_and_restarts_the_gateway() {
+    let Some(mut k8s) = RealCluster::here("real_seed_certificate") else {
+        return;
+    };
+    let ns = k8s.namespace("certificate");
+    k8s.deployment(
+        &ns,
+        "api-gateway",
+        2,
+        "registry.invalid/gateway:3",
+        json!({}),
+    );
+    let dir = scratch("real-seed-certificate");
+    let renewal = renew(&dir, None, &k8s.kubeconfig, &ns);
+    let secrets: Api<Secret> = Api::namespaced(k8s.client(), &ns);
+    let secret = k8s
+        .block_on(secrets.get("neo-service-tls"))
+        .expect("the secret was made");
+    assert_eq!(secret.type_.as_deref(), Some("kubernetes.io/tls"));
+    let data = secret.data.expect("the secret holds data");
+    assert_eq!(
+        data.get("tls.crt").map(|b| b.0.as_slice()),
+        Some(renewal.fullchain.as_bytes()),
+        "the renewed certificate"
+    );
+    assert_eq!(
+        data.get("tls.key").map(|b| b.0.as_slice()),
+        Some(renewal.privkey.as_bytes())
+    );
+    k8s.assert_restarted(&ns, "api-gateway");
+}
+
+struct Renewal {
+    /// The commands the stand-ins were called with, one per line.
+    calls: std::path::PathBuf,
+    fullchain: String,
+    privkey: String,
+}
+
+/// Runs the seed with a `certbot` stand-in (renewed files with 60 days
+/// left), a TLS listener presenting a certificate with 80, the Kubernetes
+/// API server of `kubeconfig` and, when given, a `kubectl` stand-in of that
+/// script; checks the run's exit and notice.
+fn renew(dir: &Path, kubectl: Option<&str>, kubeconfig: &Path, namespace: &str) -> Renewal {
+    let calls = dir.join("calls.log");
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).expect("a directory");
+    recorder(&bin, "certbot", &calls, "");
+    if let Some(script) = kubectl {
+        recorder(&bin, "kubectl", &calls, script);
+    }
+    let live = dir.join("letsencrypt/live/neo-service");
+    std::fs::create_dir_all(&live).expect("a directory");
+    let (fullchain, privkey, _, _) = certificate(60);
+    std::fs::write(live.join("fullchain.pem"), &fullchain).expect("writes");
+    std::fs::write(live.join("privkey.pem"), &privkey).expect("writes");
+    let (_, _, served, served_key) = certificate(80);
+    let port = tls_listener(served, served_key);
+    let hooks = Standin::start(|_, _| (200, String::new()));
+
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .arg("--state")
+        .arg(dir.join("state"))
+        .arg("run")
+        .arg(root().join("workflows/certificate_renewal.runbook"))
+        .args(["-p", "host=127.0.0.1", "-p", &format!("port={port}")])
+        .args(["-p", &format!("namespace={namespace}")])
+        .args([
+            "-p",
+            &format!("letsencrypt={}", dir.join("letsencrypt").display()),
+        ])
+        .env("PATH", path)
+        .env("KUBECONFIG", kubeconfig)
+        .env("ALERT_WEBHOOK_URL", format!("{}/hook", hooks.url))
+        .env("NO_COLOR", "1")
+        .current_dir(root())
+        .output()
+        .expect("the runbook binary starts");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let recorded = std::fs::read_to_string(&calls).expect("the stand-ins ran");
+    assert!(
+        recorded.contains("certbot renew --cert-name neo-service --webroot"),
+        "{recorded}"
+    );
     let notice = hooks
         .seen()
         .into_iter()
@@ -179,4 +236,9 @@ fn a_renewal_checks_the_file_and_what_the_server_presents_and_restarts_the_gatew
         "{}",
         notice.body
     );
+    Renewal {
+        calls,
+        fullchain,
+        privkey,
+    }
 }

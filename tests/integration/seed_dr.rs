@@ -4,7 +4,8 @@
 //! Redis, the row counts are verified, two people approve, and the watch
 //! after the switch passes. Stand-ins: the DR gateway's health endpoints,
 //! Prometheus, the webhook and PagerDuty (one HTTP server on loopback),
-//! `kubectl` (a script on PATH that records its arguments), and the
+//! `kubectl` (a script on PATH that records its arguments; the real one
+//! against the real control plane of `tests/k8s/` in a second test), and the
 //! reference's two scripts (`scripts/data-validation.sh` counts the rows,
 //! `scripts/switch-dns.sh` records the switch).
 
@@ -14,6 +15,9 @@ use crate::standin;
 use crate::common::{
     approve_when_asked, postgres_here, psql, root, scratch, stderr, stdout, write, Redis, TestDb,
 };
+use crate::real_cluster::RealCluster;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::Api;
 use standin::{prometheus_value, Standin};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -33,7 +37,77 @@ fn disaster_recovery_restores_both_stores_verifies_and_switches_after_two_approv
         return;
     }
     let dir = scratch("seed-dr");
-    let pid = std::process::id();
+    let calls = recover(&dir, Redeploy::Recorded, "neo-production");
+    assert!(
+        calls.contains("kubectl apply -f k8s/services --namespace neo-production --context neo-dr"),
+        "{calls}"
+    );
+}
+
+/// The same with the redeploy done by the real `kubectl` against the real
+/// control plane, through a kubeconfig whose context is the seed's
+/// `neo-dr`: the manifests' objects are made and the deployment rolls out.
+#[test]
+fn disaster_recovery_redeploys_the_manifests_on_a_real_cluster() {
+    if !postgres_here("disaster_recovery (real cluster)")
+        || !common::redis_here("disaster_recovery (real cluster)")
+    {
+        return;
+    }
+    let Some(mut k8s) = RealCluster::here("real_seed_dr") else {
+        return;
+    };
+    let ns = k8s.namespace("dr");
+    let dir = scratch("real-seed-dr");
+    let services = dir.join("k8s/services");
+    std::fs::create_dir_all(&services).expect("a directory");
+    write(
+        &services,
+        "api.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: api\nspec:\n  replicas: 2\n  selector:\n    matchLabels: {app: api}\n  template:\n    metadata:\n      labels: {app: api}\n    spec:\n      containers:\n      - name: api\n        image: registry.invalid/api:dr\n",
+    );
+    write(
+        &services,
+        "api-config.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: api-config\ndata:\n  SITE: dr\n",
+    );
+    let kubeconfig = k8s.kubeconfig_for(&dir, &k8s.admin_token(), "neo-dr");
+    recover(&dir, Redeploy::Real(&kubeconfig), &ns);
+    k8s.wait_complete(&ns, "api");
+    assert_eq!(
+        crate::real_cluster::image_of(&k8s.get(&ns, "api")),
+        "registry.invalid/api:dr"
+    );
+    let configs: Api<ConfigMap> = Api::namespaced(k8s.client(), &ns);
+    let config = k8s
+        .block_on(configs.get("api-config"))
+        .expect("the configmap was applied");
+    assert_eq!(
+        config.data.and_then(|d| d.get("SITE").cloned()).as_deref(),
+        Some("dr")
+    );
+}
+
+/// Who redeploys: a `kubectl` stand-in that records its arguments, or the
+/// real one with this kubeconfig.
+enum Redeploy<'a> {
+    Recorded,
+    Real(&'a Path),
+}
+
+/// Runs the seed end to end in `dir` (its working directory), `namespace`
+/// as the DR namespace; checks the restores, the approvals, the watch and
+/// the notices, and returns what the stand-ins recorded.
+fn recover(dir: &Path, redeploy: Redeploy, namespace: &str) -> String {
+    // The two tests run side by side: databases named for the test too.
+    let pid = format!(
+        "{}_{}",
+        std::process::id(),
+        dir.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .replace('-', "_")
+    );
     // The primary's last backup: a seeded database, dumped in custom format.
     let primary = TestDb::create(&format!("runbook_t_dr_primary_{pid}")).expect("a database");
     psql(
@@ -83,7 +157,9 @@ fn disaster_recovery_restores_both_stores_verifies_and_switches_after_two_approv
         );
         make_executable(&path);
     };
-    record("kubectl", "kubectl");
+    if let Redeploy::Recorded = redeploy {
+        record("kubectl", "kubectl");
+    }
     let scripts = dir.join("scripts");
     std::fs::create_dir_all(&scripts).expect("a directory");
     let validation = write(
@@ -108,7 +184,11 @@ fn disaster_recovery_restores_both_stores_verifies_and_switches_after_two_approv
         bin.display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let mut child = runbook(&state, &dir)
+    let mut command = runbook(&state, dir);
+    if let Redeploy::Real(kubeconfig) = redeploy {
+        command.env("KUBECONFIG", kubeconfig);
+    }
+    let mut child = command
         .arg("run")
         .arg(root().join("workflows/disaster_recovery.runbook"))
         .args(["-p", &format!("backup={}", dump.display())])
@@ -116,6 +196,7 @@ fn disaster_recovery_restores_both_stores_verifies_and_switches_after_two_approv
         .args(["-p", &format!("dr_url={}", site.url)])
         .args(["-p", &format!("public_url={}/public", site.url)])
         .args(["-p", &format!("dr_prometheus_url={}", site.url)])
+        .args(["-p", &format!("namespace={namespace}")])
         .args([
             "-p",
             "dns_ttl=200ms",
@@ -159,12 +240,8 @@ fn disaster_recovery_restores_both_stores_verifies_and_switches_after_two_approv
         "1.08"
     );
     let calls = std::fs::read_to_string(dir.join("calls.log")).expect("the stand-ins were called");
-    assert!(
-        calls.contains("kubectl apply -f k8s/services --namespace neo-production --context neo-dr"),
-        "{calls}"
-    );
     assert!(calls.contains("switch-dns dr by bob"), "{calls}");
-    let logs = runbook(&state, &dir)
+    let logs = runbook(&state, dir)
         .args(["logs", "1", "data_validation"])
         .output()
         .expect("runs");
@@ -175,6 +252,7 @@ fn disaster_recovery_restores_both_stores_verifies_and_switches_after_two_approv
     );
     assert_eq!(site.count("/pagerduty"), 0, "no page: nothing failed");
     assert!(site.count("/hook") >= 3, "started, switched, recovered");
+    calls
 }
 
 fn make_executable(path: &Path) {

@@ -1,5 +1,6 @@
 //! What only the real deployment controller does: `minReadySeconds`, a
-//! paused deployment, history pruned before an undo, a deployment deleted
+//! paused deployment, history pruned before an undo, an undo among several
+//! old ReplicaSets, a deployment deleted
 //! in the middle of its rollout, and its namespace deleted.
 
 use super::{complete, image_of, report, runbook_file, RealCluster};
@@ -120,6 +121,64 @@ fn undo_puts_the_template_back_after_the_controller_pruned_its_replica_set() {
         "the same template, the same hash"
     );
     assert_eq!(sets[0].revision, 4);
+}
+
+#[test]
+fn undo_among_several_old_replica_sets_brings_back_the_one_it_replaced() {
+    let Some(mut k8s) = RealCluster::here("real_several") else {
+        return;
+    };
+    let ns = k8s.namespace("several");
+    k8s.deployment(&ns, "api", 2, "registry.invalid/api:v1", json!({}));
+    for image in ["registry.invalid/api:v2", "registry.invalid/api:v3"] {
+        k8s.patch(
+            &ns,
+            "api",
+            json!({"spec": {"template": {"spec": {"containers": [{"name": "api", "image": image}]}}}}),
+        );
+        k8s.wait_complete(&ns, "api");
+    }
+    let before = k8s.get(&ns, "api");
+    let old = k8s.replica_sets(&ns, "api");
+    assert_eq!(old.len(), 3, "{old:#?}");
+    let (dir, file) = deploy_file(
+        "several",
+        &ns,
+        "api",
+        "registry.invalid/api:v4",
+        "\n  undo back after ship {\n    deploy ship\n  }\n",
+    );
+    let out = k8s.runbook(&dir.join("state"), &["run", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", report(&out));
+    let after = k8s.get(&ns, "api");
+    assert!(complete(&after), "{after}");
+    assert_eq!(after["spec"]["template"], before["spec"]["template"]);
+    // Not "the previous revision" picked from the history, but the
+    // template the deploy replaced: v3's ReplicaSet, the same one
+    // (same hash), now revision 5; v1's and v2's are left as they were.
+    let sets: Vec<(u32, String, i64)> = k8s
+        .replica_sets(&ns, "api")
+        .into_iter()
+        .map(|s| (s.revision, s.image, s.replicas))
+        .collect();
+    assert_eq!(
+        sets,
+        [
+            (1, "registry.invalid/api:v1".to_string(), 0),
+            (2, "registry.invalid/api:v2".to_string(), 0),
+            (4, "registry.invalid/api:v4".to_string(), 0),
+            (5, "registry.invalid/api:v3".to_string(), 2),
+        ]
+    );
+    let hash_of = |sets: &[super::Owned], image: &str| {
+        sets.iter()
+            .find(|s| s.image == image)
+            .map(|s| s.hash.clone())
+    };
+    assert_eq!(
+        hash_of(&old, "registry.invalid/api:v3"),
+        hash_of(&k8s.replica_sets(&ns, "api"), "registry.invalid/api:v3")
+    );
 }
 
 /// Starts a deploy of an image that never becomes Ready and returns once

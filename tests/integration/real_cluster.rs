@@ -140,6 +140,22 @@ impl RealCluster {
         self.get(namespace, name)
     }
 
+    /// Deployment `name` (2 replicas) made at `images[0]`, then set to each
+    /// next image in turn, each rolled out: one ReplicaSet per image, the
+    /// revisions in that order. Returns it as it was first made.
+    pub fn deployment_through(&self, namespace: &str, name: &str, images: &[&str]) -> Value {
+        let first = self.deployment(namespace, name, 2, images[0], json!({}));
+        for image in &images[1..] {
+            self.patch(
+                namespace,
+                name,
+                json!({"spec": {"template": {"spec": {"containers": [{"name": name, "image": image}]}}}}),
+            );
+            self.wait_complete(namespace, name);
+        }
+        first
+    }
+
     /// The deployment as the server has it, as JSON.
     pub fn get(&self, namespace: &str, name: &str) -> Value {
         let d = self
@@ -315,6 +331,13 @@ pub struct Owned {
     pub hash: String,
     pub replicas: i64,
     pub image: String,
+}
+
+/// The `pod-template-hash` of the ReplicaSet of `image` among `sets`.
+pub fn hash_of(sets: &[Owned], image: &str) -> Option<String> {
+    sets.iter()
+        .find(|s| s.image == image)
+        .map(|s| s.hash.clone())
 }
 
 /// kubectl's `rollout status` rule, written from its documentation

@@ -3,7 +3,7 @@
 //! old ReplicaSets, a deployment deleted
 //! in the middle of its rollout, and its namespace deleted.
 
-use super::{complete, image_of, report, runbook_file, RealCluster};
+use super::{complete, hash_of, image_of, report, runbook_file, RealCluster};
 use crate::common::step_states;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams};
@@ -129,15 +129,15 @@ fn undo_among_several_old_replica_sets_brings_back_the_one_it_replaced() {
         return;
     };
     let ns = k8s.namespace("several");
-    k8s.deployment(&ns, "api", 2, "registry.invalid/api:v1", json!({}));
-    for image in ["registry.invalid/api:v2", "registry.invalid/api:v3"] {
-        k8s.patch(
-            &ns,
-            "api",
-            json!({"spec": {"template": {"spec": {"containers": [{"name": "api", "image": image}]}}}}),
-        );
-        k8s.wait_complete(&ns, "api");
-    }
+    k8s.deployment_through(
+        &ns,
+        "api",
+        &[
+            "registry.invalid/api:v1",
+            "registry.invalid/api:v2",
+            "registry.invalid/api:v3",
+        ],
+    );
     let before = k8s.get(&ns, "api");
     let old = k8s.replica_sets(&ns, "api");
     assert_eq!(old.len(), 3, "{old:#?}");
@@ -170,11 +170,6 @@ fn undo_among_several_old_replica_sets_brings_back_the_one_it_replaced() {
             (5, "registry.invalid/api:v3".to_string(), 2),
         ]
     );
-    let hash_of = |sets: &[super::Owned], image: &str| {
-        sets.iter()
-            .find(|s| s.image == image)
-            .map(|s| s.hash.clone())
-    };
     assert_eq!(
         hash_of(&old, "registry.invalid/api:v3"),
         hash_of(&k8s.replica_sets(&ns, "api"), "registry.invalid/api:v3")

@@ -11,12 +11,12 @@
 //! (`http_proxy`, honoured as by curl), the stand-in; the webhook and
 //! Prometheus are the stand-in on loopback directly (`NO_PROXY`).
 
-use super::{complete, image_of, report, RealCluster};
+use super::{complete, hash_of, image_of, report, RealCluster};
 use crate::common::{approve_when_asked, root, scratch, stdout};
 use crate::standin::{prometheus_value, Standin};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
@@ -65,21 +65,6 @@ fn logs(k8s: &RealCluster, state: &Path, step: &str) -> String {
     stdout(&k8s.runbook(state, &["logs", "1", step]))
 }
 
-/// A deployment `api` that went through `images` in turn, each rolled out.
-fn with_history(k8s: &mut RealCluster, label: &str, images: &[&str]) -> (String, Value) {
-    let ns = k8s.namespace(label);
-    let first = k8s.deployment(&ns, "api", 2, images[0], json!({}));
-    for image in &images[1..] {
-        k8s.patch(
-            &ns,
-            "api",
-            json!({"spec": {"template": {"spec": {"containers": [{"name": "api", "image": image}]}}}}),
-        );
-        k8s.wait_complete(&ns, "api");
-    }
-    (ns, first)
-}
-
 /// Runs the seed's emergency_rollback on deployment `api` of `ns`: what
 /// it printed, the stand-in, and the run's state directory.
 fn emergency_rollback(k8s: &RealCluster, ns: &str, extra: &[&str]) -> (Output, Standin, PathBuf) {
@@ -99,9 +84,10 @@ fn emergency_rollback_goes_back_one_revision_with_kubectl_and_checks_health() {
     let Some(mut k8s) = RealCluster::here("real_emergency") else {
         return;
     };
-    let (ns, first) = with_history(
-        &mut k8s,
-        "emergency",
+    let ns = k8s.namespace("emergency");
+    let first = k8s.deployment_through(
+        &ns,
+        "api",
         &["registry.invalid/api:v1", "registry.invalid/api:v2"],
     );
     let (out, services, _) = emergency_rollback(&k8s, &ns, &[]);
@@ -131,9 +117,10 @@ fn emergency_rollback_to_a_chosen_revision_among_several_old_replica_sets() {
     let Some(mut k8s) = RealCluster::here("real_emergency_to") else {
         return;
     };
-    let (ns, _) = with_history(
-        &mut k8s,
-        "emergency-to",
+    let ns = k8s.namespace("emergency-to");
+    k8s.deployment_through(
+        &ns,
+        "api",
         &[
             "registry.invalid/api:v1",
             "registry.invalid/api:v2",
@@ -164,14 +151,9 @@ fn emergency_rollback_to_a_chosen_revision_among_several_old_replica_sets() {
         ],
         "v1's ReplicaSet is the newest revision; the others are kept, scaled to 0"
     );
-    let hash = |image: &str, sets: &[super::Owned]| {
-        sets.iter()
-            .find(|s| s.image == image)
-            .map(|s| s.hash.clone())
-    };
     assert_eq!(
-        hash("registry.invalid/api:v1", &before),
-        hash("registry.invalid/api:v1", &k8s.replica_sets(&ns, "api")),
+        hash_of(&before, "registry.invalid/api:v1"),
+        hash_of(&k8s.replica_sets(&ns, "api"), "registry.invalid/api:v1"),
         "the same ReplicaSet, not a new one"
     );
 }

@@ -137,6 +137,9 @@ impl Watch for Shown {
             Notice::ProgramsLeft { run, left } => format!(
                 "these programs {left}; `runbook resume {run}` waits until they have ended"
             ),
+            Notice::Unreachable { why } => format!(
+                "other terminals cannot reach this run (`status`, `logs`, `approve`, `cancel` wait until it ends): {why}"
+            ),
         };
         if let Ok(v) = self.0.lock() {
             v.say(&text);

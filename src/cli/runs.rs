@@ -3,7 +3,7 @@
 
 use crate::compile::eval::format_duration;
 use crate::error::Error;
-use crate::session::{Approved, Cancelled, Clock, RunView, Runs, Unanswered};
+use crate::session::{Approved, Cancelled, Clock, RunView, Unanswered};
 use std::fmt::Write;
 use std::path::Path;
 
@@ -37,33 +37,15 @@ pub fn render(v: &RunView) -> String {
 
 /// `runbook status [RUN]`.
 pub fn status(state_dir: &Path, run: Option<u64>, json: bool) -> Result<u8, Error> {
-    match crate::session::runs(state_dir, run)? {
-        Runs::Recorded(views) if views.is_empty() => match json {
-            true => say!("[]"),
-            false => say!("no runs yet in {}", state_dir.display()),
-        },
-        Runs::Recorded(views) => {
-            if json {
-                say!("{}", to_json(&views)?);
-            } else if run.is_some() {
-                views.iter().for_each(|v| say!("{}", render(v).trim_end()));
-            } else {
-                views.iter().for_each(list_line);
-            }
-        }
-        Runs::Live(view) => {
-            if json {
-                say!("{}", to_json(&[&view])?);
-            } else if run.is_some() {
-                say!("{}", render(&view).trim_end());
-            } else {
-                list_line(&view);
-                say!(
-                    "(run {} holds the store; the other runs are listed when its process stops)",
-                    view.run
-                );
-            }
-        }
+    let views = crate::session::runs(state_dir, run)?;
+    if json {
+        say!("{}", to_json(&views)?);
+    } else if views.is_empty() {
+        say!("no runs yet in {}", state_dir.display());
+    } else if run.is_some() {
+        views.iter().for_each(|v| say!("{}", render(v).trim_end()));
+    } else {
+        views.iter().for_each(list_line);
     }
     Ok(super::EXIT_OK)
 }
@@ -96,6 +78,8 @@ pub fn logs(state_dir: &Path, run: u64, step: Option<&str>) -> Result<u8, Error>
             let attempt = kept.attempt;
             if kept.ended {
                 say!("── {name} (attempt {attempt}) ──");
+            } else if kept.running {
+                say!("── {name} (attempt {attempt}, running: what it printed so far) ──");
             } else {
                 say!(
                     "── {name} (attempt {attempt}, interrupted: what it printed before its runbook stopped) ──"
@@ -118,8 +102,8 @@ pub fn logs(state_dir: &Path, run: u64, step: Option<&str>) -> Result<u8, Error>
 
 /// `runbook approve RUN STEP --as NAME`.
 pub fn approve(state_dir: &Path, run: u64, step: &str, by: &str) -> Result<u8, Error> {
-    let mut told = |Unanswered { pid, .. }| {
-        eprintln!("note: run {run}'s process ({pid}) ended before it answered; the approval is recorded in the journal instead");
+    let mut told = |Unanswered { .. }| {
+        eprintln!("note: the process that holds the store ended before it answered; the approval is recorded in the journal instead");
     };
     match crate::session::approve(state_dir, run, step, by, &mut told)? {
         Approved::ByItsProcess => say!("approved `{step}` of run {run} as {by}; the run goes on"),
@@ -135,8 +119,8 @@ pub fn approve(state_dir: &Path, run: u64, step: &str, by: &str) -> Result<u8, E
 
 /// `runbook cancel RUN`.
 pub fn cancel(state_dir: &Path, run: u64) -> Result<u8, Error> {
-    let mut told = |Unanswered { pid, .. }| {
-        eprintln!("note: run {run}'s process ({pid}) ended before it answered; the journal says what happened");
+    let mut told = |Unanswered { .. }| {
+        eprintln!("note: the process that holds the store ended before it answered; the journal says what happened");
     };
     match crate::session::cancel(state_dir, run, &mut told)? {
         Cancelled::ByItsProcess => {

@@ -9,7 +9,7 @@ use crate::engine::{outcome_word, Event, Outcome, RunId};
 use crate::error::Error;
 use crate::scheduler::{Active, EntryState, Record, Waiting, What};
 use crate::session::{alive, open_or_owner, Opened};
-use crate::store::inbox::read_owner;
+use crate::store::owner::read_owner;
 use crate::store::{locks, RunStore};
 use std::path::Path;
 

@@ -5,7 +5,6 @@
 //! `cancel` work on it as on any run. Its output is logged line by line.
 
 use crate::session::alive;
-use crate::store::inbox::{Inbox, Request};
 use crate::store::locks;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -163,10 +162,16 @@ impl Runs {
         });
     }
 
-    /// Asks a run to cancel, through its inbox as `runbook cancel` does.
+    /// Asks a run to cancel, as `runbook cancel` does (through the socket of
+    /// the process that drives it), on a thread of its own: what the
+    /// scheduler waits for is the run's end, not the answer.
     pub fn cancel(&self, name: &str, run: u64) -> Result<(), String> {
-        Inbox::new(&state_of(&self.state, name))
-            .send(&Request::Cancel { run })
+        let dir = state_of(&self.state, name);
+        std::thread::Builder::new()
+            .name("cancel".into())
+            .spawn(move || {
+                let _ = crate::session::cancel(&dir, run, &mut |_| {});
+            })
             .map(|_| ())
             .map_err(|e| format!("cannot ask run {run} to cancel: {e}"))
     }

@@ -3,8 +3,10 @@
 //! journal before the effect it announces; the steps are performed by the
 //! actions behind `StepRunner`.
 
+mod call;
 mod driver;
 mod kept_plan;
+mod listen;
 mod notes;
 mod open;
 mod records;
@@ -13,6 +15,7 @@ mod run;
 mod running;
 mod steer;
 mod tending;
+mod wire;
 
 pub use driver::{
     drive, drive_from, Choices, Clock, Control, DriveError, Driver, Ended, SKIPPED_BY_HAND,
@@ -23,7 +26,7 @@ pub use open::{
     open_or_owner, open_to_write, plan_and_state, plan_of, rebind, store_error, CompileAhead,
     Opened,
 };
-pub use records::{logs, runs, AttemptLog, Runs};
+pub use records::{logs, runs, AttemptLog};
 pub use report::{approved, approver, clock, prompt, recorded_bindings, view, RunView, StepView};
 pub use run::{leave_within, Driven, Notice, Ready, Session, Watch};
 pub use steer::{approve, cancel, Approved, Cancelled, Unanswered};

@@ -5,7 +5,7 @@ use crate::compile::eval::{bind_for_run, Bindings};
 use crate::compile::Plan;
 use crate::engine::{RecordedParam, RunMeta, RunState, StoreError};
 use crate::error::Error;
-use crate::store::inbox::{read_owner, Owner};
+use crate::store::owner::{read_owner, Owner};
 use crate::store::{open_runs, runs_holder, RunStore};
 use std::path::{Path, PathBuf};
 

@@ -1,41 +1,53 @@
 //! What is kept of runs, for a person to look at: each run's report
-//! (`RunView`), from the journal, or from the live view the process driving
-//! a run keeps; and what each attempt of a step printed.
+//! (`RunView`) and what each attempt of a step printed, from the process
+//! that holds the store (through its socket) or from the store itself.
 
-use super::open::{
-    has_journal, locked_sentence, open_or_owner, plan_and_state, plan_of, store_error,
-    CompileAhead, Opened,
-};
+use super::call::ask_or;
+use super::open::{has_journal, plan_and_state, plan_of, store_error, CompileAhead};
 use super::report::{recorded_bindings, view, RunView};
+use super::tending::Live;
+use super::wire::{Answer, Request};
 use crate::actions::output_file::OutputDir;
 use crate::engine::{RunId, StepLog};
 use crate::error::Error;
-use crate::store::inbox::Owner;
+use crate::store::RunStore;
+use serde::{Deserialize, Serialize};
 use std::path::Path;
+use std::time::Duration;
 
-/// The most a live view may hold (80,000 steps take about 20 MB).
-const VIEW_LIMIT: u64 = 256 << 20;
+/// How long reading every run may take the process that holds the store.
+const READING: Duration = Duration::from_secs(60);
 
-/// Runs as they stand.
-pub enum Runs {
-    /// From the journal: every run, or the one asked for (none yet: empty).
-    Recorded(Vec<RunView>),
-    /// The run a process drives now, from its live view: while it holds
-    /// the store, the other runs cannot be read.
-    Live(RunView),
+/// Every run of `state_dir` (none yet: empty), or run `run`: from the
+/// process that holds the store when one does (the run it drives as it
+/// stands this moment), else from the store.
+pub fn runs(state_dir: &Path, run: Option<u64>) -> Result<Vec<RunView>, Error> {
+    if run.is_none() && !has_journal(state_dir) {
+        return Ok(Vec::new());
+    }
+    ask_or(
+        state_dir,
+        run.unwrap_or_default(),
+        &Request::Status { run },
+        READING,
+        |answer| match answer {
+            Answer::Runs(views) => Ok(views),
+            other => Err(unexpected(other)),
+        },
+        |store| views_in(state_dir, &*store, run, None),
+        &mut || {},
+    )
 }
 
-/// Every run of `state_dir`, or run `run`.
-pub fn runs(state_dir: &Path, run: Option<u64>) -> Result<Runs, Error> {
-    if run.is_none() && !has_journal(state_dir) {
-        return Ok(Runs::Recorded(Vec::new()));
-    }
+/// The views of every run in `store`, or of run `run`; the run `live`
+/// drives, from its state as the driver keeps it.
+pub(super) fn views_in(
+    state_dir: &Path,
+    store: &dyn RunStore,
+    run: Option<u64>,
+    live: Option<&Live>,
+) -> Result<Vec<RunView>, Error> {
     let mut ahead = run.map(|id| CompileAhead::start(state_dir, id));
-    // Without a run number, a state directory with no journal was answered above.
-    let store = match open_or_owner(state_dir, run.unwrap_or_default())? {
-        Opened::Store(store) => store,
-        Opened::HeldBy(owner) => return live(state_dir, owner, run).map(Runs::Live),
-    };
     let metas = match run {
         Some(id) => vec![store.run(RunId(id)).map_err(store_error)?],
         None => store.runs().map_err(store_error)?,
@@ -43,7 +55,11 @@ pub fn runs(state_dir: &Path, run: Option<u64>) -> Result<Runs, Error> {
     let mut views = Vec::new();
     for meta in &metas {
         let ahead = ahead.take().unwrap_or_else(CompileAhead::none);
-        let (plan, state) = plan_and_state(state_dir, &*store, meta, ahead)?;
+        if let Some(view) = live.and_then(|l| l.view_of(meta.id)) {
+            views.push(view);
+            continue;
+        }
+        let (plan, state) = plan_and_state(state_dir, store, meta, ahead)?;
         views.push(view(
             meta,
             &plan,
@@ -52,48 +68,64 @@ pub fn runs(state_dir: &Path, run: Option<u64>) -> Result<Runs, Error> {
             false,
         ));
     }
-    Ok(Runs::Recorded(views))
+    Ok(views)
 }
 
-/// While a process drives a run, it keeps `live.json` with the run's view.
-fn live(state_dir: &Path, owner: Option<Owner>, run: Option<u64>) -> Result<RunView, Error> {
-    let live = crate::store::private::read(&state_dir.join("live.json"), VIEW_LIMIT).ok();
-    let parsed: Option<serde_json::Value> = live.and_then(|b| serde_json::from_slice(&b).ok());
-    let matches = match (&owner, run) {
-        (Some(o), Some(r)) => o.run == r,
-        (Some(_), None) => true,
-        _ => false,
-    };
-    let view: Option<RunView> = parsed.and_then(|v| serde_json::from_value(v).ok());
-    view.filter(|_| matches)
-        .ok_or_else(|| Error::InUse(locked_sentence(state_dir, owner)))
+/// An answer that does not fit the request: two versions of runbook.
+pub(super) fn unexpected(answer: Answer) -> Error {
+    match answer {
+        Answer::Failed(failure) => failure.into(),
+        _ => Error::Internal(
+            "the process that holds the store answered another question; are both the same version of runbook?".into(),
+        ),
+    }
 }
 
 /// What one attempt of a step printed.
+#[derive(Debug, Serialize, Deserialize)]
 pub struct AttemptLog {
     pub attempt: u32,
     pub log: StepLog,
     /// Whether the attempt ended; one whose runbook stopped before it
     /// ended has only what it printed on its way, on disk.
     pub ended: bool,
+    /// Whether it is running now: what it printed so far.
+    #[serde(default)]
+    pub running: bool,
 }
 
 /// What each attempt of each step of run `run` (or of step `step`)
-/// printed, as kept: step names, each with its attempts in order.
+/// printed, as kept: step names, each with its attempts in order. A live
+/// run's too: what its running steps printed so far.
 pub fn logs(
     state_dir: &Path,
     run: u64,
     step: Option<&str>,
 ) -> Result<Vec<(String, Vec<AttemptLog>)>, Error> {
-    let store = match open_or_owner(state_dir, run)? {
-        Opened::Store(store) => store,
-        Opened::HeldBy(owner) => {
-            return Err(Error::InUse(format!(
-                "{}; while it runs, its output is on its terminal",
-                locked_sentence(state_dir, owner)
-            )))
-        }
-    };
+    ask_or(
+        state_dir,
+        run,
+        &Request::Logs {
+            run,
+            step: step.map(str::to_string),
+        },
+        READING,
+        |answer| match answer {
+            Answer::Logs(logs) => Ok(logs),
+            other => Err(unexpected(other)),
+        },
+        |store| logs_in(state_dir, &*store, run, step, None),
+        &mut || {},
+    )
+}
+
+pub(super) fn logs_in(
+    state_dir: &Path,
+    store: &dyn RunStore,
+    run: u64,
+    step: Option<&str>,
+    live: Option<&Live>,
+) -> Result<Vec<(String, Vec<AttemptLog>)>, Error> {
     let meta = store.run(RunId(run)).map_err(store_error)?;
     let plan = plan_of(&meta)?;
     let steps: Vec<&crate::compile::Step> = match step {
@@ -113,15 +145,18 @@ pub fn logs(
                 attempt,
                 log,
                 ended: true,
+                running: false,
             })
             .collect();
         let recorded: Vec<u32> = attempts.iter().map(|a| a.attempt).collect();
+        let running = live.and_then(|l| l.running_attempt(meta.id, s.id.0));
         for (attempt, set_aside, log) in streamed.remove(&s.id.0).unwrap_or_default() {
             if set_aside || !recorded.contains(&attempt) {
                 attempts.push(AttemptLog {
                     attempt,
                     log,
                     ended: false,
+                    running: !set_aside && running == Some(attempt),
                 });
             }
         }

@@ -1,6 +1,6 @@
-//! How a run stands, as one value: what `runbook status` shows, what the
-//! live view (`live.json`) holds for other terminals while a process drives
-//! the run, and the questions its approvals ask.
+//! How a run stands, as one value: what `runbook status` shows (in this
+//! process, or sent through the socket by the process that drives the run),
+//! and the questions its approvals ask.
 
 use super::Clock;
 use crate::compile::eval::{bind, Bindings};
@@ -9,7 +9,7 @@ use crate::compile::Plan;
 use crate::engine::{outcome_word, Millis, RecordedParam, RunMeta, RunState, StepState};
 use serde::{Deserialize, Serialize};
 
-#[derive(Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct RunView {
     pub run: u64,
     /// Whether a process is driving the run now.
@@ -22,7 +22,7 @@ pub struct RunView {
     pub steps: Vec<StepView>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct StepView {
     pub name: String,
     pub kind: String,

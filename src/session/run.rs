@@ -5,11 +5,12 @@
 //! elsewhere, and everything shown to whatever watches the run. What is
 //! said to a person, and with which exit code, is the caller's.
 
+use super::listen::{self, Holding};
 use super::open::{
     keep_source, killed_groups_left, open, open_to_write, plan_and_state, rebind, store_error,
     CompileAhead,
 };
-use super::tending::{answer_ctrl_c, tend, Live, Signals};
+use super::tending::{answer_ctrl_c, Live, Signals};
 use super::{drive_from, Choices, Clock, DriveError, Driver, Ended};
 use crate::actions::contain::Cgroups;
 use crate::actions::groups::{GroupNotes, Noted};
@@ -21,8 +22,8 @@ use crate::engine::{
     outcome_word, Deadline, Event, RecordedParam, RunId, RunMeta, RunState, StepState, StoreError,
 };
 use crate::error::Error;
-use crate::store::inbox::{clear_owner, write_owner, Inbox, Owner};
 use crate::store::locks::{self, Held, Holder, LockError};
+use crate::store::owner::{clear_owner, write_owner, Owner};
 use crate::store::RunStore;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -53,6 +54,8 @@ pub enum Notice {
     /// Programs this process killed did not end in time: the middle of a
     /// sentence naming them.
     ProgramsLeft { run: RunId, left: String },
+    /// The state directory's socket could not be served: why.
+    Unreachable { why: String },
 }
 
 /// The runtime a run is driven on, and the signals it answers, caught from
@@ -301,6 +304,8 @@ impl Ready {
             contain,
         } = session;
         let run = meta.id;
+        // Shared with the socket's callers, who read other runs meanwhile.
+        let store: Arc<dyn RunStore> = Arc::from(store);
         let _ = write_owner(
             &state_dir,
             &Owner {
@@ -332,14 +337,13 @@ impl Ready {
             watch.event(&reset, &state);
         }
         // A copy of the state, kept by folding each event (cheap), from which
-        // `live.json` is written now and then for `runbook status` elsewhere,
-        // and the last words are said.
-        let mirror = Arc::new(Mutex::new((state.clone(), true)));
+        // other terminals are answered through the socket, and the last
+        // words are said.
+        let mirror = Arc::new(Mutex::new(state.clone()));
         let observe = |event: &Event, state: &RunState| {
             watch.event(event, state);
             if let Ok(mut m) = mirror.lock() {
-                m.0.apply(&plan, event);
-                m.1 = true;
+                m.apply(&plan, event);
             }
         };
         let env_now = |name: &str| std::env::var(name).ok();
@@ -358,21 +362,36 @@ impl Ready {
         };
         let Executor { runtime, signals } = exec;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let socket = match listen::bind(&state_dir) {
+            Ok(socket) => Some(socket),
+            Err(why) => {
+                watch.notice(Notice::Unreachable { why });
+                None
+            }
+        };
         let ended = runtime.block_on(async {
             tokio::spawn(answer_ctrl_c(tx.clone(), Arc::clone(&watch), signals));
-            let live = Live {
-                state_dir: state_dir.clone(),
-                meta: meta.clone(),
-                plan: Arc::clone(&plan),
-                bindings: Arc::clone(&shown),
-                mirror: Arc::clone(&mirror),
-            };
             let (stop, stopped) = tokio::sync::oneshot::channel();
-            let tending = tokio::spawn(tend(tx, Inbox::new(&state_dir), live, stopped));
+            let serving = socket.map(|socket| {
+                let holding = Arc::new(Holding {
+                    state_dir: state_dir.clone(),
+                    store: Arc::clone(&store),
+                    live: Live {
+                        meta: meta.clone(),
+                        plan: Arc::clone(&plan),
+                        bindings: Arc::clone(&shown),
+                        mirror: Arc::clone(&mirror),
+                    },
+                    tx,
+                });
+                tokio::spawn(listen::serve(socket, holding, stopped))
+            });
             let ended = drive_from(&driver, state, &how.choices, rx).await;
-            // Lets the answer to a last request (a cancel, say) reach its sender.
+            // No new caller from here; one already answered keeps its answer.
             let _ = stop.send(());
-            let _ = tending.await;
+            if let Some(serving) = serving {
+                let _ = serving.await;
+            }
             ended
         });
         // From here the process is on its way out, and nothing on that way may
@@ -389,8 +408,7 @@ impl Ready {
             watch.notice(Notice::ProgramsLeft { run, left });
         }
         clear_owner(&state_dir);
-        let _ = std::fs::remove_file(state_dir.join("live.json"));
-        let state = mirror.lock().ok().map(|m| m.0.clone());
+        let state = mirror.lock().ok().map(|m| m.clone());
         // Once the run is over, the journal holds what every attempt printed.
         if matches!(ended, Ok(Ended::Finished(_))) {
             OutputDir::new(&state_dir).forget_run(run);

@@ -1,32 +1,31 @@
-//! Steering a run from another process: `approve` and `cancel`, asked of
-//! the process that drives the run (through the inbox) and answered by it,
-//! or, when no process drives it, written to its journal directly.
+//! Steering a run from another terminal: `approve` and `cancel`, asked of
+//! the process that holds the store (through its socket) and answered by
+//! it, or, when no process holds it, written to the run's journal directly.
 
-use super::open::{
-    alive, killed_groups_left, locked_sentence, open_or_owner, plan_and_state, store_error,
-    CompileAhead, Opened,
-};
+use super::call::ask_or;
+use super::open::{killed_groups_left, plan_and_state, store_error, CompileAhead};
+use super::records::unexpected;
 use super::report::{approved, recorded_bindings};
+use super::wire::{Answer, Request};
 use super::Clock;
 use crate::actions::groups::Noted;
 use crate::compile::Plan;
 use crate::engine::{approval, outcome_word, Event, RunId, RunMeta, RunState, StepState};
 use crate::error::Error;
-use crate::store::inbox::{Inbox, Owner, Request, Waited};
 use crate::store::RunStore;
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 use std::time::Duration;
 
-/// The process driving the run ended before it answered the request: the
-/// journal is read and written instead.
+/// The process that holds the store took the request and ended before it
+/// answered: the journal is read and written instead.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Unanswered {
     pub run: RunId,
-    pub pid: u32,
 }
 
 /// How an approval was given.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Approved {
     /// The process driving the run recorded it; the run goes on.
     ByItsProcess,
@@ -37,7 +36,7 @@ pub enum Approved {
 }
 
 /// How a cancel was done.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Cancelled {
     /// The process driving the run stopped its running steps.
     ByItsProcess,
@@ -49,57 +48,9 @@ pub enum Cancelled {
     InJournal { interrupted: Vec<String> },
 }
 
-/// How long `approve` and `cancel` wait for a running process to answer.
-const ANSWER_WITHIN: Duration = Duration::from_secs(10);
-
-/// Sends a request to the process driving `run`, and waits for its answer.
-/// `Ok(false)` when that process ended before it answered: the request is
-/// withdrawn and the caller looks at the journal itself.
-fn ask_live(
-    state_dir: &Path,
-    owner: Option<Owner>,
-    run: u64,
-    request: Request,
-) -> Result<bool, Error> {
-    let Some(owner) = owner.clone().filter(|o| o.run == run) else {
-        return Err(Error::InUse(locked_sentence(state_dir, owner)));
-    };
-    let inbox = Inbox::new(state_dir);
-    let name = inbox.send(&request).map_err(|e| {
-        Error::Store(format!(
-            "cannot leave the request in {}: {e}",
-            state_dir.display()
-        ))
-    })?;
-    match inbox.wait_answer(&name, ANSWER_WITHIN, || alive(owner.pid)) {
-        Waited::Answered(Ok(())) => Ok(true),
-        Waited::Answered(Err(why)) => Err(Error::Refused(why)),
-        Waited::Gone => {
-            inbox.withdraw(&name);
-            Ok(false)
-        }
-        Waited::NoAnswer => {
-            inbox.withdraw(&name);
-            Err(Error::Unanswered(format!(
-                "run {run}'s process ({}) did not answer within {} s; the request was withdrawn; try again",
-                owner.pid,
-                ANSWER_WITHIN.as_secs()
-            )))
-        }
-    }
-}
-
-/// The store, once the process that held it has ended: its lock goes with
-/// it, but a moment may pass.
-fn store_after_owner_ended(state_dir: &Path, run: u64) -> Result<Box<dyn RunStore>, Error> {
-    match open_or_owner(state_dir, run)? {
-        Opened::Store(store) => Ok(store),
-        Opened::HeldBy(owner) => Err(Error::InUse(format!(
-            "run {run}'s process ended before it answered, and {}",
-            locked_sentence(state_dir, owner)
-        ))),
-    }
-}
+/// How long `approve` and `cancel` wait for the process that holds the
+/// store to answer.
+const ANSWER_WITHIN: Duration = Duration::from_secs(30);
 
 /// A run's plan and state when no process drives it.
 fn offline(
@@ -112,8 +63,9 @@ fn offline(
     Ok((meta, plan, state))
 }
 
-/// Approves step `step` of run `run` as `by`: through the process that
-/// drives the run, or in the journal when none does.
+/// Approves step `step` of run `run` as `by` (the account recorded beside
+/// it is the caller's): through the process that holds the store, or in
+/// the journal when none does.
 pub fn approve(
     state_dir: &Path,
     run: u64,
@@ -121,26 +73,39 @@ pub fn approve(
     by: &str,
     told: &mut dyn FnMut(Unanswered),
 ) -> Result<Approved, Error> {
-    let store = match open_or_owner(state_dir, run)? {
-        Opened::HeldBy(owner) => {
-            let pid = owner.as_ref().map_or(0, |o| o.pid);
-            let request = Request::Approve {
-                run,
-                step: step.to_string(),
-                by: by.to_string(),
-            };
-            if ask_live(state_dir, owner, run, request)? {
-                return Ok(Approved::ByItsProcess);
-            }
-            told(Unanswered {
-                run: RunId(run),
-                pid,
-            });
-            store_after_owner_ended(state_dir, run)?
-        }
-        Opened::Store(store) => store,
+    let request = Request::Approve {
+        run,
+        step: step.to_string(),
+        by: by.to_string(),
     };
-    let (meta, plan, state) = offline(state_dir, &*store, run)?;
+    let approver = approval::Approver {
+        name: by.to_string(),
+        account: crate::store::private::this_account(),
+    };
+    ask_or(
+        state_dir,
+        run,
+        &request,
+        ANSWER_WITHIN,
+        |answer| match answer {
+            Answer::Approved(approved) => Ok(approved),
+            other => Err(unexpected(other)),
+        },
+        |store| approve_in_journal(state_dir, &*store, run, step, &approver),
+        &mut || told(Unanswered { run: RunId(run) }),
+    )
+}
+
+/// Records an approval in the journal of run `run`, which no process
+/// drives (or which the process holding the store does not drive).
+pub(super) fn approve_in_journal(
+    state_dir: &Path,
+    store: &dyn RunStore,
+    run: u64,
+    step: &str,
+    approver: &approval::Approver,
+) -> Result<Approved, Error> {
+    let (meta, plan, state) = offline(state_dir, store, run)?;
     if let Some(s) = plan.step(step).filter(|_| state.finished.is_none()) {
         if let StepState::Succeeded = state.step(s.id) {
             if let Some(who) = approved(&state.outputs[s.id.0]) {
@@ -149,16 +114,12 @@ pub fn approve(
         }
     }
     let bindings = recorded_bindings(&meta, &plan);
-    let approver = approval::Approver {
-        name: by.to_string(),
-        account: crate::store::private::this_account(),
-    };
     let event = approval::approve(
         &plan,
         &state,
         &bindings,
         step,
-        &approver,
+        approver,
         Clock::system().now(),
     )
     .map_err(Error::Refused)?;
@@ -166,38 +127,46 @@ pub fn approve(
     Ok(Approved::InJournal)
 }
 
-/// Cancels run `run`: through the process that drives it, or in the
+/// Cancels run `run`: through the process that holds the store, or in the
 /// journal when none does.
 pub fn cancel(
     state_dir: &Path,
     run: u64,
     told: &mut dyn FnMut(Unanswered),
 ) -> Result<Cancelled, Error> {
-    let store = match open_or_owner(state_dir, run)? {
-        Opened::HeldBy(owner) => {
-            let pid = owner.as_ref().map_or(0, |o| o.pid);
-            if ask_live(state_dir, owner, run, Request::Cancel { run })? {
-                return Ok(Cancelled::ByItsProcess);
+    let ended = std::cell::Cell::new(false);
+    ask_or(
+        state_dir,
+        run,
+        &Request::Cancel { run },
+        ANSWER_WITHIN,
+        |answer| match answer {
+            Answer::Cancelled(cancelled) => Ok(cancelled),
+            other => Err(unexpected(other)),
+        },
+        |store| {
+            if ended.get() {
+                let (_, _, state) = offline(state_dir, &*store, run)?;
+                if state.cancelled {
+                    return Ok(Cancelled::ByItsProcessBeforeItEnded);
+                }
             }
-            told(Unanswered {
-                run: RunId(run),
-                pid,
-            });
-            let store = store_after_owner_ended(state_dir, run)?;
-            let (_, _, state) = offline(state_dir, &*store, run)?;
-            if state.cancelled {
-                return Ok(Cancelled::ByItsProcessBeforeItEnded);
-            }
-            store
-        }
-        Opened::Store(store) => store,
-    };
-    cancel_in_journal(state_dir, &*store, run)
+            cancel_in_journal(state_dir, &*store, run)
+        },
+        &mut || {
+            ended.set(true);
+            told(Unanswered { run: RunId(run) });
+        },
+    )
 }
 
 /// Cancels a run no process drives by writing to its journal: a program an
 /// earlier process left running is stopped, running steps are failed.
-fn cancel_in_journal(state_dir: &Path, store: &dyn RunStore, run: u64) -> Result<Cancelled, Error> {
+pub(super) fn cancel_in_journal(
+    state_dir: &Path,
+    store: &dyn RunStore,
+    run: u64,
+) -> Result<Cancelled, Error> {
     let (meta, plan, state) = offline(state_dir, store, run)?;
     if let Some(outcome) = state.finished {
         return Err(Error::Refused(format!(

@@ -8,8 +8,8 @@
 //! reports as `StoreError::Locked`.
 
 mod envelope;
-pub mod inbox;
 pub mod locks;
+pub mod owner;
 pub mod private;
 pub mod process;
 mod schedule_store;

@@ -14,12 +14,15 @@
 
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::{Read, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 use std::sync::OnceLock;
 
 /// The variable that names the group trusted with a shared state directory.
 pub const SHARED_GROUP: &str = "RUNBOOK_SHARED_GROUP";
+
+/// The socket of the process that holds the store, in the state directory.
+pub const SOCKET: &str = "runbook.sock";
 
 /// How deep the state directory is looked through (the scheduler's run
 /// directories sit at `STATE/runs/NAME/journal`).
@@ -246,7 +249,10 @@ fn walk(dir: &Path, depth: usize) -> Result<(), String> {
                 "it is a link, and runbook follows no links in its state directory",
             ));
         }
-        if !kind.is_dir() && !kind.is_file() {
+        // The socket of the process that holds a store (this one's, or a
+        // scheduled run's in `scheduled/NAME/`); no other.
+        let served = kind.is_socket() && entry.file_name() == SOCKET;
+        if !kind.is_dir() && !kind.is_file() && !served {
             return Err(refusal(&path, "it is neither a file nor a directory"));
         }
         if let Some(why) = distrust(&meta) {
@@ -376,6 +382,46 @@ fn share(path: &Path) -> std::io::Result<()> {
         file_mode()
     };
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
+/// Gives a socket (or another file this process just made at `path`) the
+/// mode and group of a file runbook creates: 0600, or 0660 for the shared
+/// group. The state directory around it is private already; this is the
+/// second lock on the door.
+pub fn make_private(path: &Path) -> std::io::Result<()> {
+    if let Ok(Some(gid)) = shared_group() {
+        std::os::unix::fs::lchown(path, None, Some(gid))?;
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(file_mode()))
+}
+
+/// Whether the user `uid` (of primary group `gid`), on the other end of
+/// the state directory's socket, may look at and steer its runs: this
+/// user, root, or, with a shared group, a member of it. Otherwise the
+/// sentence that says what they lack.
+pub fn may_steer(uid: u32, gid: u32) -> Result<(), String> {
+    if uid == me() || uid == 0 {
+        return Ok(());
+    }
+    if let Ok(Some(shared)) = shared_group() {
+        let member = gid == shared
+            || user_name(uid).is_some_and(|name| {
+                group_entry(shared).is_some_and(|(_, members)| members.contains(&name))
+            });
+        if member {
+            return Ok(());
+        }
+        return Err(format!(
+            "{} is not in the group {} that shares this state directory ({SHARED_GROUP}); ask for it to be added",
+            user(uid),
+            group(shared)
+        ));
+    }
+    Err(format!(
+        "this state directory belongs to {} alone; {} may not use it (a team shares one through a group: {SHARED_GROUP})",
+        user(me()),
+        user(uid)
+    ))
 }
 
 /// A new private file, never one already there nor what a link there

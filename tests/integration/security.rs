@@ -11,4 +11,5 @@ mod containment;
 mod files;
 mod other_user;
 mod secrets;
+mod team;
 mod terminal;

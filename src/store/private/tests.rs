@@ -84,6 +84,25 @@ fn links_pipes_and_writable_files_inside_are_refused() {
     assert!(said.contains("neither a file nor a directory"), "{said}");
     std::fs::remove_file(state.join("live.json")).expect("rm");
 
+    // The socket of the process that holds the store is the one socket
+    // allowed, and only while no one else can write it.
+    let served = std::os::unix::net::UnixListener::bind(state.join(SOCKET)).expect("binds");
+    chmod(&state.join(SOCKET), 0o600);
+    state_dir(&state, true).expect("the holder's socket is allowed");
+    chmod(&state.join(SOCKET), 0o666);
+    let said = state_dir(&state, true).expect_err("refused");
+    assert!(said.contains("can be written by every user"), "{said}");
+    drop(served);
+    std::fs::remove_file(state.join(SOCKET)).expect("rm");
+    let other = std::os::unix::net::UnixListener::bind(state.join("other.sock")).expect("binds");
+    let said = state_dir(&state, true).expect_err("refused");
+    assert!(
+        said.contains("other.sock is refused: it is neither a file nor a directory"),
+        "{said}"
+    );
+    drop(other);
+    std::fs::remove_file(state.join("other.sock")).expect("rm");
+
     make_dir(&state.join("journal")).expect("dir");
     std::fs::write(state.join("journal/db"), b"x").expect("write");
     chmod(&state.join("journal/db"), 0o666);

@@ -62,8 +62,13 @@ fn copy(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("dir");
     for entry in std::fs::read_dir(from).expect("lists").flatten() {
         let target = to.join(entry.file_name());
-        if entry.file_type().expect("type").is_dir() {
+        let kind = entry.file_type().expect("type");
+        if kind.is_dir() {
             copy(&entry.path(), &target);
+        } else if std::os::unix::fs::FileTypeExt::is_socket(&kind) {
+            // The killed process's socket: an address, not state; a copy
+            // of it is no socket at all.
+            continue;
         } else {
             std::fs::copy(entry.path(), &target).expect("copies");
         }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const OTHER: &str = "runbook-test-other";
+pub const OTHER: &str = "runbook-test-other";
 
 /// The second user's uid and gid, made if missing; `None` (said) where
 /// this process cannot make users. Under CI it must.

@@ -1,0 +1,234 @@
+//! The way into the process that holds the store: it serves the state
+//! directory's socket (`STATE/runbook.sock`) for as long as it holds the
+//! store, and answers `status`, `logs`, `approve` and `cancel` from other
+//! terminals: for the run it drives, through its driver; for every other
+//! run, from and into the store it holds.
+//!
+//! The socket is private as the state directory is (0600, or 0660 for the
+//! group of `RUNBOOK_SHARED_GROUP`), and every caller is checked again by
+//! the user the kernel names for it (`SO_PEERCRED`): that user is who an
+//! approval records, whatever name `--as` gives.
+
+use super::records::{logs_in, views_in};
+use super::steer::{approve_in_journal, cancel_in_journal, Approved, Cancelled};
+use super::tending::Live;
+use super::wire::{read_line, write_line, Answer, Request, ANSWER_LIMIT, REQUEST_LIMIT, SOCKET};
+use super::Control;
+use crate::engine::approval::Approver;
+use crate::error::Error;
+use crate::store::RunStore;
+use std::io::BufReader;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc::UnboundedSender;
+
+/// How long a caller may take to send its request, and the driver to
+/// answer one.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// What the requests are answered from.
+pub(super) struct Holding {
+    pub(super) state_dir: PathBuf,
+    pub(super) store: Arc<dyn RunStore>,
+    pub(super) live: Live,
+    pub(super) tx: UnboundedSender<Control>,
+}
+
+/// The bound socket; its file is removed when this is dropped.
+pub(super) struct Socket {
+    listener: std::os::unix::net::UnixListener,
+    path: PathBuf,
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Binds `STATE/runbook.sock`. Only the process that holds the store calls
+/// this, so a socket file already there was left by one that died: it is
+/// replaced.
+pub(super) fn bind(state_dir: &Path) -> Result<Socket, String> {
+    let path = state_dir.join(SOCKET);
+    match std::fs::symlink_metadata(&path) {
+        Ok(meta) => {
+            use std::os::unix::fs::FileTypeExt;
+            if !meta.file_type().is_socket() {
+                return Err(format!(
+                    "{} is there and is not a socket; remove it",
+                    path.display()
+                ));
+            }
+            std::fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    }
+    let (address, _dir) = address(state_dir).map_err(|e| format!("{}: {e}", path.display()))?;
+    let listener = std::os::unix::net::UnixListener::bind(&address)
+        .map_err(|e| format!("cannot serve {}: {e}", path.display()))?;
+    let socket = Socket { listener, path };
+    crate::store::private::make_private(&socket.path)
+        .map_err(|e| format!("cannot make {} private: {e}", socket.path.display()))?;
+    socket
+        .listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("{}: {e}", socket.path.display()))?;
+    Ok(socket)
+}
+
+/// The path to bind or connect to: `STATE/runbook.sock`, or, when that is
+/// longer than a socket address holds (107 bytes), the same file reached
+/// through the directory's descriptor (`/proc/self/fd/N/runbook.sock`),
+/// which is kept open while it is used.
+pub(super) fn address(state_dir: &Path) -> std::io::Result<(PathBuf, Option<std::fs::File>)> {
+    let path = state_dir.join(SOCKET);
+    if path.as_os_str().len() < 100 {
+        return Ok((path, None));
+    }
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::io::AsRawFd;
+    let dir = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(state_dir)?;
+    let short = PathBuf::from(format!("/proc/self/fd/{}/{SOCKET}", dir.as_raw_fd()));
+    Ok((short, Some(dir)))
+}
+
+/// Answers callers until `stop`; each on a blocking thread of its own, so
+/// that reading every run of the store never holds the drive.
+pub(super) async fn serve(
+    socket: Socket,
+    holding: Arc<Holding>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    let Ok(listener) = socket.listener.try_clone() else {
+        return;
+    };
+    let Ok(listener) = tokio::net::UnixListener::from_std(listener) else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let holding = Arc::clone(&holding);
+                let Ok(stream) = stream.into_std() else { continue };
+                tokio::task::spawn_blocking(move || answer(stream, &holding));
+            }
+            _ = &mut stop => break,
+        }
+    }
+    // The socket's file goes before the process says the run ended.
+    drop(socket);
+}
+
+fn answer(stream: UnixStream, holding: &Holding) {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(PATIENCE));
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(60)));
+    let Ok(caller) = rustix::net::sockopt::socket_peercred(&stream) else {
+        return;
+    };
+    let (uid, gid) = (caller.uid.as_raw(), caller.gid.as_raw());
+    let Ok(mut reader) = stream.try_clone().map(BufReader::new) else {
+        return;
+    };
+    let answer = match crate::store::private::may_steer(uid, gid) {
+        Err(why) => Answer::Failed(Error::Refused(why).into()),
+        Ok(()) => match read_line::<Request>(&mut reader, REQUEST_LIMIT) {
+            Ok(Some(request)) => handle(request, holding, uid),
+            // A caller that went away, or that sent no request: nothing done.
+            Ok(None) | Err(_) => return,
+        },
+    };
+    let mut out = &stream;
+    // An answer bigger than any caller takes is a failure, said as one.
+    let _ = match serde_json::to_vec(&answer).map(|b| b.len() as u64) {
+        Ok(len) if len > ANSWER_LIMIT => write_line(
+            &mut out,
+            &Answer::Failed(
+                Error::Internal(format!("the answer would be {len} bytes, too much to send"))
+                    .into(),
+            ),
+        ),
+        _ => write_line(&mut out, &answer),
+    };
+}
+
+fn handle(request: Request, holding: &Holding, uid: u32) -> Answer {
+    let live = holding.live.meta.id.0;
+    let state_dir = &holding.state_dir;
+    let store = &*holding.store;
+    let done = match request {
+        Request::Status { run } => {
+            views_in(state_dir, store, run, Some(&holding.live)).map(Answer::Runs)
+        }
+        Request::Logs { run, step } => {
+            logs_in(state_dir, store, run, step.as_deref(), Some(&holding.live)).map(Answer::Logs)
+        }
+        Request::Approve { run, step, by } => {
+            let approver = Approver {
+                name: by,
+                account: crate::store::private::account(uid),
+            };
+            if run == live {
+                through_driver(holding, |reply| Control::Approve {
+                    step,
+                    by: approver,
+                    reply,
+                })
+                .map(|()| Answer::Approved(Approved::ByItsProcess))
+            } else {
+                approve_in_journal(state_dir, store, run, &step, &approver).map(Answer::Approved)
+            }
+        }
+        Request::Cancel { run } if run == live => {
+            through_driver(holding, |reply| Control::Cancel { reply: Some(reply) })
+                .map(|()| Answer::Cancelled(Cancelled::ByItsProcess))
+        }
+        Request::Cancel { run } => cancel_in_journal(state_dir, store, run).map(Answer::Cancelled),
+    };
+    done.unwrap_or_else(|e| Answer::Failed(e.into()))
+}
+
+/// Passes a request to the driver of the live run and waits for its answer.
+fn through_driver(
+    holding: &Holding,
+    control: impl FnOnce(tokio::sync::oneshot::Sender<Result<(), String>>) -> Control,
+) -> Result<(), Error> {
+    let (reply, answered) = tokio::sync::oneshot::channel();
+    let run = holding.live.meta.id;
+    if holding.tx.send(control(reply)).is_err() {
+        return Err(Error::Unanswered(format!(
+            "run {run} is ending and took no more requests; `runbook status {run}` shows how it ended"
+        )));
+    }
+    // The driver answers at once (it records the event and goes on); a
+    // disk that stopped answering must not hold the caller for ever.
+    let mut answered = answered;
+    let began = std::time::Instant::now();
+    loop {
+        match answered.try_recv() {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(why)) => return Err(Error::Refused(why)),
+            Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
+                return Err(Error::Unanswered(format!(
+                    "run {run} ended before it answered; `runbook status {run}` shows how it ended"
+                )))
+            }
+            Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
+        }
+        if began.elapsed() > PATIENCE {
+            return Err(Error::Unanswered(format!(
+                "run {run} did not answer within {} s; try again",
+                PATIENCE.as_secs()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}

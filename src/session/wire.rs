@@ -1,0 +1,181 @@
+//! What goes over the state directory's socket (`STATE/runbook.sock`), the
+//! way into the process that holds the store: one request, one answer, each
+//! a line of JSON. The socket carries no identity of its own: the server
+//! learns the caller's Unix user from the kernel (`SO_PEERCRED`).
+
+use super::records::AttemptLog;
+use super::report::RunView;
+use super::steer::{Approved, Cancelled};
+use crate::error::Error;
+use serde::{Deserialize, Serialize};
+use std::io::{BufRead, Write};
+
+pub use crate::store::private::SOCKET;
+
+/// The most a request may hold: a few hundred bytes are sent.
+pub const REQUEST_LIMIT: u64 = 64 * 1024;
+
+/// The most an answer may hold (a view of 80,000 steps takes about 20 MB;
+/// every run of a busy directory, more).
+pub const ANSWER_LIMIT: u64 = 512 << 20;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Request {
+    /// Every run (`run: None`) or one.
+    Status {
+        run: Option<u64>,
+    },
+    /// What each attempt of run `run`'s steps (or of one step) printed.
+    Logs {
+        run: u64,
+        step: Option<String>,
+    },
+    /// Approve `step` of `run`; `by` is the name given with `--as`, the
+    /// account is the caller's, as the kernel says.
+    Approve {
+        run: u64,
+        step: String,
+        by: String,
+    },
+    Cancel {
+        run: u64,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Answer {
+    Runs(Vec<RunView>),
+    Logs(Vec<(String, Vec<AttemptLog>)>),
+    Approved(Approved),
+    Cancelled(Cancelled),
+    /// The request was refused or failed: the error the command would have
+    /// met working on the store itself.
+    Failed(Failure),
+}
+
+/// An [`Error`] as it crosses the socket: its kind (which decides the exit
+/// code) and its sentence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Failure {
+    Usage(String),
+    InUse(String),
+    Store(String),
+    NoRun(String),
+    Refused(String),
+    Unanswered(String),
+    Start(String),
+    LockHeld(String),
+    Internal(String),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Failure {
+        match e {
+            Error::Usage(s) => Failure::Usage(s),
+            Error::InUse(s) => Failure::InUse(s),
+            Error::Store(s) => Failure::Store(s),
+            Error::NoRun(s) => Failure::NoRun(s),
+            Error::Refused(s) => Failure::Refused(s),
+            Error::Unanswered(s) => Failure::Unanswered(s),
+            Error::Start(s) => Failure::Start(s),
+            Error::LockHeld(s) => Failure::LockHeld(s),
+            Error::Internal(s) => Failure::Internal(s),
+            e @ (Error::Read { .. } | Error::Write { .. }) => Failure::Store(e.to_string()),
+        }
+    }
+}
+
+impl From<Failure> for Error {
+    fn from(f: Failure) -> Error {
+        match f {
+            Failure::Usage(s) => Error::Usage(s),
+            Failure::InUse(s) => Error::InUse(s),
+            Failure::Store(s) => Error::Store(s),
+            Failure::NoRun(s) => Error::NoRun(s),
+            Failure::Refused(s) => Error::Refused(s),
+            Failure::Unanswered(s) => Error::Unanswered(s),
+            Failure::Start(s) => Error::Start(s),
+            Failure::LockHeld(s) => Error::LockHeld(s),
+            Failure::Internal(s) => Error::Internal(s),
+        }
+    }
+}
+
+/// Writes `value` as one line.
+pub fn write_line<T: Serialize>(out: &mut impl Write, value: &T) -> std::io::Result<()> {
+    let mut body = serde_json::to_vec(value).map_err(std::io::Error::other)?;
+    body.push(b'\n');
+    out.write_all(&body)?;
+    out.flush()
+}
+
+/// Reads one line of at most `limit` bytes and parses it; `Ok(None)` when
+/// the other end closed before sending anything.
+pub fn read_line<T: for<'de> Deserialize<'de>>(
+    input: &mut impl BufRead,
+    limit: u64,
+) -> std::io::Result<Option<T>> {
+    let mut line = Vec::new();
+    let read = std::io::Read::take(&mut *input, limit + 1).read_until(b'\n', &mut line)?;
+    if read == 0 {
+        return Ok(None);
+    }
+    if line.last() != Some(&b'\n') {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            if read as u64 > limit {
+                format!("a message longer than {limit} bytes")
+            } else {
+                "a message cut short".to_string()
+            },
+        ));
+    }
+    serde_json::from_slice(&line)
+        .map(Some)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_goes_over_as_one_line_and_back() {
+        let mut out = Vec::new();
+        let sent = Request::Approve {
+            run: 7,
+            step: "go".into(),
+            by: "alice".into(),
+        };
+        write_line(&mut out, &sent).unwrap();
+        assert_eq!(out.iter().filter(|b| **b == b'\n').count(), 1);
+        let back: Request = read_line(&mut out.as_slice(), REQUEST_LIMIT)
+            .unwrap()
+            .unwrap();
+        assert_eq!(back, sent);
+    }
+
+    #[test]
+    fn too_long_cut_short_and_not_json_are_refused_and_nothing_is_none() {
+        let long = format!("{}\n", "x".repeat(100));
+        let e = read_line::<Request>(&mut long.as_bytes(), 10).unwrap_err();
+        assert_eq!(e.to_string(), "a message longer than 10 bytes");
+        let e = read_line::<Request>(&mut &b"{\"Cancel\""[..], 100).unwrap_err();
+        assert_eq!(e.to_string(), "a message cut short");
+        assert!(read_line::<Request>(&mut &b"[1, 2]\n"[..], 100).is_err());
+        assert!(read_line::<Request>(&mut &b""[..], 100).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_failure_keeps_its_kind_so_the_exit_code_is_the_same() {
+        for e in [
+            Error::LockHeld("held".into()),
+            Error::Refused("no".into()),
+            Error::NoRun("none".into()),
+        ] {
+            let code = e.exit_code();
+            let back = Error::from(Failure::from(e));
+            assert_eq!(back.exit_code(), code);
+        }
+    }
+}

@@ -115,7 +115,11 @@ pub(super) async fn serve(
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else { continue };
+                let Ok((stream, _)) = accepted else {
+                    // Out of descriptors, say: not a reason to spin.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                };
                 let holding = Arc::clone(&holding);
                 let Ok(stream) = stream.into_std() else { continue };
                 tokio::task::spawn_blocking(move || answer(stream, &holding));
@@ -147,16 +151,29 @@ fn answer(stream: UnixStream, holding: &Holding) {
         },
     };
     let mut out = &stream;
-    // An answer bigger than any caller takes is a failure, said as one.
-    let _ = match serde_json::to_vec(&answer).map(|b| b.len() as u64) {
-        Ok(len) if len > ANSWER_LIMIT => write_line(
+    // An answer bigger than any caller takes, or one that would not
+    // serialize, is a failure, said as one: never an empty line.
+    let _ = match serde_json::to_vec(&answer) {
+        Ok(mut body) if body.len() as u64 <= ANSWER_LIMIT => {
+            body.push(b'\n');
+            std::io::Write::write_all(&mut out, &body)
+        }
+        Ok(body) => write_line(
             &mut out,
             &Answer::Failed(
-                Error::Internal(format!("the answer would be {len} bytes, too much to send"))
-                    .into(),
+                Error::Internal(format!(
+                    "the answer would be {} bytes, too much to send",
+                    body.len()
+                ))
+                .into(),
             ),
         ),
-        _ => write_line(&mut out, &answer),
+        Err(e) => write_line(
+            &mut out,
+            &Answer::Failed(
+                Error::Internal(format!("the answer could not be written: {e}")).into(),
+            ),
+        ),
     };
 }
 

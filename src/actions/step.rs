@@ -30,7 +30,7 @@ pub struct StepError {
 }
 
 /// What kind of failure ended an attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FailureKind {
     /// The step's program ended with a code other than 0, or by a signal.

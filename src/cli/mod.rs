@@ -18,6 +18,7 @@ mod runs;
 mod schedule;
 mod serve;
 mod view;
+mod watch;
 
 use crate::error::Error;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -131,6 +132,15 @@ enum Command {
     /// Show what a run's steps printed (every attempt).
     #[command(after_help = "Example:\n  runbook logs 7\n  runbook logs 7 migrate")]
     Logs { run: u64, step: Option<String> },
+    /// Follow a live run from another terminal, as its own terminal shows it.
+    #[command(
+        after_help = "Ctrl-C stops watching, not the run. Exits as the run does: 0 succeeded, 1 failed, 3 rolled back, 4 cancelled, 130 stopped.\n\nExample:\n  runbook watch 7"
+    )]
+    Watch {
+        run: u64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Approve a step that is waiting for approval.
     #[command(after_help = "Example:\n  runbook approve 7 go_live --as alice")]
     Approve {
@@ -270,6 +280,7 @@ pub fn main() -> ExitCode {
         }
         Command::Status { run, json } => runs::status(&state, run, json),
         Command::Logs { run, step } => runs::logs(&state, run, step.as_deref()),
+        Command::Watch { run, json } => watch::watch(&state, run, json),
         Command::Approve { run, step, by } => runs::approve(&state, run, &step, &by),
         Command::Cancel { run } => runs::cancel(&state, run),
         Command::Retry {
@@ -316,6 +327,7 @@ fn without_state(command: &Command, state: &std::path::Path) -> Option<u8> {
         }
         Command::Status { run: Some(run), .. }
         | Command::Logs { run, .. }
+        | Command::Watch { run, .. }
         | Command::Approve { run, .. }
         | Command::Cancel { run }
         | Command::Resume { run, .. }

@@ -123,6 +123,10 @@ pub struct RunState {
     pub cancelled: bool,
     pub timed_out: bool,
     pub finished: Option<Outcome>,
+    /// How many events were folded into this state: for a state replayed
+    /// from a journal, the journal's length, and the number of each event
+    /// as it is recorded (followers of a live run skip what they had).
+    pub applied: u64,
     /// What `decide` looks at, kept with `steps`.
     index: ReadyIndex,
 }
@@ -143,6 +147,7 @@ impl RunState {
             cancelled: false,
             timed_out: false,
             finished: None,
+            applied: 0,
         }
     }
 
@@ -162,6 +167,7 @@ impl RunState {
     /// Folds one event in. Events name steps by index into the plan the run
     /// started with; an index out of range is ignored, never a panic.
     pub fn apply(&mut self, plan: &Plan, event: &Event) {
+        self.applied += 1;
         let class = |steps: &[StepState], s: usize| Some((s, Class::of(steps.get(s)?)));
         match event {
             Event::Reset { steps, .. } => {

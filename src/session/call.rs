@@ -48,34 +48,55 @@ fn answer_within(default: Duration) -> Result<Duration, Error> {
 /// Sends `request` to the process serving `state_dir`'s socket and waits
 /// up to `within` (or `RUNBOOK_ANSWER_WITHIN`) for the answer.
 pub fn ask(state_dir: &Path, request: &Request, within: Duration) -> Result<Reached, Error> {
-    let within = answer_within(within)?;
+    let Some(stream) = connect(state_dir)? else {
+        return Ok(Reached::Nobody);
+    };
+    let mut reader = BufReader::new(stream);
+    send(&mut reader, state_dir, request, within)
+}
+
+/// A connection to the process serving `state_dir`'s socket, or `None`
+/// when no process serves it.
+pub(super) fn connect(state_dir: &Path) -> Result<Option<UnixStream>, Error> {
     let shown = state_dir.join(SOCKET);
     let (path, _dir) = match address(state_dir) {
         Ok(found) => found,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Reached::Nobody),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(unreachable(&shown, &e)),
     };
-    let stream = match UnixStream::connect(&path) {
-        Ok(stream) => stream,
+    match UnixStream::connect(&path) {
+        Ok(stream) => Ok(Some(stream)),
         Err(e)
             if matches!(
                 e.kind(),
                 std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
             ) =>
         {
-            return Ok(Reached::Nobody)
+            Ok(None)
         }
-        Err(e) => return Err(unreachable(&shown, &e)),
-    };
+        Err(e) => Err(unreachable(&shown, &e)),
+    }
+}
+
+/// Sends `request` on a connection and reads the first answer, waiting up
+/// to `within` (or `RUNBOOK_ANSWER_WITHIN`).
+pub(super) fn send(
+    reader: &mut BufReader<UnixStream>,
+    state_dir: &Path,
+    request: &Request,
+    within: Duration,
+) -> Result<Reached, Error> {
+    let within = answer_within(within)?;
+    let shown = state_dir.join(SOCKET);
+    let stream = reader.get_ref();
     let _ = stream.set_write_timeout(Some(Duration::from_secs(10)));
     let _ = stream.set_read_timeout(Some(within));
-    let mut out = &stream;
+    let mut out = stream;
     if write_line(&mut out, request).is_err() {
         // The server closed the connection at once: it is on its way out.
         return Ok(Reached::Ended);
     }
-    let mut reader = BufReader::new(&stream);
-    match read_line::<Answer>(&mut reader, ANSWER_LIMIT) {
+    match read_line::<Answer>(reader, ANSWER_LIMIT) {
         Ok(Some(answer)) => Ok(Reached::Answered(answer)),
         Ok(None) => Ok(Reached::Ended),
         Err(e) if matches!(

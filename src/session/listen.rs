@@ -1,18 +1,23 @@
 //! The way into the process that holds the store: it serves the state
 //! directory's socket (`STATE/runbook.sock`) for as long as it holds the
-//! store, and answers `status`, `logs`, `approve` and `cancel` from other
-//! terminals: for the run it drives, through its driver; for every other
-//! run, from and into the store it holds.
+//! store, and answers `status`, `logs`, `approve`, `cancel` and `watch`
+//! from other terminals: for the run it drives, through its driver (and
+//! what its terminal is shown, for `watch`); for every other run, from and
+//! into the store it holds.
 //!
 //! The socket is private as the state directory is (0600, or 0660 for the
 //! group of `RUNBOOK_SHARED_GROUP`), and every caller is checked again by
 //! the user the kernel names for it (`SO_PEERCRED`): that user is who an
 //! approval records, whatever name `--as` gives.
 
+use super::fanout::Fanout;
+use super::open::store_error;
 use super::records::{logs_in, views_in};
 use super::steer::{approve_in_journal, cancel_in_journal, Approved, Cancelled};
 use super::tending::Live;
-use super::wire::{read_line, write_line, Answer, Request, ANSWER_LIMIT, REQUEST_LIMIT, SOCKET};
+use super::wire::{
+    read_line, write_line, Answer, Frame, Request, ANSWER_LIMIT, REQUEST_LIMIT, SOCKET,
+};
 use super::Control;
 use crate::engine::approval::Approver;
 use crate::error::Error;
@@ -34,6 +39,8 @@ pub(super) struct Holding {
     pub(super) store: Arc<dyn RunStore>,
     pub(super) live: Live,
     pub(super) tx: UnboundedSender<Control>,
+    /// The live run as its followers see it.
+    pub(super) fanout: Arc<Fanout>,
 }
 
 /// The bound socket; its file is removed when this is dropped.
@@ -145,6 +152,7 @@ fn answer(stream: UnixStream, holding: &Holding) {
     let answer = match crate::store::private::may_steer(uid, gid) {
         Err(why) => Answer::Failed(Error::Refused(why).into()),
         Ok(()) => match read_line::<Request>(&mut reader, REQUEST_LIMIT) {
+            Ok(Some(Request::Watch { run })) => return follow(&stream, holding, run),
             Ok(Some(request)) => handle(request, holding, uid),
             // A caller that went away, or that sent no request: nothing done.
             Ok(None) | Err(_) => return,
@@ -182,6 +190,8 @@ fn handle(request: Request, holding: &Holding, uid: u32) -> Answer {
     let state_dir = &holding.state_dir;
     let store = &*holding.store;
     let done = match request {
+        // Answered by `follow`, which streams.
+        Request::Watch { run } => Err(not_live(holding, run)),
         Request::Status { run } => {
             views_in(state_dir, store, run, Some(&holding.live)).map(Answer::Runs)
         }
@@ -247,5 +257,62 @@ fn through_driver(
             )));
         }
         std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// `runbook watch`: what the live run has recorded so far, then every
+/// frame as it comes, until the drive ends or the follower goes. A follower
+/// that stops reading for a minute is let go.
+fn follow(stream: &UnixStream, holding: &Holding, run: u64) {
+    let mut out = stream;
+    if run != holding.live.meta.id.0 {
+        let _ = write_line(&mut out, &Answer::Failed(not_live(holding, run).into()));
+        return;
+    }
+    // Following first, then reading: an event recorded in between comes
+    // both ways, and its number says it was had.
+    let Some(mut frames) = holding.fanout.follow() else {
+        let _ = write_line(&mut out, &Answer::Failed(not_live(holding, run).into()));
+        return;
+    };
+    let events = match holding.store.events(holding.live.meta.id) {
+        Ok(events) => events,
+        Err(e) => {
+            let _ = write_line(&mut out, &Answer::Failed(store_error(e).into()));
+            return;
+        }
+    };
+    let had = events.len() as u64;
+    let watching = Answer::Watching {
+        meta: holding.live.meta.clone(),
+        events,
+    };
+    if write_line(&mut out, &watching).is_err() {
+        return;
+    }
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let frame = match frames.blocking_recv() {
+            Ok(Frame::Event { seq, .. }) if seq <= had => continue,
+            Ok(frame) => frame,
+            Err(RecvError::Lagged(missed)) => Frame::Missed { missed },
+            Err(RecvError::Closed) => Frame::Ended,
+        };
+        let ended = matches!(frame, Frame::Ended);
+        if write_line(&mut out, &frame).is_err() || ended {
+            return;
+        }
+    }
+}
+
+/// Why run `run` cannot be followed here: it is not the one this process
+/// drives.
+fn not_live(holding: &Holding, run: u64) -> Error {
+    match holding.store.run(crate::engine::RunId(run)) {
+        Err(e) => store_error(e),
+        Ok(_) => Error::Refused(format!(
+            "run {run} is not running (the process that holds the store drives run {}); `runbook status {run}` shows where it stands",
+            holding.live.meta.id
+        )),
     }
 }

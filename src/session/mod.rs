@@ -5,6 +5,8 @@
 
 mod call;
 mod driver;
+mod fanout;
+mod follow;
 mod kept_plan;
 mod listen;
 mod notes;
@@ -20,6 +22,7 @@ mod wire;
 pub use driver::{
     drive, drive_from, Choices, Clock, Control, DriveError, Driver, Ended, SKIPPED_BY_HAND,
 };
+pub use follow::{watch, Following, Seen};
 pub use notes::say_notes_with;
 pub use open::{
     alive, has_journal, keep_source, killed_groups_left, locked_sentence, no_store_sentence, open,

@@ -5,6 +5,7 @@
 //! elsewhere, and everything shown to whatever watches the run. What is
 //! said to a person, and with which exit code, is the caller's.
 
+use super::fanout::Fanout;
 use super::listen::{self, Holding};
 use super::open::{
     keep_source, killed_groups_left, open, open_to_write, plan_and_state, rebind, store_error,
@@ -306,6 +307,9 @@ impl Ready {
         let run = meta.id;
         // Shared with the socket's callers, who read other runs meanwhile.
         let store: Arc<dyn RunStore> = Arc::from(store);
+        // What this terminal is shown, other terminals may follow.
+        let fanout = Fanout::new(watch);
+        let watch: Arc<dyn Watch> = Arc::clone(&fanout) as Arc<dyn Watch>;
         let _ = write_owner(
             &state_dir,
             &Owner {
@@ -383,10 +387,12 @@ impl Ready {
                         mirror: Arc::clone(&mirror),
                     },
                     tx,
+                    fanout: Arc::clone(&fanout),
                 });
                 tokio::spawn(listen::serve(socket, holding, stopped))
             });
             let ended = drive_from(&driver, state, &how.choices, rx).await;
+            fanout.end();
             // No new caller from here; one already answered keeps its answer.
             let _ = stop.send(());
             if let Some(serving) = serving {

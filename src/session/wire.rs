@@ -40,10 +40,20 @@ pub enum Request {
     Cancel {
         run: u64,
     },
+    /// Follow the live run `run`: an answer, then `Frame`s until it ends.
+    Watch {
+        run: u64,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Answer {
+    /// The run followed: what it started with, and its events so far
+    /// (`Frame`s follow, one per line, from the next event on).
+    Watching {
+        meta: crate::engine::RunMeta,
+        events: Vec<crate::engine::Event>,
+    },
     Runs(Vec<RunView>),
     Logs(Vec<(String, Vec<AttemptLog>)>),
     Approved(Approved),
@@ -51,6 +61,37 @@ pub enum Answer {
     /// The request was refused or failed: the error the command would have
     /// met working on the store itself.
     Failed(Failure),
+}
+
+/// What a live run shows, as it happens, to whoever follows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Frame {
+    /// An event, once recorded; `seq` is how many events the run has with
+    /// it, so a follower skips what it already had.
+    Event {
+        seq: u64,
+        event: crate::engine::Event,
+    },
+    /// A line a step printed, secrets already masked.
+    Line {
+        step: String,
+        err: bool,
+        text: String,
+    },
+    /// Why an attempt failed: its kind, sentence and place in the runbook.
+    Failure {
+        step: usize,
+        kind: crate::actions::step::FailureKind,
+        message: String,
+        at: Option<crate::diagnostic::Span>,
+    },
+    /// The run's own terminal pressed Ctrl-C (or it got SIGTERM).
+    Stopping,
+    /// This follower fell behind and missed `missed` frames (the run goes
+    /// on; `runbook logs` has every line).
+    Missed { missed: u64 },
+    /// The drive ended: the run finished, or its process stopped it.
+    Ended,
 }
 
 /// An [`Error`] as it crosses the socket: its kind (which decides the exit

@@ -181,3 +181,94 @@ fn a_stopped_holder_is_waited_for_within_a_bound() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn another_terminal_watches_a_live_run_as_its_own_terminal_shows_it() {
+    use std::io::BufRead;
+    let dir = scratch("holder-watch");
+    let file = write(
+        &dir,
+        "w.runbook",
+        r#"runbook w {
+  run before {
+    command "echo"
+    args ["printed before the watch"]
+  }
+
+  approve gate after before {
+    prompt "go on?"
+  }
+
+  run after_gate after gate {
+    command "sh"
+    args ["-c", "echo printed while watched; exit 3"]
+  }
+}
+"#,
+    );
+    let state = dir.join("state");
+    let run = spawn(&state, &["run", path(&file)]);
+    wait_for(&state, 1, |s, _| s == "waiting for approval");
+    let mut watcher = spawn(&state, &["watch", "1"]);
+    let mut lines = std::io::BufReader::new(watcher.stdout.take().expect("piped")).lines();
+    let mut seen = Vec::new();
+    // What happened before the watch is shown first, as it was.
+    for line in lines.by_ref() {
+        let line = line.expect("a line");
+        let waiting = line.contains("gate waiting for approval");
+        seen.push(line);
+        if waiting {
+            break;
+        }
+    }
+    let approved = rb(&state, &["approve", "1", "gate", "--as", "alice"]);
+    assert_eq!(approved.status.code(), Some(0), "{}", stderr(&approved));
+    seen.extend(lines.map(|l| l.expect("a line")));
+    let watched = watcher.wait().expect("the watch ends");
+    let text = seen.join("\n");
+    assert_eq!(watched.code(), Some(1), "exits as the run does: {text}");
+    assert!(seen[0].starts_with("watching run 1: w ("), "{text}");
+    for said in [
+        "before succeeded",
+        "gate succeeded",
+        "approved by alice",
+        "after_gate | printed while watched",
+        "after_gate failed",
+        "run 1 failed",
+    ] {
+        assert!(text.contains(said), "`{said}` in:\n{text}");
+    }
+    let out = run.wait_with_output().expect("the run ends");
+    assert_eq!(out.status.code(), Some(1));
+
+    // A run that has finished, or that no one drives, is not watched.
+    let finished = rb(&state, &["watch", "1"]);
+    assert_eq!(finished.status.code(), Some(1));
+    assert_eq!(
+        stderr(&finished),
+        "error: run 1 has finished (failed); `runbook status 1` shows how, `runbook logs 1` what it printed\n"
+    );
+    let none = rb(&state, &["watch", "9"]);
+    assert_eq!(none.status.code(), Some(1));
+    assert!(stderr(&none).contains("no run 9"), "{}", stderr(&none));
+}
+
+#[test]
+fn a_watcher_is_told_when_the_runs_process_is_killed() {
+    let dir = scratch("holder-watch-killed");
+    let live = write(&dir, "live.runbook", LIVE);
+    let state = dir.join("state");
+    let mut run = spawn(&state, &["run", path(&live)]);
+    wait_for(&state, 1, |s, _| s == "waiting for approval");
+    let watcher = spawn(&state, &["watch", "1"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = run.kill();
+    let _ = run.wait();
+    let out = watcher.wait_with_output().expect("the watch ends");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("run 1's process went away (killed?) before the run finished"),
+        "{}",
+        stderr(&out)
+    );
+}

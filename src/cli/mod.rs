@@ -11,6 +11,7 @@ mod args;
 mod check;
 mod fmt;
 mod graph;
+mod history;
 mod plan;
 mod run;
 mod run_end;
@@ -132,6 +133,15 @@ enum Command {
     /// Show what a run's steps printed (every attempt).
     #[command(after_help = "Example:\n  runbook logs 7\n  runbook logs 7 migrate")]
     Logs { run: u64, step: Option<String> },
+    /// Everything a run recorded: who started it with which parameters, every step's start and end, every approval, resume, retry and cancel with who did it.
+    #[command(
+        after_help = "--json prints JSON lines: the run first, then one line per event, for a log system.\n\nExample:\n  runbook history 7\n  runbook history 7 --json >> /var/log/runbook/history.jsonl"
+    )]
+    History {
+        run: u64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Follow a live run from another terminal, as its own terminal shows it.
     #[command(
         after_help = "Ctrl-C stops watching, not the run. Exits as the run does: 0 succeeded, 1 failed, 3 rolled back, 4 cancelled, 130 stopped.\n\nExample:\n  runbook watch 7"
@@ -281,6 +291,7 @@ pub fn main() -> ExitCode {
         Command::Status { run, json } => runs::status(&state, run, json),
         Command::Logs { run, step } => runs::logs(&state, run, step.as_deref()),
         Command::Watch { run, json } => watch::watch(&state, run, json),
+        Command::History { run, json } => history::history(&state, run, json),
         Command::Approve { run, step, by } => runs::approve(&state, run, &step, &by),
         Command::Cancel { run } => runs::cancel(&state, run),
         Command::Retry {
@@ -328,6 +339,7 @@ fn without_state(command: &Command, state: &std::path::Path) -> Option<u8> {
         Command::Status { run: Some(run), .. }
         | Command::Logs { run, .. }
         | Command::Watch { run, .. }
+        | Command::History { run, .. }
         | Command::Approve { run, .. }
         | Command::Cancel { run }
         | Command::Resume { run, .. }

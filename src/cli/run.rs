@@ -82,12 +82,7 @@ fn drive(ready: Ready, json: bool) -> Result<u8, Error> {
     let mode = Mode::pick(json);
     let (meta, plan) = (ready.meta(), ready.plan());
     let run = meta.id;
-    let mut view = View::new(mode, Arc::clone(plan), run, Arc::clone(ready.shown()));
-    view.until = meta.until.clone();
-    view.source = Some((
-        meta.file.clone(),
-        Arc::from(super::view::passwords_hidden(&meta.source).as_str()),
-    ));
+    let view = View::of_run(mode, Arc::clone(plan), meta, Arc::clone(ready.shown()));
     view.say(&format!(
         "run {run}: {} ({}); if it is interrupted, continue it with: runbook resume {run}",
         plan.name, meta.file

@@ -55,12 +55,15 @@ fn list_line(v: &RunView) {
         .started_at
         .map(date)
         .unwrap_or_else(|| "not started".into());
+    // Runs recorded before who started them was kept show `-`.
+    let by = v.started_by.as_deref().unwrap_or("-");
     say!(
-        "{:>5}  {:24}  {:20}  {}  {}",
+        "{:>5}  {:24}  {:20}  {}  {:8}  {}",
         v.run,
         v.state,
         v.runbook,
         started,
+        by,
         v.file
     );
 }

@@ -77,6 +77,23 @@ impl View {
     }
 
     /// A line for the person at the terminal (not in JSON mode).
+    /// The view of run `meta`: its deadline, and its source for failures
+    /// shown under their line (passwords in URLs hidden).
+    pub fn of_run(
+        mode: Mode,
+        plan: Arc<Plan>,
+        meta: &crate::engine::RunMeta,
+        shown: Arc<crate::compile::eval::Bindings>,
+    ) -> View {
+        let mut view = View::new(mode, plan, meta.id, shown);
+        view.until = meta.until.clone();
+        view.source = Some((
+            meta.file.clone(),
+            Arc::from(passwords_hidden(&meta.source).as_str()),
+        ));
+        view
+    }
+
     pub fn say(&self, text: &str) {
         match (&self.bars, self.mode) {
             (_, Mode::Json) => {}
@@ -169,10 +186,15 @@ impl View {
                 steps.iter().map(name).collect::<Vec<_>>().join(", ")
             )),
             // Notes are for the engine (a pod template, a timestamp), not the screen.
-            Event::RunStarted { .. } | Event::RunFinished { .. } | Event::StepNoted { .. } => None,
+            // Who steered the run is for `history`; what it asked for is
+            // shown by the events that follow.
+            Event::RunStarted { .. }
+            | Event::RunFinished { .. }
+            | Event::StepNoted { .. }
+            | Event::Steered { .. } => None,
         };
         if let Some(text) = text {
-            self.say(&format!("{} {text}", clock(event_time(event))));
+            self.say(&format!("{} {text}", clock(event.at())));
         }
     }
 
@@ -331,20 +353,6 @@ fn step_of(event: &Event) -> Option<usize> {
         | Event::StepFailed { step, .. }
         | Event::StepSkipped { step, .. } => Some(*step),
         _ => None,
-    }
-}
-
-fn event_time(event: &Event) -> Option<Millis> {
-    match event {
-        Event::RunStarted { at }
-        | Event::StepStarted { at, .. }
-        | Event::StepSucceeded { at, .. }
-        | Event::StepFailed { at, .. }
-        | Event::CancelRequested { at }
-        | Event::RunTimedOut { at }
-        | Event::Reset { at, .. }
-        | Event::RunFinished { at, .. } => Some(*at),
-        Event::StepSkipped { .. } | Event::StepNoted { .. } => None,
     }
 }
 

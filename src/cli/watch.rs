@@ -3,7 +3,7 @@
 
 use super::view::{Mode, View};
 use crate::actions::steps::Line;
-use crate::engine::{RunId, RunState, StepState};
+use crate::engine::{RunState, StepState};
 use crate::error::Error;
 use crate::session::{Ended, Seen};
 use std::path::Path;
@@ -14,17 +14,7 @@ pub fn watch(state_dir: &Path, run: u64, json: bool) -> Result<u8, Error> {
     let mode = Mode::pick(json);
     let plan = Arc::clone(&following.plan);
     let meta = following.meta.clone();
-    let mut view = View::new(
-        mode,
-        Arc::clone(&plan),
-        RunId(run),
-        Arc::clone(&following.shown),
-    );
-    view.until = meta.until.clone();
-    view.source = Some((
-        meta.file.clone(),
-        Arc::from(super::view::passwords_hidden(&meta.source).as_str()),
-    ));
+    let mut view = View::of_run(mode, Arc::clone(&plan), &meta, Arc::clone(&following.shown));
     view.say(&format!(
         "watching run {run}: {} ({}); Ctrl-C stops watching, not the run",
         plan.name, meta.file

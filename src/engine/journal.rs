@@ -40,6 +40,10 @@ pub struct RunMeta {
     /// `on failure` steps run. Kept with the run, so a resume honours it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until: Option<Deadline>,
+    /// The Unix account that started it (none for runs recorded before
+    /// this was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_by: Option<String>,
 }
 
 /// A moment a run must be over by, and how to say why it stopped.
@@ -127,6 +131,7 @@ pub trait Journal {
         params: Vec<(String, RecordedParam)>,
         now: u64,
         until: Option<Deadline>,
+        started_by: Option<String>,
     ) -> Result<RunMeta, StoreError>;
     fn run(&self, id: RunId) -> Result<RunMeta, StoreError>;
     fn runs(&self) -> Result<Vec<RunMeta>, StoreError>;

@@ -13,7 +13,7 @@ pub use decide::{decide, field_of, step_field, Decision};
 pub use journal::{
     Deadline, Journal, LogBuffer, LogLine, RecordedParam, RunId, RunMeta, StepLog, StoreError,
 };
-pub use state::{outcome_word, state_word, Event, Millis, Outcome, RunState, StepState};
+pub use state::{outcome_word, state_word, Event, Millis, Outcome, RunState, Steering, StepState};
 
 #[cfg(test)]
 mod tests;

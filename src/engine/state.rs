@@ -71,6 +71,48 @@ pub enum Event {
         outcome: Outcome,
         at: Millis,
     },
+    /// Who steered the run, and how: the record of who did what (an
+    /// approval's is kept with the step's outputs). Changes nothing by
+    /// itself; recorded just before what it asked for.
+    Steered {
+        at: Millis,
+        /// The Unix account, as the system named it.
+        by: String,
+        how: Steering,
+    },
+}
+
+impl Event {
+    /// When it happened, for the events that carry a time.
+    pub fn at(&self) -> Option<Millis> {
+        match self {
+            Event::RunStarted { at }
+            | Event::StepStarted { at, .. }
+            | Event::StepSucceeded { at, .. }
+            | Event::StepFailed { at, .. }
+            | Event::CancelRequested { at }
+            | Event::RunTimedOut { at }
+            | Event::Reset { at, .. }
+            | Event::RunFinished { at, .. }
+            | Event::Steered { at, .. } => Some(*at),
+            Event::StepSkipped { .. } | Event::StepNoted { .. } => None,
+        }
+    }
+}
+
+/// What a person did to a run, besides approving.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Steering {
+    /// `resume`, with what was said about interrupted steps.
+    Resumed {
+        rerun: Vec<String>,
+        skip: Vec<String>,
+        done: Vec<String>,
+    },
+    /// `retry --from STEP`.
+    Retried { from: String },
+    /// `cancel`.
+    Cancelled,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -272,6 +314,7 @@ impl RunState {
                 self.finished = None;
             }
             Event::RunFinished { outcome, .. } => self.finished = Some(*outcome),
+            Event::Steered { .. } => {}
         }
     }
 

@@ -67,6 +67,8 @@ pub enum Control {
     /// nothing more; the run ends cancelled.
     Cancel {
         reply: Option<oneshot::Sender<Result<(), String>>>,
+        /// Who asked (the Unix account), recorded with the cancel.
+        by: Option<String>,
     },
     /// Ctrl-C: start nothing more, let running steps finish and record them.
     Stop,

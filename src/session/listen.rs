@@ -12,7 +12,7 @@
 
 use super::fanout::Fanout;
 use super::open::store_error;
-use super::records::{logs_in, views_in};
+use super::records::{history_in, logs_in, views_in};
 use super::steer::{approve_in_journal, cancel_in_journal, Approved, Cancelled};
 use super::tending::Live;
 use super::wire::{
@@ -195,6 +195,9 @@ fn handle(request: Request, holding: &Holding, uid: u32) -> Answer {
         Request::Status { run } => {
             views_in(state_dir, store, run, Some(&holding.live)).map(Answer::Runs)
         }
+        Request::History { run } => {
+            history_in(store, run).map(|(meta, events)| Answer::History { meta, events })
+        }
         Request::Logs { run, step } => {
             logs_in(state_dir, store, run, step.as_deref(), Some(&holding.live)).map(Answer::Logs)
         }
@@ -215,10 +218,16 @@ fn handle(request: Request, holding: &Holding, uid: u32) -> Answer {
             }
         }
         Request::Cancel { run } if run == live => {
-            through_driver(holding, |reply| Control::Cancel { reply: Some(reply) })
-                .map(|()| Answer::Cancelled(Cancelled::ByItsProcess))
+            through_driver(holding, |reply| Control::Cancel {
+                reply: Some(reply),
+                by: Some(crate::store::private::account(uid)),
+            })
+            .map(|()| Answer::Cancelled(Cancelled::ByItsProcess))
         }
-        Request::Cancel { run } => cancel_in_journal(state_dir, store, run).map(Answer::Cancelled),
+        Request::Cancel { run } => {
+            cancel_in_journal(state_dir, store, run, &crate::store::private::account(uid))
+                .map(Answer::Cancelled)
+        }
     };
     done.unwrap_or_else(|e| Answer::Failed(e.into()))
 }

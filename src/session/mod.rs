@@ -29,7 +29,7 @@ pub use open::{
     open_or_owner, open_to_write, plan_and_state, plan_of, rebind, store_error, CompileAhead,
     Opened,
 };
-pub use records::{logs, runs, AttemptLog};
+pub use records::{history, logs, runs, AttemptLog};
 pub use report::{approved, approver, clock, prompt, recorded_bindings, view, RunView, StepView};
 pub use run::{leave_within, Driven, Notice, Ready, Session, Watch};
 pub use steer::{approve, cancel, Approved, Cancelled, Unanswered};

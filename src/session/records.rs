@@ -8,7 +8,7 @@ use super::report::{recorded_bindings, view, RunView};
 use super::tending::Live;
 use super::wire::{Answer, Request};
 use crate::actions::output_file::OutputDir;
-use crate::engine::{RunId, StepLog};
+use crate::engine::{Event, RunId, RunMeta, StepLog};
 use crate::error::Error;
 use crate::store::RunStore;
 use serde::{Deserialize, Serialize};
@@ -165,4 +165,28 @@ pub(super) fn logs_in(
         kept.push((s.name.clone(), attempts));
     }
     Ok(kept)
+}
+
+/// Everything run `run` recorded: what it started with (its source, its
+/// parameters with secrets only as where they come from, who started it)
+/// and every event, oldest first.
+pub fn history(state_dir: &Path, run: u64) -> Result<(RunMeta, Vec<Event>), Error> {
+    ask_or(
+        state_dir,
+        run,
+        &Request::History { run },
+        READING,
+        |answer| match answer {
+            Answer::History { meta, events } => Ok((meta, events)),
+            other => Err(unexpected(other)),
+        },
+        |store| history_in(&*store, run),
+        &mut || {},
+    )
+}
+
+pub(super) fn history_in(store: &dyn RunStore, run: u64) -> Result<(RunMeta, Vec<Event>), Error> {
+    let meta = store.run(RunId(run)).map_err(store_error)?;
+    let events = store.events(meta.id).map_err(store_error)?;
+    Ok((meta, events))
 }

@@ -19,6 +19,9 @@ pub struct RunView {
     pub file: String,
     pub state: String,
     pub started_at: Option<u64>,
+    /// The Unix account that started it, where the run recorded one.
+    #[serde(default)]
+    pub started_by: Option<String>,
     pub steps: Vec<StepView>,
 }
 
@@ -116,6 +119,7 @@ pub fn view(
         file: meta.file.clone(),
         state: word,
         started_at: state.started_at,
+        started_by: meta.started_by.clone(),
         steps,
     }
 }

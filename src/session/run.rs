@@ -20,7 +20,8 @@ use crate::actions::steps::{unsupported, Env, Line, LocalRunner, Sink};
 use crate::compile::eval::{bind_for_run, Bindings};
 use crate::compile::{Phase, Plan, StepId, Type};
 use crate::engine::{
-    outcome_word, Deadline, Event, RecordedParam, RunId, RunMeta, RunState, StepState, StoreError,
+    outcome_word, Deadline, Event, RecordedParam, RunId, RunMeta, RunState, Steering, StepState,
+    StoreError,
 };
 use crate::error::Error;
 use crate::store::locks::{self, Held, Holder, LockError};
@@ -145,6 +146,7 @@ impl Session {
                 recorded,
                 now_ms(),
                 until,
+                Some(crate::store::private::this_account()),
             )
             .map_err(|e| match e {
                 e @ (StoreError::Short { .. } | StoreError::Corrupt { .. }) => Error::Store(format!(
@@ -157,6 +159,7 @@ impl Session {
         held.note(&holder(&plan, &self.state, Some(meta.id.0)));
         let how = How {
             choices: Choices::default(),
+            steered: None,
             reset: None,
             state: RunState::new(&plan),
         };
@@ -185,6 +188,11 @@ impl Session {
         let bindings = rebind(&meta, &plan, given)?;
         let held = take_locks(&plan, &self.state, Some(run))?;
         let how = How {
+            steered: Some(Steering::Resumed {
+                rerun: choices.rerun.clone(),
+                skip: choices.skip.clone(),
+                done: choices.done.clone(),
+            }),
             choices,
             reset: None,
             state,
@@ -218,6 +226,9 @@ impl Session {
         let held = take_locks(&plan, &self.state, Some(run))?;
         let how = How {
             choices: Choices::default(),
+            steered: Some(Steering::Retried {
+                from: from.to_string(),
+            }),
             reset: Some(from_onwards(&plan, step.id)),
             state,
         };
@@ -331,6 +342,16 @@ impl Ready {
                 .keeping_output(OutputDir::new(&state_dir)),
         );
         let mut state = how.state;
+        if let Some(steering) = how.steered {
+            let steered = Event::Steered {
+                at: now_ms(),
+                by: crate::store::private::this_account(),
+                how: steering,
+            };
+            store.append(run, &steered).map_err(store_error)?;
+            state.apply(&plan, &steered);
+            watch.event(&steered, &state);
+        }
         if let Some(steps) = how.reset {
             let reset = Event::Reset {
                 steps,
@@ -559,6 +580,8 @@ pub(super) fn now_ms() -> u64 {
 /// What a drive starts from besides the journal.
 struct How {
     choices: Choices,
+    /// Who resumed or retried the run, and how: recorded first.
+    steered: Option<Steering>,
     /// `retry --from`: the steps to run again.
     reset: Option<Vec<usize>>,
     /// The run's state, replayed from its journal by the caller.

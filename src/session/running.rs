@@ -130,7 +130,14 @@ impl<J: Journal + ?Sized> Running<'_, '_, J> {
                 self.sync()?;
                 let _ = reply.send(answer);
             }
-            Control::Cancel { reply } => {
+            Control::Cancel { reply, by } => {
+                if let Some(by) = by.filter(|_| !self.state.cancelled) {
+                    self.record(Event::Steered {
+                        at: self.d.clock.now(),
+                        by,
+                        how: crate::engine::Steering::Cancelled,
+                    })?;
+                }
                 self.cancel()?;
                 self.sync()?;
                 if let Some(reply) = reply {

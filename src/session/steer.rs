@@ -151,7 +151,12 @@ pub fn cancel(
                     return Ok(Cancelled::ByItsProcessBeforeItEnded);
                 }
             }
-            cancel_in_journal(state_dir, &*store, run)
+            cancel_in_journal(
+                state_dir,
+                &*store,
+                run,
+                &crate::store::private::this_account(),
+            )
         },
         &mut || {
             ended.set(true);
@@ -166,6 +171,7 @@ pub(super) fn cancel_in_journal(
     state_dir: &Path,
     store: &dyn RunStore,
     run: u64,
+    by: &str,
 ) -> Result<Cancelled, Error> {
     let (meta, plan, state) = offline(state_dir, store, run)?;
     if let Some(outcome) = state.finished {
@@ -175,7 +181,14 @@ pub(super) fn cancel_in_journal(
         )));
     }
     let now = Clock::system().now();
-    let mut events = vec![Event::CancelRequested { at: now }];
+    let mut events = vec![
+        Event::Steered {
+            at: now,
+            by: by.to_string(),
+            how: crate::engine::Steering::Cancelled,
+        },
+        Event::CancelRequested { at: now },
+    ];
     // Waits, approvals and checks lose nothing by being cut short.
     let interrupted: Vec<&str> = plan
         .steps

@@ -44,6 +44,10 @@ pub enum Request {
     Watch {
         run: u64,
     },
+    /// Everything run `run` recorded: what it started with, every event.
+    History {
+        run: u64,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -51,6 +55,10 @@ pub enum Answer {
     /// The run followed: what it started with, and its events so far
     /// (`Frame`s follow, one per line, from the next event on).
     Watching {
+        meta: crate::engine::RunMeta,
+        events: Vec<crate::engine::Event>,
+    },
+    History {
         meta: crate::engine::RunMeta,
         events: Vec<crate::engine::Event>,
     },

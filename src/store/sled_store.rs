@@ -20,8 +20,9 @@ use std::sync::{Mutex, OnceLock};
 /// The layout this code writes. A store written in a newer layout is refused.
 /// 2: the journal may hold `StepNoted` events, which a binary that knows
 /// format 1 cannot read. 3: every run has a tally in `runbook.tally`, which
-/// a binary that knows format 2 would let fall behind.
-pub const FORMAT: u32 = 3;
+/// a binary that knows format 2 would let fall behind. 4: the journal may
+/// hold `Steered` events (who resumed, retried or cancelled).
+pub const FORMAT: u32 = 4;
 
 /// The tally file, inside the journal's directory so that it travels with it.
 const TALLY_FILE: &str = "runbook.tally";
@@ -389,6 +390,7 @@ impl Journal for SledStore {
         params: Vec<(String, RecordedParam)>,
         now: u64,
         until: Option<Deadline>,
+        started_by: Option<String>,
     ) -> Result<RunMeta, StoreError> {
         self.writable()?;
         // One process holds the store, so the last id plus one is unique;
@@ -411,6 +413,7 @@ impl Journal for SledStore {
             params,
             created_at: now,
             until,
+            started_by,
         };
         self.sled
             .runs

@@ -11,6 +11,7 @@ mod bad_input;
 mod cli;
 mod crash;
 mod diagnostics;
+mod history;
 mod holder;
 mod kube_steps;
 mod kubesim_smoke;

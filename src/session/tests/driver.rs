@@ -271,7 +271,14 @@ async fn cancel_stops_running_steps_and_starts_nothing_more() {
     let journal = MemoryJournal::default();
     let runner = pretend(60_000);
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    later(&tx, 100, Control::Cancel { reply: None });
+    later(
+        &tx,
+        100,
+        Control::Cancel {
+            reply: None,
+            by: None,
+        },
+    );
     let ended = steer(plan, &journal, Arc::clone(&runner), &Choices::default(), rx)
         .await
         .expect("drives");
@@ -454,7 +461,11 @@ async fn a_cancel_after_a_stop_ends_the_run_cancelled_even_with_an_approval_let_
     );
     // Started again, a cancel comes first: it ends the run.
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tx.send(Control::Cancel { reply: None }).expect("sends");
+    tx.send(Control::Cancel {
+        reply: None,
+        by: None,
+    })
+    .expect("sends");
     let ended = steer(plan(src), &journal, pretend(3000), &Choices::default(), rx)
         .await
         .expect("drives");
@@ -495,7 +506,13 @@ fn later(tx: &tokio::sync::mpsc::UnboundedSender<Control>, ms: u64, control: Con
 #[tokio::test(start_paused = true)]
 async fn a_stop_or_cancel_that_came_before_the_first_step_starts_nothing() {
     let src = "  run a {\n    command \"true\"\n  }";
-    for control in [Control::Stop, Control::Cancel { reply: None }] {
+    for control in [
+        Control::Stop,
+        Control::Cancel {
+            reply: None,
+            by: None,
+        },
+    ] {
         let journal = MemoryJournal::default();
         let runner = pretend(10);
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();

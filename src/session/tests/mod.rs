@@ -33,6 +33,7 @@ impl Journal for MemoryJournal {
         params: Vec<(String, RecordedParam)>,
         now: u64,
         until: Option<Deadline>,
+        started_by: Option<String>,
     ) -> Result<RunMeta, StoreError> {
         Ok(RunMeta {
             id: RunId(1),
@@ -41,10 +42,11 @@ impl Journal for MemoryJournal {
             params,
             created_at: now,
             until,
+            started_by,
         })
     }
     fn run(&self, _: RunId) -> Result<RunMeta, StoreError> {
-        self.create_run("", "", Vec::new(), 0, None)
+        self.create_run("", "", Vec::new(), 0, None, None)
     }
     fn runs(&self) -> Result<Vec<RunMeta>, StoreError> {
         Ok(Vec::new())

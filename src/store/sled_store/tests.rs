@@ -35,7 +35,14 @@ fn a_run_keeps_its_source_params_and_events_in_order() {
         ),
     ];
     let run = store
-        .create_run("deploy.runbook", "runbook r {}\n", params.clone(), 7, None)
+        .create_run(
+            "deploy.runbook",
+            "runbook r {}\n",
+            params.clone(),
+            7,
+            None,
+            None,
+        )
         .expect("creates");
     for i in 0..300 {
         store
@@ -62,7 +69,7 @@ fn a_run_keeps_its_source_params_and_events_in_order() {
         "in order past 255"
     );
     let other = store
-        .create_run("b.runbook", "", Vec::new(), 8, None)
+        .create_run("b.runbook", "", Vec::new(), 8, None, None)
         .expect("creates");
     assert!(other.id > run.id);
     assert_eq!(store.events(other.id).expect("reads").len(), 0);
@@ -97,7 +104,7 @@ fn a_newer_format_is_refused_and_an_unknown_run_is_named() {
         .map(|e| e.to_string())
         .unwrap_or_default();
     assert!(
-        err.contains("written by a newer runbook (format 4, this one reads up to 3)"),
+        err.contains("written by a newer runbook (format 5, this one reads up to 4)"),
         "{err}"
     );
     let _ = std::fs::remove_dir_all(&path);
@@ -125,7 +132,7 @@ fn a_damaged_event_is_reported_not_read() {
     let path = temp("corrupt");
     let store = SledStore::open(&path).expect("opens");
     let run = store
-        .create_run("a.runbook", "", Vec::new(), 0, None)
+        .create_run("a.runbook", "", Vec::new(), 0, None, None)
         .expect("creates");
     store
         .append(
@@ -166,7 +173,7 @@ fn a_damaged_sled_snapshot_is_set_aside_and_the_log_rebuilds_the_store() {
     let run = {
         let store = SledStore::open(&path).expect("opens");
         let run = store
-            .create_run("a.runbook", "", Vec::new(), 0, None)
+            .create_run("a.runbook", "", Vec::new(), 0, None, None)
             .expect("creates");
         for i in 0..50 {
             let event = Event::StepSkipped {

@@ -63,6 +63,8 @@ fn filters() -> Vec<(&'static str, &'static str)> {
         (r"\bin (\d+(ms|h|m|s))+\b", "in [duration]"),
         // Epoch milliseconds in JSON.
         (r#"("(started_at|since|at|finished_at)": )\d+"#, "$1[ms]"),
+        // Who started the run: whoever runs the tests.
+        (r#""started_by": "[^"]*""#, r#""started_by": "[user]""#),
     ]
 }
 
@@ -112,8 +114,12 @@ fn a_run_its_status_and_its_failures_read_the_same_every_time() {
     pinned_with(
         "status_list",
         &shown(&rb(&dir, &["status"])),
-        // When the run started (the schedule's dates, elsewhere, are fixed).
-        &[(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", "[date]")],
+        // When the run started (the schedule's dates, elsewhere, are
+        // fixed), and who started it (whoever runs the tests).
+        &[(
+            r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC  \S+ +",
+            "[date]  [user]    ",
+        )],
     );
     pinned("status_json", &shown(&rb(&dir, &["status", "1", "--json"])));
     pinned("logs", &shown(&rb(&dir, &["logs", "1"])));

@@ -57,12 +57,22 @@ fn list_line(v: &RunView) {
         .unwrap_or_else(|| "not started".into());
     // Runs recorded before who started them was kept show `-`.
     let by = v.started_by.as_deref().unwrap_or("-");
+    // How long it took, or has taken so far (a live run), or had when it
+    // stopped (no end recorded: `-`).
+    let took = match (v.started_at, v.finished_at) {
+        (Some(start), Some(end)) => format_duration(end.saturating_sub(start)),
+        (Some(start), None) if v.live => {
+            format_duration((Clock::system().now().saturating_sub(start) / 1000) * 1000)
+        }
+        _ => "-".to_string(),
+    };
     say!(
-        "{:>5}  {:24}  {:20}  {}  {:8}  {}",
+        "{:>5}  {:24}  {:20}  {}  {:>9}  {:8}  {}",
         v.run,
         v.state,
         v.runbook,
         started,
+        took,
         by,
         v.file
     );

@@ -165,6 +165,8 @@ pub struct RunState {
     pub cancelled: bool,
     pub timed_out: bool,
     pub finished: Option<Outcome>,
+    /// When it finished (the last time, after a retry).
+    pub finished_at: Option<Millis>,
     /// How many events were folded into this state: for a state replayed
     /// from a journal, the journal's length, and the number of each event
     /// as it is recorded (followers of a live run skip what they had).
@@ -189,6 +191,7 @@ impl RunState {
             cancelled: false,
             timed_out: false,
             finished: None,
+            finished_at: None,
             applied: 0,
         }
     }
@@ -312,8 +315,12 @@ impl RunState {
                 self.cancelled = false;
                 self.timed_out = false;
                 self.finished = None;
+                self.finished_at = None;
             }
-            Event::RunFinished { outcome, .. } => self.finished = Some(*outcome),
+            Event::RunFinished { outcome, at } => {
+                self.finished = Some(*outcome);
+                self.finished_at = Some(*at);
+            }
             Event::Steered { .. } => {}
         }
     }

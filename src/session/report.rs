@@ -22,6 +22,9 @@ pub struct RunView {
     /// The Unix account that started it, where the run recorded one.
     #[serde(default)]
     pub started_by: Option<String>,
+    /// When it finished, if it has.
+    #[serde(default)]
+    pub finished_at: Option<u64>,
     pub steps: Vec<StepView>,
 }
 
@@ -120,6 +123,7 @@ pub fn view(
         state: word,
         started_at: state.started_at,
         started_by: meta.started_by.clone(),
+        finished_at: state.finished_at,
         steps,
     }
 }

@@ -59,7 +59,16 @@ fn history_shows_who_started_approved_cancelled_and_retried_and_never_a_secret()
 
     let me = account();
     let listed = stdout(&rb(&state, &["status"]));
-    assert!(listed.contains(&format!("UTC  {me:8}  ")), "{listed}");
+    // When, how long, who: `... UTC    2s16ms  root      h.runbook`.
+    let line = listed.lines().next().unwrap_or_default();
+    let after_date: Vec<&str> = line
+        .split(" UTC ")
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(after_date.get(1), Some(&me.as_str()), "{listed}");
+    assert!(after_date[0].ends_with('s'), "a duration: {listed}");
     let out = rb(&state, &["history", "1"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);

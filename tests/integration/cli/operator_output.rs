@@ -115,10 +115,11 @@ fn a_run_its_status_and_its_failures_read_the_same_every_time() {
         "status_list",
         &shown(&rb(&dir, &["status"])),
         // When the run started (the schedule's dates, elsewhere, are
-        // fixed), and who started it (whoever runs the tests).
+        // fixed), how long it took, and who started it (whoever runs the
+        // tests).
         &[(
-            r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC  \S+ +",
-            "[date]  [user]    ",
+            r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC +\S+  \S+ +",
+            "[date]  [took]  [user]    ",
         )],
     );
     pinned("status_json", &shown(&rb(&dir, &["status", "1", "--json"])));

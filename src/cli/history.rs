@@ -8,7 +8,7 @@ use std::path::Path;
 
 pub fn history(state_dir: &Path, run: u64, json: bool) -> Result<u8, Error> {
     let (meta, events) = crate::session::history(state_dir, run)?;
-    let plan = crate::compile::check(&meta.source).ok();
+    let plan = crate::session::plan_of(&meta).ok();
     let step = |i: usize| -> String {
         plan.as_ref()
             .and_then(|p| p.steps.get(i))

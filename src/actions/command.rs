@@ -26,6 +26,17 @@ pub struct CommandSpec {
     /// the run's secrets were read from (a step that needs one maps it
     /// with `env NAME value`).
     pub withheld: Vec<String>,
+    /// The environment the program starts from, when it is not runbook's
+    /// own (a run submitted from another terminal).
+    pub inherit: Option<std::sync::Arc<super::spawn::Environment>>,
+}
+
+/// How a step's helper program (pg_dump, psql) is started: noted as the
+/// step's, from the run's environment.
+#[derive(Debug, Clone, Default)]
+pub struct Launching {
+    pub notes: Option<StepNotes>,
+    pub inherit: Option<std::sync::Arc<super::spawn::Environment>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,14 +122,21 @@ async fn run_noted(
         why,
     };
     let launch = if spec.shell {
-        Launch::new(
+        Launch::new_in(
+            spec.inherit.clone(),
             "/bin/sh",
             &["-c".to_string(), spec.program.clone()],
             &spec.env,
             spec.cwd.as_deref(),
         )
     } else {
-        Launch::new(&spec.program, &spec.args, &spec.env, spec.cwd.as_deref())
+        Launch::new_in(
+            spec.inherit.clone(),
+            &spec.program,
+            &spec.args,
+            &spec.env,
+            spec.cwd.as_deref(),
+        )
     }
     .map(|launch| launch.withholding(&spec.withheld, &spec.env))
     .map_err(failed)?;
@@ -450,6 +468,27 @@ mod tests {
         let r = run_quietly(&s, None, 1024).await;
         assert_eq!(r.ended, Ended::Exited(3));
         assert_eq!(r.stderr.text, "hello from /tmp\n");
+    }
+
+    #[tokio::test]
+    async fn a_program_starts_from_the_environment_it_is_given_not_runbooks() {
+        let given = super::super::spawn::Environment::of(&[
+            ("PATH".into(), "/usr/bin:/bin".into()),
+            ("SUBMITTED_FROM".into(), "terminal 2".into()),
+            ("HIDDEN".into(), "s3cret".into()),
+        ]);
+        let s = CommandSpec {
+            program: "echo \"$SUBMITTED_FROM|${HOME-unset}|${HIDDEN-withheld}|$SET\"".into(),
+            shell: true,
+            env: vec![("SET".into(), "by the step".into())],
+            withheld: vec!["HIDDEN".into()],
+            inherit: Some(std::sync::Arc::new(given)),
+            ..CommandSpec::default()
+        };
+        let r = run_quietly(&s, None, 1024).await;
+        assert_eq!(r.ended, Ended::Exited(0));
+        // HOME is runbook's own (the tests have one) and is not passed on.
+        assert_eq!(r.stdout.text, "terminal 2|unset|withheld|by the step\n");
     }
 
     #[tokio::test]

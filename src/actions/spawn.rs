@@ -24,7 +24,7 @@
 //! it shares this process's memory while other threads run.
 #![allow(unsafe_code)] // a raw clone(2): see tests/integration/layers.rs
 
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Mutex;
@@ -41,8 +41,12 @@ pub const PID_AND_START: usize = 28;
 pub struct Launch {
     path: CString,
     argv: Vec<CString>,
-    /// This process's environment, less what `env` replaces, then `env`.
-    inherited: Vec<&'static CStr>,
+    /// The environment programs start from: this process's, or the one a
+    /// run was submitted with (`Environment`).
+    base: Option<std::sync::Arc<Environment>>,
+    /// Which of the base's variables the program gets (indices: what `env`
+    /// replaces and what is withheld are left out), then `env`.
+    inherited: Vec<u32>,
     envp: Vec<CString>,
     cwd: Option<CString>,
 }
@@ -64,6 +68,40 @@ fn own_environment() -> &'static [(std::ffi::OsString, CString)] {
             })
             .collect()
     })
+}
+
+/// An environment programs start from in place of runbook's own: that of
+/// the terminal a run was submitted from, so that its programs see the
+/// `PATH`, `KUBECONFIG` and proxies they would have seen had that terminal
+/// run them itself.
+pub struct Environment {
+    vars: Vec<(std::ffi::OsString, CString)>,
+}
+
+// Its values may be secrets: never shown.
+impl std::fmt::Debug for Environment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Environment({} variables)", self.vars.len())
+    }
+}
+
+impl Environment {
+    /// The variables given (one holding a NUL byte cannot be passed, and is
+    /// left out).
+    pub fn of(pairs: &[(String, String)]) -> Environment {
+        Environment {
+            vars: pairs
+                .iter()
+                .filter_map(|(k, v)| Some((k.into(), CString::new(format!("{k}={v}")).ok()?)))
+                .collect(),
+        }
+    }
+
+    /// The value of `name`, if set.
+    pub fn get(&self, name: &str) -> Option<String> {
+        let pair = self.vars.iter().find(|(k, _)| k == name)?.1.to_str().ok()?;
+        Some(pair.split_once('=')?.1.to_string())
+    }
 }
 
 /// Where the new process writes its note: the file of the run's notes and
@@ -95,8 +133,12 @@ impl Launch {
         if names.is_empty() {
             return self;
         }
-        self.inherited.retain(|pair| {
-            let bytes = pair.to_bytes();
+        let base = match &self.base {
+            Some(base) => &base.vars[..],
+            None => own_environment(),
+        };
+        self.inherited.retain(|i| {
+            let bytes = base[*i as usize].1.to_bytes();
             let name = bytes.split(|b| *b == b'=').next().unwrap_or_default();
             !names.iter().any(|n| n.as_bytes() == name)
                 || set.iter().any(|(k, _)| k.as_bytes() == name)
@@ -113,16 +155,33 @@ impl Launch {
         env: &[(String, String)],
         cwd: Option<&std::path::Path>,
     ) -> Result<Launch, String> {
+        Launch::new_in(None, program, args, env, cwd)
+    }
+
+    /// As `new`, starting from `base` in place of this process's
+    /// environment when one is given.
+    pub fn new_in(
+        base: Option<std::sync::Arc<Environment>>,
+        program: &str,
+        args: &[String],
+        env: &[(String, String)],
+        cwd: Option<&std::path::Path>,
+    ) -> Result<Launch, String> {
         let text = |s: &str| CString::new(s).map_err(|_| format!("`{s}` holds a NUL byte"));
         let replaced = |k: &std::ffi::OsString| env.iter().any(|(name, _)| k == name.as_str());
-        let inherited: Vec<&'static CStr> = own_environment()
-            .iter()
-            .filter(|(k, _)| !replaced(k))
-            .map(|(_, pair)| pair.as_c_str())
+        let vars = match &base {
+            Some(base) => &base.vars[..],
+            None => own_environment(),
+        };
+        let inherited: Vec<u32> = (0..vars.len() as u32)
+            .filter(|i| !replaced(&vars[*i as usize].0))
             .collect();
         let path_var = match env.iter().find(|(k, _)| k == "PATH") {
             Some((_, v)) => Some(v.clone()),
-            None => std::env::var_os("PATH").map(|v| v.to_string_lossy().into_owned()),
+            None => match &base {
+                Some(base) => base.get("PATH"),
+                None => std::env::var_os("PATH").map(|v| v.to_string_lossy().into_owned()),
+            },
         };
         let path = resolve(program, path_var.as_deref(), cwd)?;
         let mut argv = vec![text(program)?];
@@ -146,6 +205,7 @@ impl Launch {
         Ok(Launch {
             path,
             argv,
+            base,
             inherited,
             envp,
             cwd,
@@ -247,10 +307,14 @@ pub fn spawn(launch: &Launch, note: Option<NoteSlot<'_>>) -> std::io::Result<Spa
         .map(|a| a.as_ptr())
         .chain(std::iter::once(std::ptr::null()))
         .collect();
+    let vars = match &launch.base {
+        Some(base) => &base.vars[..],
+        None => own_environment(),
+    };
     let envp: Vec<*const libc::c_char> = launch
         .inherited
         .iter()
-        .map(|a| a.as_ptr())
+        .map(|i| vars[*i as usize].1.as_ptr())
         .chain(launch.envp.iter().map(|a| a.as_ptr()))
         .chain(std::iter::once(std::ptr::null()))
         .collect();

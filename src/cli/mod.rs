@@ -18,6 +18,7 @@ mod run_end;
 mod runs;
 mod schedule;
 mod serve;
+mod submitted;
 mod view;
 mod watch;
 

@@ -7,7 +7,7 @@ use super::view::{Mode, View};
 use crate::actions::steps::Line;
 use crate::engine::{Deadline, Event, RunState};
 use crate::error::Error;
-use crate::session::{Choices, Clock, Notice, Ready, Session, Watch};
+use crate::session::{Begun, Choices, Clock, Notice, Ready, Session, Watch};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -34,8 +34,8 @@ pub fn start(path: &Path, params: &[String], opts: &RunOptions) -> Result<u8, Er
     let Some(plan) = super::compile_read(path, &source)? else {
         return Ok(super::EXIT_DIAGNOSTICS);
     };
-    let ready = session.start(path, &source, plan, &given, opts.until.clone())?;
-    drive(ready, opts.json)
+    let begun = session.start(path, &source, plan, &given, opts.until.clone())?;
+    begin(begun, opts.json)
 }
 
 /// `runbook resume RUN`.
@@ -47,14 +47,14 @@ pub fn resume(
 ) -> Result<u8, Error> {
     let session = Session::new(&opts.state, opts.contain)?;
     let given = parse_params(params)?;
-    drive(session.resume(run, &given, choices)?, opts.json)
+    begin(session.resume(run, &given, choices)?, opts.json)
 }
 
 /// `runbook retry RUN --from STEP`.
 pub fn retry(run: u64, from: &str, params: &[String], opts: &RunOptions) -> Result<u8, Error> {
     let session = Session::new(&opts.state, opts.contain)?;
     let given = parse_params(params)?;
-    drive(session.retry(run, from, &given)?, opts.json)
+    begin(session.retry(run, from, &given)?, opts.json)
 }
 
 /// `--until TIME` as a deadline kept with the run.
@@ -74,6 +74,14 @@ pub fn parse_until(until: Option<&str>, reason: Option<String>) -> Result<Option
     let why =
         reason.unwrap_or_else(|| format!("the time it had to be over by (--until {text}) passed"));
     Ok(Some(Deadline { at: ms as u64, why }))
+}
+
+/// Drives the run here, or follows it in the process that holds the store.
+fn begin(begun: Begun, json: bool) -> Result<u8, Error> {
+    match begun {
+        Begun::Here(ready) => drive(ready, json),
+        Begun::There(submitted) => super::submitted::follow(submitted, json),
+    }
 }
 
 /// Drives the prepared run, shown on this terminal, and says how it ended
@@ -104,6 +112,15 @@ fn drive(ready: Ready, json: bool) -> Result<u8, Error> {
     )
 }
 
+/// `run 7` or `runs 7, 9`.
+fn runs_named(runs: &[u64]) -> String {
+    let list: Vec<String> = runs.iter().map(u64::to_string).collect();
+    match list.len() {
+        1 => format!("run {}", list[0]),
+        _ => format!("runs {}", list.join(", ")),
+    }
+}
+
 /// The terminal's view, watching the run.
 struct Shown(Mutex<View>);
 
@@ -131,6 +148,13 @@ impl Watch for Shown {
             Notice::Stopping => "stopping: no new step starts; running steps finish and are recorded (Ctrl-C or SIGTERM again to stop them now)".to_string(),
             Notice::ProgramsLeft { run, left } => format!(
                 "these programs {left}; `runbook resume {run}` waits until they have ended"
+            ),
+            Notice::StillDriving { own, runs } => format!(
+                "run {own} has ended; this process goes on driving {}, started from other terminals, and exits when {} (Ctrl-C stops {} at a checkpoint; `runbook resume` continues {})",
+                runs_named(&runs),
+                if runs.len() == 1 { "it ends" } else { "they end" },
+                if runs.len() == 1 { "it" } else { "them" },
+                if runs.len() == 1 { "it" } else { "them" },
             ),
             Notice::Unreachable { why } => format!(
                 "other terminals cannot reach this run (`status`, `logs`, `approve`, `cancel` wait until it ends): {why}"

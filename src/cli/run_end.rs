@@ -7,7 +7,7 @@ use crate::compile::schema::StepKind;
 use crate::compile::Plan;
 use crate::engine::{outcome_word, Outcome, RunState, StepState};
 use crate::error::Error;
-use crate::session::{Clock, DriveError, Ended, SKIPPED_BY_HAND};
+use crate::session::{Clock, DriveFault, Ended, SKIPPED_BY_HAND};
 
 fn now_ms() -> u64 {
     Clock::system().now()
@@ -18,28 +18,30 @@ pub(super) fn finish(
     run: u64,
     plan: &Plan,
     state: Option<&RunState>,
-    ended: Result<Ended, DriveError>,
+    ended: Result<Ended, DriveFault>,
     json: bool,
 ) -> Result<u8, Error> {
     let ended = match ended {
         Ok(ended) => ended,
-        Err(DriveError::Interrupted(steps)) => {
+        Err(DriveFault::Interrupted(steps)) => {
             let first = steps.first().cloned().unwrap_or_default();
             return Err(Error::Refused(format!(
                 "run {run} cannot go on by itself: these steps were interrupted while running and may have done part of their work: {}. Check what each did, then resume with `runbook resume {run} --rerun {first}` (run it again), `--skip {first}` (leave it undone) or `--done {first}` (you finished it by hand)",
                 steps.join(", ")
             )));
         }
-        Err(DriveError::Store(e)) => {
+        Err(DriveFault::Store(e)) => {
             return Err(Error::Store(format!(
                 "run {run} stopped because its progress could not be recorded: {e}. Everything recorded before is kept; fix this, then continue with `runbook resume {run}`"
             )))
         }
-        Err(DriveError::Choice(why)) => return Err(Error::Usage(why)),
+        Err(DriveFault::Choice(why)) => return Err(Error::Usage(why)),
     };
+    // Up to when it finished: the process that drove it may have gone on
+    // driving other runs before these words are said.
     let elapsed = state
-        .and_then(|s| s.clock_from)
-        .map(|t| format!(" in {}", format_duration(now_ms().saturating_sub(t))))
+        .and_then(|s| Some((s.clock_from?, s.finished_at.unwrap_or_else(now_ms))))
+        .map(|(from, to)| format!(" in {}", format_duration(to.saturating_sub(from))))
         .unwrap_or_default();
     let by_hand: Vec<&str> = plan
         .steps

@@ -23,7 +23,7 @@ pub enum Reached {
 
 /// How long a starting or closing holder (the store held, the socket not
 /// served) is waited for before the store is said to be in use.
-const BETWEEN: Duration = Duration::from_secs(12);
+pub(super) const BETWEEN: Duration = Duration::from_secs(12);
 
 /// The variable that bounds how long a command waits for the answer of
 /// the process that holds the store (`5s`, `500ms`), in place of the

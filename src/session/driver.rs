@@ -77,7 +77,7 @@ pub enum Control {
 }
 
 /// What a person said about steps a crash interrupted, when resuming.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Choices {
     pub rerun: Vec<String>,
     pub skip: Vec<String>,
@@ -118,11 +118,11 @@ pub struct Driver<'a, J: Journal + ?Sized> {
     pub runner: Arc<dyn StepRunner>,
     pub clock: &'a Clock,
     /// Sees every event once it is recorded, with the state after it.
-    pub observe: &'a dyn Fn(&Event, &RunState),
+    pub observe: &'a (dyn Fn(&Event, &RunState) + Sync),
     /// Sees why an attempt failed, right after its `StepFailed` is
     /// observed: the kind and the place in the runbook, which the journal
     /// does not keep (it keeps the sentence).
-    pub failed: &'a dyn Fn(usize, &crate::actions::step::StepError),
+    pub failed: &'a (dyn Fn(usize, &crate::actions::step::StepError) + Sync),
     /// When the procedure must be over besides the runbook's `timeout`.
     pub until: Option<Deadline>,
 }

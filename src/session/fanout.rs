@@ -5,7 +5,7 @@
 //! nothing is copied.
 
 use super::run::{Notice, Watch};
-use super::wire::Frame;
+use super::wire::{DriveFault, Frame};
 use crate::actions::step::StepError;
 use crate::actions::steps::Line;
 use crate::engine::{Event, RunState};
@@ -45,6 +45,14 @@ impl Fanout {
     pub(super) fn end(&self) {
         self.ended.store(true, Ordering::SeqCst);
         let _ = self.frames.send(Frame::Ended);
+    }
+
+    /// A drive that ended in an error: its followers are told why, before
+    /// it ends.
+    pub(super) fn drive_failed(&self, ended: &Result<super::Ended, super::DriveError>) {
+        if let Err(e) = ended {
+            self.send(|| Frame::DriveFailed(DriveFault::from(e)));
+        }
     }
 
     fn send(&self, frame: impl FnOnce() -> Frame) {

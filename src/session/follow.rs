@@ -45,6 +45,8 @@ pub enum Seen {
     Stopping,
     /// This follower fell behind and missed that many frames.
     Missed(u64),
+    /// The drive ended in an error: why (`Ended` follows).
+    DriveFailed(super::wire::DriveFault),
     /// The drive ended: the run finished, or its process stopped it.
     Ended,
     /// The process that drives the run went away without a word (killed).
@@ -89,30 +91,36 @@ impl Following {
     /// The next thing the run shows; blocks until there is one.
     pub fn next_shown(&mut self) -> Seen {
         match read_line::<Frame>(&mut self.reader, ANSWER_LIMIT) {
-            Ok(Some(frame)) => match frame {
-                Frame::Event { event, .. } => Seen::Event(event),
-                Frame::Line { step, err, text } => Seen::Line { step, err, text },
-                Frame::Failure {
-                    step,
-                    kind,
-                    message,
-                    at,
-                } => {
-                    let error = StepError::new(kind, message);
-                    Seen::Failure {
-                        step,
-                        error: match at {
-                            Some(span) => error.at(span),
-                            None => error.nowhere(),
-                        },
-                    }
-                }
-                Frame::Stopping => Seen::Stopping,
-                Frame::Missed { missed } => Seen::Missed(missed),
-                Frame::Ended => Seen::Ended,
-            },
+            Ok(Some(frame)) => seen(frame),
             Ok(None) | Err(_) => Seen::Gone,
         }
+    }
+}
+
+/// What a frame shows.
+pub(super) fn seen(frame: Frame) -> Seen {
+    match frame {
+        Frame::Event { event, .. } => Seen::Event(event),
+        Frame::Line { step, err, text } => Seen::Line { step, err, text },
+        Frame::Failure {
+            step,
+            kind,
+            message,
+            at,
+        } => {
+            let error = StepError::new(kind, message);
+            Seen::Failure {
+                step,
+                error: match at {
+                    Some(span) => error.at(span),
+                    None => error.nowhere(),
+                },
+            }
+        }
+        Frame::Stopping => Seen::Stopping,
+        Frame::Missed { missed } => Seen::Missed(missed),
+        Frame::DriveFailed(fault) => Seen::DriveFailed(fault),
+        Frame::Ended => Seen::Ended,
     }
 }
 

@@ -1,47 +1,35 @@
 //! The way into the process that holds the store: it serves the state
 //! directory's socket (`STATE/runbook.sock`) for as long as it holds the
 //! store, and answers `status`, `logs`, `approve`, `cancel` and `watch`
-//! from other terminals: for the run it drives, through its driver (and
-//! what its terminal is shown, for `watch`); for every other run, from and
-//! into the store it holds.
+//! from other terminals: for the runs it drives, through their drivers
+//! (and what they show, for `watch`); for every other run, from and into
+//! the store it holds. Runs submitted from other terminals are taken and
+//! driven beside its own (`take.rs`).
 //!
 //! The socket is private as the state directory is (0600, or 0660 for the
 //! group of `RUNBOOK_SHARED_GROUP`), and every caller is checked again by
 //! the user the kernel names for it (`SO_PEERCRED`): that user is who an
 //! approval records, whatever name `--as` gives.
 
-use super::fanout::Fanout;
+use super::host::{Driving, Host};
 use super::open::store_error;
 use super::records::{history_in, logs_in, views_in};
 use super::steer::{approve_in_journal, cancel_in_journal, Approved, Cancelled};
-use super::tending::Live;
 use super::wire::{
     read_line, write_line, Answer, Frame, Request, ANSWER_LIMIT, REQUEST_LIMIT, SOCKET,
 };
 use super::Control;
 use crate::engine::approval::Approver;
 use crate::error::Error;
-use crate::store::RunStore;
 use std::io::BufReader;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc::UnboundedSender;
 
 /// How long a caller may take to send its request, and the driver to
 /// answer one.
 const PATIENCE: Duration = Duration::from_secs(10);
-
-/// What the requests are answered from.
-pub(super) struct Holding {
-    pub(super) state_dir: PathBuf,
-    pub(super) store: Arc<dyn RunStore>,
-    pub(super) live: Live,
-    pub(super) tx: UnboundedSender<Control>,
-    /// The live run as its followers see it.
-    pub(super) fanout: Arc<Fanout>,
-}
 
 /// The bound socket; its file is removed when this is dropped.
 pub(super) struct Socket {
@@ -110,7 +98,7 @@ pub(super) fn address(state_dir: &Path) -> std::io::Result<(PathBuf, Option<std:
 /// that reading every run of the store never holds the drive.
 pub(super) async fn serve(
     socket: Socket,
-    holding: Arc<Holding>,
+    host: Arc<Host>,
     mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
     let Ok(listener) = socket.listener.try_clone() else {
@@ -127,9 +115,9 @@ pub(super) async fn serve(
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 };
-                let holding = Arc::clone(&holding);
+                let host = Arc::clone(&host);
                 let Ok(stream) = stream.into_std() else { continue };
-                tokio::task::spawn_blocking(move || answer(stream, &holding));
+                tokio::task::spawn_blocking(move || answer(stream, &host));
             }
             _ = &mut stop => break,
         }
@@ -138,7 +126,7 @@ pub(super) async fn serve(
     drop(socket);
 }
 
-fn answer(stream: UnixStream, holding: &Holding) {
+fn answer(stream: UnixStream, host: &Arc<Host>) {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(PATIENCE));
     let _ = stream.set_write_timeout(Some(Duration::from_secs(60)));
@@ -152,8 +140,11 @@ fn answer(stream: UnixStream, holding: &Holding) {
     let answer = match crate::store::private::may_steer(uid, gid) {
         Err(why) => Answer::Failed(Error::Refused(why).into()),
         Ok(()) => match read_line::<Request>(&mut reader, REQUEST_LIMIT) {
-            Ok(Some(Request::Watch { run })) => return follow(&stream, holding, run),
-            Ok(Some(request)) => handle(request, holding, uid),
+            Ok(Some(Request::Watch { run })) => return follow(&stream, host, run),
+            Ok(Some(Request::Submit(submission))) => {
+                return super::take::take(&stream, host, uid, submission)
+            }
+            Ok(Some(request)) => handle(request, host, uid),
             // A caller that went away, or that sent no request: nothing done.
             Ok(None) | Err(_) => return,
         },
@@ -185,61 +176,81 @@ fn answer(stream: UnixStream, holding: &Holding) {
     };
 }
 
-fn handle(request: Request, holding: &Holding, uid: u32) -> Answer {
-    let live = holding.live.meta.id.0;
-    let state_dir = &holding.state_dir;
-    let store = &*holding.store;
+fn handle(request: Request, host: &Host, uid: u32) -> Answer {
+    let state_dir = &host.state_dir;
+    let store = &*host.store;
+    let lives: &dyn super::tending::Lives = host;
     let done = match request {
-        // Answered by `follow`, which streams.
-        Request::Watch { run } => Err(not_live(holding, run)),
-        Request::Status { run } => {
-            views_in(state_dir, store, run, Some(&holding.live)).map(Answer::Runs)
-        }
+        // Answered by `follow` and `take`, which stream.
+        Request::Watch { run } => Err(not_live(host, run)),
+        Request::Submit(_) => Err(Error::Internal(
+            "a submission reached the wrong handler; please report this".into(),
+        )),
+        Request::Status { run } => views_in(state_dir, store, run, Some(lives)).map(Answer::Runs),
         Request::History { run } => {
             history_in(store, run).map(|(meta, events)| Answer::History { meta, events })
         }
         Request::Logs { run, step } => {
-            logs_in(state_dir, store, run, step.as_deref(), Some(&holding.live)).map(Answer::Logs)
+            logs_in(state_dir, store, run, step.as_deref(), Some(lives)).map(Answer::Logs)
         }
         Request::Approve { run, step, by } => {
             let approver = Approver {
                 name: by,
                 account: crate::store::private::account(uid),
             };
-            if run == live {
-                through_driver(holding, |reply| Control::Approve {
+            match host.driving(run) {
+                Some(driving) => through_driver(&driving, |reply| Control::Approve {
                     step,
                     by: approver,
                     reply,
                 })
-                .map(|()| Answer::Approved(Approved::ByItsProcess))
-            } else {
-                approve_in_journal(state_dir, store, run, &step, &approver).map(Answer::Approved)
+                .map(|()| Answer::Approved(Approved::ByItsProcess)),
+                None => approve_in_journal(state_dir, store, run, &step, &approver)
+                    .map(Answer::Approved),
             }
         }
-        Request::Cancel { run } if run == live => {
-            through_driver(holding, |reply| Control::Cancel {
+        Request::Cancel { run } => match host.driving(run) {
+            Some(driving) => through_driver(&driving, |reply| Control::Cancel {
                 reply: Some(reply),
                 by: Some(crate::store::private::account(uid)),
             })
-            .map(|()| Answer::Cancelled(Cancelled::ByItsProcess))
-        }
-        Request::Cancel { run } => {
-            cancel_in_journal(state_dir, store, run, &crate::store::private::account(uid))
-                .map(Answer::Cancelled)
-        }
+            .map(|()| Answer::Cancelled(Cancelled::ByItsProcess)),
+            None => cancel_in_journal(state_dir, store, run, &crate::store::private::account(uid))
+                .map(Answer::Cancelled),
+        },
+        Request::Stop { run, now } => stop(host, uid, run, now),
     };
     done.unwrap_or_else(|e| Answer::Failed(e.into()))
 }
 
+/// A run's own terminal's Ctrl-C, from the terminal that submitted it:
+/// only its process's user may stop a run that way (others cancel).
+fn stop(host: &Host, uid: u32, run: u64, now: bool) -> Result<Answer, Error> {
+    super::take::may_start(uid)?;
+    let Some(driving) = host.driving(run) else {
+        return Err(not_live(host, run));
+    };
+    if !now {
+        use super::run::Watch;
+        driving.fanout.notice(super::run::Notice::Stopping);
+    }
+    let control = if now { Control::Kill } else { Control::Stop };
+    if driving.tx.send(control).is_err() {
+        return Err(Error::Unanswered(format!(
+            "run {run} is ending and took no more requests; `runbook status {run}` shows how it ended"
+        )));
+    }
+    Ok(Answer::Stopping)
+}
+
 /// Passes a request to the driver of the live run and waits for its answer.
 fn through_driver(
-    holding: &Holding,
+    driving: &Driving,
     control: impl FnOnce(tokio::sync::oneshot::Sender<Result<(), String>>) -> Control,
 ) -> Result<(), Error> {
     let (reply, answered) = tokio::sync::oneshot::channel();
-    let run = holding.live.meta.id;
-    if holding.tx.send(control(reply)).is_err() {
+    let run = driving.live.meta.id;
+    if driving.tx.send(control(reply)).is_err() {
         return Err(Error::Unanswered(format!(
             "run {run} is ending and took no more requests; `runbook status {run}` shows how it ended"
         )));
@@ -272,19 +283,19 @@ fn through_driver(
 /// `runbook watch`: what the live run has recorded so far, then every
 /// frame as it comes, until the drive ends or the follower goes. A follower
 /// that stops reading for a minute is let go.
-fn follow(stream: &UnixStream, holding: &Holding, run: u64) {
+fn follow(stream: &UnixStream, host: &Host, run: u64) {
     let mut out = stream;
-    if run != holding.live.meta.id.0 {
-        let _ = write_line(&mut out, &Answer::Failed(not_live(holding, run).into()));
-        return;
-    }
-    // Following first, then reading: an event recorded in between comes
-    // both ways, and its number says it was had.
-    let Some(mut frames) = holding.fanout.follow() else {
-        let _ = write_line(&mut out, &Answer::Failed(not_live(holding, run).into()));
+    let Some(driving) = host.driving(run) else {
+        let _ = write_line(&mut out, &Answer::Failed(not_live(host, run).into()));
         return;
     };
-    let events = match holding.store.events(holding.live.meta.id) {
+    // Following first, then reading: an event recorded in between comes
+    // both ways, and its number says it was had.
+    let Some(frames) = driving.fanout.follow() else {
+        let _ = write_line(&mut out, &Answer::Failed(not_live(host, run).into()));
+        return;
+    };
+    let events = match host.store.events(driving.live.meta.id) {
         Ok(events) => events,
         Err(e) => {
             let _ = write_line(&mut out, &Answer::Failed(store_error(e).into()));
@@ -293,12 +304,24 @@ fn follow(stream: &UnixStream, holding: &Holding, run: u64) {
     };
     let had = events.len() as u64;
     let watching = Answer::Watching {
-        meta: holding.live.meta.clone(),
+        meta: driving.live.meta.clone(),
         events,
     };
+    drop(driving);
     if write_line(&mut out, &watching).is_err() {
         return;
     }
+    stream_frames(stream, frames, had);
+}
+
+/// Every frame as it comes after the first `had` events, until the drive
+/// ends or the follower goes.
+pub(super) fn stream_frames(
+    stream: &UnixStream,
+    mut frames: tokio::sync::broadcast::Receiver<Frame>,
+    had: u64,
+) {
+    let mut out = stream;
     use tokio::sync::broadcast::error::RecvError;
     loop {
         let frame = match frames.blocking_recv() {
@@ -314,14 +337,26 @@ fn follow(stream: &UnixStream, holding: &Holding, run: u64) {
     }
 }
 
-/// Why run `run` cannot be followed here: it is not the one this process
-/// drives.
-fn not_live(holding: &Holding, run: u64) -> Error {
-    match holding.store.run(crate::engine::RunId(run)) {
+/// Why run `run` cannot be followed here: no process drives it.
+pub(super) fn not_live(host: &Host, run: u64) -> Error {
+    match host.store.run(crate::engine::RunId(run)) {
         Err(e) => store_error(e),
-        Ok(_) => Error::Refused(format!(
-            "run {run} is not running (the process that holds the store drives run {}); `runbook status {run}` shows where it stands",
-            holding.live.meta.id
-        )),
+        Ok(_) => {
+            let live = host.live_runs();
+            let driven = match live.as_slice() {
+                [] => "no run".to_string(),
+                [one] => format!("run {one}"),
+                many => format!(
+                    "runs {}",
+                    many.iter()
+                        .map(u64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+            Error::Refused(format!(
+                "run {run} is not running (the process that holds the store drives {driven}); `runbook status {run}` shows where it stands"
+            ))
+        }
     }
 }

@@ -1,4 +1,6 @@
-//! The run session: one run on this machine, driven to its end. The driver
+//! The run session: runs on this machine, driven to their end. The process
+//! that holds a state directory's store drives every run started in it (its
+//! own, and those other terminals submit through the socket); the driver
 //! performs the engine's decisions with tokio, recording every event in the
 //! journal before the effect it announces; the steps are performed by the
 //! actions behind `StepRunner`.
@@ -7,15 +9,19 @@ mod call;
 mod driver;
 mod fanout;
 mod follow;
+mod host;
 mod kept_plan;
 mod listen;
 mod notes;
 mod open;
+mod prepare;
 mod records;
 mod report;
 mod run;
 mod running;
 mod steer;
+mod submit;
+mod take;
 mod tending;
 mod wire;
 
@@ -26,13 +32,14 @@ pub use follow::{watch, Following, Seen};
 pub use notes::say_notes_with;
 pub use open::{
     alive, has_journal, keep_source, killed_groups_left, locked_sentence, no_store_sentence, open,
-    open_or_owner, open_to_write, plan_and_state, plan_of, rebind, store_error, CompileAhead,
-    Opened,
+    open_or_owner, open_to_write, plan_and_state, plan_of, store_error, CompileAhead, Opened,
 };
 pub use records::{history, logs, runs, AttemptLog};
 pub use report::{approved, approver, clock, prompt, recorded_bindings, view, RunView, StepView};
-pub use run::{leave_within, Driven, Notice, Ready, Session, Watch};
+pub use run::{leave_within, Begun, Driven, Notice, Ready, Session, Watch};
 pub use steer::{approve, cancel, Approved, Cancelled, Unanswered};
+pub use submit::{Heard, Submitted};
+pub use wire::DriveFault;
 
 #[cfg(test)]
 mod tests;

@@ -52,6 +52,11 @@ pub fn open_to_write(state: &Path) -> Result<Box<dyn RunStore>, Error> {
     }
 }
 
+/// The store, made when missing, or which process holds it.
+pub(super) fn open_or_owner_to_write(state: &Path) -> Result<Opened, Error> {
+    open_or_owner_creating(state)
+}
+
 /// The state directory was checked, and made if need be, before any
 /// command used it (`private::state_dir`).
 fn open_or_owner_creating(state: &Path) -> Result<Opened, Error> {
@@ -254,6 +259,16 @@ pub fn plan_and_state(
     meta: &RunMeta,
     ahead: CompileAhead,
 ) -> Result<(Plan, RunState), Error> {
+    plan_state_and_events(state_dir, store, meta, ahead).map(|(plan, state, _)| (plan, state))
+}
+
+/// As `plan_and_state`, with the events the state was replayed from.
+pub(super) fn plan_state_and_events(
+    state_dir: &Path,
+    store: &dyn RunStore,
+    meta: &RunMeta,
+    ahead: CompileAhead,
+) -> Result<(Plan, RunState, Vec<crate::engine::Event>), Error> {
     let compiling = if ahead.is_for(meta) {
         ahead.compiling
     } else {
@@ -275,8 +290,9 @@ pub fn plan_and_state(
         // No thread to be had: compile here.
         None => plan_of(meta),
     }?;
-    let state = RunState::replay(&plan, &events?);
-    Ok((plan, state))
+    let events = events?;
+    let state = RunState::replay(&plan, &events);
+    Ok((plan, state, events))
 }
 
 /// Bindings for continuing a run: the parameters it recorded, secrets read
@@ -285,6 +301,7 @@ pub fn rebind(
     meta: &RunMeta,
     plan: &Plan,
     given_now: &[(String, String)],
+    env: &(dyn Fn(&str) -> Option<String> + Sync),
 ) -> Result<Bindings, Error> {
     let mut given = Vec::new();
     let mut errors = Vec::new();
@@ -315,6 +332,5 @@ pub fn rebind(
     if !errors.is_empty() {
         return Err(Error::Usage(errors.join("\n       ")));
     }
-    let env = |name: &str| std::env::var(name).ok();
-    bind_for_run(plan, &given, &env).map_err(|e| Error::Usage(e.join("\n       ")))
+    bind_for_run(plan, &given, env).map_err(|e| Error::Usage(e.join("\n       ")))
 }

@@ -5,7 +5,7 @@
 use super::call::ask_or;
 use super::open::{has_journal, plan_and_state, plan_of, store_error, CompileAhead};
 use super::report::{recorded_bindings, view, RunView};
-use super::tending::Live;
+use super::tending::Lives;
 use super::wire::{Answer, Request};
 use crate::actions::output_file::OutputDir;
 use crate::engine::{Event, RunId, RunMeta, StepLog};
@@ -45,7 +45,7 @@ pub(super) fn views_in(
     state_dir: &Path,
     store: &dyn RunStore,
     run: Option<u64>,
-    live: Option<&Live>,
+    live: Option<&dyn Lives>,
 ) -> Result<Vec<RunView>, Error> {
     let mut ahead = run.map(|id| CompileAhead::start(state_dir, id));
     let metas = match run {
@@ -124,7 +124,7 @@ pub(super) fn logs_in(
     store: &dyn RunStore,
     run: u64,
     step: Option<&str>,
-    live: Option<&Live>,
+    live: Option<&dyn Lives>,
 ) -> Result<Vec<(String, Vec<AttemptLog>)>, Error> {
     let meta = store.run(RunId(run)).map_err(store_error)?;
     let plan = plan_of(&meta)?;

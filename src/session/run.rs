@@ -1,34 +1,33 @@
 //! One run driven on this machine. `run`, `resume` and `retry` each prepare
 //! it (the store, the named locks, the recorded plan, the bindings), then it
 //! is driven the same way: stop signals answered, requests from other
-//! terminals passed to the driver, the live view kept for `status`
-//! elsewhere, and everything shown to whatever watches the run. What is
-//! said to a person, and with which exit code, is the caller's.
+//! terminals answered through the socket, runs they submit driven beside
+//! it, and everything shown to whatever watches the run. When another
+//! process holds the store, the run is submitted to it instead and
+//! followed from here (`submit.rs`). What is said to a person, and with
+//! which exit code, is the caller's.
 
+use super::call::BETWEEN;
 use super::fanout::Fanout;
-use super::listen::{self, Holding};
+use super::host::{Host, Origin};
+use super::listen;
 use super::open::{
-    keep_source, killed_groups_left, open, open_to_write, plan_and_state, rebind, store_error,
-    CompileAhead,
+    killed_groups_left, locked_sentence, open_or_owner, open_or_owner_to_write, CompileAhead,
 };
-use super::tending::{answer_ctrl_c, Live, Signals};
-use super::{drive_from, Choices, Clock, DriveError, Driver, Ended};
-use crate::actions::contain::Cgroups;
-use crate::actions::groups::{GroupNotes, Noted};
-use crate::actions::output_file::OutputDir;
-use crate::actions::steps::{unsupported, Env, Line, LocalRunner, Sink};
-use crate::compile::eval::{bind_for_run, Bindings};
-use crate::compile::{Phase, Plan, StepId, Type};
-use crate::engine::{
-    outcome_word, Deadline, Event, RecordedParam, RunId, RunMeta, RunState, Steering, StepState,
-    StoreError,
-};
+use super::prepare::{Prepared, Preparing};
+use super::submit::{submit, Accepted, Submitted};
+use super::tending::{answer_ctrl_c, Signals};
+use super::wire::{DriveFault, What};
+use super::{Choices, Ended};
+use crate::actions::steps::Line;
+use crate::compile::eval::Bindings;
+use crate::compile::Plan;
+use crate::engine::{Deadline, Event, RunId, RunMeta, RunState};
 use crate::error::Error;
-use crate::store::locks::{self, Held, Holder, LockError};
 use crate::store::owner::{clear_owner, write_owner, Owner};
 use crate::store::RunStore;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a run's process may take to close once its drive has ended.
@@ -58,6 +57,9 @@ pub enum Notice {
     ProgramsLeft { run: RunId, left: String },
     /// The state directory's socket could not be served: why.
     Unreachable { why: String },
+    /// This process's own run ended, and it goes on driving `runs`, which
+    /// other terminals started in it.
+    StillDriving { own: RunId, runs: Vec<u64> },
 }
 
 /// The runtime a run is driven on, and the signals it answers, caught from
@@ -109,7 +111,9 @@ impl Session {
     }
 
     /// A new run of `plan`, compiled from `source`, the text read from
-    /// `file` (the text the journal records is the text that runs).
+    /// `file` (the text the journal records is the text that runs). When
+    /// another process holds the store, the run is submitted to it and
+    /// driven there.
     pub fn start(
         self,
         file: &Path,
@@ -117,53 +121,25 @@ impl Session {
         plan: Plan,
         given: &[(String, String)],
         until: Option<Deadline>,
-    ) -> Result<Ready, Error> {
-        refuse_unsupported(&plan)?;
-        let env = |name: &str| std::env::var(name).ok();
-        let bindings =
-            bind_for_run(&plan, given, &env).map_err(|e| Error::Usage(e.join("\n       ")))?;
-        let recorded = given
-            .iter()
-            .map(|(name, value)| {
-                let secret = plan
-                    .params
-                    .iter()
-                    .any(|p| p.name == *name && p.ty == Type::Secret);
-                let kept = if secret {
-                    RecordedParam::SecretGiven
-                } else {
-                    RecordedParam::Value(value.clone())
-                };
-                (name.clone(), kept)
-            })
-            .collect();
-        let mut held = take_locks(&plan, &self.state, None)?;
-        let store = open_to_write(&self.state)?;
-        let meta = store
-            .create_run(
-                &file.display().to_string(),
-                source,
-                recorded,
-                now_ms(),
-                until,
-                Some(crate::store::private::this_account()),
-            )
-            .map_err(|e| match e {
-                e @ (StoreError::Short { .. } | StoreError::Corrupt { .. }) => Error::Store(format!(
-                    "{e}. No new run is written into it; to run now, use another state directory (--state DIR)"
-                )),
-                e => store_error(e),
-            })?;
-        keep_source(&self.state, &meta);
-        super::kept_plan::keep(&self.state, meta.id.0, &meta.source, &plan);
-        held.note(&holder(&plan, &self.state, Some(meta.id.0)));
-        let how = How {
-            choices: Choices::default(),
-            steered: None,
-            reset: None,
-            state: RunState::new(&plan),
+    ) -> Result<Begun, Error> {
+        let what = What::Start {
+            file: file.display().to_string(),
+            source: source.to_string(),
+            params: given.to_vec(),
+            until: until.clone(),
         };
-        Ok(self.ready(store, meta, plan, bindings, how, held))
+        let store = match self.open_or_submit(None, what)? {
+            Opened::Here(store) => store,
+            Opened::There(accepted) => return self.follow(accepted),
+        };
+        let prepared = self.preparing(&*store).start(
+            &file.display().to_string(),
+            source,
+            plan,
+            given,
+            until,
+        )?;
+        Ok(Begun::Here(self.ready(store, prepared)))
     }
 
     /// Run `run`, continued where it stopped.
@@ -172,105 +148,106 @@ impl Session {
         run: u64,
         given: &[(String, String)],
         choices: Choices,
-    ) -> Result<Ready, Error> {
+    ) -> Result<Begun, Error> {
         let ahead = CompileAhead::start(&self.state, run);
-        let store = open(&self.state, run)?;
-        let meta = store.run(RunId(run)).map_err(store_error)?;
-        let (plan, state) = plan_and_state(&self.state, &*store, &meta, ahead)?;
-        if let Some(outcome) = state.finished {
-            return Err(Error::Refused(format!(
-                "run {run} has already finished ({}); nothing to resume. `runbook retry {run} --from STEP` runs steps again",
-                outcome_word(outcome)
-            )));
-        }
-        refuse_unsupported(&plan)?;
-        refuse_while_still_running(&self.state, &meta, &plan, &state)?;
-        let bindings = rebind(&meta, &plan, given)?;
-        let held = take_locks(&plan, &self.state, Some(run))?;
-        let how = How {
-            steered: Some(Steering::Resumed {
-                rerun: choices.rerun.clone(),
-                skip: choices.skip.clone(),
-                done: choices.done.clone(),
-            }),
-            choices,
-            reset: None,
-            state,
+        let what = What::Resume {
+            run,
+            params: given.to_vec(),
+            choices: choices.clone(),
         };
-        Ok(self.ready(store, meta, plan, bindings, how, held))
+        let store = match self.open_or_submit(Some(run), what)? {
+            Opened::Here(store) => store,
+            Opened::There(accepted) => return self.follow(accepted),
+        };
+        let prepared = self.preparing(&*store).resume(run, given, choices, ahead)?;
+        Ok(Begun::Here(self.ready(store, prepared)))
     }
 
     /// Run `run`, finished, again from step `from`: the step and everything
     /// after it run again; the outputs of the steps before it are kept.
-    pub fn retry(self, run: u64, from: &str, given: &[(String, String)]) -> Result<Ready, Error> {
+    pub fn retry(self, run: u64, from: &str, given: &[(String, String)]) -> Result<Begun, Error> {
         let ahead = CompileAhead::start(&self.state, run);
-        let store = open(&self.state, run)?;
-        let meta = store.run(RunId(run)).map_err(store_error)?;
-        let (plan, state) = plan_and_state(&self.state, &*store, &meta, ahead)?;
-        if state.finished.is_none() {
-            return Err(Error::Refused(format!(
-                "run {run} has not finished; continue it with `runbook resume {run}`"
-            )));
-        }
-        let Some(step) = plan.step(from) else {
-            let names = plan.steps.iter().map(|s| s.name.as_str());
-            let hint = crate::compile::names::closest(from, names)
-                .map(|c| format!(" (did you mean `{c}`?)"))
-                .unwrap_or_default();
-            return Err(Error::Usage(format!(
-                "run {run} has no step `{from}`{hint}"
-            )));
+        let what = What::Retry {
+            run,
+            from: from.to_string(),
+            params: given.to_vec(),
         };
-        refuse_unsupported(&plan)?;
-        let bindings = rebind(&meta, &plan, given)?;
-        let held = take_locks(&plan, &self.state, Some(run))?;
-        let how = How {
-            choices: Choices::default(),
-            steered: Some(Steering::Retried {
-                from: from.to_string(),
-            }),
-            reset: Some(from_onwards(&plan, step.id)),
-            state,
+        let store = match self.open_or_submit(Some(run), what)? {
+            Opened::Here(store) => store,
+            Opened::There(accepted) => return self.follow(accepted),
         };
-        Ok(self.ready(store, meta, plan, bindings, how, held))
+        let prepared = self.preparing(&*store).retry(run, from, given, ahead)?;
+        Ok(Begun::Here(self.ready(store, prepared)))
     }
 
-    fn ready(
-        self,
-        store: Box<dyn RunStore>,
-        meta: RunMeta,
-        plan: Plan,
-        bindings: Bindings,
-        how: How,
-        held: Held,
-    ) -> Ready {
-        let plan = Arc::new(plan);
-        let shown = Arc::new(super::report::recorded_bindings(&meta, &plan));
+    fn preparing<'a>(&'a self, store: &'a dyn RunStore) -> Preparing<'a> {
+        Preparing {
+            state_dir: &self.state,
+            store,
+            env: &|name: &str| std::env::var(name).ok(),
+            by: crate::store::private::this_account(),
+        }
+    }
+
+    /// The store, opened here; or, when another process holds it and
+    /// serves its socket, the run submitted to that process. A holder
+    /// that is starting or closing is waited for, as `ask_or` does.
+    fn open_or_submit(&self, run: Option<u64>, what: What) -> Result<Opened, Error> {
+        let began = std::time::Instant::now();
+        loop {
+            let opened = match run {
+                Some(run) => open_or_owner(&self.state, run)?,
+                None => open_or_owner_to_write(&self.state)?,
+            };
+            let owner = match opened {
+                super::Opened::Store(store) => return Ok(Opened::Here(Arc::from(store))),
+                super::Opened::HeldBy(owner) => owner,
+            };
+            if let Some(accepted) = submit(&self.state, &what)? {
+                return Ok(Opened::There(accepted));
+            }
+            if began.elapsed() > BETWEEN {
+                return Err(Error::InUse(locked_sentence(&self.state, owner)));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The run the process that holds the store took, followed from here.
+    fn follow(self, accepted: Accepted) -> Result<Begun, Error> {
+        let Executor { runtime, signals } = self.exec;
+        Submitted::new(accepted, &self.state, runtime, signals).map(Begun::There)
+    }
+
+    fn ready(self, store: Arc<dyn RunStore>, prepared: Prepared) -> Ready {
         Ready {
             session: self,
             store,
-            meta,
-            plan,
-            bindings,
-            shown,
-            how,
-            _held: held,
+            prepared,
         }
     }
+}
+
+/// Where the store is, for a run about to begin.
+enum Opened {
+    Here(Arc<dyn RunStore>),
+    There(Accepted),
+}
+
+/// A run begun: driven by this process, or by the process that holds the
+/// store, which this one follows.
+// One is made per command, and moved once: its size does not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum Begun {
+    Here(Ready),
+    There(Submitted),
 }
 
 /// A run prepared and holding its store and locks, ready to be driven.
 pub struct Ready {
     session: Session,
-    store: Box<dyn RunStore>,
-    meta: RunMeta,
-    plan: Arc<Plan>,
-    bindings: Bindings,
-    /// The parameters as recorded (secrets as markers): for what is shown.
-    shown: Arc<Bindings>,
-    how: How,
-    /// The named locks, held until the drive ends.
-    _held: Held,
+    store: Arc<dyn RunStore>,
+    prepared: Prepared,
 }
 
 /// How a drive ended, with what the last words need.
@@ -279,48 +256,44 @@ pub struct Driven {
     pub plan: Arc<Plan>,
     /// The run's state at the end, folded from the events recorded.
     pub state: Option<RunState>,
-    pub ended: Result<Ended, DriveError>,
+    pub ended: Result<Ended, DriveFault>,
 }
 
 impl Ready {
     pub fn meta(&self) -> &RunMeta {
-        &self.meta
+        &self.prepared.meta
     }
 
     pub fn plan(&self) -> &Arc<Plan> {
-        &self.plan
+        &self.prepared.plan
     }
 
     /// The run's parameters as recorded, secrets as markers.
     pub fn shown(&self) -> &Arc<Bindings> {
-        &self.shown
+        &self.prepared.shown
     }
 
-    /// Drives the run in this process until it finishes or is stopped. On
-    /// the way out nothing may hold the process for ever: past a bound
-    /// (`LEAVING`), it says so and exits.
+    /// Drives the run in this process until it finishes or is stopped,
+    /// and with it every run other terminals submit meanwhile: the process
+    /// leaves once the last has ended. On the way out nothing may hold the
+    /// process for ever: past a bound (`LEAVING`), it says so and exits.
     pub fn drive(self, watch: Arc<dyn Watch>) -> Result<Driven, Error> {
         let Ready {
             session,
             store,
-            meta,
-            plan,
-            bindings,
-            shown,
-            how,
-            _held,
+            prepared,
         } = self;
         let Session {
             exec,
             state: state_dir,
             contain,
         } = session;
-        let run = meta.id;
-        // Shared with the socket's callers, who read other runs meanwhile.
-        let store: Arc<dyn RunStore> = Arc::from(store);
+        let run = prepared.meta.id;
+        let plan = Arc::clone(&prepared.plan);
+        let Executor { runtime, signals } = exec;
+        let host = Host::new(&state_dir, store, contain, runtime.handle().clone());
         // What this terminal is shown, other terminals may follow.
-        let fanout = Fanout::new(watch);
-        let watch: Arc<dyn Watch> = Arc::clone(&fanout) as Arc<dyn Watch>;
+        let fanout = Fanout::new(Arc::clone(&watch));
         let _ = write_owner(
             &state_dir,
             &Owner {
@@ -328,65 +301,6 @@ impl Ready {
                 run: run.0,
             },
         );
-        let sink_watch = Arc::clone(&watch);
-        let sink: Sink = Arc::new(move |line| sink_watch.line(line));
-        let env: Env = Arc::new(|name: &str| std::env::var(name).ok());
-        let runner = Arc::new(
-            LocalRunner::new(bindings.clone(), env, sink)
-                .scrubbing(&plan)
-                .for_plan(&plan)
-                .noting_groups(
-                    state_dir.join("running"),
-                    contain.then(Cgroups::find).flatten(),
-                )
-                .keeping_output(OutputDir::new(&state_dir)),
-        );
-        let mut state = how.state;
-        if let Some(steering) = how.steered {
-            let steered = Event::Steered {
-                at: now_ms(),
-                by: crate::store::private::this_account(),
-                how: steering,
-            };
-            store.append(run, &steered).map_err(store_error)?;
-            state.apply(&plan, &steered);
-            watch.event(&steered, &state);
-        }
-        if let Some(steps) = how.reset {
-            let reset = Event::Reset {
-                steps,
-                at: now_ms(),
-            };
-            store.append(run, &reset).map_err(store_error)?;
-            state.apply(&plan, &reset);
-            watch.event(&reset, &state);
-        }
-        // A copy of the state, kept by folding each event (cheap), from which
-        // other terminals are answered through the socket, and the last
-        // words are said.
-        let mirror = Arc::new(Mutex::new(state.clone()));
-        let observe = |event: &Event, state: &RunState| {
-            watch.event(event, state);
-            if let Ok(mut m) = mirror.lock() {
-                m.apply(&plan, event);
-            }
-        };
-        let env_now = |name: &str| std::env::var(name).ok();
-        let clock = Clock::system();
-        let driver = Driver {
-            plan: Arc::clone(&plan),
-            journal: &*store,
-            run,
-            bindings: &bindings,
-            env: &env_now,
-            runner,
-            clock: &clock,
-            observe: &observe,
-            failed: &|step, failure| watch.failure(step, failure),
-            until: meta.until.clone(),
-        };
-        let Executor { runtime, signals } = exec;
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let socket = match listen::bind(&state_dir) {
             Ok(socket) => Some(socket),
             Err(why) => {
@@ -394,32 +308,27 @@ impl Ready {
                 None
             }
         };
-        let ended = runtime.block_on(async {
-            tokio::spawn(answer_ctrl_c(tx.clone(), Arc::clone(&watch), signals));
+        let (state, ended) = runtime.block_on(async {
+            tokio::spawn(answer_ctrl_c(
+                Arc::clone(&host),
+                Arc::clone(&watch),
+                signals,
+            ));
             let (stop, stopped) = tokio::sync::oneshot::channel();
-            let serving = socket.map(|socket| {
-                let holding = Arc::new(Holding {
-                    state_dir: state_dir.clone(),
-                    store: Arc::clone(&store),
-                    live: Live {
-                        meta: meta.clone(),
-                        plan: Arc::clone(&plan),
-                        bindings: Arc::clone(&shown),
-                        mirror: Arc::clone(&mirror),
-                    },
-                    tx,
-                    fanout: Arc::clone(&fanout),
-                });
-                tokio::spawn(listen::serve(socket, holding, stopped))
-            });
-            let ended = drive_from(&driver, state, &how.choices, rx).await;
-            fanout.end();
+            let serving = socket
+                .map(|socket| tokio::spawn(listen::serve(socket, Arc::clone(&host), stopped)));
+            let driven = Arc::clone(&host)
+                .drive(prepared, fanout, Origin::Here, None)
+                .await;
+            // Runs other terminals submitted are driven to their end too.
+            host.say_still_driving(&*watch, run);
+            host.until_idle().await;
             // No new caller from here; one already answered keeps its answer.
             let _ = stop.send(());
             if let Some(serving) = serving {
                 let _ = serving.await;
             }
-            ended
+            driven
         });
         // From here the process is on its way out, and nothing on that way may
         // hold it for ever (a disk that stopped answering, a name lookup that
@@ -435,16 +344,11 @@ impl Ready {
             watch.notice(Notice::ProgramsLeft { run, left });
         }
         clear_owner(&state_dir);
-        let state = mirror.lock().ok().map(|m| m.clone());
-        // Once the run is over, the journal holds what every attempt printed.
-        if matches!(ended, Ok(Ended::Finished(_))) {
-            OutputDir::new(&state_dir).forget_run(run);
-        }
         Ok(Driven {
             run,
             plan,
-            state,
-            ended,
+            state: Some(state),
+            ended: ended.map_err(|e| DriveFault::from(&e)),
         })
     }
 }
@@ -471,119 +375,4 @@ pub fn leave_within(bound: Duration) {
             // runs, which is the point: one of them did not return.
             unsafe { libc::_exit(i32::from(crate::error::EXIT_ERROR)) }
         });
-}
-
-/// The plan's named locks, all or none, held until this process ends the
-/// drive: a lock another run holds is one sentence and `EXIT_BUSY`.
-fn take_locks(plan: &Plan, state: &Path, run: Option<u64>) -> Result<Held, Error> {
-    let dir = locks::lock_dir(state);
-    locks::acquire(&dir, &plan.settings.locks, &holder(plan, state, run)).map_err(|e| match e {
-        LockError::Busy(why) => Error::LockHeld(format!(
-            "{why}; run it when that has finished (`runbook serve` waits for it within the window)"
-        )),
-        LockError::Io(why) => Error::Store(why),
-    })
-}
-
-fn holder(plan: &Plan, state: &Path, run: Option<u64>) -> Holder {
-    Holder {
-        runbook: plan.name.clone(),
-        run,
-        pid: std::process::id(),
-        state: state.display().to_string(),
-        since: now_ms() as i64,
-    }
-}
-
-/// The step, every step that waits on it (directly or not), and the
-/// `on failure` steps, which are decided again.
-fn from_onwards(plan: &Plan, from: StepId) -> Vec<usize> {
-    let mut seen = vec![false; plan.steps.len()];
-    let mut dfs = petgraph::visit::Dfs::new(&plan.graph, from.node());
-    while let Some(node) = dfs.next(&plan.graph) {
-        seen[node.index()] = true;
-    }
-    plan.steps
-        .iter()
-        .filter(|s| seen[s.id.0] || s.phase == Phase::OnFailure)
-        .map(|s| s.id.0)
-        .collect()
-}
-
-/// A step interrupted by a crash may have left its program running (a
-/// SIGKILL of runbook does not reach it). Starting the step again beside it,
-/// or deciding about it, must wait until it has ended.
-fn refuse_while_still_running(
-    state_dir: &Path,
-    meta: &RunMeta,
-    plan: &Plan,
-    state: &RunState,
-) -> Result<(), Error> {
-    let notes = GroupNotes::new(state_dir.join("running"));
-    let still_running = || -> Vec<(&str, Noted)> {
-        plan.steps
-            .iter()
-            .filter(|s| matches!(state.step(s.id), StepState::Running { .. }))
-            .filter_map(|s| Some((s.name.as_str(), notes.still_running(meta.id, &s.name)?)))
-            .collect()
-    };
-    // A program caught in the middle of its exit (its memory given back,
-    // the kernel still counting it) is given up to a second to be gone.
-    let began = std::time::Instant::now();
-    let mut running = still_running();
-    while !running.is_empty()
-        && running
-            .iter()
-            .all(|(_, noted)| matches!(noted, Noted::Running(group) if group.ending()))
-        && began.elapsed() < Duration::from_secs(1)
-    {
-        std::thread::sleep(Duration::from_millis(20));
-        running = still_running();
-    }
-    let running: Vec<String> = running
-        .into_iter()
-        .map(|(name, noted)| match noted {
-            Noted::Running(group) => format!("`{name}` ({})", group.describe()),
-            Noted::Starting => format!("`{name}` (being started)"),
-        })
-        .collect();
-    if running.is_empty() {
-        notes.tidy(meta.id);
-        return Ok(());
-    }
-    Err(Error::InUse(format!(
-        "run {} was interrupted, but the programs of these steps are still running: {}; wait for them to end or stop them (`kill -- -PGID`; for a cgroup, `echo 1 > CGROUP/cgroup.kill`), then resume; or cancel the run, which stops them",
-        meta.id,
-        running.join(", ")
-    )))
-}
-
-fn refuse_unsupported(plan: &Plan) -> Result<(), Error> {
-    let missing = unsupported(plan);
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let list: Vec<String> = missing
-        .iter()
-        .map(|(s, why)| format!("`{}` ({why})", s.name))
-        .collect();
-    Err(Error::Refused(format!(
-        "this runbook has steps this version cannot run yet: {}; `runbook plan` shows what a run would do",
-        list.join(", ")
-    )))
-}
-
-pub(super) fn now_ms() -> u64 {
-    Clock::system().now()
-}
-
-/// What a drive starts from besides the journal.
-struct How {
-    choices: Choices,
-    /// Who resumed or retried the run, and how: recorded first.
-    steered: Option<Steering>,
-    /// `retry --from`: the steps to run again.
-    reset: Option<Vec<usize>>,
-    /// The run's state, replayed from its journal by the caller.
-    state: RunState,
 }

@@ -19,8 +19,11 @@ pub(super) struct Signals {
 /// let running steps finish. Second: stop them now (they stay interrupted in
 /// the journal for `resume`). A hangup (the SSH session dropped) does not
 /// stop the run: it goes on, and `runbook status` shows it.
+///
+/// Every run this process drives is told: its own, and those other
+/// terminals submitted to it.
 pub(super) async fn answer_ctrl_c(
-    tx: tokio::sync::mpsc::UnboundedSender<Control>,
+    host: Arc<super::host::Host>,
     watch: Arc<dyn Watch>,
     mut signals: Signals,
 ) {
@@ -34,15 +37,34 @@ pub(super) async fn answer_ctrl_c(
         stops += 1;
         if stops == 1 {
             watch.notice(Notice::Stopping);
-            let _ = tx.send(Control::Stop);
+            host.stop_all(|| Control::Stop);
         } else {
-            let _ = tx.send(Control::Kill);
+            host.stop_all(|| Control::Kill);
             return;
         }
     }
 }
 
-/// The run this process drives, as other terminals see it through the
+/// The runs a process drives, as `status` and `logs` through the socket
+/// see them.
+pub(super) trait Lives {
+    /// Run `run`'s view as it stands, if it is driven here.
+    fn view_of(&self, run: RunId) -> Option<super::report::RunView>;
+    /// The attempt step `step` of run `run` is running now, if any.
+    fn running_attempt(&self, run: RunId, step: usize) -> Option<u32>;
+}
+
+impl Lives for super::host::Host {
+    fn view_of(&self, run: RunId) -> Option<super::report::RunView> {
+        self.driving(run.0)?.live.view_of(run)
+    }
+
+    fn running_attempt(&self, run: RunId, step: usize) -> Option<u32> {
+        self.driving(run.0)?.live.running_attempt(run, step)
+    }
+}
+
+/// A run this process drives, as other terminals see it through the
 /// socket: its state kept current by folding each event as it is recorded.
 pub(super) struct Live {
     pub(super) meta: RunMeta,

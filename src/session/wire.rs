@@ -12,8 +12,10 @@ use std::io::{BufRead, Write};
 
 pub use crate::store::private::SOCKET;
 
-/// The most a request may hold: a few hundred bytes are sent.
-pub const REQUEST_LIMIT: u64 = 64 * 1024;
+/// The most a request may hold: a few hundred bytes, but a submitted run
+/// carries its runbook (at most 2 MiB, up to six times that as JSON) and
+/// its terminal's environment.
+pub const REQUEST_LIMIT: u64 = 32 << 20;
 
 /// The most an answer may hold (a view of 80,000 steps takes about 20 MB;
 /// every run of a busy directory, more).
@@ -48,6 +50,45 @@ pub enum Request {
     History {
         run: u64,
     },
+    /// Start, resume or retry a run in the process that holds the store,
+    /// then follow it: an answer (`Started`), then `Frame`s until it ends.
+    Submit(Submission),
+    /// Stop run `run` as its own terminal's Ctrl-C would: start nothing
+    /// new (`now`: stop its running steps too).
+    Stop {
+        run: u64,
+        now: bool,
+    },
+}
+
+/// A run submitted from another terminal: what to do, and the terminal's
+/// environment and working directory, which its programs get.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Submission {
+    pub what: What,
+    pub env: Vec<(String, String)>,
+    pub dir: std::path::PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum What {
+    /// `runbook run`: the source as read (and checked) by the command.
+    Start {
+        file: String,
+        source: String,
+        params: Vec<(String, String)>,
+        until: Option<crate::engine::Deadline>,
+    },
+    Resume {
+        run: u64,
+        params: Vec<(String, String)>,
+        choices: super::Choices,
+    },
+    Retry {
+        run: u64,
+        from: String,
+        params: Vec<(String, String)>,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -62,6 +103,17 @@ pub enum Answer {
         meta: crate::engine::RunMeta,
         events: Vec<crate::engine::Event>,
     },
+    /// A submitted run taken: what it started with, and what it recorded
+    /// before (a resume's, a retry's); `Frame`s follow until it ends.
+    Started {
+        meta: crate::engine::RunMeta,
+        events: Vec<crate::engine::Event>,
+    },
+    /// The process that holds the store is stopping or leaving and takes
+    /// no new run: it lets the store go shortly.
+    Closing,
+    /// A `Stop` passed to the run's driver.
+    Stopping,
     Runs(Vec<RunView>),
     Logs(Vec<(String, Vec<AttemptLog>)>),
     Approved(Approved),
@@ -98,8 +150,32 @@ pub enum Frame {
     /// This follower fell behind and missed `missed` frames (the run goes
     /// on; `runbook logs` has every line).
     Missed { missed: u64 },
+    /// The drive ended in an error (sent just before `Ended`).
+    DriveFailed(DriveFault),
     /// The drive ended: the run finished, or its process stopped it.
     Ended,
+}
+
+/// Why a drive ended without the run finishing or being stopped on
+/// request, as it crosses the socket (`DriveError`, said).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum DriveFault {
+    /// Steps left running by an earlier process need a person's choice.
+    Interrupted(Vec<String>),
+    /// Progress could not be recorded: the store's sentence.
+    Store(String),
+    /// A choice given when resuming could not be used: why.
+    Choice(String),
+}
+
+impl From<&super::DriveError> for DriveFault {
+    fn from(e: &super::DriveError) -> DriveFault {
+        match e {
+            super::DriveError::Interrupted(steps) => DriveFault::Interrupted(steps.clone()),
+            super::DriveError::Store(e) => DriveFault::Store(e.to_string()),
+            super::DriveError::Choice(why) => DriveFault::Choice(why.clone()),
+        }
+    }
 }
 
 /// An [`Error`] as it crosses the socket: its kind (which decides the exit

@@ -570,7 +570,8 @@ pub fn random() -> u64 {
     u64::from_ne_bytes(bytes)
 }
 
-fn me() -> u32 {
+/// The user this process runs as.
+pub fn me() -> u32 {
     rustix::process::geteuid().as_raw()
 }
 

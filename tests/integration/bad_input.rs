@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[test]
-fn a_second_process_is_told_who_holds_the_store_within_a_second() {
+fn resuming_a_run_that_is_live_is_refused_within_a_second_naming_its_process() {
     let dir = scratch("run-locked");
     let file = write(
         &dir,
@@ -29,7 +29,7 @@ fn a_second_process_is_told_who_holds_the_store_within_a_second() {
     let pid = child.id();
     assert_eq!(
         stderr(&other),
-        format!("error: the store at {} is in use by run 1 (process {pid}); wait for it to finish, or use `runbook approve`/`runbook cancel` on that run\n", state.display())
+        format!("error: run 1 is running (process {pid} drives it); `runbook watch 1` follows it, `runbook cancel 1` stops it\n")
     );
     // Looking is not refused: the process that holds the store answers.
     let logs = rb(&state, &["logs", "1"]);

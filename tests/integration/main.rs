@@ -8,6 +8,7 @@ mod common;
 mod standin;
 
 mod bad_input;
+mod beside;
 mod cli;
 mod crash;
 mod diagnostics;

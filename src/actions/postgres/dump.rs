@@ -9,8 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use super::{PgError, Target};
-use crate::actions::command::{self, CommandSpec, Ended, Stream};
-use crate::actions::groups::StepNotes;
+use crate::actions::command::{self, CommandSpec, Ended, Launching, Stream};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DumpKind {
@@ -74,7 +73,7 @@ pub async fn restore(
     connection: &str,
     path: &Path,
     jobs: Option<u32>,
-    notes: Option<StepNotes>,
+    launching: Launching,
     on_line: impl FnMut(Stream, &str),
 ) -> Result<(), PgError> {
     let target = Target::parse(connection)?;
@@ -107,7 +106,7 @@ pub async fn restore(
     if program == "pg_restore" {
         args.push(file);
     }
-    run_program(&target, program, args, notes, on_line).await
+    run_program(&target, program, args, launching, on_line).await
 }
 
 /// Dumps the database of `connection` to `DIR/DBNAME-YYYYMMDDTHHMMSSZ.dump`
@@ -119,7 +118,7 @@ pub async fn backup(
     format: DumpFormat,
     keep: Option<Duration>,
     now: SystemTime,
-    notes: Option<StepNotes>,
+    launching: Launching,
     on_line: impl FnMut(Stream, &str),
 ) -> Result<PathBuf, PgError> {
     let target = Target::parse(connection)?;
@@ -166,7 +165,7 @@ pub async fn backup(
         "--dbname".into(),
         libpq_string(&target),
     ];
-    let dumped = run_program(&target, "pg_dump", args, notes, on_line).await;
+    let dumped = run_program(&target, "pg_dump", args, launching, on_line).await;
     let (from, to, failed) = (partial.clone(), path.clone(), dumped.is_err());
     let renamed = crate::actions::files::off_thread(move || {
         if failed {
@@ -301,7 +300,7 @@ async fn run_program(
     target: &Target,
     program: &str,
     args: Vec<String>,
-    notes: Option<StepNotes>,
+    launching: Launching,
     mut on_line: impl FnMut(Stream, &str),
 ) -> Result<(), PgError> {
     let mut env = Vec::new();
@@ -312,8 +311,9 @@ async fn run_program(
         program: program.into(),
         args,
         env,
-        notes,
+        notes: launching.notes,
         withheld: Vec::new(),
+        inherit: launching.inherit,
         ..CommandSpec::default()
     };
     // The lines that say "error", else the last lines: pg_restore follows

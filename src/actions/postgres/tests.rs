@@ -2,6 +2,7 @@
 //! trust). Each test makes its own database and drops it, even on failure.
 
 use super::*;
+use crate::actions::command::Launching;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -480,14 +481,14 @@ async fn round_trip(test: &str, format: DumpFormat) {
         format,
         None,
         SystemTime::now(),
-        None,
+        Launching::default(),
         |_, _| lines += 1,
     )
     .await
     .expect("backup");
     assert!(lines > 0, "pg_dump's progress was streamed");
     assert_eq!(dump_kind(&path).await.expect("kind"), format);
-    restore(&copy.url(), &path, Some(2), None, |_, _| {})
+    restore(&copy.url(), &path, Some(2), Launching::default(), |_, _| {})
         .await
         .expect("restore");
     assert_eq!(
@@ -495,7 +496,7 @@ async fn round_trip(test: &str, format: DumpFormat) {
         Some("250")
     );
     // Restoring again fails: the table exists. The error says so.
-    let err = restore(&copy.url(), &path, None, None, |_, _| {})
+    let err = restore(&copy.url(), &path, None, Launching::default(), |_, _| {})
         .await
         .unwrap_err();
     assert!(err.to_string().contains("already exists"), "{err}");
@@ -556,7 +557,7 @@ async fn backups_older_than_keep_are_deleted_and_nothing_else() {
         DumpKind::Custom,
         Some(Duration::from_secs(7 * day)),
         now,
-        None,
+        Launching::default(),
         |_, _| {},
     )
     .await
@@ -586,7 +587,7 @@ async fn a_failed_dump_leaves_no_file_behind() {
         DumpKind::Plain,
         None,
         SystemTime::now(),
-        None,
+        Launching::default(),
         |_, _| {},
     )
     .await

@@ -41,6 +41,8 @@ pub struct LocalRunner {
     kube_defaults: crate::actions::kube::Target,
     /// The runbook's name, for PagerDuty's dedup key.
     runbook: Arc<str>,
+    /// Where the run was started from, when not from this process.
+    from: super::scope::StartedFrom,
 }
 
 impl LocalRunner {
@@ -56,6 +58,7 @@ impl LocalRunner {
             notify_tries: Tries::default(),
             kube_defaults: crate::actions::kube::Target::default(),
             runbook: Arc::from(""),
+            from: super::scope::StartedFrom::default(),
         }
     }
 }
@@ -113,6 +116,21 @@ impl LocalRunner {
         self
     }
 
+    /// A run submitted from another terminal: its programs start from that
+    /// terminal's environment (`env`) in its working directory, where
+    /// relative paths are read from too.
+    pub fn started_from(
+        mut self,
+        env: Arc<crate::actions::spawn::Environment>,
+        dir: &std::path::Path,
+    ) -> Self {
+        self.from = super::scope::StartedFrom {
+            env: Some(env),
+            dir: Some(Arc::from(dir)),
+        };
+        self
+    }
+
     /// Keeps what each attempt prints on disk as it comes, besides the
     /// journal's copy made when the attempt ends.
     pub fn keeping_output(mut self, dir: OutputDir) -> Self {
@@ -147,6 +165,7 @@ impl StepRunner for LocalRunner {
             inputs: call.inputs.clone(),
             kube_defaults: self.kube_defaults.clone(),
             runbook: Arc::clone(&self.runbook),
+            from: self.from.clone(),
         };
         let sink = Arc::clone(&self.sink);
         let http = Arc::clone(&self.http);

@@ -21,9 +21,13 @@ pub(super) fn command_spec(program: &Program, scope: &Scope) -> Result<CommandSp
         args,
         shell,
         env: scope.pairs(&program.env)?,
-        cwd: scope.text_of(program.cwd.as_ref())?.map(Into::into),
+        cwd: match scope.text_of(program.cwd.as_ref())? {
+            Some(dir) => Some(scope.path(dir)),
+            None => scope.workdir(),
+        },
         notes: None,
         withheld: scope.secret_vars(),
+        inherit: scope.inherit(),
     })
 }
 

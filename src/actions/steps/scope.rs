@@ -37,6 +37,16 @@ pub(super) struct Scope {
     /// name none of their own.
     pub(super) kube_defaults: crate::actions::kube::Target,
     pub(super) runbook: Arc<str>,
+    pub(super) from: StartedFrom,
+}
+
+/// Where a run was started from, when not from the process that drives it
+/// (a run submitted through the state directory's socket): the terminal's
+/// environment and working directory. Empty: this process's own.
+#[derive(Clone, Default)]
+pub struct StartedFrom {
+    pub env: Option<Arc<crate::actions::spawn::Environment>>,
+    pub dir: Option<Arc<std::path::Path>>,
 }
 
 impl Scope {
@@ -67,6 +77,25 @@ impl Scope {
         };
         let env = |name: &str| (self.env)(name);
         eval_in(e, bindings, &env, &fields)
+    }
+
+    /// A path a step names, relative ones read from where the run was
+    /// started.
+    pub(super) fn path(&self, text: String) -> std::path::PathBuf {
+        match &self.from.dir {
+            Some(dir) => dir.join(text),
+            None => text.into(),
+        }
+    }
+
+    /// The working directory of a program that names none.
+    pub(super) fn workdir(&self) -> Option<std::path::PathBuf> {
+        self.from.dir.as_deref().map(std::path::Path::to_path_buf)
+    }
+
+    /// The environment programs start from, when not this process's.
+    pub(super) fn inherit(&self) -> Option<Arc<crate::actions::spawn::Environment>> {
+        self.from.env.clone()
     }
 
     pub(super) fn bindings(&self) -> &Bindings {

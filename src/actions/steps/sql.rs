@@ -6,6 +6,7 @@
 use super::log::Log;
 use super::sample::{judge, Sample};
 use super::scope::Scope;
+use crate::actions::command::Launching;
 use crate::actions::postgres::{self, DumpFormat, Query};
 use crate::actions::step::{FailureKind, StepError};
 use crate::compile::action::{self, Backup, Input, Restore, RestoreTarget, Sql};
@@ -14,7 +15,6 @@ use crate::compile::Step;
 use crate::syntax::ast::Expr;
 use crate::syntax::format;
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 /// `sql`: runs the query; with `expect`, judges the result.
@@ -141,7 +141,7 @@ pub(super) async fn backup_step(
     log: &Log,
 ) -> Result<BTreeMap<String, String>, StepError> {
     let connection = scope.text(&backup.postgres)?;
-    let dir = PathBuf::from(scope.text(&backup.to)?);
+    let dir = scope.path(scope.text(&backup.to)?);
     backup_dir(&dir)
         .await
         .map_err(|why| StepError::from(why).at(backup.to.expr.span))?;
@@ -159,7 +159,10 @@ pub(super) async fn backup_step(
         format,
         keep,
         SystemTime::now(),
-        log.step_notes(),
+        Launching {
+            notes: log.step_notes(),
+            inherit: scope.inherit(),
+        },
         |s, l| log.line(s == crate::actions::command::Stream::Stderr, l),
     )
     .await
@@ -178,7 +181,7 @@ pub(super) async fn restore_step(
     scope: &Scope,
     log: &Log,
 ) -> Result<BTreeMap<String, String>, StepError> {
-    let from = PathBuf::from(scope.text(&restore.from)?);
+    let from = scope.path(scope.text(&restore.from)?);
     // A dump that is missing or is not one is the `from` line's.
     let about_from = |e: StepError| match e.kind {
         FailureKind::NotFound | FailureKind::Other => e.at(restore.from.expr.span),
@@ -211,9 +214,16 @@ pub(super) async fn restore_step(
         ),
         None => None,
     };
-    postgres::restore(&connection, &from, jobs, log.step_notes(), |s, l| {
-        log.line(s == crate::actions::command::Stream::Stderr, l)
-    })
+    postgres::restore(
+        &connection,
+        &from,
+        jobs,
+        Launching {
+            notes: log.step_notes(),
+            inherit: scope.inherit(),
+        },
+        |s, l| log.line(s == crate::actions::command::Stream::Stderr, l),
+    )
     .await
     .map_err(|e| match e {
         postgres::PgError::DumpMissing { .. }

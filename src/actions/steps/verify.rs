@@ -211,7 +211,14 @@ async fn prometheus_sample(
 
 async fn certificate_sample(target: &Input, scope: &Scope, log: &Log) -> Result<Sample, StepError> {
     let target = scope.text(target)?;
-    let days = crate::actions::tls::days_left(&target, SystemTime::now(), TLS_TIMEOUT)
+    // A file named relative to where the run was started is read there.
+    let named = scope.path(target.clone());
+    let looked_at = if target.contains('/') || named.is_file() {
+        named.display().to_string()
+    } else {
+        target.clone()
+    };
+    let days = crate::actions::tls::days_left(&looked_at, SystemTime::now(), TLS_TIMEOUT)
         .await
         .map_err(StepError::from)?;
     let expired = days <= 0.0;

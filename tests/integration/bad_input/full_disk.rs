@@ -147,8 +147,10 @@ fn a_process_that_could_not_say_which_run_it_drives_is_still_named() {
     let state = dir.join("state");
     let mut child = spawn(&state, &["run", path(&file)]);
     wait_for(&state, 1, |s, _| s == "running");
-    // As when the disk was full when the run began: no owner.json.
+    // As when the disk was full when the run began: no owner.json, and no
+    // socket either (the holder is waited for, 12 s, then named).
     std::fs::remove_file(state.join("owner.json")).expect("removes");
+    std::fs::remove_file(state.join("runbook.sock")).expect("removes");
     let other = rb(&state, &["resume", "1"]);
     assert_eq!(other.status.code(), Some(1));
     assert_eq!(

@@ -111,6 +111,18 @@ fn a_team_member_approves_through_the_socket_as_themselves_and_an_outsider_canno
         stderr(&outsider)
     );
 
+    // In the team, but a run's programs would run as the holder's user:
+    // starting one there is that user's alone, said in one sentence.
+    let started = output(runbook_as(&state, other, Some(team), &["run", path(&file)]));
+    assert_eq!(started.status.code(), Some(1), "{}", stdout(&started));
+    let said = stderr(&started);
+    assert_eq!(said.lines().count(), 1, "{said}");
+    assert!(
+        said.contains("run their programs as user root (0), so only that user may start, resume, retry or stop one here"),
+        "{said}"
+    );
+    assert!(said.contains(OTHER), "{said}");
+
     // In the team: approved through the socket, recorded as who they are.
     let approved = output(runbook_as(
         &state,

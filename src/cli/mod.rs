@@ -273,7 +273,7 @@ pub fn main() -> ExitCode {
             };
             run::start(&file, &params, &opts)
         }),
-        Command::Serve { dir } => serve::run(&dir, &state),
+        Command::Serve { dir } => serve::run(&dir, &state, contain),
         Command::Schedule { dir, count, from } => {
             let present = found == Some(Found::Present);
             schedule::run(&dir, &state, present, usize::from(count), from.as_deref())

@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 /// `runbook serve DIR`, on the system clock, until SIGTERM or Ctrl-C.
-pub fn run(dir: &Path, state: &Path) -> Result<u8, Error> {
+pub fn run(dir: &Path, state: &Path, contain: bool) -> Result<u8, Error> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -31,6 +31,7 @@ pub fn run(dir: &Path, state: &Path) -> Result<u8, Error> {
         exe,
         tick: Duration::from_millis(500),
         log,
+        contain,
     };
     runtime.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};

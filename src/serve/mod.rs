@@ -44,6 +44,9 @@ pub struct ServeConfig {
     /// Real time between two checks.
     pub tick: Duration,
     pub log: Log,
+    /// Whether step programs of the runs submitted to it are contained in
+    /// cgroups where runbook may make them.
+    pub contain: bool,
 }
 
 struct Serve {
@@ -59,6 +62,14 @@ struct Serve {
     /// for `runbook schedule` while this process holds the store.
     recent: BTreeMap<String, Vec<Record>>,
     state: PathBuf,
+    /// The state directory's own store, held and served: runs submitted
+    /// from other terminals run here. `None` while another process holds
+    /// it (a run started by hand before the server): tried again each
+    /// check, and said once.
+    serving: Option<crate::session::Serving>,
+    contain: bool,
+    /// Why the store is not held, as last said.
+    unheld: Option<String>,
 }
 
 /// What `runbook schedule` reads while a scheduler holds its store.
@@ -124,6 +135,9 @@ pub async fn serve(
         lock_dir,
         log: Arc::clone(&cfg.log),
         stopping: false,
+        serving: None,
+        contain: cfg.contain,
+        unheld: None,
     };
     for line in said.iter().chain(&damaged) {
         s.say(line);
@@ -168,8 +182,34 @@ impl Serve {
         }
     }
 
+    /// Holds the state directory's store and serves its socket, once no
+    /// other process holds it.
+    fn hold(&mut self) {
+        if self.serving.is_some() || self.stopping {
+            return;
+        }
+        match crate::session::Serving::hold(&self.state, self.contain) {
+            Ok(serving) => {
+                self.serving = Some(serving);
+                if self.unheld.take().is_some() {
+                    self.say("now serving the state directory's store: runs started here by hand run in this server");
+                }
+            }
+            Err(e) => {
+                let why = e.to_string();
+                if self.unheld.as_ref() != Some(&why) {
+                    self.say(&format!(
+                        "runs started by hand in this state directory do not run in this server while {why}"
+                    ));
+                    self.unheld = Some(why);
+                }
+            }
+        }
+    }
+
     /// One check: reload what changed, then each runbook's due fires.
     fn check(&mut self) -> Result<(), Error> {
+        self.hold();
         match self.loader.refresh() {
             Ok(said) => said.iter().for_each(|line| self.say(line)),
             Err(why) => self.say(&why),
@@ -302,7 +342,19 @@ impl Serve {
 
     async fn shut_down(mut self, mut stop: watch::Receiver<u32>) -> Result<(), Error> {
         self.stopping = true;
-        if self.runs.is_empty() {
+        if let Some(serving) = &self.serving {
+            serving.stop_runs(false);
+        }
+        let submitted = self
+            .serving
+            .as_ref()
+            .map(|s| s.live_runs())
+            .unwrap_or_default();
+        if self.runs.is_empty() && submitted.is_empty() {
+            if let Some(mut serving) = self.serving.take() {
+                serving.idle().await;
+                serving.finish().await;
+            }
             self.say("stopped");
             return Ok(());
         }
@@ -317,6 +369,9 @@ impl Serve {
                     self.say("stopping the runs' running steps now");
                 }
                 self.runs.terminate_all();
+                if let (1, Some(serving)) = (sent, &self.serving) {
+                    serving.stop_runs(true);
+                }
                 sent += 1;
             }
             if self.runs.is_empty() {
@@ -327,6 +382,24 @@ impl Serve {
                 // Closed: nobody can ask for more; wait for the runs.
                 changed = stop.changed(), if sent < 2 => if changed.is_err() { sent = 2 },
             }
+        }
+        // The runs submitted to this server, stopped the same way.
+        if let Some(mut serving) = self.serving.take() {
+            loop {
+                tokio::select! {
+                    () = serving.idle() => break,
+                    changed = stop.changed(), if sent < 2 => match changed {
+                        Ok(()) if *stop.borrow_and_update() >= 2 => {
+                            sent = 2;
+                            self.say("stopping the runs' running steps now");
+                            serving.stop_runs(true);
+                        }
+                        Ok(()) => {}
+                        Err(_) => sent = 2,
+                    },
+                }
+            }
+            serving.finish().await;
         }
         self.say("stopped");
         Ok(())

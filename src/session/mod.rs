@@ -19,6 +19,7 @@ mod records;
 mod report;
 mod run;
 mod running;
+mod serving;
 mod steer;
 mod submit;
 mod take;
@@ -37,6 +38,7 @@ pub use open::{
 pub use records::{history, logs, runs, AttemptLog};
 pub use report::{approved, approver, clock, prompt, recorded_bindings, view, RunView, StepView};
 pub use run::{leave_within, Begun, Driven, Notice, Ready, Session, Watch};
+pub use serving::Serving;
 pub use steer::{approve, cancel, Approved, Cancelled, Unanswered};
 pub use submit::{Heard, Submitted};
 pub use wire::DriveFault;

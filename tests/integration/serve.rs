@@ -4,6 +4,7 @@
 
 use crate::common;
 mod serving;
+mod submitted;
 
 use crate::common::{scratch, write};
 use chrono::Utc;

@@ -51,6 +51,7 @@ pub fn serve_in(dir: &Path, state: &Path, clock: Arc<TestClock>) -> Scheduler {
         exe: PathBuf::from(env!("CARGO_BIN_EXE_runbook")),
         tick: Duration::from_millis(100),
         log: sink,
+        contain: true,
     };
     let (stop, stopped) = watch::channel(0);
     let (crash, crashed) = oneshot::channel::<()>();

@@ -1,7 +1,7 @@
 //! `runbook history RUN [--json]`: everything a run recorded, who did what
 //! and when, for a person to read or, as JSON lines, for a log system.
 
-use crate::engine::{Event, RecordedParam, RunMeta, Steering};
+use crate::engine::{Event, RecordedParam, RunMeta, Steering, Verdict};
 use crate::error::Error;
 use crate::session::approver;
 use std::path::Path;
@@ -87,7 +87,7 @@ fn said(event: &Event, step: &dyn Fn(usize) -> String) -> String {
         Event::StepSucceeded {
             step: s, outputs, ..
         } => match approver(outputs) {
-            Some(who) => format!("{} approved by {who}", step(*s)),
+            Some(who) => format!("{} succeeded: approved by {who}", step(*s)),
             None => format!("{} succeeded", step(*s)),
         },
         Event::StepFailed { step: s, error, .. } => format!("{} failed: {error}", step(*s)),
@@ -105,6 +105,25 @@ fn said(event: &Event, step: &dyn Fn(usize) -> String) -> String {
         ),
         Event::RunFinished { outcome, .. } => {
             format!("run finished: {}", crate::engine::outcome_word(*outcome))
+        }
+        Event::Approval {
+            step: s,
+            by,
+            account,
+            verdict,
+            ..
+        } => {
+            let who = if by == account {
+                by.clone()
+            } else {
+                format!("{by} (Unix user {account})")
+            };
+            match verdict {
+                Verdict::Approved => format!("{} approved by {who}", step(*s)),
+                Verdict::Rejected { reason } => {
+                    format!("{} rejected by {who}: {reason}", step(*s))
+                }
+            }
         }
         Event::Steered { by, how, .. } => match how {
             Steering::Resumed { rerun, skip, done } => {

@@ -153,13 +153,30 @@ enum Command {
         json: bool,
     },
     /// Approve a step that is waiting for approval.
-    #[command(after_help = "Example:\n  runbook approve 7 go_live --as alice")]
+    #[command(
+        after_help = "Recorded as your Unix user (the kernel says who), with the time.\n\nExample:\n  runbook approve 7 go_live"
+    )]
     Approve {
         run: u64,
         step: String,
-        /// Who approves (recorded with the time).
+        /// A name to record in place of your Unix user, where the process
+        /// that holds the store allows names (RUNBOOK_ALLOW_AS=1).
         #[arg(long = "as", value_name = "NAME")]
-        by: String,
+        by: Option<String>,
+    },
+    /// Reject an approval step, saying why: the step fails, and the run goes on to its `on failure` steps.
+    #[command(
+        after_help = "Example:\n  runbook reject 7 go_live --reason \"error rate on the canary is 4%\""
+    )]
+    Reject {
+        run: u64,
+        step: String,
+        /// Why (one line, recorded with who and when).
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
+        /// A name to record in place of your Unix user, where allowed.
+        #[arg(long = "as", value_name = "NAME")]
+        by: Option<String>,
     },
     /// Cancel a run: running steps are stopped (their whole process group), nothing more starts.
     #[command(after_help = "Example:\n  runbook cancel 7")]
@@ -293,7 +310,13 @@ pub fn main() -> ExitCode {
         Command::Logs { run, step } => runs::logs(&state, run, step.as_deref()),
         Command::Watch { run, json } => watch::watch(&state, run, json),
         Command::History { run, json } => history::history(&state, run, json),
-        Command::Approve { run, step, by } => runs::approve(&state, run, &step, &by),
+        Command::Approve { run, step, by } => runs::approve(&state, run, &step, by.as_deref()),
+        Command::Reject {
+            run,
+            step,
+            reason,
+            by,
+        } => runs::reject(&state, run, &step, &reason, by.as_deref()),
         Command::Cancel { run } => runs::cancel(&state, run),
         Command::Retry {
             run,
@@ -342,6 +365,7 @@ fn without_state(command: &Command, state: &std::path::Path) -> Option<u8> {
         | Command::Watch { run, .. }
         | Command::History { run, .. }
         | Command::Approve { run, .. }
+        | Command::Reject { run, .. }
         | Command::Cancel { run }
         | Command::Resume { run, .. }
         | Command::Retry { run, .. } => *run,

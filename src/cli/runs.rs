@@ -3,7 +3,7 @@
 
 use crate::compile::eval::format_duration;
 use crate::error::Error;
-use crate::session::{Approved, Cancelled, Clock, RunView, Unanswered};
+use crate::session::{Approved, Cancelled, Clock, Rejected, RunView, Unanswered};
 use std::fmt::Write;
 use std::path::Path;
 
@@ -113,18 +113,58 @@ pub fn logs(state_dir: &Path, run: u64, step: Option<&str>) -> Result<u8, Error>
     Ok(super::EXIT_OK)
 }
 
-/// `runbook approve RUN STEP --as NAME`.
-pub fn approve(state_dir: &Path, run: u64, step: &str, by: &str) -> Result<u8, Error> {
+/// `runbook approve RUN STEP [--as NAME]`.
+pub fn approve(state_dir: &Path, run: u64, step: &str, by: Option<&str>) -> Result<u8, Error> {
     let mut told = |Unanswered { .. }| {
         eprintln!("note: the process that holds the store ended before it answered; the approval is recorded in the journal instead");
     };
+    let who = by
+        .map(str::to_string)
+        .unwrap_or_else(crate::store::private::this_account);
+    let more = |more: u32, from: &str| match more {
+        0 => String::new(),
+        1 => format!("; 1 more approval is needed, from {from}"),
+        n => format!("; {n} more approvals are needed, from {from}"),
+    };
     match crate::session::approve(state_dir, run, step, by, &mut told)? {
-        Approved::ByItsProcess => say!("approved `{step}` of run {run} as {by}; the run goes on"),
+        Approved::ByItsProcess => say!("approved `{step}` of run {run} as {who}; the run goes on"),
         Approved::InJournal => say!(
-            "approved `{step}` of run {run} as {by}; continue the run with: runbook resume {run}"
+            "approved `{step}` of run {run} as {who}; continue the run with: runbook resume {run}"
+        ),
+        Approved::Counted { more: n, from } => {
+            say!("approved `{step}` of run {run} as {who}{}", more(n, &from))
+        }
+        Approved::YoursAlready { more: n, from } => say!(
+            "`{step}` of run {run} was approved by {who} already; nothing more is recorded{}",
+            more(n, &from)
         ),
         Approved::Already { who } => say!(
             "`{step}` of run {run} is already approved ({who}); continue the run with: runbook resume {run}"
+        ),
+    }
+    Ok(super::EXIT_OK)
+}
+
+/// `runbook reject RUN STEP --reason TEXT [--as NAME]`.
+pub fn reject(
+    state_dir: &Path,
+    run: u64,
+    step: &str,
+    reason: &str,
+    by: Option<&str>,
+) -> Result<u8, Error> {
+    let mut told = |Unanswered { .. }| {
+        eprintln!("note: the process that holds the store ended before it answered; the rejection is recorded in the journal instead");
+    };
+    let who = by
+        .map(str::to_string)
+        .unwrap_or_else(crate::store::private::this_account);
+    match crate::session::reject(state_dir, run, step, by, reason, &mut told)? {
+        Rejected::ByItsProcess => say!(
+            "rejected `{step}` of run {run} as {who}: the step failed; the run goes on to its `on failure` steps"
+        ),
+        Rejected::InJournal => say!(
+            "rejected `{step}` of run {run} as {who}: the step failed; continue the run with: runbook resume {run}"
         ),
     }
     Ok(super::EXIT_OK)

@@ -138,7 +138,7 @@ impl View {
                 let waiting = self.plan.steps[*step].kind.id == StepKind::Approve;
                 let what = if waiting {
                     format!(
-                        "waiting for approval: {} (approve with: runbook approve {} {} --as NAME)",
+                        "waiting for approval: {} (approve with: runbook approve {} {})",
                         crate::session::prompt(&plan.steps[*step], &self.bindings, &plan, state),
                         self.run,
                         name(step)
@@ -185,6 +185,35 @@ impl View {
                 "running again: {}",
                 steps.iter().map(name).collect::<Vec<_>>().join(", ")
             )),
+            // An approval that leaves the step waiting: who, and how many
+            // more. The one that completes it, or a rejection, is said by
+            // the step's end.
+            Event::Approval {
+                step,
+                by,
+                account,
+                verdict: crate::engine::Verdict::Approved,
+                ..
+            } if matches!(state.steps.get(*step), Some(StepState::Running { .. })) => {
+                let who = if by == account {
+                    by.clone()
+                } else {
+                    format!("{by} (Unix user {account})")
+                };
+                let awaited = crate::engine::approval::awaited(
+                    &plan,
+                    state,
+                    &self.bindings,
+                    crate::compile::StepId(*step),
+                );
+                let more = match awaited {
+                    Some(a) if a.more == 1 => format!("; 1 more approval needed, from {}", a.from),
+                    Some(a) => format!("; {} more approvals needed, from {}", a.more, a.from),
+                    None => String::new(),
+                };
+                Some(format!("{} approved by {who}{more}", name(step)))
+            }
+            Event::Approval { .. } => None,
             // Notes are for the engine (a pod template, a timestamp), not the screen.
             // Who steered the run is for `history`; what it asked for is
             // shown by the events that follow.

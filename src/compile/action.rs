@@ -283,7 +283,15 @@ pub enum RestoreTarget {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Approve {
     pub prompt: Input,
+    /// The Unix users who may approve.
     pub approvers: Option<Input>,
+    /// The Unix groups whose members may approve.
+    pub groups: Option<Input>,
+    /// How many distinct people must approve (1 when not given).
+    pub approvals: Option<Input>,
+    /// Whether the person who started the run may approve: `None` when
+    /// not said (yes for one approval, no when more are needed).
+    pub starter_approves: Option<bool>,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -524,6 +532,9 @@ pub(super) fn lower(kind: StepKind, properties: &[Property]) -> Result<Action, S
         StepKind::Approve => Action::Approve(Approve {
             prompt: p.one("prompt")?,
             approvers: p.opt("approvers"),
+            groups: p.opt("groups"),
+            approvals: p.opt("approvals"),
+            starter_approves: p.word("starter-approves").map(|w| w == "yes"),
         }),
         StepKind::Notify => Action::Notify(Notify {
             channel: match (p.opt("webhook"), p.opt("pagerduty")) {

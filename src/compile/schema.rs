@@ -458,7 +458,13 @@ pub const KINDS: &[Kind] = &[
         rerun_safe: true,
         props: &[
             required(prop("prompt", shape(TEXT, "prompt QUESTION"))),
-            prop("approvers", shape(LIST, "approvers [NAME, ...]")),
+            prop("approvers", shape(LIST, "approvers [USER, ...]")),
+            prop("groups", shape(LIST, "groups [GROUP, ...]")),
+            prop("approvals", shape(INT, "approvals COUNT")),
+            prop(
+                "starter-approves",
+                shape(&[Arg::Word(&["yes", "no"])], "starter-approves yes|no"),
+            ),
         ],
         groups: &[],
         outputs: &["approved_by", "approved_at"],

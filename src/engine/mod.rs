@@ -13,7 +13,9 @@ pub use decide::{decide, field_of, step_field, Decision};
 pub use journal::{
     Deadline, Journal, LogBuffer, LogLine, RecordedParam, RunId, RunMeta, StepLog, StoreError,
 };
-pub use state::{outcome_word, state_word, Event, Millis, Outcome, RunState, Steering, StepState};
+pub use state::{
+    outcome_word, state_word, Event, Millis, Outcome, RunState, Steering, StepState, Verdict, Vote,
+};
 
 #[cfg(test)]
 mod tests;

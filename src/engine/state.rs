@@ -71,9 +71,20 @@ pub enum Event {
         outcome: Outcome,
         at: Millis,
     },
+    /// One person's answer to an approval step: who (the name that
+    /// counts, and the Unix account it came from), and yes or no. Kept
+    /// with the step; the approval that completes the count, or a
+    /// rejection, is followed by the step's end.
+    Approval {
+        step: usize,
+        at: Millis,
+        by: String,
+        account: String,
+        verdict: Verdict,
+    },
     /// Who steered the run, and how: the record of who did what (an
-    /// approval's is kept with the step's outputs). Changes nothing by
-    /// itself; recorded just before what it asked for.
+    /// approval's is kept with the step). Changes nothing by itself;
+    /// recorded just before what it asked for.
     Steered {
         at: Millis,
         /// The Unix account, as the system named it.
@@ -94,10 +105,27 @@ impl Event {
             | Event::RunTimedOut { at }
             | Event::Reset { at, .. }
             | Event::RunFinished { at, .. }
+            | Event::Approval { at, .. }
             | Event::Steered { at, .. } => Some(*at),
             Event::StepSkipped { .. } | Event::StepNoted { .. } => None,
         }
     }
+}
+
+/// A person's answer to an approval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Verdict {
+    Approved,
+    Rejected { reason: String },
+}
+
+/// An answer to an approval step, as the run keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Vote {
+    pub by: String,
+    pub account: String,
+    pub at: Millis,
+    pub verdict: Verdict,
 }
 
 /// What a person did to a run, besides approving.
@@ -167,6 +195,8 @@ pub struct RunState {
     pub finished: Option<Outcome>,
     /// When it finished (the last time, after a retry).
     pub finished_at: Option<Millis>,
+    /// The answers each approval step has had since it last started over.
+    pub votes: Vec<Vec<Vote>>,
     /// How many events were folded into this state: for a state replayed
     /// from a journal, the journal's length, and the number of each event
     /// as it is recorded (followers of a live run skip what they had).
@@ -186,6 +216,7 @@ impl RunState {
             notes: vec![BTreeMap::new(); n],
             attempts: vec![0; n],
             attempt_base: vec![0; n],
+            votes: vec![Vec::new(); n],
             started_at: None,
             clock_from: None,
             cancelled: false,
@@ -252,7 +283,11 @@ impl RunState {
                     // first start, so that a wait continues to its deadline.
                     let since = match s {
                         StepState::Running { attempt: a, since } if a == attempt => *since,
-                        _ => *at,
+                        _ => {
+                            // A new attempt of an approval asks everyone again.
+                            self.votes[*step].clear();
+                            *at
+                        }
                     };
                     *s = StepState::Running {
                         attempt: *attempt,
@@ -308,6 +343,7 @@ impl RunState {
                     if step < self.steps.len() {
                         self.steps[step] = StepState::Pending;
                         self.outputs[step].clear();
+                        self.votes[step].clear();
                         self.attempt_base[step] = self.attempts[step];
                     }
                 }
@@ -320,6 +356,22 @@ impl RunState {
             Event::RunFinished { outcome, at } => {
                 self.finished = Some(*outcome);
                 self.finished_at = Some(*at);
+            }
+            Event::Approval {
+                step,
+                at,
+                by,
+                account,
+                verdict,
+            } => {
+                if let Some(votes) = self.votes.get_mut(*step) {
+                    votes.push(Vote {
+                        by: by.clone(),
+                        account: account.clone(),
+                        at: *at,
+                        verdict: verdict.clone(),
+                    });
+                }
             }
             Event::Steered { .. } => {}
         }

@@ -61,6 +61,13 @@ pub enum Control {
     Approve {
         step: String,
         by: crate::engine::approval::Approver,
+        reply: oneshot::Sender<Result<super::Approved, String>>,
+    },
+    /// A rejection, with its reason: the step fails.
+    Reject {
+        step: String,
+        by: crate::engine::approval::Approver,
+        reason: String,
         reply: oneshot::Sender<Result<(), String>>,
     },
     /// Stop the running steps (their process groups are killed), start
@@ -125,6 +132,8 @@ pub struct Driver<'a, J: Journal + ?Sized> {
     pub failed: &'a (dyn Fn(usize, &crate::actions::step::StepError) + Sync),
     /// When the procedure must be over besides the runbook's `timeout`.
     pub until: Option<Deadline>,
+    /// The account that started the run, for the approval rules.
+    pub starter: Option<String>,
 }
 
 /// Why a step `resume --skip` named was skipped.

@@ -287,6 +287,7 @@ impl Host {
             observe: &observe,
             failed: &|step, failure| watch.failure(step, failure),
             until: meta.until.clone(),
+            starter: meta.started_by.clone(),
         };
         let ended = drive_from(&driver, state, &how.choices, rx).await;
         // The notes of the programs it killed (a timeout, a cancel) are

@@ -14,12 +14,13 @@
 use super::host::{Driving, Host};
 use super::open::store_error;
 use super::records::{history_in, logs_in, views_in};
-use super::steer::{approve_in_journal, cancel_in_journal, Approved, Cancelled};
+use super::steer::{
+    approve_in_journal, approver, cancel_in_journal, reject_in_journal, Cancelled, Rejected,
+};
 use super::wire::{
     read_line, write_line, Answer, Frame, Request, ANSWER_LIMIT, REQUEST_LIMIT, SOCKET,
 };
 use super::Control;
-use crate::engine::approval::Approver;
 use crate::error::Error;
 use std::io::BufReader;
 use std::os::unix::net::UnixStream;
@@ -194,21 +195,33 @@ fn handle(request: Request, host: &Host, uid: u32) -> Answer {
             logs_in(state_dir, store, run, step.as_deref(), Some(lives)).map(Answer::Logs)
         }
         Request::Approve { run, step, by } => {
-            let approver = Approver {
-                name: by,
-                account: crate::store::private::account(uid),
-            };
-            match host.driving(run) {
+            approver(by.as_deref(), uid).and_then(|approver| match host.driving(run) {
                 Some(driving) => through_driver(&driving, |reply| Control::Approve {
                     step,
                     by: approver,
                     reply,
                 })
-                .map(|()| Answer::Approved(Approved::ByItsProcess)),
+                .map(Answer::Approved),
                 None => approve_in_journal(state_dir, store, run, &step, &approver)
                     .map(Answer::Approved),
-            }
+            })
         }
+        Request::Reject {
+            run,
+            step,
+            by,
+            reason,
+        } => approver(by.as_deref(), uid).and_then(|approver| match host.driving(run) {
+            Some(driving) => through_driver(&driving, |reply| Control::Reject {
+                step,
+                by: approver,
+                reason,
+                reply,
+            })
+            .map(|()| Answer::Rejected(Rejected::ByItsProcess)),
+            None => reject_in_journal(state_dir, store, run, &step, &approver, &reason)
+                .map(Answer::Rejected),
+        }),
         Request::Cancel { run } => match host.driving(run) {
             Some(driving) => through_driver(&driving, |reply| Control::Cancel {
                 reply: Some(reply),
@@ -244,10 +257,10 @@ fn stop(host: &Host, uid: u32, run: u64, now: bool) -> Result<Answer, Error> {
 }
 
 /// Passes a request to the driver of the live run and waits for its answer.
-fn through_driver(
+fn through_driver<T>(
     driving: &Driving,
-    control: impl FnOnce(tokio::sync::oneshot::Sender<Result<(), String>>) -> Control,
-) -> Result<(), Error> {
+    control: impl FnOnce(tokio::sync::oneshot::Sender<Result<T, String>>) -> Control,
+) -> Result<T, Error> {
     let (reply, answered) = tokio::sync::oneshot::channel();
     let run = driving.live.meta.id;
     if driving.tx.send(control(reply)).is_err() {
@@ -261,7 +274,7 @@ fn through_driver(
     let began = std::time::Instant::now();
     loop {
         match answered.try_recv() {
-            Ok(Ok(())) => return Ok(()),
+            Ok(Ok(answer)) => return Ok(answer),
             Ok(Err(why)) => return Err(Error::Refused(why)),
             Err(tokio::sync::oneshot::error::TryRecvError::Closed) => {
                 return Err(Error::Unanswered(format!(

@@ -5,6 +5,7 @@
 //! journal before the effect it announces; the steps are performed by the
 //! actions behind `StepRunner`.
 
+mod answering;
 mod call;
 mod driver;
 mod fanout;
@@ -39,7 +40,7 @@ pub use records::{history, logs, runs, AttemptLog};
 pub use report::{approved, approver, clock, prompt, recorded_bindings, view, RunView, StepView};
 pub use run::{leave_within, Begun, Driven, Notice, Ready, Session, Watch};
 pub use serving::Serving;
-pub use steer::{approve, cancel, Approved, Cancelled, Unanswered};
+pub use steer::{approve, cancel, reject, Approved, Cancelled, Rejected, Unanswered, ALLOW_AS};
 pub use submit::{Heard, Submitted};
 pub use wire::DriveFault;
 

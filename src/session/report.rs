@@ -86,8 +86,9 @@ pub fn view(
                 StepState::Running { since, .. } if s.kind.id == StepKind::Approve => (
                     Some(*since),
                     Some(format!(
-                        "{} (approve with: runbook approve {} {} --as NAME)",
+                        "{}{} (approve with: runbook approve {} {})",
                         prompt(s, bindings, plan, state),
+                        awaited(plan, state, bindings, s.id),
                         meta.id,
                         s.name
                     )),
@@ -146,6 +147,36 @@ pub fn prompt(
         crate::compile::eval::Value::Str(text) => format!("{text:?}"),
         other => other.to_string(),
     }
+}
+
+/// Who has approved a waiting step and who is awaited, when it needs more
+/// than one approval or names who may give it: `; approved by alice; 1
+/// more from bob or a member of sre, not the starter`.
+fn awaited(
+    plan: &Plan,
+    state: &RunState,
+    bindings: &Bindings,
+    step: crate::compile::StepId,
+) -> String {
+    let Some(a) = crate::engine::approval::awaited(plan, state, bindings, step) else {
+        return String::new();
+    };
+    let mut said = String::new();
+    if !a.approved.is_empty() {
+        said.push_str(&format!("; approved by {}", a.approved.join(", ")));
+    }
+    let starter = if a.not_starter {
+        ", not the starter"
+    } else {
+        ""
+    };
+    let needed = a.more + a.approved.len() as u32;
+    if needed > 1 || !a.approved.is_empty() {
+        said.push_str(&format!("; {} more from {}{starter}", a.more, a.from));
+    } else if a.from != "anyone who may steer the run" {
+        said.push_str(&format!("; from {}{starter}", a.from));
+    }
+    said
 }
 
 /// A run's parameters as recorded (secrets stay markers): enough to show

@@ -28,6 +28,13 @@ pub(super) struct Task {
     log: LogBuffer,
 }
 
+impl Task {
+    /// Stops the attempt's work (an approval answered: nothing runs).
+    pub(super) fn abort(&self) {
+        self.handle.abort();
+    }
+}
+
 /// An attempt recorded as started, waiting for the journal to be synced.
 pub(super) struct Pending {
     step: usize,
@@ -127,6 +134,16 @@ impl<J: Journal + ?Sized> Running<'_, '_, J> {
         match control {
             Control::Approve { step, by, reply } => {
                 let answer = self.approve(&step, &by)?;
+                self.sync()?;
+                let _ = reply.send(answer);
+            }
+            Control::Reject {
+                step,
+                by,
+                reason,
+                reply,
+            } => {
+                let answer = self.reject(&step, &by, &reason)?;
                 self.sync()?;
                 let _ = reply.send(answer);
             }
@@ -294,8 +311,17 @@ impl<J: Journal + ?Sized> Running<'_, '_, J> {
         let work: Pin<Box<dyn Future<Output = StepResult> + Send>> = if step.kind.id
             == StepKind::Approve
         {
-            // Waits for `runbook approve`, which arrives as a control.
-            Box::pin(std::future::pending())
+            // Asked again after a crash, the answers it had may settle it;
+            // otherwise it waits for `runbook approve` or `reject`, which
+            // arrive as controls.
+            match approval::settled(&self.d.plan, &self.state, self.d.bindings, id) {
+                Some(Ok(outputs)) => Box::pin(std::future::ready(Ok(outputs))),
+                Some(Err(error)) => Box::pin(std::future::ready(Err(StepError::new(
+                    FailureKind::Rejected,
+                    error,
+                )))),
+                None => Box::pin(std::future::pending()),
+            }
         } else {
             let inputs = self
                 .d
@@ -390,33 +416,6 @@ impl<J: Journal + ?Sized> Running<'_, '_, J> {
             return Ok(());
         }
         self.d.journal.put_log(self.d.run, step, task.attempt, &log)
-    }
-
-    fn approve(
-        &mut self,
-        step: &str,
-        by: &approval::Approver,
-    ) -> Result<Result<(), String>, StoreError> {
-        let event = approval::approve(
-            &self.d.plan,
-            &self.state,
-            self.d.bindings,
-            step,
-            by,
-            self.d.clock.now(),
-        );
-        match event {
-            Ok(event) => {
-                if let Event::StepSucceeded { step, .. } = &event {
-                    if let Some(task) = self.tasks.remove(step) {
-                        task.handle.abort();
-                    }
-                }
-                self.record(event)?;
-                Ok(Ok(()))
-            }
-            Err(why) => Ok(Err(why)),
-        }
     }
 
     /// Stops every step of `only` (or every phase) that is running, and

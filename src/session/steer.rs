@@ -27,12 +27,62 @@ pub struct Unanswered {
 /// How an approval was given.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Approved {
-    /// The process driving the run recorded it; the run goes on.
+    /// The process driving the run recorded it, the step is approved, the
+    /// run goes on.
+    ByItsProcess,
+    /// Written to the journal of a run no process drives; the step is
+    /// approved.
+    InJournal,
+    /// Recorded; `more` approvals are still needed, from `from`.
+    Counted { more: u32, from: String },
+    /// This person had approved the step already: nothing recorded.
+    YoursAlready { more: u32, from: String },
+    /// The step was approved before, by `who`.
+    Already { who: String },
+}
+
+/// How a rejection was given: the step failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Rejected {
+    /// The process driving the run recorded it; the run goes on to its
+    /// `on failure` steps.
     ByItsProcess,
     /// Written to the journal of a run no process drives.
     InJournal,
-    /// The step was approved before, by `who`.
-    Already { who: String },
+}
+
+/// The variable that lets `--as NAME` name who approves (a shared login
+/// whose people name themselves): read by the process that records the
+/// approval. Without it, an approval is recorded as the Unix user who
+/// gives it.
+pub const ALLOW_AS: &str = "RUNBOOK_ALLOW_AS";
+
+/// Who answers an approval: the Unix account of `uid`, or the name given
+/// with `--as` where this process allows names.
+pub(super) fn approver(given: Option<&str>, uid: u32) -> Result<approval::Approver, Error> {
+    let account = crate::store::private::account(uid);
+    let allowed = std::env::var(ALLOW_AS).is_ok_and(|v| v == "1");
+    match given {
+        None => Ok(approval::Approver {
+            name: account.clone(),
+            account,
+        }),
+        Some(name) if allowed => Ok(approval::Approver {
+            name: name.to_string(),
+            account,
+        }),
+        Some(_) => Err(Error::Refused(format!(
+            "--as is not allowed here: an approval is recorded as the Unix user who gives it ({account}); to let people of a shared login name themselves, the process that holds the store runs with {ALLOW_AS}=1"
+        ))),
+    }
+}
+
+/// The rules' view of the run: who started it, who is in which group.
+fn asking(meta: &RunMeta) -> approval::Asking<'_> {
+    approval::Asking {
+        starter: meta.started_by.as_deref(),
+        member: &crate::store::private::member_of,
+    }
 }
 
 /// How a cancel was done.
@@ -63,25 +113,22 @@ fn offline(
     Ok((meta, plan, state))
 }
 
-/// Approves step `step` of run `run` as `by` (the account recorded beside
-/// it is the caller's): through the process that holds the store, or in
-/// the journal when none does.
+/// Approves step `step` of run `run` (as `by` where names are allowed;
+/// the account recorded beside it is the caller's): through the process
+/// that holds the store, or in the journal when none does.
 pub fn approve(
     state_dir: &Path,
     run: u64,
     step: &str,
-    by: &str,
+    by: Option<&str>,
     told: &mut dyn FnMut(Unanswered),
 ) -> Result<Approved, Error> {
     let request = Request::Approve {
         run,
         step: step.to_string(),
-        by: by.to_string(),
+        by: by.map(str::to_string),
     };
-    let approver = approval::Approver {
-        name: by.to_string(),
-        account: crate::store::private::this_account(),
-    };
+    let uid = rustix::process::getuid().as_raw();
     ask_or(
         state_dir,
         run,
@@ -91,7 +138,37 @@ pub fn approve(
             Answer::Approved(approved) => Ok(approved),
             other => Err(unexpected(other)),
         },
-        |store| approve_in_journal(state_dir, &*store, run, step, &approver),
+        |store| approve_in_journal(state_dir, &*store, run, step, &approver(by, uid)?),
+        &mut || told(Unanswered { run: RunId(run) }),
+    )
+}
+
+/// Rejects step `step` of run `run`, saying why: the step fails.
+pub fn reject(
+    state_dir: &Path,
+    run: u64,
+    step: &str,
+    by: Option<&str>,
+    reason: &str,
+    told: &mut dyn FnMut(Unanswered),
+) -> Result<Rejected, Error> {
+    let request = Request::Reject {
+        run,
+        step: step.to_string(),
+        by: by.map(str::to_string),
+        reason: reason.to_string(),
+    };
+    let uid = rustix::process::getuid().as_raw();
+    ask_or(
+        state_dir,
+        run,
+        &request,
+        ANSWER_WITHIN,
+        |answer| match answer {
+            Answer::Rejected(rejected) => Ok(rejected),
+            other => Err(unexpected(other)),
+        },
+        |store| reject_in_journal(state_dir, &*store, run, step, &approver(by, uid)?, reason),
         &mut || told(Unanswered { run: RunId(run) }),
     )
 }
@@ -114,17 +191,73 @@ pub(super) fn approve_in_journal(
         }
     }
     let bindings = recorded_bindings(&meta, &plan);
-    let event = approval::approve(
+    let given = approval::approve(
         &plan,
         &state,
         &bindings,
         step,
         approver,
         Clock::system().now(),
+        &asking(&meta),
     )
     .map_err(Error::Refused)?;
-    store.append(meta.id, &event).map_err(store_error)?;
-    Ok(Approved::InJournal)
+    let awaited = |state: &RunState| {
+        plan.step(step)
+            .and_then(|s| approval::awaited(&plan, state, &bindings, s.id))
+            .map(|a| (a.more, a.from))
+            .unwrap_or_default()
+    };
+    let events = match given {
+        approval::Given::Already => {
+            let (more, from) = awaited(&state);
+            return Ok(Approved::YoursAlready { more, from });
+        }
+        approval::Given::Record(events) => events,
+    };
+    for event in &events {
+        store.append(meta.id, event).map_err(store_error)?;
+    }
+    if events
+        .iter()
+        .any(|e| matches!(e, Event::StepSucceeded { .. }))
+    {
+        return Ok(Approved::InJournal);
+    }
+    let mut after = state;
+    for event in &events {
+        after.apply(&plan, event);
+    }
+    let (more, from) = awaited(&after);
+    Ok(Approved::Counted { more, from })
+}
+
+/// Records a rejection in the journal of run `run`, which no process
+/// drives: the step fails, and `resume` goes on from there.
+pub(super) fn reject_in_journal(
+    state_dir: &Path,
+    store: &dyn RunStore,
+    run: u64,
+    step: &str,
+    approver: &approval::Approver,
+    reason: &str,
+) -> Result<Rejected, Error> {
+    let (meta, plan, state) = offline(state_dir, store, run)?;
+    let bindings = recorded_bindings(&meta, &plan);
+    let events = approval::reject(
+        &plan,
+        &state,
+        &bindings,
+        step,
+        approver,
+        reason,
+        Clock::system().now(),
+        &asking(&meta),
+    )
+    .map_err(Error::Refused)?;
+    for event in &events {
+        store.append(meta.id, event).map_err(store_error)?;
+    }
+    Ok(Rejected::InJournal)
 }
 
 /// Cancels run `run`: through the process that holds the store, or in the

@@ -32,12 +32,20 @@ pub enum Request {
         run: u64,
         step: Option<String>,
     },
-    /// Approve `step` of `run`; `by` is the name given with `--as`, the
-    /// account is the caller's, as the kernel says.
+    /// Approve `step` of `run`; `by` is the name given with `--as` (where
+    /// the holder allows names), the account is the caller's, as the
+    /// kernel says.
     Approve {
         run: u64,
         step: String,
-        by: String,
+        by: Option<String>,
+    },
+    /// Reject `step` of `run`, saying why: the step fails.
+    Reject {
+        run: u64,
+        step: String,
+        by: Option<String>,
+        reason: String,
     },
     Cancel {
         run: u64,
@@ -117,6 +125,7 @@ pub enum Answer {
     Runs(Vec<RunView>),
     Logs(Vec<(String, Vec<AttemptLog>)>),
     Approved(Approved),
+    Rejected(super::steer::Rejected),
     Cancelled(Cancelled),
     /// The request was refused or failed: the error the command would have
     /// met working on the store itself.
@@ -270,7 +279,7 @@ mod tests {
         let sent = Request::Approve {
             run: 7,
             step: "go".into(),
-            by: "alice".into(),
+            by: Some("alice".into()),
         };
         write_line(&mut out, &sent).unwrap();
         assert_eq!(out.iter().filter(|b| **b == b'\n').count(), 1);

@@ -7,6 +7,7 @@
 //! fits behind it; sled is held by one process at a time, which `open_runs`
 //! reports as `StoreError::Locked`.
 
+pub mod accounts;
 mod envelope;
 pub mod locks;
 pub mod owner;

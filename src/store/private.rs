@@ -10,7 +10,6 @@
 //! `RUNBOOK_SHARED_GROUP`: then files of that group may be group-writable,
 //! and what runbook creates is 0660/2770 for the group. Other users are
 //! never trusted.
-#![allow(unsafe_code)] // the C library's user and group lookups: see tests/integration/layers.rs
 
 use std::fs::{File, Metadata, OpenOptions};
 use std::io::{Read, Write};
@@ -575,93 +574,8 @@ pub fn me() -> u32 {
     rustix::process::geteuid().as_raw()
 }
 
-/// A user's name and number, for messages.
-pub fn user(uid: u32) -> String {
-    match user_name(uid) {
-        Some(name) => format!("user {name} ({uid})"),
-        None => format!("user {uid}"),
-    }
-}
-
-/// The account a record names: the user's name, or its number when the
-/// system has no name for it.
-pub fn account(uid: u32) -> String {
-    user_name(uid).unwrap_or_else(|| uid.to_string())
-}
-
-/// The account of this process's real user: who typed the command.
-pub fn this_account() -> String {
-    account(rustix::process::getuid().as_raw())
-}
-
-fn user_name(uid: u32) -> Option<String> {
-    // SAFETY: a passwd is plain C data; all zeros is a valid (empty) one.
-    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut buf = vec![0 as libc::c_char; 4096];
-    let mut out: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: getpwuid_r writes into `pw` and `buf`, both ours and sized.
-    let r = unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut out) };
-    if r == 0 && !out.is_null() && !pw.pw_name.is_null() {
-        // SAFETY: pw_name points into `buf`, NUL-terminated by getpwuid_r.
-        let name = unsafe { std::ffi::CStr::from_ptr(pw.pw_name) };
-        return Some(name.to_string_lossy().into_owned());
-    }
-    None
-}
-
-/// A group's name and its members' names.
-fn group_entry(gid: u32) -> Option<(String, Vec<String>)> {
-    // SAFETY: a group is plain C data; all zeros is a valid (empty) one.
-    let mut gr: libc::group = unsafe { std::mem::zeroed() };
-    let mut buf = vec![0 as libc::c_char; 1 << 16];
-    let mut out: *mut libc::group = std::ptr::null_mut();
-    // SAFETY: getgrgid_r writes into `gr` and `buf`, both ours and sized.
-    let r = unsafe { libc::getgrgid_r(gid, &mut gr, buf.as_mut_ptr(), buf.len(), &mut out) };
-    if r != 0 || out.is_null() || gr.gr_name.is_null() {
-        return None;
-    }
-    // SAFETY: the name and the member list point into `buf`, NUL-terminated
-    // strings and a NULL-terminated array, as getgrgid_r leaves them.
-    unsafe {
-        let name = std::ffi::CStr::from_ptr(gr.gr_name)
-            .to_string_lossy()
-            .into_owned();
-        let mut members = Vec::new();
-        let mut at = gr.gr_mem;
-        while !at.is_null() && !(*at).is_null() {
-            members.push(std::ffi::CStr::from_ptr(*at).to_string_lossy().into_owned());
-            at = at.add(1);
-        }
-        Some((name, members))
-    }
-}
-
-/// A group's name and number, for messages.
-fn group(gid: u32) -> String {
-    match group_entry(gid) {
-        Some((name, _)) => format!("{name} ({gid})"),
-        None => gid.to_string(),
-    }
-}
-
-fn group_id(name: &str) -> Option<u32> {
-    let name = std::ffi::CString::new(name).ok()?;
-    // SAFETY: a group is plain C data; all zeros is a valid (empty) one.
-    let mut gr: libc::group = unsafe { std::mem::zeroed() };
-    let mut buf = vec![0 as libc::c_char; 1 << 16];
-    let mut out: *mut libc::group = std::ptr::null_mut();
-    // SAFETY: getgrnam_r reads `name` and writes into `gr` and `buf`.
-    let r = unsafe {
-        libc::getgrnam_r(
-            name.as_ptr(),
-            &mut gr,
-            buf.as_mut_ptr(),
-            buf.len(),
-            &mut out,
-        )
-    };
-    (r == 0 && !out.is_null()).then_some(gr.gr_gid)
-}
+pub use super::accounts::{account, member_of, this_account, user};
+use super::accounts::{group, group_entry, group_id, user_name};
 
 #[cfg(test)]
 mod tests;

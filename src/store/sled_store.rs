@@ -21,8 +21,9 @@ use std::sync::{Mutex, OnceLock};
 /// 2: the journal may hold `StepNoted` events, which a binary that knows
 /// format 1 cannot read. 3: every run has a tally in `runbook.tally`, which
 /// a binary that knows format 2 would let fall behind. 4: the journal may
-/// hold `Steered` events (who resumed, retried or cancelled).
-pub const FORMAT: u32 = 4;
+/// hold `Steered` events (who resumed, retried or cancelled). 5: the
+/// journal may hold `Approval` events (each person's answer).
+pub const FORMAT: u32 = 5;
 
 /// The tally file, inside the journal's directory so that it travels with it.
 const TALLY_FILE: &str = "runbook.tally";

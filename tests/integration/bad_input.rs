@@ -258,7 +258,7 @@ fn a_damaged_or_newer_store_is_one_sentence_and_is_left_as_it_is() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
         stderr(&out),
-        format!("error: the store at {}/journal was written by a newer runbook (format 9, this one reads up to 4); use the newer runbook\n", state.display())
+        format!("error: the store at {}/journal was written by a newer runbook (format 9, this one reads up to 5); use the newer runbook\n", state.display())
     );
 }
 

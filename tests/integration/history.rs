@@ -90,6 +90,7 @@ fn history_shows_who_started_approved_cancelled_and_retried_and_never_a_secret()
             "`hello` succeeded",
             "`gate` started",
             &format!("`gate` approved by alice (Unix user {me})"),
+            &format!("`gate` succeeded: approved by alice (Unix user {me})"),
             "`work` started",
             &format!("cancelled by {me}"),
             "cancel requested: running steps stopped",

@@ -188,8 +188,8 @@ const UNSAFE_ALLOWED: &[(&str, &str)] = &[
         "open file description locks (F_OFD_*), which rustix's fcntl_lock does not take",
     ),
     (
-        "store/private.rs",
-        "user and group names (getpwuid_r, getgrgid_r, getgrnam_r): the C library's lookups, which rustix does not make",
+        "store/accounts.rs",
+        "user and group names (getpwuid_r, getpwnam_r, getgrgid_r, getgrnam_r): the C library's lookups, which rustix does not make",
     ),
     (
         "store/sled_store.rs",

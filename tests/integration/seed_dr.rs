@@ -24,6 +24,7 @@ use std::process::{Command, Output, Stdio};
 
 fn runbook(state: &Path, cwd: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_runbook"));
+    c.env("RUNBOOK_ALLOW_AS", "1");
     c.arg("--state")
         .arg(state)
         .current_dir(cwd)

@@ -27,7 +27,7 @@ fn an_approval_from_another_terminal_reaches_the_waiting_process() {
     assert_eq!(refused.status.code(), Some(1));
     assert_eq!(
         stderr(&refused),
-        "error: `mallory` may not approve `gate`; its approvers are alice\n"
+        "error: `mallory` may not approve `gate`; it may be approved by alice\n"
     );
     let approved = rb(&state, &["approve", "1", "gate", "--as", "alice"]);
     assert_eq!(approved.status.code(), Some(0), "{}", stderr(&approved));
@@ -237,4 +237,54 @@ fn a_cancel_whose_run_process_dies_is_not_waited_out_and_says_what_happened() {
     );
     assert_eq!(stdout(&out), "run 1 cancelled\n");
     assert_eq!(status(&state, 1).0, "cancelled");
+}
+
+#[test]
+fn a_rejection_with_its_reason_fails_the_step_live_or_recorded_and_history_says_who() {
+    let dir = scratch("run-reject");
+    let file = write(
+        &dir,
+        "t.runbook",
+        "runbook t {\n  approve gate {\n    prompt \"promote?\"\n  }\n  run promote after gate {\n    command \"true\"\n  }\n  on failure {\n    run roll_back {\n      command \"echo\"\n      args [\"rolling back\"]\n    }\n  }\n}\n",
+    );
+    let state = dir.join("state");
+    let child = spawn(&state, &["run", path(&file)]);
+    wait_for(&state, 1, |s, _| s == "waiting for approval");
+    let empty = rb(&state, &["reject", "1", "gate", "--reason", " "]);
+    assert_eq!(empty.status.code(), Some(1));
+    assert_eq!(stderr(&empty), "error: say why with --reason TEXT\n");
+    // Without a name, the Unix user is who rejects (the tests run as root).
+    let rejected = command(
+        &state,
+        &["reject", "1", "gate", "--reason", "the canary is red"],
+    )
+    .env_remove("RUNBOOK_ALLOW_AS")
+    .output()
+    .expect("runs");
+    assert_eq!(rejected.status.code(), Some(0), "{}", stderr(&rejected));
+    assert_eq!(
+        stdout(&rejected),
+        "rejected `gate` of run 1 as root: the step failed; the run goes on to its `on failure` steps\n"
+    );
+    let out = child.wait_with_output().expect("ends");
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains("gate failed in"), "{text}");
+    assert!(
+        text.contains(": rejected by root: the canary is red"),
+        "{text}"
+    );
+    assert!(text.contains("roll_back | rolling back"), "{text}");
+    let history = stdout(&rb(&state, &["history", "1"]));
+    assert!(
+        history.contains("`gate` rejected by root: the canary is red"),
+        "{history}"
+    );
+    // A rejection is an answer like an approval: none after the step ended.
+    let late = rb(&state, &["reject", "1", "gate", "--reason", "again"]);
+    assert_eq!(late.status.code(), Some(1));
+    assert_eq!(
+        stderr(&late),
+        "error: the run has finished (failed); there is nothing to approve\n"
+    );
 }

@@ -225,6 +225,69 @@ async fn an_interrupted_wait_continues_to_its_first_deadline() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn two_approvals_are_counted_per_person_and_one_rejection_fails_the_step() {
+    let plan = plan("  approve gate {\n    prompt \"go?\"\n    approvals 2\n  }\n  wait after_gate after gate { duration 1s }");
+    let journal = MemoryJournal::default();
+    let runner = pretend(10);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let approve = |by: &str| {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let control = Control::Approve {
+            step: "gate".into(),
+            by: crate::engine::approval::Approver {
+                name: by.into(),
+                account: by.into(),
+            },
+            reply,
+        };
+        (control, answer)
+    };
+    let (first, first_answer) = approve("alice");
+    let (again, again_answer) = approve("alice");
+    let (reply, rejected) = tokio::sync::oneshot::channel();
+    let reject = Control::Reject {
+        step: "gate".into(),
+        by: crate::engine::approval::Approver {
+            name: "bob".into(),
+            account: "bob".into(),
+        },
+        reason: "the canary is red".into(),
+        reply,
+    };
+    later(&tx, 100, first);
+    later(&tx, 200, again);
+    later(&tx, 300, reject);
+    let ended = steer(plan, &journal, Arc::clone(&runner), &Choices::default(), rx)
+        .await
+        .expect("drives");
+    assert_eq!(ended, Ended::Finished(Outcome::Failed));
+    let from = "anyone who may steer the run".to_string();
+    assert_eq!(
+        first_answer.await.expect("answered"),
+        Ok(Approved::Counted {
+            more: 1,
+            from: from.clone()
+        })
+    );
+    assert_eq!(
+        again_answer.await.expect("answered"),
+        Ok(Approved::YoursAlready { more: 1, from })
+    );
+    assert_eq!(rejected.await.expect("answered"), Ok(()));
+    let events = journal.events(RunId(1)).expect("events");
+    let votes = events
+        .iter()
+        .filter(|e| matches!(e, Event::Approval { .. }))
+        .count();
+    assert_eq!(votes, 2, "alice once, bob's rejection once: {events:?}");
+    assert!(events.iter().any(|e| matches!(e, Event::StepFailed { error, .. } if error == "rejected by bob: the canary is red")));
+    assert!(
+        runner.calls.lock().expect("calls").is_empty(),
+        "nothing ran after it"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn an_approval_arrives_as_a_control_and_a_wrong_one_is_refused() {
     let plan = plan("  approve gate {\n    prompt \"go?\"\n    approvers [\"alice\"]\n  }\n  wait after_gate after gate { duration 1s }");
     let journal = MemoryJournal::default();
@@ -253,9 +316,9 @@ async fn an_approval_arrives_as_a_control_and_a_wrong_one_is_refused() {
     assert_eq!(ended, Ended::Finished(Outcome::Succeeded));
     assert_eq!(
         mallory.await.expect("answered"),
-        Err("`mallory` may not approve `gate`; its approvers are alice".into())
+        Err("`mallory` may not approve `gate`; it may be approved by alice".into())
     );
-    assert_eq!(alice.await.expect("answered"), Ok(()));
+    assert_eq!(alice.await.expect("answered"), Ok(Approved::ByItsProcess));
     assert_eq!(
         *runner.calls.lock().expect("calls"),
         ["after_gate"],

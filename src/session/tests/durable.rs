@@ -84,6 +84,7 @@ async fn no_attempt_begins_before_what_was_recorded_is_durable() {
         observe: &|_, _| {},
         failed: &|_, _| {},
         until: None,
+        starter: None,
     };
     let ended = drive(&driver, &Choices::default(), rx)
         .await

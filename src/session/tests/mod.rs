@@ -189,6 +189,7 @@ pub(super) async fn steer_at(
         observe: &|_, _| {},
         failed: &|_, _| {},
         until: None,
+        starter: None,
     };
     drive(&driver, choices, controls).await
 }

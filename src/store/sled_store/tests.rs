@@ -104,7 +104,7 @@ fn a_newer_format_is_refused_and_an_unknown_run_is_named() {
         .map(|e| e.to_string())
         .unwrap_or_default();
     assert!(
-        err.contains("written by a newer runbook (format 5, this one reads up to 4)"),
+        err.contains("written by a newer runbook (format 6, this one reads up to 5)"),
         "{err}"
     );
     let _ = std::fs::remove_dir_all(&path);

@@ -12,6 +12,12 @@ pub const OTHER: &str = "runbook-test-other";
 /// The second user's uid and gid, made if missing; `None` (said) where
 /// this process cannot make users. Under CI it must.
 pub fn other_user(test: &str) -> Option<(u32, u32)> {
+    user_named(OTHER, test)
+}
+
+/// The user `name`'s uid and gid, made if missing; `None` (said) where
+/// this process cannot make users. Under CI it must.
+pub fn user_named(name: &str, test: &str) -> Option<(u32, u32)> {
     // SAFETY: geteuid(2) cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         assert!(
@@ -22,7 +28,7 @@ pub fn other_user(test: &str) -> Option<(u32, u32)> {
         return None;
     }
     let id = |flag: &str| -> Option<u32> {
-        let out = Command::new("id").args([flag, OTHER]).output().ok()?;
+        let out = Command::new("id").args([flag, name]).output().ok()?;
         String::from_utf8_lossy(&out.stdout).trim().parse().ok()
     };
     if id("-u").is_none() {
@@ -33,7 +39,7 @@ pub fn other_user(test: &str) -> Option<(u32, u32)> {
                 "--no-create-home",
                 "--shell",
                 "/usr/sbin/nologin",
-                OTHER,
+                name,
             ])
             .output();
     }

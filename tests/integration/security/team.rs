@@ -4,7 +4,7 @@
 //! the approval records who they are as the kernel says, whatever name
 //! `--as` gives. A user outside the group gets nothing.
 
-use super::other_user::{other_user, OTHER};
+use super::other_user::{other_user, user_named, OTHER};
 use crate::common::*;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -12,8 +12,16 @@ use std::time::{Duration, Instant};
 
 const TEAM: &str = "runbook-test-team";
 
+/// The third user, for a second approval.
+const THIRD: &str = "runbook-test-third";
+
 /// The team's gid, the group made if missing, with the other user in it.
 fn team() -> u32 {
+    team_with(OTHER)
+}
+
+/// The team's gid, the group made if missing, with `user` in it.
+fn team_with(user: &str) -> u32 {
     let gid = || -> Option<u32> {
         let out = Command::new("getent").args(["group", TEAM]).output().ok()?;
         String::from_utf8_lossy(&out.stdout)
@@ -28,7 +36,7 @@ fn team() -> u32 {
         let _ = Command::new("groupadd").args(["--system", TEAM]).output();
     }
     let added = Command::new("gpasswd")
-        .args(["--add", OTHER, TEAM])
+        .args(["--add", user, TEAM])
         .output()
         .expect("gpasswd runs");
     assert!(added.status.success(), "{}", stderr(&added));
@@ -123,25 +131,141 @@ fn a_team_member_approves_through_the_socket_as_themselves_and_an_outsider_canno
     );
     assert!(said.contains(OTHER), "{said}");
 
-    // In the team: approved through the socket, recorded as who they are.
-    let approved = output(runbook_as(
+    // In the team: a name of their choosing is refused (the holder does
+    // not allow names), and their approval is recorded as who they are.
+    let named = output(runbook_as(
         &state,
         other,
         Some(team),
         &["approve", "1", "gate", "--as", "root"],
     ));
+    assert_eq!(named.status.code(), Some(1), "{}", stdout(&named));
+    assert_eq!(
+        stderr(&named),
+        format!("error: --as is not allowed here: an approval is recorded as the Unix user who gives it ({OTHER}); to let people of a shared login name themselves, the process that holds the store runs with RUNBOOK_ALLOW_AS=1\n")
+    );
+    let approved = output(runbook_as(
+        &state,
+        other,
+        Some(team),
+        &["approve", "1", "gate"],
+    ));
     assert_eq!(approved.status.code(), Some(0), "{}", stderr(&approved));
     assert_eq!(
         stdout(&approved),
-        "approved `gate` of run 1 as root; the run goes on\n"
+        format!("approved `gate` of run 1 as {OTHER}; the run goes on\n")
     );
     let out = holder.wait_with_output().expect("the run ends");
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let shown = output(runbook_as(&state, me, Some(team), &["status", "1"]));
     assert!(
-        stdout(&shown).contains(&format!("root (Unix user {OTHER})")),
-        "the account the kernel named is kept beside the name given: {}",
+        stdout(&shown).contains(&format!("approved by {OTHER} at")),
+        "the account the kernel named: {}",
         stdout(&shown)
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Waits until run 1 of `state` waits for approval, asking as root.
+fn wait_waiting(state: &Path, team: u32) {
+    let began = Instant::now();
+    loop {
+        let shown = output(runbook_as(state, (0, 0), Some(team), &["status", "1"]));
+        if stdout(&shown).contains("waiting for approval") {
+            return;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(20),
+            "{}{}",
+            stdout(&shown),
+            stderr(&shown)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn two_approvals_from_the_group_need_two_people_none_of_them_the_starter() {
+    let test = "two_approvals_from_the_group_need_two_people";
+    let (Some(other), Some(third)) = (other_user(test), user_named(THIRD, test)) else {
+        return;
+    };
+    team_with(OTHER);
+    let team = team_with(THIRD);
+    let dir = std::env::temp_dir().join(format!("runbook-sec-two-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a directory");
+    let file = write(
+        &dir,
+        "gate.runbook",
+        format!("runbook gate {{\n  approve gate {{\n    prompt \"ship it?\"\n    groups [\"{TEAM}\"]\n    approvals 2\n  }}\n  run shipped after gate {{\n    command \"true\"\n  }}\n}}\n"),
+    );
+    let state = dir.join("state");
+    let holder = runbook_as(&state, (0, 0), Some(team), &["run", path(&file)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    wait_waiting(&state, team);
+    let approve = |who: (u32, u32)| {
+        output(runbook_as(
+            &state,
+            who,
+            Some(team),
+            &["approve", "1", "gate"],
+        ))
+    };
+
+    // The starter (root, outside the group) may not.
+    let starter = approve((0, 0));
+    assert_eq!(starter.status.code(), Some(1));
+    assert_eq!(
+        stderr(&starter),
+        format!("error: `root` may not approve `gate`; it may be approved by a member of {TEAM}\n")
+    );
+    let first = approve(other);
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    assert_eq!(
+        stdout(&first),
+        format!("approved `gate` of run 1 as {OTHER}; 1 more approval is needed, from a member of {TEAM}\n")
+    );
+    // The same person again counts once.
+    let again = approve(other);
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    assert_eq!(
+        stdout(&again),
+        format!("`gate` of run 1 was approved by {OTHER} already; nothing more is recorded; 1 more approval is needed, from a member of {TEAM}\n")
+    );
+    let shown = stdout(&output(runbook_as(
+        &state,
+        (0, 0),
+        Some(team),
+        &["status", "1"],
+    )));
+    assert!(
+        shown.contains(&format!("\"ship it?\"; approved by {OTHER}; 1 more from a member of {TEAM}, not the starter (approve with: runbook approve 1 gate)")),
+        "{shown}"
+    );
+    let second = approve(third);
+    assert_eq!(second.status.code(), Some(0), "{}", stderr(&second));
+    assert_eq!(
+        stdout(&second),
+        format!("approved `gate` of run 1 as {THIRD}; the run goes on\n")
+    );
+    let out = holder.wait_with_output().expect("the run ends");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let history = stdout(&output(runbook_as(
+        &state,
+        (0, 0),
+        Some(team),
+        &["history", "1"],
+    )));
+    for said in [
+        format!("`gate` approved by {OTHER}"),
+        format!("`gate` approved by {THIRD}"),
+        format!("`gate` succeeded: approved by {OTHER}, {THIRD}"),
+    ] {
+        assert!(history.contains(&said), "`{said}` in:\n{history}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

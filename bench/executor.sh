@@ -406,7 +406,7 @@ log "5/6 resume: preparing a run of $resume_n steps ..."
 base="$t/st-resume-base"
 rm -rf "$base"
 to_gate "$t/resume.out" "$rb" --state "$base" run --json "$t/resume.runbook"
-"$rb" --state "$base" approve 1 gate --as bench >/dev/null
+"$rb" --state "$base" approve 1 gate >/dev/null
 resume_events=$(($(grep -c '"event"' "$t/resume.out") + 1)) # + the approval
 
 # (b) About as many events from a runbook of 100 steps: the run is taken to
@@ -421,13 +421,13 @@ rm -rf "$small"
 to_gate "$t/small.out" "$rb" --state "$small" run --json "$t/resume-small.runbook"
 small_events=$(grep -c '"event"' "$t/small.out")
 for ((c = 1; c < cycles; c++)); do
-  "$rb" --state "$small" approve 1 gate --as bench >/dev/null
+  "$rb" --state "$small" approve 1 gate >/dev/null
   "$rb" --state "$small" resume 1 --json >"$t/small.out"
   small_events=$((small_events + 1 + $(grep -c '"event"' "$t/small.out")))
   to_gate "$t/small.out" "$rb" --state "$small" retry 1 --from s1 --json
   small_events=$((small_events + $(grep -c '"event"' "$t/small.out")))
 done
-"$rb" --state "$small" approve 1 gate --as bench >/dev/null
+"$rb" --state "$small" approve 1 gate >/dev/null
 small_events=$((small_events + 1))
 
 log "5/6 resume: timing ..."

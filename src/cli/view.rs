@@ -194,24 +194,26 @@ impl View {
                 account,
                 verdict: crate::engine::Verdict::Approved,
                 ..
-            } if matches!(state.steps.get(*step), Some(StepState::Running { .. })) => {
+            } => {
                 let who = if by == account {
                     by.clone()
                 } else {
                     format!("{by} (Unix user {account})")
                 };
-                let awaited = crate::engine::approval::awaited(
+                crate::engine::approval::awaited(
                     &plan,
                     state,
                     &self.bindings,
                     crate::compile::StepId(*step),
-                );
-                let more = match awaited {
-                    Some(a) if a.more == 1 => format!("; 1 more approval needed, from {}", a.from),
-                    Some(a) => format!("; {} more approvals needed, from {}", a.more, a.from),
-                    None => String::new(),
-                };
-                Some(format!("{} approved by {who}{more}", name(step)))
+                )
+                .filter(|a| a.more > 0)
+                .map(|a| {
+                    let more = match a.more {
+                        1 => "1 more approval".to_string(),
+                        n => format!("{n} more approvals"),
+                    };
+                    format!("{} approved by {who}; {more} needed, from {}", name(step), a.from)
+                })
             }
             Event::Approval { .. } => None,
             // Notes are for the engine (a pod template, a timestamp), not the screen.

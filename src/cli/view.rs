@@ -212,7 +212,11 @@ impl View {
                         1 => "1 more approval".to_string(),
                         n => format!("{n} more approvals"),
                     };
-                    format!("{} approved by {who}; {more} needed, from {}", name(step), a.from)
+                    format!(
+                        "{} approved by {who}; {more} needed, from {}",
+                        name(step),
+                        a.from
+                    )
                 })
             }
             Event::Approval { .. } => None,

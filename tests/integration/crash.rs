@@ -43,6 +43,11 @@
 //! `RUNBOOK_CRASH_JOBS` (default: the number of cores, at most 8). The
 //! figures go to stderr even when the tests pass.
 //!
+//! `the_server_disrupted_every_way_then_resumed_until_done` runs the same
+//! trials through `runbook serve`: each process of a trial is a server
+//! holding the state directory and a command handed to it, and the
+//! disruptions land on the server (`RUNBOOK_SERVED_TRIALS`, default 30).
+//!
 //! The Ctrl-C tests: a first SIGINT lets running steps finish and record and
 //! starts nothing new (exit 130, "continue it with: runbook resume N"); a
 //! second one stops running steps, which stay interrupted; `resume` then
@@ -163,6 +168,25 @@ fn sigkill_at_random_moments_then_resume_until_done() {
         s.kills,
         indices.len()
     );
+}
+
+/// The same trials through a server: each `run` and `resume` is handed to
+/// a `runbook serve` that holds the state directory (started for it), and
+/// the SIGKILLs, Ctrl-Cs and SIGSTOPs land on the server, which drives the
+/// run; the command that handed it over follows it. `RUNBOOK_SERVED_TRIALS`
+/// sets the count (default 30).
+#[test]
+fn the_server_disrupted_every_way_then_resumed_until_done() {
+    let seed = seed("served");
+    let (indices, jobs) = plan(env_count("RUNBOOK_SERVED_TRIALS", 30));
+    let began = Instant::now();
+    let mut fx = calibrate(jobs);
+    fx.served = true;
+    let s = run_trials(&indices, jobs, |index, mine| {
+        trial(&fx, seed, index, mine, true)
+    });
+    say("crash: through the server:");
+    report(&s, began, false);
 }
 
 /// Runbooks of random shapes (`crash/shapes.rs`), each run disrupted by a

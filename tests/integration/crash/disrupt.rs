@@ -44,7 +44,8 @@ impl Disruption {
         }
     }
 
-    pub(crate) fn apply(self, proc: Proc, marker: &str) -> Ended {
+    pub(crate) fn apply(self, mut proc: Proc, marker: &str) -> Ended {
+        proc.wait_taken();
         match self {
             Disruption::None => proc.end(None, marker),
             Disruption::Kill(at) => proc.end(Some(at), marker),

@@ -37,6 +37,9 @@ pub(crate) struct Fixture {
     /// What the runbook's steps keep between attempts (a generated one's
     /// lock and once-failed files), cleared before a fresh run.
     pub(crate) scratch: Option<PathBuf>,
+    /// Each run and resume is handed to a `runbook serve` that holds the
+    /// state directory, and the disruptions land on that server.
+    pub(crate) served: bool,
 }
 
 impl Fixture {
@@ -135,6 +138,7 @@ pub(crate) fn calibrate_file(
         name,
         params: params.to_vec(),
         scratch: None,
+        served: false,
     };
     let mut took = Vec::new();
     let mut opening = Vec::new();

@@ -23,9 +23,12 @@ pub(crate) fn command(args: &[String]) -> Command {
     c
 }
 
-/// A runbook process writing to files (no pipe to fill or to inherit).
+/// A runbook process writing to files (no pipe to fill or to inherit);
+/// with `server`, a command handed to that `runbook serve`, which drives
+/// its run and takes the disruptions.
 pub(crate) struct Proc {
     child: Child,
+    server: Option<Child>,
     pub(crate) out: PathBuf,
     err: PathBuf,
     began: Instant,
@@ -52,14 +55,75 @@ impl Proc {
             .expect("the runbook binary starts");
         Proc {
             child,
+            server: None,
             out,
             err,
             began: Instant::now(),
         }
     }
 
+    /// `args` handed to a `runbook serve` started for it on `state` (an
+    /// empty directory of runbooks): the server holds the store and drives
+    /// the run; the command follows it. The server's command line does not
+    /// name the trial's directory (its state is given in `RUNBOOK_STATE`),
+    /// so it is never taken for a step's program.
+    pub(crate) fn served(dir: &Path, tag: &str, args: &[String], state: &Path) -> Proc {
+        let _ = std::fs::create_dir_all(dir.join("served"));
+        let log =
+            |end: &str| File::create(dir.join(format!("{tag}.server.{end}"))).expect("creates");
+        let mut server = Command::new(bin())
+            .args(["serve", "served"])
+            .current_dir(dir)
+            .env("NO_COLOR", "1")
+            .env("RUNBOOK_STATE", state)
+            .stdin(Stdio::null())
+            .stdout(log("out"))
+            .stderr(log("err"))
+            .spawn()
+            .expect("the server starts");
+        let socket = state.join("runbook.sock");
+        let began = Instant::now();
+        while !socket.exists() {
+            if let Ok(Some(status)) = server.try_wait() {
+                panic!(
+                    "the server ended ({status}) before it served {}: {}",
+                    socket.display(),
+                    std::fs::read_to_string(dir.join(format!("{tag}.server.out")))
+                        .unwrap_or_default()
+                );
+            }
+            assert!(
+                began.elapsed() < Duration::from_secs(20),
+                "the server did not serve {} within 20 s",
+                socket.display()
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let mut proc = Proc::spawn(dir, tag, args);
+        proc.server = Some(server);
+        proc
+    }
+
+    /// Through a server, waits until the server has taken the run (the
+    /// command says so in its first line) or the command has ended, so
+    /// that the moments of the disruptions count from there: before it,
+    /// a server killed leaves the command to run the run itself.
+    pub(crate) fn wait_taken(&mut self) {
+        if self.server.is_none() {
+            return;
+        }
+        let began = Instant::now();
+        while !std::fs::read_to_string(&self.out).is_ok_and(|o| o.contains('\n'))
+            && matches!(self.child.try_wait(), Ok(None))
+            && began.elapsed() < Duration::from_secs(20)
+        {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    /// The process the disruptions land on: the server, if there is one.
     fn pid(&self) -> i32 {
-        self.child.id() as i32
+        self.server.as_ref().unwrap_or(&self.child).id() as i32
     }
 
     pub(crate) fn signal(&self, signal: i32) {
@@ -78,9 +142,43 @@ impl Proc {
     pub(crate) fn end(mut self, kill_after: Option<Duration>, marker: &str) -> Ended {
         if let Some(delay) = kill_after {
             std::thread::sleep(delay);
-            let _ = self.child.kill();
+            match &mut self.server {
+                // Only while the command still follows its run: once it has
+                // ended, the run is over and the kill comes too late.
+                Some(server) => {
+                    if matches!(self.child.try_wait(), Ok(None)) {
+                        let _ = server.kill();
+                    }
+                }
+                None => {
+                    let _ = self.child.kill();
+                }
+            }
         }
-        let status = self.child.wait().expect("waits for runbook");
+        let mut status = self.child.wait().expect("waits for runbook");
+        if let Some(mut server) = self.server.take() {
+            // The command ended with its run, or when the server went; a
+            // server still there is stopped as systemd would stop it.
+            if matches!(server.try_wait(), Ok(None)) {
+                // SAFETY: kill(2) on our own child, not reaped yet.
+                unsafe {
+                    libc::kill(server.id() as i32, libc::SIGTERM);
+                }
+            }
+            let stopped = Instant::now();
+            while matches!(server.try_wait(), Ok(None)) {
+                assert!(
+                    stopped.elapsed() < Duration::from_secs(30),
+                    "the server did not stop within 30 s of SIGTERM"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            let served = server.wait().expect("waits for the server");
+            // A server killed is the process a SIGKILL landed on.
+            if served.signal() == Some(libc::SIGKILL) {
+                status = served;
+            }
+        }
         let elapsed = self.began.elapsed();
         let alive = if status.signal() == Some(libc::SIGKILL) {
             step_processes(marker).into_iter().collect()

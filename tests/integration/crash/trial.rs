@@ -144,7 +144,12 @@ impl Trial<'_> {
     fn spawn(&mut self, args: &[String], stats: &mut Stats) -> Proc {
         self.procs += 1;
         stats.processes += 1;
-        Proc::spawn(&self.dir, &format!("p{:02}", self.procs), args)
+        let tag = format!("p{:02}", self.procs);
+        if self.fx.served {
+            Proc::served(&self.dir, &tag, args, &self.state)
+        } else {
+            Proc::spawn(&self.dir, &tag, args)
+        }
     }
 
     /// Runs a process, disrupted as `how` says; after a kill, settles its
@@ -418,7 +423,11 @@ fn reset(fx: &Fixture) {
 pub(crate) fn trial(fx: &Fixture, seed: u64, index: usize, stats: &mut Stats, widened: bool) {
     let mut rng = Rng::new(seed ^ (index as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03));
     let rng = &mut rng;
-    let kind = if widened { "shape" } else { "trial" };
+    let kind = match (fx.served, widened) {
+        (true, _) => "served",
+        (false, true) => "shape",
+        (false, false) => "trial",
+    };
     let dir = root().join(format!("target/test-scratch/crash-{kind}-{index}"));
     // A test run that was itself killed may have left processes of this
     // trial behind (stopped ones too): they would look like this trial's.

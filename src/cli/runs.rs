@@ -31,6 +31,10 @@ pub fn render(v: &RunView) -> String {
         }
         out.push_str(line.trim_end());
         out.push('\n');
+        // What the earlier passes of a retried run did stays in sight.
+        for earlier in &s.earlier {
+            let _ = writeln!(out, "  {:width$}    {earlier}", "");
+        }
     }
     out
 }

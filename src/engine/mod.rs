@@ -14,7 +14,8 @@ pub use journal::{
     Deadline, Journal, LogBuffer, LogLine, RecordedParam, RunId, RunMeta, StepLog, StoreError,
 };
 pub use state::{
-    outcome_word, state_word, Event, Millis, Outcome, RunState, Steering, StepState, Verdict, Vote,
+    outcome_word, state_word, Event, Millis, Outcome, Pass, RunState, Steering, StepState, Verdict,
+    Vote,
 };
 
 #[cfg(test)]

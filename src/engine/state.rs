@@ -128,6 +128,17 @@ pub struct Vote {
     pub verdict: Verdict,
 }
 
+/// How a step ended in an earlier pass of its run, before `retry --from`
+/// ran it again: kept, so that what the first pass did stays visible.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pass {
+    /// The pass, counted from 1.
+    pub pass: u32,
+    pub state: StepState,
+    /// The attempts of that pass, first and last.
+    pub attempts: (u32, u32),
+}
+
 /// What a person did to a run, besides approving.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Steering {
@@ -197,6 +208,10 @@ pub struct RunState {
     pub finished_at: Option<Millis>,
     /// The answers each approval step has had since it last started over.
     pub votes: Vec<Vec<Vote>>,
+    /// Which pass of the run this is: 1, and one more after each `retry`.
+    pub pass: u32,
+    /// Per step, how it ended in each earlier pass it took part in.
+    pub earlier: Vec<Vec<Pass>>,
     /// How many events were folded into this state: for a state replayed
     /// from a journal, the journal's length, and the number of each event
     /// as it is recorded (followers of a live run skip what they had).
@@ -217,6 +232,8 @@ impl RunState {
             attempts: vec![0; n],
             attempt_base: vec![0; n],
             votes: vec![Vec::new(); n],
+            pass: 1,
+            earlier: vec![Vec::new(); n],
             started_at: None,
             clock_from: None,
             cancelled: false,
@@ -340,6 +357,14 @@ impl RunState {
             Event::RunTimedOut { .. } => self.timed_out = true,
             Event::Reset { steps, at } => {
                 for &step in steps {
+                    if step < self.steps.len() && self.steps[step] != StepState::Pending {
+                        let first = self.attempt_base[step] + 1;
+                        self.earlier[step].push(Pass {
+                            pass: self.pass,
+                            state: self.steps[step].clone(),
+                            attempts: (first.min(self.attempts[step]), self.attempts[step]),
+                        });
+                    }
                     if step < self.steps.len() {
                         self.steps[step] = StepState::Pending;
                         self.outputs[step].clear();
@@ -347,6 +372,7 @@ impl RunState {
                         self.attempt_base[step] = self.attempts[step];
                     }
                 }
+                self.pass += 1;
                 self.clock_from = Some(*at);
                 self.cancelled = false;
                 self.timed_out = false;

@@ -36,6 +36,10 @@ pub struct StepView {
     pub attempt: u32,
     pub since: Option<u64>,
     pub detail: Option<String>,
+    /// How it ended in each earlier pass of the run (before a `retry`):
+    /// `pass 1: succeeded (attempt 1)`.
+    #[serde(default)]
+    pub earlier: Vec<String>,
 }
 
 /// How a run stands. `live` says whether a process is driving it now.
@@ -113,6 +117,7 @@ pub fn view(
                 attempt: state.attempts[s.id.0],
                 since,
                 detail,
+                earlier: state.earlier[s.id.0].iter().map(pass_said).collect(),
             }
         })
         .collect();
@@ -147,6 +152,21 @@ pub fn prompt(
         crate::compile::eval::Value::Str(text) => format!("{text:?}"),
         other => other.to_string(),
     }
+}
+
+/// `pass 1: failed: exited with code 3 (attempts 1-3)`.
+fn pass_said(pass: &crate::engine::Pass) -> String {
+    let how = match &pass.state {
+        StepState::Failed { error } => format!("failed: {error}"),
+        StepState::Skipped { reason } => format!("skipped: {reason}"),
+        other => crate::engine::state_word(other).to_string(),
+    };
+    let attempts = match pass.attempts {
+        (0, 0) => String::new(),
+        (a, b) if a == b => format!(" (attempt {a})"),
+        (a, b) => format!(" (attempts {a}-{b})"),
+    };
+    format!("pass {}: {how}{attempts}", pass.pass)
 }
 
 /// Who has approved a waiting step and who is awaited, when it needs more

@@ -161,6 +161,26 @@ fn a_failed_step_says_where_to_look_and_retry_runs_from_it_keeping_the_rest() {
     );
     let wrong = rb(&state, &["retry", "1", "--from", "flakey"]);
     assert!(stderr(&wrong).contains("run 1 has no step `flakey` (did you mean `flaky`?)"));
+    // The first pass stays in sight: how `flaky` failed then, under how it
+    // ended now.
+    let shown = stdout(&rb(&state, &["status", "1"]));
+    let lines: Vec<&str> = shown.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.trim_start().starts_with("flaky "))
+        .expect("flaky's line");
+    assert!(lines[at].contains("succeeded (attempt 2)"), "{shown}");
+    assert!(
+        lines[at + 1]
+            .trim_start()
+            .starts_with("pass 1: failed: exited with code"),
+        "{shown}"
+    );
+    assert!(lines[at + 1].ends_with("(attempt 1)"), "{shown}");
+    assert!(
+        shown.contains("pass 1: skipped: `flaky` did not succeed"),
+        "after_it's first pass: {shown}"
+    );
 }
 
 #[test]

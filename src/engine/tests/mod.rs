@@ -432,3 +432,61 @@ fn simulation_keeps_the_invariants_after_every_event() {
     assert!(retries > 50, "only {retries} retries");
     assert!(outcomes.len() >= 2, "outcomes: {outcomes:?}");
 }
+
+#[test]
+fn a_reset_keeps_how_each_step_ended_in_the_pass_before() {
+    let p = plan("  run a { command \"true\" }\n  run b after a { command \"true\" }");
+    let (a, b) = (id(&p, "a").0, id(&p, "b").0);
+    let mut s = RunState::new(&p);
+    for e in [
+        Event::StepStarted {
+            step: a,
+            attempt: 1,
+            at: 0,
+        },
+        Event::StepSucceeded {
+            step: a,
+            at: 1,
+            outputs: Default::default(),
+        },
+        Event::StepStarted {
+            step: b,
+            attempt: 1,
+            at: 2,
+        },
+        Event::StepFailed {
+            step: b,
+            at: 3,
+            error: "exited with code 3".into(),
+        },
+        Event::Reset {
+            steps: vec![b],
+            at: 4,
+        },
+        Event::StepStarted {
+            step: b,
+            attempt: 2,
+            at: 5,
+        },
+        Event::StepSucceeded {
+            step: b,
+            at: 6,
+            outputs: Default::default(),
+        },
+    ] {
+        s.apply(&p, &e);
+    }
+    assert_eq!(s.pass, 2);
+    assert!(s.earlier[a].is_empty(), "a was not run again");
+    assert_eq!(
+        s.earlier[b],
+        vec![Pass {
+            pass: 1,
+            state: StepState::Failed {
+                error: "exited with code 3".into()
+            },
+            attempts: (1, 1),
+        }]
+    );
+    assert_eq!(s.step(StepId(b)), &StepState::Succeeded);
+}

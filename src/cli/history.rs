@@ -125,6 +125,7 @@ fn said(event: &Event, step: &dyn Fn(usize) -> String) -> String {
                 }
             }
         }
+        Event::Imported { by, from, .. } => format!("imported for review by {by}, {from}"),
         Event::Steered { by, how, .. } => match how {
             Steering::Resumed { rerun, skip, done } => {
                 let mut choices = Vec::new();
@@ -152,4 +153,59 @@ fn date(ms: u64) -> String {
 fn line(value: &serde_json::Value) -> Result<String, Error> {
     serde_json::to_string(value)
         .map_err(|e| Error::Internal(format!("the history could not be written as JSON: {e}")))
+}
+
+/// `runbook export RUN [--output FILE]`.
+pub fn export(state_dir: &Path, run: u64, output: Option<&Path>) -> Result<u8, Error> {
+    let export = crate::session::export(state_dir, run)?;
+    let mut body = serde_json::to_vec_pretty(&export)
+        .map_err(|e| Error::Internal(format!("the export could not be written as JSON: {e}")))?;
+    body.push(b'\n');
+    match output {
+        None => {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            out.write_all(&body)
+                .and_then(|()| out.flush())
+                .map_err(|e| Error::Write {
+                    path: "standard output".into(),
+                    why: crate::error::io_reason(&e),
+                })?;
+        }
+        Some(file) => {
+            use std::io::Write;
+            let fail = |e: std::io::Error| Error::Write {
+                path: file.to_path_buf(),
+                why: match e.kind() {
+                    std::io::ErrorKind::AlreadyExists => {
+                        "it is there already; an export never replaces a file: give another name"
+                            .into()
+                    }
+                    _ => crate::error::io_reason(&e),
+                },
+            };
+            let mut f = crate::store::private::create_new(file).map_err(fail)?;
+            f.write_all(&body)
+                .and_then(|()| f.sync_all())
+                .map_err(fail)?;
+            eprintln!(
+                "run {run} exported to {} ({} events); `runbook import {}` keeps a copy for review in another state directory",
+                file.display(),
+                export.events.len(),
+                file.display()
+            );
+        }
+    }
+    Ok(super::EXIT_OK)
+}
+
+/// `runbook import FILE`.
+pub fn import(state_dir: &Path, file: &Path) -> Result<u8, Error> {
+    let export = crate::session::read_export(file)?;
+    let (from, events) = (export.meta.id, export.events.len());
+    let run = crate::session::import(state_dir, export)?;
+    say!(
+        "imported run {from} ({events} events) as run {run}, a copy for review: `runbook status {run}`, `runbook logs {run}`, `runbook history {run}`"
+    );
+    Ok(super::EXIT_OK)
 }

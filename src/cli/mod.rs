@@ -143,6 +143,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write a run as one JSON document (its source, parameters, every event, what each attempt printed), for review elsewhere.
+    #[command(
+        after_help = "Secrets are not in it (the journal never holds them). Written to standard output, or to a new private file with --output.\n\nExample:\n  runbook export 7 --output incident-7.json"
+    )]
+    Export {
+        run: u64,
+        /// A new file to write it to (never one already there).
+        #[arg(long, value_name = "FILE")]
+        output: Option<std::path::PathBuf>,
+    },
+    /// Import an exported run into this state directory as a new run, a copy for review: status, logs and history read it; nothing resumes or approves it here.
+    #[command(after_help = "Example:\n  runbook import incident-7.json --state ~/review")]
+    Import { file: std::path::PathBuf },
     /// Follow a live run from another terminal, as its own terminal shows it.
     #[command(
         after_help = "Ctrl-C stops watching, not the run. Exits as the run does: 0 succeeded, 1 failed, 3 rolled back, 4 cancelled, 130 stopped.\n\nExample:\n  runbook watch 7"
@@ -310,6 +323,8 @@ pub fn main() -> ExitCode {
         Command::Logs { run, step } => runs::logs(&state, run, step.as_deref()),
         Command::Watch { run, json } => watch::watch(&state, run, json),
         Command::History { run, json } => history::history(&state, run, json),
+        Command::Export { run, output } => history::export(&state, run, output.as_deref()),
+        Command::Import { file } => history::import(&state, &file),
         Command::Approve { run, step, by } => runs::approve(&state, run, &step, by.as_deref()),
         Command::Reject {
             run,
@@ -343,7 +358,7 @@ fn check_state(command: &Command, state: &std::path::Path) -> Result<Option<Foun
         | Command::Fmt { .. }
         | Command::Graph { .. }
         | Command::Plan { .. } => return Ok(None),
-        Command::Run { .. } | Command::Serve { .. } => true,
+        Command::Run { .. } | Command::Serve { .. } | Command::Import { .. } => true,
         _ => false,
     };
     crate::store::private::state_dir(state, creates).map(Some)
@@ -364,6 +379,7 @@ fn without_state(command: &Command, state: &std::path::Path) -> Option<u8> {
         | Command::Logs { run, .. }
         | Command::Watch { run, .. }
         | Command::History { run, .. }
+        | Command::Export { run, .. }
         | Command::Approve { run, .. }
         | Command::Reject { run, .. }
         | Command::Cancel { run }

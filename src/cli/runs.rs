@@ -9,7 +9,9 @@ use std::path::Path;
 
 pub fn render(v: &RunView) -> String {
     let mut out = format!("run {}  {}  {}  {}\n", v.run, v.runbook, v.file, v.state);
-    if !v.live && (v.state.starts_with("stopped") || v.state == "waiting for approval") {
+    if let Some(from) = &v.imported {
+        let _ = writeln!(out, "  a copy imported for review, {from}");
+    } else if !v.live && (v.state.starts_with("stopped") || v.state == "waiting for approval") {
         let _ = writeln!(out, "  continue it with: runbook resume {}", v.run);
     }
     let width = v.steps.iter().map(|s| s.name.len()).max().unwrap_or(0);

@@ -226,6 +226,7 @@ impl View {
             Event::RunStarted { .. }
             | Event::RunFinished { .. }
             | Event::StepNoted { .. }
+            | Event::Imported { .. }
             | Event::Steered { .. } => None,
         };
         if let Some(text) = text {

@@ -149,6 +149,11 @@ fn waiting<'p>(
             "the name given with --as must be one line of printable text of at most {LONGEST_NAME} characters"
         ));
     }
+    if let Some(from) = &state.imported {
+        return Err(format!(
+            "this run is a copy imported for review ({from}); it is answered where it runs"
+        ));
+    }
     if let Some(outcome) = state.finished {
         return Err(format!(
             "the run has finished ({}); there is nothing to approve",

@@ -82,6 +82,14 @@ pub enum Event {
         account: String,
         verdict: Verdict,
     },
+    /// This run is a copy, imported for review from an export of another
+    /// state directory's run (`from` says which): it is looked at, never
+    /// resumed, retried or approved here.
+    Imported {
+        at: Millis,
+        by: String,
+        from: String,
+    },
     /// Who steered the run, and how: the record of who did what (an
     /// approval's is kept with the step). Changes nothing by itself;
     /// recorded just before what it asked for.
@@ -106,6 +114,7 @@ impl Event {
             | Event::Reset { at, .. }
             | Event::RunFinished { at, .. }
             | Event::Approval { at, .. }
+            | Event::Imported { at, .. }
             | Event::Steered { at, .. } => Some(*at),
             Event::StepSkipped { .. } | Event::StepNoted { .. } => None,
         }
@@ -210,6 +219,8 @@ pub struct RunState {
     pub votes: Vec<Vec<Vote>>,
     /// Which pass of the run this is: 1, and one more after each `retry`.
     pub pass: u32,
+    /// Where the run was imported from, when it is a copy for review.
+    pub imported: Option<String>,
     /// Per step, how it ended in each earlier pass it took part in.
     pub earlier: Vec<Vec<Pass>>,
     /// How many events were folded into this state: for a state replayed
@@ -233,6 +244,7 @@ impl RunState {
             attempt_base: vec![0; n],
             votes: vec![Vec::new(); n],
             pass: 1,
+            imported: None,
             earlier: vec![Vec::new(); n],
             started_at: None,
             clock_from: None,
@@ -399,6 +411,7 @@ impl RunState {
                     });
                 }
             }
+            Event::Imported { from, .. } => self.imported = Some(from.clone()),
             Event::Steered { .. } => {}
         }
     }

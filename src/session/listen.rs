@@ -232,6 +232,14 @@ fn handle(request: Request, host: &Host, uid: u32) -> Answer {
                 .map(Answer::Cancelled),
         },
         Request::Stop { run, now } => stop(host, uid, run, now),
+        Request::Export { run } => {
+            super::export::export_in(state_dir, store, run).map(|e| Answer::Exported(Box::new(e)))
+        }
+        // A new run in the store: the holder's user's (or root's) to make.
+        Request::Import(export) => super::take::may_start(uid).and_then(|()| {
+            super::export::import_in(store, *export, &crate::store::private::account(uid))
+                .map(|run| Answer::Imported { run })
+        }),
     };
     done.unwrap_or_else(|e| Answer::Failed(e.into()))
 }

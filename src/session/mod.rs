@@ -8,6 +8,7 @@
 mod answering;
 mod call;
 mod driver;
+mod export;
 mod fanout;
 mod follow;
 mod host;
@@ -30,6 +31,7 @@ mod wire;
 pub use driver::{
     drive, drive_from, Choices, Clock, Control, DriveError, Driver, Ended, SKIPPED_BY_HAND,
 };
+pub use export::{export, import, read_export, Export};
 pub use follow::{watch, Following, Seen};
 pub use notes::say_notes_with;
 pub use open::{

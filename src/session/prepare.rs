@@ -118,6 +118,7 @@ impl Preparing<'_> {
     ) -> Result<Prepared, Error> {
         let meta = self.store.run(RunId(run)).map_err(store_error)?;
         let (plan, state, past) = plan_state_and_events(self.state_dir, self.store, &meta, ahead)?;
+        refuse_imported(run, &state)?;
         if let Some(outcome) = state.finished {
             return Err(Error::Refused(format!(
                 "run {run} has already finished ({}); nothing to resume. `runbook retry {run} --from STEP` runs steps again",
@@ -155,6 +156,7 @@ impl Preparing<'_> {
     ) -> Result<Prepared, Error> {
         let meta = self.store.run(RunId(run)).map_err(store_error)?;
         let (plan, state, past) = plan_state_and_events(self.state_dir, self.store, &meta, ahead)?;
+        refuse_imported(run, &state)?;
         if state.finished.is_none() {
             return Err(Error::Refused(format!(
                 "run {run} has not finished; continue it with `runbook resume {run}`"
@@ -291,6 +293,16 @@ fn refuse_while_still_running(
         meta.id,
         running.join(", ")
     )))
+}
+
+/// A copy imported for review is looked at, never driven here.
+fn refuse_imported(run: u64, state: &RunState) -> Result<(), Error> {
+    match &state.imported {
+        Some(from) => Err(Error::Refused(format!(
+            "run {run} is a copy imported for review ({from}); it is not resumed or retried here: start a new run of its runbook"
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn refuse_unsupported(plan: &Plan) -> Result<(), Error> {

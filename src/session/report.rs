@@ -25,6 +25,9 @@ pub struct RunView {
     /// When it finished, if it has.
     #[serde(default)]
     pub finished_at: Option<u64>,
+    /// Where it was imported from, when it is a copy for review.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported: Option<String>,
     pub steps: Vec<StepView>,
 }
 
@@ -65,6 +68,7 @@ pub fn view(
         .filter(|s| !expired(s))
         .collect();
     let word = match state.finished {
+        None if state.imported.is_some() => "not finished (an imported copy)".into(),
         Some(outcome) => outcome_word(outcome).to_string(),
         None if !waiting.is_empty() => "waiting for approval".into(),
         None if live => "running".into(),
@@ -130,6 +134,7 @@ pub fn view(
         started_at: state.started_at,
         started_by: meta.started_by.clone(),
         finished_at: state.finished_at,
+        imported: state.imported.clone(),
         steps,
     }
 }

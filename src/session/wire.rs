@@ -61,6 +61,12 @@ pub enum Request {
     /// Start, resume or retry a run in the process that holds the store,
     /// then follow it: an answer (`Started`), then `Frame`s until it ends.
     Submit(Submission),
+    /// Run `run` as one document (`runbook export`).
+    Export {
+        run: u64,
+    },
+    /// A copy of an exported run, to be kept as a new run for review.
+    Import(Box<super::export::Export>),
     /// Stop run `run` as its own terminal's Ctrl-C would: start nothing
     /// new (`now`: stop its running steps too).
     Stop {
@@ -122,6 +128,11 @@ pub enum Answer {
     Closing,
     /// A `Stop` passed to the run's driver.
     Stopping,
+    Exported(Box<super::export::Export>),
+    /// The copy was kept as run `run`.
+    Imported {
+        run: u64,
+    },
     Runs(Vec<RunView>),
     Logs(Vec<(String, Vec<AttemptLog>)>),
     Approved(Approved),

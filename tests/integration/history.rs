@@ -156,3 +156,92 @@ fn account() -> String {
         .expect("id runs");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+#[test]
+fn a_run_exported_and_imported_elsewhere_reads_the_same_and_is_never_driven_there() {
+    let dir = scratch("history-export");
+    let file = write(
+        &dir,
+        "e.runbook",
+        "runbook e {\n  param token: secret\n  run say {\n    shell \"echo saying with $T\"\n    env \"T\" \"${token}\"\n  }\n  approve gate after say {\n    prompt \"go?\"\n  }\n}\n",
+    );
+    let state = dir.join("state");
+    let mut run = spawn(
+        &state,
+        &["run", path(&file), "-p", &format!("token={SECRET}")],
+    );
+    wait_for(&state, 1, |s, _| s == "waiting for approval");
+    // Exported while its process holds the store: asked of that process.
+    let exported = dir.join("run-1.json");
+    let out = rb(&state, &["export", "1", "--output", path(&exported)]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let body = std::fs::read_to_string(&exported).expect("written");
+    assert!(!body.contains(SECRET), "no secret in an export");
+    assert!(body.contains("saying with ***"), "what it printed: {body}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&exported)
+        .expect("there")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let again = rb(&state, &["export", "1", "--output", path(&exported)]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        stderr(&again).contains("it is there already"),
+        "{}",
+        stderr(&again)
+    );
+    interrupt(&run);
+    let _ = run.wait();
+
+    // Imported elsewhere, twice: each a new run, read as the original.
+    let review = dir.join("review");
+    for expected in ["1", "2"] {
+        let out = rb(&review, &["import", path(&exported)]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        assert!(
+            stdout(&out).starts_with("imported run 1 ("),
+            "{}",
+            stdout(&out)
+        );
+        assert!(stdout(&out).contains(&format!("as run {expected}, a copy for review")));
+    }
+    let shown = stdout(&rb(&review, &["status", "2"]));
+    assert!(shown.contains("not finished (an imported copy)"), "{shown}");
+    assert!(
+        shown.contains("a copy imported for review, from run 1 of "),
+        "{shown}"
+    );
+    let logs = stdout(&rb(&review, &["logs", "2", "say"]));
+    assert!(logs.contains("saying with ***"), "{logs}");
+    let history = stdout(&rb(&review, &["history", "2"]));
+    assert!(history.contains("`say` succeeded"), "{history}");
+    assert!(
+        history.contains("imported for review by root, from run 1 of"),
+        "{history}"
+    );
+    // Looked at, never driven or answered here.
+    let resumed = rb(&review, &["resume", "2"]);
+    assert_eq!(resumed.status.code(), Some(1));
+    assert!(
+        stderr(&resumed).contains("run 2 is a copy imported for review"),
+        "{}",
+        stderr(&resumed)
+    );
+    let approved = rb(&review, &["approve", "2", "gate"]);
+    assert_eq!(approved.status.code(), Some(1));
+    assert!(
+        stderr(&approved).contains("this run is a copy imported for review"),
+        "{}",
+        stderr(&approved)
+    );
+    // Not an export: one sentence, nothing written.
+    let bad = write(&dir, "bad.json", "{\"format\": \"runbook-export/9\"}");
+    let refused = rb(&review, &["import", path(&bad)]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert_eq!(
+        stderr(&refused),
+        format!("error: {} is a `runbook-export/9` document; this runbook imports `runbook-export/1` (is it from a newer runbook?)\n", bad.display())
+    );
+    assert_eq!(stdout(&rb(&review, &["status"])).lines().count(), 2);
+}

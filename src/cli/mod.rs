@@ -143,6 +143,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// How the process that holds the state directory's store stands: the runs it drives, and what it cannot do (a runbook it cannot schedule, and why).
+    #[command(
+        after_help = "Exit code 0 when a process holds the store and reports no problem; 1 when it reports one, or when no process holds it (for a monitoring check of `runbook serve`).\n\nExample:\n  runbook health --state /var/lib/runbook"
+    )]
+    Health {
+        #[arg(long)]
+        json: bool,
+    },
     /// Write a run as one JSON document (its source, parameters, every event, what each attempt printed), for review elsewhere.
     #[command(
         after_help = "Secrets are not in it (the journal never holds them). Written to standard output, or to a new private file with --output.\n\nExample:\n  runbook export 7 --output incident-7.json"
@@ -324,6 +332,7 @@ pub fn main() -> ExitCode {
         Command::Watch { run, json } => watch::watch(&state, run, json),
         Command::History { run, json } => history::history(&state, run, json),
         Command::Export { run, output } => history::export(&state, run, output.as_deref()),
+        Command::Health { json } => runs::health(&state, json),
         Command::Import { file } => history::import(&state, &file),
         Command::Approve { run, step, by } => runs::approve(&state, run, &step, by.as_deref()),
         Command::Reject {

@@ -53,7 +53,76 @@ pub fn status(state_dir: &Path, run: Option<u64>, json: bool) -> Result<u8, Erro
     } else {
         views.iter().for_each(list_line);
     }
+    // The list of runs says what a server cannot do besides: a nightly job
+    // it cannot schedule must not go unseen.
+    if run.is_none() && !json {
+        if let Ok(Some(health)) = crate::session::health(state_dir) {
+            for why in &health.problems {
+                say!("problem: {}", super::view::printable(why));
+            }
+        }
+    }
     Ok(super::EXIT_OK)
+}
+
+/// `runbook health`: the process that holds the store, what it drives, and
+/// what it cannot do; exit 1 when it reports a problem or there is none.
+pub fn health(state_dir: &Path, json: bool) -> Result<u8, Error> {
+    let health = crate::session::health(state_dir)?;
+    let code = match &health {
+        Some(h) if h.problems.is_empty() => super::EXIT_OK,
+        _ => super::EXIT_ERROR,
+    };
+    if json {
+        let value = match &health {
+            Some(h) => serde_json::json!({
+                "held": true,
+                "pid": h.pid,
+                "live": h.live,
+                "scheduled": h.scheduled,
+                "problems": h.problems,
+            }),
+            None => serde_json::json!({ "held": false, "problems": [] }),
+        };
+        say!("{}", to_json(&value)?);
+        return Ok(code);
+    }
+    let Some(h) = health else {
+        say!(
+            "no process holds {}: no server runs there (and no run is live)",
+            state_dir.display()
+        );
+        return Ok(code);
+    };
+    let live = match h.live.as_slice() {
+        [] => "no run".to_string(),
+        [one] => format!("run {one}"),
+        many => format!(
+            "runs {}",
+            many.iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let scheduled = h
+        .scheduled
+        .map(|n| format!(", schedules {n} runbooks"))
+        .unwrap_or_default();
+    let verdict = if h.problems.is_empty() {
+        "ok"
+    } else {
+        "problems"
+    };
+    say!(
+        "{verdict}: process {} holds {}, drives {live}{scheduled}",
+        h.pid,
+        state_dir.display()
+    );
+    for why in &h.problems {
+        say!("problem: {}", super::view::printable(why));
+    }
+    Ok(code)
 }
 
 fn list_line(v: &RunView) {

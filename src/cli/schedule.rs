@@ -53,11 +53,25 @@ pub fn run(
         let _ = writeln!(out, "history: {why}; the scheduler's log has it\n");
     }
     print!("{out}");
-    if seen.problems.is_empty() {
+    // What the running server cannot schedule, as it sees it: a secret
+    // set here may be missing in its environment.
+    let server: Vec<&String> = seen
+        .server_problems
+        .iter()
+        .flatten()
+        .filter(|why| !seen.problems.contains(why))
+        .collect();
+    if seen.problems.is_empty() && server.is_empty() {
         return Ok(super::EXIT_OK);
     }
     for why in &seen.problems {
         eprintln!("{}\n", super::view::printable(why));
+    }
+    for why in server {
+        eprintln!(
+            "the running server cannot schedule: {}\n",
+            super::view::printable(why)
+        );
     }
     Ok(super::EXIT_DIAGNOSTICS)
 }

@@ -70,6 +70,8 @@ struct Serve {
     contain: bool,
     /// Why the store is not held, as last said.
     unheld: Option<String>,
+    /// What cannot be scheduled, as last kept.
+    problems: Vec<String>,
 }
 
 /// What `runbook schedule` reads while a scheduler holds its store.
@@ -77,6 +79,10 @@ struct Serve {
 pub struct Live {
     pub pid: u32,
     pub history: BTreeMap<String, Vec<Record>>,
+    /// The runbooks the server cannot schedule, each with why, as it sees
+    /// them (with its environment): `runbook schedule` shows them.
+    #[serde(default)]
+    pub problems: Vec<String>,
 }
 
 pub const LIVE_FILE: &str = "scheduler.json";
@@ -138,12 +144,22 @@ pub async fn serve(
         serving: None,
         contain: cfg.contain,
         unheld: None,
+        problems: Vec::new(),
     };
     for line in said.iter().chain(&damaged) {
         s.say(line);
     }
+    // The socket is served before the server says it serves: a command
+    // that reads that line finds it answering.
+    s.hold();
+    s.note_problems();
+    let cannot = match s.loader.problems.len() {
+        0 => String::new(),
+        1 => "; 1 file cannot be scheduled (said above; `runbook health` and `runbook schedule` list it)".into(),
+        n => format!("; {n} files cannot be scheduled (said above; `runbook health` and `runbook schedule` list them)"),
+    };
     s.say(&format!(
-        "serving {} scheduled runbooks from {} (state {})",
+        "serving {} scheduled runbooks from {} (state {}){cannot}",
         s.loader.entries().len(),
         cfg.dir.display(),
         cfg.state.display()
@@ -214,6 +230,7 @@ impl Serve {
             Ok(said) => said.iter().for_each(|line| self.say(line)),
             Err(why) => self.say(&why),
         }
+        self.note_problems();
         for entry in self.loader.entries() {
             let now = self.now();
             let mut st = self.states.get(&entry.name).cloned().unwrap_or_default();
@@ -315,21 +332,42 @@ impl Serve {
             recent.extend(records.iter().cloned());
             let extra = recent.len().saturating_sub(RECENT);
             recent.drain(..extra);
-            let live = Live {
-                pid: std::process::id(),
-                history: self.recent.clone(),
-            };
-            let written = serde_json::to_vec_pretty(&live)
-                .map_err(std::io::Error::other)
-                .and_then(|body| crate::store::private::write_whole(&self.state, LIVE_FILE, &body));
-            if let Err(e) = written {
-                self.say(&format!(
-                    "cannot write {}: {e}",
-                    self.state.join(LIVE_FILE).display()
-                ));
-            }
+            self.write_live();
         }
         Ok(())
+    }
+
+    /// `STATE/scheduler.json`, for `runbook schedule` while this server
+    /// holds the scheduler's store: recent history and what it cannot
+    /// schedule.
+    fn write_live(&self) {
+        let live = Live {
+            pid: std::process::id(),
+            history: self.recent.clone(),
+            problems: self.problems.clone(),
+        };
+        let written = serde_json::to_vec_pretty(&live)
+            .map_err(std::io::Error::other)
+            .and_then(|body| crate::store::private::write_whole(&self.state, LIVE_FILE, &body));
+        if let Err(e) = written {
+            self.say(&format!(
+                "cannot write {}: {e}",
+                self.state.join(LIVE_FILE).display()
+            ));
+        }
+    }
+
+    /// What cannot be scheduled, as the loader says, kept for the health
+    /// answer and `runbook schedule` whenever it changes.
+    fn note_problems(&mut self) {
+        let now: Vec<String> = self.loader.problems.values().cloned().collect();
+        if let Some(serving) = &self.serving {
+            serving.set_problems(self.loader.entries().len(), now.clone());
+        }
+        if now != self.problems {
+            self.problems = now;
+            self.write_live();
+        }
     }
 
     fn finished(&self, fire: Ms, run: Option<u64>, outcome: String) -> Record {

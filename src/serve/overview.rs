@@ -28,6 +28,9 @@ pub struct Overview {
     pub no_history: Option<String>,
     /// The sentence for each file that does not check.
     pub problems: Vec<String>,
+    /// What the running server cannot schedule, as it sees it (with its
+    /// environment), when a server runs.
+    pub server_problems: Option<Vec<String>>,
 }
 
 /// Reads `dir`'s scheduled runbooks and the history kept under `state`.
@@ -74,5 +77,6 @@ pub fn overview(dir: &Path, state: &Path, present: bool) -> Result<Overview, Err
         scheduled,
         no_history,
         problems: loader.problems.into_values().collect(),
+        server_problems: live.map(|l| l.problems),
     })
 }

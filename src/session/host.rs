@@ -29,6 +29,16 @@ pub(super) struct Host {
     table: Mutex<Table>,
     /// Told each time a drive ends.
     ended: tokio::sync::Notify,
+    /// What a server says is wrong (runbooks it cannot schedule): for the
+    /// health answer.
+    problems: Mutex<Problems>,
+}
+
+/// A server's own account of itself, for the health answer.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Problems {
+    pub(super) scheduled: Option<usize>,
+    pub(super) problems: Vec<String>,
 }
 
 #[derive(Default)]
@@ -115,7 +125,26 @@ impl Host {
             runtime,
             table: Mutex::new(Table::default()),
             ended: tokio::sync::Notify::new(),
+            problems: Mutex::new(Problems::default()),
         })
+    }
+
+    /// What the server says of itself now.
+    pub(super) fn set_problems(&self, problems: Problems) {
+        if let Ok(mut p) = self.problems.lock() {
+            *p = problems;
+        }
+    }
+
+    /// How this process stands, for the health answer.
+    pub(super) fn health(&self) -> super::wire::Health {
+        let p = self.problems.lock().map(|p| p.clone()).unwrap_or_default();
+        super::wire::Health {
+            pid: std::process::id(),
+            live: self.live_runs(),
+            scheduled: p.scheduled,
+            problems: p.problems,
+        }
     }
 
     /// The live run `run`, if this process drives it.

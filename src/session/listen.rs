@@ -232,6 +232,7 @@ fn handle(request: Request, host: &Host, uid: u32) -> Answer {
                 .map(Answer::Cancelled),
         },
         Request::Stop { run, now } => stop(host, uid, run, now),
+        Request::Health => Ok(Answer::Health(host.health())),
         Request::Export { run } => {
             super::export::export_in(state_dir, store, run).map(|e| Answer::Exported(Box::new(e)))
         }

@@ -38,13 +38,13 @@ pub use open::{
     alive, has_journal, keep_source, killed_groups_left, locked_sentence, no_store_sentence, open,
     open_or_owner, open_to_write, plan_and_state, plan_of, store_error, CompileAhead, Opened,
 };
-pub use records::{history, logs, runs, AttemptLog};
+pub use records::{health, history, logs, runs, AttemptLog};
 pub use report::{approved, approver, clock, prompt, recorded_bindings, view, RunView, StepView};
 pub use run::{leave_within, Begun, Driven, Notice, Ready, Session, Watch};
 pub use serving::Serving;
 pub use steer::{approve, cancel, reject, Approved, Cancelled, Rejected, Unanswered, ALLOW_AS};
 pub use submit::{Heard, Submitted};
-pub use wire::DriveFault;
+pub use wire::{DriveFault, Health};
 
 #[cfg(test)]
 mod tests;

@@ -190,3 +190,13 @@ pub(super) fn history_in(store: &dyn RunStore, run: u64) -> Result<(RunMeta, Vec
     let events = store.events(meta.id).map_err(store_error)?;
     Ok((meta, events))
 }
+
+/// How the process that holds `state_dir`'s store stands; `None` when no
+/// process serves it.
+pub fn health(state_dir: &Path) -> Result<Option<super::wire::Health>, Error> {
+    match super::call::ask(state_dir, &Request::Health, READING)? {
+        super::call::Reached::Answered(Answer::Health(health)) => Ok(Some(health)),
+        super::call::Reached::Answered(other) => Err(unexpected(other)),
+        super::call::Reached::Nobody | super::call::Reached::Ended => Ok(None),
+    }
+}

@@ -52,6 +52,15 @@ impl Serving {
         })
     }
 
+    /// What the server says of itself, for the health answer: how many
+    /// runbooks it schedules, and those it cannot, each with why.
+    pub fn set_problems(&self, scheduled: usize, problems: Vec<String>) {
+        self.host.set_problems(super::host::Problems {
+            scheduled: Some(scheduled),
+            problems,
+        });
+    }
+
     /// The runs driven now, by number.
     pub fn live_runs(&self) -> Vec<u64> {
         self.host.live_runs()

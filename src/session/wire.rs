@@ -61,6 +61,8 @@ pub enum Request {
     /// Start, resume or retry a run in the process that holds the store,
     /// then follow it: an answer (`Started`), then `Frame`s until it ends.
     Submit(Submission),
+    /// How the process that holds the store stands (`runbook health`).
+    Health,
     /// Run `run` as one document (`runbook export`).
     Export {
         run: u64,
@@ -129,6 +131,7 @@ pub enum Answer {
     /// A `Stop` passed to the run's driver.
     Stopping,
     Exported(Box<super::export::Export>),
+    Health(Health),
     /// The copy was kept as run `run`.
     Imported {
         run: u64,
@@ -141,6 +144,19 @@ pub enum Answer {
     /// The request was refused or failed: the error the command would have
     /// met working on the store itself.
     Failed(Failure),
+}
+
+/// How the process that holds a state directory's store stands.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    pub pid: u32,
+    /// The runs it drives now.
+    pub live: Vec<u64>,
+    /// How many runbooks it schedules, when it is a server.
+    pub scheduled: Option<usize>,
+    /// What it cannot do that it should: each a sentence (a runbook it
+    /// cannot schedule, and why).
+    pub problems: Vec<String>,
 }
 
 /// What a live run shows, as it happens, to whoever follows it.

@@ -24,6 +24,7 @@ impl Server {
             .arg("serve")
             .arg(dir)
             .stdout(Stdio::piped())
+            .stderr(Stdio::null())
             .spawn()
             .expect("starts");
         let out = child.stdout.take().expect("piped");
@@ -62,6 +63,14 @@ impl Server {
         unsafe {
             libc::kill(self.child.id() as i32, libc::SIGTERM);
         }
+    }
+}
+
+impl Drop for Server {
+    /// A test that failed leaves no server behind.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -133,4 +142,83 @@ fn runs_by_hand_go_to_the_server_which_stops_them_at_a_checkpoint_on_sigterm() {
     let resumed = rb(&state, &["resume", "3"]);
     assert_eq!(resumed.status.code(), Some(0), "{}", stderr(&resumed));
     assert_eq!(status(&state, 3).0, "succeeded");
+}
+
+#[test]
+fn a_runbook_the_server_cannot_schedule_is_a_problem_in_health_status_and_schedule() {
+    let dir = scratch("serve-problems");
+    let runbooks = dir.join("runbooks");
+    std::fs::create_dir_all(&runbooks).expect("mkdir");
+    let nightly = |secret: &str| {
+        format!("runbook nightly {{\n  schedule \"0 2 * * *\"\n  param db: secret = env(\"{secret}\")\n  run check {{\n    command \"true\"\n  }}\n}}\n")
+    };
+    write(
+        &runbooks,
+        "nightly.runbook",
+        nightly("RUNBOOK_TEST_UNSET_DB_URL"),
+    );
+    let state = dir.join("state");
+    let mut server = Server::start(&runbooks, &state);
+    server.wait_for("serving 0 scheduled runbooks");
+    server.wait_for("1 file cannot be scheduled");
+
+    let health = rb(&state, &["health"]);
+    assert_eq!(health.status.code(), Some(1), "{}", stderr(&health));
+    let said = stdout(&health);
+    assert!(said.starts_with("problems: process "), "{said}");
+    assert!(
+        said.contains(", drives no run, schedules 0 runbooks\n"),
+        "{said}"
+    );
+    assert!(
+        said.contains("problem: ") && said.contains("RUNBOOK_TEST_UNSET_DB_URL"),
+        "{said}"
+    );
+    let status = stdout(&rb(&state, &["status"]));
+    assert!(
+        status.contains("problem: ") && status.contains("RUNBOOK_TEST_UNSET_DB_URL"),
+        "{status}"
+    );
+    // Set where `schedule` runs, not in the server: the server's view is said.
+    let schedule = command(&state, &["schedule", path(&runbooks)])
+        .env("RUNBOOK_TEST_UNSET_DB_URL", "postgres://here")
+        .output()
+        .expect("runs");
+    assert_eq!(schedule.status.code(), Some(2), "{}", stderr(&schedule));
+    assert!(
+        stderr(&schedule).starts_with("the running server cannot schedule: "),
+        "{}",
+        stderr(&schedule)
+    );
+
+    // Fixed (a secret the server has): scheduled, and healthy.
+    write(&runbooks, "nightly.runbook", nightly("PATH"));
+    server.wait_for("loaded `nightly`");
+    let began = Instant::now();
+    loop {
+        let health = rb(&state, &["health"]);
+        if health.status.code() == Some(0) {
+            assert!(
+                stdout(&health).contains(", drives no run, schedules 1 runbooks"),
+                "{}",
+                stdout(&health)
+            );
+            break;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(10),
+            "{}",
+            stdout(&health)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    server.terminate();
+    assert!(server.child.wait().expect("ends").success());
+    let none = rb(&state, &["health"]);
+    assert_eq!(none.status.code(), Some(1));
+    assert!(
+        stdout(&none).starts_with("no process holds "),
+        "{}",
+        stdout(&none)
+    );
 }

@@ -394,9 +394,13 @@ impl Journal for SledStore {
         started_by: Option<String>,
     ) -> Result<RunMeta, StoreError> {
         self.writable()?;
-        // One process holds the store, so the last id plus one is unique;
-        // ids are small and dense, for people to type. A number a tally
-        // holds is never given out again, even if sled lost its run.
+        // One process holds the store, and in it this lock is held from
+        // reading the last id to recording the new one (the runs of one
+        // process are created from several threads), so the last id plus
+        // one is unique; ids are small and dense, for people to type. A
+        // number a tally holds is never given out again, even if sled lost
+        // its run.
+        let mut known = self.lock()?;
         let last = match self.sled.runs.last().map_err(self.io())? {
             Some((key, _)) => <[u8; 8]>::try_from(key.as_ref())
                 .map(u64::from_be_bytes)
@@ -420,7 +424,6 @@ impl Journal for SledStore {
             .runs
             .insert(id.0.to_be_bytes(), encode(&meta, &self.path)?)
             .map_err(|e| self.failing(classify(&self.path, e)))?;
-        let mut known = self.lock()?;
         known.insert(
             id,
             Progress {

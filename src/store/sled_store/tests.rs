@@ -209,3 +209,47 @@ fn a_damaged_sled_snapshot_is_set_aside_and_the_log_rebuilds_the_store() {
         let _ = std::fs::remove_dir_all(aside);
     }
 }
+
+#[test]
+fn runs_created_from_many_threads_at_once_each_get_a_number_of_their_own() {
+    let path = temp("concurrent");
+    let store = SledStore::open(&path).expect("opens");
+    let ids: Vec<u64> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                scope.spawn(|| {
+                    (0..10)
+                        .map(|_| {
+                            let meta = store
+                                .create_run(
+                                    "r.runbook",
+                                    "runbook r {}\n",
+                                    Vec::new(),
+                                    1,
+                                    None,
+                                    None,
+                                )
+                                .expect("creates");
+                            store
+                                .append(meta.id, &Event::RunStarted { at: 1 })
+                                .expect("appends");
+                            meta.id.0
+                        })
+                        .collect::<Vec<u64>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("a thread"))
+            .collect()
+    });
+    let distinct: std::collections::BTreeSet<u64> = ids.iter().copied().collect();
+    assert_eq!(distinct.len(), 80, "{ids:?}");
+    assert_eq!(distinct.iter().copied().max(), Some(80));
+    for id in distinct {
+        assert_eq!(store.events(RunId(id)).expect("reads").len(), 1);
+    }
+    drop(store);
+    let _ = std::fs::remove_dir_all(&path);
+}

@@ -157,15 +157,19 @@ impl Child {
         }
     }
 
+    /// Waits for the program to end, and says how, without reaping it:
+    /// until `reap`, its pid (and with it its process group's id) stays
+    /// taken, so that killing what it left in its group can never reach a
+    /// new group given the same number (pids come round within seconds on
+    /// a busy machine: 32,768 of them by default).
     pub(super) async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
-        use std::os::unix::process::ExitStatusExt;
+        use rustix::process::{waitid, WaitId, WaitIdOptions};
         loop {
             let pid = crate::store::process::process_id(self.program.pid)
                 .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-            let waited = rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::NOHANG)?;
-            if let Some((_, status)) = waited {
-                self.reaped = true;
-                return Ok(std::process::ExitStatus::from_raw(status.as_raw()));
+            let options = WaitIdOptions::EXITED | WaitIdOptions::NOHANG | WaitIdOptions::NOWAIT;
+            if let Some(status) = waitid(WaitId::Pid(pid), options)? {
+                return Ok(exit_status(&status));
             }
             match &self.ended {
                 Some(fd) => fd.readable().await?.clear_ready(),
@@ -173,6 +177,29 @@ impl Child {
             }
         }
     }
+
+    /// Reaps the program once `wait` has seen it end and what it left in
+    /// its group has been dealt with.
+    pub(super) fn reap(&mut self) {
+        if let Some(pid) = crate::store::process::process_id(self.program.pid) {
+            if let Ok(Some(_)) =
+                rustix::process::waitpid(Some(pid), rustix::process::WaitOptions::NOHANG)
+            {
+                self.reaped = true;
+            }
+        }
+    }
+}
+
+/// A `waitid` status as the standard library's `ExitStatus`.
+fn exit_status(status: &rustix::process::WaitIdStatus) -> std::process::ExitStatus {
+    use std::os::unix::process::ExitStatusExt;
+    let raw = match (status.exit_status(), status.terminating_signal()) {
+        (Some(code), _) => (code & 0xff) << 8,
+        (None, Some(signal)) => signal | if status.dumped() { 0x80 } else { 0 },
+        (None, None) => 0,
+    };
+    std::process::ExitStatus::from_raw(raw)
 }
 
 impl Drop for Child {
@@ -181,5 +208,33 @@ impl Drop for Child {
             self.program.kill();
             spawn::reap_later(self.program.pid);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A pid's state letter in /proc (`Z` for a zombie), if it exists.
+    fn state_of(pid: u32) -> Option<char> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit(')').next()?.trim_start().chars().next()
+    }
+
+    #[tokio::test]
+    async fn an_ended_program_keeps_its_number_until_it_is_reaped() {
+        let launch = spawn::Launch::new("true", &[], &[], None).expect("prepares");
+        let spawned = start(launch, None, None).await.expect("starts");
+        let mut child = Child::new(Program {
+            pid: spawned.pid,
+            cgroup: None,
+        });
+        let status = child.wait().await.expect("waits");
+        assert!(status.success());
+        // Seen ended, not yet reaped: its pid, and so its group's, is
+        // still taken, and a kill of the group can reach no one else's.
+        assert_eq!(state_of(spawned.pid), Some('Z'));
+        child.reap();
+        assert_eq!(state_of(spawned.pid), None, "reaped");
     }
 }

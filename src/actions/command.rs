@@ -225,6 +225,7 @@ async fn run_noted(
                 // The leader is reaped at once; what else was in its group
                 // is for the caller to see gone.
                 let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+                child.reap();
                 return Ok(CommandResult {
                     ended: Ended::TimedOut,
                     stdout,
@@ -238,6 +239,8 @@ async fn run_noted(
         program,
         why: e.to_string(),
     })?;
+    // Only now, what it left in its group dealt with, may its number go.
+    child.reap();
     if left_behind.into_inner() {
         on_line(
             Stream::Stderr,

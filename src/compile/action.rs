@@ -292,6 +292,11 @@ pub struct Approve {
     /// Whether the person who started the run may approve: `None` when
     /// not said (yes for one approval, no when more are needed).
     pub starter_approves: Option<bool>,
+    /// With `on-timeout skip`, no answer within the step's `timeout` skips
+    /// it (what follows it is skipped, `when STEP.skipped` runs, the run
+    /// does not fail) instead of failing it.
+    #[serde(default)]
+    pub skip_on_timeout: bool,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -535,6 +540,7 @@ pub(super) fn lower(kind: StepKind, properties: &[Property]) -> Result<Action, S
             groups: p.opt("groups"),
             approvals: p.opt("approvals"),
             starter_approves: p.word("starter-approves").map(|w| w == "yes"),
+            skip_on_timeout: p.word("on-timeout") == Some("skip"),
         }),
         StepKind::Notify => Action::Notify(Notify {
             channel: match (p.opt("webhook"), p.opt("pagerduty")) {

@@ -465,6 +465,13 @@ pub const KINDS: &[Kind] = &[
                 "starter-approves",
                 shape(&[Arg::Word(&["yes", "no"])], "starter-approves yes|no"),
             ),
+            needs(
+                &["timeout"],
+                prop(
+                    "on-timeout",
+                    shape(&[Arg::Word(&["fail", "skip"])], "on-timeout fail|skip"),
+                ),
+            ),
         ],
         groups: &[],
         outputs: &["approved_by", "approved_at"],

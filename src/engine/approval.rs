@@ -181,8 +181,13 @@ fn waiting<'p>(
     };
     if let Some(limit) = found.timeout {
         if at.saturating_sub(*since) > limit.as_millis() as Millis {
+            let then = if approve.skip_on_timeout {
+                "skipped"
+            } else {
+                "failed"
+            };
             return Err(format!(
-                "the time to approve `{step}` ran out (its timeout is {}); `runbook resume` records that it failed",
+                "the time to approve `{step}` ran out (its timeout is {}); `runbook resume` records that it {then}",
                 crate::compile::eval::format_duration(limit.as_millis() as u64)
             ));
         }

@@ -86,9 +86,15 @@ pub fn view(
                     (
                         Some(*since),
                         Some(format!(
-                        "the time to approve ran out; `runbook resume {}` records that it failed",
-                        meta.id
-                    )),
+                            "the time to approve ran out; `runbook resume {}` records that it {}",
+                            meta.id,
+                            match &s.action {
+                                crate::compile::action::Action::Approve(a) if a.skip_on_timeout => {
+                                    "was skipped"
+                                }
+                                _ => "failed",
+                            }
+                        )),
                     )
                 }
                 StepState::Running { since, .. } if s.kind.id == StepKind::Approve => (

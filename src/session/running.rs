@@ -398,8 +398,18 @@ impl<J: Journal + ?Sized> Running<'_, '_, J> {
             self.keep_log(step, &task)?;
         }
         let at = self.d.clock.now();
+        let skips = |failure: &StepError| {
+            failure.kind == FailureKind::TimedOut
+                && matches!(&self.step(step).action, crate::compile::action::Action::Approve(a) if a.skip_on_timeout)
+        };
         match result {
             Ok(outputs) => self.record(Event::StepSucceeded { step, at, outputs }),
+            // An approval nobody answered in time, whose runbook says to go
+            // on without it.
+            Err(failure) if skips(&failure) => self.record(Event::StepSkipped {
+                step,
+                reason: format!("no answer in time ({}; on-timeout skip)", failure.message),
+            }),
             Err(failure) => {
                 let error = failure.message.clone();
                 self.record(Event::StepFailed { step, at, error })?;

@@ -592,3 +592,36 @@ async fn a_stop_or_cancel_that_came_before_the_first_step_starts_nothing() {
         assert!(runner.calls.lock().expect("calls").is_empty());
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_approval_nobody_answers_in_time_is_skipped_with_on_timeout_skip_and_the_branch_runs() {
+    let plan = plan("  approve gate {\n    prompt \"go?\"\n    timeout 1m\n    on-timeout skip\n  }\n  wait go_on after gate { duration 1s }\n  wait escalate when gate.skipped { duration 1s }");
+    let journal = MemoryJournal::default();
+    let runner = pretend(10);
+    let (_tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let ended = steer(plan, &journal, Arc::clone(&runner), &Choices::default(), rx)
+        .await
+        .expect("drives");
+    assert_eq!(ended, Ended::Finished(Outcome::Succeeded));
+    let events = journal.events(RunId(1)).expect("events");
+    let skipped: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::StepSkipped { reason, .. } => Some(reason.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        skipped,
+        [
+            "no answer in time (timed out after 1m; on-timeout skip)",
+            "`gate` did not succeed"
+        ]
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::StepSucceeded { step: 2, .. })),
+        "the branch ran: {events:?}"
+    );
+}

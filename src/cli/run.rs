@@ -112,15 +112,6 @@ fn drive(ready: Ready, json: bool) -> Result<u8, Error> {
     )
 }
 
-/// `run 7` or `runs 7, 9`.
-fn runs_named(runs: &[u64]) -> String {
-    let list: Vec<String> = runs.iter().map(u64::to_string).collect();
-    match list.len() {
-        1 => format!("run {}", list[0]),
-        _ => format!("runs {}", list.join(", ")),
-    }
-}
-
 /// The terminal's view, watching the run.
 struct Shown(Mutex<View>);
 
@@ -151,7 +142,7 @@ impl Watch for Shown {
             ),
             Notice::StillDriving { own, runs } => format!(
                 "run {own} has ended; this process goes on driving {}, started from other terminals, and exits when {} (Ctrl-C stops {} at a checkpoint; `runbook resume` continues {})",
-                runs_named(&runs),
+                crate::session::runs_named(&runs),
                 if runs.len() == 1 { "it ends" } else { "they end" },
                 if runs.len() == 1 { "it" } else { "them" },
                 if runs.len() == 1 { "it" } else { "them" },

@@ -94,17 +94,7 @@ pub fn health(state_dir: &Path, json: bool) -> Result<u8, Error> {
         );
         return Ok(code);
     };
-    let live = match h.live.as_slice() {
-        [] => "no run".to_string(),
-        [one] => format!("run {one}"),
-        many => format!(
-            "runs {}",
-            many.iter()
-                .map(u64::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-    };
+    let live = crate::session::runs_named(&h.live);
     let scheduled = h
         .scheduled
         .map(|n| format!(", schedules {n} runbooks"))

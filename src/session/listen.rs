@@ -364,18 +364,7 @@ pub(super) fn not_live(host: &Host, run: u64) -> Error {
     match host.store.run(crate::engine::RunId(run)) {
         Err(e) => store_error(e),
         Ok(_) => {
-            let live = host.live_runs();
-            let driven = match live.as_slice() {
-                [] => "no run".to_string(),
-                [one] => format!("run {one}"),
-                many => format!(
-                    "runs {}",
-                    many.iter()
-                        .map(u64::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            };
+            let driven = super::report::runs_named(&host.live_runs());
             Error::Refused(format!(
                 "run {run} is not running (the process that holds the store drives {driven}); `runbook status {run}` shows where it stands"
             ))

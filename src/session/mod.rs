@@ -39,7 +39,9 @@ pub use open::{
     open_or_owner, open_to_write, plan_and_state, plan_of, store_error, CompileAhead, Opened,
 };
 pub use records::{health, history, logs, runs, AttemptLog};
-pub use report::{approved, approver, clock, prompt, recorded_bindings, view, RunView, StepView};
+pub use report::{
+    approved, approver, clock, prompt, recorded_bindings, runs_named, view, RunView, StepView,
+};
 pub use run::{leave_within, Begun, Driven, Notice, Ready, Session, Watch};
 pub use serving::Serving;
 pub use steer::{approve, cancel, reject, Approved, Cancelled, Rejected, Unanswered, ALLOW_AS};

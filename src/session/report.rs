@@ -165,6 +165,21 @@ pub fn prompt(
     }
 }
 
+/// `no run`, `run 7` or `runs 7, 9`.
+pub fn runs_named(runs: &[u64]) -> String {
+    match runs {
+        [] => "no run".to_string(),
+        [one] => format!("run {one}"),
+        many => format!(
+            "runs {}",
+            many.iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
 /// `pass 1: failed: exited with code 3 (attempts 1-3)`.
 fn pass_said(pass: &crate::engine::Pass) -> String {
     let how = match &pass.state {

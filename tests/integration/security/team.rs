@@ -89,20 +89,7 @@ fn a_team_member_approves_through_the_socket_as_themselves_and_an_outsider_canno
         .stderr(Stdio::piped())
         .spawn()
         .expect("starts");
-    let began = Instant::now();
-    loop {
-        let shown = output(runbook_as(&state, me, Some(team), &["status", "1"]));
-        if stdout(&shown).contains("waiting for approval") {
-            break;
-        }
-        assert!(
-            began.elapsed() < Duration::from_secs(20),
-            "{}{}",
-            stdout(&shown),
-            stderr(&shown)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_waiting(&state, team);
 
     // Outside the team: not even the directory is theirs to look into.
     let outsider = output(runbook_as(

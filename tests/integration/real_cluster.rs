@@ -255,6 +255,7 @@ impl RealCluster {
             .arg("--state")
             .arg(state)
             .args(args)
+            .env("RUNBOOK_ALLOW_AS", "1")
             .env("KUBECONFIG", kubeconfig)
             .env("NO_COLOR", "1")
             .current_dir(root())

@@ -187,6 +187,7 @@ fn hanging_deploy(
     let (dir, file) = deploy_file(test, ns, "web", "registry.invalid/web:never-ready", "");
     let state = dir.join("state");
     let child = Command::new(env!("CARGO_BIN_EXE_runbook"))
+        .env("RUNBOOK_ALLOW_AS", "1")
         .arg("--state")
         .arg(&state)
         .arg("run")

@@ -36,6 +36,7 @@ fn runbook(k8s: &RealCluster, state: &Path, services: &Standin) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_runbook"));
     c.arg("--state")
         .arg(state)
+        .env("RUNBOOK_ALLOW_AS", "1")
         .env("KUBECONFIG", &k8s.kubeconfig)
         .env("http_proxy", &services.url)
         .env("NO_PROXY", "127.0.0.1,localhost")

@@ -50,7 +50,8 @@ impl Seed {
     fn command(&self, state: &Path, tag: &str, services: &Standin) -> Command {
         let url = &services.url;
         let mut c = Command::new(env!("CARGO_BIN_EXE_runbook"));
-        c.arg("--state")
+        c.env("RUNBOOK_ALLOW_AS", "1")
+            .arg("--state")
             .arg(state)
             .arg("run")
             .arg(root().join("workflows/rolling_deploy.runbook"))
@@ -202,6 +203,7 @@ fn killed_mid_rollout_then_rerun_the_undo_still_puts_back_the_original() {
 
     let resume = |extra: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_runbook"))
+            .env("RUNBOOK_ALLOW_AS", "1")
             .arg("--state")
             .arg(&state)
             .args(["resume", "1"])

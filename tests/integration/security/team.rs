@@ -256,3 +256,108 @@ fn two_approvals_from_the_group_need_two_people_none_of_them_the_starter() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The whole scene: two terminals start two runs in one state
+/// directory, a third watches both, a fourth approves both as another Unix
+/// user, and the history names everyone.
+#[test]
+fn two_runs_two_terminals_a_third_watches_both_a_fourth_approves_as_another_user() {
+    let Some(other) = other_user("two_runs_two_terminals") else {
+        return;
+    };
+    let team = team();
+    let dir = std::env::temp_dir().join(format!("runbook-sec-scene-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a directory");
+    let gated = |name: &str| {
+        format!("runbook {name} {{\n  approve gate {{\n    prompt \"ship {name}?\"\n    groups [\"{TEAM}\"]\n  }}\n  run shipped after gate {{\n    command \"echo\"\n    args [\"{name} shipped\"]\n  }}\n}}\n")
+    };
+    let canary = write(&dir, "canary.runbook", gated("canary"));
+    let nightly = write(&dir, "nightly.runbook", gated("nightly"));
+    let state = dir.join("state");
+    let me = (0, 0);
+    let spawn_as = |args: &[&str]| {
+        runbook_as(&state, me, Some(team), args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starts")
+    };
+    // Terminal 1 holds the store; terminal 2's run goes beside it.
+    let first = spawn_as(&["run", path(&canary)]);
+    wait_waiting(&state, team);
+    let second = spawn_as(&["run", path(&nightly)]);
+    let began = Instant::now();
+    while !stdout(&output(runbook_as(
+        &state,
+        me,
+        Some(team),
+        &["status", "2"],
+    )))
+    .contains("waiting for approval")
+    {
+        assert!(
+            began.elapsed() < Duration::from_secs(20),
+            "run 2 never waited"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Terminal 3 watches both.
+    let watch_1 = spawn_as(&["watch", "1"]);
+    let watch_2 = spawn_as(&["watch", "2"]);
+    std::thread::sleep(Duration::from_millis(300));
+    // Terminal 4, another Unix user of the team, approves both.
+    for run in ["1", "2"] {
+        let approved = output(runbook_as(
+            &state,
+            other,
+            Some(team),
+            &["approve", run, "gate"],
+        ));
+        assert_eq!(approved.status.code(), Some(0), "{}", stderr(&approved));
+        assert_eq!(
+            stdout(&approved),
+            format!("approved `gate` of run {run} as {OTHER}; the run goes on\n")
+        );
+    }
+    for (name, child) in [("canary", first), ("nightly", second)] {
+        let out = child.wait_with_output().expect("ends");
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", stderr(&out));
+        assert!(
+            stdout(&out).contains(&format!("{name} shipped")),
+            "{}",
+            stdout(&out)
+        );
+    }
+    for (name, watcher) in [("canary", watch_1), ("nightly", watch_2)] {
+        let out = watcher.wait_with_output().expect("the watch ends");
+        assert_eq!(out.status.code(), Some(0), "{name}: {}", stderr(&out));
+        let seen = stdout(&out);
+        assert!(seen.contains(&format!("approved by {OTHER}")), "{seen}");
+        assert!(
+            seen.contains(&format!("shipped | {name} shipped")),
+            "{seen}"
+        );
+    }
+    for run in ["1", "2"] {
+        let history = stdout(&output(runbook_as(
+            &state,
+            me,
+            Some(team),
+            &["history", run],
+        )));
+        assert!(
+            history.contains(&format!("`gate` approved by {OTHER}")),
+            "{history}"
+        );
+        assert!(
+            history
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .ends_with(" by root"),
+            "{history}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

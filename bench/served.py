@@ -131,19 +131,22 @@ def served(work, file):
 
     t = threading.Thread(target=watch)
     t.start()
-    began = time.monotonic()
-    procs = [
-        subprocess.Popen([binary, "--state", state, "run", file], env=env,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for _ in range(runs)
-    ]
-    followers = wait_all(procs)
-    took = time.monotonic() - began
-    stop.set()
-    t.join()
-    lat = latencies(state, range(1, runs + 1))
-    server.terminate()
-    server.wait()
+    try:
+        began = time.monotonic()
+        procs = [
+            subprocess.Popen([binary, "--state", state, "run", file], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for _ in range(runs)
+        ]
+        followers = wait_all(procs)
+        took = time.monotonic() - began
+        lat = latencies(state, range(1, runs + 1))
+    finally:
+        # A failed run leaves no server behind.
+        stop.set()
+        t.join()
+        server.terminate()
+        server.wait()
     return took, followers, hwm[0], lat
 
 

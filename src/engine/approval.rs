@@ -383,6 +383,8 @@ pub struct Awaited {
     pub from: String,
     /// Whether the run's starter is left out.
     pub not_starter: bool,
+    /// Whether anyone who may steer the run may answer (no lists).
+    pub anyone: bool,
 }
 
 /// What `status` says of approval step `step` while it waits.
@@ -416,6 +418,7 @@ pub fn awaited(
         approved,
         from: rules.who(),
         not_starter: !rules.starter_may,
+        anyone: rules.anyone,
     })
 }
 

@@ -145,6 +145,21 @@ pub fn ask_or<T>(
     local: impl FnOnce(Box<dyn RunStore>) -> Result<T, Error>,
     ended: &mut dyn FnMut(),
 ) -> Result<T, Error> {
+    let open = || open_or_owner(state_dir, run);
+    ask_or_open(state_dir, request, within, answered, open, local, ended)
+}
+
+/// `ask_or`, opening the store with `open` when no process serves it (one
+/// that makes a missing store, for a command that writes a new run).
+pub(super) fn ask_or_open<T>(
+    state_dir: &Path,
+    request: &Request,
+    within: Duration,
+    answered: impl FnOnce(Answer) -> Result<T, Error>,
+    open: impl Fn() -> Result<Opened, Error>,
+    local: impl FnOnce(Box<dyn RunStore>) -> Result<T, Error>,
+    ended: &mut dyn FnMut(),
+) -> Result<T, Error> {
     let began = Instant::now();
     let mut said_ended = false;
     loop {
@@ -156,7 +171,7 @@ pub fn ask_or<T>(
             }
             Reached::Ended | Reached::Nobody => {}
         }
-        match open_or_owner(state_dir, run)? {
+        match open()? {
             Opened::Store(store) => return local(store),
             Opened::HeldBy(owner) if began.elapsed() > BETWEEN => {
                 return Err(Error::InUse(locked_sentence(state_dir, owner)))

@@ -5,8 +5,8 @@
 //! directory as a new run, a copy for review: `status`, `logs` and
 //! `history` read it; nothing resumes, retries or approves it there.
 
-use super::call::{ask, Reached, BETWEEN};
-use super::open::{locked_sentence, open_or_owner_to_write, plan_of, store_error, Opened};
+use super::call::ask_or_open;
+use super::open::{open_or_owner_to_write, plan_of, store_error};
 use super::records::unexpected;
 use super::wire::{Answer, Request};
 use crate::engine::{Event, RunId, RunMeta, StepLog};
@@ -141,33 +141,27 @@ fn read_plain(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
 /// holds the store, or into the store (made if missing). Its number.
 pub fn import(state_dir: &Path, export: Export) -> Result<u64, Error> {
     let request = Request::Import(Box::new(export));
-    let began = std::time::Instant::now();
-    loop {
-        match ask(state_dir, &request, Duration::from_secs(60))? {
-            Reached::Answered(Answer::Imported { run }) => return Ok(run),
-            Reached::Answered(Answer::Failed(f)) => return Err(f.into()),
-            Reached::Answered(other) => return Err(unexpected(other)),
-            Reached::Nobody | Reached::Ended => {}
-        }
-        match open_or_owner_to_write(state_dir)? {
-            Opened::Store(store) => {
-                let Request::Import(export) = request else {
-                    unreachable!("built above")
-                };
-                return import_in(&*store, *export, &crate::store::private::this_account());
-            }
-            Opened::HeldBy(owner) if began.elapsed() > BETWEEN => {
-                return Err(Error::InUse(locked_sentence(state_dir, owner)))
-            }
-            Opened::HeldBy(_) => std::thread::sleep(Duration::from_millis(50)),
-        }
-    }
+    let Request::Import(export) = &request else {
+        return Err(Error::Internal("an import lost its document".into()));
+    };
+    ask_or_open(
+        state_dir,
+        &request,
+        Duration::from_secs(60),
+        |answer| match answer {
+            Answer::Imported { run } => Ok(run),
+            other => Err(unexpected(other)),
+        },
+        || open_or_owner_to_write(state_dir),
+        |store| import_in(&*store, export, &crate::store::private::this_account()),
+        &mut || {},
+    )
 }
 
 /// Writes the copy: checked whole before anything is written (its runbook
 /// compiles, every event and log names a step of it), then the run, its
 /// events, its logs, and the record of the import.
-pub(super) fn import_in(store: &dyn RunStore, export: Export, by: &str) -> Result<u64, Error> {
+pub(super) fn import_in(store: &dyn RunStore, export: &Export, by: &str) -> Result<u64, Error> {
     let damaged = |why: String| Error::Usage(format!("the export cannot be imported: {why}"));
     let plan = plan_of(&export.meta)
         .map_err(|_| damaged("its runbook does not check with this version of runbook".into()))?;

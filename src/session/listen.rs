@@ -238,7 +238,7 @@ fn handle(request: Request, host: &Host, uid: u32) -> Answer {
         }
         // A new run in the store: the holder's user's (or root's) to make.
         Request::Import(export) => super::take::may_start(uid).and_then(|()| {
-            super::export::import_in(store, *export, &crate::store::private::account(uid))
+            super::export::import_in(store, &export, &crate::store::private::account(uid))
                 .map(|run| Answer::Imported { run })
         }),
     };

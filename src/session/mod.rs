@@ -36,7 +36,7 @@ pub use follow::{watch, Following, Seen};
 pub use notes::say_notes_with;
 pub use open::{
     alive, has_journal, keep_source, killed_groups_left, locked_sentence, no_store_sentence, open,
-    open_or_owner, open_to_write, plan_and_state, plan_of, store_error, CompileAhead, Opened,
+    open_or_owner, plan_and_state, plan_of, store_error, CompileAhead, Opened,
 };
 pub use records::{health, history, logs, runs, AttemptLog};
 pub use report::{

@@ -44,15 +44,8 @@ pub fn has_journal(state: &Path) -> bool {
     state.join("journal").is_dir()
 }
 
-/// The store, made when missing: for `runbook run`.
-pub fn open_to_write(state: &Path) -> Result<Box<dyn RunStore>, Error> {
-    match open_or_owner_creating(state)? {
-        Opened::Store(store) => Ok(store),
-        Opened::HeldBy(owner) => Err(Error::InUse(locked_sentence(state, owner))),
-    }
-}
-
-/// The store, made when missing, or which process holds it.
+/// The store, made when missing (for `runbook run`, `import`), or which
+/// process holds it.
 pub(super) fn open_or_owner_to_write(state: &Path) -> Result<Opened, Error> {
     open_or_owner_creating(state)
 }

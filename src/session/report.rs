@@ -219,7 +219,7 @@ fn awaited(
     let needed = a.more + a.approved.len() as u32;
     if needed > 1 || !a.approved.is_empty() {
         said.push_str(&format!("; {} more from {}{starter}", a.more, a.from));
-    } else if a.from != "anyone who may steer the run" {
+    } else if !a.anyone {
         said.push_str(&format!("; from {}{starter}", a.from));
     }
     said

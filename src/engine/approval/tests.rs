@@ -220,6 +220,7 @@ fn status_is_told_who_approved_and_how_many_more_from_whom() {
             more: 1,
             from: "alice, bob or a member of sre".into(),
             not_starter: true,
+            anyone: false,
         })
     );
 }
